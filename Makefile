@@ -1,0 +1,169 @@
+# umdq: one build for everything.
+#
+#   make               build daemon, worker, CLI, libumd, tests and benchmarks
+#   make run           install what is missing, build, start a local daemon + workers, run the quickstart
+#   make test          install what is missing, build, run every test (ends with "N passed, N failed")
+#   make check-long    soak, chaos and fuzz runs (minutes)
+#   make gpu-check     build for sm_90 and run the GPU parity tests and benchmark (needs a GPU)
+#   make bench         run the benchmarks under bench/ (each prints a ratio against its baseline)
+#   make install PREFIX=/usr/local
+#   make SANITIZE=1    build with AddressSanitizer + UBSan into build-san/ (make test SANITIZE=1)
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+ifeq ($(origin CC),default)
+CC       := cc
+endif
+
+ifeq ($(SANITIZE),1)
+BUILD    ?= build-san
+OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SANLD    := -fsanitize=address,undefined
+else
+BUILD    ?= build
+OPT      := -O2 -g
+SANLD    :=
+endif
+
+# ---- what the machine has ----------------------------------------------------------------------
+NVCC     ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),)
+HAVE_CUDA := $(if $(NVCC),1,0)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null)
+HAVE_BLAS   := $(if $(BLAS_LIBS),1,0)
+HAVE_OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1 || echo 0)
+
+ifneq ($(MAKE_RESTARTS),)
+else ifeq ($(filter clean deps,$(MAKECMDGOALS)),)
+$(info umdq build: CUDA $(if $(filter 1,$(HAVE_CUDA)),yes ($(NVCC)),no) | BLAS $(if $(filter 1,$(HAVE_BLAS)),OpenBLAS,missing (run scripts/deps.sh)) | OpenMP $(if $(filter 1,$(HAVE_OPENMP)),yes,no) | $(BUILD)/)
+endif
+
+CPPFLAGS := -D_GNU_SOURCE -Icommon -Ikernels -Itrainer -Idaemon -Iworker -Icli $(BLAS_CFLAGS) \
+            -DUMDQ_HAVE_CUDA=$(HAVE_CUDA)
+CFLAGS   := -std=c11 $(OPT) -Wall -Wextra -Werror -MMD -MP -pthread
+ifeq ($(HAVE_OPENMP),1)
+CFLAGS   += -fopenmp
+OMPLD    := -fopenmp
+endif
+# the trainer's CPU kernels are the hot path: build them for the machine they run on
+KFLAGS   := -O3 -march=native -ffp-contract=fast
+ifeq ($(SANITIZE),1)
+KFLAGS   := -O1 -march=native
+endif
+LDLIBS   := -lsqlite3 -lzmq -lcjson -lcurl -lmicrohttpd $(BLAS_LIBS) -lpng -lz -lm -pthread $(OMPLD) $(SANLD)
+
+# ---- sources -----------------------------------------------------------------------------------
+COMMON_SRC  := $(wildcard common/*.c)
+KERNEL_SRC  := $(wildcard kernels/cpu/*.c)
+TRAINER_SRC := $(wildcard trainer/*.c trainer/eval/*.c)
+DAEMON_SRC  := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+WORKER_SRC  := $(filter-out worker/main.c,$(wildcard worker/*.c))
+CLI_SRC     := $(filter-out cli/main.c,$(wildcard cli/*.c))
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCOMMON  := $(BUILD)/lib/libumdqcommon.a
+LIBUMD     := $(BUILD)/lib/libumd.a
+LIBDAEMON  := $(BUILD)/lib/libumdqd.a
+LIBWORKER  := $(BUILD)/lib/libumdqworker.a
+LIBCLI     := $(BUILD)/lib/libumdqcli.a
+
+UMDQD      := $(BUILD)/bin/umdqd
+WORKER     := $(BUILD)/bin/umdq-worker
+UMDQ       := $(BUILD)/bin/umdq
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+# link order: the most dependent library first
+ALL_LIBS   := $(LIBCLI) $(LIBWORKER) $(LIBDAEMON) $(LIBUMD) $(LIBCOMMON)
+
+.PHONY: all deps run test check-long gpu-check bench install clean
+.SECONDARY:
+all: $(UMDQD) $(WORKER) $(UMDQ) $(UNIT_BINS) $(BENCH_BINS)
+
+$(BUILD)/obj/kernels/cpu/%.o: kernels/cpu/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(KFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+define archive
+	@mkdir -p $(@D)
+	@rm -f $@
+	ar rcs $@ $^
+endef
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))  ; $(archive)
+$(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) ; $(archive)
+# schema/*.sql are compiled into the daemon, so an installed umdqd needs no data files
+SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
+$(BUILD)/gen/schema_embed.c: $(SCHEMA_SQL) scripts/embed.sh
+	@mkdir -p $(@D)
+	scripts/embed.sh umdq_schema_files $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/gen/schema_embed.o: $(BUILD)/gen/schema_embed.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBDAEMON): $(call obj,$(DAEMON_SRC)) $(BUILD)/obj/gen/schema_embed.o ; $(archive)
+$(LIBWORKER): $(call obj,$(WORKER_SRC)) ; $(archive)
+$(LIBCLI):    $(call obj,$(CLI_SRC))    ; $(archive)
+
+$(UMDQD):  $(call obj,daemon/main.c) $(ALL_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+$(WORKER): $(call obj,worker/main.c) $(ALL_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+$(UMDQ):   $(call obj,cli/main.c) $(ALL_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(ALL_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ALL_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+
+# ---- the two commands and friends ---------------------------------------------------------------
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/run.sh
+
+check-long: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/run.sh --long
+
+bench: deps
+	@scripts/deps.sh --bench
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/bench.sh
+
+gpu-check:
+	@BUILD=$(BUILD) scripts/gpu-check.sh
+
+install: $(UMDQD) $(WORKER) $(UMDQ)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/umdq/examples \
+	           $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(UMDQD) $(WORKER) $(UMDQ) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 examples/*.json $(DESTDIR)$(PREFIX)/share/umdq/examples/
+	sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/umdqd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/umdqd.service
+	sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/umdq-worker@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/umdq-worker@.service
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# scripts/deps.sh [--bench] [--golden] [--web]: install the Debian packages umdq needs when they
+# are missing (apt-get, as root or through sudo). Quiet when everything is there.
+#   (default)  build and test: compiler, SQLite, ZeroMQ, cJSON, libcurl, libmicrohttpd, OpenBLAS,
+#              zlib, libpng, the Fashion-MNIST data set, jq and curl for the shell tests
+#   --bench    also python3-torch (the PyTorch baselines under bench/)
+#   --golden   also python3-torch and python3-scipy (regenerating tests/golden/)
+set -euo pipefail
+pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libzmq3-dev libcjson-dev libcurl4-openssl-dev
+      libmicrohttpd-dev libopenblas-dev zlib1g-dev libpng-dev dataset-fashion-mnist jq curl
+      python3 procps psmisc)
+for a in "$@"; do
+  case $a in
+    --bench) pkgs+=(python3-torch python3-numpy) ;;
+    --golden) pkgs+=(python3-torch python3-numpy python3-scipy) ;;
+    --web) pkgs+=(chromium nodejs npm) ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$st" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "umdq: installing missing packages: ${missing[*]}" >&2
+if [ "$(id -u)" = 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "umdq: need root or sudo to install: ${missing[*]}" >&2
+  echo "      run as root: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq || { echo "umdq: apt-get update failed" >&2; exit 1; }
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+  echo "umdq: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
+echo "umdq: installed ${missing[*]}" >&2

@@ -1,0 +1,74 @@
+/* t.h: the unit-test harness. A test file defines static void test functions and a main that
+ * calls T_RUN(fn) for each, then returns t_done(). Each test prints one line the runner counts:
+ *   PASS name | FAIL name: file:line: what | SKIP name: why
+ * T_REQUIRE stops the current test on failure; T_CHECK records it and goes on. */
+#ifndef UMDQ_T_H
+#define UMDQ_T_H
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_failed_now, t_skipped_now, t_npass, t_nfail, t_nskip;
+static char t_first[512];
+static jmp_buf t_jmp;
+static const char *t_name;
+
+static void t_fail_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), unused));
+static void t_fail_at(const char *file, int line, const char *fmt, ...) {
+    if (!t_failed_now) {
+        int n = snprintf(t_first, sizeof t_first, "%s:%d: ", file, line);
+        va_list ap;
+        va_start(ap, fmt);
+        if (n > 0 && (size_t)n < sizeof t_first)
+            vsnprintf(t_first + n, sizeof t_first - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    t_failed_now = 1;
+}
+
+#define T_CHECK(c) do { if (!(c)) t_fail_at(__FILE__, __LINE__, "%s", #c); } while (0)
+#define T_REQUIRE(c) do { if (!(c)) { t_fail_at(__FILE__, __LINE__, "%s", #c); longjmp(t_jmp, 1); } } while (0)
+#define T_CHECK_MSG(c, ...) do { if (!(c)) t_fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define T_EQ_INT(a, b) do { long long t_a = (long long)(a), t_b = (long long)(b); \
+    if (t_a != t_b) t_fail_at(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, t_a, t_b); } while (0)
+#define T_EQ_STR(a, b) do { const char *t_a = (a), *t_b = (b); \
+    if (!t_a || !t_b || strcmp(t_a, t_b) != 0) t_fail_at(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", \
+        #a, #b, t_a ? t_a : "(null)", t_b ? t_b : "(null)"); } while (0)
+#define T_CONTAINS(hay, needle) do { const char *t_h = (hay), *t_n = (needle); \
+    if (!t_h || !strstr(t_h, t_n)) t_fail_at(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"", \
+        t_h ? t_h : "(null)", t_n); } while (0)
+/* |a - b| <= atol + rtol * |b| */
+#define T_NEAR(a, b, atol, rtol) do { double t_a = (double)(a), t_b = (double)(b); \
+    if (!(fabs(t_a - t_b) <= (atol) + (rtol) * fabs(t_b))) t_fail_at(__FILE__, __LINE__, \
+        "%s ~ %s: %.9g vs %.9g", #a, #b, t_a, t_b); } while (0)
+#define T_SKIP(...) do { t_skipped_now = 1; snprintf(t_first, sizeof t_first, __VA_ARGS__); \
+    longjmp(t_jmp, 1); } while (0)
+
+static void t_run(const char *name, void (*fn)(void)) __attribute__((unused));
+static void t_run(const char *name, void (*fn)(void)) {
+    t_failed_now = t_skipped_now = 0;
+    t_first[0] = 0;
+    t_name = name;
+    if (setjmp(t_jmp) == 0) fn();
+    if (t_skipped_now && !t_failed_now) {
+        printf("SKIP %s: %s\n", name, t_first);
+        t_nskip++;
+    } else if (t_failed_now) {
+        printf("FAIL %s: %s\n", name, t_first);
+        t_nfail++;
+    } else {
+        printf("PASS %s\n", name);
+        t_npass++;
+    }
+    fflush(stdout);
+}
+#define T_RUN(fn) t_run(#fn, fn)
+
+static int t_done(void) __attribute__((unused));
+static int t_done(void) { return t_nfail ? 1 : 0; }
+
+#endif
