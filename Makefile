@@ -77,8 +77,6 @@ UMDQ       := $(BUILD)/bin/umdq
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-# link order: the most dependent library first
-ALL_LIBS   := $(LIBCLI) $(LIBWORKER) $(LIBDAEMON) $(LIBUMD) $(LIBCOMMON)
 
 .PHONY: all deps run test check-long gpu-check bench install clean
 .SECONDARY:
@@ -113,23 +111,26 @@ $(LIBDAEMON): $(call obj,$(DAEMON_SRC)) $(BUILD)/obj/gen/schema_embed.o ; $(arch
 $(LIBWORKER): $(call obj,$(WORKER_SRC)) ; $(archive)
 $(LIBCLI):    $(call obj,$(CLI_SRC))    ; $(archive)
 
-$(UMDQD):  $(call obj,daemon/main.c) $(ALL_LIBS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
-$(WORKER): $(call obj,worker/main.c) $(ALL_LIBS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
-$(UMDQ):   $(call obj,cli/main.c) $(ALL_LIBS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+# Each program links only the libraries it needs, most dependent first. A test or benchmark
+# names its own in a comment near its top:   /* umdq-uses: daemon common */
+# (parts: cli worker daemon umd common; without the line it links all of them).
+LIB_cli := $(LIBCLI)
+LIB_worker := $(LIBWORKER)
+LIB_daemon := $(LIBDAEMON)
+LIB_umd := $(LIBUMD)
+LIB_common := $(LIBCOMMON)
+PARTS := cli worker daemon umd common
+uses_of = $(or $(shell sed -n 's/.*umdq-uses: *\([a-z ]*\).*/\1/p' $(1) 2>/dev/null | head -n 1),$(PARTS))
+libs_for = $(foreach p,$(PARTS),$(if $(filter $(p),$(call uses_of,$(1))),$(LIB_$(p))))
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(ALL_LIBS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+.SECONDEXPANSION:
+LINK = @mkdir -p $(@D) && echo "  LD  $@" && $(CC) $(CFLAGS) $(filter %.o %.a,$^) $(LDLIBS) -o $@
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ALL_LIBS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< $(ALL_LIBS) $(LDLIBS) -o $@
+$(UMDQD):  $(call obj,daemon/main.c) $(LIBDAEMON) $(LIBCOMMON)                ; $(LINK)
+$(WORKER): $(call obj,worker/main.c) $(LIBWORKER) $(LIBUMD) $(LIBCOMMON)      ; $(LINK)
+$(UMDQ):   $(call obj,cli/main.c) $(LIBCLI) $(LIBUMD) $(LIBCOMMON)            ; $(LINK)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $$(call libs_for,tests/unit/$$*.c) ; $(LINK)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $$(call libs_for,bench/$$*.c)          ; $(LINK)
 
 # ---- the two commands and friends ---------------------------------------------------------------
 deps:

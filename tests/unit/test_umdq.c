@@ -1,4 +1,4 @@
-/* test_umdq.c: error names. */
+/* test_umdq.c: error names. umdq-uses: common */
 #include "t.h"
 #include "umdq.h"
 

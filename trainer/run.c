@@ -1,0 +1,18 @@
+/* run.c: the run driver (placeholder until the trainer lands: refuses every run). */
+#include <stdio.h>
+#include "umd.h"
+#include "umdq.h"
+
+int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen) {
+    (void)config;
+    (void)ev;
+    snprintf(err, errlen, "the UMD trainer is not available in this build");
+    return UMDQ_EUNSUPPORTED;
+}
+
+int umd_train_main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "umdq train: the UMD trainer is not available in this build\n");
+    return 1;
+}
