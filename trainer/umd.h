@@ -39,6 +39,10 @@ typedef struct {
  * with a message in err. config is borrowed. */
 int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen);
 
+/* 1 when this build's trainer can run on the named backend ("cpu", "cuda"), else 0. Does not
+ * touch the device (safe in a worker parent that must not initialise CUDA). */
+int umd_backend_available(const char *backend);
+
 /* `umdq train CONFIG.json [--steps N] [--out DIR] [--resume] [--json]`: argv[0] is "train".
  * Returns the process exit code (0 ok, 1 runtime error, 2 usage or bad config). */
 int umd_train_main(int argc, char **argv);
