@@ -82,18 +82,30 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .SECONDARY:
 all: $(UMDQD) $(WORKER) $(UMDQ) $(UNIT_BINS) $(BENCH_BINS)
 
+# quiet by default; make V=1 prints whole command lines
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @echo "  $(1)	$@"
+endif
+
 $(BUILD)/obj/kernels/cpu/%.o: kernels/cpu/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(KFLAGS) -c $< -o $@
+	$(call say,CC)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(KFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(call say,CC)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 define archive
 	@mkdir -p $(@D)
 	@rm -f $@
-	ar rcs $@ $^
+	$(call say,AR)
+	$(Q)ar rcs $@ $^
 endef
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))  ; $(archive)
@@ -102,10 +114,12 @@ $(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) ; $(archive)
 SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
 $(BUILD)/gen/schema_embed.c: $(SCHEMA_SQL) scripts/embed.sh
 	@mkdir -p $(@D)
-	scripts/embed.sh umdq_schema_files $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
+	$(call say,GEN)
+	$(Q)scripts/embed.sh umdq_schema_files $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
 $(BUILD)/obj/gen/schema_embed.o: $(BUILD)/gen/schema_embed.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(call say,CC)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(LIBDAEMON): $(call obj,$(DAEMON_SRC)) $(BUILD)/obj/gen/schema_embed.o ; $(archive)
 $(LIBWORKER): $(call obj,$(WORKER_SRC)) ; $(archive)
@@ -124,7 +138,7 @@ uses_of = $(or $(shell sed -n 's/.*umdq-uses: *\([a-z ]*\).*/\1/p' $(1) 2>/dev/n
 libs_for = $(foreach p,$(PARTS),$(if $(filter $(p),$(call uses_of,$(1))),$(LIB_$(p))))
 
 .SECONDEXPANSION:
-LINK = @mkdir -p $(@D) && echo "  LD  $@" && $(CC) $(CFLAGS) $(filter %.o %.a,$^) $(LDLIBS) -o $@
+LINK = @mkdir -p $(@D) && echo "  LD	$@" && $(CC) $(CFLAGS) $(filter %.o %.a,$^) $(LDLIBS) -o $@
 
 $(UMDQD):  $(call obj,daemon/main.c) $(LIBDAEMON) $(LIBCOMMON)                ; $(LINK)
 $(WORKER): $(call obj,worker/main.c) $(LIBWORKER) $(LIBUMD) $(LIBCOMMON)      ; $(LINK)

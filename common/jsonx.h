@@ -10,9 +10,13 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "util.h"
 
 /* Canonical text of v. Caller frees. NULL on out of memory or a NaN/infinite number. */
 char *json_canonical(const cJSON *v);
+/* Append the canonical text of v to b; 0, or UMDQ_EINVAL for a NaN/infinite number (b then holds
+ * a partial text). cJSON_Raw items are copied verbatim (callers use them as placeholders). */
+int json_canonical_append(strbuf *b, const cJSON *v);
 /* Canonical text of a number into buf; returns 0, or UMDQ_EINVAL for NaN/infinity. */
 int json_canonical_number(double d, char *buf, size_t n);
 
@@ -29,7 +33,8 @@ int json_get_bool(const cJSON *root, const char *dotted, int dflt);
 const char *json_get_string(const cJSON *root, const char *dotted, const char *dflt); /* borrowed */
 
 /* Parse text of length len (need not be NUL-terminated). NULL and a message with the byte
- * offset of the error on failure. */
+ * offset of the error on failure. Text after the value (other than whitespace) and an object
+ * with a repeated key are refused (the message names the key path). */
 cJSON *json_parse_n(const char *text, size_t len, char *err, size_t errlen);
 
 #endif

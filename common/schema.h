@@ -8,6 +8,7 @@
 #ifndef UMDQ_SCHEMA_H
 #define UMDQ_SCHEMA_H
 #include <cjson/cJSON.h>
+#include <stddef.h>
 #include "errlist.h"
 
 typedef enum {
@@ -24,7 +25,7 @@ enum {
     SCHEMA_MAX_OPEN = 1 << 1,     /* value < max instead of <= */
     SCHEMA_NO_MIN = 1 << 2,
     SCHEMA_NO_MAX = 1 << 3,
-    SCHEMA_UMD_ONLY = 1 << 4,     /* only for kind "umd" */
+    SCHEMA_UMD_ONLY = 1 << 4,     /* read by the trainer (kind "command" may carry them for its template) */
     SCHEMA_COMMAND_ONLY = 1 << 5, /* only for kind "command" */
     SCHEMA_NOT_IN_SWEEP = 1 << 6, /* set by the system in a sweep (e.g. "seed": use "seeds") */
     SCHEMA_RESERVED = 1 << 7      /* named so the error can say it is not available yet */
@@ -54,5 +55,25 @@ int schema_validate_job(const cJSON *config, int in_sweep, errlist *errs);
 
 /* The default of a key as a new cJSON value (caller owns), or NULL when it has none. */
 cJSON *schema_default(const schema_key *k);
+
+/* 0 when the dotted path names a key, an object of keys ("model") or a place under a free-form
+ * key ("params.lr"); else UMDQ_EINVAL with "unknown key" (and the closest known key, when one is
+ * near) or the reason in msg. */
+int schema_check_path(const char *path, char *msg, size_t n);
+
+/* Check value v placed at dotted path (NULL or "" = v is the whole config) as schema_validate_job
+ * does for one part of a config: kind is "umd", "command" or NULL when not known (kind rules are
+ * then skipped). cJSON_Raw items are placeholders and are skipped. No cross-key checks. Adds one
+ * entry per bad path (the config path) and returns how many it added. */
+int schema_validate_at(const char *path, const cJSON *v, const char *kind, int in_sweep, errlist *errs);
+
+/* The cross-key checks on their own, so a sweep can run them per job without walking the config:
+ * values[i] is the config's value at schema_cross_paths[i] (borrowed; NULL when absent). Values
+ * that are invalid on their own are skipped (their own check reports them); absent ones take their
+ * default. Adds one entry per problem, with the config path, and returns how many it added.
+ * The template fields of a command are not checked here. */
+#define SCHEMA_CROSS_N 10
+extern const char *const schema_cross_paths[SCHEMA_CROSS_N + 1]; /* NULL-terminated */
+int schema_check_cross(const cJSON *const values[SCHEMA_CROSS_N], errlist *errs);
 
 #endif

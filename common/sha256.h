@@ -18,5 +18,10 @@ void sha256(const void *data, size_t len, unsigned char out[32]);
 /* Lower-case hex digest into hex (65 bytes with the NUL). */
 void sha256_hex(const void *data, size_t len, char hex[65]);
 void sha256_to_hex(const unsigned char digest[32], char hex[65]);
+/* The compression in use: "sha-ni" (x86 SHA extensions, picked when the CPU has them) or
+ * "portable". sha256_use_portable(1) forces the portable one, (0) picks again; for tests and
+ * benchmarks, not to be called while other threads hash. */
+const char *sha256_implementation(void);
+void sha256_use_portable(int on);
 
 #endif

@@ -15,7 +15,9 @@
 
 typedef struct {
     int idx;             /* position in the expansion, from 0 */
-    char *config;        /* canonical JSON of the job config, owned */
+    char *config;        /* canonical JSON of the job config (with "kind", without "seed"); owned
+                            by the sweep: the texts live in the jobs allocation, jobs that differ
+                            only in their seed share one text; never freed on its own */
     char hash[65];       /* SHA-256 hex of config */
     int64_t seed;
     const char *kind;    /* "umd" or "command"; borrowed from a static string */
@@ -23,7 +25,9 @@ typedef struct {
 
 typedef struct {
     char *name;          /* owned */
-    char *spec;          /* canonical JSON of the whole spec, owned */
+    char *spec;          /* canonical JSON of the whole spec, owned (its grid and zip keys are
+                            sorted, so expanding it again gives the same jobs, maybe in another
+                            order) */
     int priority;        /* higher runs first; default 0 */
     int max_attempts;    /* retry.max_attempts, default 3 */
     int retry_on_failure;/* retry.on_failure, default 0 */
@@ -34,6 +38,10 @@ typedef struct {
 } sweep;
 
 /* Parse and expand the spec text. On success *out is owned by the caller (sweep_destroy).
+ * Jobs are numbered list entry (outermost) x grid (first key slowest) x zip x seeds (innermost).
+ * Also refused: a key both in grid and zip or inside another swept key, a list entry setting a
+ * swept key, repeated grid values, zip tuples or list entries (they would make the same job
+ * twice), "kind" in grid or zip (give each kind a list entry), more than SWEEP_MAX_JOBS jobs.
  * On failure returns UMDQ_EINVAL and errs holds every problem, each with its key path (paths
  * inside the spec such as "grid.umd.mask_ratio[2]" or config paths such as "umd.mask_ratio"). */
 int sweep_expand(const char *text, size_t len, sweep **out, errlist *errs);

@@ -45,6 +45,8 @@ void strbuf_free(strbuf *b);
 void strbuf_append(strbuf *b, const char *s, size_t n);
 void strbuf_puts(strbuf *b, const char *s);
 void strbuf_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-char *strbuf_steal(strbuf *b); /* returns data (caller frees) and resets b */
+/* Returns data (caller frees; NULL when an append ran out of memory) and leaves b empty with no
+ * allocation (data NULL): it may be appended to again or dropped without strbuf_free. */
+char *strbuf_steal(strbuf *b);
 
 #endif
