@@ -30,6 +30,7 @@ enum philox_stream {
     PHILOX_MASK = 6,      /* per-row token keep order: index = row * L + token */
     PHILOX_LABEL_DROP = 7,/* label dropout to the null class: index = row */
     PHILOX_EVAL = 8,      /* evaluation: sampling noise, probe subsets */
+    PHILOX_DATA = 9,      /* the synthetic data set: step = split, index = image */
     PHILOX_TEST = 15      /* tests */
 };
 

@@ -38,7 +38,8 @@ int umd_ckpt_read_header(const char *path, umd_ckpt_header *h, char *err, size_t
 /* Read a checkpoint into the given sections: every section named must be present with exactly
  * that size and a matching CRC; an expected_hash (may be NULL) must equal the file's config hash.
  * Errors name the file and what is wrong (wrong magic, newer version, truncated, size mismatch,
- * CRC mismatch, config hash mismatch). */
+ * CRC mismatch, config hash mismatch). h may be NULL; when it is not, h->meta is owned by the
+ * caller after a successful read. On failure the sections' buffers may hold part of the file. */
 int umd_ckpt_read(const char *path, const char *expected_hash, umd_ckpt_header *h,
                   umd_ckpt_section *sections, int nsections, char *err, size_t errlen);
 

@@ -10,6 +10,10 @@
 #include <stdint.h>
 #include "config.h"
 
+/* Largest image side the loaders accept (the augmenter keeps per-row tables of this size on the
+ * stack, so a batch allocates nothing). */
+#define UMD_DATA_MAX_SIDE 1024
+
 typedef struct {
     int64_t n;          /* images */
     int h, w, c;        /* height, width, channels (1 or 3) */
@@ -24,7 +28,9 @@ int umd_data_load(const umd_config *cfg, umd_split *train, umd_split *test, char
 void umd_split_free(umd_split *s); /* accepts a zeroed split */
 
 /* Where the reader is: epoch e visits the images in the Philox(seed, PHILOX_SHUFFLE, e) order;
- * pos is the next position in that order. A checkpoint records the cursor. */
+ * pos is the next position in that order. A checkpoint records the cursor. The order is a keyed
+ * bijection of [0, n) (a Feistel network with cycle walking, data.c), computed per position, so
+ * the reader needs no buffer and any cursor can be restored exactly. */
 typedef struct {
     uint64_t seed;
     int64_t epoch;
@@ -38,7 +44,8 @@ typedef struct {
 void umd_data_next_batch(const umd_split *s, umd_cursor *cur, int B, int augment, float *x,
                          int32_t *labels);
 
-/* Images [first, first+B) of the split in file order, no augmentation (evaluation). */
+/* Images [first, first+B) of the split in file order, no augmentation (evaluation). Indices wrap
+ * modulo n, so a fixed-size last batch repeats the first images. labels may be NULL. */
 void umd_data_slice(const umd_split *s, int64_t first, int B, float *x, int32_t *labels);
 
 #endif

@@ -15,10 +15,3 @@ int umd_backend_available(const char *backend) {
     (void)backend;
     return 0;
 }
-
-int umd_train_main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "umdq train: the UMD trainer is not available in this build\n");
-    return 1;
-}

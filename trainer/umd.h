@@ -43,8 +43,9 @@ int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen)
  * touch the device (safe in a worker parent that must not initialise CUDA). */
 int umd_backend_available(const char *backend);
 
-/* `umdq train CONFIG.json [--steps N] [--out DIR] [--resume] [--json]`: argv[0] is "train".
- * Returns the process exit code (0 ok, 1 runtime error, 2 usage or bad config). */
+/* `umdq train CONFIG.json [--steps N] [--out DIR] [--resume] [--json] [--threads N] [--help]
+ * [--help-config]`: argv[0] is "train". Returns the process exit code (0 ok, 1 runtime error,
+ * 2 usage or bad config, 130 interrupted by SIGINT/SIGTERM after writing a checkpoint). */
 int umd_train_main(int argc, char **argv);
 
 #endif
