@@ -1,5 +1,5 @@
 /* template.c: the command line of a kind "command" job: {dotted.key} fields replaced by the
- * config's values, shell-quoted; {{ and }} stand for literal braces. */
+ * config's values, shell-quoted; other braces are literal ({{ and }} also stand for braces). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +52,13 @@ static int put_field(strbuf *out, const char *name, const cJSON *config, const t
     return 0;
 }
 
+/* Length of a field name at p ("params.lr"): a letter or '_' first, then letters, digits, '_',
+ * '.' or '-'; 0 when p does not start one. */
+static size_t field_name_len(const char *p) {
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_')) return 0;
+    return strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-");
+}
+
 int template_render(const char *tmpl, const cJSON *config, const template_builtins *b,
                     char **out, errlist *errs) {
     strbuf o;
@@ -64,51 +71,34 @@ int template_render(const char *tmpl, const cJSON *config, const template_builti
     strbuf_init(&o);
     const char *p = tmpl;
     while (*p) {
-        if (p[0] == '{' && p[1] == '{') {
-            strbuf_append(&o, "{", 1);
+        if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+            strbuf_append(&o, p, 1);
             p += 2;
-        } else if (p[0] == '}' && p[1] == '}') {
-            strbuf_append(&o, "}", 1);
-            p += 2;
-        } else if (p[0] == '}') {
-            errlist_add(errs, "command", "unmatched \"}\" at byte %d (write \"}}\" for a literal brace)",
-                        (int)(p - tmpl));
-            bad++;
-            p++;
-        } else if (p[0] == '{') {
-            const char *end = strchr(p + 1, '}');
-            const char *nextopen = strchr(p + 1, '{');
-            if (!end || (nextopen && nextopen < end)) {
-                errlist_add(errs, "command", "unclosed \"{\" at byte %d (write \"{{\" for a literal brace)",
-                            (int)(p - tmpl));
-                bad++;
-                p++;
-                continue;
-            }
-            size_t n = (size_t)(end - p - 1);
+            continue;
+        }
+        /* {name} is a field unless it follows '$' (the shell's ${VAR}); every other brace, as in
+         * JSON ({"umdq": ...}), awk (BEGIN { ... }) or shell groups ({ a; b; }), is literal */
+        size_t n = p[0] == '{' && (p == tmpl || p[-1] != '$') ? field_name_len(p + 1) : 0;
+        if (n > 0 && p[1 + n] == '}') {
             char name[256];
-            if (n == 0 || n >= sizeof name) {
-                errlist_add(errs, "command", "%s field at byte %d", n ? "too long a" : "empty",
-                            (int)(p - tmpl));
+            if (n >= sizeof name) {
+                errlist_add(errs, "command", "too long a field name at byte %d", (int)(p - tmpl));
                 bad++;
             } else {
                 memcpy(name, p + 1, n);
                 name[n] = 0;
-                if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n) {
-                    errlist_add(errs, "command", "bad field name {%s} (fields are dotted config keys)", name);
-                    bad++;
-                } else if (put_field(&o, name, config, b) != 0) {
+                if (put_field(&o, name, config, b) != 0) {
                     errlist_add(errs, "command", "unknown field {%s}: not in the job config", name);
                     bad++;
                 }
             }
-            p = end + 1;
-        } else {
-            const char *q = p;
-            while (*q && *q != '{' && *q != '}') q++;
-            strbuf_append(&o, p, (size_t)(q - p));
-            p = q;
+            p += n + 2;
+            continue;
         }
+        const char *q = p + 1;
+        while (*q && *q != '{' && *q != '}') q++;
+        strbuf_append(&o, p, (size_t)(q - p));
+        p = q;
     }
     if (bad) {
         strbuf_free(&o);
