@@ -1,0 +1,112 @@
+/* runner.h: one attempt's child process, as the worker parent sees it.
+ *
+ * runner_new forks a child in its own process group, in the attempt's scratch directory, with
+ * stdout, stderr and a report pipe captured. Kind "command" execs `/bin/sh -c CMD` (the command
+ * template rendered, the config written to $UMDQ_WORKDIR/config.json, the report pipe on fd 3);
+ * kind "umd" calls umd_run() in the forked child, whose events become report lines.
+ *
+ * The parent never blocks on a runner: it polls runner_fds(), calls runner_pump() when one is
+ * readable or at runner_deadline_ms(), and takes what the child produced:
+ *   - curve points (runner_take_points), results (runner_take_results), the latest step;
+ *   - the combined stdout + stderr bytes with their offsets (runner_take_log), including notes
+ *     about malformed report lines;
+ *   - the last RUNNER_TAIL bytes of stderr (runner_stderr_tail), for the error of a failed attempt.
+ * runner_done() is true once the child has exited, whatever it left in its process group has
+ * been killed and the pipes are drained; runner_exit() then says how it ended. */
+#ifndef UMDQ_WORKER_RUNNER_H
+#define UMDQ_WORKER_RUNNER_H
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define RUNNER_TAIL (64u << 10)   /* bytes of stderr kept for finished.error */
+#define RUNNER_MAX_FDS 3
+
+typedef struct runner runner;
+
+typedef struct {
+    const char *kind;          /* "command" or "umd"; borrowed during runner_new */
+    const cJSON *config;       /* the job config without "seed"; borrowed during runner_new */
+    int64_t job, attempt, sweep, seed;
+    const char *scratch;       /* the attempt's scratch directory; created (emptied when it exists)
+                                  by runner_new; borrowed during runner_new */
+    const char *cuda_devices;  /* CUDA_VISIBLE_DEVICES for the child, NULL = leave as inherited;
+                                  borrowed during runner_new */
+} runner_spec;
+
+typedef struct {
+    int exit_code;   /* exit status, or -1 when the child died by a signal */
+    int signal;      /* the signal that killed it, or 0 */
+    int stopped;     /* runner_stop was called before the child ended */
+} runner_exit_info;
+
+/* Fork the child. On success *out is owned by the caller (runner_destroy). A bad command
+ * template or an unusable scratch directory fails here with UMDQ_EINVAL / UMDQ_EIO and a message;
+ * nothing is left running. */
+int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen);
+
+/* Kill what is still running (SIGKILL to the process group), reap it, close the pipes, free.
+ * Accepts NULL, NULLs the pointer. Does not remove the scratch directory. */
+void runner_destroy(runner **r);
+
+pid_t runner_pid(const runner *r);
+
+/* The pipe fds to wait on for input (at most RUNNER_MAX_FDS); returns how many. A pipe whose
+ * output the parent has not taken yet beyond a bound is left out (back-pressure on the child). */
+int runner_fds(const runner *r, int *fds);
+
+/* Read what the pipes hold (never blocks; a bounded amount per call), notice the child's exit,
+ * send SIGKILL when a stop's grace has run out. now is mono_ms(). */
+void runner_pump(runner *r, int64_t now);
+
+/* The next time (mono_ms) runner_pump must run even without input, or -1 for none. */
+int64_t runner_deadline_ms(const runner *r);
+
+/* SIGTERM to the child's process group now, SIGKILL after grace_ms. A second call only
+ * shortens the grace. */
+void runner_stop(runner *r, int grace_ms, int64_t now);
+
+int runner_done(const runner *r);
+/* How the child ended; valid once runner_done(). Borrowed. */
+const runner_exit_info *runner_exit(const runner *r);
+
+/* The step heartbeats carry: that of the latest progress line, or while the child has printed
+ * none, the highest step of its metric lines (0 before any). */
+int64_t runner_step(const runner *r);
+
+/* Curve points not yet taken. */
+size_t runner_points_pending(const runner *r);
+/* Up to max points as a JSON array of [key, step, value], oldest first, removed from the queue.
+ * Caller owns (cJSON_Delete); NULL when none are pending (or out of memory). */
+cJSON *runner_take_points(runner *r, size_t max);
+
+/* Results that arrived since the last take, as an object {key: number or string}. Caller owns;
+ * NULL when there are none. */
+cJSON *runner_take_results(runner *r);
+/* Every result so far (the first value of each key wins). Borrowed until runner_destroy. */
+const cJSON *runner_results(const runner *r);
+
+/* Log bytes (combined stdout + stderr, in the order read) not yet taken. */
+size_t runner_log_pending(const runner *r);
+/* Take up to max bytes of log: *offset is the position of the first byte in the attempt's log,
+ * *data (caller frees) is NUL-terminated valid UTF-8 of exactly *len bytes (invalid bytes and
+ * NULs are replaced by '?', one for one, so offsets stay byte offsets). A multi-byte character
+ * cut by the end of what was read is held back until it is complete or the child is done.
+ * Returns 0 with *len == 0 when nothing is ready, or UMDQ_ENOMEM. */
+int runner_take_log(runner *r, size_t max, int64_t *offset, char **data, size_t *len);
+
+/* The last RUNNER_TAIL bytes of the child's stderr, as raw bytes (may cut a character).
+ * Caller frees; NULL on out of memory. *len receives the length. */
+char *runner_stderr_tail(const runner *r, size_t *len);
+
+/* Replace invalid UTF-8 and NUL bytes of s[0..len) by '?', in place. */
+void runner_utf8_sanitize(char *s, size_t len);
+
+/* Remove a directory tree in the background (a detached process), so that a large scratch
+ * directory never holds up the caller. 0, or UMDQ_EIO when the process could not be started. */
+int runner_remove_tree_async(const char *path);
+/* Remove a directory tree now. 0 or UMDQ_EIO with a message naming the first path that failed. */
+int runner_remove_tree(const char *path, char *err, size_t errlen);
+
+#endif
