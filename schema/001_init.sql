@@ -1,5 +1,6 @@
 -- umdq schema, version 1. Applied in order by the daemon (PRAGMA user_version tracks the last).
--- Times are seconds since the epoch (REAL). States are upper-case text.
+-- Times are seconds since the epoch (REAL). States are upper-case text. A sweep's state is
+-- derived from its jobs (docs/api.md), so it is not stored.
 
 CREATE TABLE sweeps (
     id           INTEGER PRIMARY KEY,
@@ -9,8 +10,7 @@ CREATE TABLE sweeps (
     priority     INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL DEFAULT 3,
     retry_on_failure INTEGER NOT NULL DEFAULT 0,
-    swept        TEXT NOT NULL DEFAULT '[]', -- JSON array of the dotted keys that vary
-    state        TEXT NOT NULL DEFAULT 'ACTIVE' CHECK (state IN ('ACTIVE', 'DONE', 'CANCELLED'))
+    swept        TEXT NOT NULL DEFAULT '[]'  -- JSON array of the dotted keys that vary
 );
 
 CREATE TABLE jobs (
@@ -23,9 +23,11 @@ CREATE TABLE jobs (
     seed         INTEGER NOT NULL,
     state        TEXT NOT NULL DEFAULT 'QUEUED' CHECK (state IN
                  ('QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'LOST', 'PREEMPTED', 'CANCELLED')),
-    attempts     INTEGER NOT NULL DEFAULT 0, -- attempts started so far
+    attempts     INTEGER NOT NULL DEFAULT 0, -- attempts started so far (the current one is n = attempts)
     max_attempts INTEGER NOT NULL DEFAULT 3,
     priority     INTEGER NOT NULL DEFAULT 0,
+    device       TEXT NOT NULL DEFAULT 'auto' CHECK (device IN ('auto', 'cpu', 'cuda')),
+    stall_timeout REAL NOT NULL DEFAULT 0,   -- seconds without step progress (0 = off)
     created      REAL NOT NULL,
     queued       REAL NOT NULL,              -- when it last entered QUEUED (dispatch latency)
     started      REAL,                       -- first attempt start
@@ -51,9 +53,12 @@ CREATE TABLE attempts (
     error        TEXT,                       -- last 64 KiB of stderr, or the reason
     step         INTEGER NOT NULL DEFAULT 0,
     step_time    REAL,                       -- when step last advanced (stall detection)
-    log_bytes    INTEGER NOT NULL DEFAULT 0, -- bytes of this attempt's log stored so far
+    cancel_reason TEXT,                      -- why the daemon sent `cancel` ('stalled', 'cancelled')
+    log_bytes    INTEGER NOT NULL DEFAULT 0, -- bytes of this attempt's output stored so far
+    log_header   INTEGER NOT NULL DEFAULT 0, -- 1 once the "== attempt N on W ==" line is written
     PRIMARY KEY (job_id, n)
 );
+CREATE INDEX attempts_open ON attempts(worker_id) WHERE state = 'RUNNING';
 
 CREATE TABLE metrics (
     job_id       INTEGER NOT NULL REFERENCES jobs(id),
@@ -79,6 +84,7 @@ CREATE TABLE workers (
     device       TEXT NOT NULL,              -- "cpu", "cuda:0"
     backend      TEXT NOT NULL,              -- "cpu", "cuda"
     capabilities TEXT NOT NULL DEFAULT '{}',
+    pid          INTEGER,
     first_seen   REAL NOT NULL,
     last_seen    REAL NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('IDLE', 'BUSY', 'DEAD', 'GONE')),
