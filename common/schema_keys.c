@@ -47,7 +47,7 @@ const schema_key umdq_job_schema[] = {
     {"train.lr", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MIN_OPEN, NULL, NULL, "peak learning rate (default base_lr * batch / 256)"},
     {"train.base_lr", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MIN_OPEN, NULL, "1.5e-4", "learning rate at batch 256"},
     {"train.warmup", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MAX_OPEN, NULL, "0.05", "fraction of steps of linear warm-up (then cosine to 0)"},
-    {"train.weight_decay", SCHEMA_NUMBER, 0, 10, U, NULL, "0.05", "AdamW decoupled weight decay (not on biases, norms, cls or mask tokens)"},
+    {"train.weight_decay", SCHEMA_NUMBER, 0, 10, U, NULL, "0.05", "AdamW decoupled weight decay (not on biases, cls tokens or the mask token)"},
     {"train.beta1", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MAX_OPEN, NULL, "0.9", "AdamW beta1"},
     {"train.beta2", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MAX_OPEN, NULL, "0.95", "AdamW beta2"},
     {"train.eps", SCHEMA_NUMBER, 0, 1, U | SCHEMA_MIN_OPEN, NULL, "1e-8", "AdamW epsilon"},

@@ -1,0 +1,190 @@
+/* attention.c: multi-head self-attention without a mask, forward and backward, for the short
+ * sequences of this model (T = cls + visible tokens in the encoder, 1 + L in the decoder; tens of
+ * tokens, head_dim 64 at the sizes that matter).
+ *
+ * Per (sequence, head) the work is six small matrix products (T x T x hd):
+ *   forward   S = Q K^T,  P = softmax(S / sqrt(hd)),  O = P V
+ *   backward  dP = dO V^T,  dS = P (dP - rowsum(P dP)) / sqrt(hd),
+ *             dV = P^T dO,  dQ = dS K,  dK = dS^T Q
+ * each done by one register-blocked kernel (4 rows x 16 columns of C in 8 vector accumulators,
+ * rank-1 updates over k), so no per-head allocation and no BLAS call per head. K^T and V^T are
+ * copied into the thread's workspace with their rows padded to a multiple of 8 by zeros, so the
+ * T-wide products run on whole vectors; transposed left operands (P^T, dS^T) are read through
+ * strides.
+ *
+ * Parallelisation: over (sequence, head) pairs, static chunks; each pair writes its own slices of
+ * out / dqkv / probs, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
+ * (deterministic for any thread count); softmax subtracts the row maximum before exp (cpu_expf,
+ * ~2 ulp) and sums in fp32. */
+#include <math.h>
+#include "cpu.h"
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/* Unaligned vector load and store, and a broadcast (macros: vector arguments of real functions
+ * would change the ABI where AVX is off). */
+#define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8))
+#define ST8(p, v) memcpy((p), &(v), sizeof(v8))
+#define BC8(a) ((v8){(a), (a), (a), (a), (a), (a), (a), (a)})
+
+static inline int round8(int n) { return (n + 7) / 8 * 8; }
+
+/* C[r][j..j+8*NV) (= or +=) sum_k A(r, k) B[k][j..], r < R, with A(r, k) = A[r*ars + k*acs]. */
+static inline __attribute__((always_inline)) void mm_block(int R, int NV, int K, const float *A,
+                                                          long ars, long acs, const float *B,
+                                                          long ldb, float *C, long ldc, int acc) {
+    v8 c[4][2];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) {
+            if (acc) LD8(c[r][v], C + r * ldc + 8 * v);
+            else c[r][v] = BC8(0.0f);
+        }
+    for (int k = 0; k < K; k++) {
+        v8 b[2];
+        for (int v = 0; v < NV; v++) LD8(b[v], B + k * ldb + 8 * v);
+        for (int r = 0; r < R; r++) {
+            v8 a = BC8(A[r * ars + k * acs]);
+            for (int v = 0; v < NV; v++) c[r][v] += a * b[v];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) ST8(C + r * ldc + 8 * v, c[r][v]);
+}
+
+/* C (M x N) (= or +=) A (M x K) B (K x N); B and C row-major (ldb, ldc), A through strides.
+ * Columns beyond the last multiple of 8 are done one at a time. */
+/* The rows of one column block: blocks of 4, then one block of the 1-3 rows left. */
+static inline __attribute__((always_inline)) void mm_rows(int NV, int M, int K, const float *A,
+                                                         long ars, long acs, const float *B,
+                                                         long ldb, float *C, long ldc, int acc) {
+    int i = 0;
+    for (; i + 4 <= M; i += 4) mm_block(4, NV, K, A + i * ars, ars, acs, B, ldb, C + i * ldc, ldc, acc);
+    switch (M - i) {
+    case 3: mm_block(3, NV, K, A + i * ars, ars, acs, B, ldb, C + i * ldc, ldc, acc); break;
+    case 2: mm_block(2, NV, K, A + i * ars, ars, acs, B, ldb, C + i * ldc, ldc, acc); break;
+    case 1: mm_block(1, NV, K, A + i * ars, ars, acs, B, ldb, C + i * ldc, ldc, acc); break;
+    default: break;
+    }
+}
+
+static void mm(int M, int N, int K, const float *A, long ars, long acs, const float *B, long ldb,
+               float *C, long ldc, int acc) {
+    int j = 0;
+    for (; j + 16 <= N; j += 16) mm_rows(2, M, K, A, ars, acs, B + j, ldb, C + j, ldc, acc);
+    for (; j + 8 <= N; j += 8) mm_rows(1, M, K, A, ars, acs, B + j, ldb, C + j, ldc, acc);
+    for (; j < N; j++)
+        for (int i = 0; i < M; i++) {
+            float s = acc ? C[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++) s += A[i * ars + k * acs] * B[k * ldb + j];
+            C[i * ldc + j] = s;
+        }
+}
+
+/* dst (hd x Tp) = src^T for T rows of hd values at stride `row`, zero beyond column T. */
+static void transpose_pad(float *dst, const float *src, long row, int T, int Tp, int hd) {
+    for (int d = 0; d < hd; d++)
+        for (int j = T; j < Tp; j++) dst[(long)d * Tp + j] = 0.0f;
+    for (int j = 0; j < T; j++) {
+        const float *s = src + j * row;
+        for (int d = 0; d < hd; d++) dst[(long)d * Tp + j] = s[d];
+    }
+}
+
+/* Asks for the next pair's rows ahead of time: `parts` slices of hd floats (q, k, v or one) of
+ * each of its T tokens, rows `row` floats apart. The rows are far apart in memory (one head's slice
+ * of each token), a pattern the hardware prefetchers pick up late. (Inlined: as a function of
+ * prefetches only, GCC would consider it free of effects and drop the calls.) */
+static inline __attribute__((always_inline)) void prefetch_pair(const float *base, long pr,
+                                                                int heads, int hd, int T,
+                                                                long row, int parts) {
+    long b = pr / heads;
+    int h = (int)(pr % heads);
+    const float *p0 = base + b * T * row + (long)h * hd;
+    long W = (long)heads * hd;
+    for (int j = 0; j < T; j++)
+        for (int part = 0; part < parts; part++)
+            for (int d = 0; d < hd; d += 16) __builtin_prefetch(p0 + j * row + part * W + d, 0, 2);
+}
+
+size_t cpu_attention_ws_floats(int T, int hd) {
+    size_t Tp = (size_t)round8(T);
+    return (size_t)hd * Tp + (size_t)T * Tp + 64;
+}
+
+void cpu_attention_fwd(umd_ctx *c, float *out, float *probs, const float *qkv, int n, int T,
+                       int heads, int hd) {
+    const int W = heads * hd, Tp = round8(T);
+    const long row = 3L * W; /* floats between tokens in qkv */
+    const float scale = 1.0f / sqrtf((float)hd);
+    const long pairs = (long)n * heads;
+    CPU_PARALLEL(cpu_team(c, (double)pairs * T * T * hd), {
+        float *kt = cpu_ws(c, tid);          /* (hd, Tp) K^T */
+        float *s = kt + (long)hd * Tp;       /* (T, Tp) scores */
+        long lo, hi;
+        cpu_split(pairs, tid, team, &lo, &hi);
+        for (long pr = lo; pr < hi; pr++) {
+            long b = pr / heads;
+            int h = (int)(pr % heads);
+            const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
+            float *P = probs + (b * heads + h) * (long)T * T;
+            if (pr + 1 < hi) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
+            transpose_pad(kt, k, row, T, Tp, hd);
+            mm(T, Tp, hd, q, row, 1, kt, Tp, s, Tp, 0);
+            for (int i = 0; i < T; i++) {
+                float *si = s + (long)i * Tp, *pi = P + (long)i * T;
+                float mx = si[0];
+                _Pragma("omp simd reduction(max:mx)")
+                for (int j = 0; j < T; j++) mx = si[j] > mx ? si[j] : mx;
+                float sum = 0.0f;
+                _Pragma("omp simd reduction(+:sum)")
+                for (int j = 0; j < T; j++) {
+                    float e = cpu_expf((si[j] - mx) * scale);
+                    pi[j] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < T; j++) pi[j] *= inv;
+            }
+            mm(T, hd, T, P, T, 1, v, row, out + b * T * (long)W + (long)h * hd, W, 0);
+        }
+    });
+}
+
+void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
+                       const float *probs, int n, int T, int heads, int hd) {
+    const int W = heads * hd, Tp = round8(T);
+    const long row = 3L * W;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const long pairs = (long)n * heads;
+    CPU_PARALLEL(cpu_team(c, 2.0 * pairs * T * T * hd), {
+        float *vt = cpu_ws(c, tid);          /* (hd, Tp) V^T */
+        float *ds = vt + (long)hd * Tp;      /* (T, Tp) dP, then dS */
+        long lo, hi;
+        cpu_split(pairs, tid, team, &lo, &hi);
+        for (long pr = lo; pr < hi; pr++) {
+            long b = pr / heads;
+            int h = (int)(pr % heads);
+            const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
+            const float *g = dout + b * T * (long)W + (long)h * hd; /* dO, rows at stride W */
+            const float *P = probs + (b * heads + h) * (long)T * T;
+            float *dq = dqkv + b * T * row + (long)h * hd, *dk = dq + W, *dv = dq + 2L * W;
+            if (pr + 1 < hi) {
+                prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
+                prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
+            }
+            transpose_pad(vt, v, row, T, Tp, hd);
+            mm(T, Tp, hd, g, W, 1, vt, Tp, ds, Tp, 0); /* dP */
+            for (int i = 0; i < T; i++) {
+                const float *pi = P + (long)i * T;
+                float *di = ds + (long)i * Tp;
+                float pdp = 0.0f;
+                _Pragma("omp simd reduction(+:pdp)")
+                for (int j = 0; j < T; j++) pdp += pi[j] * di[j];
+                for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - pdp) * scale;
+            }
+            mm(T, hd, T, P, 1, T, g, W, dv, row, 0);   /* dV = P^T dO */
+            mm(T, hd, T, ds, Tp, 1, k, row, dq, row, 0); /* dQ = dS K */
+            mm(T, hd, T, ds, 1, Tp, q, row, dk, row, 0); /* dK = dS^T Q */
+        }
+    });
+}

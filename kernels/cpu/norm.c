@@ -1,0 +1,178 @@
+/* norm.c: LayerNorm with affine and adaLN modulation (forward, backward), and the gated residual.
+ *
+ * Parallelisation: over sequences (each thread owns whole sequences, so the per-sequence sums
+ * of dshift, dscale and dgate need no synchronisation); dgamma and dbeta, summed over every
+ * token, go to per-thread partials in the workspace, added in thread order at the end.
+ * Numerics: mean and variance in two passes over the row in fp32 (the variance is computed
+ * around the mean, not as E[x^2] - E[x]^2, which cancels for rows far from zero); the
+ * vectorised sums reassociate within a row (omp simd reduction), deterministically. */
+#include <math.h>
+#include "cpu.h"
+
+#define LN_EPS 1e-6f
+
+void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+                       const float *gamma, const float *beta, const float *mod, int mod_stride,
+                       int n, int T, int w, long x_stride, long out_stride) {
+    CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
+        long lo, hi;
+        cpu_split(n, tid, team, &lo, &hi);
+        for (long b = lo; b < hi; b++) {
+            const float *shift = mod ? mod + b * mod_stride : NULL;
+            const float *scale = mod ? shift + w : NULL;
+            for (int t = 0; t < T; t++) {
+                const float *xr = x + b * x_stride + (long)t * w;
+                float *yr = out + b * out_stride + (long)t * w;
+                float s = 0.0f;
+                _Pragma("omp simd reduction(+:s)")
+                for (int i = 0; i < w; i++) s += xr[i];
+                float mu = s / (float)w;
+                float v = 0.0f;
+                _Pragma("omp simd reduction(+:v)")
+                for (int i = 0; i < w; i++) {
+                    float d = xr[i] - mu;
+                    v += d * d;
+                }
+                float rs = 1.0f / sqrtf(v / (float)w + LN_EPS);
+                mean[b * T + t] = mu;
+                rstd[b * T + t] = rs;
+                if (mod) {
+                    for (int i = 0; i < w; i++) {
+                        float y = (xr[i] - mu) * rs * gamma[i] + beta[i];
+                        yr[i] = y * (1.0f + scale[i]) + shift[i];
+                    }
+                } else {
+                    for (int i = 0; i < w; i++) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
+                }
+            }
+        }
+    });
+}
+
+/* With xhat = (x - mu) rstd, y = xhat gamma + beta, o = y (1 + scale) + shift:
+ *   dy = do (1 + scale);  dscale += do y;  dshift += do;  dgamma += dy xhat;  dbeta += dy
+ *   dxhat = dy gamma;  dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
+                       const float *dout, const float *x, const float *mean, const float *rstd,
+                       const float *gamma, const float *beta, const float *mod, int mod_stride,
+                       int n, int T, int w, long x_stride, long out_stride, int dx_accumulate) {
+    int used = 1;
+    CPU_PARALLEL(cpu_team(c, 2.0 * n * T * w), {
+        if (tid == 0) used = team;
+        float *pg = cpu_ws(c, tid); /* (w) dgamma partial */
+        float *pb = pg + w;         /* (w) dbeta partial */
+        for (int i = 0; i < w; i++) pg[i] = pb[i] = 0.0f;
+        long lo, hi;
+        cpu_split(n, tid, team, &lo, &hi);
+        for (long b = lo; b < hi; b++) {
+            const float *scale = mod ? mod + b * mod_stride + w : NULL;
+            float *dshift = mod ? dmod + b * mod_stride : NULL;
+            float *dscale = mod ? dshift + w : NULL;
+            if (mod)
+                for (int i = 0; i < w; i++) dshift[i] = dscale[i] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                const float *xr = x + b * x_stride + (long)t * w;
+                const float *dor = dout + b * out_stride + (long)t * w;
+                float *dxr = dx + b * x_stride + (long)t * w;
+                float mu = mean[b * T + t], rs = rstd[b * T + t];
+                float s1 = 0.0f, s2 = 0.0f;
+                if (mod) {
+                    _Pragma("omp simd reduction(+:s1, s2)")
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        float y = xh * gamma[i] + beta[i];
+                        dscale[i] += dor[i] * y;
+                        dshift[i] += dor[i];
+                        float dy = dor[i] * (1.0f + scale[i]);
+                        pg[i] += dy * xh;
+                        pb[i] += dy;
+                        float dxh = dy * gamma[i];
+                        s1 += dxh;
+                        s2 += dxh * xh;
+                    }
+                } else {
+                    _Pragma("omp simd reduction(+:s1, s2)")
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        float dy = dor[i];
+                        pg[i] += dy * xh;
+                        pb[i] += dy;
+                        float dxh = dy * gamma[i];
+                        s1 += dxh;
+                        s2 += dxh * xh;
+                    }
+                }
+                s1 /= (float)w;
+                s2 /= (float)w;
+                /* dx = rstd (dxhat - s1 - xhat s2), written or added */
+                if (mod && dx_accumulate) {
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        float dxh = dor[i] * (1.0f + scale[i]) * gamma[i];
+                        dxr[i] += rs * (dxh - s1 - xh * s2);
+                    }
+                } else if (mod) {
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        float dxh = dor[i] * (1.0f + scale[i]) * gamma[i];
+                        dxr[i] = rs * (dxh - s1 - xh * s2);
+                    }
+                } else if (dx_accumulate) {
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        dxr[i] += rs * (dor[i] * gamma[i] - s1 - xh * s2);
+                    }
+                } else {
+                    for (int i = 0; i < w; i++) {
+                        float xh = (xr[i] - mu) * rs;
+                        dxr[i] = rs * (dor[i] * gamma[i] - s1 - xh * s2);
+                    }
+                }
+            }
+        }
+    });
+    for (int t = 0; t < used; t++) {
+        const float *pg = cpu_ws(c, t), *pb = pg + w;
+        for (int i = 0; i < w; i++) {
+            dgamma[i] += pg[i];
+            dbeta[i] += pb[i];
+        }
+    }
+}
+
+void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
+                           const float *gate, int gate_stride, int n, int T, int w) {
+    long rows = (long)n * T;
+    CPU_PARALLEL(cpu_team(c, (double)rows * w), {
+        long lo, hi;
+        cpu_split(rows, tid, team, &lo, &hi);
+        for (long r = lo; r < hi; r++) {
+            const float *g = gate + (r / T) * gate_stride;
+            const float *xr = x + r * w, *yr = y + r * w;
+            float *o = out + r * w;
+            for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
+        }
+    });
+}
+
+void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const float *y,
+                           const float *gate, int gate_stride, int n, int T, int w) {
+    CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
+        long lo, hi;
+        cpu_split(n, tid, team, &lo, &hi);
+        for (long b = lo; b < hi; b++) {
+            const float *g = gate + b * gate_stride;
+            float *dg = dgate + b * gate_stride;
+            for (int i = 0; i < w; i++) dg[i] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                long r = b * T + t;
+                const float *d = dout + r * w, *yr = y + r * w;
+                float *dyr = dy + r * w;
+                for (int i = 0; i < w; i++) {
+                    dyr[i] = d[i] * g[i];
+                    dg[i] += d[i] * yr[i];
+                }
+            }
+        }
+    });
+}

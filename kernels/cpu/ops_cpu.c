@@ -1,0 +1,136 @@
+/* ops_cpu.c: the CPU backend's context, memory and op table (umd_ops_cpu). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "blas.h"
+#include "cpu.h"
+#include "umdq.h"
+
+static int ctx_new(umd_ctx **out, int threads, char *err, size_t errlen) {
+    *out = NULL;
+    if (threads < 0 || threads > CPU_MAX_THREADS) {
+        snprintf(err, errlen, "threads must be in [0, %d], got %d", CPU_MAX_THREADS, threads);
+        return UMDQ_EINVAL;
+    }
+    umd_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return UMDQ_ENOMEM;
+    }
+    int procs = omp_get_num_procs();
+    c->threads = threads > 0 ? threads : (procs > 0 ? procs : 1);
+    if (c->threads > CPU_MAX_THREADS) c->threads = CPU_MAX_THREADS;
+    /* Our own teams split every GEMM; OpenBLAS runs single-threaded inside each team member.
+     * (This is process-wide OpenBLAS state.) */
+    openblas_set_num_threads(1);
+    *out = c;
+    return 0;
+}
+
+static void ctx_destroy(umd_ctx **c) {
+    if (!c || !*c) return;
+    free(*c);
+    *c = NULL;
+}
+
+static int ctx_threads(const umd_ctx *c) { return c->threads; }
+
+/* Per-thread bytes: the largest of the attention scratch, the LayerNorm partials (dgamma, dbeta),
+ * the keep-order sort keys (L uint64) and a Linear weight gradient partial (N * K), rounded to
+ * 64 bytes. */
+static size_t per_thread_bytes(const umd_limits *lim) {
+    size_t att = cpu_attention_ws_floats(lim->max_tokens, lim->max_width) * sizeof(float);
+    size_t ln = 2 * (size_t)lim->max_width * sizeof(float);
+    size_t keys = (size_t)lim->max_patches * sizeof(uint64_t);
+    size_t lin = (size_t)(lim->max_weight > 0 ? lim->max_weight : 0) * sizeof(float);
+    size_t b = att > ln ? att : ln;
+    b = b > keys ? b : keys;
+    b = b > lin ? b : lin;
+    return (b + 63) / 64 * 64 + 64;
+}
+
+static size_t workspace_bytes(const umd_ctx *c, const umd_limits *lim) {
+    return per_thread_bytes(lim) * (size_t)c->threads;
+}
+
+static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
+    c->ws = ws;
+    c->ws_bytes = bytes;
+    c->ws_per_thread = c->threads > 0 ? bytes / (size_t)c->threads / 64 * 64 : 0;
+}
+
+static void *mem_alloc(umd_ctx *c, size_t bytes) {
+    (void)c;
+    size_t n = (bytes + 63) / 64 * 64;
+    if (n == 0) n = 64;
+    void *p = aligned_alloc(64, n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
+static void mem_release(umd_ctx *c, void *p) {
+    (void)c;
+    free(p);
+}
+
+static void mem_upload(umd_ctx *c, void *dst, const void *src, size_t bytes) {
+    (void)c;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void mem_download(umd_ctx *c, void *dst, const void *src, size_t bytes) {
+    (void)c;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static const umd_ops cpu_ops = {
+    .name = "cpu",
+    .ctx_new = ctx_new,
+    .ctx_destroy = ctx_destroy,
+    .ctx_threads = ctx_threads,
+    .workspace_bytes = workspace_bytes,
+    .set_workspace = set_workspace,
+    .alloc = mem_alloc,
+    .release = mem_release,
+    .upload = mem_upload,
+    .download = mem_download,
+    .fill = cpu_fill,
+    .copy = cpu_copy,
+    .add = cpu_add,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .silu_fwd = cpu_silu_fwd,
+    .silu_bwd = cpu_silu_bwd,
+    .rand_uniform = cpu_rand_uniform,
+    .rand_normal = cpu_rand_normal,
+    .draw_timesteps = cpu_draw_timesteps,
+    .draw_labels = cpu_draw_labels,
+    .draw_keep = cpu_draw_keep,
+    .patchify = cpu_patchify,
+    .unpatchify = cpu_unpatchify,
+    .noise_mix = cpu_noise_mix,
+    .timestep_embed = cpu_timestep_embed,
+    .gemm = cpu_gemm,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+    .layernorm_fwd = cpu_layernorm_fwd,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .gate_residual_fwd = cpu_gate_residual_fwd,
+    .gate_residual_bwd = cpu_gate_residual_bwd,
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
+    .embed_rows_fwd = cpu_embed_rows_fwd,
+    .embed_rows_bwd = cpu_embed_rows_bwd,
+    .gather_tokens_fwd = cpu_gather_tokens_fwd,
+    .gather_tokens_bwd = cpu_gather_tokens_bwd,
+    .decoder_input_fwd = cpu_decoder_input_fwd,
+    .decoder_input_bwd = cpu_decoder_input_bwd,
+    .token_mean_fwd = cpu_token_mean_fwd,
+    .token_mean_bwd = cpu_token_mean_bwd,
+    .mse_masked = cpu_mse_masked,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
+    .ema = cpu_ema,
+};
+
+const umd_ops *umd_ops_cpu(void) { return &cpu_ops; }

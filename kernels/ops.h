@@ -1,0 +1,230 @@
+/* ops.h: the op set the UMD trainer runs on, as a backend table of function pointers.
+ *
+ * The model, objective and optimiser in trainer/ touch tensor memory only through these ops, so a
+ * backend (cpu/ now, cuda/ later) is one `umd_ops` table plus its context, and the trainer code runs
+ * unchanged on either. Every op takes raw pointers into memory that the same backend allocated
+ * (`alloc`), sizes, and the backend context; no op allocates. Host code keeps only shapes, scalars
+ * and the step loop. Scalars an op returns (a loss, a sum of squares) come back as a double, which
+ * on a device backend means the op waits for the device.
+ *
+ * Conventions
+ *   - Row-major everywhere. A Linear layer's weight W is (N, K) = (out, in), PyTorch's layout, and
+ *     computes y = x W^T + b.
+ *   - A "sequence batch" (n, T, w) is n sequences of T tokens of width w. Ops that read a strided
+ *     batch take x_stride: floats from the start of one sequence to the start of the next (T * w
+ *     when packed).
+ *   - adaLN modulation rows: `mod` points at the shift of sequence 0; the scale follows at
+ *     mod + w; sequence b's shift is at mod + b * mod_stride. A block's (n, 6w) modulation holds
+ *     (shift1, scale1, gate1, shift2, scale2, gate2) in that order.
+ *   - Gradients of parameters are accumulated (+=): one weight can meet several calls in a step
+ *     (a LayerNorm runs once per segment of the encoder's batch, the cls and position gradients
+ *     gather from both kinds of rows), and the conditioning vector feeds every block. Gradients
+ *     of activations are overwritten unless the op takes an `accumulate` flag.
+ *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
+ *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
+ *     consecutive elements share one draw). Results are bit-identical for a given thread count;
+ *     reductions run in a fixed order (no atomics on floats).
+ *
+ * Token layouts
+ *   - Images (B, C, H, W) floats in [-1, 1].
+ *   - Patch (i, j) of an image is token l = i * (W/p) + j; its vector is ordered (pi, pj, c), P =
+ *     p * p * C values (MAE's patchify).
+ *   - The head predicts, per token, (pi, pj, 2C): channels [0, C) are x0, [C, 2C) are eps.
+ *   - Keep order (draw_keep): per row, the tokens sorted by ascending uniform noise u =
+ *     philox_unit(word 0 of draw row * L + l), ties broken by the lower token index (a stable
+ *     argsort); the first `keep` of that order are visible, in that order (MAE's ids_shuffle).
+ *     slot[b, l] is token l's position among the visible tokens, or -1 when it is masked. */
+#ifndef UMDQ_KERNELS_OPS_H
+#define UMDQ_KERNELS_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct umd_ctx umd_ctx; /* a backend's execution context: threads, workspace (opaque) */
+
+/* The largest shapes ops will see, so a backend can size its workspace. */
+typedef struct {
+    int max_rows;     /* rows (sequences) in one op call */
+    int max_tokens;   /* tokens of one sequence (attention, LayerNorm) */
+    int max_width;    /* widest row a normalisation or reduction sees */
+    int max_heads;
+    int max_patches;  /* L, tokens per image (the keep-order sort) */
+    long max_weight;  /* the largest Linear weight, N * K floats (per-thread gradient partials) */
+} umd_limits;
+
+/* Token selections of the masked losses. */
+enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
+
+/* One AdamW update's scalars (bias corrections precomputed on the host). */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    float bias_correction1;  /* 1 - beta1^t */
+    float bias_correction2;  /* 1 - beta2^t */
+    float grad_scale;        /* multiplies every gradient first (the global-norm clip) */
+} umd_adamw_args;
+
+typedef struct umd_ops {
+    const char *name; /* "cpu", "cuda" */
+
+    /* ---- context and memory (set-up time only, never inside a step) --------------------------- */
+    /* threads: 0 = every core. 0 or a negative UMDQ_E* code with a message. */
+    int (*ctx_new)(umd_ctx **out, int threads, char *err, size_t errlen);
+    void (*ctx_destroy)(umd_ctx **c); /* accepts NULL, NULLs the pointer */
+    /* Threads of the context. The model runs one replica of its step per thread of the CPU
+     * backend, each on a 1-thread context (see trainer/model.h); a device backend reports 1. */
+    int (*ctx_threads)(const umd_ctx *c);
+    /* Workspace the ops need for shapes up to lim; the caller carves it from its activation arena
+     * and hands it over with set_workspace (borrowed until the context is destroyed). */
+    size_t (*workspace_bytes)(const umd_ctx *c, const umd_limits *lim);
+    void (*set_workspace)(umd_ctx *c, void *ws, size_t bytes);
+    /* Backend memory, zero-filled, 64-byte aligned; NULL when out of memory. */
+    void *(*alloc)(umd_ctx *c, size_t bytes);
+    void (*release)(umd_ctx *c, void *p); /* accepts NULL */
+    /* Copies between host memory and backend memory. */
+    void (*upload)(umd_ctx *c, void *dst, const void *src, size_t bytes);
+    void (*download)(umd_ctx *c, void *dst_host, const void *src, size_t bytes);
+
+    /* ---- elementwise ---------------------------------------------------------------------------- */
+    void (*fill)(umd_ctx *c, float *x, size_t n, float value);
+    void (*copy)(umd_ctx *c, float *dst, const float *src, size_t n);
+    void (*add)(umd_ctx *c, float *y, const float *a, const float *b, size_t n); /* y = a + b */
+    /* y = gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+    void (*gelu_fwd)(umd_ctx *c, float *y, const float *x, size_t n);
+    /* dx = dy * gelu'(x); dx may alias dy. */
+    void (*gelu_bwd)(umd_ctx *c, float *dx, const float *dy, const float *x, size_t n);
+    /* y = x * sigmoid(x) */
+    void (*silu_fwd)(umd_ctx *c, float *y, const float *x, size_t n);
+    void (*silu_bwd)(umd_ctx *c, float *dx, const float *dy, const float *x, size_t n);
+
+    /* ---- random numbers (Philox) --------------------------------------------------------------- */
+    /* x[e] = lo + (hi - lo) * u, u = philox_unit(word e % 4 of draw first + e / 4 ... see above). */
+    void (*rand_uniform)(umd_ctx *c, float *x, size_t n, uint64_t seed, uint32_t stream,
+                         uint32_t step, uint64_t first, float lo, float hi);
+    /* x[e] = mean + std * z, z ~ N(0, 1) by Box-Muller: words (0, 1) of a draw give elements 0 and
+     * 1 (r cos, r sin with r = sqrt(-2 ln u1), u1 = philox_unit_open0(word 0), angle 2 pi
+     * philox_unit(word 1)), words (2, 3) give elements 2 and 3. */
+    void (*rand_normal)(umd_ctx *c, float *x, size_t n, uint64_t seed, uint32_t stream,
+                        uint32_t step, uint64_t first, float mean, float std);
+    /* Network timesteps of batch rows [row0, row0 + n) (t_net points at row row0): 0 when the rows
+     * are clean; else idx + 1 with idx = (word0 * T) >> 32 of draw (seed, PHILOX_TIMESTEP, step,
+     * row), so idx is uniform in {0 .. T-1}. */
+    void (*draw_timesteps)(umd_ctx *c, int32_t *t_net, int row0, int n, int clean, int T,
+                           uint64_t seed, uint32_t step);
+    /* Labels after dropout of rows [row0, row0 + n) (y_used and y point at row row0): null_class
+     * when the rows are clean (clean rows are unconditional); else y[b] unless philox_unit(word 0
+     * of draw (seed, PHILOX_LABEL_DROP, step, row)) < p_drop. */
+    void (*draw_labels)(umd_ctx *c, int32_t *y_used, const int32_t *y, int row0, int n, int clean,
+                        float p_drop, int null_class, uint64_t seed, uint32_t step);
+    /* Keep order of rows [row0, row0 + n) (pointers at row row0): order (n, L) = the stable argsort
+     * of the mask noise (draw index = row * L + token, row counted from 0 of the batch), slot (n, L)
+     * as described above. */
+    void (*draw_keep)(umd_ctx *c, int32_t *order, int32_t *slot, int row0, int n, int L, int keep,
+                      uint64_t seed, uint32_t step);
+
+    /* ---- diffusion inputs ---------------------------------------------------------------------- */
+    /* img (n, C, H, W) -> tok (n, L, P). */
+    void (*patchify)(umd_ctx *c, float *tok, const float *img, int n, int C, int H, int W, int p);
+    /* tok (n, L, p*p*C) -> img (n, C, H, W), the inverse. */
+    void (*unpatchify)(umd_ctx *c, float *img, const float *tok, int n, int C, int H, int W, int p);
+    /* xt[b] = sqrt_abar[t_net[b] - 1] * x0[b] + sqrt_1m_abar[t_net[b] - 1] * eps[b], rows of D
+     * values; every t_net[b] >= 1. */
+    void (*noise_mix)(umd_ctx *c, float *xt, const float *x0, const float *eps, const int32_t *t_net,
+                      const float *sqrt_abar, const float *sqrt_1m_abar, int n, int D);
+    /* out (n, w): [sin(t f_i), cos(t f_i)] for i < w/2, f_i = exp(-i ln(10000) / (w/2 - 1)),
+     * t = t_net[b]; computed in double (t f reaches 1000 radians). */
+    void (*timestep_embed)(umd_ctx *c, float *out, const int32_t *t_net, int n, int w);
+
+    /* ---- dense layers ---------------------------------------------------------------------------- */
+    /* C (M, N) = alpha op(A) op(B) + beta C, row-major, op = transpose when trans != 0. */
+    void (*gemm)(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+    /* y (M, N) = x (M, K) W^T + b; b may be NULL. */
+    void (*linear_fwd)(umd_ctx *c, float *y, const float *x, const float *W, const float *b,
+                       int M, int N, int K);
+    /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,
+     * db (N) += column sums of dy (db may be NULL). */
+    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
+                       const float *W, int M, int N, int K, int dx_accumulate);
+
+    /* ---- normalisation and adaLN ------------------------------------------------------------------ */
+    /* LayerNorm over w (eps 1e-6, biased variance) with affine gamma, beta, then, when mod is not
+     * NULL, y * (1 + scale[b]) + shift[b]. x: n sequences of T tokens at x_stride; out likewise at
+     * out_stride; mean, rstd (n * T) saved for the backward. */
+    void (*layernorm_fwd)(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, const float *mod, int mod_stride,
+                          int n, int T, int w, long x_stride, long out_stride);
+    /* The backward of layernorm_fwd: dx (x_stride layout) = or += (dx_accumulate); dgamma, dbeta
+     * (w) +=; dmod's (shift, scale) rows = (mod_stride layout; ignored when mod is NULL). */
+    void (*layernorm_bwd)(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
+                          const float *dout, const float *x, const float *mean, const float *rstd,
+                          const float *gamma, const float *beta, const float *mod, int mod_stride,
+                          int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
+    /* out = x + gate[b] * y over (n, T, w); gate row b at gate + b * gate_stride. out may alias x. */
+    void (*gate_residual_fwd)(umd_ctx *c, float *out, const float *x, const float *y,
+                              const float *gate, int gate_stride, int n, int T, int w);
+    /* dy = dout * gate[b]; dgate[b] = sum over tokens of dout * y (written, not accumulated). The
+     * residual path's gradient is dout itself, which the caller keeps. */
+    void (*gate_residual_bwd)(umd_ctx *c, float *dy, float *dgate, const float *dout,
+                              const float *y, const float *gate, int gate_stride, int n, int T,
+                              int w);
+
+    /* ---- attention --------------------------------------------------------------------------------- */
+    /* qkv (n, T, 3, heads, hd) -> out (n, T, heads, hd): softmax(q k^T / sqrt(hd)) v per sequence
+     * and head, no mask; probs (n, heads, T, T) saved for the backward. */
+    void (*attention_fwd)(umd_ctx *c, float *out, float *probs, const float *qkv, int n, int T,
+                          int heads, int hd);
+    /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd). */
+    void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
+                          const float *probs, int n, int T, int heads, int hd);
+
+    /* ---- tokens ----------------------------------------------------------------------------------- */
+    /* out (n, w) = table[idx[b]] ; backward dtable[idx[b]] += dout[b]. */
+    void (*embed_rows_fwd)(umd_ctx *c, float *out, const float *table, const int32_t *idx, int n,
+                           int w);
+    void (*embed_rows_bwd)(umd_ctx *c, float *dtable, const float *dout, const int32_t *idx, int n,
+                           int w);
+    /* Encoder input xenc (n, ncls + keep, w): ncls cls tokens, then emb[b, order[b, j]] +
+     * pos[order[b, j]] for j < keep. emb (n, L, w), order (n, L). */
+    void (*gather_tokens_fwd)(umd_ctx *c, float *xenc, const float *emb, const float *pos,
+                              const float *cls, const int32_t *order, int n, int L, int keep,
+                              int ncls, int w);
+    /* demb (n, L, w) written (zero at masked tokens), dpos (L, w) +=, dcls (ncls, w) +=. */
+    void (*gather_tokens_bwd)(umd_ctx *c, float *demb, float *dpos, float *dcls, const float *dxenc,
+                              const int32_t *slot, int n, int L, int keep, int ncls, int w);
+    /* Decoder input xdec (n, 1 + L, w): token 0 = rep[b]; token 1 + l = (enc[b, ncls + slot[b, l]]
+     * when visible, else mask) + pos[l]. enc (n, Tenc, w). */
+    void (*decoder_input_fwd)(umd_ctx *c, float *xdec, const float *rep, const float *enc,
+                              const float *mask, const float *pos, const int32_t *slot, int n,
+                              int L, int Tenc, int ncls, int w);
+    /* drep (n, w) written; denc's visible-token rows written (its cls rows untouched); dmask (w) +=;
+     * dpos (L, w) +=. */
+    void (*decoder_input_bwd)(umd_ctx *c, float *drep, float *denc, float *dmask, float *dpos,
+                              const float *dxdec, const int32_t *slot, int n, int L, int Tenc,
+                              int ncls, int w);
+    /* out (n, w) = mean of tokens [0, k) of x (n, T, w); backward writes dx's tokens [0, k). */
+    void (*token_mean_fwd)(umd_ctx *c, float *out, const float *x, int n, int T, int k, int w);
+    void (*token_mean_bwd)(umd_ctx *c, float *dx, const float *dout, int n, int T, int k, int w);
+
+    /* ---- losses ------------------------------------------------------------------------------------- */
+    /* Squared error of one half of the head's prediction against a patch target over the selected
+     * tokens: pred (n, L, pp, 2C) uses channels [half*C, half*C + C), target (n, L, pp, C), slot
+     * (n, L) selects (UMD_SEL_*). Returns the sum of squares (double, summed per row, rows in
+     * order); dpred += grad_scale * 2 (pred - target) at the selected values. */
+    double (*mse_masked)(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                         const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                         float grad_scale);
+
+    /* ---- optimiser ------------------------------------------------------------------------------------ */
+    /* Sum of squares of x (double, fixed-order reduction). */
+    double (*sumsq)(umd_ctx *c, const float *x, size_t n);
+    /* AdamW (PyTorch's order): g = grad_scale * g; m, v updated; p *= 1 - lr * wd (only where
+     * decay[i] != 0); p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps). */
+    void (*adamw)(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
+                  size_t n, const umd_adamw_args *a);
+    /* ema = decay * ema + (1 - decay) * p */
+    void (*ema)(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
+} umd_ops;
+
+/* The CPU backend (C, OpenMP across rows and heads, OpenBLAS GEMMs). Never NULL. */
+const umd_ops *umd_ops_cpu(void);
+
+#endif

@@ -1,0 +1,773 @@
+/* test_kernels_ops.c: every CPU op with a backward against central finite differences (fresh
+ * Philox inputs, never zeros), and the forward-only ops against plain reference loops.
+ * Backwards run on a 2-thread context (per-thread partials and splits), the finite differences
+ * on a 1-thread one. umdq-uses: umd common */
+#include <stdio.h>
+#include <stdlib.h>
+#include "t.h"
+#include "ops.h"
+#include "philox.h"
+#include "test_model_fixtures.h"
+
+static const umd_ops *O;
+static umd_ctx *C1, *C2;  /* 1 and 2 threads */
+static void *WS1, *WS2;   /* their workspaces */
+
+static void ctx_setup(void) {
+    char err[128];
+    if (O) return;
+    O = umd_ops_cpu();
+    umd_limits lim = {64, 64, 256, 8, 256, 64 * 64};
+    T_REQUIRE(O->ctx_new(&C1, 1, err, sizeof err) == 0);
+    T_REQUIRE(O->ctx_new(&C2, 2, err, sizeof err) == 0);
+    size_t b1 = O->workspace_bytes(C1, &lim), b2 = O->workspace_bytes(C2, &lim);
+    WS1 = O->alloc(C1, b1);
+    WS2 = O->alloc(C2, b2);
+    T_REQUIRE(WS1 && WS2);
+    O->set_workspace(C1, WS1, b1);
+    O->set_workspace(C2, WS2, b2);
+}
+
+static float *randn(size_t n, uint32_t key, float scale) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = scale * fx_normal(key, i);
+    return x;
+}
+
+static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* The scalar a finite-difference check differentiates: J = sum(R * f(inputs)). */
+typedef double (*objective)(void *state);
+
+/* Checks grad (the analytic dJ/dx) at `samples` elements of x (n) chosen by Philox, plus a
+ * random direction, against central differences of J with step h. */
+static int fd_check(const char *what, float *x, size_t n, const float *grad, objective J,
+                    void *state, int samples, float h, double rtol, uint32_t key) {
+    int bad = 0;
+    double gmax = 0;
+    for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(grad[i]));
+    for (int s = 0; s < samples; s++) {
+        size_t i = (size_t)(fx_unit(key, (uint64_t)s) * (float)n);
+        if (i >= n) i = n - 1;
+        float keep = x[i];
+        x[i] = keep + h;
+        double up = J(state);
+        x[i] = keep - h;
+        double down = J(state);
+        x[i] = keep;
+        double fd = (up - down) / (2.0 * h), an = grad[i];
+        if (fabs(fd - an) > rtol * fabs(an) + 1e-3 * gmax + 1e-5) {
+            if (bad < 3) printf("  %s[%zu]: analytic %.8g, finite difference %.8g\n", what, i, an, fd);
+            bad++;
+        }
+    }
+    /* a random unit direction; its step is larger so each element still moves by ~h/4 */
+    float *v = randn(n, key + 1, 1.0f), *saved = malloc(n * sizeof *saved);
+    memcpy(saved, x, n * sizeof *saved);
+    h = h * (float)fmax(1.0, 0.25 * sqrt((double)n));
+    double norm = sqrt(dot(v, v, n)), an = 0;
+    for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] / norm);
+    an = dot(v, grad, n);
+    for (size_t i = 0; i < n; i++) x[i] += h * v[i];
+    double up = J(state);
+    for (size_t i = 0; i < n; i++) x[i] -= 2 * h * v[i];
+    double down = J(state);
+    memcpy(x, saved, n * sizeof *saved);
+    double fd = (up - down) / (2.0 * h);
+    if (fabs(fd - an) > rtol * fabs(an) + 1e-3 * gmax + 1e-5) {
+        printf("  %s along a direction: analytic %.8g, finite difference %.8g\n", what, an, fd);
+        bad++;
+    }
+    free(v);
+    free(saved);
+    T_CHECK_MSG(bad == 0, "%s: %d finite-difference mismatches", what, bad);
+    return bad;
+}
+
+/* ---- linear ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int M, N, K;
+    float *x, *W, *b, *y, *R;
+} lin_state;
+
+static double lin_J(void *s_) {
+    lin_state *s = s_;
+    O->linear_fwd(C1, s->y, s->x, s->W, s->b, s->M, s->N, s->K);
+    return dot(s->y, s->R, (size_t)s->M * s->N);
+}
+
+static void test_kernels_linear(void) {
+    ctx_setup();
+    lin_state s = {37, 24, 19, 0, 0, 0, 0, 0};
+    size_t MK = (size_t)s.M * s.K, NK = (size_t)s.N * s.K, MN = (size_t)s.M * s.N;
+    s.x = randn(MK, 1, 1.0f);
+    s.W = randn(NK, 2, 0.3f);
+    s.b = randn((size_t)s.N, 3, 0.5f);
+    s.y = zeros(MN);
+    s.R = randn(MN, 4, 1.0f);
+    /* forward against a plain loop */
+    O->linear_fwd(C2, s.y, s.x, s.W, s.b, s.M, s.N, s.K);
+    double maxerr = 0;
+    for (int i = 0; i < s.M; i++)
+        for (int j = 0; j < s.N; j++) {
+            double r = s.b[j];
+            for (int k = 0; k < s.K; k++) r += (double)s.x[i * s.K + k] * s.W[j * s.K + k];
+            maxerr = fmax(maxerr, fabs(r - s.y[i * s.N + j]));
+        }
+    T_CHECK_MSG(maxerr < 1e-5, "linear forward error %g", maxerr);
+    /* backward: dx written, then accumulated; dW, db accumulated */
+    float *dx = randn(MK, 5, 1.0f), *dW = zeros(NK), *db = zeros((size_t)s.N);
+    O->linear_bwd(C2, dx, dW, db, s.R, s.x, s.W, s.M, s.N, s.K, 0);
+    fd_check("linear dx", s.x, MK, dx, lin_J, &s, 20, 1e-2f, 1e-3, 10);
+    fd_check("linear dW", s.W, NK, dW, lin_J, &s, 20, 1e-2f, 1e-3, 11);
+    fd_check("linear db", s.b, (size_t)s.N, db, lin_J, &s, 10, 1e-2f, 1e-3, 12);
+    float *dx2 = malloc(MK * sizeof *dx2);
+    memcpy(dx2, dx, MK * sizeof *dx2);
+    float *dW2 = zeros(NK), *db2 = zeros((size_t)s.N);
+    O->linear_bwd(C2, dx2, dW2, db2, s.R, s.x, s.W, s.M, s.N, s.K, 1);
+    int acc_ok = 1;
+    for (size_t i = 0; i < MK; i++) acc_ok &= fabsf(dx2[i] - 2 * dx[i]) <= 1e-5f * (1 + fabsf(dx[i]));
+    T_CHECK_MSG(acc_ok, "linear dx_accumulate does not add");
+    O->linear_bwd(C2, NULL, dW2, NULL, s.R, s.x, s.W, s.M, s.N, s.K, 0);
+    for (size_t i = 0; i < NK; i++) acc_ok &= fabsf(dW2[i] - 2 * dW[i]) <= 1e-5f * (1 + fabsf(dW[i]));
+    T_CHECK_MSG(acc_ok, "linear dW does not accumulate");
+    /* gemm, transposed operands, alpha and beta */
+    float *Cm = randn(MN, 6, 1.0f), *Cref = malloc(MN * sizeof *Cref);
+    memcpy(Cref, Cm, MN * sizeof *Cref);
+    float *At = randn(MK, 7, 1.0f); /* (K, M) */
+    O->gemm(C2, 1, 1, s.M, s.N, s.K, 0.5f, At, s.M, s.W, s.K, 2.0f, Cm, s.N);
+    maxerr = 0;
+    for (int i = 0; i < s.M; i++)
+        for (int j = 0; j < s.N; j++) {
+            double r = 2.0 * Cref[i * s.N + j];
+            for (int k = 0; k < s.K; k++) r += 0.5 * At[k * s.M + i] * s.W[j * s.K + k];
+            maxerr = fmax(maxerr, fabs(r - Cm[i * s.N + j]));
+        }
+    T_CHECK_MSG(maxerr < 1e-5, "gemm error %g", maxerr);
+    free(s.x); free(s.W); free(s.b); free(s.y); free(s.R); free(dx); free(dW); free(db);
+    free(dx2); free(dW2); free(db2); free(Cm); free(Cref); free(At);
+}
+
+/* ---- layernorm + modulation ---------------------------------------------------------------------- */
+
+typedef struct {
+    int n, T, w, mod_stride;
+    long xs, os;
+    float *x, *g, *b, *mod, *out, *mean, *rstd, *R;
+    int use_mod;
+} ln_state;
+
+static double ln_J(void *s_) {
+    ln_state *s = s_;
+    O->layernorm_fwd(C1, s->out, s->mean, s->rstd, s->x, s->g, s->b, s->use_mod ? s->mod : NULL,
+                     s->mod_stride, s->n, s->T, s->w, s->xs, s->os);
+    return dot(s->out, s->R, (size_t)s->n * s->os);
+}
+
+static void layernorm_case(int use_mod, int strided) {
+    ln_state s = {5, 7, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, use_mod};
+    s.mod_stride = 6 * s.w;
+    /* strided: x holds sequences of T + 1 tokens and the op reads tokens 1..T (the decoder's
+     * rep-token skip); out is packed */
+    s.xs = (long)(s.T + strided) * s.w;
+    s.os = (long)s.T * s.w;
+    size_t nx = (size_t)s.n * s.xs, no = (size_t)s.n * s.os;
+    float *xbuf = randn(nx, 20, 1.5f);
+    for (size_t i = 0; i < nx; i++) xbuf[i] += 0.7f; /* off-centre rows */
+    s.x = xbuf + (strided ? s.w : 0);
+    s.g = randn((size_t)s.w, 21, 0.3f);
+    for (int i = 0; i < s.w; i++) s.g[i] += 1.0f;
+    s.b = randn((size_t)s.w, 22, 0.3f);
+    s.mod = randn((size_t)s.n * s.mod_stride, 23, 0.4f);
+    s.out = zeros(no);
+    s.mean = zeros((size_t)s.n * s.T);
+    s.rstd = zeros((size_t)s.n * s.T);
+    s.R = randn(no, 24, 1.0f);
+    float *dxbuf = zeros(nx), *dg = zeros((size_t)s.w), *db = zeros((size_t)s.w);
+    float *dmod = zeros((size_t)s.n * s.mod_stride);
+    O->layernorm_fwd(C2, s.out, s.mean, s.rstd, s.x, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride,
+                     s.n, s.T, s.w, s.xs, s.os);
+    /* forward against a plain double loop */
+    double maxerr = 0;
+    for (int b = 0; b < s.n; b++)
+        for (int t = 0; t < s.T; t++) {
+            const float *xr = s.x + b * s.xs + t * s.w;
+            double mu = 0, var = 0;
+            for (int i = 0; i < s.w; i++) mu += xr[i];
+            mu /= s.w;
+            for (int i = 0; i < s.w; i++) var += (xr[i] - mu) * (xr[i] - mu);
+            var /= s.w;
+            for (int i = 0; i < s.w; i++) {
+                double y = (xr[i] - mu) / sqrt(var + 1e-6) * s.g[i] + s.b[i];
+                if (use_mod) y = y * (1 + s.mod[b * s.mod_stride + s.w + i]) + s.mod[b * s.mod_stride + i];
+                maxerr = fmax(maxerr, fabs(y - s.out[b * s.os + t * s.w + i]));
+            }
+        }
+    T_CHECK_MSG(maxerr < 1e-5, "layernorm forward error %g", maxerr);
+    O->layernorm_bwd(C2, dxbuf + (strided ? s.w : 0), dg, db, use_mod ? dmod : NULL, s.R, s.x, s.mean,
+                     s.rstd, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride, s.n, s.T, s.w, s.xs,
+                     s.os, 0);
+    fd_check("layernorm dx", s.x, nx - (strided ? s.w : 0), dxbuf + (strided ? s.w : 0), ln_J, &s,
+             24, 1e-2f, 2e-3, 25);
+    fd_check("layernorm dgamma", s.g, (size_t)s.w, dg, ln_J, &s, 10, 1e-2f, 2e-3, 26);
+    fd_check("layernorm dbeta", s.b, (size_t)s.w, db, ln_J, &s, 10, 1e-2f, 2e-3, 27);
+    if (use_mod) {
+        /* only the (shift, scale) slices of each row are the op's; check those */
+        float *dm = zeros((size_t)s.n * s.mod_stride);
+        for (int b = 0; b < s.n; b++)
+            memcpy(dm + b * s.mod_stride, dmod + b * s.mod_stride, 2 * s.w * sizeof(float));
+        fd_check("layernorm dmod", s.mod, (size_t)s.n * s.mod_stride, dm, ln_J, &s, 24, 1e-2f, 2e-3, 28);
+        free(dm);
+    }
+    /* the 1-thread backward agrees; the strided token 0 rows are untouched */
+    float *dx1 = zeros(nx), *dg1 = zeros((size_t)s.w), *db1 = zeros((size_t)s.w);
+    float *dmod1 = zeros((size_t)s.n * s.mod_stride);
+    O->layernorm_bwd(C1, dx1 + (strided ? s.w : 0), dg1, db1, use_mod ? dmod1 : NULL, s.R, s.x, s.mean,
+                     s.rstd, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride, s.n, s.T, s.w, s.xs,
+                     s.os, 0);
+    double d = 0;
+    for (size_t i = 0; i < nx; i++) d = fmax(d, fabs(dx1[i] - dxbuf[i]));
+    for (int i = 0; i < s.w; i++) d = fmax(d, fabs(dg1[i] - dg[i]) + fabs(db1[i] - db[i]));
+    T_CHECK_MSG(d < 1e-4, "1-thread and 2-thread backward differ by %g", d);
+    if (strided)
+        for (int b = 0; b < s.n; b++)
+            for (int i = 0; i < s.w; i++) T_CHECK(dxbuf[b * s.xs + i] == 0.0f);
+    free(xbuf); free(s.g); free(s.b); free(s.mod); free(s.out); free(s.mean); free(s.rstd);
+    free(s.R); free(dxbuf); free(dg); free(db); free(dmod); free(dx1); free(dg1); free(db1);
+    free(dmod1);
+}
+
+static void test_kernels_layernorm(void) {
+    ctx_setup();
+    layernorm_case(0, 0);
+    layernorm_case(1, 0);
+    layernorm_case(1, 1);
+}
+
+/* ---- gated residual -------------------------------------------------------------------------------- */
+
+typedef struct {
+    int n, T, w, gs;
+    float *x, *y, *g, *out, *R;
+} gate_state;
+
+static double gate_J(void *s_) {
+    gate_state *s = s_;
+    O->gate_residual_fwd(C1, s->out, s->x, s->y, s->g, s->gs, s->n, s->T, s->w);
+    return dot(s->out, s->R, (size_t)s->n * s->T * s->w);
+}
+
+static void test_kernels_gate_residual(void) {
+    ctx_setup();
+    gate_state s = {4, 6, 20, 120, 0, 0, 0, 0, 0};
+    size_t N = (size_t)s.n * s.T * s.w;
+    s.x = randn(N, 30, 1.0f);
+    s.y = randn(N, 31, 1.0f);
+    s.g = randn((size_t)s.n * s.gs, 32, 1.0f);
+    s.out = zeros(N);
+    s.R = randn(N, 33, 1.0f);
+    float *dy = zeros(N), *dg = zeros((size_t)s.n * s.gs);
+    O->gate_residual_bwd(C2, dy, dg, s.R, s.y, s.g, s.gs, s.n, s.T, s.w);
+    fd_check("gate dy", s.y, N, dy, gate_J, &s, 20, 1e-2f, 1e-3, 34);
+    float *dgm = zeros((size_t)s.n * s.gs);
+    for (int b = 0; b < s.n; b++) memcpy(dgm + b * s.gs, dg + b * s.gs, s.w * sizeof(float));
+    fd_check("gate dgate", s.g, (size_t)s.n * s.gs, dgm, gate_J, &s, 20, 1e-2f, 1e-3, 35);
+    /* the residual path's gradient is dout itself */
+    fd_check("gate dx", s.x, N, s.R, gate_J, &s, 10, 1e-2f, 1e-3, 36);
+    /* in place (out aliases x) */
+    float *xc = malloc(N * sizeof *xc);
+    memcpy(xc, s.x, N * sizeof *xc);
+    O->gate_residual_fwd(C2, s.out, s.x, s.y, s.g, s.gs, s.n, s.T, s.w);
+    O->gate_residual_fwd(C2, xc, xc, s.y, s.g, s.gs, s.n, s.T, s.w);
+    T_CHECK(memcmp(xc, s.out, N * sizeof *xc) == 0);
+    free(s.x); free(s.y); free(s.g); free(s.out); free(s.R); free(dy); free(dg); free(dgm); free(xc);
+}
+
+/* ---- activations ----------------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    int silu;
+    float *x, *y, *R;
+} act_state;
+
+static double act_J(void *s_) {
+    act_state *s = s_;
+    if (s->silu) O->silu_fwd(C1, s->y, s->x, s->n);
+    else O->gelu_fwd(C1, s->y, s->x, s->n);
+    return dot(s->y, s->R, s->n);
+}
+
+static void test_kernels_activations(void) {
+    ctx_setup();
+    for (int silu = 0; silu < 2; silu++) {
+        act_state s = {40000, silu, 0, 0, 0}; /* above the one-thread threshold */
+        s.x = randn(s.n, 40 + silu, 3.0f);
+        s.x[0] = 0.0f; s.x[1] = 12.0f; s.x[2] = -12.0f; s.x[3] = 1e-4f; s.x[4] = -100.0f;
+        s.y = zeros(s.n);
+        s.R = randn(s.n, 42, 1.0f);
+        act_J(&s);
+        double maxerr = 0;
+        for (size_t i = 0; i < s.n; i++) {
+            double v = s.x[i], ref;
+            if (silu) ref = v / (1 + exp(-v));
+            else ref = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+            maxerr = fmax(maxerr, fabs(ref - s.y[i]) / (1e-3 + fabs(ref)));
+        }
+        T_CHECK_MSG(maxerr < 2e-5, "%s forward relative error %g", silu ? "silu" : "gelu", maxerr);
+        float *dx = zeros(s.n);
+        if (silu) O->silu_bwd(C2, dx, s.R, s.x, s.n);
+        else O->gelu_bwd(C2, dx, s.R, s.x, s.n);
+        fd_check(silu ? "silu dx" : "gelu dx", s.x, s.n, dx, act_J, &s, 30, 1e-3f, 5e-3, 43 + silu);
+        /* in place (dx aliases dy) */
+        float *d2 = malloc(s.n * sizeof *d2);
+        memcpy(d2, s.R, s.n * sizeof *d2);
+        if (silu) O->silu_bwd(C2, d2, d2, s.x, s.n);
+        else O->gelu_bwd(C2, d2, d2, s.x, s.n);
+        T_CHECK(memcmp(d2, dx, s.n * sizeof *d2) == 0);
+        free(s.x); free(s.y); free(s.R); free(dx); free(d2);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int n, T, heads, hd;
+    float *qkv, *out, *probs, *R;
+} att_state;
+
+static double att_J(void *s_) {
+    att_state *s = s_;
+    O->attention_fwd(C1, s->out, s->probs, s->qkv, s->n, s->T, s->heads, s->hd);
+    return dot(s->out, s->R, (size_t)s->n * s->T * s->heads * s->hd);
+}
+
+/* n sequences of T tokens, heads x hd: T = 11 leaves 3 rows after the 4-row blocks and pads to
+ * 16 columns; hd = 5 takes the one-column path; T = 18, hd = 24 the 16 + 8 column blocks. */
+static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
+    att_state s = {n, T, heads, hd, 0, 0, 0, 0};
+    int W = s.heads * s.hd;
+    size_t nq = (size_t)s.n * s.T * 3 * W, no = (size_t)s.n * s.T * W;
+    s.qkv = randn(nq, key, 1.0f);
+    s.out = zeros(no);
+    s.probs = zeros((size_t)s.n * s.heads * s.T * s.T);
+    s.R = randn(no, key + 1, 1.0f);
+    O->attention_fwd(C2, s.out, s.probs, s.qkv, s.n, s.T, s.heads, s.hd);
+    /* forward against a double reference */
+    double maxerr = 0;
+    for (int b = 0; b < s.n; b++)
+        for (int h = 0; h < s.heads; h++)
+            for (int i = 0; i < s.T; i++) {
+                double sc[64], mx = -1e300, sum = 0; /* T <= 64 here */
+                const float *q = s.qkv + ((size_t)(b * s.T + i) * 3 * W) + h * s.hd;
+                for (int j = 0; j < s.T; j++) {
+                    const float *k = s.qkv + ((size_t)(b * s.T + j) * 3 * W) + W + h * s.hd;
+                    double d = 0;
+                    for (int e = 0; e < s.hd; e++) d += (double)q[e] * k[e];
+                    sc[j] = d / sqrt((double)s.hd);
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j < s.T; j++) sum += (sc[j] = exp(sc[j] - mx));
+                for (int e = 0; e < s.hd; e++) {
+                    double o = 0;
+                    for (int j = 0; j < s.T; j++)
+                        o += sc[j] / sum * s.qkv[(size_t)(b * s.T + j) * 3 * W + 2 * W + h * s.hd + e];
+                    maxerr = fmax(maxerr, fabs(o - s.out[(size_t)(b * s.T + i) * W + h * s.hd + e]));
+                }
+            }
+    T_CHECK_MSG(maxerr < 1e-5, "attention forward error %g", maxerr);
+    float *dqkv = zeros(nq);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
+    fd_check("attention dqkv", s.qkv, nq, dqkv, att_J, &s, 60, 1e-2f, 3e-3, key + 2);
+    /* one thread computes the same bits (pairs are independent); the checks above left probs
+     * of a perturbed input, so both runs start from a fresh forward */
+    float *d1 = zeros(nq);
+    O->attention_fwd(C2, s.out, s.probs, s.qkv, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C1, d1, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
+    T_CHECK(memcmp(d1, dqkv, nq * sizeof *d1) == 0);
+    free(s.qkv); free(s.out); free(s.probs); free(s.R); free(dqkv); free(d1);
+}
+
+static void test_kernels_attention(void) {
+    ctx_setup();
+    attention_case(3, 11, 2, 8, 50);
+    attention_case(2, 7, 3, 5, 53);
+    attention_case(2, 18, 1, 24, 56);
+    attention_case(1, 1, 2, 8, 59); /* a single token attends to itself */
+}
+
+/* ---- tokens: gather into the encoder, decoder input, cls mean, label rows ---------------------------- */
+
+typedef struct {
+    int n, L, keep, ncls, w;
+    int32_t *order, *slot;
+    float *emb, *pos, *cls, *xenc, *R;
+} gather_state;
+
+static double gather_J(void *s_) {
+    gather_state *s = s_;
+    O->gather_tokens_fwd(C1, s->xenc, s->emb, s->pos, s->cls, s->order, s->n, s->L, s->keep,
+                         s->ncls, s->w);
+    return dot(s->xenc, s->R, (size_t)s->n * (s->ncls + s->keep) * s->w);
+}
+
+/* orders and slots of n rows drawn by the op itself */
+static void draw_orders(int32_t *order, int32_t *slot, int n, int L, int keep) {
+    O->draw_keep(C2, order, slot, 0, n, L, keep, 99, 5);
+}
+
+static void test_kernels_tokens(void) {
+    ctx_setup();
+    gather_state s = {4, 9, 5, 3, 12, 0, 0, 0, 0, 0, 0, 0};
+    int T = s.ncls + s.keep;
+    s.order = malloc(sizeof(int32_t) * s.n * s.L);
+    s.slot = malloc(sizeof(int32_t) * s.n * s.L);
+    draw_orders(s.order, s.slot, s.n, s.L, s.keep);
+    size_t ne = (size_t)s.n * s.L * s.w, nx = (size_t)s.n * T * s.w;
+    s.emb = randn(ne, 60, 1.0f);
+    s.pos = randn((size_t)s.L * s.w, 61, 1.0f);
+    s.cls = randn((size_t)s.ncls * s.w, 62, 1.0f);
+    s.xenc = zeros(nx);
+    s.R = randn(nx, 63, 1.0f);
+    float *demb = randn(ne, 64, 1.0f), *dpos = zeros((size_t)s.L * s.w), *dcls = zeros((size_t)s.ncls * s.w);
+    O->gather_tokens_bwd(C2, demb, dpos, dcls, s.R, s.slot, s.n, s.L, s.keep, s.ncls, s.w);
+    fd_check("gather demb", s.emb, ne, demb, gather_J, &s, 30, 1e-2f, 1e-3, 65);
+    fd_check("gather dpos", s.pos, (size_t)s.L * s.w, dpos, gather_J, &s, 20, 1e-2f, 1e-3, 66);
+    fd_check("gather dcls", s.cls, (size_t)s.ncls * s.w, dcls, gather_J, &s, 20, 1e-2f, 1e-3, 67);
+
+    /* decoder input: xdec = [rep | enc visible or mask] + pos */
+    float *rep = randn((size_t)s.n * s.w, 70, 1.0f), *enc = randn(nx, 71, 1.0f);
+    float *mask = randn((size_t)s.w, 72, 1.0f), *dpos2 = randn((size_t)s.L * s.w, 73, 1.0f);
+    size_t nd = (size_t)s.n * (1 + s.L) * s.w;
+    float *xdec = zeros(nd), *Rd = randn(nd, 74, 1.0f);
+    float *drep = zeros((size_t)s.n * s.w), *denc = zeros(nx), *dmask = zeros((size_t)s.w);
+    float *ddpos = zeros((size_t)s.L * s.w);
+    O->decoder_input_fwd(C2, xdec, rep, enc, mask, dpos2, s.slot, s.n, s.L, T, s.ncls, s.w);
+    int fwd_ok = 1;
+    for (int b = 0; b < s.n; b++)
+        for (int l = 0; l < s.L; l++) {
+            int sl = s.slot[b * s.L + l];
+            for (int i = 0; i < s.w; i++) {
+                float src = sl >= 0 ? enc[((size_t)b * T + s.ncls + sl) * s.w + i] : mask[i];
+                fwd_ok &= xdec[((size_t)b * (1 + s.L) + 1 + l) * s.w + i] == src + dpos2[l * s.w + i];
+            }
+        }
+    T_CHECK_MSG(fwd_ok, "decoder input forward");
+    O->decoder_input_bwd(C2, drep, denc, dmask, ddpos, Rd, s.slot, s.n, s.L, T, s.ncls, s.w);
+    /* linear op: its gradient is the sum of Rd over the positions each input reaches */
+    double e = 0;
+    for (int b = 0; b < s.n; b++)
+        for (int i = 0; i < s.w; i++) e = fmax(e, fabs(drep[b * s.w + i] - Rd[(size_t)b * (1 + s.L) * s.w + i]));
+    for (int i = 0; i < s.w; i++) {
+        double m = 0;
+        for (int b = 0; b < s.n; b++)
+            for (int l = 0; l < s.L; l++)
+                if (s.slot[b * s.L + l] < 0) m += Rd[((size_t)b * (1 + s.L) + 1 + l) * s.w + i];
+        e = fmax(e, fabs(m - dmask[i]));
+    }
+    for (int b = 0; b < s.n; b++)
+        for (int l = 0; l < s.L; l++) {
+            int sl = s.slot[b * s.L + l];
+            if (sl < 0) continue;
+            for (int i = 0; i < s.w; i++)
+                e = fmax(e, fabs(denc[((size_t)b * T + s.ncls + sl) * s.w + i] -
+                                 Rd[((size_t)b * (1 + s.L) + 1 + l) * s.w + i]));
+        }
+    for (int l = 0; l < s.L; l++)
+        for (int i = 0; i < s.w; i++) {
+            double m = 0;
+            for (int b = 0; b < s.n; b++) m += Rd[((size_t)b * (1 + s.L) + 1 + l) * s.w + i];
+            e = fmax(e, fabs(m - ddpos[l * s.w + i]));
+        }
+    T_CHECK_MSG(e < 1e-5, "decoder input backward error %g", e);
+
+    /* cls mean */
+    float *cm = zeros((size_t)s.n * s.w), *dcm = zeros(nx);
+    O->token_mean_fwd(C2, cm, enc, s.n, T, s.ncls, s.w);
+    O->token_mean_bwd(C2, dcm, rep, s.n, T, s.ncls, s.w);
+    e = 0;
+    for (int b = 0; b < s.n; b++)
+        for (int i = 0; i < s.w; i++) {
+            double m = 0;
+            for (int k = 0; k < s.ncls; k++) m += enc[((size_t)b * T + k) * s.w + i];
+            e = fmax(e, fabs(m / s.ncls - cm[b * s.w + i]));
+            for (int k = 0; k < s.ncls; k++)
+                e = fmax(e, fabs(dcm[((size_t)b * T + k) * s.w + i] - rep[b * s.w + i] / s.ncls));
+        }
+    T_CHECK_MSG(e < 1e-6, "token mean error %g", e);
+
+    /* label rows: repeated labels accumulate */
+    int32_t idx[5] = {2, 0, 2, 1, 2};
+    float *table = randn(3 * (size_t)s.w, 75, 1.0f), *rows = zeros(5 * (size_t)s.w);
+    float *dtab = zeros(3 * (size_t)s.w), *Rr = randn(5 * (size_t)s.w, 76, 1.0f);
+    O->embed_rows_fwd(C2, rows, table, idx, 5, s.w);
+    O->embed_rows_bwd(C2, dtab, Rr, idx, 5, s.w);
+    e = 0;
+    for (int i = 0; i < s.w; i++) {
+        e = fmax(e, fabs(rows[3 * s.w + i] - table[s.w + i]));
+        e = fmax(e, fabs(dtab[2 * s.w + i] - (Rr[i] + Rr[2 * s.w + i] + Rr[4 * s.w + i])));
+        e = fmax(e, fabs(dtab[s.w + i] - Rr[3 * s.w + i]));
+    }
+    T_CHECK_MSG(e < 1e-6, "embed rows error %g", e);
+
+    free(s.order); free(s.slot); free(s.emb); free(s.pos); free(s.cls); free(s.xenc); free(s.R);
+    free(demb); free(dpos); free(dcls); free(rep); free(enc); free(mask); free(dpos2); free(xdec);
+    free(Rd); free(drep); free(denc); free(dmask); free(ddpos); free(cm); free(dcm); free(table);
+    free(rows); free(dtab); free(Rr);
+}
+
+/* ---- masked MSE ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int n, L, pp, C, half, sel;
+    float *pred, *target, *dscratch;
+    int32_t *slot;
+} mse_state;
+
+static double mse_J(void *s_) {
+    mse_state *s = s_;
+    return O->mse_masked(C1, s->dscratch, s->pred, s->target, s->slot, s->n, s->L, s->pp, s->C,
+                         s->half, s->sel, 0.0f);
+}
+
+static void test_kernels_mse_masked(void) {
+    ctx_setup();
+    int n = 3, L = 10, pp = 4, C = 3, keep = 6;
+    size_t np = (size_t)n * L * pp * 2 * C, nt = (size_t)n * L * pp * C;
+    int32_t *order = malloc(sizeof(int32_t) * n * L), *slot = malloc(sizeof(int32_t) * n * L);
+    draw_orders(order, slot, n, L, keep);
+    for (int half = 0; half < 2; half++)
+        for (int sel = 0; sel < 3; sel++) {
+            mse_state s = {n, L, pp, C, half, sel, randn(np, 80, 1.0f), randn(nt, 81, 1.0f),
+                           zeros(np), slot};
+            float *dp = zeros(np);
+            double sum = O->mse_masked(C2, dp, s.pred, s.target, slot, n, L, pp, C, half, sel, 1.0f);
+            double ref = 0;
+            int other_zero = 1;
+            for (int b = 0; b < n; b++)
+                for (int l = 0; l < L; l++) {
+                    int vis = slot[b * L + l] >= 0;
+                    int in = sel == UMD_SEL_ALL || (sel == UMD_SEL_VISIBLE) == vis;
+                    for (int q = 0; q < pp; q++)
+                        for (int c = 0; c < 2 * C; c++) {
+                            size_t ip = (((size_t)b * L + l) * pp + q) * 2 * C + c;
+                            int mine = in && c / C == half;
+                            if (mine) {
+                                double d = s.pred[ip] - s.target[(((size_t)b * L + l) * pp + q) * C + c % C];
+                                ref += d * d;
+                            } else {
+                                other_zero &= dp[ip] == 0.0f;
+                            }
+                        }
+                }
+            T_NEAR(sum, ref, 1e-9, 1e-6);
+            T_CHECK_MSG(other_zero, "mse wrote gradient outside its selection");
+            fd_check("mse dpred", s.pred, np, dp, mse_J, &s, 20, 1e-2f, 1e-3, 82);
+            free(s.pred); free(s.target); free(s.dscratch); free(dp);
+        }
+    free(order); free(slot);
+}
+
+/* ---- forward-only ops: patchify, noise, timestep embedding, random draws ---------------------------- */
+
+static void test_kernels_patchify(void) {
+    ctx_setup();
+    int n = 2, Cc = 3, H = 8, W = 12, p = 4, L = (H / p) * (W / p), P = p * p * Cc;
+    size_t N = (size_t)n * Cc * H * W;
+    float *img = randn(N, 90, 1.0f), *tok = zeros(N), *back = zeros(N);
+    O->patchify(C2, tok, img, n, Cc, H, W, p);
+    int ok = 1;
+    for (int b = 0; b < n; b++)
+        for (int l = 0; l < L; l++)
+            for (int pi = 0; pi < p; pi++)
+                for (int pj = 0; pj < p; pj++)
+                    for (int c = 0; c < Cc; c++) {
+                        int gi = l / (W / p), gj = l % (W / p);
+                        ok &= tok[((size_t)b * L + l) * P + (pi * p + pj) * Cc + c] ==
+                              img[(((size_t)b * Cc + c) * H + gi * p + pi) * W + gj * p + pj];
+                    }
+    T_CHECK_MSG(ok, "patchify layout is not (pi, pj, c) of row-major patches");
+    O->unpatchify(C2, back, tok, n, Cc, H, W, p);
+    T_CHECK(memcmp(back, img, N * sizeof *img) == 0);
+    free(img); free(tok); free(back);
+}
+
+static void test_kernels_noise_and_time(void) {
+    ctx_setup();
+    int n = 3, D = 50, T = 1000;
+    float *x0 = randn((size_t)n * D, 91, 1.0f), *eps = randn((size_t)n * D, 92, 1.0f);
+    float *xt = zeros((size_t)n * D), *sa = zeros(T), *s1 = zeros(T);
+    for (int i = 0; i < T; i++) {
+        sa[i] = cosf(i * 0.0015f);
+        s1[i] = sinf(i * 0.0015f);
+    }
+    int32_t t[3] = {1, 500, 1000};
+    O->noise_mix(C2, xt, x0, eps, t, sa, s1, n, D);
+    double e = 0;
+    for (int b = 0; b < n; b++)
+        for (int i = 0; i < D; i++)
+            e = fmax(e, fabs(xt[b * D + i] - (sa[t[b] - 1] * x0[b * D + i] + s1[t[b] - 1] * eps[b * D + i])));
+    T_CHECK_MSG(e < 1e-6, "noise_mix error %g", e);
+    /* timestep embedding: [sin(t f), cos(t f)], f_i = 10000^(-i / (half - 1)) */
+    int w = 10;
+    int32_t tt[2] = {0, 999};
+    float emb[20];
+    O->timestep_embed(C2, emb, tt, 2, w);
+    e = 0;
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < w / 2; i++) {
+            double f = exp(-i * log(10000.0) / (w / 2 - 1));
+            e = fmax(e, fabs(emb[b * w + i] - sin(tt[b] * f)));
+            e = fmax(e, fabs(emb[b * w + w / 2 + i] - cos(tt[b] * f)));
+        }
+    T_CHECK_MSG(e < 1e-6, "timestep embedding error %g", e);
+    free(x0); free(eps); free(xt); free(sa); free(s1);
+}
+
+static void test_kernels_random(void) {
+    ctx_setup();
+    /* normals: moments, bits independent of the thread count and of where a fill starts */
+    size_t n = 200003;
+    float *a = zeros(n), *b = zeros(n), *c = zeros(n);
+    O->rand_normal(C1, a, n, 42, PHILOX_NOISE, 3, 0, 0.0f, 1.0f);
+    O->rand_normal(C2, b, n, 42, PHILOX_NOISE, 3, 0, 0.0f, 1.0f);
+    T_CHECK(memcmp(a, b, n * sizeof *a) == 0);
+    O->rand_normal(C2, c, n - 7, 42, PHILOX_NOISE, 3, 7, 0.0f, 1.0f);
+    T_CHECK(memcmp(a + 7, c, (n - 7) * sizeof *a) == 0);
+    double m1 = 0, m2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        m1 += a[i];
+        m2 += (double)a[i] * a[i];
+    }
+    m1 /= n;
+    m2 /= n;
+    T_NEAR(m1, 0.0, 0.01, 0);
+    T_NEAR(m2, 1.0, 0.02, 0);
+    O->rand_normal(C2, c, n, 42, PHILOX_NOISE, 4, 0, 0.0f, 1.0f);
+    T_CHECK(memcmp(a, c, n * sizeof *a) != 0); /* another step, other numbers */
+    /* uniforms in range */
+    O->rand_uniform(C2, b, n, 42, PHILOX_INIT, 0, 0, -0.5f, 0.25f);
+    float lo = 1, hi = -1;
+    for (size_t i = 0; i < n; i++) {
+        lo = fminf(lo, b[i]);
+        hi = fmaxf(hi, b[i]);
+    }
+    T_CHECK(lo >= -0.5f && lo < -0.49f && hi < 0.25f && hi > 0.24f);
+    /* timesteps: 0 for clean rows, 1..T for noisy rows */
+    int32_t t[64], t2[20];
+    O->draw_timesteps(C2, t, 0, 10, 1, 1000, 42, 9);
+    O->draw_timesteps(C2, t + 10, 10, 54, 0, 1000, 42, 9);
+    O->draw_timesteps(C2, t2, 30, 20, 0, 1000, 42, 9); /* rows 30..49 drawn alone: the same */
+    T_CHECK(memcmp(t2, t + 30, sizeof t2) == 0);
+    int ok = 1, distinct = 0;
+    for (int i = 0; i < 64; i++) {
+        ok &= i < 10 ? t[i] == 0 : (t[i] >= 1 && t[i] <= 1000);
+        if (i > 10 && t[i] != t[i - 1]) distinct++;
+    }
+    T_CHECK(ok && distinct > 40);
+    /* keep orders: a permutation sorted by the mask noise; slots invert the first keep */
+    int L = 49, keep = 12, rows = 5;
+    int32_t order[5 * 49], slot[5 * 49], order1[5 * 49], slot1[5 * 49];
+    O->draw_keep(C2, order, slot, 3, rows, L, keep, 42, 9);
+    O->draw_keep(C1, order1, slot1, 3, rows, L, keep, 42, 9);
+    T_CHECK(memcmp(order, order1, sizeof order) == 0 && memcmp(slot, slot1, sizeof slot) == 0);
+    for (int r = 0; r < rows; r++) {
+        int seen[49] = {0};
+        float prev = -1;
+        for (int j = 0; j < L; j++) {
+            int l = order[r * L + j];
+            T_REQUIRE(l >= 0 && l < L && !seen[l]);
+            seen[l] = 1;
+            float u = philox_unit(philox_draw(42, PHILOX_MASK, 9, (uint64_t)(3 + r) * L + l).v[0]);
+            T_CHECK(u >= prev);
+            prev = u;
+            T_EQ_INT(slot[r * L + l], j < keep ? j : -1);
+        }
+    }
+    /* label dropout: clean rows null, noisy rows keep their label unless dropped */
+    int32_t y[100], yu[100];
+    for (int i = 0; i < 100; i++) y[i] = i % 7;
+    O->draw_labels(C2, yu, y, 0, 20, 1, 0.25f, 10, 42, 9);
+    O->draw_labels(C2, yu + 20, y + 20, 20, 80, 0, 0.25f, 10, 42, 9);
+    int dropped = 0;
+    ok = 1;
+    for (int i = 0; i < 100; i++) {
+        if (i < 20) ok &= yu[i] == 10;
+        else if (yu[i] == 10) dropped++;
+        else ok &= yu[i] == y[i];
+    }
+    T_CHECK(ok && dropped > 5 && dropped < 40);
+    free(a); free(b); free(c);
+}
+
+/* ---- optimiser kernels -------------------------------------------------------------------------------- */
+
+static void test_kernels_optimiser(void) {
+    ctx_setup();
+    size_t n = 50001;
+    float *p = randn(n, 100, 1.0f), *g = randn(n, 101, 0.1f), *m = randn(n, 102, 0.01f);
+    float *v = zeros(n);
+    for (size_t i = 0; i < n; i++) v[i] = 0.001f * fabsf(fx_normal(103, i));
+    uint8_t *decay = malloc(n);
+    for (size_t i = 0; i < n; i++) decay[i] = (uint8_t)(i % 3 != 0);
+    float *p0 = malloc(n * sizeof *p0), *m0 = malloc(n * sizeof *m0), *v0 = malloc(n * sizeof *v0);
+    memcpy(p0, p, n * sizeof *p);
+    memcpy(m0, m, n * sizeof *m);
+    memcpy(v0, v, n * sizeof *v);
+    umd_adamw_args a = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 1.0f - 0.9f * 0.9f * 0.9f,
+                        1.0f - 0.95f * 0.95f * 0.95f, 0.5f};
+    O->adamw(C2, p, g, m, v, decay, n, &a);
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double gi = 0.5 * g[i];
+        double mi = 0.9 * m0[i] + 0.1 * gi, vi = 0.95 * v0[i] + 0.05 * gi * gi;
+        double pi = p0[i] * (decay[i] ? 1 - 1e-3 * 0.05 : 1.0);
+        pi -= 1e-3 / a.bias_correction1 * mi / (sqrt(vi) / sqrt(a.bias_correction2) + 1e-8);
+        /* a thousandth of the step, or a few ulp of p */
+        double ei = fabs(pi - p[i]) / (1e-3 * 1e-3 + 4e-7 * fabs(pi)) * 1e-4;
+        if (ei > 1e-4 && e <= 1e-4)
+            printf("  adamw[%zu]: p0 %.9g g %.9g m0 %.9g v0 %.9g -> %.9g, reference %.9g\n", i, p0[i], g[i],
+                   m0[i], v0[i], p[i], pi);
+        e = fmax(e, ei);
+        /* m: a few ulp of its terms */
+        e = fmax(e, fabs(mi - m[i]) / (fabs(m0[i]) + fabs(gi) + 1e-9) * 1e-4 / 1e-6);
+    }
+    T_CHECK_MSG(e < 1e-4, "adamw error %g", e);
+    double ss = O->sumsq(C2, g, n), ref = 0;
+    for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
+    T_NEAR(ss, ref, 0, 1e-6);
+    T_CHECK(O->sumsq(C2, g, n) == ss); /* deterministic */
+    memcpy(v0, m0, n * sizeof *v0);
+    O->ema(C2, m0, p, n, 0.99f);
+    e = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(m0[i] - (0.99 * v0[i] + 0.01 * p[i])));
+    T_CHECK_MSG(e < 1e-6, "ema error %g", e);
+    free(p); free(g); free(m); free(v); free(decay); free(p0); free(m0); free(v0);
+}
+
+int main(void) {
+    T_RUN(test_kernels_linear);
+    T_RUN(test_kernels_layernorm);
+    T_RUN(test_kernels_gate_residual);
+    T_RUN(test_kernels_activations);
+    T_RUN(test_kernels_attention);
+    T_RUN(test_kernels_tokens);
+    T_RUN(test_kernels_mse_masked);
+    T_RUN(test_kernels_patchify);
+    T_RUN(test_kernels_noise_and_time);
+    T_RUN(test_kernels_random);
+    T_RUN(test_kernels_optimiser);
+    O->release(C1, WS1);
+    O->release(C2, WS2);
+    O->ctx_destroy(&C1);
+    O->ctx_destroy(&C2);
+    return t_done();
+}

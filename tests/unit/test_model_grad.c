@@ -1,0 +1,203 @@
+/* test_model_grad.c: finite-difference checks of the whole UMD model's gradients on a tiny config:
+ * the clean branch alone (MAE), the noisy branch alone (MaskDiT-like), DiT (no masking), and a
+ * mixed batch with labels. umdq-uses: umd common */
+#include <stdio.h>
+#include <stdlib.h>
+#include "t.h"
+#include "config.h"
+#include "model.h"
+#include "ops.h"
+#include "test_model_fixtures.h"
+
+
+static double loss_now(umd_model *m) {
+    umd_losses r;
+    umd_model_step(m, 0, &r);
+    return r.loss;
+}
+
+/* Central difference of the loss along parameter element k (in the arena), step h. */
+static double fd_element(umd_model *m, size_t k, float h) {
+    float *p = umd_model_params(m);
+    float keep = p[k];
+    p[k] = keep + h;
+    double up = loss_now(m);
+    p[k] = keep - h;
+    double down = loss_now(m);
+    p[k] = keep;
+    return (up - down) / (2.0 * (double)h);
+}
+
+/* Central difference along a random direction v (unit norm) over one tensor. */
+static double fd_direction(umd_model *m, const umd_tensor *t, const float *v, float h) {
+    float *p = umd_model_params(m) + t->offset;
+    for (size_t i = 0; i < t->size; i++) p[i] += h * v[i];
+    double up = loss_now(m);
+    for (size_t i = 0; i < t->size; i++) p[i] -= 2.0f * h * v[i];
+    double down = loss_now(m);
+    for (size_t i = 0; i < t->size; i++) p[i] += h * v[i];
+    return (up - down) / (2.0 * (double)h);
+}
+
+/* Checks every tensor: its 2 largest gradient elements, 2 random ones, and a random direction. */
+/* cfg->threads: 1 for most (these shapes are tiny); 2 splits the batch over two replicas, or,
+ * with batch 1, runs one replica on a 2-thread context (the ops' own team path). */
+static void check_model(const umd_config *cfg, int classes, uint32_t key) {
+    char err[256] = "";
+    umd_model *m = NULL;
+    umd_shape shape = {2, 8, 8, classes, cfg->batch};
+    int rc = umd_model_new(&m, cfg, &shape, umd_ops_cpu(), err, sizeof err);
+    T_CHECK_MSG(rc == 0, "umd_model_new: %s", err);
+    if (rc) return;
+    umd_model_init(m, cfg->seed);
+    fx_randomize(m, key);
+    const umd_dims *d = umd_model_dims(m);
+    T_EQ_INT(umd_model_replicas(m), cfg->threads < cfg->batch ? cfg->threads : cfg->batch);
+    int B = d->B;
+    float *x = malloc(sizeof(float) * (size_t)B * 2 * 8 * 8);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
+    float *g = malloc(sizeof(float) * umd_model_sizes(m)->nfloats);
+    float *v = malloc(sizeof(float) * umd_model_sizes(m)->nfloats);
+    fx_batch(x, y, B, 2, 8, 8, classes > 0 ? classes : 1, key + 100);
+    umd_model_load_batch(m, x, y);
+    umd_model_draw(m, cfg->seed, 3);
+
+    umd_losses r;
+    umd_model_step(m, 1, &r);
+    T_CHECK(isfinite(r.loss) && r.loss > 0);
+    memcpy(g, umd_model_grads(m), sizeof(float) * umd_model_sizes(m)->nfloats);
+
+    int checked = 0, bad = 0;
+    double worst = 0;
+    char worst_name[64] = "";
+    const float h = 1e-2f;
+    for (int i = 0; i < umd_model_ntensors(m); i++) {
+        const umd_tensor *t = umd_model_tensor(m, i);
+        const float *gt = g + t->offset;
+        double gmax = 0;
+        size_t top[2] = {0, 0};
+        for (size_t k = 0; k < t->size; k++) {
+            double a = fabs(gt[k]);
+            if (a > gmax) gmax = a;
+            if (a > fabs(gt[top[0]])) {
+                top[1] = top[0];
+                top[0] = k;
+            } else if (k != top[0] && a > fabs(gt[top[1]])) {
+                top[1] = k;
+            }
+        }
+        /* every tensor carries gradient with these random parameters, except the mask token
+         * when nothing is masked */
+        int unused = strcmp(t->name, "mask_token") == 0 && d->keep_noisy == d->L &&
+                     d->n_clean == 0;
+        T_CHECK_MSG(unused ? gmax == 0 : gmax > 0, "tensor %s: gradient max %g", t->name, gmax);
+        if (unused) continue;
+        size_t pick[4] = {top[0], top[1], (size_t)(fx_unit(key + 7, (uint64_t)i) * t->size),
+                          (size_t)(fx_unit(key + 8, (uint64_t)i) * t->size)};
+        for (int j = 0; j < 4; j++) {
+            size_t k = pick[j] < t->size ? pick[j] : t->size - 1;
+            double fd = fd_element(m, t->offset + k, h);
+            double an = gt[k];
+            double tol = 2e-2 * fabs(an) + 2e-5 + 1e-3 * gmax;
+            double e = fabs(fd - an) / (fabs(an) + 1e-4);
+            if (e > worst) {
+                worst = e;
+                snprintf(worst_name, sizeof worst_name, "%s[%zu]", t->name, k);
+            }
+            if (fabs(fd - an) > tol) {
+                if (bad < 5)
+                    printf("  %s[%zu]: analytic %.8g, finite difference %.8g\n", t->name, k, an, fd);
+                bad++;
+            }
+            checked++;
+        }
+        /* a random direction over the whole tensor */
+        double norm = 0, an = 0;
+        for (size_t k = 0; k < t->size; k++) {
+            v[k] = fx_normal(key + 9 + (uint32_t)i, k);
+            norm += (double)v[k] * v[k];
+        }
+        for (size_t k = 0; k < t->size; k++) {
+            v[k] = (float)(v[k] / sqrt(norm));
+            an += (double)v[k] * gt[k];
+        }
+        double fd = fd_direction(m, t, v, h);
+        double tol = 2e-2 * fabs(an) + 2e-5 + 1e-3 * gmax;
+        if (fabs(fd - an) > tol) {
+            if (bad < 5) printf("  %s along a random direction: analytic %.8g, finite difference %.8g\n",
+                                t->name, an, fd);
+            bad++;
+        }
+        checked++;
+    }
+    printf("  %d checks over %d tensors, loss %.6f (noisy %.6f, clean %.6f), worst relative error "
+           "%.2e at %s\n", checked, umd_model_ntensors(m), r.loss, r.loss_noisy, r.loss_clean, worst,
+           worst_name);
+    T_CHECK_MSG(bad == 0, "%d of %d finite-difference checks failed", bad, checked);
+    free(x);
+    free(y);
+    free(g);
+    free(v);
+    umd_model_destroy(&m);
+}
+
+static void test_model_grad_clean_branch(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 1;
+    cfg.r_t0 = 1.0; /* MAE: every row clean, 75% masked */
+    check_model(&cfg, 0, 1000);
+}
+
+static void test_model_grad_noisy_branch(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 1;
+    cfg.r_t0 = 0.0; /* every row noisy, 37.5% masked */
+    check_model(&cfg, 0, 2000);
+}
+
+static void test_model_grad_dit_unmasked(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 1;
+    cfg.r_t0 = 0.0;
+    cfg.mask_ratio = 0.0; /* DiT: both MSEs over all pixels */
+    check_model(&cfg, 0, 3000);
+}
+
+static void test_model_grad_mixed_with_labels(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 1;
+    cfg.labels = 1;
+    cfg.label_dropout = 0.3;
+    check_model(&cfg, 5, 4000);
+}
+
+static void test_model_grad_two_replicas(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 2;
+    cfg.labels = 1;
+    cfg.label_dropout = 0.3;
+    check_model(&cfg, 5, 5000);
+}
+
+static void test_model_grad_one_row_two_threads(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 2;
+    cfg.batch = 1; /* floor(1 * 0.5) = 0 clean rows: one noisy row */
+    check_model(&cfg, 0, 6000);
+}
+
+int main(void) {
+    T_RUN(test_model_grad_clean_branch);
+    T_RUN(test_model_grad_noisy_branch);
+    T_RUN(test_model_grad_dit_unmasked);
+    T_RUN(test_model_grad_mixed_with_labels);
+    T_RUN(test_model_grad_two_replicas);
+    T_RUN(test_model_grad_one_row_two_threads);
+    return t_done();
+}

@@ -1,0 +1,323 @@
+/* objective.c: one UMD training step (UMD.md "One training step"): noising of the noisy rows,
+ * the conditioning, the encoder over visible tokens only (the clean rows' short sequences and the
+ * noisy rows' longer ones side by side in one token buffer), the decoder over all rows, the head,
+ * the two losses, and the backward of all of it. Each replica (model.h) runs this on its rows.
+ *
+ *   clean rows [0, n_clean):  input x0, t = 0, keep_clean tokens;  L0 = MSE(x0_pred, x0 | masked)
+ *   noisy rows [n_clean, B):  input x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, t = idx + 1,
+ *                             keep_noisy tokens;
+ *                             L1 = (MSE(eps_pred, eps | visible) + MSE(x0_pred, x0 | masked)) / 2
+ *   L = (1 - n_clean/B) L1 + (n_clean/B) L0
+ * A mask ratio of 0 (every token visible) makes both MSEs of that kind of row run over all pixels
+ * (UMD.md); the same rule applies to the clean rows' mask_ratio_t0 = 0. The MSEs are means over
+ * every selected pixel-channel of every row of the kind.
+ *
+ * With labels the conditioning is cond = SiLU(t_emb + y_emb) with y_emb from the label table
+ * through its own Linear-SiLU-Linear; the clean rows use the null class (unconditional, as in
+ * UMD.md's fine-tuning), the noisy rows their label with label dropout to the null class.
+ * Every tensor is touched through the ops only.
+ *
+ * Memory per block (what the backward reads): the input, both LayerNorm outputs after modulation
+ * and their statistics, qkv, the attention probabilities, the attention and projection outputs,
+ * the residual in between, fc1's output before and after GELU, and fc2's output: about 10 w + 2 F
+ * floats per token. Nothing is recomputed; the backward's temporaries are shared by all blocks. */
+#include <stddef.h>
+#include "model.h"
+#include "model_internal.h"
+
+/* ---- one block ------------------------------------------------------------------------------- */
+
+/* x += g1 * Attn(LN1(x) (1 + s1) + h1);  x += g2 * MLP(LN2(x) (1 + s2) + h2) with
+ * (h1, s1, g1, h2, s2, g2) = ada(cond) per batch row. a->x holds the input tokens of the layout's
+ * segments; the output goes to out. The Linears and GELU run once over every token; LayerNorm
+ * with modulation, attention and the gates per segment. */
+static void block_forward(umd_model *m, replica *rp, const block_params *bp, block_acts *a,
+                          const seq_layout *sl, float *out) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const umd_dims *d = &m->d;
+    const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
+    o->linear_fwd(c, a->mod, rp->A.cond, bp->ada_w, bp->ada_b, rp->B, w6, w);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->layernorm_fwd(c, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
+                         a->x + s->tok0 * w, bp->n1_w, bp->n1_b, a->mod + (long)s->row0 * w6, w6,
+                         s->n, s->T, w, (long)s->T * w, (long)s->T * w);
+    }
+    o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->attention_fwd(c, a->att + s->tok0 * w, a->probs + s->prob0, a->qkv + s->tok0 * 3 * w,
+                         s->n, s->T, d->heads, d->hd);
+    }
+    o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        const float *mod = a->mod + (long)s->row0 * w6;
+        o->gate_residual_fwd(c, a->x2 + s->tok0 * w, a->x + s->tok0 * w, a->ao + s->tok0 * w,
+                             mod + 2 * w, w6, s->n, s->T, w);
+        o->layernorm_fwd(c, a->m2 + s->tok0 * w, a->mean2 + s->tok0, a->rstd2 + s->tok0,
+                         a->x2 + s->tok0 * w, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n, s->T, w,
+                         (long)s->T * w, (long)s->T * w);
+    }
+    o->linear_fwd(c, a->h, a->m2, bp->fc1_w, bp->fc1_b, M, d->F, w);
+    o->gelu_fwd(c, a->hg, a->h, (size_t)M * d->F);
+    o->linear_fwd(c, a->mo, a->hg, bp->fc2_w, bp->fc2_b, M, w, d->F);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
+                             a->mod + (long)s->row0 * w6 + 5 * w, w6, s->n, s->T, w);
+    }
+}
+
+/* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
+ * input. Parameter gradients go to gp; the conditioning's gradient (B, w) is added to A->dcond. */
+static void block_backward(umd_model *m, replica *rp, const block_params *bp,
+                           const block_params *gp, const block_acts *a, const seq_layout *sl,
+                           float *D) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const umd_dims *d = &m->d;
+    acts *A = &rp->A;
+    const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
+    float *dmod = A->dmod; /* (B, 6w): every slice of every row written once below */
+    /* MLP branch */
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        long r = (long)s->row0 * w6;
+        o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 5 * w, D + s->tok0 * w,
+                             a->mo + s->tok0 * w, a->mod + r + 5 * w, w6, s->n, s->T, w);
+    }
+    o->linear_bwd(c, A->tH, gp->fc2_w, gp->fc2_b, A->tA, a->hg, bp->fc2_w, M, w, d->F, 0);
+    o->gelu_bwd(c, A->tH, A->tH, a->h, (size_t)M * d->F);
+    o->linear_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, A->tH, a->m2, bp->fc1_w, M, d->F, w, 0);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        long r = (long)s->row0 * w6, seq = (long)s->T * w;
+        o->layernorm_bwd(c, D + s->tok0 * w, gp->n2_w, gp->n2_b, dmod + r + 3 * w,
+                         A->tA + s->tok0 * w, a->x2 + s->tok0 * w, a->mean2 + s->tok0,
+                         a->rstd2 + s->tok0, bp->n2_w, bp->n2_b, a->mod + r + 3 * w, w6, s->n,
+                         s->T, w, seq, seq, 1);
+        /* attention branch's gate */
+        o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 2 * w, D + s->tok0 * w,
+                             a->ao + s->tok0 * w, a->mod + r + 2 * w, w6, s->n, s->T, w);
+    }
+    o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w, a->qkv + s->tok0 * 3 * w,
+                         a->probs + s->prob0, s->n, s->T, d->heads, d->hd);
+    }
+    o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        long r = (long)s->row0 * w6, seq = (long)s->T * w;
+        o->layernorm_bwd(c, D + s->tok0 * w, gp->n1_w, gp->n1_b, dmod + r, A->tA + s->tok0 * w,
+                         a->x + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0, bp->n1_w,
+                         bp->n1_b, a->mod + r, w6, s->n, s->T, w, seq, seq, 1);
+    }
+    /* adaLN, over every batch row at once */
+    o->linear_bwd(c, A->dcond, gp->ada_w, gp->ada_b, dmod, A->cond, bp->ada_w, rp->B, w6, w, 1);
+}
+
+/* ---- encoder ------------------------------------------------------------------------------------ */
+
+/* Visible tokens in, decoder input rows out. */
+static void encoder_forward(umd_model *m, replica *rp) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const umd_dims *d = &m->d;
+    acts *A = &rp->A;
+    const seq_layout *sl = &rp->enc;
+    const int w = d->w, L = d->L;
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->gather_tokens_fwd(c, A->enc[0].x + s->tok0 * w, A->emb + (size_t)s->row0 * L * w,
+                             m->P.pos, m->P.cls, A->order + (size_t)s->row0 * L, s->n, L, s->keep,
+                             d->ncls, w);
+    }
+    for (int i = 0; i < d->depth; i++)
+        block_forward(m, rp, &m->P.enc[i], &A->enc[i], sl,
+                      i + 1 < d->depth ? A->enc[i + 1].x : A->enc_xlast);
+    /* the final LayerNorm has no modulation: one call over every token */
+    o->layernorm_fwd(c, A->enc_out, A->enc_mean, A->enc_rstd, A->enc_xlast, m->P.enc_norm_w,
+                     m->P.enc_norm_b, NULL, 0, (int)sl->ntok, 1, w, w, w);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->token_mean_fwd(c, A->rep + (size_t)s->row0 * w, A->enc_out + s->tok0 * w, s->n, s->T,
+                          d->ncls, w);
+        o->decoder_input_fwd(c, A->dec[0].x + (size_t)s->row0 * d->T_dec * w,
+                             A->rep + (size_t)s->row0 * w, A->enc_out + s->tok0 * w,
+                             m->P.mask_token, m->P.dec_pos, A->slot + (size_t)s->row0 * L, s->n, L,
+                             s->T, d->ncls, w);
+    }
+}
+
+/* From A->ddec (the decoder input's gradient) to A->demb (every row's patch embeddings), adding
+ * into the cond gradient. */
+static void encoder_backward(umd_model *m, replica *rp) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const umd_dims *d = &m->d;
+    acts *A = &rp->A;
+    const seq_layout *sl = &rp->enc;
+    const int w = d->w, L = d->L;
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->decoder_input_bwd(c, A->drep + (size_t)s->row0 * w, A->denc_out + s->tok0 * w,
+                             rp->G.mask_token, rp->G.dec_pos, A->ddec + (size_t)s->row0 * d->T_dec * w,
+                             A->slot + (size_t)s->row0 * L, s->n, L, s->T, d->ncls, w);
+        o->token_mean_bwd(c, A->denc_out + s->tok0 * w, A->drep + (size_t)s->row0 * w, s->n, s->T,
+                          d->ncls, w);
+    }
+    o->layernorm_bwd(c, A->denc, rp->G.enc_norm_w, rp->G.enc_norm_b, NULL, A->denc_out,
+                     A->enc_xlast, A->enc_mean, A->enc_rstd, m->P.enc_norm_w, m->P.enc_norm_b, NULL,
+                     0, (int)sl->ntok, 1, w, w, w, 0);
+    for (int i = d->depth - 1; i >= 0; i--)
+        block_backward(m, rp, &m->P.enc[i], &rp->G.enc[i], &A->enc[i], sl, A->denc);
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        o->gather_tokens_bwd(c, A->demb + (size_t)s->row0 * L * w, rp->G.pos, rp->G.cls,
+                             A->denc + s->tok0 * w, A->slot + (size_t)s->row0 * L, s->n, L, s->keep,
+                             d->ncls, w);
+    }
+}
+
+/* ---- the step ------------------------------------------------------------------------------------- */
+
+/* One replica's forward (its sums of squared errors into rp) and, with backward, its gradients
+ * into rp->grads. The loss weights use the whole batch's counts, so the replicas' gradients add
+ * up to the batch's. */
+static void replica_step(umd_model *m, replica *rp, int backward) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const umd_dims *d = &m->d;
+    acts *A = &rp->A;
+    const model_params *P = &m->P;
+    const int B = rp->B, L = d->L, w = d->w, PP = d->P, nc = rp->nc, nn = rp->nn;
+    const size_t CHW = (size_t)d->C * d->H * d->W, rowP = (size_t)L * PP;
+
+    /* inputs: targets in patch space, x_t for the noisy rows */
+    o->patchify(c, A->x0p, A->x0, B, d->C, d->H, d->W, d->p);
+    if (nn > 0) {
+        o->patchify(c, A->epsp + nc * rowP, A->eps + nc * CHW, nn, d->C, d->H, d->W, d->p);
+        o->noise_mix(c, A->xin + nc * rowP, A->x0p + nc * rowP, A->epsp + nc * rowP, A->t_net + nc,
+                     m->sqrt_abar, m->sqrt_1m_abar, nn, (int)rowP);
+    }
+    if (nc > 0) o->copy(c, A->xin, A->x0p, nc * rowP);
+
+    /* conditioning */
+    o->timestep_embed(c, A->temb, A->t_net, B, w);
+    o->linear_fwd(c, A->th1, A->temb, P->t_fc1_w, P->t_fc1_b, B, 2 * w, w);
+    o->silu_fwd(c, A->ta1, A->th1, (size_t)B * 2 * w);
+    o->linear_fwd(c, A->temb2, A->ta1, P->t_fc2_w, P->t_fc2_b, B, w, 2 * w);
+    if (d->labels) {
+        o->embed_rows_fwd(c, A->ytab, P->y_table, A->y_used, B, w);
+        o->linear_fwd(c, A->yh1, A->ytab, P->y_fc1_w, P->y_fc1_b, B, 2 * w, w);
+        o->silu_fwd(c, A->ya1, A->yh1, (size_t)B * 2 * w);
+        o->linear_fwd(c, A->yemb, A->ya1, P->y_fc2_w, P->y_fc2_b, B, w, 2 * w);
+        o->add(c, A->csum, A->temb2, A->yemb, (size_t)B * w);
+    }
+    o->silu_fwd(c, A->cond, A->csum, (size_t)B * w);
+
+    /* encoder (visible tokens only), then the decoder's input rows */
+    o->linear_fwd(c, A->emb, A->xin, P->patch_w, P->patch_b, B * L, w, PP);
+    encoder_forward(m, rp);
+
+    /* decoder over all rows, final norm and modulation without the rep token, head */
+    const int Td = d->T_dec;
+    for (int i = 0; i < d->dec_depth; i++)
+        block_forward(m, rp, &P->dec[i], &A->dec[i], &rp->dec,
+                      i + 1 < d->dec_depth ? A->dec[i + 1].x : A->dec_xlast);
+    o->linear_fwd(c, A->fmod, A->cond, P->fmod_w, P->fmod_b, B, 2 * w, w);
+    o->layernorm_fwd(c, A->fin, A->fmean, A->frstd, A->dec_xlast + w, P->dec_norm_w, P->dec_norm_b,
+                     A->fmod, 2 * w, B, L, w, (long)Td * w, (long)L * w);
+    o->linear_fwd(c, A->pred, A->fin, P->head_w, P->head_b, B * L, 2 * PP, w);
+
+    /* losses over the whole batch's counts; their gradients go straight into dpred */
+    const int pp = d->p * d->p;
+    const double fc = (double)d->n_clean / d->B, fn = (double)d->n_noisy / d->B;
+    rp->s_eps = rp->s_x0 = rp->s_clean = 0;
+    o->fill(c, A->dpred, (size_t)B * L * 2 * PP, 0.0f);
+    if (nn > 0) {
+        int all = d->keep_noisy >= L;
+        double n_eps = (double)d->n_noisy * (all ? L : d->keep_noisy) * PP;
+        double n_x0 = (double)d->n_noisy * (all ? L : L - d->keep_noisy) * PP;
+        size_t off = nc * (size_t)L * 2 * PP;
+        rp->s_eps = o->mse_masked(c, A->dpred + off, A->pred + off, A->epsp + nc * rowP,
+                                  A->slot + nc * L, nn, L, pp, d->C, 1,
+                                  all ? UMD_SEL_ALL : UMD_SEL_VISIBLE, (float)(fn * 0.5 / n_eps));
+        rp->s_x0 = o->mse_masked(c, A->dpred + off, A->pred + off, A->x0p + nc * rowP,
+                                 A->slot + nc * L, nn, L, pp, d->C, 0,
+                                 all ? UMD_SEL_ALL : UMD_SEL_MASKED, (float)(fn * 0.5 / n_x0));
+    }
+    if (nc > 0) {
+        int all = d->keep_clean >= L;
+        double n_x0 = (double)d->n_clean * (all ? L : L - d->keep_clean) * PP;
+        rp->s_clean = o->mse_masked(c, A->dpred, A->pred, A->x0p, A->slot, nc, L, pp, d->C, 0,
+                                    all ? UMD_SEL_ALL : UMD_SEL_MASKED, (float)(fc / n_x0));
+    }
+    if (!backward) return;
+
+    /* ---- backward ---- */
+    const model_params *G = &rp->G;
+    o->fill(c, rp->grads, m->sizes.nfloats, 0.0f);
+    o->linear_bwd(c, A->dfin, G->head_w, G->head_b, A->dpred, A->fin, P->head_w, B * L, 2 * PP, w,
+                  0);
+    o->fill(c, A->ddec, (size_t)B * Td * w, 0.0f); /* the rep token's rows stay 0 */
+    o->layernorm_bwd(c, A->ddec + w, G->dec_norm_w, G->dec_norm_b, A->dfmod, A->dfin,
+                     A->dec_xlast + w, A->fmean, A->frstd, P->dec_norm_w, P->dec_norm_b, A->fmod,
+                     2 * w, B, L, w, (long)Td * w, (long)L * w, 0);
+    o->linear_bwd(c, A->dcond, G->fmod_w, G->fmod_b, A->dfmod, A->cond, P->fmod_w, B, 2 * w, w, 0);
+    for (int i = d->dec_depth - 1; i >= 0; i--)
+        block_backward(m, rp, &P->dec[i], &G->dec[i], &A->dec[i], &rp->dec, A->ddec);
+    encoder_backward(m, rp);
+    o->linear_bwd(c, NULL, G->patch_w, G->patch_b, A->demb, A->xin, P->patch_w, B * L, w, PP, 0);
+
+    /* conditioning */
+    o->silu_bwd(c, A->dcsum, A->dcond, A->csum, (size_t)B * w);
+    o->linear_bwd(c, A->d2w, G->t_fc2_w, G->t_fc2_b, A->dcsum, A->ta1, P->t_fc2_w, B, w, 2 * w, 0);
+    o->silu_bwd(c, A->d2w, A->d2w, A->th1, (size_t)B * 2 * w);
+    o->linear_bwd(c, NULL, G->t_fc1_w, G->t_fc1_b, A->d2w, A->temb, P->t_fc1_w, B, 2 * w, w, 0);
+    if (d->labels) {
+        o->linear_bwd(c, A->d2w, G->y_fc2_w, G->y_fc2_b, A->dcsum, A->ya1, P->y_fc2_w, B, w,
+                      2 * w, 0);
+        o->silu_bwd(c, A->d2w, A->d2w, A->yh1, (size_t)B * 2 * w);
+        o->linear_bwd(c, A->dw, G->y_fc1_w, G->y_fc1_b, A->d2w, A->ytab, P->y_fc1_w, B, 2 * w, w,
+                      0);
+        o->embed_rows_bwd(c, G->y_table, A->dw, A->y_used, B, w);
+    }
+}
+
+void umd_model_step(umd_model *m, int backward, umd_losses *out) {
+    const umd_dims *d = &m->d;
+    #pragma omp parallel for num_threads(m->nrep) schedule(static, 1) if (m->nrep > 1)
+    for (int r = 0; r < m->nrep; r++) replica_step(m, &m->rep[r], backward);
+
+    /* the batch's losses from the replicas' sums, added in replica order */
+    double s_eps = 0, s_x0 = 0, s_clean = 0;
+    for (int r = 0; r < m->nrep; r++) {
+        s_eps += m->rep[r].s_eps;
+        s_x0 += m->rep[r].s_x0;
+        s_clean += m->rep[r].s_clean;
+    }
+    const int L = d->L, PP = d->P;
+    umd_losses res = {0};
+    if (d->n_noisy > 0) {
+        int all = d->keep_noisy >= L;
+        res.loss_eps = s_eps / ((double)d->n_noisy * (all ? L : d->keep_noisy) * PP);
+        res.loss_x0 = s_x0 / ((double)d->n_noisy * (all ? L : L - d->keep_noisy) * PP);
+        res.loss_noisy = 0.5 * (res.loss_eps + res.loss_x0);
+    }
+    if (d->n_clean > 0) {
+        int all = d->keep_clean >= L;
+        res.loss_clean = s_clean / ((double)d->n_clean * (all ? L : L - d->keep_clean) * PP);
+    }
+    res.loss = (double)d->n_noisy / d->B * res.loss_noisy + (double)d->n_clean / d->B * res.loss_clean;
+    if (out) *out = res;
+
+    /* the replicas' gradients into replica 0's (the model's gradient arena), in order */
+    if (backward)
+        for (int r = 1; r < m->nrep; r++)
+            m->ops->add(m->ctx, m->grads, m->grads, m->rep[r].grads, m->sizes.nfloats);
+}
