@@ -64,6 +64,7 @@ start_daemon() {
   "$BIN/umdqd" --home "$UMDQ_HOME" --http 127.0.0.1:0 --zmq 'tcp://127.0.0.1:*' "$@" \
     >>"$T_TMP/umdqd.out" 2>&1 &
   DAEMON_PID=$!
+  disown "$DAEMON_PID"   # no "Killed" notices when a test kills it on purpose
   T_PIDS+=("$DAEMON_PID")
   if ! wait_for 10 test -s "$UMDQ_HOME/umdqd.json"; then
     echo "umdqd did not start; its output:"; tail -n 20 "$T_TMP/umdqd.out" "$UMDQ_HOME/umdqd.log" 2>/dev/null
@@ -82,6 +83,7 @@ restart_daemon() {
   "$BIN/umdqd" --home "$UMDQ_HOME" --http "127.0.0.1:$hp" --zmq "tcp://127.0.0.1:$zp" \
     >>"$T_TMP/umdqd.out" 2>&1 &
   DAEMON_PID=$!
+  disown "$DAEMON_PID"
   T_PIDS+=("$DAEMON_PID")
   wait_for 10 test -s "$UMDQ_HOME/umdqd.json" && wait_for 10 api GET /api/health
 }
@@ -93,6 +95,7 @@ start_worker() {
   "$BIN/umdq-worker" --connect "$ZMQ" --cpu --name "$name" --workdir "$T_TMP/work" "$@" \
     >>"$T_TMP/worker-${name//\//_}.out" 2>&1 &
   WORKER_PID=$!
+  disown "$WORKER_PID"
   T_PIDS+=("$WORKER_PID")
 }
 
