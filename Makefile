@@ -35,6 +35,7 @@ HAVE_BLAS   := $(if $(BLAS_LIBS),1,0)
 HAVE_OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1 || echo 0)
 
 ifneq ($(MAKE_RESTARTS),)
+else ifneq ($(UMDQ_SUBMAKE),)
 else ifeq ($(filter clean deps,$(MAKECMDGOALS)),)
 $(info umdq build: CUDA $(if $(filter 1,$(HAVE_CUDA)),yes ($(NVCC)),no) | BLAS $(if $(filter 1,$(HAVE_BLAS)),OpenBLAS,missing (run scripts/deps.sh)) | OpenMP $(if $(filter 1,$(HAVE_OPENMP)),yes,no) | $(BUILD)/)
 endif
@@ -151,20 +152,20 @@ deps:
 	@scripts/deps.sh
 
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory UMDQ_SUBMAKE=1 all
 	@BUILD=$(BUILD) scripts/run.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory UMDQ_SUBMAKE=1 all
 	@BUILD=$(BUILD) tests/run.sh
 
 check-long: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory UMDQ_SUBMAKE=1 all
 	@BUILD=$(BUILD) tests/run.sh --long
 
 bench: deps
 	@scripts/deps.sh --bench
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory UMDQ_SUBMAKE=1 all
 	@BUILD=$(BUILD) scripts/bench.sh
 
 gpu-check:

@@ -19,7 +19,6 @@
 #define UP_WAIT_S 10.0       /* how long up waits for the daemon's health answer */
 #define WORKER_WAIT_S 5.0    /* how long up waits for started workers to register */
 #define MAX_WORKERS 256
-#define NAME_STALE_S 3.5     /* heartbeat age after which the daemon lets a worker name be reused */
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -178,47 +177,6 @@ static int start_worker(const cli_ctx *ctx, const char *program, const char *zmq
     if (rc) return rc;
     w->started = 1;
     return pidfile_write(pidfile, w->pid, err, errlen);
-}
-
-/* How long ago (s) the daemon last heard from a live worker called name: -1 when it lists no
- * such worker, or lists it DEAD or GONE, or cannot be asked. */
-static double worker_seen_age(cli_client *c, const char *name) {
-    long status = 0;
-    cJSON *j = NULL;
-    char err[256];
-    double age = -1;
-    if (client_request(c, "GET", "/api/workers", NULL, 0, 2.0, &status, &j, err, sizeof err) ||
-        status != 200 || !j) {
-        cJSON_Delete(j);
-        return -1;
-    }
-    const cJSON *w;
-    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "workers")) {
-        const char *st = json_get_string(w, "state", "");
-        if (strcmp(json_get_string(w, "id", ""), name) == 0 && strcmp(st, "DEAD") != 0 &&
-            strcmp(st, "GONE") != 0)
-            age = json_get_number(w, "heartbeat_age", 0);
-    }
-    cJSON_Delete(j);
-    return age;
-}
-
-/* The daemon refuses a worker name while an earlier process of that name is live to it (heard
- * from within 3 heartbeats). Before a replacement starts, wait until the earlier one is stale:
- * 0 when the name is free, else UMDQ_EBUSY after timeout_s. */
-static int wait_name_free(cli_client *c, const char *name, double timeout_s) {
-    double end = mono_s() + timeout_s;
-    int said = 0;
-    for (;;) {
-        double age = worker_seen_age(c, name);
-        if (age < 0 || age > NAME_STALE_S) return 0;
-        if (mono_s() >= end) return UMDQ_EBUSY;
-        if (!said) {
-            fprintf(stderr, "waiting for umdqd to notice that the previous %s has stopped\n", name);
-            said = 1;
-        }
-        sleep_ms(200);
-    }
 }
 
 /* 1 when every started CPU worker is listed by the daemon (any state but DEAD). */
@@ -397,11 +355,8 @@ int cmd_up(cli_ctx *ctx, int argc, char **argv) {
                 goto fail;
             }
         }
-        if (!w->gpus && wait_name_free(c, w->name, 10.0) != 0) {
-            cli_error(ctx, "umdqd still lists a live worker called %s that is not ours; stop it "
-                           "first", w->name);
-            goto fail;
-        }
+        /* no wait for an earlier process of this name: umdqd takes over the name of one that is
+         * gone at once, and a worker refused for a live one says hello again for a while */
         if (start_worker(ctx, worker_prog, zmq, w, err, sizeof err) != 0) {
             cli_error(ctx, "cannot start %s: %s", label, err);
             goto fail;
@@ -440,7 +395,8 @@ int cmd_up(cli_ctx *ctx, int argc, char **argv) {
                 nrunning == 1 ? "" : "s");
 
     const char *url = client_url(c);
-    fprintf(stderr, "dashboard: %s/\n", url);
+    /* the web dashboard is not part of this version: point at what exists */
+    fprintf(stderr, "HTTP API: %s/api/ (token in %s/token; see docs/api.md)\n", url, ctx->home);
     fprintf(stderr, "stop with: umdq%s down\n", hostarg);
     exit_code = UMDQ_EXIT_OK;
 fail:

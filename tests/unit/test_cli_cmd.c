@@ -457,7 +457,7 @@ static void test_cli_e2e_session(void) {
     T_CONTAINS(r.err, "started umdqd");
     T_CONTAINS(r.err, "/cpu0");
     T_CONTAINS(r.err, "/cpu1");
-    T_CONTAINS(r.err, "dashboard: http://127.0.0.1:");
+    T_CONTAINS(r.err, "HTTP API: http://127.0.0.1:");
     T_CONTAINS(r.err, "down");
     run_free(&r);
     snprintf(path, sizeof path, "%s/workers/cpu0.pid", e2e_home);
@@ -695,7 +695,7 @@ static void test_cli_up_port_taken(void) {
     close(s);
     T_EQ_INT(r.rc, 1);
     T_CONTAINS(r.err, "umdqd.log");
-    T_CHECK_MSG(strstr(r.err, "dashboard") == NULL, "up claimed success: %s", r.err);
+    T_CHECK_MSG(strstr(r.err, "HTTP API") == NULL, "up claimed success: %s", r.err);
     run_free(&r);
     pid_t p = 0;
     T_CHECK_MSG(procs_in_tmpdir(&p) == 0, "pid %d was left running", (int)p);
