@@ -39,6 +39,18 @@ static void add_col(cJSON *obj, const char *name, sqlite3_stmt *st, int col) {
     }
 }
 
+/* obj[name] = the JSON object in column col, a canonical text the daemon wrote itself, passed
+ * through as it is: parsing and printing back a large spec (a grid of thousands of numbers) cost
+ * far more than the rest of a sweep summary. Text that is not an object is parsed as by
+ * add_json_col. */
+static void add_raw_object_col(cJSON *obj, const char *name, sqlite3_stmt *st, int col) {
+    const char *text = (const char *)sqlite3_column_text(st, col);
+    size_t n = text ? strlen(text) : 0;
+    cJSON *v = n >= 2 && text[0] == '{' && text[n - 1] == '}' ? cJSON_CreateRaw(text) : NULL;
+    if (!v) v = text ? cJSON_Parse(text) : NULL;
+    cJSON_AddItemToObject(obj, name, v ? v : cJSON_CreateNull());
+}
+
 /* obj[name] = the JSON text in column col parsed (null when absent or unparsable). */
 static void add_json_col(cJSON *obj, const char *name, sqlite3_stmt *st, int col) {
     const char *text = (const char *)sqlite3_column_text(st, col);
@@ -84,12 +96,15 @@ int query_job_exists(sqlite3 *db, int64_t job) {
 
 /* ---- sweeps ------------------------------------------------------------------------------------ */
 
+/* The counts come from sweep_counts (kept by triggers, schema/002_sweep_counts.sql) and the first
+ * start and last end from the indexes on (sweep_id, started) and (sweep_id, finished): a summary
+ * costs a few lookups however many jobs the sweep has. */
 #define SUMMARY_SQL                                                                                  \
-    "SELECT s.id, s.name, s.created, s.priority, count(j.id), "                                     \
-    "sum(j.state = 'QUEUED'), sum(j.state = 'RUNNING'), sum(j.state = 'SUCCEEDED'), "               \
-    "sum(j.state = 'FAILED'), sum(j.state = 'LOST'), sum(j.state = 'PREEMPTED'), "                  \
-    "sum(j.state = 'CANCELLED'), min(j.started), max(j.finished), s.spec, s.swept "                 \
-    "FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.id "
+    "SELECT s.id, s.name, s.created, s.priority, c.total, c.queued, c.running, c.succeeded, "       \
+    "c.failed, c.lost, c.preempted, c.cancelled, "                                                 \
+    "(SELECT min(started) FROM jobs WHERE sweep_id = s.id), "                                      \
+    "(SELECT max(finished) FROM jobs WHERE sweep_id = s.id), s.spec, s.swept "                     \
+    "FROM sweeps s LEFT JOIN sweep_counts c ON c.sweep_id = s.id "
 
 /* SWEEP_SUMMARY of the current row of a SUMMARY_SQL statement. */
 static cJSON *summary_of(sqlite3_stmt *st) {
@@ -125,7 +140,7 @@ int query_sweeps(sqlite3 *db, cJSON **out, char *err, size_t errlen) {
     *out = NULL;
     cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "sweeps");
     if (!doc || !arr) { rc = UMDQ_ENOMEM; goto fail; }
-    if ((rc = prepare(db, SUMMARY_SQL "GROUP BY s.id ORDER BY s.created DESC, s.id DESC", &st, err, errlen)) != 0)
+    if ((rc = prepare(db, SUMMARY_SQL "ORDER BY s.created DESC, s.id DESC", &st, err, errlen)) != 0)
         goto fail;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         cJSON *o = summary_of(st);
@@ -201,7 +216,7 @@ int query_sweep(sqlite3 *db, int64_t sweep, const char *state, int with_jobs, cJ
     job_ref *refs = NULL;
     int rc, r, nrefs = 0, cap = 0;
     *out = NULL;
-    if ((rc = prepare(db, SUMMARY_SQL "WHERE s.id = ?1 GROUP BY s.id", &st, err, errlen)) != 0) goto fail;
+    if ((rc = prepare(db, SUMMARY_SQL "WHERE s.id = ?1", &st, err, errlen)) != 0) goto fail;
     sqlite3_bind_int64(st, 1, sweep);
     r = sqlite3_step(st);
     if (r == SQLITE_DONE) {
@@ -214,7 +229,7 @@ int query_sweep(sqlite3 *db, int64_t sweep, const char *state, int with_jobs, cJ
     cJSON *summary = summary_of(st);
     if (!doc || !summary) { cJSON_Delete(summary); rc = UMDQ_ENOMEM; goto fail; }
     cJSON_AddItemToObject(doc, "sweep", summary);
-    add_json_col(summary, "spec", st, 14);
+    add_raw_object_col(summary, "spec", st, 14);
     add_json_col(summary, "swept", st, 15);
     swept = cJSON_GetObjectItemCaseSensitive(summary, "swept");
     sqlite3_finalize(st);
@@ -606,7 +621,14 @@ int query_counts(sqlite3 *db, int64_t jobs[QUERY_NJOB_STATES], int64_t workers[Q
     int rc, r;
     memset(jobs, 0, QUERY_NJOB_STATES * sizeof *jobs);
     memset(workers, 0, QUERY_NWORKER_STATES * sizeof *workers);
-    if ((rc = prepare(db, "SELECT 0, state, count(*) FROM jobs GROUP BY state UNION ALL "
+    /* job counts from sweep_counts: one row per sweep, not one per job */
+    if ((rc = prepare(db, "SELECT 0, 'QUEUED', sum(queued) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'RUNNING', sum(running) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'SUCCEEDED', sum(succeeded) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'FAILED', sum(failed) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'LOST', sum(lost) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'PREEMPTED', sum(preempted) FROM sweep_counts UNION ALL "
+                          "SELECT 0, 'CANCELLED', sum(cancelled) FROM sweep_counts UNION ALL "
                           "SELECT 1, state, count(*) FROM workers GROUP BY state", &st, err, errlen)) != 0)
         return rc;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {

@@ -1,10 +1,12 @@
 /* scheduler.c: the scheduler loop: worker protocol over the ROUTER socket, mutations from the HTTP
  * threads, housekeeping and dispatch, all through one store batch per turn (see scheduler.h). */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 #include "jsonx.h"
 #include "log.h"
@@ -68,6 +70,7 @@ typedef struct {
 struct sched {
     sched_options o;            /* strings below are owned copies */
     char *http_url, *token, *epoch;
+    char host[MAX_NAME];        /* this machine's host name, for worker_gone */
     worker **workers;           /* owned */
     int nworkers, capworkers;
     outmsg *out;                /* owned; sent after the commit */
@@ -321,6 +324,23 @@ static void lose_attempt(sched *s, int64_t job, int64_t attempt, const char *why
     }
 }
 
+/* 1 when w's process provably no longer exists: it ran on this machine (its hello named this
+ * host) and its pid names no process, or a zombie. A worker on another machine, or one whose pid
+ * names a live process (perhaps a new one), is not provably gone. */
+static int worker_gone(const sched *s, const worker *w) {
+    if (!s->host[0] || strcmp(w->host, s->host) != 0 || w->pid <= 0 || w->pid > INT32_MAX) return 0;
+    if (kill((pid_t)w->pid, 0) != 0) return errno == ESRCH;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)w->pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* "pid (comm) state ..." */
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 static void worker_dead(sched *s, worker *w, const char *why) {
     char err[256], reason[512];
     log_warn("worker %s (pid %lld on %s): %s", w->name, (long long)w->pid, w->host, why);
@@ -502,7 +522,10 @@ static void on_hello(sched *s, const unsigned char *rid, size_t len, const cJSON
     worker *w = worker_by_rid(s, rid, len);
     worker *same = worker_by_name(s, name);
     if (same && same != w) {
-        if (now - same->last_seen_ms <= dead_after) {
+        /* a worker restarted at once under its name: its predecessor is dead to us when it has
+         * been silent for 3 heartbeats, or at once when its process is provably gone */
+        int gone = worker_gone(s, same);
+        if (!gone && now - same->last_seen_ms <= dead_after) {
             char msg[512];
             snprintf(msg, sizeof msg, "worker name %s is already in use by a live worker (pid %lld on %s)", name,
                      (long long)same->pid, same->host);
@@ -510,11 +533,13 @@ static void on_hello(sched *s, const unsigned char *rid, size_t len, const cJSON
             cJSON *rj = proto_new("reject");
             if (rj) {
                 cJSON_AddStringToObject(rj, "error", msg);
+                cJSON_AddStringToObject(rj, "code", "name_in_use");
                 queue_msg(s, rid, len, rj);
             }
             return;
         }
-        worker_dead(s, same, "was replaced by a new process with its name");
+        worker_dead(s, same, gone ? "is gone (its process no longer exists); a new process took its name"
+                                  : "was replaced by a new process with its name");
     }
     if (w && strcmp(w->name, name) != 0) { /* the same peer under another name: start over */
         worker_dead(s, w, "said hello under another name");
@@ -928,6 +953,8 @@ int sched_new(const sched_options *o, sched **out, char *err, size_t errlen) {
         return UMDQ_ENOMEM;
     }
     if (s->o.heartbeat_ms <= 0) s->o.heartbeat_ms = 1000;
+    if (gethostname(s->host, sizeof s->host) != 0) s->host[0] = 0;
+    s->host[sizeof s->host - 1] = 0;
     if (!o->st || !o->router || !o->q || !o->lat) {
         snprintf(err, errlen, "scheduler: missing store, socket, queue or histogram");
         sched_destroy(&s);

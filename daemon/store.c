@@ -109,6 +109,9 @@ struct store {
     int batch;                   /* inside store_batch_begin .. commit */
     int in_txn;                  /* a BEGIN IMMEDIATE is open */
     int dirty;                   /* the batch's transaction holds committed savepoints */
+    int durable;                 /* the open transaction holds a state transition: sync at commit */
+    int op_durable;              /* the mutation under way is one (it makes durable when it succeeds) */
+    int wal;                     /* journal_mode is WAL (synchronous=NORMAL, see commit) */
     int migrations_applied;      /* at open */
 };
 
@@ -171,6 +174,30 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v) {
 
 /* ---- transactions ------------------------------------------------------------------------------ */
 
+/* Commit the open transaction. One that holds a state transition (a job or attempt changing
+ * state, a sweep submitted) is on disk when this returns: the database runs with
+ * synchronous=NORMAL in WAL mode, and the WAL is synced here after such a commit, which is what
+ * synchronous=FULL would do (the level cannot change inside a transaction, and whether one holds a
+ * transition is known only at its end). One that holds only reports (started, heartbeats, metrics,
+ * results, log bytes, worker rows, events) is not synced: it survives a crash of umdqd and reaches
+ * the disk with the next synced commit or checkpoint, so a power loss can take back only such
+ * rows, never a state a message was sent about. Without WAL the database runs with FULL. */
+static int commit(store *s, char *err, size_t errlen) {
+    int durable = s->durable;
+    s->durable = 0;
+    int rc = exec_sql(s, "COMMIT", err, errlen);
+    if (rc != 0 || !durable || !s->wal) return rc;
+    sqlite3_file *wal = NULL;
+    int r = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (r == SQLITE_OK && wal && wal->pMethods) r = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    else r = SQLITE_IOERR;
+    if (r != SQLITE_OK) {
+        SET_ERR("database: cannot sync the write-ahead log: %s", sqlite3_errstr(r));
+        return UMDQ_EIO;
+    }
+    return 0;
+}
+
 /* Start one mutation: a transaction when none is open, then a savepoint. */
 static int op_begin(store *s, char *err, size_t errlen) {
     int rc;
@@ -188,18 +215,28 @@ static int op_begin(store *s, char *err, size_t errlen) {
     return 0;
 }
 
+/* Start a mutation that is a state transition: its transaction commits with synchronous=FULL. */
+static int op_begin_durable(store *s, char *err, size_t errlen) {
+    int rc = op_begin(s, err, errlen);
+    if (rc == 0) s->op_durable = 1;
+    return rc;
+}
+
 /* End a mutation: keep its writes when rc is 0, else undo them. Outside a batch, commit. */
 static int op_end(store *s, int rc, char *err, size_t errlen) {
     if (rc == 0) {
         if (run_q(s, Q_RELEASE, err, errlen) != 0) rc = UMDQ_EIO;
     }
+    /* a transition that did not happen (no job to claim, a stale lease) needs no sync */
+    if (rc == 0 && s->op_durable) s->durable = 1;
+    s->op_durable = 0;
     if (rc != 0) {
         run_q(s, Q_ROLLBACK_TO, NULL, 0);
         run_q(s, Q_RELEASE, NULL, 0);
     }
     if (!s->batch) {
         if (rc == 0) {
-            int crc = exec_sql(s, "COMMIT", err, errlen);
+            int crc = commit(s, err, errlen);
             if (crc != 0) {
                 exec_sql(s, "ROLLBACK", NULL, 0);
                 rc = crc;
@@ -208,6 +245,7 @@ static int op_end(store *s, int rc, char *err, size_t errlen) {
             exec_sql(s, "ROLLBACK", NULL, 0);
         }
         s->in_txn = 0;
+        s->durable = 0;
     } else if (rc == 0) {
         s->dirty = 1;
     }
@@ -222,12 +260,13 @@ void store_batch_begin(store *s) {
 int store_batch_commit(store *s, char *err, size_t errlen) {
     int rc = 0;
     if (s->in_txn) {
-        rc = exec_sql(s, "COMMIT", err, errlen);
+        rc = commit(s, err, errlen);
         if (rc != 0) exec_sql(s, "ROLLBACK", NULL, 0);
     }
     s->in_txn = 0;
     s->batch = 0;
     s->dirty = 0;
+    s->durable = 0;
     return rc;
 }
 
@@ -236,6 +275,7 @@ void store_batch_abort(store *s) {
     s->in_txn = 0;
     s->batch = 0;
     s->dirty = 0;
+    s->durable = 0;
 }
 
 int store_batch_dirty(const store *s) { return s->dirty; }
@@ -329,9 +369,17 @@ int store_open(const char *db_path, const char *log_dir, store **out, char *err,
     }
     sqlite3_busy_timeout(s->db, 10000);
     sqlite3_extended_result_codes(s->db, 1);
-    /* journal_mode answers a row; exec ignores it. WAL persists in the file. */
-    if ((rc = exec_sql(s, "PRAGMA journal_mode = WAL", err, errlen)) != 0) goto fail;
-    if ((rc = exec_sql(s, "PRAGMA synchronous = FULL", err, errlen)) != 0) goto fail;
+    /* WAL persists in the file; a file system without shared memory may refuse it */
+    sqlite3_stmt *jm = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &jm, NULL) == SQLITE_OK &&
+        sqlite3_step(jm) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(jm, 0);
+        s->wal = mode && sqlite3_stricmp(mode, "wal") == 0;
+    }
+    sqlite3_finalize(jm);
+    /* with WAL, commit() syncs the transactions that hold state transitions itself */
+    if ((rc = exec_sql(s, s->wal ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL", err, errlen)) != 0)
+        goto fail;
     if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON", err, errlen)) != 0) goto fail;
     if ((rc = migrate(s, err, errlen)) != 0) goto fail;
     *out = s;
@@ -535,7 +583,7 @@ int store_submit(store *s, const sweep *sw, store_submit_result *res, char *err,
         SET_ERR("submit: incomplete sweep");
         return UMDQ_EINVAL;
     }
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = submit_in_txn(s, sw, res, err, errlen);
     /* the submit statements keep text bound by reference: drop the references before sw goes */
@@ -639,7 +687,7 @@ static int claim_in_txn(store *s, const store_worker_fit *w, store_dispatch *d, 
 int store_claim(store *s, const store_worker_fit *w, store_dispatch *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (!w || !w->worker || !w->kinds) return UMDQ_ENOTFOUND;
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = claim_in_txn(s, w, out, err, errlen);
     rc = op_end(s, rc, err, errlen);
@@ -715,7 +763,7 @@ static int write_all(int fd, const void *data, size_t len) {
 }
 
 /* Append to the job's log: the attempt's header line when it is not written yet, then a gap mark
- * when bytes are missing, then data. Updates log_bytes / log_header. */
+ * when bytes are missing, then data. Updates log_bytes / log_header. No bytes, no file. */
 static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, const char *data, size_t len,
                       char *err, size_t errlen) {
     sqlite3_stmt *st = stmt(s, Q_LOG_STATE, err, errlen);
@@ -733,7 +781,7 @@ static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, co
     snprintf(worker, sizeof worker, "%s", (const char *)sqlite3_column_text(st, 2));
     sqlite3_reset(st);
     int64_t end = offset + (int64_t)len;
-    if (header && end <= have) return 0; /* a replay of bytes already stored */
+    if (end <= have && (header || len == 0)) return 0; /* a replay, or nothing to write */
     if (!s->log_dir) goto record;
     int fd = -1, rc;
     if ((rc = log_open(s, job, &fd, err, errlen)) != 0) return rc;
@@ -777,7 +825,8 @@ int store_started(store *s, int64_t job, int64_t attempt, const char *lease, int
     sqlite3_bind_double(st, 3, now_s());
     sqlite3_bind_int64(st, 4, 0);
     if ((rc = step_done(s, st, err, errlen)) != 0) goto fail;
-    if ((rc = log_append(s, job, attempt, 0, NULL, 0, err, errlen)) != 0) goto fail;
+    /* the job's log file and the attempt's header line wait for the first log bytes: an attempt
+     * that prints nothing costs no file */
     rc = event_addf(s, job, "started", err, errlen, "{\"attempt\":%lld,\"pid\":%lld}",
                     (long long)attempt, (long long)pid);
 fail:
@@ -1060,7 +1109,7 @@ int store_finish(store *s, int64_t job, int64_t attempt, const char *lease, cons
         SET_ERR("finished: no status");
         return UMDQ_EPROTO;
     }
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = finish_in_txn(s, job, attempt, lease, r, state, err, errlen);
     rc = op_end(s, rc, err, errlen);
@@ -1089,7 +1138,7 @@ static int lost_in_txn(store *s, int64_t job, int64_t attempt, const char *why, 
 int store_lost(store *s, int64_t job, int64_t attempt, const char *why, char *job_state,
                char *err, size_t errlen) {
     char state[16] = "";
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = lost_in_txn(s, job, attempt, why, state, err, errlen);
     rc = op_end(s, rc, err, errlen);
@@ -1098,7 +1147,7 @@ int store_lost(store *s, int64_t job, int64_t attempt, const char *why, char *jo
 }
 
 int store_unclaim(store *s, int64_t job, int64_t attempt, const char *lease, char *err, size_t errlen) {
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     if ((rc = lease_check(s, job, attempt, lease, err, errlen)) != 0) goto fail;
     sqlite3_stmt *st = stmt(s, Q_ATTEMPT_DELETE, err, errlen);
@@ -1115,7 +1164,7 @@ fail:
 }
 
 int store_mark_cancel(store *s, int64_t job, int64_t attempt, const char *reason, char *err, size_t errlen) {
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     sqlite3_stmt *st = stmt(s, Q_MARK_CANCEL, err, errlen);
     if (!st) { rc = UMDQ_EIO; goto fail; }
@@ -1204,7 +1253,7 @@ static int cancel_in_txn(store *s, int64_t job, store_open_attempt *open, char *
 int store_job_cancel(store *s, int64_t job, store_open_attempt *open, char *err, size_t errlen) {
     store_open_attempt tmp;
     if (!open) open = &tmp;
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = cancel_in_txn(s, job, open, err, errlen);
     rc = op_end(s, rc, err, errlen);
@@ -1235,7 +1284,7 @@ static int requeue_in_txn(store *s, int64_t job, char *err, size_t errlen) {
 }
 
 int store_job_requeue(store *s, int64_t job, char *err, size_t errlen) {
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     rc = requeue_in_txn(s, job, err, errlen);
     return op_end(s, rc, err, errlen);
@@ -1279,7 +1328,7 @@ int store_sweep_cancel(store *s, int64_t sweep, int *cancelled, store_open_attem
     *cancelled = 0;
     *open = NULL;
     *nopen = 0;
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     if ((rc = sweep_jobs_in(s, sweep, states, &ids, &n, err, errlen)) != 0) goto fail;
     if (n > 0 && !(list = calloc((size_t)n, sizeof *list))) { rc = UMDQ_ENOMEM; goto fail; }
@@ -1305,7 +1354,7 @@ int store_sweep_requeue(store *s, int64_t sweep, int *requeued, char *err, size_
     int64_t *ids = NULL; /* owned */
     int n = 0;
     *requeued = 0;
-    int rc = op_begin(s, err, errlen);
+    int rc = op_begin_durable(s, err, errlen);
     if (rc != 0) return rc;
     if ((rc = sweep_jobs_in(s, sweep, states, &ids, &n, err, errlen)) != 0) goto fail;
     for (int i = 0; i < n && rc == 0; i++) rc = requeue_in_txn(s, ids[i], err, errlen);

@@ -42,7 +42,15 @@ struct sqlite3 *store_db(store *s);
 
 /* Batches: mutations between begin and commit share one transaction. commit returns 0 or UMDQ_EIO
  * (then everything since begin is rolled back). abort rolls back. Nothing is written when no
- * mutation ran. */
+ * mutation ran.
+ *
+ * Durability: a transaction that holds a state transition (store_submit, store_claim,
+ * store_finish, store_lost, store_unclaim, store_mark_cancel and the user actions) is on disk
+ * before its commit returns (the WAL is synced, as synchronous=FULL would). One that holds only
+ * reports and bookkeeping (store_started, store_heartbeat, store_metrics, store_results,
+ * store_log, store_event, worker rows) is not synced (synchronous=NORMAL): it survives a crash of
+ * umdqd, and reaches the disk with the next synced commit or checkpoint; a power loss can take back
+ * only such rows. */
 void store_batch_begin(store *s);
 int store_batch_commit(store *s, char *err, size_t errlen);
 void store_batch_abort(store *s);
@@ -93,7 +101,8 @@ void store_dispatch_clear(store_dispatch *d);
 
 /* 0 when (job, attempt, lease) is the job's current open attempt, UMDQ_ESTALE when not. */
 int store_lease_check(store *s, int64_t job, int64_t attempt, const char *lease);
-/* The worker forked the attempt's child. */
+/* The worker forked the attempt's child. (The job's log file is created by the first store_log
+ * with bytes, not here.) */
 int store_started(store *s, int64_t job, int64_t attempt, const char *lease, int64_t pid,
                   char *err, size_t errlen);
 /* A heartbeat for the attempt: records the time and, when step grew, the step. *advanced (may be
@@ -109,7 +118,8 @@ int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, con
 int store_results(store *s, int64_t job, int64_t attempt, const char *lease, const cJSON *results,
                   char *err, size_t errlen);
 /* Bytes offset .. offset+len of the attempt's output: only the part past what is stored is
- * appended to logs/JOB.log (a gap is marked in the log). */
+ * appended to logs/JOB.log (a gap is marked in the log), after the attempt's header line
+ * "== attempt N on WORKER ==" when these are its first bytes. */
 int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t offset,
               const char *data, size_t len, char *err, size_t errlen);
 

@@ -1,21 +1,25 @@
 /* runner.c: one attempt's child process: fork, pipes, report lines, log bytes, stop and reap. */
 #include "runner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errlist.h"
 #include "jsonx.h"
+#include "log.h"
 #include "template.h"
 #include "umd.h"
 #include "umdq.h"
@@ -48,7 +52,8 @@ typedef struct {
 } linebuf;
 
 struct runner {
-    pid_t pid;
+    pid_t pid;                  /* the child; also the id of its process group */
+    int is_umd;                 /* the trainer runs in the child itself (else: a supervisor and sh) */
     int fd[RUNNER_MAX_FDS];     /* read ends (non-blocking), -1 once closed */
     linebuf line[RUNNER_MAX_FDS]; /* stdout and report lines (stderr is not parsed) */
 
@@ -332,7 +337,7 @@ static void pipe_read(runner *r, int which) {
 
 /* ---- the child --------------------------------------------------------------------------------- */
 
-/* In a fresh child: default dispositions, empty mask (the parent blocked everything around fork). */
+/* In a fresh child: default dispositions (the parent blocked every signal around fork). */
 static void child_reset_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -379,44 +384,222 @@ static void child_wire_fds(int out_w, int err_w, int *rep_w, int report_fd) {
     if (p != *rep_w) close(p);
 }
 
-static void child_common(const char *scratch, const char *cuda_devices, pid_t parent) {
+/* Own process group, the parent-death signal, the scratch directory as cwd. */
+static void child_common(const char *scratch, int pdeath_sig, pid_t parent) {
     setpgid(0, 0);
     /* a worker killed outright must not leave its attempt running on the device */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_PDEATHSIG, pdeath_sig);
     if (getppid() != parent) _exit(127);
     if (chdir(scratch) != 0) child_fail("cannot enter the scratch directory", 126);
-    if (cuda_devices && setenv("CUDA_VISIBLE_DEVICES", cuda_devices, 1) != 0)
-        child_fail("setenv", 127);
 }
 
-static void setenv_i64(const char *name, int64_t v) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", (long long)v);
-    if (setenv(name, buf, 1) != 0) child_fail("setenv", 127);
+/* ---- kind command: the supervisor between the worker and sh ------------------------------------ */
+
+#define SUPERVISOR_PDEATH_SIG SIGHUP
+#define LEFTOVER_KILL_MS 1000   /* how long the supervisor tries to kill what sh left behind */
+
+extern char **environ;
+
+/* Names the job environment sets; inherited entries of these names are left out (the last one
+ * only when the spec sets it). */
+static const char *const JOB_VARS[] = {"UMDQ_JOB_ID", "UMDQ_ATTEMPT", "UMDQ_SEED", "UMDQ_SWEEP_ID",
+                                       "UMDQ_METRICS_FD", "UMDQ_CONFIG", "UMDQ_WORKDIR",
+                                       "CUDA_VISIBLE_DEVICES"};
+#define NJOB_VARS ((int)(sizeof JOB_VARS / sizeof JOB_VARS[0]))
+
+/* What the supervisor needs, made by the parent before fork, so that the child allocates nothing:
+ * sh's argv and environment. */
+typedef struct {
+    char *argv[4];   /* "sh", "-c", the command, NULL; the command borrowed from runner_new */
+    char **envp;     /* one allocation: the pointer array, then the new "NAME=value" strings */
+} command_plan;
+
+/* The job's environment: the worker's own less JOB_VARS, then the job's variables (and
+ * CUDA_VISIBLE_DEVICES when the spec sets it). NULL on out of memory. Caller frees. */
+static char **job_environment(const runner_spec *spec) {
+    strbuf b;
+    strbuf_init(&b);
+    strbuf_printf(&b, "UMDQ_JOB_ID=%lld%c", (long long)spec->job, 0);
+    strbuf_printf(&b, "UMDQ_ATTEMPT=%lld%c", (long long)spec->attempt, 0);
+    strbuf_printf(&b, "UMDQ_SEED=%lld%c", (long long)spec->seed, 0);
+    strbuf_printf(&b, "UMDQ_SWEEP_ID=%lld%c", (long long)spec->sweep, 0);
+    strbuf_printf(&b, "UMDQ_METRICS_FD=%d%c", REPORT_FD, 0);
+    strbuf_printf(&b, "UMDQ_CONFIG=%s/config.json%c", spec->scratch, 0);
+    strbuf_printf(&b, "UMDQ_WORKDIR=%s%c", spec->scratch, 0);
+    if (spec->cuda_devices) strbuf_printf(&b, "CUDA_VISIBLE_DEVICES=%s%c", spec->cuda_devices, 0);
+    if (b.oom || !b.data) {
+        strbuf_free(&b);
+        return NULL;
+    }
+    size_t ninherit = 0;
+    for (char **e = environ; e && *e; e++) ninherit++;
+    size_t nptr = ninherit + NJOB_VARS + 1;
+    char **envp = malloc(nptr * sizeof *envp + b.len);
+    if (!envp) {
+        strbuf_free(&b);
+        return NULL;
+    }
+    char *strings = (char *)(envp + nptr);
+    memcpy(strings, b.data, b.len);
+    size_t n = 0;
+    int nfilter = spec->cuda_devices ? NJOB_VARS : NJOB_VARS - 1;
+    for (char **e = environ; e && *e; e++) {
+        int ours = 0;
+        for (int i = 0; i < nfilter && !ours; i++) {
+            size_t k = strlen(JOB_VARS[i]);
+            ours = strncmp(*e, JOB_VARS[i], k) == 0 && (*e)[k] == '=';
+        }
+        if (!ours) envp[n++] = *e;
+    }
+    for (size_t off = 0; off < b.len; off += strlen(strings + off) + 1) envp[n++] = strings + off;
+    envp[n] = NULL;
+    strbuf_free(&b);
+    return envp;
 }
 
-static void command_child(const runner_spec *spec, const char *cmd, int out_w, int err_w, int rep_w,
-                          pid_t parent) {
+/* Kill (SIGKILL) every child of the supervisor and reap them, until none is left or until
+ * `until` (mono ms). After sh has ended its children are the processes it left behind, handed to
+ * the supervisor (a child subreaper) as their parents end. Gives up at once without /proc. */
+static void kill_children(int64_t until) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {}
+        if (p < 0 && errno == ECHILD) return;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n < 0) return;
+        buf[n] = 0;
+        for (char *s = buf, *end; *s; s = end) {
+            long pid = strtol(s, &end, 10);
+            if (end == s) break;
+            if (pid > 1) kill((pid_t)pid, SIGKILL);
+        }
+        if (mono_ms() >= until) return;
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* End the way sh ended: its exit code, or its signal (without a core file of our own). */
+static void forward_status(int st) {
+    if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+    int sig = WIFSIGNALED(st) ? WTERMSIG(st) : SIGKILL;
+    prctl(PR_SET_DUMPABLE, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(sig, &sa, NULL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    kill(getpid(), sig);
+    _exit(128 + sig); /* a signal whose default is to be ignored */
+}
+
+/* The supervisor's life after sh started: wait for it, pass SIGTERM on to the group once, stop
+ * the group when the worker is gone, and end as sh ended. SIGCHLD, SIGTERM and the parent-death
+ * signal are blocked and taken with sigtimedwait, so nothing runs in a signal handler. */
+static void supervise(pid_t sh, pid_t parent, int grace_ms, const sigset_t *waitset) {
+    pid_t group = getpid();
+    int sh_status = 0, sh_done = 0, term_sent = 0;
+    int64_t kill_at = -1;
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            if (p == sh) {
+                sh_status = st;
+                sh_done = 1;
+            }
+        if (sh_done) break;
+        int64_t now = mono_ms();
+        if (getppid() != parent) { /* the worker is gone: nobody else will stop this job */
+            if (!term_sent) kill(-group, SIGTERM);
+            term_sent = 1;
+            if (kill_at < 0 || kill_at > now + RUNNER_ORPHAN_GRACE_MS) kill_at = now + RUNNER_ORPHAN_GRACE_MS;
+        }
+        if (kill_at >= 0 && now >= kill_at) {
+            kill_children(now); /* those that left the group, one round */
+            kill(-group, SIGKILL); /* the supervisor too: it ends killed, as the job did */
+            _exit(128 + SIGKILL);
+        }
+        struct timespec ts, *tsp = NULL;
+        if (kill_at >= 0) {
+            int64_t left = kill_at - now;
+            ts.tv_sec = (time_t)(left / 1000);
+            ts.tv_nsec = (long)(left % 1000) * 1000000L;
+            tsp = &ts;
+        }
+        siginfo_t si;
+        int sig = sigtimedwait(waitset, &si, tsp);
+        if (sig == SIGTERM && !term_sent) {
+            /* once: the supervisor's own copy of this SIGTERM comes back and is ignored */
+            term_sent = 1;
+            kill(-group, SIGTERM);
+            kill_at = mono_ms() + grace_ms;
+        }
+        /* SIGCHLD, the parent-death signal, a timeout: the loop looks again */
+    }
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {}
+    if (p == 0) kill_children(mono_ms() + LEFTOVER_KILL_MS);
+    forward_status(sh_status);
+}
+
+/* The forked child of a command job: set up, start sh, supervise. Never returns. */
+static void command_child(const runner_spec *spec, const command_plan *plan, int out_w, int err_w,
+                          int rep_w, pid_t parent) {
     child_reset_signals();
+    sigset_t waitset, blocked;
+    sigemptyset(&waitset);
+    sigaddset(&waitset, SIGCHLD);
+    sigaddset(&waitset, SIGTERM);
+    sigaddset(&waitset, SUPERVISOR_PDEATH_SIG);
+    /* signals sent to the whole group are for the job: the supervisor's copy stays pending, so
+     * the job, not its supervisor, decides what they do */
+    blocked = waitset;
+    sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGQUIT);
+    sigaddset(&blocked, SIGUSR1);
+    sigaddset(&blocked, SIGUSR2);
+    sigprocmask(SIG_SETMASK, &blocked, NULL);
+    signal(SIGPIPE, SIG_IGN); /* sh gets the default back from posix_spawn */
     child_wire_fds(out_w, err_w, &rep_w, REPORT_FD);
-    child_common(spec->scratch, spec->cuda_devices, parent);
-    /* the child sees only stdin, stdout, stderr and the report pipe */
+    child_common(spec->scratch, SUPERVISOR_PDEATH_SIG, parent);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    /* sh sees only stdin, stdout, stderr and the report pipe */
     if (close_range(REPORT_FD + 1, ~0u, 0) != 0) {
         long max = sysconf(_SC_OPEN_MAX);
         for (long fd = REPORT_FD + 1; fd < (max > 0 && max < 65536 ? max : 65536); fd++) close((int)fd);
     }
-    char config_path[4200];
-    snprintf(config_path, sizeof config_path, "%s/config.json", spec->scratch);
-    setenv_i64("UMDQ_JOB_ID", spec->job);
-    setenv_i64("UMDQ_ATTEMPT", spec->attempt);
-    setenv_i64("UMDQ_SEED", spec->seed);
-    setenv_i64("UMDQ_SWEEP_ID", spec->sweep);
-    setenv_i64("UMDQ_METRICS_FD", REPORT_FD);
-    if (setenv("UMDQ_CONFIG", config_path, 1) != 0 || setenv("UMDQ_WORKDIR", spec->scratch, 1) != 0)
-        child_fail("setenv", 127);
-    child_unblock_signals();
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    child_fail("cannot run /bin/sh", 127);
+    posix_spawnattr_t attr;
+    sigset_t none, dflt;
+    sigemptyset(&none);
+    sigemptyset(&dflt);
+    sigaddset(&dflt, SIGPIPE);
+    if (posix_spawnattr_init(&attr) != 0 || posix_spawnattr_setsigmask(&attr, &none) != 0 ||
+        posix_spawnattr_setsigdefault(&attr, &dflt) != 0 ||
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) != 0)
+        child_fail("posix_spawnattr", 127);
+    pid_t sh;
+    int e = posix_spawn(&sh, "/bin/sh", NULL, &attr, plan->argv, plan->envp);
+    if (e != 0) {
+        errno = e;
+        child_fail("cannot run /bin/sh", 127);
+    }
+    posix_spawnattr_destroy(&attr);
+    /* the pipes' write ends are sh's now; stderr stays for nothing but a last word */
+    close(0);
+    close(1);
+    close(REPORT_FD);
+    supervise(sh, parent, spec->grace_ms > 0 ? spec->grace_ms : RUNNER_GRACE_MS, &waitset);
 }
 
 /* ---- kind umd: the trainer in the forked child, its events as report lines ---------------------- */
@@ -432,16 +615,18 @@ typedef struct {
     int report_fd;
 } umd_child_ctx;
 
-static void write_all(int fd, const char *s, size_t n) {
+/* 0, or UMDQ_EIO with errno set. */
+static int write_all(int fd, const char *s, size_t n) {
     while (n > 0) {
         ssize_t w = write(fd, s, n);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return;
+            return UMDQ_EIO;
         }
         s += w;
         n -= (size_t)w;
     }
+    return 0;
 }
 
 static void umd_emit(umd_child_ctx *c, cJSON *line) {
@@ -508,7 +693,11 @@ static void umd_child(const runner_spec *spec, const cJSON *config, int out_w, i
     sigaction(SIGINT, &sa, NULL);
     for (int i = 0; i < RUNNER_MAX_FDS; i++) close(read_ends[i]);
     child_wire_fds(out_w, err_w, &rep_w, -1);
-    child_common(spec->scratch, spec->cuda_devices, parent);
+    /* the trainer runs here, threads only: this process is the whole job, and it dies with the
+     * worker however the worker dies */
+    child_common(spec->scratch, SIGKILL, parent);
+    if (spec->cuda_devices && setenv("CUDA_VISIBLE_DEVICES", spec->cuda_devices, 1) != 0)
+        child_fail("setenv", 127);
     child_unblock_signals();
 
     umd_child_ctx ctx = {rep_w};
@@ -539,28 +728,65 @@ static void umd_child(const runner_spec *spec, const cJSON *config, int out_w, i
 
 /* ---- start, pump, stop -------------------------------------------------------------------------- */
 
+/* The spare scratch directory: the last discarded one that held nothing but config.json, kept
+ * at <workdir>/.spare-PID for the next attempt to rename into place. Reusing a directory and its
+ * config.json costs the file system no inode: ext4 without a journal skips every inode freed in the
+ * last minutes when it allocates one, so creating and removing two inodes per attempt grows slower
+ * with every attempt. "" when there is none. Used only by the thread that starts attempts. */
+static char spare_dir[4200];
+
+/* <parent of scratch>/.spare-PID into out. */
+static void spare_path_for(const char *scratch, char *out, size_t n) {
+    const char *slash = strrchr(scratch, '/');
+    int plen = slash ? (int)(slash - scratch) : 1;
+    snprintf(out, n, "%.*s/.spare-%d", plen, slash ? scratch : ".", (int)getpid());
+}
+
+/* An empty scratch directory at dir: one mkdir when all is well; what an earlier try left there is
+ * discarded first, missing parents are created. */
 static int prepare_scratch(const char *dir, char *err, size_t errlen) {
-    struct stat st;
-    if (lstat(dir, &st) == 0) {
-        int rc = runner_remove_tree(dir, err, errlen);
-        if (rc != 0) return rc;
+    int rc = 0;
+    if (spare_dir[0]) {
+        char spare[4200];
+        spare_path_for(dir, spare, sizeof spare);
+        if (strcmp(spare, spare_dir) == 0) { /* the same workdir */
+            int tries = 2;
+            while (tries-- > 0) {
+                if (rename(spare_dir, dir) == 0) {
+                    spare_dir[0] = 0;
+                    return 0;
+                }
+                if (errno != ENOTEMPTY && errno != EEXIST) break;
+                /* an earlier try left dir: discard it, then the spare takes its place */
+                if ((rc = runner_scratch_discard(dir, err, errlen)) != 0) return rc;
+            }
+            if (errno == ENOENT) spare_dir[0] = 0; /* the spare went away */
+        }
     }
-    if (mkdir_p(dir, 0755) != 0) {
+    if (mkdir(dir, 0755) == 0) return 0;
+    if (errno == EEXIST) {
+        rc = runner_scratch_discard(dir, err, errlen);
+        if (rc == 0 && mkdir(dir, 0755) == 0) return 0;
+    } else if (errno == ENOENT && mkdir_p(dir, 0755) == 0) {
+        return 0;
+    }
+    if (rc == 0) {
         snprintf(err, errlen, "cannot create the scratch directory %s: %s", dir, strerror(errno));
-        return UMDQ_EIO;
+        rc = UMDQ_EIO;
     }
-    return 0;
+    return rc;
 }
 
 static int write_text(const char *path, const char *text, char *err, size_t errlen) {
-    FILE *f = fopen(path, "w");
-    if (!f) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         return UMDQ_EIO;
     }
-    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0;
-    bad |= fclose(f) != 0;
-    if (bad) {
+    size_t n = strlen(text);
+    int rc = write_all(fd, text, n);
+    if (close(fd) != 0) rc = UMDQ_EIO;
+    if (rc != 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         return UMDQ_EIO;
     }
@@ -572,6 +798,7 @@ int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen) 
     cJSON *config = NULL;     /* the job config with "seed", owned */
     char *cmd = NULL;         /* rendered command, owned */
     char *config_text = NULL; /* owned */
+    command_plan plan = {{NULL, NULL, NULL, NULL}, NULL}; /* envp owned */
     errlist *errs = NULL;
     int pipes[RUNNER_MAX_FDS][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
     int rc = 0;
@@ -610,14 +837,28 @@ int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen) 
             rc = UMDQ_EINVAL;
             goto fail;
         }
+        plan.argv[0] = "sh";
+        plan.argv[1] = "-c";
+        plan.argv[2] = cmd;
+        if (!(plan.envp = job_environment(spec))) goto oom;
     }
 
     rc = prepare_scratch(spec->scratch, err, errlen);
     if (rc != 0) goto fail;
-    if (!is_umd) {
+    if (is_umd) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/config.json", spec->scratch);
+        unlink(path); /* a reused directory's; a umd job's scratch directory starts empty */
+    } else {
         char path[4200];
         config_text = cJSON_Print(config);
         if (!config_text) goto oom;
+        size_t n = strlen(config_text);
+        config_text[n] = '\n'; /* replaces the NUL: the file ends with a newline */
+        char *grown = realloc(config_text, n + 2);
+        if (!grown) goto oom;
+        config_text = grown;
+        config_text[n + 1] = 0;
         snprintf(path, sizeof path, "%s/config.json", spec->scratch);
         rc = write_text(path, config_text, err, errlen);
         if (rc != 0) goto fail;
@@ -626,6 +867,7 @@ int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen) 
     r = calloc(1, sizeof *r);
     if (!r) goto oom;
     r->pid = -1;
+    r->is_umd = is_umd;
     for (int i = 0; i < RUNNER_MAX_FDS; i++) r->fd[i] = -1;
     r->kill_at = -1;
     r->tail = malloc(RUNNER_TAIL);
@@ -650,7 +892,7 @@ int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen) 
     if (pid == 0) {
         int read_ends[RUNNER_MAX_FDS] = {pipes[0][0], pipes[1][0], pipes[2][0]};
         if (is_umd) umd_child(spec, config, pipes[0][1], pipes[1][1], pipes[2][1], read_ends, parent);
-        else command_child(spec, cmd, pipes[0][1], pipes[1][1], pipes[2][1], parent);
+        else command_child(spec, &plan, pipes[0][1], pipes[1][1], pipes[2][1], parent);
         _exit(127);
     }
     int fork_errno = errno;
@@ -668,7 +910,7 @@ int runner_new(const runner_spec *spec, runner **out, char *err, size_t errlen) 
         pipes[i][1] = -1;
         r->fd[i] = pipes[i][0];
         pipes[i][0] = -1;
-        fcntl(r->fd[i], F_SETFL, fcntl(r->fd[i], F_GETFL) | O_NONBLOCK);
+        fcntl(r->fd[i], F_SETFL, O_NONBLOCK); /* a fresh pipe end has no other status flags */
     }
     *out = r;
     r = NULL;
@@ -684,6 +926,7 @@ fail:
             if (pipes[i][j] >= 0) close(pipes[i][j]);
     runner_destroy(&r);
     errlist_destroy(&errs);
+    free(plan.envp);
     free(cmd);
     free(config_text);
     cJSON_Delete(config);
@@ -758,7 +1001,8 @@ void runner_stop(runner *r, int grace_ms, int64_t now) {
     int64_t at = now + grace_ms;
     if (!r->info.stopped) {
         r->info.stopped = 1;
-        kill(-r->pid, SIGTERM);
+        /* a command's supervisor passes SIGTERM on to the group (so each process gets it once) */
+        kill(r->is_umd ? -r->pid : r->pid, SIGTERM);
         r->kill_at = at;
     } else if (at < r->kill_at) {
         r->kill_at = at;
@@ -936,58 +1180,247 @@ void runner_utf8_sanitize(char *s, size_t len) {
 
 /* ---- scratch directories ------------------------------------------------------------------------ */
 
-static char remove_failed_path[1024];
-static int remove_failed_errno;
+#define REMOVE_MAX_DEPTH 128
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)ftw;
-    int rc = (flag == FTW_DP) ? rmdir(path) : unlink(path);
-    if (rc != 0 && errno != ENOENT && !remove_failed_path[0]) {
-        remove_failed_errno = errno;
-        snprintf(remove_failed_path, sizeof remove_failed_path, "%s", path);
+/* One removal: how many more entries it may remove, and the first failure. */
+typedef struct {
+    long budget;          /* entries left; the walk stops (returns 1) when it reaches 0 */
+    char failed[1024];    /* the first path that could not be removed, "" when none */
+    int failed_errno;
+} remove_walk;
+
+static void remove_failed(remove_walk *w, const char *dir, const char *name, int e) {
+    if (w->failed[0]) return;
+    snprintf(w->failed, sizeof w->failed, "%s%s%s", dir, name ? "/" : "", name ? name : "");
+    w->failed_errno = e;
+}
+
+/* Remove everything in the directory open as dfd (closed here; path names it in messages).
+ * 0 when it is empty now (or after failures, recorded in w), 1 when the budget ran out first. */
+static int remove_inside(int dfd, const char *path, int depth, remove_walk *w) {
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        remove_failed(w, path, NULL, errno);
+        close(dfd);
+        return 0;
     }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+        if (w->budget <= 0) {
+            rc = 1;
+            break;
+        }
+        w->budget--;
+        if (e->d_type != DT_DIR) {
+            if (unlinkat(dirfd(d), name, 0) == 0 || errno == ENOENT) continue;
+            if (errno != EISDIR) {
+                remove_failed(w, path, name, errno);
+                continue;
+            }
+        }
+        if (depth >= REMOVE_MAX_DEPTH) {
+            remove_failed(w, path, name, ELOOP);
+            continue;
+        }
+        int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            if (errno != ENOENT) remove_failed(w, path, name, errno);
+            continue;
+        }
+        char subpath[1024];
+        snprintf(subpath, sizeof subpath, "%s/%s", path, name);
+        if (remove_inside(sub, subpath, depth + 1, w) == 1) {
+            rc = 1;
+            break;
+        }
+        if (unlinkat(dirfd(d), name, AT_REMOVEDIR) != 0 && errno != ENOENT) remove_failed(w, path, name, errno);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Remove path (a directory tree, or one file) within w's budget: 0 when it is gone (or failed: see
+ * w), 1 when the budget ran out. */
+static int remove_path(const char *path, remove_walk *w) {
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT) return 0;
+        if ((errno == ENOTDIR || errno == ELOOP) && unlink(path) == 0) return 0;
+        remove_failed(w, path, NULL, errno);
+        return 0;
+    }
+    if (remove_inside(dfd, path, 0, w) == 1) return 1;
+    if (rmdir(path) != 0 && errno != ENOENT) remove_failed(w, path, NULL, errno);
     return 0;
 }
 
 int runner_remove_tree(const char *path, char *err, size_t errlen) {
-    remove_failed_path[0] = 0;
-    remove_failed_errno = 0;
-    if (nftw(path, remove_one, 32, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
-        return UMDQ_EIO;
-    }
-    if (remove_failed_path[0]) {
-        snprintf(err, errlen, "cannot remove %s: %s", remove_failed_path, strerror(remove_failed_errno));
+    remove_walk w;
+    memset(&w, 0, sizeof w);
+    w.budget = (long)(~0ul >> 1);
+    remove_path(path, &w);
+    if (w.failed[0]) {
+        snprintf(err, errlen, "cannot remove %s: %s", w.failed, strerror(w.failed_errno));
         return UMDQ_EIO;
     }
     return 0;
 }
 
-int runner_remove_tree_async(const char *path) {
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t mid = fork();
-    if (mid == 0) {
-        /* the middle process exits at once, so the remover is nobody's child to wait for */
-        child_reset_signals();
-        setsid();
-        if (fork() == 0) {
-            close_range(3, ~0u, 0);
-            char err[64];
-            runner_remove_tree(path, err, sizeof err);
-            _exit(0);
-        }
-        _exit(0);
+/* The remover thread: removes the trees queued to it, one at a time, for the process's life. */
+static pthread_mutex_t remover_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t remover_wake = PTHREAD_COND_INITIALIZER;
+static char **remover_queue;   /* owned paths, remover_queue[0 .. remover_n) */
+static int remover_n, remover_cap, remover_running;
+
+static void *remover_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&remover_lock);
+        while (remover_n == 0) pthread_cond_wait(&remover_wake, &remover_lock);
+        char *path = remover_queue[--remover_n];
+        pthread_mutex_unlock(&remover_lock);
+        char err[1100];
+        if (runner_remove_tree(path, err, sizeof err) != 0) log_warn("%s", err);
+        free(path);
     }
-    int fork_errno = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (mid < 0) {
-        errno = fork_errno;
+    return NULL;
+}
+
+/* Queue path (copied) for the remover thread, starting it on first use. 0 or UMDQ_ENOMEM/EIO. */
+static int remover_queue_path(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return UMDQ_ENOMEM;
+    int rc = 0;
+    pthread_mutex_lock(&remover_lock);
+    if (!remover_running) {
+        pthread_t t;
+        pthread_attr_t attr;
+        sigset_t all, old;
+        sigfillset(&all);
+        /* the thread takes no signals: the worker's handlers stay on its main thread */
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, remover_main, NULL) == 0) remover_running = 1;
+        else rc = UMDQ_EIO;
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (rc == 0 && remover_n == remover_cap) {
+        int cap = remover_cap ? remover_cap * 2 : 16;
+        char **grown = realloc(remover_queue, (size_t)cap * sizeof *grown);
+        if (grown) {
+            remover_queue = grown;
+            remover_cap = cap;
+        } else {
+            rc = UMDQ_ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        remover_queue[remover_n++] = copy;
+        copy = NULL;
+        pthread_cond_signal(&remover_wake);
+    }
+    pthread_mutex_unlock(&remover_lock);
+    free(copy);
+    return rc;
+}
+
+/* 1 when directory path holds config.json and nothing else, 0 when it holds anything else or
+ * cannot be read. */
+static int holds_only_config(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[2048];
+    int only = 1, config = 0;
+    ssize_t n;
+    while (only && (n = getdents64(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t off = 0; off < n && only;) {
+            const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+            off += e->d_reclen;
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            if (strcmp(e->d_name, "config.json") == 0 && e->d_type == DT_REG) config = 1;
+            else only = 0;
+        }
+    }
+    if (n < 0) only = 0;
+    close(fd);
+    return only && config;
+}
+
+int runner_scratch_discard(const char *path, char *err, size_t errlen) {
+    if (!spare_dir[0] && holds_only_config(path)) {
+        char spare[4200];
+        spare_path_for(path, spare, sizeof spare);
+        if (rename(path, spare) == 0) {
+            snprintf(spare_dir, sizeof spare_dir, "%s", spare);
+            return 0;
+        }
+    }
+    /* a command job that wrote nothing while there is a spare already: two system calls */
+    char config[4200];
+    snprintf(config, sizeof config, "%s/config.json", path);
+    if (unlink(config) != 0 && errno != ENOENT && errno != ENOTDIR) {
+        snprintf(err, errlen, "cannot remove %s: %s", config, strerror(errno));
         return UMDQ_EIO;
     }
-    int st;
-    while (waitpid(mid, &st, 0) < 0 && errno == EINTR) {}
+    if (rmdir(path) == 0 || errno == ENOENT) return 0;
+    remove_walk w;
+    memset(&w, 0, sizeof w);
+    w.budget = RUNNER_DISCARD_SYNC;
+    if (remove_path(path, &w) == 1) {
+        /* a large tree: out of the way now, removed by the remover thread */
+        static unsigned counter;
+        char trash[4400], dir[4000];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        const char *base = slash ? slash + 1 : dir;
+        if (slash) *slash = 0;
+        snprintf(trash, sizeof trash, "%.3990s/.trash-%.100s-%d-%u", slash ? dir : ".", base, (int)getpid(),
+                 counter++);
+        if (rename(path, trash) != 0) return runner_remove_tree(path, err, errlen);
+        if (remover_queue_path(trash) != 0) return runner_remove_tree(trash, err, errlen);
+        return 0;
+    }
+    if (w.failed[0]) {
+        snprintf(err, errlen, "cannot remove %s: %s", w.failed, strerror(w.failed_errno));
+        return UMDQ_EIO;
+    }
     return 0;
+}
+
+void runner_scratch_spare_remove(void) {
+    if (!spare_dir[0]) return;
+    char config[4300];
+    snprintf(config, sizeof config, "%s/config.json", spare_dir);
+    unlink(config);
+    rmdir(spare_dir);
+    spare_dir[0] = 0;
+}
+
+void runner_scratch_discard_stale(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".spare-", 7) == 0) {
+            /* a spare of a process that is gone (those of live workers on this workdir stay) */
+            char *end;
+            long pid = strtol(e->d_name + 7, &end, 10);
+            if (*end || pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+                char path[4200];
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                remover_queue_path(path);
+            }
+            continue;
+        }
+        if (strncmp(e->d_name, ".trash-", 7) != 0) continue;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        remover_queue_path(path);
+    }
+    closedir(d);
 }

@@ -1,9 +1,19 @@
 /* runner.h: one attempt's child process, as the worker parent sees it.
  *
  * runner_new forks a child in its own process group, in the attempt's scratch directory, with
- * stdout, stderr and a report pipe captured. Kind "command" execs `/bin/sh -c CMD` (the command
- * template rendered, the config written to $UMDQ_WORKDIR/config.json, the report pipe on fd 3);
- * kind "umd" calls umd_run() in the forked child, whose events become report lines.
+ * stdout, stderr and a report pipe captured. Kind "umd" calls umd_run() in the forked child (threads
+ * only), whose events become report lines; the child dies with the worker (PR_SET_PDEATHSIG).
+ *
+ * Kind "command": the forked child is a small supervisor. It starts `/bin/sh -c CMD` (the command
+ * template rendered, the config written to $UMDQ_WORKDIR/config.json, the report pipe on fd 3) in
+ * its own process group with posix_spawn, waits for it and ends the way sh ended (the same exit
+ * code, or killed by the same signal), so the parent sees the job's own status. It exists because
+ * a shell forks (rather than execs) the programs it runs, and a parent-death signal reaches only
+ * the direct child: the supervisor takes SIGHUP as its parent-death signal and then stops the whole
+ * group (SIGTERM, SIGKILL after RUNNER_ORPHAN_GRACE_MS), so nothing of a job outlives a worker that
+ * is killed outright. A SIGTERM sent to the supervisor goes on to the group, and SIGKILL follows
+ * after the spec's grace. As a child subreaper it also inherits what sh leaves behind when sh ends
+ * (background jobs, daemons that left the group) and kills it before it ends itself.
  *
  * The parent never blocks on a runner: it polls runner_fds(), calls runner_pump() when one is
  * readable or at runner_deadline_ms(), and takes what the child produced:
@@ -33,7 +43,12 @@ typedef struct {
                                   by runner_new; borrowed during runner_new */
     const char *cuda_devices;  /* CUDA_VISIBLE_DEVICES for the child, NULL = leave as inherited;
                                   borrowed during runner_new */
+    int grace_ms;              /* SIGTERM -> SIGKILL delay of a command's supervisor when it is sent
+                                  SIGTERM by someone else than runner_stop; <= 0: RUNNER_GRACE_MS */
 } runner_spec;
+
+#define RUNNER_GRACE_MS 3000        /* the supervisor's default grace */
+#define RUNNER_ORPHAN_GRACE_MS 500  /* SIGTERM -> SIGKILL once the worker is gone */
 
 typedef struct {
     int exit_code;   /* exit status, or -1 when the child died by a signal */
@@ -63,8 +78,9 @@ void runner_pump(runner *r, int64_t now);
 /* The next time (mono_ms) runner_pump must run even without input, or -1 for none. */
 int64_t runner_deadline_ms(const runner *r);
 
-/* SIGTERM to the child's process group now, SIGKILL after grace_ms. A second call only
- * shortens the grace. */
+/* SIGTERM to the job now (a command's supervisor passes it on to the process group, so each
+ * process gets it once; a umd child gets it itself), SIGKILL to the process group after grace_ms.
+ * A second call only shortens the grace. */
 void runner_stop(runner *r, int grace_ms, int64_t now);
 
 int runner_done(const runner *r);
@@ -103,10 +119,24 @@ char *runner_stderr_tail(const runner *r, size_t *len);
 /* Replace invalid UTF-8 and NUL bytes of s[0..len) by '?', in place. */
 void runner_utf8_sanitize(char *s, size_t len);
 
-/* Remove a directory tree in the background (a detached process), so that a large scratch
- * directory never holds up the caller. 0, or UMDQ_EIO when the process could not be started. */
-int runner_remove_tree_async(const char *path);
-/* Remove a directory tree now. 0 or UMDQ_EIO with a message naming the first path that failed. */
+/* Remove an attempt's scratch directory without holding up the caller and without starting a
+ * process. One that holds only its config.json (a command that wrote nothing there) is kept as the
+ * process's one spare, renamed to ".spare-PID" next to it, and the next runner_new in the same
+ * workdir renames it into place instead of creating a directory and a file (on ext4 without a
+ * journal, creating inodes grows slower with every inode freed in the last minutes). Otherwise a
+ * directory of a few entries (RUNNER_DISCARD_SYNC) is removed at once, and a larger one is renamed
+ * aside (".trash-...") and removed by the runner's one long-lived remover thread. After a 0 return,
+ * path is gone. 0, or UMDQ_EIO with a message. Not thread-safe: call it from the thread that
+ * calls runner_new. */
+#define RUNNER_DISCARD_SYNC 64
+int runner_scratch_discard(const char *path, char *err, size_t errlen);
+/* Remove the spare scratch directory, if any (when the process stops). */
+void runner_scratch_spare_remove(void);
+/* Hand what an earlier process left in dir to the remover thread: ".trash-*" entries, and the
+ * ".spare-PID" directories of processes that no longer exist. */
+void runner_scratch_discard_stale(const char *dir);
+/* Remove a directory tree now. 0 or UMDQ_EIO with a message naming the first path that failed.
+ * Thread-safe (no process-wide state). */
 int runner_remove_tree(const char *path, char *err, size_t errlen);
 
 #endif

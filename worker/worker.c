@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "jobgroup.h"
 #include "jsonx.h"
 #include "log.h"
 #include "proto.h"
@@ -25,6 +26,9 @@
 #define MAX_ERROR (64u << 10) /* finished.error */
 #define MSGS_PER_TURN 64      /* incoming messages handled per loop turn */
 #define OUT_MSGS_PER_TURN 32  /* outgoing metrics/log messages per loop turn (unless draining) */
+#define NAME_RETRY_MS 10000   /* a hello refused because the name is in use is retried this long */
+#define NAME_RETRY_FIRST_MS 250 /* ... first after this, then twice as long each time (at most 2 s) */
+#define NAME_RETRY_MAX_MS 2000
 
 typedef enum {
     STOP_NONE = 0,
@@ -57,6 +61,10 @@ struct worker {
     int64_t exit_at;         /* mono ms: give up waiting for acks; -1 not yet set */
     int rejected;
     char reject_error[512];
+    int64_t hello_retry_at;  /* mono ms: say hello again (the name was in use); -1 none pending */
+    int64_t name_retry_until;/* mono ms: the end of the name-in-use retries; -1 before the first */
+    int hello_backoff_ms;
+    jobgroup *groups;        /* the record of the running attempt's process group, owned */
     int send_warned;
 };
 
@@ -332,12 +340,13 @@ static void attempt_finish(worker *w, int64_t now) {
                     runner_results(w->run));
     free(error);
     free(tail);
+    runner_destroy(&w->run); /* the group is gone now */
+    jobgroup_set(w->groups, 0, 0, 0);
     if (strcmp(status, "succeeded") == 0) {
-        char dir[4200];
+        char dir[4200], derr[1200];
         scratch_path(w, w->job, w->attempt, dir, sizeof dir);
-        if (runner_remove_tree_async(dir) != 0) log_warn("cannot remove %s", dir);
+        if (runner_scratch_discard(dir, derr, sizeof derr) != 0) log_warn("%s", derr);
     }
-    runner_destroy(&w->run);
     w->stop = STOP_NONE;
 }
 
@@ -390,7 +399,7 @@ static void handle_job(worker *w, const cJSON *msg) {
     scratch_path(w, job, attempt, dir, sizeof dir);
     runner_spec spec = {
         .kind = kind, .config = config, .job = job, .attempt = attempt, .sweep = sweep, .seed = seed,
-        .scratch = dir, .cuda_devices = w->cuda_devices,
+        .scratch = dir, .cuda_devices = w->cuda_devices, .grace_ms = w->grace_ms,
     };
     int rc = UMDQ_EINVAL;
     if (strcmp(kind, "umd") == 0 && !w->umd) {
@@ -406,6 +415,8 @@ static void handle_job(worker *w, const cJSON *msg) {
         report_finished(w, "failed", 0, 0, 0, err, NULL);
         return;
     }
+    if (jobgroup_set(w->groups, runner_pid(w->run), job, attempt) != 0)
+        log_warn("cannot record the process group of job %lld attempt %lld", (long long)job, (long long)attempt);
     int64_t now = mono_ms();
     w->last_step = 0;
     w->step_changed = now;
@@ -464,6 +475,34 @@ static void handle_ack(worker *w, const cJSON *msg) {
     }
 }
 
+/* A refused hello. A name in use by a live worker may be that of this worker's predecessor, not
+ * yet known to be dead: say hello again with back-off for NAME_RETRY_MS. Anything else, or after
+ * that, ends the worker (worker_run returns). */
+static void handle_reject(worker *w, const cJSON *msg) {
+    const char *e = json_get_string(msg, "error", NULL);
+    const char *code = json_get_string(msg, "code", NULL);
+    snprintf(w->reject_error, sizeof w->reject_error, "%s", e ? e : "(no reason given)");
+    int64_t now = mono_ms();
+    if (code && strcmp(code, "name_in_use") == 0 && !w->stopping) {
+        if (w->name_retry_until < 0) {
+            w->name_retry_until = now + NAME_RETRY_MS;
+            w->hello_backoff_ms = NAME_RETRY_FIRST_MS;
+        }
+        if (now + w->hello_backoff_ms <= w->name_retry_until) {
+            log_warn("the daemon refused this worker: %s; saying hello again in %d ms (until %d s have passed)",
+                     w->reject_error, w->hello_backoff_ms, NAME_RETRY_MS / 1000);
+            w->hello_retry_at = now + w->hello_backoff_ms;
+            w->hello_backoff_ms *= 2;
+            if (w->hello_backoff_ms > NAME_RETRY_MAX_MS) w->hello_backoff_ms = NAME_RETRY_MAX_MS;
+            return;
+        }
+        log_error("the daemon still refuses this worker after %d s: %s", NAME_RETRY_MS / 1000, w->reject_error);
+    } else {
+        log_error("the daemon rejected this worker: %s", w->reject_error);
+    }
+    w->rejected = 1;
+}
+
 static void handle_message(worker *w, const void *data, size_t len) {
     cJSON *msg = NULL;
     const char *type = NULL;
@@ -481,13 +520,12 @@ static void handle_message(worker *w, const void *data, size_t len) {
         if (strcmp(epoch, w->epoch) != 0)
             log_info("registered as %s with the daemon at %s (epoch %s)", w->name, w->connect, epoch);
         snprintf(w->epoch, sizeof w->epoch, "%s", epoch);
+        w->hello_retry_at = -1;
+        w->name_retry_until = -1;
     } else if (strcmp(type, "reject") == 0) {
-        const char *e = json_get_string(msg, "error", NULL);
-        snprintf(w->reject_error, sizeof w->reject_error, "%s", e ? e : "(no reason given)");
-        log_error("the daemon rejected this worker: %s", w->reject_error);
-        w->rejected = 1;
+        handle_reject(w, msg);
     } else if (strcmp(type, "who") == 0) {
-        send_hello(w);
+        if (w->hello_retry_at < 0) send_hello(w); /* else the retry says hello soon */
     } else if (strcmp(type, "job") == 0) {
         handle_job(w, msg);
     } else if (strcmp(type, "cancel") == 0) {
@@ -545,6 +583,16 @@ static void begin_shutdown(worker *w, int64_t now) {
 int worker_run(worker *w, char *err, size_t errlen) {
     int rc = signals_install(err, errlen);
     if (rc != 0) return rc;
+    if (mkdir_p(w->workdir, 0755) != 0) {
+        snprintf(err, errlen, "cannot create the work directory %s: %s", w->workdir, strerror(errno));
+        return UMDQ_EIO;
+    }
+    /* what a dead predecessor on this workdir left running, and left to remove */
+    int killed = 0;
+    char serr[512];
+    if (jobgroup_sweep(w->workdir, &killed, serr, sizeof serr) != 0) log_warn("%s", serr);
+    runner_scratch_discard_stale(w->workdir);
+    if (!w->groups && (rc = jobgroup_new(w->workdir, &w->groups, err, errlen)) != 0) return rc;
     log_info("worker %s (%s, backend %s) connecting to %s; kinds: command%s", w->name, w->device,
              w->backend, w->connect, w->umd ? ", umd" : "");
     send_hello(w);
@@ -562,6 +610,7 @@ int worker_run(worker *w, char *err, size_t errlen) {
                 wake = w->last_flush + FLUSH_MS;
         }
         if (w->stopping && w->exit_at >= 0 && w->exit_at < wake) wake = w->exit_at;
+        if (w->hello_retry_at >= 0 && w->hello_retry_at < wake) wake = w->hello_retry_at;
         long timeout = (long)(wake - now);
         if (timeout < 0) timeout = 0;
         if (timeout > MAX_LOOP_WAIT_MS) timeout = MAX_LOOP_WAIT_MS;
@@ -606,8 +655,13 @@ int worker_run(worker *w, char *err, size_t errlen) {
             else flush_output(w, now, 0);
         }
 
+        if (w->hello_retry_at >= 0 && now >= w->hello_retry_at) {
+            w->hello_retry_at = -1;
+            send_hello(w);
+        }
         if (now >= next_hb) {
-            send_heartbeat(w);
+            /* while refused, the daemon does not know this peer: a heartbeat would only draw `who` */
+            if (w->hello_retry_at < 0) send_heartbeat(w);
             next_hb += w->heartbeat_ms;
             if (next_hb <= now) next_hb = now + w->heartbeat_ms;
         }
@@ -646,6 +700,8 @@ int worker_new(const worker_opts *o, worker **out, char *err, size_t errlen) {
     w->memory_mb = o->memory_mb;
     w->heartbeat_ms = 1000;
     w->exit_at = -1;
+    w->hello_retry_at = -1;
+    w->name_retry_until = -1;
     w->unacked = cJSON_CreateArray();
     if (!w->connect || !w->name || !w->host || !w->device || !w->backend || !w->workdir ||
         (o->cuda_devices && !w->cuda_devices) || (o->gpu_name && !w->gpu_name) || !w->unacked)
@@ -694,6 +750,8 @@ void worker_destroy(worker **wp) {
     if (!wp || !*wp) return;
     worker *w = *wp;
     runner_destroy(&w->run);
+    runner_scratch_spare_remove();
+    jobgroup_destroy(&w->groups);
     if (w->sock) zmq_close(w->sock);
     if (w->zctx) zmq_ctx_term(w->zctx);
     cJSON_Delete(w->unacked);

@@ -19,7 +19,10 @@ typedef struct {
     const char *device;        /* "cpu", "cuda:0" */
     const char *backend;       /* "cpu" or "cuda" */
     const char *cuda_devices;  /* CUDA_VISIBLE_DEVICES for the attempt children, NULL for CPU */
-    const char *workdir;       /* attempts run in <workdir>/job-<id>-<attempt> */
+    const char *workdir;       /* attempts run in <workdir>/job-<id>-<attempt>; it also holds this
+                                  process's .umdq-group.PID record (jobgroup.h) and its spare
+                                  scratch directory .spare-PID (runner.h), and may be shared by
+                                  several workers */
     int grace_ms;              /* SIGTERM -> SIGKILL delay when an attempt is stopped; a cancel's
                                   grace_ms may shorten it, never lengthen it */
     int umd;                   /* 1 when the trainer has this backend: advertise kind "umd" */
@@ -34,7 +37,9 @@ int worker_new(const worker_opts *opts, worker **out, char *err, size_t errlen);
 
 /* Serve until SIGTERM or SIGINT (returns 0 after stopping the running attempt, reporting it as
  * preempted and waiting up to ~2 s for the daemon's ack) or until the daemon answers `reject`
- * (returns UMDQ_ESTATE with its error). Installs handlers for SIGTERM, SIGINT and SIGCHLD. */
+ * (returns UMDQ_ESTATE with its error; a reject with code "name_in_use" is first retried for
+ * ~10 s, see docs/protocol.md). At start it creates the workdir and kills the process groups that
+ * dead workers recorded there (jobgroup_sweep). Installs handlers for SIGTERM, SIGINT and SIGCHLD. */
 int worker_run(worker *w, char *err, size_t errlen);
 
 void worker_destroy(worker **w); /* accepts NULL, NULLs the pointer; kills a running child */

@@ -251,6 +251,8 @@ typedef struct {
     char lease[40];
     int64_t next_hb_ms;
     int heartbeats; /* 0: silent */
+    char host[128]; /* what hello says: "testhost" unless set */
+    long pid;       /* ... and 4321 */
 } peer;
 
 static void peer_open(peer *p, const char *endpoint, const char *name) {
@@ -307,10 +309,10 @@ static cJSON *running_of(peer *p) {
 static void peer_hello(peer *p, cJSON *finished) { /* consumes finished (may be NULL) */
     cJSON *m = msg_new("hello");
     cJSON_AddStringToObject(m, "name", p->name);
-    cJSON_AddStringToObject(m, "host", "testhost");
+    cJSON_AddStringToObject(m, "host", p->host[0] ? p->host : "testhost");
     cJSON_AddStringToObject(m, "device", "cpu");
     cJSON_AddStringToObject(m, "backend", "cpu");
-    cJSON_AddNumberToObject(m, "pid", 4321);
+    cJSON_AddNumberToObject(m, "pid", p->pid ? (double)p->pid : 4321);
     cJSON *caps = cJSON_AddObjectToObject(m, "capabilities");
     cJSON *kinds = cJSON_AddArrayToObject(caps, "kinds");
     cJSON_AddItemToArray(kinds, cJSON_CreateString("command"));
@@ -976,6 +978,111 @@ static void test_daemon_proto_silent_worker(void) {
     daemon_kill(&d, SIGTERM);
 }
 
+/* A worker restarted at once under its name: while the old process is alive (or not provably gone:
+ * another host) the name is refused with code name_in_use; once the old process on this host no
+ * longer exists, the new one is welcomed at once, the old one is DEAD and its attempt LOST and
+ * queued again, and the job goes to the new worker as attempt 2. */
+static void test_daemon_proto_name_reuse(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    T_REQUIRE(daemon_start(&d, "reuse", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    char host[128] = "";
+    gethostname(host, sizeof host - 1);
+    pid_t old = fork(); /* stands for the old worker process */
+    if (old == 0) {
+        pause();
+        _exit(0);
+    }
+    for (int i = 0; i < 16; i++) /* killed after the test if it stops early */
+        if (!live_pids[i]) {
+            live_pids[i] = old;
+            break;
+        }
+    peer a;
+    peer_open(&a, d.zmq, "t/reuse");
+    snprintf(a.host, sizeof a.host, "%s", host);
+    a.pid = old;
+    peer_welcomed(&a);
+    long long sid = submit_n(&d, "reuse", "1");
+    T_REQUIRE(sid > 0);
+    T_REQUIRE(peer_take_job(&a, 5000, NULL));
+    cJSON *m = report(&a, "started");
+    cJSON_AddNumberToObject(m, "pid", 1);
+    peer_send(&a, m);
+    peer_wait(&a, "nothing", 300);
+    long long job = a.job;
+
+    /* the old process lives: refused, with the code a worker retries on */
+    peer b;
+    peer_open(&b, d.zmq, "t/reuse");
+    snprintf(b.host, sizeof b.host, "%s", host);
+    b.pid = getpid();
+    b.heartbeats = 0;
+    peer_hello(&b, NULL);
+    cJSON *rej = peer_wait(&b, "reject", 5000);
+    T_REQUIRE(rej != NULL);
+    T_EQ_STR(jstr(rej, "code"), "name_in_use");
+    T_CONTAINS(jstr(rej, "error"), "in use");
+    cJSON_Delete(rej);
+
+    /* the old process dies (SIGKILL, no last word) and a new one says hello at once */
+    a.heartbeats = 0;
+    kill(old, SIGKILL);
+    waitpid(old, NULL, 0);
+    for (int i = 0; i < 16; i++)
+        if (live_pids[i] == old) live_pids[i] = 0;
+    int64_t t0 = mono_ms();
+    b.heartbeats = 1;
+    peer_hello(&b, NULL);
+    cJSON *w = peer_wait(&b, "welcome", 5000);
+    T_REQUIRE(w != NULL);
+    cJSON_Delete(w);
+    T_CHECK_MSG(mono_ms() - t0 < 1000, "welcomed after %lld ms", (long long)(mono_ms() - t0));
+    cJSON *j = get_job(&d, job);
+    const cJSON *att = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "attempts"), 0);
+    T_EQ_STR(jstr(att, "state"), "LOST");
+    T_CONTAINS(jstr(att, "error"), "no longer exists");
+    cJSON_Delete(j);
+    /* the job is the new worker's, as attempt 2 */
+    T_REQUIRE(peer_take_job(&b, 5000, NULL));
+    T_EQ_INT(b.job, job);
+    T_EQ_INT(b.attempt, 2);
+    peer_finish(&b, "succeeded");
+    cJSON *ack = peer_wait(&b, "ack", 5000);
+    T_CHECK(ack != NULL);
+    cJSON_Delete(ack);
+    j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "SUCCEEDED");
+    cJSON_Delete(j);
+    http_reply r = api(&d, "GET", "/api/workers", NULL);
+    const cJSON *wk;
+    int live = 0;
+    cJSON_ArrayForEach(wk, cJSON_GetObjectItem(r.json, "workers"))
+        if (strcmp(jstr(wk, "id"), "t/reuse") == 0) live = strcmp(jstr(wk, "state"), "DEAD") != 0;
+    T_CHECK(live);
+    reply_free(&r);
+    /* a holder on another host (pid 999999 is no process here) is not provably gone either */
+    peer c;
+    peer_open(&c, d.zmq, "t/reuse-far");
+    snprintf(c.host, sizeof c.host, "%s", "some-other-host");
+    c.pid = 999999;
+    peer_welcomed(&c);
+    c.heartbeats = 0;
+    peer far;
+    peer_open(&far, d.zmq, "t/reuse-far");
+    snprintf(far.host, sizeof far.host, "%s", host);
+    far.heartbeats = 0;
+    peer_hello(&far, NULL);
+    cJSON *rej2 = peer_wait(&far, "reject", 5000);
+    T_CHECK(rej2 != NULL);
+    cJSON_Delete(rej2);
+    peer_close(&a);
+    peer_close(&b);
+    peer_close(&c);
+    peer_close(&far);
+    daemon_kill(&d, SIGTERM);
+}
+
 static void test_daemon_proto_stall(void) {
     need_daemon();
     daemon_proc d = {0};
@@ -1107,6 +1214,7 @@ int main(void) {
     RUN(test_daemon_proto_refusals);
     RUN(test_daemon_proto_kill_and_restart);
     RUN(test_daemon_proto_silent_worker);
+    RUN(test_daemon_proto_name_reuse);
     RUN(test_daemon_proto_stall);
     RUN(test_daemon_proto_fuzz_frames);
     zmq_ctx_term(zctx);

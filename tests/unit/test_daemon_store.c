@@ -1,6 +1,7 @@
 /* test_daemon_store.c: the daemon's SQLite store on real database files: migrations, submit dedupe,
  * the job state machine, leases, results, metrics, logs and batches.
  * umdq-uses: daemon common */
+#include <errno.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -435,6 +436,12 @@ static void test_daemon_store_log_append(void) {
     store *st = setup_claimed("log", 3, 0, &d);
     T_REQUIRE(st);
     T_EQ_INT(store_started(st, d.job, 1, d.lease, 1, err, sizeof err), 0);
+    /* no output yet, no file: the header line comes with the first bytes */
+    snprintf(path, sizeof path, "%s/log/logs/%lld.log", tmpdir, (long long)d.job);
+    struct stat sb;
+    T_CHECK(stat(path, &sb) != 0 && errno == ENOENT);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "", 0, err, sizeof err), 0);
+    T_CHECK(stat(path, &sb) != 0 && errno == ENOENT);
     T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "hello ", 6, err, sizeof err), 0);
     T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "hello ", 6, err, sizeof err), 0);    /* replay */
     T_EQ_INT(store_log(st, d.job, 1, d.lease, 3, "lo world\n", 9, err, sizeof err), 0); /* overlap */
@@ -453,6 +460,81 @@ static void test_daemon_store_log_append(void) {
                    "after a gap\n== attempt 2 on host/w0 ==\nsecond\n");
     free(text);
     store_dispatch_clear(&d);
+    store_destroy(&st);
+}
+
+/* Sweeps whose sweep_counts row differs from a count of their jobs (0 when all agree). */
+static long long counts_off(store *st) {
+    return q_int(st, "SELECT count(*) FROM sweeps s LEFT JOIN sweep_counts c ON c.sweep_id = s.id WHERE "
+                     "c.sweep_id IS NULL OR c.total != (SELECT count(*) FROM jobs WHERE sweep_id = s.id) OR "
+                     "c.queued != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'QUEUED') OR "
+                     "c.running != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'RUNNING') OR "
+                     "c.succeeded != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'SUCCEEDED') OR "
+                     "c.failed != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'FAILED') OR "
+                     "c.lost != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'LOST') OR "
+                     "c.preempted != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'PREEMPTED') OR "
+                     "c.cancelled != (SELECT count(*) FROM jobs WHERE sweep_id = s.id AND state = 'CANCELLED')");
+}
+
+/* sweep_counts follows every job transition in the transaction that makes it (a rolled-back batch
+ * takes its counts back too), and migration 2 counts the jobs of a version 1 database. */
+static void test_daemon_store_sweep_counts(void) {
+    char err[512];
+    store *st = fresh_store("counts");
+    T_REQUIRE(st);
+    store_submit_result res;
+    sweep *a = make_sweep("ca", 0, 5, 0, 2, 0), *b = make_sweep("cb", 0, 3, 0, 1, 0);
+    T_REQUIRE(store_submit(st, a, &res, err, sizeof err) == 0);
+    int64_t sa = res.sweep_id;
+    T_REQUIRE(store_submit(st, b, &res, err, sizeof err) == 0);
+    T_REQUIRE(store_submit(st, a, &res, err, sizeof err) == 0); /* nothing new */
+    T_EQ_INT(counts_off(st), 0);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT total * 10 + queued FROM sweep_counts WHERE sweep_id = %lld", (long long)sa);
+    T_EQ_INT(q_int(st, sql), 55);
+    store_dispatch d[4];
+    for (int i = 0; i < 4; i++) T_REQUIRE(store_claim(st, &cmd_worker, &d[i], err, sizeof err) == 0);
+    T_EQ_INT(counts_off(st), 0);
+    store_finish_report ok = {"succeeded", 1, 0, 0, 0, NULL, NULL}, bad = {"failed", 1, 2, 0, 0, "x", NULL};
+    T_EQ_INT(store_finish(st, d[0].job, d[0].attempt, d[0].lease, &ok, NULL, err, sizeof err), 0);
+    T_EQ_INT(store_finish(st, d[1].job, d[1].attempt, d[1].lease, &bad, NULL, err, sizeof err), 0);
+    T_EQ_INT(store_lost(st, d[2].job, d[2].attempt, "test", NULL, err, sizeof err), 0);
+    T_EQ_INT(store_unclaim(st, d[3].job, d[3].attempt, d[3].lease, err, sizeof err), 0);
+    T_EQ_INT(counts_off(st), 0);
+    /* a batch that is rolled back leaves the counts as they were */
+    store_batch_begin(st);
+    int n = 0, nopen = 0;
+    store_open_attempt *list = NULL;
+    T_EQ_INT(store_sweep_cancel(st, sa, &n, &list, &nopen, err, sizeof err), 0);
+    free(list);
+    store_batch_abort(st);
+    T_EQ_INT(counts_off(st), 0);
+    snprintf(sql, sizeof sql, "SELECT cancelled FROM sweep_counts WHERE sweep_id = %lld", (long long)sa);
+    T_EQ_INT(q_int(st, sql), 0);
+    T_EQ_INT(store_sweep_cancel(st, sa, &n, &list, &nopen, err, sizeof err), 0);
+    free(list);
+    T_EQ_INT(counts_off(st), 0);
+    T_EQ_INT(q_int(st, sql), n);
+    T_EQ_INT(store_sweep_requeue(st, sa, &n, err, sizeof err), 0);
+    T_EQ_INT(counts_off(st), 0);
+    for (int i = 0; i < 4; i++) store_dispatch_clear(&d[i]);
+    free_sweep(a);
+    free_sweep(b);
+
+    /* a version 1 database with jobs: migration 2 counts them */
+    T_REQUIRE(sqlite3_exec(store_db(st), "DROP TRIGGER sweep_counts_new; DROP TRIGGER sweep_counts_job_new; "
+                                         "DROP TRIGGER sweep_counts_job_state; DROP TRIGGER sweep_counts_job_gone; "
+                                         "DROP TRIGGER sweep_counts_sweep_gone; DROP TABLE sweep_counts; "
+                                         "DROP INDEX jobs_sweep_started; DROP INDEX jobs_sweep_finished; "
+                                         "PRAGMA user_version = 1",
+                           NULL, NULL, NULL) == SQLITE_OK);
+    store_destroy(&st);
+    char db[600];
+    snprintf(db, sizeof db, "%s/counts/umdq.db", tmpdir);
+    T_REQUIRE(store_open(db, NULL, &st, err, sizeof err) == 0);
+    T_EQ_INT(store_migrations_applied(st), store_known_version() - 1);
+    T_EQ_INT(counts_off(st), 0);
+    T_EQ_INT(q_int(st, "SELECT sum(total) FROM sweep_counts"), 8);
     store_destroy(&st);
 }
 
@@ -581,6 +663,7 @@ int main(void) {
     T_RUN(test_daemon_store_results_once);
     T_RUN(test_daemon_store_metrics_idempotent);
     T_RUN(test_daemon_store_log_append);
+    T_RUN(test_daemon_store_sweep_counts);
     T_RUN(test_daemon_store_batch);
     T_RUN(test_daemon_store_dispatch_fit_and_order);
     T_RUN(test_daemon_store_stall_and_busy);

@@ -522,6 +522,69 @@ static void test_worker_proto_reject(void) {
     free(text);
 }
 
+/* A hello refused because the name is in use (the daemon has not yet noticed that this worker's
+ * predecessor is dead) is said again with back-off, without heartbeats meanwhile; a welcome ends
+ * the retries. Refused for ~10 s, the worker gives up: exit 1, saying why. */
+static void test_worker_proto_reject_name_in_use(void) {
+    cJSON_Delete(received);
+    received = cJSON_CreateArray();
+    pid_t pid = spawn_worker("test/cpu2", "worker-name-in-use.log");
+    worker_pid = pid;
+    cJSON *h = expect("hello", -1, 10000);
+    T_REQUIRE(h != NULL);
+    T_EQ_STR(str(h, "name"), "test/cpu2");
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < 2; i++) {
+        cJSON *m = msg_new("reject");
+        cJSON_AddStringToObject(m, "error", "worker name test/cpu2 is already in use by a live worker");
+        cJSON_AddStringToObject(m, "code", "name_in_use");
+        send_to_worker(m);
+        h = expect("hello", -1, 3000);
+        T_REQUIRE(h != NULL);
+    }
+    T_CHECK_MSG(mono_ms() - t0 >= 600 && mono_ms() - t0 < 3000, "two retries after %lld ms",
+                (long long)(mono_ms() - t0));
+    T_EQ_INT(count_type("hb", -1), 0);
+    send_welcome();
+    T_REQUIRE(expect("hb", -1, 3000) != NULL);
+    T_CHECK(worker_alive());
+    kill(pid, SIGTERM);
+    int st = 0;
+    T_REQUIRE(waitpid(pid, &st, 0) == pid);
+    worker_pid = 0;
+    T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* refused every time: gives up after about 10 s */
+    consume_all();
+    pid = spawn_worker("test/cpu3", "worker-name-in-use.log");
+    worker_pid = pid;
+    t0 = mono_ms();
+    int hellos = 0;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &st, WNOHANG)) == 0 && mono_ms() - t0 < 20000) {
+        if (expect("hello", -1, 100)) {
+            hellos++;
+            cJSON *m = msg_new("reject");
+            cJSON_AddStringToObject(m, "error", "worker name test/cpu3 is already in use by a live worker");
+            cJSON_AddStringToObject(m, "code", "name_in_use");
+            send_to_worker(m);
+        }
+    }
+    T_REQUIRE(w == pid);
+    worker_pid = 0;
+    int64_t took = mono_ms() - t0;
+    T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    T_CHECK_MSG(took >= 9000 && took < 14000, "gave up after %lld ms", (long long)took);
+    T_CHECK_MSG(hellos >= 5 && hellos <= 12, "%d hellos", hellos);
+    char path[600], *text = NULL, err[128];
+    size_t len;
+    snprintf(path, sizeof path, "%s/worker-name-in-use.log", tmp_root);
+    T_REQUIRE(read_file(path, &text, &len, 1 << 20, err, sizeof err) == 0);
+    T_CONTAINS(text, "saying hello again in");
+    T_CONTAINS(text, "still refuses this worker after 10 s");
+    free(text);
+}
+
 /* --all-gpus without a visible GPU: says so and runs one CPU worker. */
 static void test_worker_proto_all_gpus_none(void) {
     char logpath[512], workdir[512];
@@ -663,6 +726,7 @@ int main(void) {
     T_RUN(test_worker_proto_daemon_restart);
     T_RUN(test_worker_proto_sigterm);
     T_RUN(test_worker_proto_reject);
+    T_RUN(test_worker_proto_reject_name_in_use);
     T_RUN(test_worker_proto_all_gpus_none);
     T_RUN(test_worker_proto_supervise);
     if (worker_pid > 0) {

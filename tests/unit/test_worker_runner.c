@@ -2,6 +2,7 @@
  * fd 3 and stdout, log bytes and offsets, the stderr tail, exit codes, signals, cancel of a child
  * that ignores SIGTERM, a umd child whose run fails, visible-GPU parsing.
  * umdq-uses: worker umd common */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <poll.h>
@@ -96,6 +97,9 @@ static int drive(runner *r, collected *c, int timeout_ms) {
 
 static cJSON *parse_or_null(const char *s) { return cJSON_Parse(s); }
 
+static int start_grace_ms;          /* runner_spec.grace_ms of start_command */
+static const char *start_cuda;      /* runner_spec.cuda_devices of start_command */
+
 static runner *start_command(const char *cmd, const char *scratch_name, cJSON **config_out) {
     cJSON *config = cJSON_CreateObject();
     cJSON_AddStringToObject(config, "kind", "command");
@@ -106,7 +110,7 @@ static runner *start_command(const char *cmd, const char *scratch_name, cJSON **
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tmp_root, scratch_name);
     runner_spec spec = {.kind = "command", .config = config, .job = 17, .attempt = 2, .sweep = 5,
-                        .seed = 42, .scratch = dir, .cuda_devices = NULL};
+                        .seed = 42, .scratch = dir, .cuda_devices = start_cuda, .grace_ms = start_grace_ms};
     runner *r = NULL;
     char err[512] = "";
     int rc = runner_new(&spec, &r, err, sizeof err);
@@ -162,7 +166,9 @@ static void test_worker_runner_reports(void) {
     strbuf_puts(&b, rest);
     char *cmd = strbuf_steal(&b);
     T_REQUIRE(cmd != NULL);
+    setenv("UMDQ_JOB_ID", "999", 1); /* the worker's own environment never wins over the job's */
     runner *r = start_command(cmd, "job-17-2", NULL);
+    unsetenv("UMDQ_JOB_ID");
     T_REQUIRE(r != NULL);
     collected c;
     int rc = drive(r, &c, 20000);
@@ -216,6 +222,34 @@ static void test_worker_runner_reports(void) {
     collected_free(&c);
     runner_destroy(&r);
     T_CHECK(r == NULL);
+}
+
+/* The job's environment: the worker's own, with the job's variables replacing any inherited ones
+ * of the same names (each once); CUDA_VISIBLE_DEVICES inherited unless the spec sets it. */
+static void test_worker_runner_environment(void) {
+    setenv("CUDA_VISIBLE_DEVICES", "7", 1);
+    setenv("UMDQ_SEED", "999", 1);
+    setenv("UMDQ_TEST_OTHER", "kept", 1);
+    const char *cmd = "echo \"$CUDA_VISIBLE_DEVICES $UMDQ_SEED $UMDQ_TEST_OTHER\"; env | grep -c '^UMDQ_SEED='; "
+                      "env | grep -c '^CUDA_VISIBLE_DEVICES='";
+    runner *r = start_command(cmd, "job-19-1", NULL);
+    T_REQUIRE(r != NULL);
+    collected c;
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_EQ_STR(c.log.data, "7 42 kept\n1\n1\n");
+    collected_free(&c);
+    runner_destroy(&r);
+    start_cuda = "3";
+    r = start_command(cmd, "job-19-2", NULL);
+    start_cuda = NULL;
+    T_REQUIRE(r != NULL);
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_EQ_STR(c.log.data, "3 42 kept\n1\n1\n");
+    collected_free(&c);
+    runner_destroy(&r);
+    unsetenv("CUDA_VISIBLE_DEVICES");
+    unsetenv("UMDQ_SEED");
+    unsetenv("UMDQ_TEST_OTHER");
 }
 
 /* 200 KiB+ on stderr: the log has every byte in order, the tail is exactly the last 64 KiB. */
@@ -275,6 +309,20 @@ static void test_worker_runner_exit_and_signal(void) {
     T_CONTAINS(c.log.data, "/nonexistent/program-umdq");
     collected_free(&c);
     runner_destroy(&r);
+}
+
+/* How many children this process has (running or not reaped). */
+static int t_children(void) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    int count = 0;
+    for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n")) count++;
+    return count;
 }
 
 static int process_gone(pid_t pid) {
@@ -350,6 +398,98 @@ static void test_worker_runner_leftovers(void) {
     int64_t t0 = mono_ms();
     while (!process_gone(bg) && mono_ms() - t0 < 1000) usleep(10000);
     T_CHECK_MSG(process_gone(bg), "background process %d still runs", (int)bg);
+    collected_free(&c);
+    runner_destroy(&r);
+}
+
+/* Drive r until its log holds want (or timeout_ms): 0 when it does. The log so far lands in c. */
+static int drive_until_log(runner *r, collected *c, const char *want, int timeout_ms) {
+    memset(c, 0, sizeof *c);
+    c->points = cJSON_CreateArray();
+    c->results = cJSON_CreateObject();
+    strbuf_init(&c->log);
+    c->offsets_ok = 1;
+    int64_t t0 = mono_ms();
+    while ((!c->log.data || !strstr(c->log.data, want)) && mono_ms() - t0 < timeout_ms) {
+        usleep(10000);
+        runner_pump(r, mono_ms());
+        collect_some(r, c);
+    }
+    return c->log.data && strstr(c->log.data, want) ? 0 : -1;
+}
+
+/* runner_stop's SIGTERM reaches each process of the job once, through the supervisor. */
+static void test_worker_runner_term_once(void) {
+    runner *r = start_command("trap 'n=$((n+1)); echo term$n' TERM; n=0; echo ready; "
+                              "while [ $n = 0 ]; do sleep 0.05; done; sleep 0.3; echo total$n", "job-15-1", NULL);
+    T_REQUIRE(r != NULL);
+    collected c;
+    T_REQUIRE(drive_until_log(r, &c, "ready", 10000) == 0);
+    collected_free(&c);
+    runner_stop(r, 5000, mono_ms());
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_EQ_INT(runner_exit(r)->exit_code, 0);
+    T_CONTAINS(c.log.data, "term1\n");
+    T_CONTAINS(c.log.data, "total1\n");
+    T_CHECK(strstr(c.log.data, "term2") == NULL);
+    collected_free(&c);
+    runner_destroy(&r);
+}
+
+/* A SIGTERM sent to the supervisor by someone else: passed on to the group; the job ends killed by
+ * SIGTERM as sh was; a job that ignores it is SIGKILLed after the spec's grace. */
+static void test_worker_runner_supervisor_term(void) {
+    runner *r = start_command("echo ready; sleep 100; echo after", "job-16-1", NULL);
+    T_REQUIRE(r != NULL);
+    collected c;
+    T_REQUIRE(drive_until_log(r, &c, "ready", 10000) == 0);
+    collected_free(&c);
+    usleep(50000); /* let sh reach its sleep */
+    kill(runner_pid(r), SIGTERM);
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_EQ_INT(runner_exit(r)->signal, SIGTERM);
+    T_EQ_INT(runner_exit(r)->exit_code, -1);
+    T_EQ_INT(runner_exit(r)->stopped, 0);
+    T_CHECK(strstr(c.log.data, "after") == NULL);
+    collected_free(&c);
+    runner_destroy(&r);
+
+    start_grace_ms = 300;
+    r = start_command("trap '' TERM; echo ready; sleep 100", "job-16-2", NULL);
+    start_grace_ms = 0;
+    T_REQUIRE(r != NULL);
+    T_REQUIRE(drive_until_log(r, &c, "ready", 10000) == 0);
+    collected_free(&c);
+    usleep(50000);
+    int64_t t0 = mono_ms();
+    kill(runner_pid(r), SIGTERM);
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    int64_t took = mono_ms() - t0;
+    T_EQ_INT(runner_exit(r)->signal, SIGKILL);
+    T_CHECK_MSG(took >= 250 && took < 2000, "the group ended after %lld ms (grace 300 ms)", (long long)took);
+    collected_free(&c);
+    runner_destroy(&r);
+}
+
+/* What sh leaves behind outside its process group (setsid) is killed by the supervisor when sh
+ * ends; the attempt ends without waiting for it. */
+static void test_worker_runner_setsid_leftover(void) {
+    runner *r = start_command("setsid sleep 100 </dev/null >/dev/null 2>&1 & echo $! > \"$UMDQ_WORKDIR/s.pid\"; "
+                              "sleep 0.2; echo bye", "job-18-1", NULL);
+    T_REQUIRE(r != NULL);
+    collected c;
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_EQ_INT(runner_exit(r)->exit_code, 0);
+    char pidfile[600], *text = NULL, err[128];
+    size_t len;
+    snprintf(pidfile, sizeof pidfile, "%s/job-18-1/s.pid", tmp_root);
+    T_REQUIRE(read_file(pidfile, &text, &len, 64, err, sizeof err) == 0);
+    pid_t p = atoi(text);
+    free(text);
+    T_REQUIRE(p > 0);
+    int64_t t0 = mono_ms();
+    while (!process_gone(p) && mono_ms() - t0 < 1000) usleep(10000);
+    T_CHECK_MSG(process_gone(p), "the setsid process %d still runs", (int)p);
     collected_free(&c);
     runner_destroy(&r);
 }
@@ -490,7 +630,20 @@ static void test_worker_runner_utf8(void) {
     runner_destroy(&r);
 }
 
-/* A scratch directory left by an earlier try is emptied; the async remover removes a tree. */
+/* 1 when dir holds an entry whose name starts with prefix. */
+static int has_entry_prefix(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) found = strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return found;
+}
+
+/* A scratch directory left by an earlier try is emptied. Discarding a scratch directory: a small
+ * one is gone at once; a large one is gone from its place at once and removed by the remover
+ * thread soon after; no process is started for either. */
 static void test_worker_runner_scratch(void) {
     char dir[512], stale[600];
     snprintf(dir, sizeof dir, "%s/job-12-1", tmp_root);
@@ -500,18 +653,84 @@ static void test_worker_runner_scratch(void) {
     T_REQUIRE(mkdir_p(sub, 0755) == 0);
     char err[256];
     T_REQUIRE(write_file_atomic(stale, "x", 1, 0644, err, sizeof err) == 0);
-    runner *r = start_command("ls -A", "job-12-1", NULL);
+    runner *r = start_command("ls -A; mkdir -p a/b/c; echo x > a/b/c/f; echo y > out.txt", "job-12-1", NULL);
     T_REQUIRE(r != NULL);
     collected c;
     T_REQUIRE(drive(r, &c, 10000) == 0);
     T_EQ_STR(c.log.data, "config.json\n");
     collected_free(&c);
     runner_destroy(&r);
-    T_EQ_INT(runner_remove_tree_async(dir), 0);
-    int64_t t0 = mono_ms();
     struct stat st;
-    while (stat(dir, &st) == 0 && mono_ms() - t0 < 5000) usleep(10000);
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0);
     T_CHECK(stat(dir, &st) != 0 && errno == ENOENT);
+    T_CHECK(!has_entry_prefix(tmp_root, ".trash-"));
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0); /* already gone: fine */
+
+    /* larger than RUNNER_DISCARD_SYNC entries */
+    snprintf(dir, sizeof dir, "%s/job-12-2", tmp_root);
+    T_REQUIRE(mkdir_p(dir, 0755) == 0);
+    for (int i = 0; i < RUNNER_DISCARD_SYNC * 3; i++) {
+        char f[700];
+        snprintf(f, sizeof f, "%s/%s%d", dir, i % 2 ? "d" : "f", i);
+        if (i % 2) T_REQUIRE(mkdir_p(f, 0755) == 0);
+        else T_REQUIRE(write_file_atomic(f, "x", 1, 0644, err, sizeof err) == 0);
+    }
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0);
+    T_CHECK(stat(dir, &st) != 0 && errno == ENOENT);
+    int64_t t0 = mono_ms();
+    while (has_entry_prefix(tmp_root, ".trash-") && mono_ms() - t0 < 5000) usleep(10000);
+    T_CHECK_MSG(!has_entry_prefix(tmp_root, ".trash-"), "the remover thread left the tree");
+    T_CHECK(t_children() == 0);
+
+    /* a runner_new on an existing large directory starts in an empty one */
+    T_REQUIRE(mkdir_p(dir, 0755) == 0);
+    for (int i = 0; i < RUNNER_DISCARD_SYNC * 2; i++) {
+        char f[700];
+        snprintf(f, sizeof f, "%s/f%d", dir, i);
+        T_REQUIRE(write_file_atomic(f, "x", 1, 0644, err, sizeof err) == 0);
+    }
+    r = start_command("ls -A | wc -l", "job-12-2", NULL);
+    T_REQUIRE(r != NULL);
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_CONTAINS(c.log.data, "1\n");
+    collected_free(&c);
+    runner_destroy(&r);
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0);
+
+    /* a directory that holds only its config.json is kept as the spare and renamed into place for
+     * the next attempt, with the new config.json */
+    runner_scratch_spare_remove();
+    T_CHECK(!has_entry_prefix(tmp_root, ".spare-"));
+    snprintf(dir, sizeof dir, "%s/job-12-3", tmp_root);
+    r = start_command("true", "job-12-3", NULL);
+    T_REQUIRE(r != NULL);
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    collected_free(&c);
+    runner_destroy(&r);
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0);
+    T_CHECK(stat(dir, &st) != 0 && errno == ENOENT);
+    T_CHECK(has_entry_prefix(tmp_root, ".spare-"));
+    r = start_command("ls -A; pwd", "job-12-4", NULL);
+    T_REQUIRE(r != NULL);
+    T_CHECK(!has_entry_prefix(tmp_root, ".spare-"));
+    T_REQUIRE(drive(r, &c, 10000) == 0);
+    T_CONTAINS(c.log.data, "config.json\n");
+    T_CONTAINS(c.log.data, "/job-12-4\n");
+    collected_free(&c);
+    runner_destroy(&r);
+    snprintf(dir, sizeof dir, "%s/job-12-4", tmp_root);
+    char cpath[600], *text = NULL;
+    size_t len = 0;
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    T_REQUIRE(read_file(cpath, &text, &len, 1 << 16, err, sizeof err) == 0);
+    T_CONTAINS(text, "\"ls -A; pwd\"");
+    T_CHECK(strstr(text, "\"true\"") == NULL);
+    T_CHECK(len > 0 && text[len - 1] == '\n');
+    free(text);
+    T_EQ_INT(runner_scratch_discard(dir, err, sizeof err), 0);
+    T_CHECK(has_entry_prefix(tmp_root, ".spare-"));
+    runner_scratch_spare_remove();
+    T_CHECK(!has_entry_prefix(tmp_root, ".spare-"));
 }
 
 static void test_worker_devices_visible(void) {
@@ -540,11 +759,15 @@ int main(void) {
         return 1;
     }
     T_RUN(test_worker_runner_reports);
+    T_RUN(test_worker_runner_environment);
     T_RUN(test_worker_runner_stderr_tail);
     T_RUN(test_worker_runner_exit_and_signal);
     T_RUN(test_worker_runner_cancel);
     T_RUN(test_worker_runner_cancel_graceful);
     T_RUN(test_worker_runner_leftovers);
+    T_RUN(test_worker_runner_term_once);
+    T_RUN(test_worker_runner_supervisor_term);
+    T_RUN(test_worker_runner_setsid_leftover);
     T_RUN(test_worker_runner_umd_failure);
     T_RUN(test_worker_runner_umd_trains);
     T_RUN(test_worker_runner_bad_start);
