@@ -407,7 +407,8 @@ static const char *eff_str(const cJSON *const *values, int i) {
 
 static int eff_int(const cJSON *const *values, int i, long long *out) {
     const cJSON *v = effective(values, i);
-    if (!cJSON_IsNumber(v)) return 0;
+    /* out-of-range values are refused by their own range check; converting them is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= -9e18 && v->valuedouble <= 9e18)) return 0;
     *out = (long long)v->valuedouble;
     return 1;
 }

@@ -118,9 +118,11 @@ static int small_distance(const char *a, const char *b) {
     return row[nb];
 }
 
+/* An integral number in [lo, hi]; the range is checked before the integer conversion, which
+ * is undefined for values outside long long. */
 static int is_int(const cJSON *v, double lo, double hi) {
-    return cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble &&
-           v->valuedouble >= lo && v->valuedouble <= hi;
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi &&
+           v->valuedouble == (double)(long long)v->valuedouble;
 }
 
 /* Check the fields other than base/grid/zip/list and fill the sweep's header and seeds. */

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# scripts/deps.sh [--bench] [--golden] [--web]: install the Debian packages umdq needs when they
-# are missing (apt-get, as root or through sudo). Quiet when everything is there.
+# scripts/deps.sh [--bench] [--golden] [--web] [--fuzz]: install the Debian packages umdq needs
+# when they are missing (apt-get, as root or through sudo). Quiet when everything is there.
 #   (default)  build and test: compiler, SQLite, ZeroMQ, cJSON, libcurl, libmicrohttpd, OpenBLAS,
 #              zlib, libpng, the Fashion-MNIST data set, jq and curl for the shell tests
 #   --bench    also python3-torch (the PyTorch baselines under bench/)
 #   --golden   also python3-torch and python3-scipy (regenerating tests/golden/)
+#   --fuzz     also clang and libclang-rt-14-dev (libFuzzer, for tests/long/fuzz.sh)
 set -euo pipefail
 pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libzmq3-dev libcjson-dev libcurl4-openssl-dev
       libmicrohttpd-dev libopenblas-dev zlib1g-dev libpng-dev dataset-fashion-mnist jq curl
@@ -14,7 +15,8 @@ for a in "$@"; do
     --bench) pkgs+=(python3-torch python3-numpy) ;;
     --golden) pkgs+=(python3-torch python3-numpy python3-scipy) ;;
     --web) pkgs+=(chromium nodejs npm) ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
