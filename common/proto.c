@@ -6,6 +6,14 @@
 #include "proto.h"
 #include "umdq.h"
 
+int proto_printable(const char *s, size_t max) {
+    size_t n = 0;
+    if (!s || !s[0]) return 0;
+    for (; s[n]; n++)
+        if (n >= max || (unsigned char)s[n] < 0x20 || (unsigned char)s[n] > 0x7e) return 0;
+    return 1;
+}
+
 cJSON *proto_new(const char *type) {
     cJSON *m = cJSON_CreateObject();
     if (!m) return NULL;

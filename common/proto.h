@@ -11,6 +11,12 @@
 #define PROTO_MAX_MSG (4u << 20) /* bytes; larger frames are dropped as malformed */
 #define PROTO_MAX_LOG_CHUNK (64u << 10)
 
+#define PROTO_MAX_NAME 128 /* characters of a worker's name, host or device */
+
+/* 1 when s is 1 to max printable ASCII characters (0x20 .. 0x7e, no control character): what a
+ * worker's name, host and device must be, as they go into log lines, the database and the API. */
+int proto_printable(const char *s, size_t max);
+
 /* {"t": type, "v": 1}. Caller owns (cJSON_Delete). */
 cJSON *proto_new(const char *type);
 /* Compact text of msg. Caller frees. */

@@ -837,13 +837,18 @@ int http_start(int fd, const http_options *o, http_server **out, char *err, size
     snprintf(h->hosts[h->nhosts++], sizeof h->hosts[0], "[::1]:%d", o->port);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* poll(), not epoll: with epoll, libmicrohttpd 0.9.75 misses the close of a client whose
+     * unfinished request and FIN arrive together, and such connections stay open until the
+     * timeout; a few hundred of them (no token needed) would fill the connection limit. The
+     * timeout closes connections idle for HTTP_IDLE_TIMEOUT_S. There is no per-IP limit: every
+     * client, the local CLI included, comes from the loopback address. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, h,
                               MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_THREADS,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
                               MHD_OPTION_NOTIFY_COMPLETED, request_done, h,
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                               MHD_OPTION_END);

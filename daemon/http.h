@@ -13,6 +13,8 @@
 #define HTTP_MAX_JSON (8u << 20)               /* bytes of a JSON request body */
 #define HTTP_MAX_ARTIFACT (4ull << 30)         /* bytes of an artifact */
 #define HTTP_THREADS 4
+#define HTTP_MAX_CONNECTIONS 256               /* open connections, all clients together */
+#define HTTP_IDLE_TIMEOUT_S 30                 /* a connection silent this long is closed */
 
 typedef struct {
     const char *db_path;      /* umdq.db, opened read-only by each HTTP thread; copied */

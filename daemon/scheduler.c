@@ -18,18 +18,21 @@
 #define HOUSEKEEPING_MS 100
 #define MAX_BATCH 1000          /* messages per turn, so mutations and housekeeping are not starved */
 #define MAX_RID 256             /* bytes of a routing id */
-#define MAX_NAME 128
+#define MAX_NAME PROTO_MAX_NAME  /* characters of a worker's name, host or device */
+#define MAX_BACKEND 15
 #define CANCEL_GRACE_MS 10000   /* SIGTERM -> SIGKILL grace for a user cancel or a stall */
 #define STALE_GRACE_MS 2000     /* ... for an orphaned child */
 #define CANCEL_RESEND_MS 10000  /* a cancel not followed by `finished` is sent again after this */
 #define RECENT_SLOTS 64
 #define CHECKPOINT_MS 30000
+#define FINISH_HOLD_BEATS 30    /* a `finished` waits at most this many heartbeat periods for the
+                                   attempt's reports to be stored */
 
 /* A worker that said hello and has not been declared dead. */
 typedef struct {
     unsigned char rid[MAX_RID]; /* ZeroMQ routing id */
     size_t rid_len;
-    char name[MAX_NAME], host[MAX_NAME], device[64], backend[16];
+    char name[MAX_NAME + 1], host[MAX_NAME + 1], device[MAX_NAME + 1], backend[MAX_BACKEND + 1];
     int kinds;                  /* STORE_KIND_* */
     int64_t pid;
     int64_t last_seen_ms;       /* monotonic */
@@ -41,6 +44,9 @@ typedef struct {
     int64_t step, step_ms;      /* latest step and when it last advanced */
     double stall_timeout;
     int64_t cancel_ms;          /* when a cancel for the attempt was last sent; 0 = never */
+    int finishing;              /* 1: the attempt has ended on the worker; its `finished` waits for
+                                   reports that are not stored yet (docs/protocol.md, "Watermarks") */
+    int64_t finish_held_ms;     /* when that `finished` was first held back */
 } worker;
 
 /* One message to send after the commit. */
@@ -70,7 +76,7 @@ typedef struct {
 struct sched {
     sched_options o;            /* strings below are owned copies */
     char *http_url, *token, *epoch;
-    char host[MAX_NAME];        /* this machine's host name, for worker_gone */
+    char host[256];             /* this machine's host name, for worker_gone */
     worker **workers;           /* owned */
     int nworkers, capworkers;
     outmsg *out;                /* owned; sent after the commit */
@@ -173,7 +179,7 @@ static void worker_remove(sched *s, worker *w) {
 }
 
 static void worker_idle(sched *s, worker *w) {
-    w->busy = w->stale = 0;
+    w->busy = w->stale = w->finishing = 0;
     w->job = w->attempt = 0;
     w->lease[0] = 0;
     w->cancel_ms = 0;
@@ -192,6 +198,7 @@ static void worker_assign(worker *w, int64_t job, int64_t attempt, const char *l
     w->step_ms = now;
     w->stall_timeout = stall_timeout;
     w->cancel_ms = 0;
+    w->finishing = 0;
 }
 
 /* Record the worker's state in its row (last_seen, IDLE/BUSY). */
@@ -278,6 +285,23 @@ static void send_ack(sched *s, const unsigned char *rid, size_t len, int64_t job
     queue_msg(s, rid, len, m);
 }
 
+/* {job, attempt, seq, log} into o: what of the attempt's reports is stored. */
+static void add_marks(cJSON *o, int64_t job, int64_t attempt, const store_marks *mk) {
+    cJSON_AddNumberToObject(o, "job", (double)job);
+    cJSON_AddNumberToObject(o, "attempt", (double)attempt);
+    cJSON_AddNumberToObject(o, "seq", (double)mk->metrics_seq);
+    cJSON_AddNumberToObject(o, "log", (double)mk->log_bytes);
+}
+
+/* `stored`: the worker can forget what the marks cover, and sends again what they do not. */
+static void send_stored(sched *s, const unsigned char *rid, size_t len, int64_t job, int64_t attempt,
+                        const store_marks *mk) {
+    cJSON *m = proto_new("stored");
+    if (!m) return;
+    add_marks(m, job, attempt, mk);
+    queue_msg(s, rid, len, m);
+}
+
 static void outbox_clear(sched *s) {
     for (int i = 0; i < s->nout; i++) free(s->out[i].text);
     s->nout = 0;
@@ -359,6 +383,21 @@ typedef struct {
     const char *lease;
 } lease_ref;
 
+/* An optional integer field: 0 and *out when present, 1 when absent (out untouched), UMDQ_EPROTO
+ * when present but not a non-negative integer. */
+static int get_opt_count(const cJSON *m, const char *key, int64_t *out, char *err, size_t errlen) {
+    if (!cJSON_HasObjectItem(m, key)) return 1;
+    int64_t v;
+    int rc = proto_get_int(m, key, &v, err, errlen);
+    if (rc != 0) return rc;
+    if (v < 0) {
+        snprintf(err, errlen, "field \"%s\" must not be negative", key);
+        return UMDQ_EPROTO;
+    }
+    *out = v;
+    return 0;
+}
+
 /* job, attempt, lease of a message; 0 or UMDQ_EPROTO with err. */
 static int get_lease_ref(const cJSON *m, lease_ref *r, char *err, size_t errlen) {
     int rc;
@@ -373,9 +412,46 @@ static void on_finished(sched *s, const unsigned char *rid, size_t len, worker *
     char err[512], state[16], status_err[600];
     lease_ref r;
     const char *status;
-    if (get_lease_ref(m, &r, err, sizeof err) != 0 || proto_get_str(m, "status", &status, err, sizeof err) != 0) {
+    int64_t sent_seq = 0, sent_log = 0; /* what the worker says it sent of the attempt's reports */
+    if (get_lease_ref(m, &r, err, sizeof err) != 0 || proto_get_str(m, "status", &status, err, sizeof err) != 0 ||
+        get_opt_count(m, "seq", &sent_seq, err, sizeof err) < 0 || get_opt_count(m, "log", &sent_log, err, sizeof err) < 0) {
         log_drop(s, "malformed finished dropped: %s", err);
         return;
+    }
+    /* Applied only once every report the worker sent about the attempt is stored: a report can be
+     * lost with a daemon that died before storing it, and the worker sends it again. Until then
+     * the worker is told what is stored, and resends the report with its heartbeats. */
+    store_marks mk;
+    if ((sent_seq > 0 || sent_log > 0) &&
+        store_marks_get(s->o.st, r.job, r.attempt, r.lease, &mk, err, sizeof err) == 0 &&
+        (mk.metrics_seq < sent_seq || mk.log_bytes < sent_log)) {
+        int64_t now = mono_ms();
+        int held = w && w->busy && w->finishing && w->job == r.job && w->attempt == r.attempt;
+        int64_t hold_ms = FINISH_HOLD_BEATS * (int64_t)s->o.heartbeat_ms;
+        if (!held || now - w->finish_held_ms < hold_ms) {
+            if (!held && w && (!w->busy || w->stale || w->job == 0 || (w->job == r.job && w->attempt == r.attempt))) {
+                worker *other = worker_holding(s, r.job, r.attempt);
+                if (other && other != w) worker_idle(s, other);
+                worker_assign(w, r.job, r.attempt, r.lease, 0, 0, now);
+                w->finishing = 1;
+                w->finish_held_ms = now;
+                worker_sync(s, w);
+                log_info("job %lld attempt %lld ended on %s; its finished waits for reports not stored yet "
+                         "(metrics %lld of %lld, log bytes %lld of %lld)", (long long)r.job, (long long)r.attempt,
+                         w->name, (long long)mk.metrics_seq, (long long)sent_seq, (long long)mk.log_bytes,
+                         (long long)sent_log);
+            }
+            send_stored(s, rid, len, r.job, r.attempt, &mk);
+            return;
+        }
+        log_warn("job %lld attempt %lld: reports still missing after %d s (metrics %lld of %lld, log bytes %lld of "
+                 "%lld): finished applied without them", (long long)r.job, (long long)r.attempt, (int)(hold_ms / 1000),
+                 (long long)mk.metrics_seq, (long long)sent_seq, (long long)mk.log_bytes, (long long)sent_log);
+        char detail[256];
+        snprintf(detail, sizeof detail, "{\"attempt\":%lld,\"metrics\":[%lld,%lld],\"log\":[%lld,%lld]}",
+                 (long long)r.attempt, (long long)mk.metrics_seq, (long long)sent_seq, (long long)mk.log_bytes,
+                 (long long)sent_log);
+        store_event(s->o.st, r.job, "finished_incomplete", detail);
     }
     store_finish_report rep;
     memset(&rep, 0, sizeof rep);
@@ -416,8 +492,10 @@ static void on_finished(sched *s, const unsigned char *rid, size_t len, worker *
         worker_idle(s, w);
         worker_sync(s, w);
     }
-    worker *holder = worker_holding(s, r.job, r.attempt); /* reported through another connection */
-    if (holder && holder != w) {
+    /* reported through another connection; a stale report with another lease leaves the holder of
+     * the attempt (a peer cannot free a worker it does not know the lease of) */
+    worker *holder = worker_holding(s, r.job, r.attempt);
+    if (holder && holder != w && (rc == 0 || strcmp(holder->lease, r.lease) == 0)) {
         worker_idle(s, holder);
         worker_sync(s, holder);
     }
@@ -429,7 +507,7 @@ static void on_running(sched *s, worker *w, const cJSON *running) {
     char err[512], why[300];
     int64_t now = mono_ms(), patience = 3 * (int64_t)s->o.heartbeat_ms;
     if (!running || cJSON_IsNull(running)) {
-        if (!w->busy) return;
+        if (!w->busy || w->finishing) return; /* a finishing attempt ends with its `finished` */
         if (w->stale || w->job == 0) { /* the orphan is gone, or the unknown job it was busy with */
             worker_idle(s, w);
             return;
@@ -488,6 +566,26 @@ static void on_running(sched *s, worker *w, const cJSON *running) {
         send_cancel(s, w->rid, w->rid_len, r.job, r.attempt, r.lease, cancel_reason, CANCEL_GRACE_MS);
         w->cancel_ms = now;
     }
+    /* the worker holds reports it has not been told are stored */
+    store_marks mk;
+    if ((cJSON_HasObjectItem(running, "seq") || cJSON_HasObjectItem(running, "log")) &&
+        store_marks_get(s->o.st, r.job, r.attempt, r.lease, &mk, err, sizeof err) == 0)
+        send_stored(s, w->rid, w->rid_len, r.job, r.attempt, &mk);
+}
+
+/* Append the watermarks of the attempt that ref ({job, attempt, lease, ...}) names to arr, when its
+ * lease is current. */
+static void add_stored_of(sched *s, cJSON *arr, const cJSON *ref) {
+    char err[256];
+    lease_ref r;
+    store_marks mk;
+    if (!arr || !cJSON_IsObject(ref) || get_lease_ref(ref, &r, err, sizeof err) != 0 ||
+        store_marks_get(s->o.st, r.job, r.attempt, r.lease, &mk, err, sizeof err) != 0)
+        return;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return;
+    add_marks(o, r.job, r.attempt, &mk);
+    cJSON_AddItemToArray(arr, o);
 }
 
 static void on_hello(sched *s, const unsigned char *rid, size_t len, const cJSON *m) {
@@ -495,12 +593,16 @@ static void on_hello(sched *s, const unsigned char *rid, size_t len, const cJSON
     const char *name, *host, *device, *backend;
     int64_t pid = 0;
     const char *problem = NULL;
-    if (proto_get_str(m, "name", &name, err, sizeof err) != 0 || !name[0] || strlen(name) >= MAX_NAME)
-        problem = "hello: field \"name\" must be a string of 1 to 127 bytes";
-    else if (proto_get_str(m, "host", &host, err, sizeof err) != 0 ||
-             proto_get_str(m, "device", &device, err, sizeof err) != 0 ||
-             proto_get_str(m, "backend", &backend, err, sizeof err) != 0 ||
-             proto_get_int(m, "pid", &pid, err, sizeof err) != 0)
+    /* names, hosts and devices go into log lines, the database and the API: printable ASCII only */
+    if (proto_get_str(m, "name", &name, err, sizeof err) != 0 || !proto_printable(name, MAX_NAME))
+        problem = "hello: field \"name\" must be 1 to 128 printable ASCII characters";
+    else if (proto_get_str(m, "host", &host, err, sizeof err) != 0 || !proto_printable(host, MAX_NAME))
+        problem = "hello: field \"host\" must be 1 to 128 printable ASCII characters";
+    else if (proto_get_str(m, "device", &device, err, sizeof err) != 0 || !proto_printable(device, MAX_NAME))
+        problem = "hello: field \"device\" must be 1 to 128 printable ASCII characters";
+    else if (proto_get_str(m, "backend", &backend, err, sizeof err) != 0 || !proto_printable(backend, MAX_BACKEND))
+        problem = "hello: field \"backend\" must be 1 to 15 printable ASCII characters";
+    else if (proto_get_int(m, "pid", &pid, err, sizeof err) != 0)
         problem = err;
     const cJSON *caps = cJSON_GetObjectItemCaseSensitive(m, "capabilities");
     const cJSON *running = cJSON_GetObjectItemCaseSensitive(m, "running");
@@ -574,15 +676,19 @@ static void on_hello(sched *s, const unsigned char *rid, size_t len, const cJSON
     log_info("worker %s said hello (pid %lld on %s, %s/%s)", w->name, (long long)pid, host, device, backend);
 
     cJSON *wm = proto_new("welcome");
+    const cJSON *f;
     if (wm) {
         cJSON_AddStringToObject(wm, "worker", w->name);
         cJSON_AddStringToObject(wm, "epoch", s->epoch);
         cJSON_AddNumberToObject(wm, "heartbeat_ms", s->o.heartbeat_ms);
         cJSON_AddStringToObject(wm, "http", s->http_url);
         cJSON_AddStringToObject(wm, "token", s->token);
+        /* what is stored of the attempts it re-announces: it sends the rest again */
+        cJSON *stored = cJSON_AddArrayToObject(wm, "stored");
+        add_stored_of(s, stored, running);
+        cJSON_ArrayForEach(f, finished) add_stored_of(s, stored, f);
         queue_msg(s, rid, len, wm);
     }
-    const cJSON *f;
     cJSON_ArrayForEach(f, finished) {
         if (cJSON_IsObject(f)) on_finished(s, rid, len, w, f);
     }
@@ -604,20 +710,25 @@ static void on_report(sched *s, const unsigned char *rid, size_t len, worker *w,
         proto_get_int(m, "pid", &pid, err, sizeof err);
         rc = store_started(s->o.st, r.job, r.attempt, r.lease, pid, err, sizeof err);
     } else if (strcmp(type, "metrics") == 0) {
-        rc = store_metrics(s->o.st, r.job, r.attempt, r.lease, cJSON_GetObjectItemCaseSensitive(m, "points"), NULL,
-                           err, sizeof err);
+        int64_t seq = 0, from = 0;
+        if (get_opt_count(m, "seq", &seq, err, sizeof err) < 0 || get_opt_count(m, "from", &from, err, sizeof err) < 0) {
+            log_drop(s, "malformed metrics dropped: %s", err);
+            return;
+        }
+        rc = store_metrics(s->o.st, r.job, r.attempt, r.lease, seq, from, cJSON_GetObjectItemCaseSensitive(m, "points"),
+                           NULL, err, sizeof err);
     } else if (strcmp(type, "result") == 0) {
         rc = store_results(s->o.st, r.job, r.attempt, r.lease, cJSON_GetObjectItemCaseSensitive(m, "results"), err,
                            sizeof err);
     } else if (strcmp(type, "log") == 0) {
-        int64_t offset;
+        int64_t offset, from = -1;
         const char *data;
         if (proto_get_int(m, "offset", &offset, err, sizeof err) != 0 ||
-            proto_get_str(m, "data", &data, err, sizeof err) != 0) {
+            proto_get_str(m, "data", &data, err, sizeof err) != 0 || get_opt_count(m, "from", &from, err, sizeof err) < 0) {
             log_drop(s, "malformed log dropped: %s", err);
             return;
         }
-        rc = store_log(s->o.st, r.job, r.attempt, r.lease, offset, data, strlen(data), err, sizeof err);
+        rc = store_log(s->o.st, r.job, r.attempt, r.lease, offset, from, data, strlen(data), err, sizeof err);
     } else { /* busy */
         rc = store_unclaim(s->o.st, r.job, r.attempt, r.lease, err, sizeof err);
         if (rc == 0) {
@@ -862,7 +973,7 @@ static void housekeeping(sched *s, int64_t now) {
             i--;
             continue;
         }
-        if (w->busy && !w->stale && w->job > 0 && w->stall_timeout > 0 && w->cancel_ms == 0 &&
+        if (w->busy && !w->stale && !w->finishing && w->job > 0 && w->stall_timeout > 0 && w->cancel_ms == 0 &&
             (double)(now - w->step_ms) > w->stall_timeout * 1e3) {
             log_warn("job %lld attempt %lld on %s stalled at step %lld for %.0f s: cancelling", (long long)w->job,
                      (long long)w->attempt, w->name, (long long)w->step, w->stall_timeout);

@@ -25,11 +25,11 @@ enum {
     Q_SWEEP_FIND, Q_SWEEP_INSERT, Q_SWEEP_UPDATE, Q_JOB_INSERT, Q_JOB_EXISTS,
     Q_CLAIM_PICK, Q_ATTEMPT_INSERT, Q_JOB_RUNNING,
     Q_LEASE, Q_ATTEMPT_INFO, Q_HEARTBEAT, Q_JOB_STEP, Q_METRIC_INSERT, Q_RESULT_INSERT,
-    Q_LOG_STATE, Q_LOG_SET, Q_ATTEMPT_END, Q_JOB_SET_FINAL, Q_JOB_SET_QUEUED, Q_WORKER_DONE,
+    Q_LOG_STATE, Q_LOG_SET, Q_LOG_FILE_END, Q_ATTEMPT_END, Q_JOB_SET_FINAL, Q_JOB_SET_QUEUED, Q_WORKER_DONE,
     Q_ATTEMPT_DELETE, Q_JOB_UNCLAIM, Q_MARK_CANCEL,
     Q_JOB_STATE, Q_OPEN_ATTEMPT_OF, Q_JOB_REQUEUE, Q_SWEEP_JOBS_IN,
     Q_OPEN_ATTEMPTS, Q_WORKER_HELLO, Q_WORKER_SEEN, Q_WORKER_SEEN_STATE, Q_WORKERS_LIVE,
-    Q_WORKER_DEAD,
+    Q_WORKER_DEAD, Q_METRICS_SEQ_SET,
     Q_COUNT
 };
 
@@ -55,7 +55,8 @@ static const char *const sql_text[Q_COUNT] = {
                          "step_time) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5)",
     [Q_JOB_RUNNING] = "UPDATE jobs SET state = 'RUNNING', attempts = ?2, "
                       "started = coalesce(started, ?3) WHERE id = ?1",
-    [Q_LEASE] = "SELECT a.lease_token, a.state, j.attempts, a.step, a.cancel_reason FROM attempts a JOIN jobs j "
+    [Q_LEASE] = "SELECT a.lease_token, a.state, j.attempts, a.step, a.cancel_reason, a.metrics_seq, "
+                "a.log_bytes FROM attempts a JOIN jobs j "
                 "ON j.id = a.job_id WHERE a.job_id = ?1 AND a.n = ?2",
     [Q_ATTEMPT_INFO] = "SELECT a.state, a.cancel_reason, a.worker_id, j.state, j.attempts, "
                        "j.max_attempts, j.stall_timeout, s.retry_on_failure "
@@ -70,7 +71,9 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_RESULT_INSERT] = "INSERT OR IGNORE INTO results(job_id, attempt, key, value, text) "
                         "VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_LOG_STATE] = "SELECT log_bytes, log_header, worker_id FROM attempts WHERE job_id = ?1 AND n = ?2",
-    [Q_LOG_SET] = "UPDATE attempts SET log_bytes = ?3, log_header = ?4 WHERE job_id = ?1 AND n = ?2",
+    [Q_LOG_SET] = "UPDATE attempts SET log_bytes = ?3, log_header = ?4, log_end = ?5 WHERE job_id = ?1 AND n = ?2",
+    [Q_LOG_FILE_END] = "SELECT max(log_end), total(log_end IS NULL AND log_header = 1) FROM attempts "
+                       "WHERE job_id = ?1",
     [Q_ATTEMPT_END] = "UPDATE attempts SET state = ?3, ended = ?4, exit_code = ?5, signal = ?6, "
                       "error = ?7 WHERE job_id = ?1 AND n = ?2",
     [Q_JOB_SET_FINAL] = "UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1",
@@ -100,6 +103,7 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_WORKER_SEEN_STATE] = "UPDATE workers SET last_seen = ?2, state = ?3 WHERE id = ?1",
     [Q_WORKERS_LIVE] = "SELECT id FROM workers WHERE state IN ('IDLE', 'BUSY')",
     [Q_WORKER_DEAD] = "UPDATE workers SET state = 'DEAD' WHERE id = ?1",
+    [Q_METRICS_SEQ_SET] = "UPDATE attempts SET metrics_seq = ?3 WHERE job_id = ?1 AND n = ?2",
 };
 
 struct store {
@@ -697,10 +701,10 @@ int store_claim(store *s, const store_worker_fit *w, store_dispatch *out, char *
 
 /* ---- leases and reports ------------------------------------------------------------------------ */
 
-/* 0 when the lease is current; *step and cancel_reason (16 bytes; both may be NULL) get the
- * attempt's step and why the daemon asked to cancel it ("" when it did not). */
-static int lease_check_step(store *s, int64_t job, int64_t attempt, const char *lease, int64_t *step,
-                            char *cancel_reason, char *err, size_t errlen) {
+/* 0 when the lease is current; *step, cancel_reason (16 bytes) and *marks (all may be NULL) get
+ * the attempt's step, why the daemon asked to cancel it ("" when it did not) and its watermarks. */
+static int lease_check_full(store *s, int64_t job, int64_t attempt, const char *lease, int64_t *step,
+                            char *cancel_reason, store_marks *marks, char *err, size_t errlen) {
     sqlite3_stmt *st = stmt(s, Q_LEASE, err, errlen);
     if (!st) return UMDQ_EIO;
     sqlite3_bind_int64(st, 1, job);
@@ -717,6 +721,10 @@ static int lease_check_step(store *s, int64_t job, int64_t attempt, const char *
             const char *cr = (const char *)sqlite3_column_text(st, 4);
             snprintf(cancel_reason, 16, "%s", cr ? cr : "");
         }
+        if (marks) {
+            marks->metrics_seq = sqlite3_column_int64(st, 5);
+            marks->log_bytes = sqlite3_column_int64(st, 6);
+        }
     } else if (r == SQLITE_DONE) {
         rc = UMDQ_ESTALE;
     } else {
@@ -729,11 +737,17 @@ static int lease_check_step(store *s, int64_t job, int64_t attempt, const char *
 }
 
 static int lease_check(store *s, int64_t job, int64_t attempt, const char *lease, char *err, size_t errlen) {
-    return lease_check_step(s, job, attempt, lease, NULL, NULL, err, errlen);
+    return lease_check_full(s, job, attempt, lease, NULL, NULL, NULL, err, errlen);
 }
 
 int store_lease_check(store *s, int64_t job, int64_t attempt, const char *lease) {
     return lease_check(s, job, attempt, lease, NULL, 0);
+}
+
+int store_marks_get(store *s, int64_t job, int64_t attempt, const char *lease, store_marks *marks,
+                    char *err, size_t errlen) {
+    memset(marks, 0, sizeof *marks);
+    return lease_check_full(s, job, attempt, lease, NULL, NULL, marks, err, errlen);
 }
 
 /* The log file of a job; 0 or UMDQ_EIO. The descriptor is appended to. */
@@ -762,10 +776,26 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
+/* The size of logs/JOB.log as of the last committed append, or -1 when not known (an attempt that
+ * wrote to it before schema version 3 recorded no size). */
+static int64_t log_committed_end(store *s, int64_t job) {
+    sqlite3_stmt *st = stmt(s, Q_LOG_FILE_END, NULL, 0);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, job);
+    int64_t end = -1;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_double(st, 1) == 0)
+        end = sqlite3_column_type(st, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return end;
+}
+
 /* Append to the job's log: the attempt's header line when it is not written yet, then a gap mark
- * when bytes are missing, then data. Updates log_bytes / log_header. No bytes, no file. */
-static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, const char *data, size_t len,
-                      char *err, size_t errlen) {
+ * when the worker gave up bytes we lack (from > what is stored), then the part of data past what is
+ * stored. A chunk that starts past what is stored while the worker still holds the bytes before it
+ * (from <= stored) is not written: those bytes come again first (docs/protocol.md, "Watermarks").
+ * Updates log_bytes / log_header. No bytes, no file. */
+static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, int64_t from, const char *data,
+                      size_t len, char *err, size_t errlen) {
     sqlite3_stmt *st = stmt(s, Q_LOG_STATE, err, errlen);
     if (!st) return UMDQ_EIO;
     sqlite3_bind_int64(st, 1, job);
@@ -781,10 +811,24 @@ static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, co
     snprintf(worker, sizeof worker, "%s", (const char *)sqlite3_column_text(st, 2));
     sqlite3_reset(st);
     int64_t end = offset + (int64_t)len;
-    if (end <= have && (header || len == 0)) return 0; /* a replay, or nothing to write */
-    if (!s->log_dir) goto record;
+    if (from > offset) from = offset;
+    int64_t gap = from > have ? from - have : 0; /* bytes the worker gave up before we stored them */
+    int64_t base = have + gap;                    /* where the next byte goes */
+    int write_data = len > 0 && offset <= base && end > base;
+    if (!gap && !write_data) return 0; /* a replay, nothing, or bytes that must wait for earlier ones */
     int fd = -1, rc;
+    int64_t file_end = -1; /* the file's size after this append; -1: no file */
+    if (!s->log_dir) goto record;
     if ((rc = log_open(s, job, &fd, err, errlen)) != 0) return rc;
+    /* bytes past the last committed append were written by a turn that did not commit (a daemon
+     * killed between the write and the commit, a failed commit): they will come again */
+    int64_t committed = log_committed_end(s, job);
+    struct stat fs;
+    if (committed >= 0 && fstat(fd, &fs) == 0 && fs.st_size > committed && ftruncate(fd, committed) != 0) {
+        SET_ERR("log of job %lld: %s", (long long)job, strerror(errno));
+        close(fd);
+        return UMDQ_EIO;
+    }
     strbuf b;
     strbuf_init(&b);
     if (!header) {
@@ -793,14 +837,11 @@ static int log_append(store *s, int64_t job, int64_t attempt, int64_t offset, co
         if (fstat(fd, &sb) == 0 && sb.st_size > 0 && pread(fd, &last, 1, sb.st_size - 1) != 1) last = '\n';
         strbuf_printf(&b, "%s== attempt %lld on %s ==\n", last == '\n' ? "" : "\n", (long long)attempt, worker);
     }
-    if (len > 0 && end > have) {
-        if (offset > have)
-            strbuf_printf(&b, "[umdqd: %lld bytes of output are missing here]\n", (long long)(offset - have));
-        size_t skip = offset < have ? (size_t)(have - offset) : 0;
-        strbuf_append(&b, data + skip, len - skip);
-    }
+    if (gap) strbuf_printf(&b, "[umdqd: %lld bytes of output are missing here]\n", (long long)gap);
+    if (write_data) strbuf_append(&b, data + (base - offset), (size_t)(end - base));
     rc = b.oom ? UMDQ_ENOMEM : (b.len ? write_all(fd, b.data, b.len) : 0);
     if (rc == UMDQ_EIO) SET_ERR("log of job %lld: %s", (long long)job, strerror(errno));
+    if (rc == 0 && fstat(fd, &fs) == 0) file_end = fs.st_size;
     strbuf_free(&b);
     close(fd);
     if (rc != 0) return rc;
@@ -808,8 +849,9 @@ record:
     if (!(st = stmt(s, Q_LOG_SET, err, errlen))) return UMDQ_EIO;
     sqlite3_bind_int64(st, 1, job);
     sqlite3_bind_int64(st, 2, attempt);
-    sqlite3_bind_int64(st, 3, end > have ? end : have);
+    sqlite3_bind_int64(st, 3, write_data ? end : base);
     sqlite3_bind_int(st, 4, 1);
+    if (file_end >= 0) sqlite3_bind_int64(st, 5, file_end);
     return step_done(s, st, err, errlen);
 }
 
@@ -840,7 +882,7 @@ int store_heartbeat(store *s, int64_t job, int64_t attempt, const char *lease, i
     int rc = op_begin(s, err, errlen);
     if (rc != 0) return rc;
     int64_t old_step = 0;
-    if ((rc = lease_check_step(s, job, attempt, lease, &old_step, cancel_reason, err, errlen)) != 0) goto fail;
+    if ((rc = lease_check_full(s, job, attempt, lease, &old_step, cancel_reason, NULL, err, errlen)) != 0) goto fail;
     sqlite3_stmt *st = stmt(s, Q_HEARTBEAT, err, errlen);
     if (!st) { rc = UMDQ_EIO; goto fail; }
     sqlite3_bind_int64(st, 1, job);
@@ -859,28 +901,69 @@ fail:
 
 #define STORE_MAX_KEY 256
 
-int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, const cJSON *points,
-                  int *added, char *err, size_t errlen) {
+/* Move the attempt's metrics watermark for message seq (docs/protocol.md, "Watermarks"): the
+ * worker no longer holds messages before from, so those not stored are given up (an event says
+ * which); seq itself counts when it is the next one. *fresh is 0 for a message stored before. */
+static int metrics_seq_advance(store *s, int64_t job, int64_t attempt, int64_t have, int64_t seq, int64_t from,
+                               int *fresh, char *err, size_t errlen) {
+    int64_t mark = have;
+    int rc;
+    *fresh = seq > have;
+    if (from > seq) from = seq;
+    if (from - 1 > mark) {
+        if ((rc = event_addf(s, job, "metrics_gap", err, errlen, "{\"attempt\":%lld,\"first\":%lld,\"last\":%lld}",
+                             (long long)attempt, (long long)(mark + 1), (long long)(from - 1))) != 0)
+            return rc;
+        mark = from - 1;
+    }
+    if (seq == mark + 1) mark = seq;
+    if (mark == have) return 0;
+    sqlite3_stmt *st = stmt(s, Q_METRICS_SEQ_SET, err, errlen);
+    if (!st) return UMDQ_EIO;
+    sqlite3_bind_int64(st, 1, job);
+    sqlite3_bind_int64(st, 2, attempt);
+    sqlite3_bind_int64(st, 3, mark);
+    return step_done(s, st, err, errlen);
+}
+
+int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, int64_t seq, int64_t from,
+                  const cJSON *points, int *added, char *err, size_t errlen) {
     if (added) *added = 0;
-    if (!cJSON_IsArray(points)) {
-        SET_ERR("metrics: points must be an array");
+    if (seq < 0) {
+        SET_ERR("metrics: seq must not be negative");
         return UMDQ_EPROTO;
     }
-    int i = 0;
+    if (from <= 0) from = seq;
+    /* a malformed message is not stored, but a numbered one still counts as delivered: otherwise
+     * the attempt's watermark, and with it its `finished`, would wait for it for ever */
+    int bad = 0, i = 0;
     const cJSON *p;
-    cJSON_ArrayForEach(p, points) {
+    if (!cJSON_IsArray(points)) {
+        SET_ERR("metrics: points must be an array");
+        bad = 1;
+    }
+    if (!bad) cJSON_ArrayForEach(p, points) {
         const cJSON *k = cJSON_GetArrayItem(p, 0), *st = cJSON_GetArrayItem(p, 1), *v = cJSON_GetArrayItem(p, 2);
         if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) != 3 || !cJSON_IsString(k) || !k->valuestring[0] ||
             strlen(k->valuestring) > STORE_MAX_KEY || !cJSON_IsNumber(st) || !(fabs(st->valuedouble) <= 9007199254740992.0) ||
             st->valuedouble != floor(st->valuedouble) || !(cJSON_IsNumber(v) || cJSON_IsNull(v))) {
             SET_ERR("metrics: point %d is not [key, integer step, number]", i);
-            return UMDQ_EPROTO;
+            bad = 1;
+            break;
         }
         i++;
     }
+    if (bad && seq == 0) return UMDQ_EPROTO;
+    char bad_err[160];
+    if (bad) snprintf(bad_err, sizeof bad_err, "%s", err && errlen ? err : "metrics: malformed");
     int rc = op_begin(s, err, errlen);
     if (rc != 0) return rc;
-    if ((rc = lease_check(s, job, attempt, lease, err, errlen)) != 0) goto fail;
+    store_marks marks;
+    if ((rc = lease_check_full(s, job, attempt, lease, NULL, NULL, &marks, err, errlen)) != 0) goto fail;
+    int fresh = 1;
+    if (seq > 0 && (rc = metrics_seq_advance(s, job, attempt, marks.metrics_seq, seq, from, &fresh, err, errlen)) != 0)
+        goto fail;
+    if (bad || !fresh) goto fail; /* rc 0: the watermark moved; nothing to insert */
     sqlite3_stmt *ins = stmt(s, Q_METRIC_INSERT, err, errlen);
     if (!ins) { rc = UMDQ_EIO; goto fail; }
     sqlite3_bind_int64(ins, 1, job);
@@ -898,7 +981,12 @@ int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, con
     }
 fail:
     if (s->stmt[Q_METRIC_INSERT]) sqlite3_clear_bindings(s->stmt[Q_METRIC_INSERT]);
-    return op_end(s, rc, err, errlen);
+    rc = op_end(s, rc, err, errlen);
+    if (rc == 0 && bad) {
+        SET_ERR("%s", bad_err);
+        return UMDQ_EPROTO;
+    }
+    return rc;
 }
 
 /* Insert results (first write per key wins). Values: numbers (and booleans as 0/1) in value,
@@ -953,8 +1041,9 @@ fail:
     return op_end(s, rc, err, errlen);
 }
 
-int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t offset,
+int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t offset, int64_t from,
               const char *data, size_t len, char *err, size_t errlen) {
+    if (from < 0) from = offset;
     if (offset < 0 || (len > 0 && !data)) {
         SET_ERR("log: bad offset");
         return UMDQ_EPROTO;
@@ -962,7 +1051,7 @@ int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t
     int rc = op_begin(s, err, errlen);
     if (rc != 0) return rc;
     if ((rc = lease_check(s, job, attempt, lease, err, errlen)) != 0) goto fail;
-    rc = log_append(s, job, attempt, offset, data, len, err, errlen);
+    rc = log_append(s, job, attempt, offset, from, data, len, err, errlen);
 fail:
     return op_end(s, rc, err, errlen);
 }
@@ -1097,7 +1186,17 @@ static int finish_in_txn(store *s, int64_t job, int64_t attempt, const char *lea
     if (!st) return UMDQ_EIO;
     sqlite3_bind_text(st, 1, ai.worker, -1, SQLITE_TRANSIENT);
     if ((rc = step_done(s, st, err, errlen)) != 0) return rc;
-    if ((rc = job_after_attempt(s, job, &ai, astate, job_state, err, errlen)) != 0) return rc;
+    if (strcmp(astate, "SUCCEEDED") == 0 && strcmp(ai.job_state, "CANCELLED") == 0) {
+        /* a user cancel that came too late: the attempt had completed before the cancel reached it,
+         * so the job is done, with its results (docs/protocol.md, "Cancel") */
+        if ((rc = job_set_final(s, job, "SUCCEEDED", err, errlen)) != 0) return rc;
+        if ((rc = event_addf(s, job, "cancel_late", err, errlen, "{\"attempt\":%lld,\"job\":\"SUCCEEDED\"}",
+                             (long long)attempt)) != 0)
+            return rc;
+        snprintf(job_state, 16, "SUCCEEDED");
+    } else if ((rc = job_after_attempt(s, job, &ai, astate, job_state, err, errlen)) != 0) {
+        return rc;
+    }
     return event_addf(s, job, "finished", err, errlen, "{\"attempt\":%lld,\"status\":\"%s\",\"job\":\"%s\"}",
                       (long long)attempt, astate, job_state);
 }

@@ -12,7 +12,8 @@
  *   an attempt ends SUCCEEDED, FAILED, CANCELLED, PREEMPTED or LOST;
  *   LOST / PREEMPTED (and a worker-side cancel) -> QUEUED while attempts < max_attempts, else FAILED;
  *   FAILED -> QUEUED only when the sweep's retry.on_failure is set and attempts < max_attempts;
- *   a user cancel makes the job CANCELLED at once; its open attempt closes when `finished` comes.
+ *   a user cancel makes the job CANCELLED at once; its open attempt closes when `finished` comes,
+ *   and when that says succeeded (the cancel came too late) the job becomes SUCCEEDED after all.
  * Every message about an attempt carries its lease: it is current only while the attempt is the
  * job's latest (n == jobs.attempts) and still open (attempts.state RUNNING). */
 #ifndef UMDQ_STORE_H
@@ -101,6 +102,16 @@ void store_dispatch_clear(store_dispatch *d);
 
 /* 0 when (job, attempt, lease) is the job's current open attempt, UMDQ_ESTALE when not. */
 int store_lease_check(store *s, int64_t job, int64_t attempt, const char *lease);
+
+/* What of an attempt's reports is stored (docs/protocol.md, "Watermarks"). */
+typedef struct {
+    int64_t metrics_seq; /* the highest n such that numbered metrics messages 1..n are all stored */
+    int64_t log_bytes;   /* bytes of the attempt's output stored (a marked gap counts as stored) */
+} store_marks;
+
+/* The watermarks of the current open attempt (job, attempt, lease); UMDQ_ESTALE when it is not. */
+int store_marks_get(store *s, int64_t job, int64_t attempt, const char *lease, store_marks *marks,
+                    char *err, size_t errlen);
 /* The worker forked the attempt's child. (The job's log file is created by the first store_log
  * with bytes, not here.) */
 int store_started(store *s, int64_t job, int64_t attempt, const char *lease, int64_t pid,
@@ -111,16 +122,25 @@ int store_started(store *s, int64_t job, int64_t attempt, const char *lease, int
 int store_heartbeat(store *s, int64_t job, int64_t attempt, const char *lease, int64_t step,
                     int *advanced, char *cancel_reason, char *err, size_t errlen);
 /* points: a JSON array of [key, step, value]; stored INSERT OR IGNORE. A malformed point refuses
- * the whole message (UMDQ_EPROTO) before anything is written. *added (may be NULL): new rows. */
-int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, const cJSON *points,
-                  int *added, char *err, size_t errlen);
+ * the whole message (UMDQ_EPROTO): none of it is stored. *added (may be NULL): new rows.
+ * seq: the message's number in the attempt (1, 2, ...), 0 for an unnumbered one; from: the oldest
+ * number the worker still holds (<= 0: seq). A numbered message moves the attempt's metrics_seq:
+ * numbers below from that are not stored are given up (event "metrics_gap"), and seq counts when
+ * it is the next one; a message at or below metrics_seq is a replay and changes nothing. A
+ * malformed numbered message counts as delivered (it would never come right) but still answers
+ * UMDQ_EPROTO. */
+int store_metrics(store *s, int64_t job, int64_t attempt, const char *lease, int64_t seq, int64_t from,
+                  const cJSON *points, int *added, char *err, size_t errlen);
 /* results: a JSON object {key: number or string}; the first write per (job, attempt, key) wins. */
 int store_results(store *s, int64_t job, int64_t attempt, const char *lease, const cJSON *results,
                   char *err, size_t errlen);
 /* Bytes offset .. offset+len of the attempt's output: only the part past what is stored is
- * appended to logs/JOB.log (a gap is marked in the log), after the attempt's header line
- * "== attempt N on WORKER ==" when these are its first bytes. */
-int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t offset,
+ * appended to logs/JOB.log, after the attempt's header line "== attempt N on WORKER ==" when these
+ * are its first bytes. from: the oldest byte the worker still holds (< 0: offset). Bytes below
+ * from that are not stored are given up: a line in the log marks the gap. A chunk that starts past
+ * what is stored while the worker still holds the bytes before it is not written (they come again
+ * first; docs/protocol.md, "Watermarks"). */
+int store_log(store *s, int64_t job, int64_t attempt, const char *lease, int64_t offset, int64_t from,
               const char *data, size_t len, char *err, size_t errlen);
 
 typedef struct {

@@ -10,6 +10,7 @@
 
 #include "devices.h"
 #include "log.h"
+#include "proto.h"
 #include "supervise.h"
 #include "umd.h"
 #include "umdq.h"
@@ -30,7 +31,8 @@ static const struct {
     {"cpu", 0, OPT_CPU, NULL, "serve the CPU"},
     {"gpu", 1, OPT_GPU, "ID", "serve one GPU: an index or a GPU- UUID (the attempts get CUDA_VISIBLE_DEVICES=ID)"},
     {"all-gpus", 0, OPT_ALL_GPUS, NULL, "one worker process per visible GPU (one CPU worker when there is none)"},
-    {"name", 1, OPT_NAME, "NAME", "the worker's name (default HOST/cpu or HOST/gpuID; with --all-gpus NAME/gpuID)"},
+    {"name", 1, OPT_NAME, "NAME", "the worker's name: 1 to 128 printable ASCII characters, no '#' (default HOST/cpu "
+                                  "or HOST/gpuID; with --all-gpus NAME/gpuID)"},
     {"workdir", 1, OPT_WORKDIR, "DIR", "where attempts run, in DIR/job-ID-ATTEMPT (default $TMPDIR/umdq-worker-UID)"},
     {"log", 1, OPT_LOG, "FILE", "append log lines to FILE instead of stderr"},
     {"grace-ms", 1, OPT_GRACE, "MS", "SIGTERM -> SIGKILL delay when an attempt is stopped (default 3000; a cancel may ask for less)"},
@@ -112,8 +114,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "umdq-worker: --grace-ms wants milliseconds (0 .. 3600000), got \"%s\"\n", grace_arg);
         return UMDQ_EXIT_USAGE;
     }
-    if (name && (!name[0] || strlen(name) > 200 || strchr(name, '#'))) {
-        fprintf(stderr, "umdq-worker: --name must be 1 to 200 characters without '#'\n");
+    /* the daemon refuses a name, host or device that is not 1 to 128 printable ASCII characters */
+    if (name && (!proto_printable(name, PROTO_MAX_NAME) || strchr(name, '#'))) {
+        fprintf(stderr, "umdq-worker: --name must be 1 to %d printable ASCII characters (no control characters), "
+                        "without '#'\n", PROTO_MAX_NAME);
         return UMDQ_EXIT_USAGE;
     }
 
@@ -149,6 +153,11 @@ int main(int argc, char **argv) {
                     snprintf(names[i], sizeof names[i], "%.200s/gpu%.90s", base, ids[i]);
                 else
                     snprintf(names[i], sizeof names[i], "%.200s/gpu%d", base, i);
+                if (!proto_printable(names[i], PROTO_MAX_NAME)) {
+                    fprintf(stderr, "\numdq-worker: the worker name %s is not 1 to %d printable ASCII characters: "
+                                    "give a shorter --name\n", names[i], PROTO_MAX_NAME);
+                    return UMDQ_EXIT_USAGE;
+                }
                 gpus[i] = (supervise_gpu){ids[i], names[i]};
                 fprintf(stderr, " %s", names[i]);
             }
@@ -199,6 +208,13 @@ int main(int argc, char **argv) {
             gpu_name[0] = 0;
             memory_mb = -1;
         }
+    }
+    const char *final_name = name ? name : default_name;
+    if (!proto_printable(final_name, PROTO_MAX_NAME) || !proto_printable(host, PROTO_MAX_NAME) ||
+        !proto_printable(device, PROTO_MAX_NAME)) {
+        fprintf(stderr, "umdq-worker: the worker name (%s), host name and device must each be 1 to %d printable "
+                        "ASCII characters%s\n", final_name, PROTO_MAX_NAME, name ? "" : ": give --name");
+        return UMDQ_EXIT_USAGE;
     }
     int umd = umd_backend_available(backend);
     if (!umd) {

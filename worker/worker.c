@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "jobgroup.h"
+#include "journal.h"
 #include "jsonx.h"
 #include "log.h"
 #include "proto.h"
@@ -29,6 +30,7 @@
 #define NAME_RETRY_MS 10000   /* a hello refused because the name is in use is retried this long */
 #define NAME_RETRY_FIRST_MS 250 /* ... first after this, then twice as long each time (at most 2 s) */
 #define NAME_RETRY_MAX_MS 2000
+#define RESEND_MS 3000        /* a report unconfirmed this long while the daemon answers is sent again */
 
 typedef enum {
     STOP_NONE = 0,
@@ -57,6 +59,10 @@ struct worker {
     int64_t last_flush;
 
     cJSON *unacked;          /* array of finished messages awaiting ack, owned */
+    journal **journals;      /* what was sent about the running attempt and the unacknowledged
+                                finished ones and is not confirmed stored, oldest attempt first;
+                                owned (docs/protocol.md, "Watermarks") */
+    int njournals, capjournals;
     int stopping;            /* SIGTERM/SIGINT seen */
     int64_t exit_at;         /* mono ms: give up waiting for acks; -1 not yet set */
     int rejected;
@@ -131,6 +137,93 @@ static cJSON *msg_about_job(worker *w, const char *type) {
     return m;
 }
 
+/* ---- journals: reports sent and not yet confirmed stored ------------------------------------ */
+
+static journal *journal_of(worker *w, int64_t job, int64_t attempt) {
+    for (int i = 0; i < w->njournals; i++)
+        if (journal_job(w->journals[i]) == job && journal_attempt(w->journals[i]) == attempt) return w->journals[i];
+    return NULL;
+}
+
+/* A new journal for the attempt the worker now runs; NULL when out of memory. */
+static journal *journal_start(worker *w) {
+    journal *j = NULL;
+    if (w->njournals == w->capjournals) {
+        int cap = w->capjournals ? 2 * w->capjournals : 4;
+        journal **grown = realloc(w->journals, (size_t)cap * sizeof *grown);
+        if (!grown) return NULL;
+        w->journals = grown;
+        w->capjournals = cap;
+    }
+    if (journal_new(w->job, w->attempt, w->lease, &j) != 0) return NULL;
+    w->journals[w->njournals++] = j;
+    return j;
+}
+
+static void journal_forget(worker *w, int64_t job, int64_t attempt) {
+    for (int i = 0; i < w->njournals; i++) {
+        if (journal_job(w->journals[i]) != job || journal_attempt(w->journals[i]) != attempt) continue;
+        journal_destroy(&w->journals[i]);
+        memmove(&w->journals[i], &w->journals[i + 1], (size_t)(w->njournals - i - 1) * sizeof *w->journals);
+        w->njournals--;
+        return;
+    }
+}
+
+/* Send one journal entry: a metrics or log message that says which entries the journal holds. */
+static void send_entry(void *ud, const journal *j, const journal_entry *e) {
+    worker *w = ud;
+    cJSON *m = proto_new(e->is_log ? "log" : "metrics");
+    if (!m) return;
+    cJSON_AddNumberToObject(m, "job", (double)journal_job(j));
+    cJSON_AddNumberToObject(m, "attempt", (double)journal_attempt(j));
+    cJSON_AddStringToObject(m, "lease", journal_lease(j));
+    if (e->is_log) {
+        cJSON_AddNumberToObject(m, "offset", (double)e->offset);
+        cJSON_AddNumberToObject(m, "from", (double)journal_from_log(j));
+        cJSON_AddStringToObject(m, "data", e->data);
+    } else {
+        cJSON_AddNumberToObject(m, "seq", (double)e->seq);
+        cJSON_AddNumberToObject(m, "from", (double)journal_from_seq(j));
+        cJSON_AddRawToObject(m, "points", e->data);
+    }
+    send_msg(w, m);
+}
+
+/* Say once when the memory bound made a journal give entries up. */
+static void journal_note_dropped(journal *j) {
+    int64_t entries, bytes;
+    journal_take_dropped(j, &entries, &bytes);
+    if (entries > 0)
+        log_warn("job %lld attempt %lld: the daemon has not confirmed %lld bytes of reports for too long: "
+                 "%lld of its messages are given up", (long long)journal_job(j), (long long)journal_attempt(j),
+                 (long long)bytes, (long long)entries);
+}
+
+/* The daemon says what of an attempt it stored (a `stored` message or an entry of `welcome`): forget
+ * that. With may_resend, send the rest again when its oldest entry has waited RESEND_MS: the daemon
+ * answers in order, so an entry sent that long before is lost (a full send queue dropped it). */
+static void handle_stored(worker *w, const cJSON *msg, int may_resend) {
+    char perr[256];
+    int64_t job, attempt, seq, log;
+    if (proto_get_int(msg, "job", &job, perr, sizeof perr) != 0 ||
+        proto_get_int(msg, "attempt", &attempt, perr, sizeof perr) != 0 ||
+        proto_get_int(msg, "seq", &seq, perr, sizeof perr) != 0 || proto_get_int(msg, "log", &log, perr, sizeof perr) != 0) {
+        log_warn("dropped a malformed stored message: %s", perr);
+        return;
+    }
+    journal *j = journal_of(w, job, attempt);
+    if (!j) return;
+    journal_confirm(j, seq, log);
+    int64_t now = mono_ms();
+    if (may_resend && journal_unconfirmed(j) && journal_overdue(j, now, RESEND_MS)) {
+        log_debug("job %lld attempt %lld: sending again what the daemon has not stored (from metrics %lld, "
+                  "log byte %lld)", (long long)job, (long long)attempt, (long long)journal_from_seq(j),
+                  (long long)journal_from_log(j));
+        journal_resend(j, now, send_entry, w);
+    }
+}
+
 static cJSON *running_json(worker *w) {
     if (!w->run) return cJSON_CreateNull();
     cJSON *r = cJSON_CreateObject();
@@ -139,6 +232,12 @@ static cJSON *running_json(worker *w) {
     cJSON_AddNumberToObject(r, "attempt", (double)w->attempt);
     cJSON_AddStringToObject(r, "lease", w->lease);
     cJSON_AddNumberToObject(r, "step", (double)runner_step(w->run));
+    /* while reports wait for confirmation, what was sent: the daemon answers `stored` */
+    journal *j = journal_of(w, w->job, w->attempt);
+    if (j && journal_unconfirmed(j)) {
+        cJSON_AddNumberToObject(r, "seq", (double)journal_sent_seq(j));
+        cJSON_AddNumberToObject(r, "log", (double)journal_sent_log(j));
+    }
     return r;
 }
 
@@ -182,7 +281,9 @@ static void send_heartbeat(worker *w) {
  * drain is set (the attempt has ended). */
 static void flush_output(worker *w, int64_t now, int drain) {
     runner *r = w->run;
-    if (!r) return;
+    journal *j = journal_of(w, w->job, w->attempt);
+    if (!r || !j) return;
+    journal_entry e;
     int timer = drain || now - w->last_flush >= FLUSH_MS;
     int budget = drain ? 1 << 30 : OUT_MSGS_PER_TURN;
 
@@ -190,13 +291,10 @@ static void flush_output(worker *w, int64_t now, int drain) {
            (timer || runner_points_pending(r) >= MAX_POINTS_MSG)) {
         cJSON *pts = runner_take_points(r, MAX_POINTS_MSG);
         if (!pts) break;
-        cJSON *m = msg_about_job(w, "metrics");
-        if (!m) {
-            cJSON_Delete(pts);
-            break;
-        }
-        cJSON_AddItemToObject(m, "points", pts);
-        send_msg(w, m);
+        char *text = cJSON_PrintUnformatted(pts);
+        cJSON_Delete(pts);
+        if (journal_add_metrics(j, text, now, &e) != 0) break;
+        send_entry(w, j, &e);
         budget--;
     }
     if (timer) {
@@ -216,16 +314,16 @@ static void flush_output(worker *w, int64_t now, int drain) {
         int64_t offset;
         char *data;
         size_t len;
-        if (runner_take_log(r, PROTO_MAX_LOG_CHUNK, &offset, &data, &len) != 0 || len == 0) break;
-        cJSON *m = msg_about_job(w, "log");
-        if (m) {
-            cJSON_AddNumberToObject(m, "offset", (double)offset);
-            cJSON_AddStringToObject(m, "data", data);
-            send_msg(w, m);
+        if (runner_take_log(r, PROTO_MAX_LOG_CHUNK, &offset, &data, &len) != 0) break;
+        if (len == 0) {
+            free(data);
+            break;
         }
-        free(data);
+        if (journal_add_log(j, offset, data, len, now, &e) != 0) break;
+        send_entry(w, j, &e);
         budget--;
     }
+    journal_note_dropped(j);
     if (timer) w->last_flush = now;
 }
 
@@ -284,6 +382,10 @@ static void report_finished(worker *w, const char *status, int has_code, int cod
     else cJSON_AddNullToObject(m, "signal");
     cJSON_AddStringToObject(m, "error", error ? error : "");
     cJSON_AddItemToObject(m, "results", results ? cJSON_Duplicate(results, 1) : cJSON_CreateObject());
+    /* what was sent about the attempt: the daemon applies this report once all of it is stored */
+    const journal *j = journal_of(w, w->job, w->attempt);
+    cJSON_AddNumberToObject(m, "seq", j ? (double)journal_sent_seq(j) : 0);
+    cJSON_AddNumberToObject(m, "log", j ? (double)journal_sent_log(j) : 0);
     cJSON_AddItemToArray(w->unacked, cJSON_Duplicate(m, 1));
     /* the log line shows the error's last line (the most telling one of a stderr tail) */
     const char *last = error ? error : "";
@@ -410,6 +512,11 @@ static void handle_job(worker *w, const cJSON *msg) {
     } else {
         rc = runner_new(&spec, &w->run, err, sizeof err);
     }
+    if (rc == 0 && !journal_of(w, job, attempt) && !journal_start(w)) {
+        runner_destroy(&w->run);
+        snprintf(err, sizeof err, "out of memory");
+        rc = UMDQ_ENOMEM;
+    }
     if (rc != 0) {
         log_warn("job %lld attempt %lld cannot start: %s", (long long)job, (long long)attempt, err);
         report_finished(w, "failed", 0, 0, 0, err, NULL);
@@ -473,6 +580,8 @@ static void handle_ack(worker *w, const cJSON *msg) {
         int64_t fa = (int64_t)cJSON_GetObjectItemCaseSensitive(f, "attempt")->valuedouble;
         if (fj == job && fa == attempt) cJSON_DeleteItemFromArray(w->unacked, i);
     }
+    /* the daemon applied the finished report only with every report of the attempt stored */
+    if (!(w->run && job == w->job && attempt == w->attempt)) journal_forget(w, job, attempt);
 }
 
 /* A refused hello. A name in use by a live worker may be that of this worker's predecessor, not
@@ -522,6 +631,15 @@ static void handle_message(worker *w, const void *data, size_t len) {
         snprintf(w->epoch, sizeof w->epoch, "%s", epoch);
         w->hello_retry_at = -1;
         w->name_retry_until = -1;
+        /* a daemon that just learnt of this worker may have lost reports: forget what it says it
+         * has, then send the rest again, oldest attempt and oldest report first, before new ones */
+        const cJSON *st;
+        cJSON_ArrayForEach(st, cJSON_GetObjectItemCaseSensitive(msg, "stored")) {
+            if (cJSON_IsObject(st)) handle_stored(w, st, 0);
+        }
+        int64_t now = mono_ms();
+        for (int i = 0; i < w->njournals; i++)
+            if (journal_unconfirmed(w->journals[i])) journal_resend(w->journals[i], now, send_entry, w);
     } else if (strcmp(type, "reject") == 0) {
         handle_reject(w, msg);
     } else if (strcmp(type, "who") == 0) {
@@ -532,6 +650,8 @@ static void handle_message(worker *w, const void *data, size_t len) {
         handle_cancel(w, msg);
     } else if (strcmp(type, "ack") == 0) {
         handle_ack(w, msg);
+    } else if (strcmp(type, "stored") == 0) {
+        handle_stored(w, msg, 1);
     } else {
         log_warn("dropped a message of unknown type \"%s\" from the daemon", type);
     }
@@ -755,6 +875,8 @@ void worker_destroy(worker **wp) {
     if (w->sock) zmq_close(w->sock);
     if (w->zctx) zmq_ctx_term(w->zctx);
     cJSON_Delete(w->unacked);
+    for (int i = 0; i < w->njournals; i++) journal_destroy(&w->journals[i]);
+    free(w->journals);
     free(w->connect);
     free(w->name);
     free(w->host);

@@ -3,8 +3,11 @@
  *
  * worker_run is the event loop. It sends `hello`, a heartbeat every heartbeat period carrying the
  * running attempt and its step, forwards the child's metrics, results and log bytes, reports
- * `finished` and resends it with every heartbeat until the daemon answers `ack`. Nothing in the
- * loop waits on the child or the disk for long: a heartbeat is never late by more than ~100 ms. */
+ * `finished` and resends it with every heartbeat until the daemon answers `ack`. The metrics and
+ * log messages of an attempt stay in its journal (journal.h) until the daemon says they are stored,
+ * and what is not is sent again after a `welcome` (a daemon that died may have lost it). Nothing
+ * in the loop waits on the child or the disk for long: a heartbeat is never late by more than
+ * ~100 ms. */
 #ifndef UMDQ_WORKER_WORKER_H
 #define UMDQ_WORKER_WORKER_H
 #include <stddef.h>

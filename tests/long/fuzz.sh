@@ -172,8 +172,10 @@ daemon_ok fuzz_zmq_daemon_ok_after || { echo "fuzz: the last frames sent are in 
 rm -f "$OUT"/zmq-fuzz-last-*.bin
 kill -0 "$real_pid" 2>/dev/null && pass fuzz_zmq_real_worker_alive || fail fuzz_zmq_real_worker_alive "$(tail -n 3 "$T_TMP/worker-fz-real.out" | tr '\n' ' ')"
 
-# the fuzzer's peers are declared dead after 3 heartbeats; then a new sweep runs on the real worker
-api POST "/api/sweeps/$sid2/cancel" >/dev/null
+# the fuzzer's peers are declared dead after 3 heartbeats; then a new sweep runs on the real worker.
+# Every sweep is cancelled first: the HTTP fuzzer may have stored a real one (an unmutated umd spec of
+# the corpus) whose training would keep the real worker busy for minutes.
+for any in $(api GET /api/sweeps | jq -r '.sweeps[].id'); do api POST "/api/sweeps/$any/cancel" >/dev/null; done
 sleep 4
 cat >"$T_TMP/s3.json" <<'JSON'
 { "name": "fuzz-after", "priority": 10,

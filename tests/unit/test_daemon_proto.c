@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +98,9 @@ static int wait_exit(pid_t pid, int ms) {
     return -1;
 }
 
+/* --heartbeat-ms for the next daemon_start (NULL: the default) */
+static const char *next_heartbeat_ms;
+
 /* Start umdqd in d->home (tagged by tag) on the given addresses; wait for umdqd.json. 0 or -1. */
 static int daemon_start(daemon_proc *d, const char *tag, const char *http, const char *zmq) {
     char info[600], out[600];
@@ -103,7 +108,9 @@ static int daemon_start(daemon_proc *d, const char *tag, const char *http, const
     snprintf(info, sizeof info, "%s/umdqd.json", d->home);
     snprintf(out, sizeof out, "%s.out", d->home);
     unlink(info);
-    const char *args[] = {"--home", d->home, "--http", http, "--zmq", zmq, NULL};
+    const char *args[] = {"--home", d->home, "--http", http, "--zmq", zmq,
+                          next_heartbeat_ms ? "--heartbeat-ms" : NULL, next_heartbeat_ms, NULL};
+    next_heartbeat_ms = NULL;
     d->pid = spawn(args, out);
     for (int i = 0; i < 16; i++)
         if (!live_pids[i]) {
@@ -243,7 +250,7 @@ static long long submit(const daemon_proc *d, const char *spec) {
 
 typedef struct {
     void *sock;
-    char name[64];
+    char name[160];
     cJSON *inbox[64];
     int ninbox;
     /* what heartbeats announce */
@@ -257,7 +264,7 @@ typedef struct {
 
 static void peer_open(peer *p, const char *endpoint, const char *name) {
     memset(p, 0, sizeof *p);
-    char rid[128], hex[17];
+    char rid[200], hex[17];
     random_hex(hex, 16);
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(rid, sizeof rid, "%s#%s", name, hex);
@@ -1183,6 +1190,397 @@ static void test_daemon_proto_fuzz_frames(void) {
     daemon_kill(&d, SIGTERM);
 }
 
+/* ---- watermarks, late cancels, names, aborted HTTP clients ------------------------------------------- */
+
+/* One row of a query on the daemon's database (read-only), as text in buf ("" when none). */
+static const char *db_text(const daemon_proc *d, const char *sql, char *buf, size_t n) {
+    char path[600];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    buf[0] = 0;
+    snprintf(path, sizeof path, "%s/umdq.db", d->home);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+            sqlite3_column_text(st, 0))
+            snprintf(buf, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return buf;
+}
+
+/* A numbered metrics message of the peer's attempt. */
+static cJSON *numbered(peer *p, long long seq, long long from, const char *points) {
+    cJSON *m = report(p, "metrics");
+    cJSON_AddNumberToObject(m, "seq", (double)seq);
+    cJSON_AddNumberToObject(m, "from", (double)from);
+    cJSON_AddItemToObject(m, "points", cJSON_Parse(points));
+    return m;
+}
+
+static cJSON *log_chunk(peer *p, long long offset, long long from, const char *data) {
+    cJSON *m = report(p, "log");
+    cJSON_AddNumberToObject(m, "offset", (double)offset);
+    cJSON_AddNumberToObject(m, "from", (double)from);
+    cJSON_AddStringToObject(m, "data", data);
+    return m;
+}
+
+/* finished (succeeded) saying what the worker sent: metrics messages 1..seq and log bytes 0..log */
+static cJSON *finished_marks(peer *p, long long seq, long long log) {
+    cJSON *f = finished_body(p, "succeeded");
+    cJSON_AddNumberToObject(f, "seq", (double)seq);
+    cJSON_AddNumberToObject(f, "log", (double)log);
+    return f;
+}
+
+static char *job_log(const daemon_proc *d, long long job) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%lld/log", job);
+    http_reply r = api(d, "GET", path, NULL);
+    char *text = strdup(jstr(r.json, "data"));
+    reply_free(&r);
+    return text;
+}
+
+/* Reports lost on the way (a daemon that died before storing them) are sent again by the worker:
+ * the daemon stores each exactly once, tells the worker what it has (`stored`, `welcome`), and
+ * applies `finished` only once everything the worker says it sent is stored. */
+static void test_daemon_proto_watermarks(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    char buf[256], sql[256];
+    T_REQUIRE(daemon_start(&d, "marks", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    peer p;
+    peer_open(&p, d.zmq, "t/marks");
+    peer_welcomed(&p);
+    T_REQUIRE(submit_n(&d, "marks", "1, 2") > 0);
+    T_REQUIRE(peer_take_job(&p, 5000, NULL));
+    long long job = p.job;
+    /* message 2 and bytes 3..10 are lost */
+    peer_send(&p, numbered(&p, 1, 1, "[[\"m\", 1, 1]]"));
+    peer_send(&p, numbered(&p, 3, 1, "[[\"m\", 3, 3]]"));
+    peer_send(&p, log_chunk(&p, 0, 0, "aaa"));
+    peer_send(&p, log_chunk(&p, 10, 0, "ccc")); /* waits for bytes 3..10, which the worker holds */
+    peer_send(&p, finished_marks(&p, 3, 13));
+    cJSON *st = peer_wait(&p, "stored", 5000);
+    T_REQUIRE(st != NULL);
+    T_EQ_INT((long long)jnum(st, "job"), job);
+    T_EQ_INT((long long)jnum(st, "attempt"), 1);
+    T_EQ_INT((long long)jnum(st, "seq"), 1);
+    T_EQ_INT((long long)jnum(st, "log"), 3);
+    cJSON_Delete(st);
+    T_CHECK(peer_wait(&p, "ack", 500) == NULL);
+    cJSON *j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "RUNNING");
+    cJSON_Delete(j);
+    /* the worker, held back, is given no other job */
+    T_CHECK(peer_wait(&p, "job", 1200) == NULL);
+    /* sent again, oldest first; message 3 and bytes 10..13 once more */
+    peer_send(&p, numbered(&p, 2, 2, "[[\"m\", 2, 2]]"));
+    peer_send(&p, numbered(&p, 3, 2, "[[\"m\", 3, 3]]"));
+    peer_send(&p, log_chunk(&p, 3, 3, "bbbbbbb"));
+    peer_send(&p, log_chunk(&p, 10, 3, "ccc"));
+    peer_send(&p, finished_marks(&p, 3, 13));
+    cJSON *ack = peer_wait(&p, "ack", 5000);
+    T_REQUIRE(ack != NULL);
+    cJSON_Delete(ack);
+    j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "SUCCEEDED");
+    cJSON_Delete(j);
+    snprintf(sql, sizeof sql, "SELECT group_concat(step || '=' || value, ' ') FROM (SELECT step, value FROM metrics "
+                              "WHERE job_id = %lld ORDER BY step)", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "1=1.0 2=2.0 3=3.0");
+    snprintf(sql, sizeof sql, "SELECT metrics_seq || ' ' || log_bytes FROM attempts WHERE job_id = %lld", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "3 13");
+    char *log = job_log(&d, job);
+    T_EQ_STR(log, "== attempt 1 on t/marks ==\naaabbbbbbbccc");
+    free(log);
+
+    /* the next job: heartbeats that say the worker holds unconfirmed reports are answered `stored`,
+     * and a hello that re-announces the attempt is welcomed with its watermarks */
+    p.job = 0;
+    T_REQUIRE(peer_take_job(&p, 5000, NULL));
+    job = p.job;
+    peer_send(&p, numbered(&p, 1, 1, "[[\"m\", 1, 5]]"));
+    peer_send(&p, log_chunk(&p, 0, 0, "0123456789"));
+    cJSON *hb = msg_new("hb");
+    cJSON *run = running_of(&p);
+    cJSON_AddNumberToObject(run, "seq", 1);
+    cJSON_AddNumberToObject(run, "log", 10);
+    cJSON_AddItemToObject(hb, "running", run);
+    peer_send(&p, hb);
+    st = peer_wait(&p, "stored", 5000);
+    T_REQUIRE(st != NULL);
+    T_EQ_INT((long long)jnum(st, "seq"), 1);
+    T_EQ_INT((long long)jnum(st, "log"), 10);
+    cJSON_Delete(st);
+    peer_hello(&p, NULL);
+    cJSON *w = peer_wait(&p, "welcome", 5000);
+    T_REQUIRE(w != NULL);
+    const cJSON *marks = cJSON_GetObjectItem(w, "stored");
+    T_REQUIRE(cJSON_GetArraySize(marks) == 1);
+    T_EQ_INT((long long)jnum(cJSON_GetArrayItem(marks, 0), "job"), job);
+    T_EQ_INT((long long)jnum(cJSON_GetArrayItem(marks, 0), "seq"), 1);
+    T_EQ_INT((long long)jnum(cJSON_GetArrayItem(marks, 0), "log"), 10);
+    cJSON_Delete(w);
+    /* messages the worker gave up (its memory bound: "from" past what is stored) are not waited
+     * for: an event names the metrics, a line in the log marks the bytes */
+    peer_send(&p, numbered(&p, 5, 5, "[[\"m\", 5, 25]]"));
+    peer_send(&p, log_chunk(&p, 30, 30, "tail\n"));
+    peer_send(&p, finished_marks(&p, 5, 35));
+    ack = peer_wait(&p, "ack", 5000);
+    T_REQUIRE(ack != NULL);
+    cJSON_Delete(ack);
+    log = job_log(&d, job);
+    T_EQ_STR(log, "== attempt 1 on t/marks ==\n0123456789[umdqd: 20 bytes of output are missing here]\ntail\n");
+    free(log);
+    snprintf(sql, sizeof sql, "SELECT detail FROM events WHERE job_id = %lld AND kind = 'metrics_gap'", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "{\"attempt\":1,\"first\":2,\"last\":4}");
+    peer_close(&p);
+    daemon_kill(&d, SIGTERM);
+}
+
+/* Reports that never come hold `finished` back for 30 heartbeat periods at most: then it is applied
+ * without them, and an event says what was missing. */
+static void test_daemon_proto_watermarks_give_up(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    char buf[256], sql[256];
+    next_heartbeat_ms = "100";
+    T_REQUIRE(daemon_start(&d, "giveup", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    peer p;
+    peer_open(&p, d.zmq, "t/giveup");
+    peer_welcomed(&p);
+    T_REQUIRE(submit_n(&d, "giveup", "1") > 0);
+    T_REQUIRE(peer_take_job(&p, 5000, NULL));
+    long long job = p.job;
+    peer_send(&p, numbered(&p, 2, 1, "[[\"m\", 2, 2]]"));
+    int64_t t0 = mono_ms();
+    cJSON *ack = NULL;
+    while (!ack && mono_ms() - t0 < 8000) {
+        peer_send(&p, finished_marks(&p, 2, 0));
+        ack = peer_wait(&p, "ack", 100);
+        peer_forget(&p, "stored");
+    }
+    T_REQUIRE(ack != NULL);
+    cJSON_Delete(ack);
+    T_CHECK_MSG(mono_ms() - t0 >= 2500, "applied after %lld ms", (long long)(mono_ms() - t0));
+    cJSON *j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "SUCCEEDED");
+    cJSON_Delete(j);
+    snprintf(sql, sizeof sql, "SELECT detail FROM events WHERE job_id = %lld AND kind = 'finished_incomplete'", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "{\"attempt\":1,\"metrics\":[0,2],\"log\":[0,0]}");
+    peer_close(&p);
+    daemon_kill(&d, SIGTERM);
+}
+
+/* A user cancel that loses the race with the job's success: the job is SUCCEEDED with its results
+ * (once), the late cancel is in the event log, and a requeue of the sweep's failed jobs leaves it. */
+static void test_daemon_proto_cancel_too_late(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    char buf[256], sql[256], path[128];
+    T_REQUIRE(daemon_start(&d, "late", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    peer p;
+    peer_open(&p, d.zmq, "t/late");
+    peer_welcomed(&p);
+    long long sid = submit_n(&d, "late", "1");
+    T_REQUIRE(sid > 0);
+    T_REQUIRE(peer_take_job(&p, 5000, NULL));
+    long long job = p.job;
+    snprintf(path, sizeof path, "/api/jobs/%lld/cancel", job);
+    http_reply r = api(&d, "POST", path, "");
+    T_EQ_INT(r.code, 200);
+    T_EQ_STR(jstr(r.json, "state"), "CANCELLED");
+    reply_free(&r);
+    /* the child had completed before the cancel reached the worker */
+    peer_finish(&p, "succeeded");
+    cJSON *ack = peer_wait(&p, "ack", 5000);
+    T_REQUIRE(ack != NULL);
+    cJSON_Delete(ack);
+    cJSON *j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "SUCCEEDED");
+    T_EQ_INT((long long)jnum(j, "job.results.final"), 42);
+    T_EQ_STR(jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "attempts"), 0), "state"), "SUCCEEDED");
+    cJSON_Delete(j);
+    snprintf(sql, sizeof sql, "SELECT detail FROM events WHERE job_id = %lld AND kind = 'cancel_late'", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "{\"attempt\":1,\"job\":\"SUCCEEDED\"}");
+    snprintf(path, sizeof path, "/api/sweeps/%lld/requeue", sid);
+    r = api(&d, "POST", path, "");
+    T_EQ_INT(r.code, 200);
+    T_EQ_INT((long long)jnum(r.json, "requeued"), 0);
+    reply_free(&r);
+    T_CHECK(peer_wait(&p, "job", 1500) == NULL);
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || count(DISTINCT attempt) FROM results WHERE job_id = %lld", job);
+    T_EQ_STR(db_text(&d, sql, buf, sizeof buf), "1 1");
+    /* a cancel that the attempt obeyed keeps the job CANCELLED */
+    T_REQUIRE(submit_n(&d, "late2", "1") > 0);
+    T_REQUIRE(peer_take_job(&p, 5000, NULL));
+    job = p.job;
+    snprintf(path, sizeof path, "/api/jobs/%lld/cancel", job);
+    r = api(&d, "POST", path, "");
+    reply_free(&r);
+    peer_finish(&p, "cancelled");
+    ack = peer_wait(&p, "ack", 5000);
+    T_CHECK(ack != NULL);
+    cJSON_Delete(ack);
+    j = get_job(&d, job);
+    T_EQ_STR(jstr(j, "job.state"), "CANCELLED");
+    cJSON_Delete(j);
+    peer_close(&p);
+    daemon_kill(&d, SIGTERM);
+}
+
+/* A stale `finished` with another lease, from another peer, for an attempt a worker runs leaves
+ * that worker busy: it is given no second job. */
+static void test_daemon_proto_stale_finished_keeps_holder(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    T_REQUIRE(daemon_start(&d, "holder", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    peer a, b;
+    peer_open(&a, d.zmq, "t/holder");
+    peer_welcomed(&a);
+    T_REQUIRE(submit_n(&d, "holder", "1, 2") > 0);
+    T_REQUIRE(peer_take_job(&a, 5000, NULL));
+    peer_open(&b, d.zmq, "t/other-peer");
+    b.heartbeats = 0;
+    peer_hello(&b, NULL);
+    cJSON *w = peer_wait(&b, "welcome", 5000);
+    T_REQUIRE(w != NULL);
+    cJSON_Delete(w);
+    cJSON *jb = NULL;
+    T_REQUIRE(peer_take_job(&b, 5000, &jb)); /* the second job */
+    cJSON_Delete(jb);
+    b.job = a.job;
+    b.attempt = a.attempt;
+    snprintf(b.lease, sizeof b.lease, "%s", "0123456789abcdef0123456789abcdef");
+    peer_send(&b, finished_body(&b, "succeeded"));
+    cJSON *ack = peer_wait(&b, "ack", 5000);
+    T_CHECK(ack != NULL);
+    cJSON_Delete(ack);
+    T_REQUIRE(submit_n(&d, "holder2", "3") > 0);
+    T_CHECK(peer_wait(&a, "job", 1500) == NULL);
+    cJSON *j = get_job(&d, a.job);
+    T_EQ_STR(jstr(j, "job.state"), "RUNNING");
+    cJSON_Delete(j);
+    peer_close(&a);
+    peer_close(&b);
+    daemon_kill(&d, SIGTERM);
+}
+
+/* Names, hosts and devices that are not 1 to 128 printable ASCII characters are refused, and text
+ * a peer controls cannot forge a line of umdqd.log. */
+static void test_daemon_proto_hello_names(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    char err[256];
+    T_REQUIRE(daemon_start(&d, "names", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    char long_name[200];
+    memset(long_name, 'x', 129);
+    long_name[129] = 0;
+    static const struct {
+        const char *field, *value;
+    } bad[] = {
+        {"name", "w1\n2026-01-01T00:00:00.000Z umdqd[1] ERROR FORGED line"},
+        {"name", "w2-\xc3\x28"},
+        {"name", "w3-\xc3\xa9"}, /* valid UTF-8, but not ASCII */
+        {"name", NULL},          /* 129 characters */
+        {"name", ""},
+        {"host", "h\x1b[2J"},
+        {"device", "cpu\x7f"},
+        {"backend", "cpu\tx"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        peer p;
+        peer_open(&p, d.zmq, "t/ok");
+        p.heartbeats = 0;
+        cJSON *m = msg_new("hello");
+        const char *value = bad[i].value ? bad[i].value : long_name;
+        cJSON_AddStringToObject(m, "name", strcmp(bad[i].field, "name") == 0 ? value : "t/ok");
+        cJSON_AddStringToObject(m, "host", strcmp(bad[i].field, "host") == 0 ? value : "testhost");
+        cJSON_AddStringToObject(m, "device", strcmp(bad[i].field, "device") == 0 ? value : "cpu");
+        cJSON_AddStringToObject(m, "backend", strcmp(bad[i].field, "backend") == 0 ? value : "cpu");
+        cJSON_AddNumberToObject(m, "pid", 4321);
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(cJSON_AddObjectToObject(m, "capabilities"), "kinds"),
+                             cJSON_CreateString("command"));
+        cJSON_AddNullToObject(m, "running");
+        cJSON_AddArrayToObject(m, "finished");
+        peer_send(&p, m);
+        cJSON *rej = peer_wait(&p, "reject", 5000);
+        T_CHECK_MSG(rej != NULL, "hello %zu (%s) was not refused", i, bad[i].field);
+        char want[64];
+        snprintf(want, sizeof want, "\"%s\" must be 1 to", bad[i].field);
+        if (rej) T_CONTAINS(jstr(rej, "error"), want);
+        cJSON_Delete(rej);
+        T_CHECK(peer_wait(&p, "welcome", 200) == NULL);
+        peer_close(&p);
+    }
+    /* 128 characters are fine */
+    long_name[128] = 0;
+    peer ok;
+    peer_open(&ok, d.zmq, long_name);
+    peer_welcomed(&ok);
+    /* a message type is peer text too: it reaches the log escaped */
+    peer_send(&ok, msg_new("x\n2026-01-01T00:00:00.000Z umdqd[1] ERROR FORGED type"));
+    peer_wait(&ok, "nothing", 300);
+    http_reply r = api(&d, "GET", "/api/workers", NULL);
+    T_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "workers")), 1);
+    T_EQ_STR(jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "workers"), 0), "id"), long_name);
+    reply_free(&r);
+    peer_close(&ok);
+    daemon_kill(&d, SIGTERM);
+    char path[600], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/umdqd.log", d.home);
+    T_REQUIRE(read_file(path, &text, &len, 1 << 22, err, sizeof err) == 0);
+    T_CHECK_MSG(strstr(text, "\n2026-01-01T") == NULL, "a forged line in umdqd.log");
+    T_CONTAINS(text, "unknown type \"x\\x0a2026-01-01T00:00:00.000Z umdqd[1] ERRO");
+    for (size_t i = 0; i < len; i++) /* every byte printable ASCII or a newline */
+        if (!((text[i] >= 0x20 && text[i] < 0x7f) || text[i] == '\n')) {
+            T_CHECK_MSG(0, "byte 0x%02x at %zu of umdqd.log", (unsigned char)text[i], i);
+            break;
+        }
+    free(text);
+}
+
+/* Clients that send half a request and go away (a killed CLI, a closed tab) must not hold the
+ * daemon's connections: after 300 of them the API answers within a second. */
+static void test_daemon_proto_http_aborted_clients(void) {
+    need_daemon();
+    daemon_proc d = {0};
+    T_REQUIRE(daemon_start(&d, "aborted", "127.0.0.1:0", "tcp://127.0.0.1:*") == 0);
+    char req[200];
+    snprintf(req, sizeof req, "GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n", d.http_port); /* unfinished */
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)d.http_port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int made = 0;
+    for (int i = 0; i < 300; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) break;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+            int one = 1; /* the partial request and the FIN in one segment */
+            setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
+            if (write(fd, req, strlen(req)) == (ssize_t)strlen(req)) made++;
+            shutdown(fd, SHUT_WR);
+        }
+        close(fd);
+    }
+    T_EQ_INT(made, 300);
+    usleep(200 * 1000);
+    int64_t t0 = mono_ms();
+    http_reply r = api(&d, "GET", "/api/health", NULL);
+    int64_t took = mono_ms() - t0;
+    T_EQ_INT(r.code, 200);
+    T_CHECK_MSG(took < 1000, "GET /api/health took %lld ms", (long long)took);
+    reply_free(&r);
+    daemon_kill(&d, SIGTERM);
+}
+
 static void cleanup_after_test(void) {
     for (int i = 0; i < 16; i++) {
         if (live_socks[i]) zmq_close(live_socks[i]);
@@ -1217,6 +1615,12 @@ int main(void) {
     RUN(test_daemon_proto_name_reuse);
     RUN(test_daemon_proto_stall);
     RUN(test_daemon_proto_fuzz_frames);
+    RUN(test_daemon_proto_watermarks);
+    RUN(test_daemon_proto_watermarks_give_up);
+    RUN(test_daemon_proto_cancel_too_late);
+    RUN(test_daemon_proto_stale_finished_keeps_holder);
+    RUN(test_daemon_proto_hello_names);
+    RUN(test_daemon_proto_http_aborted_clients);
     zmq_ctx_term(zctx);
     curl_global_cleanup();
     const char *keep = getenv("KEEP_TMP");

@@ -411,19 +411,19 @@ static void test_daemon_store_metrics_idempotent(void) {
     T_REQUIRE(st);
     cJSON *pts = cJSON_Parse("[[\"loss\", 1, 0.5], [\"loss\", 2, 0.4], [\"lr\", 1, 0.001]]");
     int added = -1;
-    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, pts, &added, err, sizeof err), 0);
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 0, 0, pts, &added, err, sizeof err), 0);
     T_EQ_INT(added, 3);
-    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, pts, &added, err, sizeof err), 0);
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 0, 0, pts, &added, err, sizeof err), 0);
     T_EQ_INT(added, 0);
     T_EQ_INT(q_int(st, "SELECT count(*) FROM metrics"), 3);
     cJSON_Delete(pts);
     /* one malformed point refuses the message whole */
     pts = cJSON_Parse("[[\"loss\", 3, 0.3], [\"loss\", 1.5, 0.2]]");
-    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, pts, &added, err, sizeof err), UMDQ_EPROTO);
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 0, 0, pts, &added, err, sizeof err), UMDQ_EPROTO);
     T_EQ_INT(q_int(st, "SELECT count(*) FROM metrics"), 3);
     cJSON_Delete(pts);
     pts = cJSON_Parse("[[\"loss\", 3, 0.3]]");
-    T_EQ_INT(store_metrics(st, d.job, 1, "0123456789abcdef0123456789abcdef", pts, &added, err, sizeof err), UMDQ_ESTALE);
+    T_EQ_INT(store_metrics(st, d.job, 1, "0123456789abcdef0123456789abcdef", 0, 0, pts, &added, err, sizeof err), UMDQ_ESTALE);
     T_EQ_INT(q_int(st, "SELECT count(*) FROM metrics"), 3);
     cJSON_Delete(pts);
     store_dispatch_clear(&d);
@@ -440,18 +440,18 @@ static void test_daemon_store_log_append(void) {
     snprintf(path, sizeof path, "%s/log/logs/%lld.log", tmpdir, (long long)d.job);
     struct stat sb;
     T_CHECK(stat(path, &sb) != 0 && errno == ENOENT);
-    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "", 0, err, sizeof err), 0);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, -1, "", 0, err, sizeof err), 0);
     T_CHECK(stat(path, &sb) != 0 && errno == ENOENT);
-    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "hello ", 6, err, sizeof err), 0);
-    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, "hello ", 6, err, sizeof err), 0);    /* replay */
-    T_EQ_INT(store_log(st, d.job, 1, d.lease, 3, "lo world\n", 9, err, sizeof err), 0); /* overlap */
-    T_EQ_INT(store_log(st, d.job, 1, d.lease, 20, "after a gap", 11, err, sizeof err), 0);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, -1, "hello ", 6, err, sizeof err), 0);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, -1, "hello ", 6, err, sizeof err), 0);    /* replay */
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 3, -1, "lo world\n", 9, err, sizeof err), 0); /* overlap */
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 20, -1, "after a gap", 11, err, sizeof err), 0);
     T_EQ_INT(q_int(st, "SELECT log_bytes FROM attempts"), 31);
     /* the next attempt starts with its own header line */
     T_EQ_INT(store_lost(st, d.job, 1, "test", NULL, err, sizeof err), 0);
     store_dispatch_clear(&d);
     T_REQUIRE(store_claim(st, &cmd_worker, &d, err, sizeof err) == 0);
-    T_EQ_INT(store_log(st, d.job, 2, d.lease, 0, "second\n", 7, err, sizeof err), 0);
+    T_EQ_INT(store_log(st, d.job, 2, d.lease, 0, -1, "second\n", 7, err, sizeof err), 0);
     snprintf(path, sizeof path, "%s/log/logs/%lld.log", tmpdir, (long long)d.job);
     char *text = NULL;
     size_t len = 0;
@@ -459,6 +459,52 @@ static void test_daemon_store_log_append(void) {
     T_EQ_STR(text, "== attempt 1 on host/w0 ==\nhello world\n[umdqd: 8 bytes of output are missing here]\n"
                    "after a gap\n== attempt 2 on host/w0 ==\nsecond\n");
     free(text);
+    store_dispatch_clear(&d);
+    store_destroy(&st);
+}
+
+/* Log bytes written by a turn that did not commit (umdqd killed between the write and the commit)
+ * are cut before the next append, so the bytes sent again are in the log once. Numbered metrics
+ * move the attempt's watermark only when they are the next one. */
+static void test_daemon_store_watermarks(void) {
+    char err[512], path[600];
+    store_dispatch d;
+    store *st = setup_claimed("marks", 3, 0, &d);
+    T_REQUIRE(st);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 0, 0, "one\n", 4, err, sizeof err), 0);
+    store_batch_begin(st);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 4, 0, "two\n", 4, err, sizeof err), 0);
+    store_batch_abort(st); /* the turn is undone; the bytes are in the file */
+    store_marks mk;
+    T_EQ_INT(store_marks_get(st, d.job, 1, d.lease, &mk, err, sizeof err), 0);
+    T_EQ_INT(mk.log_bytes, 4);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 4, 0, "two\n", 4, err, sizeof err), 0);
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 12, 4, "four\n", 5, err, sizeof err), 0); /* waits for 8..12 */
+    T_EQ_INT(store_log(st, d.job, 1, d.lease, 8, 8, "3333", 4, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/marks/logs/%lld.log", tmpdir, (long long)d.job);
+    char *text = NULL;
+    size_t len = 0;
+    T_REQUIRE(read_file(path, &text, &len, 1 << 20, err, sizeof err) == 0);
+    T_EQ_STR(text, "== attempt 1 on host/w0 ==\none\ntwo\n3333");
+    free(text);
+
+    cJSON *pts = cJSON_Parse("[[\"m\", 1, 1]]");
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 2, 1, pts, NULL, err, sizeof err), 0); /* 1 is missing */
+    T_EQ_INT(store_marks_get(st, d.job, 1, d.lease, &mk, err, sizeof err), 0);
+    T_EQ_INT(mk.metrics_seq, 0);
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 1, 1, pts, NULL, err, sizeof err), 0);
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 2, 1, pts, NULL, err, sizeof err), 0);
+    T_EQ_INT(store_marks_get(st, d.job, 1, d.lease, &mk, err, sizeof err), 0);
+    T_EQ_INT(mk.metrics_seq, 2);
+    cJSON_Delete(pts);
+    /* a malformed numbered message counts as delivered */
+    pts = cJSON_Parse("[[\"m\", 1.5, 1]]");
+    T_EQ_INT(store_metrics(st, d.job, 1, d.lease, 3, 3, pts, NULL, err, sizeof err), UMDQ_EPROTO);
+    T_EQ_INT(store_marks_get(st, d.job, 1, d.lease, &mk, err, sizeof err), 0);
+    T_EQ_INT(mk.metrics_seq, 3);
+    cJSON_Delete(pts);
+    T_EQ_INT(q_int(st, "SELECT count(*) FROM metrics"), 1);
+    T_EQ_INT(store_marks_get(st, d.job, 1, "0123456789abcdef0123456789abcdef", &mk, err, sizeof err), UMDQ_ESTALE);
     store_dispatch_clear(&d);
     store_destroy(&st);
 }
@@ -521,11 +567,12 @@ static void test_daemon_store_sweep_counts(void) {
     free_sweep(a);
     free_sweep(b);
 
-    /* a version 1 database with jobs: migration 2 counts them */
+    /* a version 1 database with jobs: migration 2 counts them (and migration 3 adds a column) */
     T_REQUIRE(sqlite3_exec(store_db(st), "DROP TRIGGER sweep_counts_new; DROP TRIGGER sweep_counts_job_new; "
                                          "DROP TRIGGER sweep_counts_job_state; DROP TRIGGER sweep_counts_job_gone; "
                                          "DROP TRIGGER sweep_counts_sweep_gone; DROP TABLE sweep_counts; "
                                          "DROP INDEX jobs_sweep_started; DROP INDEX jobs_sweep_finished; "
+                                         "ALTER TABLE attempts DROP COLUMN metrics_seq; ALTER TABLE attempts DROP COLUMN log_end; "
                                          "PRAGMA user_version = 1",
                            NULL, NULL, NULL) == SQLITE_OK);
     store_destroy(&st);
@@ -663,6 +710,7 @@ int main(void) {
     T_RUN(test_daemon_store_results_once);
     T_RUN(test_daemon_store_metrics_idempotent);
     T_RUN(test_daemon_store_log_append);
+    T_RUN(test_daemon_store_watermarks);
     T_RUN(test_daemon_store_sweep_counts);
     T_RUN(test_daemon_store_batch);
     T_RUN(test_daemon_store_dispatch_fit_and_order);

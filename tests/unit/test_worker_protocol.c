@@ -478,6 +478,144 @@ static void test_worker_proto_daemon_restart(void) {
     send_simple("ack", 8, 1, NULL, -1);
 }
 
+/* The worker numbers its metrics messages, keeps what the daemon has not confirmed (hb says how
+ * much it sent), sends the unconfirmed rest again after a welcome (oldest first, the same offsets),
+ * forgets what a `stored` confirms, and says in `finished` what it sent. */
+static void test_worker_proto_watermarks(void) {
+    T_REQUIRE(worker_alive());
+    consume_all();
+    send_job(40, 1,
+             "for i in 1 2 3; do echo \"{{\\\"umdq\\\": \\\"metric\\\", \\\"step\\\": $i, \\\"m\\\": $i}}\"; "
+             "echo line-$i; sleep 0.7; done; sleep 3",
+             0);
+    T_REQUIRE(expect("started", 40, 5000) != NULL);
+    cJSON *m3 = NULL;
+    int64_t t0 = mono_ms();
+    while (!m3 && mono_ms() - t0 < 8000) {
+        cJSON *m = expect("metrics", 40, 500);
+        if (m && num(m, "seq") == 3) m3 = m;
+    }
+    T_REQUIRE(m3 != NULL);
+    pump(700); /* the log of the third round */
+    /* what was sent: metrics 1..3, all from 1 (nothing confirmed), log chunks end to end */
+    int64_t seqs = 0, log_end = 0, first_end = -1;
+    int from_ok = 1, offsets_ok = 1;
+    cJSON *m;
+    cJSON_ArrayForEach(m, received) {
+        const char *t = str(m, "t");
+        if (!t || num(m, "job") != 40) continue;
+        if (strcmp(t, "metrics") == 0) {
+            seqs = seqs * 10 + num(m, "seq");
+            if (num(m, "from") != 1) from_ok = 0;
+        } else if (strcmp(t, "log") == 0) {
+            if (num(m, "offset") != log_end || num(m, "from") != 0) offsets_ok = 0;
+            log_end += (int64_t)strlen(str(m, "data"));
+            if (first_end < 0) first_end = log_end;
+        }
+    }
+    T_EQ_INT(seqs, 123);
+    T_CHECK(from_ok);
+    T_CHECK(offsets_ok);
+    T_REQUIRE(first_end > 0 && log_end > first_end);
+    cJSON *hb = NULL;
+    for (int i = 0; i < 10 && !hb; i++) {
+        cJSON *h = expect("hb", -1, 1000);
+        const cJSON *run = h ? cJSON_GetObjectItem(h, "running") : NULL;
+        if (run && num(run, "seq") == 3 && num(run, "log") == log_end) hb = h;
+    }
+    T_CHECK_MSG(hb != NULL, "no heartbeat says what was sent (3 messages, %lld bytes)", (long long)log_end);
+
+    /* a daemon that knows only message 1 and the first chunk: the rest comes again */
+    consume_all();
+    send_to_worker(msg_new("who"));
+    cJSON *h = expect("hello", -1, 3000);
+    T_REQUIRE(h != NULL);
+    T_EQ_INT(num(cJSON_GetObjectItem(h, "running"), "seq"), 3);
+    cJSON *w = msg_new("welcome");
+    cJSON_AddStringToObject(w, "worker", "test/cpu0");
+    cJSON_AddStringToObject(w, "epoch", "4567cdef");
+    cJSON_AddNumberToObject(w, "heartbeat_ms", HB_MS);
+    cJSON *marks = cJSON_AddObjectToObject(cJSON_AddArrayToObject(w, "stored"), "");
+    cJSON_AddNumberToObject(marks, "job", 40);
+    cJSON_AddNumberToObject(marks, "attempt", 1);
+    cJSON_AddNumberToObject(marks, "seq", 1);
+    cJSON_AddNumberToObject(marks, "log", (double)first_end);
+    send_to_worker(w);
+    for (int64_t end = mono_ms() + 500; mono_ms() < end;) pump(50);
+    int64_t again = 0, again_log = first_end;
+    from_ok = offsets_ok = 1;
+    cJSON_ArrayForEach(m, received) {
+        const char *t = str(m, "t");
+        if (!t || num(m, "job") != 40 || cJSON_GetObjectItem(m, "_used")) continue;
+        if (strcmp(t, "metrics") == 0) {
+            again = again * 10 + num(m, "seq");
+            if (num(m, "from") != 2) from_ok = 0;
+        } else if (strcmp(t, "log") == 0) {
+            if (num(m, "offset") != again_log || num(m, "from") != first_end) offsets_ok = 0;
+            again_log += (int64_t)strlen(str(m, "data"));
+        }
+    }
+    T_EQ_INT(again, 23);
+    T_CHECK(from_ok);
+    T_CHECK(offsets_ok);
+    T_EQ_INT(again_log, log_end);
+
+    /* confirmed: heartbeats no longer say what was sent, and nothing comes again */
+    cJSON *st = msg_new("stored");
+    cJSON_AddNumberToObject(st, "job", 40);
+    cJSON_AddNumberToObject(st, "attempt", 1);
+    cJSON_AddNumberToObject(st, "seq", 3);
+    cJSON_AddNumberToObject(st, "log", (double)log_end);
+    send_to_worker(st);
+    pump(2 * HB_MS);
+    consume_all();
+    for (int64_t end = mono_ms() + 3 * HB_MS; mono_ms() < end;) pump(50);
+    int hbs = 0, with_marks = 0;
+    cJSON_ArrayForEach(m, received) {
+        const char *t = str(m, "t");
+        if (cJSON_GetObjectItem(m, "_used") || !t) continue;
+        if (strcmp(t, "hb") == 0) {
+            hbs++;
+            if (cJSON_GetObjectItem(cJSON_GetObjectItem(m, "running"), "seq")) with_marks++;
+        }
+        T_CHECK(strcmp(t, "metrics") != 0 && strcmp(t, "log") != 0);
+    }
+    T_CHECK(hbs >= 2);
+    T_EQ_INT(with_marks, 0);
+    cJSON *f = expect("finished", 40, 8000);
+    T_REQUIRE(f != NULL);
+    T_EQ_STR(str(f, "status"), "succeeded");
+    T_EQ_INT(num(f, "seq"), 3);
+    T_EQ_INT(num(f, "log"), log_end);
+    send_simple("ack", 40, 1, NULL, -1);
+}
+
+/* A name the daemon would refuse is refused at start: exit 2. */
+static void test_worker_proto_bad_name(void) {
+    char long_name[160];
+    memset(long_name, 'n', 129);
+    long_name[129] = 0;
+    const char *names[] = {"a\nb", "w2-\xc3\x28", long_name, "x#y"};
+    for (int i = 0; i < 4; i++) {
+        pid_t pid = spawn_worker(names[i], "worker-bad-name.log");
+        int st = 0;
+        int64_t t0 = mono_ms();
+        pid_t w = 0;
+        while ((w = waitpid(pid, &st, WNOHANG)) == 0 && mono_ms() - t0 < 5000) usleep(20000);
+        if (w != pid) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        T_CHECK_MSG(w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 2, "name %d: not refused with exit 2", i);
+    }
+    char path[600], *text = NULL, err[128];
+    size_t len;
+    snprintf(path, sizeof path, "%s/worker-bad-name.log", tmp_root);
+    T_REQUIRE(read_file(path, &text, &len, 1 << 20, err, sizeof err) == 0);
+    T_CONTAINS(text, "--name must be 1 to 128 printable ASCII characters");
+    free(text);
+}
+
 /* SIGTERM: the running attempt is stopped and reported preempted; after the ack the worker exits 0. */
 static void test_worker_proto_sigterm(void) {
     T_REQUIRE(worker_alive());
@@ -724,8 +862,10 @@ int main(void) {
     T_RUN(test_worker_proto_failed_and_stalled);
     T_RUN(test_worker_proto_umd_job);
     T_RUN(test_worker_proto_daemon_restart);
+    T_RUN(test_worker_proto_watermarks);
     T_RUN(test_worker_proto_sigterm);
     T_RUN(test_worker_proto_reject);
+    T_RUN(test_worker_proto_bad_name);
     T_RUN(test_worker_proto_reject_name_in_use);
     T_RUN(test_worker_proto_all_gpus_none);
     T_RUN(test_worker_proto_supervise);
