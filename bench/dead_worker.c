@@ -74,7 +74,10 @@ static int find_bindir(const char *argv0, char *out, size_t n) {
         self[len] = 0;
         char *slash = strrchr(self, '/');
         if (slash) *slash = 0;
-        snprintf(out, n, "%s/../bin", self);
+        if ((size_t)snprintf(out, n, "%s/../bin", self) >= n) {
+            fprintf(stderr, "path too long: %s/../bin\n", self);
+            return -1;
+        }
     }
     char p[PATH_MAX + 32];
     const char *bins[] = {"umdqd", "umdq-worker"};
