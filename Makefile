@@ -54,9 +54,27 @@ KFLAGS   := -O1 -march=native
 endif
 LDLIBS   := -lsqlite3 -lzmq -lcjson -lcurl -lmicrohttpd $(BLAS_LIBS) -lpng -lz -lm -pthread $(OMPLD) $(SANLD)
 
+# ---- the CUDA backend (kernels/cuda/*.cu), built whenever nvcc is found -------------------------
+# CUDA_ARCH=sm_90 (Hopper) by default: SASS for it plus its PTX, which newer GPUs JIT-compile.
+# The CUDA runtime is linked statically; cuBLAS is the toolkit's shared library (found through the
+# rpath, or LD_LIBRARY_PATH where the binaries are copied). --as-needed keeps programs that never
+# touch the trainer (umdqd) free of any CUDA library.
+CUDA_ARCH ?= sm_90
+CUDA_CC   := $(patsubst sm_%,%,$(CUDA_ARCH))
+NVCCFLAGS := -std=c++17 -O3 -lineinfo -gencode arch=compute_$(CUDA_CC),code=sm_$(CUDA_CC) \
+             -gencode arch=compute_$(CUDA_CC),code=compute_$(CUDA_CC) --Werror all-warnings \
+             -Xcompiler -Wall,-Wextra,-Werror,-fPIC
+ifeq ($(HAVE_CUDA),1)
+CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,--as-needed -lcublas -lcublasLt \
+             -lstdc++ -Wl,--no-as-needed -lcudart_static -ldl -lrt
+else
+CUDA_SRC  :=
+endif
+
 # ---- sources -----------------------------------------------------------------------------------
 COMMON_SRC  := $(wildcard common/*.c)
-KERNEL_SRC  := $(wildcard kernels/cpu/*.c)
+KERNEL_SRC  := $(wildcard kernels/cpu/*.c kernels/cuda/*.c)
 TRAINER_SRC := $(wildcard trainer/*.c trainer/eval/*.c)
 DAEMON_SRC  := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 WORKER_SRC  := $(filter-out worker/main.c,$(wildcard worker/*.c))
@@ -97,6 +115,11 @@ $(BUILD)/obj/kernels/cpu/%.o: kernels/cpu/%.c
 	$(call say,CC)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(KFLAGS) -c $< -o $@
 
+$(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu
+	@mkdir -p $(@D)
+	$(call say,NVCC)
+	$(Q)$(NVCC) -D_GNU_SOURCE -Icommon -Ikernels -DUMDQ_HAVE_CUDA=1 $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(call say,CC)
@@ -110,7 +133,7 @@ define archive
 endef
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))  ; $(archive)
-$(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) ; $(archive)
+$(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC)) ; $(archive)
 # schema/*.sql are compiled into the daemon, so an installed umdqd needs no data files
 SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
 $(BUILD)/gen/schema_embed.c: $(SCHEMA_SQL) scripts/embed.sh

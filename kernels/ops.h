@@ -169,12 +169,16 @@ typedef struct umd_ops {
 
     /* ---- attention --------------------------------------------------------------------------------- */
     /* qkv (n, T, 3, heads, hd) -> out (n, T, heads, hd): softmax(q k^T / sqrt(hd)) v per sequence
-     * and head, no mask; probs (n, heads, T, T) saved for the backward. */
-    void (*attention_fwd)(umd_ctx *c, float *out, float *probs, const float *qkv, int n, int T,
+     * and head, no mask. What is saved for the backward is lse (n, heads, T), each score row's
+     * log-sum-exp, lse[i] = log sum_j exp(q_i k_j / sqrt(hd)), never the (T, T) probabilities: the
+     * backward recomputes them as P_ij = exp(q_i k_j / sqrt(hd) - lse[i]). */
+    void (*attention_fwd)(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                           int heads, int hd);
-    /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd). */
+    /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd), given the forward's qkv, out
+     * and lse. The softmax backward's row term rowsum(P * dP) equals the row dot of dout and out,
+     * which is why out is passed. */
     void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                          const float *probs, int n, int T, int heads, int hd);
+                          const float *out, const float *lse, int n, int T, int heads, int hd);
 
     /* ---- tokens ----------------------------------------------------------------------------------- */
     /* out (n, w) = table[idx[b]] ; backward dtable[idx[b]] += dout[b]. */
@@ -222,6 +226,12 @@ typedef struct umd_ops {
                   size_t n, const umd_adamw_args *a);
     /* ema = decay * ema + (1 - decay) * p */
     void (*ema)(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
+
+    /* ---- errors ------------------------------------------------------------------------------------- */
+    /* Waits for the context's queued work; 0, or the first failure of an op since ctx_new (a
+     * device fault, out of device memory: a negative UMDQ_E* code and a message naming the op).
+     * After a failure the context's ops do nothing. NULL on a backend whose ops cannot fail (cpu). */
+    int (*status)(umd_ctx *c, char *err, size_t errlen);
 } umd_ops;
 
 /* The CPU backend (C, OpenMP across rows and heads, OpenBLAS GEMMs). Never NULL. */

@@ -1,19 +1,112 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh (make gpu-check): on a GPU machine, build the CUDA backend for sm_90, run the
-# CPU/GPU parity tests and the GPU benchmark, and print a short table. Finishes in under 5 minutes.
+# CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps and loss curves) and
+# the GPU benchmark, and print a short table. Finishes in under 5 minutes on an H100.
+#
+#   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
+#   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
+#                                                     benchmark and the shared libraries they need
+#                                                     (not libc, libstdc++ or CUDA's) into DIR
+#   scripts/gpu-check.sh --prebuilt DIR [--steps N] [--sanitize]
+#                                                     run the binaries of such a bundle (a GPU
+#                                                     machine without the -dev packages)
+# --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. Logs go to $LOGS
+# (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+mode=build dir="" steps=10 sanitize=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bundle) mode=bundle; dir=${2:?--bundle needs a directory}; shift ;;
+    --prebuilt) mode=prebuilt; dir=${2:?--prebuilt needs a directory}; shift ;;
+    --steps) steps=${2:?--steps needs a number}; shift ;;
+    --sanitize) sanitize=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+BINS="tests/test_cuda_ops tests/test_cuda_model bench/train_gpu"
+
+if [ $mode = bundle ]; then
+  mkdir -p "$dir/lib" || exit 1
+  for b in $BINS; do
+    [ -x "$BUILD/$b" ] || { echo "gpu-check: $BUILD/$b is not built (make BUILD=$BUILD)" >&2; exit 1; }
+    cp "$BUILD/$b" "$dir/" || exit 1
+    ldd "$BUILD/$b" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
+      case $(basename "$lib") in
+        libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
+        libcublas*|libcudart*|libcuda.so*) ;;
+        *) cp -L "$lib" "$dir/lib/" ;;
+      esac
+    done
+  done
+  echo "gpu-check: bundle in $dir ($(du -sh "$dir" | cut -f1)): $(ls "$dir" | xargs)"
+  exit 0
+fi
+
+LOGS=${LOGS:-$BUILD/gpu-check}
+mkdir -p "$LOGS"
+t_start=$(date +%s)
 echo "== gpu-check: $(date -u +%FT%TZ)"
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 else
-  echo "no nvidia-smi: no GPU visible on this machine"
+  echo "no nvidia-smi: no GPU visible on this machine (the tests will report SKIP)"
 fi
-if ! ls kernels/cuda/*.cu >/dev/null 2>&1; then
-  echo "this version of umdq has no CUDA backend yet (kernels/cuda/ is empty): nothing to check"
-  exit 0
+
+if [ $mode = build ]; then
+  if ! ls kernels/cuda/*.cu >/dev/null 2>&1; then
+    echo "this version of umdq has no CUDA backend (kernels/cuda/ is empty): nothing to check"
+    exit 0
+  fi
+  scripts/deps.sh || exit 1
+  make -j"$(nproc)" BUILD="$BUILD" CUDA_ARCH=sm_90 $(for b in $BINS; do echo "$BUILD/$b"; done) || exit 1
+  run_dir=$BUILD
+  bin() { echo "$BUILD/$1"; }
+else
+  [ -d "$dir" ] || { echo "gpu-check: no bundle at $dir" >&2; exit 1; }
+  export LD_LIBRARY_PATH=$dir/lib:${CUDA_HOME:-/usr/local/cuda}/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  run_dir=$dir
+  bin() { echo "$dir/$(basename "$1")"; }
 fi
-scripts/deps.sh || exit 1
-make -j"$(nproc)" BUILD="$BUILD" CUDA_ARCH=sm_90 all || exit 1
-BUILD=$BUILD tests/run.sh gpu
+echo "binaries: $run_dir"
+
+failed=0
+summary=()
+run_test() { # name, seconds, command...
+  local name=$1 limit=$2; shift 2
+  local log=$LOGS/$name.log t0=$(date +%s)
+  timeout -k 10 "$limit" "$@" >"$log" 2>&1
+  local rc=$?
+  local np nf ns
+  np=$(grep -c '^PASS ' "$log"); nf=$(grep -c '^FAIL ' "$log"); ns=$(grep -c '^SKIP ' "$log")
+  grep -E '^(FAIL|SKIP) ' "$log" | sed 's/^/  /'
+  if [ $rc != 0 ] && [ "$nf" = 0 ]; then nf=1; echo "  FAIL $name: exited with status $rc (see $log)"; tail -n 5 "$log" | sed 's/^/    /'; fi
+  [ "$nf" -gt 0 ] && failed=1
+  summary+=("$(printf '| %-26s | %3d | %3d | %3d | %4ss |' "$name" "$np" "$nf" "$ns" $(( $(date +%s) - t0 )))")
+}
+
+run_test test_cuda_ops 240 "$(bin tests/test_cuda_ops)"
+run_test test_cuda_model 240 "$(bin tests/test_cuda_model)"
+if [ $sanitize = 1 ]; then
+  san=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+  if [ -x "$san" ]; then
+    run_test memcheck_test_cuda_ops 500 "$san" --tool memcheck --error-exitcode 9 "$(bin tests/test_cuda_ops)"
+    grep -E "ERROR SUMMARY" "$LOGS/memcheck_test_cuda_ops.log" | sed 's/^/  /'
+  else
+    echo "  compute-sanitizer not found: memcheck skipped"
+  fi
+fi
+echo
+echo "| test                       | pass| fail| skip| time |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${summary[@]}"
+echo
+echo "== benchmark: train_gpu --steps $steps"
+timeout -k 10 300 "$(bin bench/train_gpu)" --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"
+exit $failed

@@ -180,7 +180,7 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     a->rstd1 = takef(b, tok);
     a->m1 = takef(b, tok * w);
     a->qkv = takef(b, tok * 3 * w);
-    a->probs = takef(b, (size_t)sl->nprob);
+    a->lse = takef(b, (size_t)sl->nlse);
     a->att = takef(b, tok * w);
     a->ao = takef(b, tok * w);
     a->x2 = takef(b, tok * w);
@@ -201,9 +201,9 @@ static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int he
     s->T = T;
     s->keep = keep;
     s->tok0 = sl->ntok;
-    s->prob0 = sl->nprob;
+    s->lse0 = sl->nlse;
     sl->ntok += (long)n * T;
-    sl->nprob += (long)n * heads * T * T;
+    sl->nlse += (long)n * heads * T;
 }
 
 /* One replica's tensors (B = its rows) and its workspace. */
@@ -483,7 +483,8 @@ int umd_model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape
     m->optim = ops->alloc(m->ctx, m->sizes.optim);
     m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
     if (!m->params || !m->grads || !m->optim || !m->acts_base) {
-        snprintf(err, errlen, "out of memory allocating the arenas (%.1f MiB)",
+        snprintf(err, errlen, "out of %s memory allocating the arenas (%.1f MiB)",
+                 strcmp(ops->name, "cpu") != 0 ? "device" : "host",
                  (double)(m->sizes.params + m->sizes.grads + m->sizes.optim + m->sizes.acts) /
                      1048576.0);
         rc = UMDQ_ENOMEM;

@@ -43,7 +43,7 @@ typedef struct {
     float *mean1, *rstd1;      /* (ntok) */
     float *m1;                 /* (ntok, w) LN1 modulated: attention input */
     float *qkv;                /* (ntok, 3w) */
-    float *probs;              /* per segment (n, heads, T, T), nprob floats */
+    float *lse;                /* per segment (n, heads, T) attention row log-sum-exps, nlse floats */
     float *att;                /* (ntok, w) attention output before proj */
     float *ao;                 /* (ntok, w) proj output */
     float *x2;                 /* (ntok, w) after the attention residual */
@@ -63,14 +63,14 @@ typedef struct {
     int row0, n, T;     /* batch rows [row0, row0 + n), T tokens each */
     int keep;           /* visible tokens per row (encoder segments) */
     long tok0;          /* first token of the segment in the buffers */
-    long prob0;         /* first float of the segment's attention probabilities */
+    long lse0;          /* first float of the segment's attention log-sum-exps */
 } seq_seg;
 
 typedef struct {
     int nseg;
     seq_seg seg[2];
     long ntok;          /* tokens of all segments */
-    long nprob;         /* floats of all segments' probabilities */
+    long nlse;          /* floats of all segments' log-sum-exps */
 } seq_layout;
 
 /* One replica's activations; B here is the replica's rows (its clean rows, then its noisy ones). */

@@ -18,9 +18,10 @@
  * Every tensor is touched through the ops only.
  *
  * Memory per block (what the backward reads): the input, both LayerNorm outputs after modulation
- * and their statistics, qkv, the attention probabilities, the attention and projection outputs,
- * the residual in between, fc1's output before and after GELU, and fc2's output: about 10 w + 2 F
- * floats per token. Nothing is recomputed; the backward's temporaries are shared by all blocks. */
+ * and their statistics, qkv, the attention's row log-sum-exps (heads floats per token), the
+ * attention and projection outputs, the residual in between, fc1's output before and after GELU,
+ * and fc2's output: about 10 w + 2 F floats per token. Only attention's probabilities are
+ * recomputed (from lse); the backward's temporaries are shared by all blocks. */
 #include <stddef.h>
 #include "model.h"
 #include "model_internal.h"
@@ -47,7 +48,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, blo
     o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_fwd(c, a->att + s->tok0 * w, a->probs + s->prob0, a->qkv + s->tok0 * 3 * w,
+        o->attention_fwd(c, a->att + s->tok0 * w, a->lse + s->lse0, a->qkv + s->tok0 * 3 * w,
                          s->n, s->T, d->heads, d->hd);
     }
     o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w);
@@ -106,7 +107,7 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w, a->qkv + s->tok0 * 3 * w,
-                         a->probs + s->prob0, s->n, s->T, d->heads, d->hd);
+                         a->att + s->tok0 * w, a->lse + s->lse0, s->n, s->T, d->heads, d->hd);
     }
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0);
     for (int k = 0; k < sl->nseg; k++) {

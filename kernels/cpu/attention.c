@@ -1,21 +1,24 @@
 /* attention.c: multi-head self-attention without a mask, forward and backward, for the short
- * sequences of this model (T = cls + visible tokens in the encoder, 1 + L in the decoder; tens of
- * tokens, head_dim 64 at the sizes that matter).
+ * sequences of this model (T = cls + visible tokens in the encoder, 1 + L in the decoder; tens to
+ * hundreds of tokens, head_dim 64 at the sizes that matter).
  *
- * Per (sequence, head) the work is six small matrix products (T x T x hd):
- *   forward   S = Q K^T,  P = softmax(S / sqrt(hd)),  O = P V
- *   backward  dP = dO V^T,  dS = P (dP - rowsum(P dP)) / sqrt(hd),
+ * Per (sequence, head) the work is small matrix products (T x T x hd):
+ *   forward   S = Q K^T,  P = softmax(S / sqrt(hd)),  O = P V;  lse = log rowsum(exp(S / sqrt(hd)))
+ *   backward  P = exp(S / sqrt(hd) - lse) (S recomputed),  dP = dO V^T,
+ *             dS = P (dP - D) / sqrt(hd) with D = rowsum(dO * O) (= rowsum(P dP)),
  *             dV = P^T dO,  dQ = dS K,  dK = dS^T Q
- * each done by one register-blocked kernel (4 rows x 16 columns of C in 8 vector accumulators,
- * rank-1 updates over k), so no per-head allocation and no BLAS call per head. K^T and V^T are
- * copied into the thread's workspace with their rows padded to a multiple of 8 by zeros, so the
- * T-wide products run on whole vectors; transposed left operands (P^T, dS^T) are read through
- * strides.
+ * Only lse (n, heads, T) lies between the two (ops.h's contract, the one a fused device kernel
+ * keeps): the (T, T) probabilities live in the thread's workspace for one pair at a time.
+ * Each product is one register-blocked kernel (4 rows x 16 columns of C in 8 vector
+ * accumulators, rank-1 updates over k), so no per-head allocation and no BLAS call per head. K^T
+ * and V^T are copied into the thread's workspace with their rows padded to a multiple of 8 by
+ * zeros, so the T-wide products run on whole vectors; transposed left operands (P^T, dS^T) are
+ * read through strides.
  *
  * Parallelisation: over (sequence, head) pairs, static chunks; each pair writes its own slices of
- * out / dqkv / probs, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
+ * out / dqkv / lse, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
  * (deterministic for any thread count); softmax subtracts the row maximum before exp (cpu_expf,
- * ~2 ulp) and sums in fp32. */
+ * ~2 ulp) and sums in fp32; lse = max + log(sum) is formed in fp32 from the scaled scores. */
 #include <math.h>
 #include "cpu.h"
 
@@ -106,12 +109,13 @@ static inline __attribute__((always_inline)) void prefetch_pair(const float *bas
             for (int d = 0; d < hd; d += 16) __builtin_prefetch(p0 + j * row + part * W + d, 0, 2);
 }
 
+/* Per thread: (hd, Tp) K^T or V^T, then two (T, Tp) tiles: scores / P and dP / dS. */
 size_t cpu_attention_ws_floats(int T, int hd) {
     size_t Tp = (size_t)round8(T);
-    return (size_t)hd * Tp + (size_t)T * Tp + 64;
+    return (size_t)hd * Tp + 2 * (size_t)T * Tp + 64;
 }
 
-void cpu_attention_fwd(umd_ctx *c, float *out, float *probs, const float *qkv, int n, int T,
+void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                        int heads, int hd) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv */
@@ -119,19 +123,19 @@ void cpu_attention_fwd(umd_ctx *c, float *out, float *probs, const float *qkv, i
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, (double)pairs * T * T * hd), {
         float *kt = cpu_ws(c, tid);          /* (hd, Tp) K^T */
-        float *s = kt + (long)hd * Tp;       /* (T, Tp) scores */
+        float *s = kt + (long)hd * Tp;       /* (T, Tp) scores, then P */
         long lo, hi;
         cpu_split(pairs, tid, team, &lo, &hi);
         for (long pr = lo; pr < hi; pr++) {
             long b = pr / heads;
             int h = (int)(pr % heads);
             const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
-            float *P = probs + (b * heads + h) * (long)T * T;
+            float *l = lse + (b * heads + h) * (long)T;
             if (pr + 1 < hi) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
             transpose_pad(kt, k, row, T, Tp, hd);
             mm(T, Tp, hd, q, row, 1, kt, Tp, s, Tp, 0);
             for (int i = 0; i < T; i++) {
-                float *si = s + (long)i * Tp, *pi = P + (long)i * T;
+                float *si = s + (long)i * Tp;
                 float mx = si[0];
                 _Pragma("omp simd reduction(max:mx)")
                 for (int j = 0; j < T; j++) mx = si[j] > mx ? si[j] : mx;
@@ -139,26 +143,29 @@ void cpu_attention_fwd(umd_ctx *c, float *out, float *probs, const float *qkv, i
                 _Pragma("omp simd reduction(+:sum)")
                 for (int j = 0; j < T; j++) {
                     float e = cpu_expf((si[j] - mx) * scale);
-                    pi[j] = e;
+                    si[j] = e;
                     sum += e;
                 }
                 float inv = 1.0f / sum;
-                for (int j = 0; j < T; j++) pi[j] *= inv;
+                for (int j = 0; j < T; j++) si[j] *= inv;
+                for (int j = T; j < Tp; j++) si[j] = 0.0f;
+                l[i] = mx * scale + logf(sum);
             }
-            mm(T, hd, T, P, T, 1, v, row, out + b * T * (long)W + (long)h * hd, W, 0);
+            mm(T, hd, T, s, Tp, 1, v, row, out + b * T * (long)W + (long)h * hd, W, 0);
         }
     });
 }
 
 void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                       const float *probs, int n, int T, int heads, int hd) {
+                       const float *out, const float *lse, int n, int T, int heads, int hd) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W;
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
-    CPU_PARALLEL(cpu_team(c, 2.0 * pairs * T * T * hd), {
-        float *vt = cpu_ws(c, tid);          /* (hd, Tp) V^T */
-        float *ds = vt + (long)hd * Tp;      /* (T, Tp) dP, then dS */
+    CPU_PARALLEL(cpu_team(c, 2.5 * pairs * T * T * hd), {
+        float *kv = cpu_ws(c, tid);          /* (hd, Tp) K^T, then V^T */
+        float *P = kv + (long)hd * Tp;       /* (T, Tp) scores, then P */
+        float *ds = P + (long)T * Tp;        /* (T, Tp) dP, then dS */
         long lo, hi;
         cpu_split(pairs, tid, team, &lo, &hi);
         for (long pr = lo; pr < hi; pr++) {
@@ -166,23 +173,32 @@ void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *
             int h = (int)(pr % heads);
             const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
             const float *g = dout + b * T * (long)W + (long)h * hd; /* dO, rows at stride W */
-            const float *P = probs + (b * heads + h) * (long)T * T;
+            const float *o = out + b * T * (long)W + (long)h * hd;  /* O, rows at stride W */
+            const float *l = lse + (b * heads + h) * (long)T;
             float *dq = dqkv + b * T * row + (long)h * hd, *dk = dq + W, *dv = dq + 2L * W;
             if (pr + 1 < hi) {
                 prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
                 prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
             }
-            transpose_pad(vt, v, row, T, Tp, hd);
-            mm(T, Tp, hd, g, W, 1, vt, Tp, ds, Tp, 0); /* dP */
+            transpose_pad(kv, k, row, T, Tp, hd);
+            mm(T, Tp, hd, q, row, 1, kv, Tp, P, Tp, 0); /* S */
             for (int i = 0; i < T; i++) {
-                const float *pi = P + (long)i * T;
-                float *di = ds + (long)i * Tp;
-                float pdp = 0.0f;
-                _Pragma("omp simd reduction(+:pdp)")
-                for (int j = 0; j < T; j++) pdp += pi[j] * di[j];
-                for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - pdp) * scale;
+                float *pi = P + (long)i * Tp;
+                const float li = l[i];
+                _Pragma("omp simd")
+                for (int j = 0; j < T; j++) pi[j] = cpu_expf(pi[j] * scale - li);
             }
-            mm(T, hd, T, P, 1, T, g, W, dv, row, 0);   /* dV = P^T dO */
+            transpose_pad(kv, v, row, T, Tp, hd);
+            mm(T, Tp, hd, g, W, 1, kv, Tp, ds, Tp, 0); /* dP */
+            for (int i = 0; i < T; i++) {
+                const float *pi = P + (long)i * Tp, *gi = g + (long)i * W, *oi = o + (long)i * W;
+                float *di = ds + (long)i * Tp;
+                float D = 0.0f;
+                _Pragma("omp simd reduction(+:D)")
+                for (int e = 0; e < hd; e++) D += gi[e] * oi[e];
+                for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - D) * scale;
+            }
+            mm(T, hd, T, P, 1, Tp, g, W, dv, row, 0);    /* dV = P^T dO */
             mm(T, hd, T, ds, Tp, 1, k, row, dq, row, 0); /* dQ = dS K */
             mm(T, hd, T, ds, 1, Tp, q, row, dk, row, 0); /* dK = dS^T Q */
         }

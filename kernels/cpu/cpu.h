@@ -144,10 +144,10 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *
 void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const float *y,
                            const float *gate, int gate_stride, int n, int T, int w);
 /* attention.c */
-void cpu_attention_fwd(umd_ctx *c, float *out, float *probs, const float *qkv, int n, int T,
+void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                        int heads, int hd);
 void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                       const float *probs, int n, int T, int heads, int hd);
+                       const float *out, const float *lse, int n, int T, int heads, int hd);
 size_t cpu_attention_ws_floats(int T, int hd);
 /* elementwise.c */
 void cpu_fill(umd_ctx *c, float *x, size_t n, float value);

@@ -340,12 +340,12 @@ static void test_kernels_activations(void) {
 
 typedef struct {
     int n, T, heads, hd;
-    float *qkv, *out, *probs, *R;
+    float *qkv, *out, *lse, *R; /* lse (n, heads, T) */
 } att_state;
 
 static double att_J(void *s_) {
     att_state *s = s_;
-    O->attention_fwd(C1, s->out, s->probs, s->qkv, s->n, s->T, s->heads, s->hd);
+    O->attention_fwd(C1, s->out, s->lse, s->qkv, s->n, s->T, s->heads, s->hd);
     return dot(s->out, s->R, (size_t)s->n * s->T * s->heads * s->hd);
 }
 
@@ -357,11 +357,11 @@ static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
     size_t nq = (size_t)s.n * s.T * 3 * W, no = (size_t)s.n * s.T * W;
     s.qkv = randn(nq, key, 1.0f);
     s.out = zeros(no);
-    s.probs = zeros((size_t)s.n * s.heads * s.T * s.T);
+    s.lse = zeros((size_t)s.n * s.heads * s.T);
     s.R = randn(no, key + 1, 1.0f);
-    O->attention_fwd(C2, s.out, s.probs, s.qkv, s.n, s.T, s.heads, s.hd);
+    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd);
     /* forward against a double reference */
-    double maxerr = 0;
+    double maxerr = 0, lse_err = 0;
     for (int b = 0; b < s.n; b++)
         for (int h = 0; h < s.heads; h++)
             for (int i = 0; i < s.T; i++) {
@@ -375,6 +375,7 @@ static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
                     mx = fmax(mx, sc[j]);
                 }
                 for (int j = 0; j < s.T; j++) sum += (sc[j] = exp(sc[j] - mx));
+                lse_err = fmax(lse_err, fabs(mx + log(sum) - s.lse[((size_t)b * s.heads + h) * s.T + i]));
                 for (int e = 0; e < s.hd; e++) {
                     double o = 0;
                     for (int j = 0; j < s.T; j++)
@@ -383,17 +384,18 @@ static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
                 }
             }
     T_CHECK_MSG(maxerr < 1e-5, "attention forward error %g", maxerr);
+    T_CHECK_MSG(lse_err < 1e-5, "attention log-sum-exp error %g", lse_err);
     float *dqkv = zeros(nq);
-    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
     fd_check("attention dqkv", s.qkv, nq, dqkv, att_J, &s, 60, 1e-2f, 3e-3, key + 2);
-    /* one thread computes the same bits (pairs are independent); the checks above left probs
-     * of a perturbed input, so both runs start from a fresh forward */
+    /* one thread computes the same bits (pairs are independent); the checks above left out
+     * and lse of a perturbed input, so both runs start from a fresh forward */
     float *d1 = zeros(nq);
-    O->attention_fwd(C2, s.out, s.probs, s.qkv, s.n, s.T, s.heads, s.hd);
-    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
-    O->attention_bwd(C1, d1, s.R, s.qkv, s.probs, s.n, s.T, s.heads, s.hd);
+    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C1, d1, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
     T_CHECK(memcmp(d1, dqkv, nq * sizeof *d1) == 0);
-    free(s.qkv); free(s.out); free(s.probs); free(s.R); free(dqkv); free(d1);
+    free(s.qkv); free(s.out); free(s.lse); free(s.R); free(dqkv); free(d1);
 }
 
 static void test_kernels_attention(void) {
@@ -402,6 +404,7 @@ static void test_kernels_attention(void) {
     attention_case(2, 7, 3, 5, 53);
     attention_case(2, 18, 1, 24, 56);
     attention_case(1, 1, 2, 8, 59); /* a single token attends to itself */
+    attention_case(2, 37, 2, 32, 62); /* the head width of the benchmarks' halves */
 }
 
 /* ---- tokens: gather into the encoder, decoder input, cls mean, label rows ---------------------------- */

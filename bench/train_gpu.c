@@ -1,0 +1,243 @@
+/* train_gpu.c: the CUDA trainer's speed on the PERF.md configs: S/4 on 28x28x1 and on 32x32x3
+ * (width 384, depth 12, dec_depth 4, heads 6) and B/4 on 64x64x3 (768/12/4/12), batch 256, in
+ * tf32 and bf16. For each it times warm-up plus timed whole training steps (batch upload, draws,
+ * forward, backward, clip, AdamW) and prints the median step, images/s, the model's TFLOP/s (the
+ * matmuls of both branches, forward + backward = 3x forward, as PERF.md counts them), MFU against
+ * the cuBLAS bf16 GEMM ceiling (8192^3) measured in the same run, the peak of the trainer's
+ * device arenas and the device memory in use, and the ratio to PERF.md's PyTorch bf16 +
+ * torch.compile figure for the same config (measured on an H200; PyTorch cannot run inside this
+ * binary, so that baseline is quoted, not re-measured).
+ *
+ *   train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] [--precision tf32|bf16|fp32]
+ *             [--profile]     (then three more steps with the device time of every op, per step)
+ *
+ * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=fused in the
+ * environment runs attention on the fused kernels instead of the batched GEMMs.
+ *
+ * Floors per kernel (B/4 64x64x3, bf16, batch 256, H200; --profile's device times of the GEMM
+ * attention path). FLOP floor at this run's cuBLAS ceiling (bf16 792 TFLOP/s; attention, computed
+ * in TF32, at 451); byte floor at 4.8 TB/s with every fp32 tensor read or written once; a
+ * kernel's floor is the larger of the two.
+ *
+ *   op                 GFLOP/step  GB/step  FLOP ms  byte ms  measured ms  x floor
+ *   linear_fwd               8813     31.7    11.13     6.60        28.34     2.5x
+ *   linear_bwd              17627     46.6    22.26     9.70        67.56     3.0x
+ *   attention_fwd             357      7.6     0.79     1.59        14.67     9.2x  (fused 34.94, 22x)
+ *   attention_bwd             713     17.2     1.58     3.57        33.39     9.3x  (fused 82.64, 23x)
+ *   layernorm_fwd               -      7.6        -     1.59         3.67     2.3x
+ *   layernorm_bwd               -     15.2        -     3.17        16.86     5.3x
+ *   gelu_fwd                    -     15.2        -     3.17         5.20     1.6x
+ *   gelu_bwd                    -     22.8        -     4.76         8.26     1.7x
+ *   gate_residual_fwd           -     11.4        -     2.38         4.80     2.0x
+ *   gate_residual_bwd           -     11.4        -     2.38         5.02     2.1x
+ *   sum                                                 56.0        187.8     3.4x
+ * (S/4 28x28x1 likewise: 23.1 ms measured against a 4.2 ms floor, 5.5x; its Linears are 4.6x and
+ * 6.6x, attention 9x, layernorm_bwd 9.4x.) The Linears are where the time is: bf16 operands are
+ * converted from fp32 on every call (activations and weights), and their bias / GELU epilogues
+ * are separate passes; attention's backward holds a (T, T) tile per head in memory twice. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "config.h"
+#include "cuda/umd_cuda.h"
+#include "errlist.h"
+#include "model.h"
+#include "ops.h"
+#include "optim.h"
+#include "philox.h"
+
+typedef struct {
+    const char *key, *label;
+    int size, channels, width, depth, dec_depth, heads;
+    double torch_img_s; /* PERF.md: PyTorch bf16 + torch.compile, batch 256, H200 */
+} bench_config;
+
+static const bench_config CONFIGS[] = {
+    {"s28", "S/4 28x28x1", 28, 1, 384, 12, 4, 6, 7060},
+    {"s32", "S/4 32x32x3", 32, 3, 384, 12, 4, 6, 6237},
+    {"b64", "B/4 64x64x3", 64, 3, 768, 12, 4, 12, 3119},
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Multiply-adds of one training step's matmuls x 2 (flops) x 3 (forward + backward). */
+static double step_flops(const umd_dims *d) {
+    double w = d->w, F = d->F, B = d->B, L = d->L, P = d->P;
+    double enc_tok = (double)d->n_clean * d->T_clean + (double)d->n_noisy * d->T_noisy;
+    double dec_tok = B * d->T_dec;
+    double mac = (enc_tok * d->depth + dec_tok * d->dec_depth) * (4 * w * w + 2 * F * w);
+    double enc_att = (double)d->n_clean * d->T_clean * d->T_clean +
+                     (double)d->n_noisy * d->T_noisy * d->T_noisy;
+    mac += (enc_att * d->depth + B * (double)d->T_dec * d->T_dec * d->dec_depth) * 2 * w;
+    mac += (d->depth + d->dec_depth) * B * 6 * w * w + B * 2 * w * w; /* adaLN, final modulation */
+    mac += B * L * P * w + B * L * 2 * P * w;                         /* patch embedding, head */
+    return 6.0 * mac;
+}
+
+static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
+                   double ceiling, int profile) {
+    char json[1024], err[512];
+    snprintf(json, sizeof json,
+             "{\"data\": {\"dataset\": \"synthetic\", \"image_size\": %d, \"channels\": %d},"
+             " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
+             " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"steps\": %d,"
+             " \"device\": \"cuda\", \"precision\": \"%s\"}}",
+             bc->size, bc->channels, bc->width, bc->depth, bc->dec_depth, bc->heads, batch,
+             warmup + steps, precision);
+    cJSON *root = cJSON_Parse(json);
+    errlist *errs = errlist_new();
+    umd_config cfg;
+    if (!root || !errs || umd_config_parse(root, &cfg, errs) != 0) {
+        errlist_format(errs, err, sizeof err);
+        fprintf(stderr, "train_gpu: config: %s\n", err);
+        return 1;
+    }
+    cJSON_Delete(root);
+    errlist_destroy(&errs);
+    int math = cfg.precision == UMD_PRECISION_BF16 ? UMD_MATH_BF16
+               : cfg.precision == UMD_PRECISION_TF32 ? UMD_MATH_TF32 : UMD_MATH_FP32;
+    const umd_ops *ops = umd_ops_cuda(math);
+    umd_shape shape = {bc->channels, bc->size, bc->size, 10, batch};
+    umd_model *m = NULL;
+    if (umd_model_new(&m, &cfg, &shape, ops, err, sizeof err) != 0) {
+        fprintf(stderr, "train_gpu: %s %s: %s\n", bc->label, precision, err);
+        return 1;
+    }
+    umd_model_init(m, cfg.seed);
+    /* four fixed batches of random images in [-1, 1], used in turn */
+    size_t chw = (size_t)bc->channels * bc->size * bc->size;
+    float *x = malloc(4 * (size_t)batch * chw * sizeof *x);
+    int32_t *y = malloc(4 * (size_t)batch * sizeof *y);
+    double *t = malloc((size_t)(warmup + steps) * sizeof *t);
+    if (!x || !y || !t) return 1;
+    for (size_t i = 0; i < 4 * (size_t)batch * chw; i++)
+        x[i] = 2.0f * philox_unit(philox_draw(1, PHILOX_TEST, 0, i).v[0]) - 1.0f;
+    for (int i = 0; i < 4 * batch; i++) y[i] = i % 10;
+    umd_ctx *c = umd_model_ctx(m);
+    int rc = 0;
+    umd_losses L = {0};
+    for (int k = 0; k < warmup + steps; k++) {
+        double t0 = now_s();
+        umd_model_load_batch(m, x + (size_t)(k % 4) * batch * chw, y + (size_t)(k % 4) * batch);
+        umd_model_draw(m, cfg.seed, k);
+        umd_model_step(m, 1, &L);
+        umd_optim_step(m, &cfg, k, umd_lr_at(&cfg, k), NULL);
+        if (ops->status(c, err, sizeof err) != 0) {
+            fprintf(stderr, "train_gpu: %s %s: step %d: %s\n", bc->label, precision, k, err);
+            rc = 1;
+            break;
+        }
+        t[k] = now_s() - t0;
+    }
+    if (rc == 0) {
+        qsort(t + warmup, (size_t)steps, sizeof *t, cmp_double);
+        double med = steps % 2 ? t[warmup + steps / 2]
+                               : 0.5 * (t[warmup + steps / 2 - 1] + t[warmup + steps / 2]);
+        double flops = step_flops(umd_model_dims(m));
+        double ips = batch / med, tf = flops / med / 1e12;
+        size_t peak = 0, used = 0, total = 0;
+        umd_cuda_memory(c, &peak, &used, &total);
+        printf("| %-12s | %-4s | %5d | %8.1f | %9.0f | %6.1f | %5.1f%% | %6.2f | %6.2f | %7.0f | %5.2fx | %.4f |\n",
+               bc->label, precision, batch, med * 1e3, ips, tf, ceiling > 0 ? 100.0 * tf / ceiling : 0.0,
+               (double)peak / 1073741824.0, (double)used / 1073741824.0, bc->torch_img_s,
+               ips / bc->torch_img_s, L.loss);
+        printf("|   %.2f GFLOP/img |\n", flops / batch / 1e9);
+        fflush(stdout);
+    }
+    if (rc == 0 && profile) {
+        /* three more steps with every op timed on the device */
+        umd_cuda_profile(c, 1);
+        for (int k = 0; k < 3; k++) {
+            int s = warmup + steps + k;
+            umd_model_load_batch(m, x + (size_t)(s % 4) * batch * chw, y + (size_t)(s % 4) * batch);
+            umd_model_draw(m, cfg.seed, s);
+            umd_model_step(m, 1, &L);
+            umd_optim_step(m, &cfg, s, umd_lr_at(&cfg, s), NULL);
+        }
+        char rep[4096];
+        umd_cuda_profile_report(c, 3, rep, sizeof rep);
+        umd_cuda_profile(c, 0);
+        printf("    %s %s %s\n", bc->label, precision, rep);
+    }
+    free(x);
+    free(y);
+    free(t);
+    umd_model_destroy(&m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int steps = 10, warmup = 3, batch = 256, profile = 0;
+    const char *only = NULL, *precision = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--profile")) {
+            profile = 1;
+            continue;
+        }
+        if (!v) goto usage;
+        if (!strcmp(o, "--steps")) steps = atoi(v);
+        else if (!strcmp(o, "--warmup")) warmup = atoi(v);
+        else if (!strcmp(o, "--batch")) batch = atoi(v);
+        else if (!strcmp(o, "--only")) only = v;
+        else if (!strcmp(o, "--precision")) precision = v;
+        else goto usage;
+        i++;
+    }
+    if (steps < 1 || warmup < 0 || batch < 1) goto usage;
+    char err[256];
+    if (umd_cuda_devices(err, sizeof err) <= 0) {
+        printf("train_gpu: skipped: %s\n", err);
+        return 0; /* scripts/bench.sh: a machine without a GPU fails no benchmark */
+    }
+    const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+    umd_ctx *c = NULL;
+    if (ops->ctx_new(&c, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "train_gpu: %s\n", err);
+        return 1;
+    }
+    char dev[256];
+    umd_cuda_describe(c, dev, sizeof dev);
+    double bf = umd_cuda_gemm_tflops(c, UMD_MATH_BF16, 8192, 8192, 8192, 20);
+    double tf32 = umd_cuda_gemm_tflops(c, UMD_MATH_TF32, 8192, 8192, 8192, 10);
+    if (bf <= 0 || ops->status(c, err, sizeof err) != 0) {
+        fprintf(stderr, "train_gpu: GEMM ceiling: %s\n", err);
+        return 1;
+    }
+    ops->ctx_destroy(&c);
+    printf("device: %s\n", dev);
+    printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s\n", bf, tf32);
+    const char *attn = getenv("UMDQ_CUDA_ATTENTION");
+    printf("attention: %s (UMDQ_CUDA_ATTENTION=fused: the fused kernels)\n",
+           attn && !strcmp(attn, "fused") ? "fused (head widths 32, 64)" : "batched cuBLAS GEMMs");
+    printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
+           "quoted\n\n", steps, warmup);
+    printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    const char *precs[] = {"tf32", "bf16"};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
+        if (only && strcmp(only, CONFIGS[i].key) != 0) continue;
+        for (int p = 0; p < 2; p++) {
+            const char *pr = precision ? precision : precs[p];
+            if (precision && p > 0) break;
+            rc |= run_one(&CONFIGS[i], pr, batch, warmup, steps, bf, profile);
+        }
+    }
+    return rc;
+usage:
+    fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
+                    "[--precision tf32|bf16|fp32] [--profile]\n");
+    return 2;
+}

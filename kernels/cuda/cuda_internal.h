@@ -1,0 +1,206 @@
+/* cuda_internal.h: the CUDA backend's context, its error recording and launch helpers, shared by
+ * the kernels in kernels/cuda/ (not part of the public op interface, which is kernels/ops.h).
+ *
+ * One context = one device (device 0 of what CUDA_VISIBLE_DEVICES shows; umdq-worker --gpu N sets
+ * it), one stream, one cuBLAS handle. Every op enqueues on the stream and returns; the ops that
+ * return a scalar (mse_masked, sumsq) and download wait for the stream. Errors: an op cannot
+ * return one (ops.h's ops are void), so the first failed CUDA or cuBLAS call is recorded in the
+ * context with the op's name, every later op becomes a no-op, and the trainer asks `status`
+ * after each step. Nothing in the backend calls exit().
+ *
+ * Determinism: no float atomics. Sums over rows into parameter gradients are done by a thread
+ * per column looping over rows in order, or in fixed chunks whose partials (workspace) are then
+ * added in chunk order; cuBLAS GEMMs are deterministic for a given device and shape. */
+#ifndef UMDQ_KERNELS_CUDA_INTERNAL_H
+#define UMDQ_KERNELS_CUDA_INTERNAL_H
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "ops.h"
+
+/* Workspace carving, in order (each part 256-byte aligned):
+ *   ones      (max_rows * max_tokens) floats of 1.0: the column sums of linear_bwd's bias (gemv)
+ *   partials  (colsum_chunks(max_rows * max_tokens) * 2 * max_width) floats: LayerNorm's dgamma
+ *             and dbeta partials per chunk of rows; decoder_input_bwd's dmask partials
+ *   dsum      (SUM_BLOCKS + max_rows) doubles: sumsq block partials, mse row sums
+ *   attn      (max_rows * max_tokens^2 * g) floats: attention's (T, T) tiles (S / P forward, S / P
+ *             and dP / dS backward), g = 2 max_heads tiles when that is at most CUDA_ATTN_WS
+ *             floats, else fewer (at least 2: one head's backward); 2 where attention is fused
+ *             (TF32 and bf16: only head widths other than 32 and 64 use the tiles)
+ *   attn_d    (max_rows * max_heads * max_tokens) floats: the fused attention backward's D
+ *   ptrs      (10 * max_rows * max_heads) pointers: the batched attention GEMMs' operands
+ *   bf16      (2 * BF16_STAGE + max_weight) bf16 values (bf16 math only): GEMM operands */
+#define CUDA_COLSUM_CHUNK 256  /* rows per partial of a chunked column sum */
+#define CUDA_SUM_BLOCKS 1024   /* blocks of the sum of squares (a fixed grid: fixed order) */
+#define CUDA_BF16_STAGE (1L << 23) /* bf16 values of each activation operand stage */
+#define CUDA_ATTN_WS (1L << 28) /* floats of attention tiles before heads are split in groups */
+#define CUDA_PROF_RING 4096    /* op calls timed between two resolutions of their events */
+#define CUDA_MAX_BLOCKS 64     /* allocations tracked for the accounting (the model makes 4) */
+
+/* A cuBLASLt matmul planned for one shape (linear_fwd with its bias epilogue): descriptors and the
+ * heuristic's algorithm, kept for the life of the context (the shapes of a model are few). */
+typedef struct {
+    int M, N, K, bf16, bias;      /* the key (math is the context's) */
+    int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+#define CUDA_LT_PLANS 96
+#define CUDA_LT_WORKSPACE (32u << 20)
+
+struct umd_ctx {
+    int device;
+    int math;                  /* UMD_MATH_* */
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_ws;               /* CUDA_LT_WORKSPACE bytes for cuBLASLt (owned) */
+    lt_plan plans[CUDA_LT_PLANS];
+    int nplans;
+    /* workspace (borrowed from the caller's activation arena) */
+    char *ws;
+    size_t ws_bytes;
+    umd_limits lim;            /* what workspace_bytes was last asked for */
+    float *ones;
+    float *partials;
+    size_t partials_floats;
+    double *dsum;
+    float *attn;
+    size_t attn_floats;
+    float *attn_d;             /* (attn_d_floats) the fused attention backward's D = rowsum(dO O) */
+    size_t attn_d_floats;      /* max_rows * max_heads * max_tokens */
+    int attn_fused;            /* 1: fused attention where it applies (UMDQ_CUDA_ATTENTION=fused) */
+    void **ptrs;               /* (10, attn_ptrs) operand addresses of the batched attention GEMMs */
+    size_t attn_ptrs;
+    __nv_bfloat16 *bf_a, *bf_b, *bf_w; /* bf16 stages (BF16_STAGE, BF16_STAGE, max_weight) */
+    size_t bf_w_len;
+    double *host_scalars;      /* pinned, 2 doubles: results of mse_masked / sumsq */
+    /* memory accounting: bytes held by alloc now and at most; the blocks, for release */
+    size_t allocated, peak;
+    struct { void *p; size_t bytes; } blocks[CUDA_MAX_BLOCKS];
+    /* per-op timing (umd_cuda_profile): event pairs, the op of each, totals by op */
+    cudaEvent_t *prof_ev;      /* (2 * CUDA_PROF_RING) or NULL when off */
+    int prof_op[CUDA_PROF_RING];
+    int prof_n;
+    double prof_ms[64];
+    long prof_calls[64];
+    /* the first error */
+    int failed;
+    char err[512];
+};
+
+/* Records the first failure (later ones are dropped: they are usually its consequences). */
+void cuda_fail(umd_ctx *c, const char *op, const char *what);
+/* 0 when fine; else records "op: cudaGetErrorString" and returns -1. */
+int cuda_check(umd_ctx *c, cudaError_t e, const char *op);
+int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op);
+/* After a launch: records a launch error (bad configuration). */
+#define CUDA_LAUNCHED(c, op) cuda_check((c), cudaGetLastError(), (op))
+/* Every op starts with this: a failed context does nothing more. */
+#define CUDA_OP(c) do { if ((c)->failed) return; } while (0)
+
+static inline unsigned cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b > 0x7fffffffu ? 0x7fffffffu : (b ? b : 1));
+}
+
+static inline size_t colsum_chunks(size_t rows) {
+    return (rows + CUDA_COLSUM_CHUNK - 1) / CUDA_COLSUM_CHUNK;
+}
+
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C in the context's math (fp32 or tf32; bf16 goes
+ * through the bf16 stages when the operands fit, else tf32). */
+void cuda_gemm_rm(umd_ctx *c, const char *op, int transA, int transB, int M, int N, int K,
+                  float alpha, const float *A, long lda, const float *B, long ldb, float beta,
+                  float *C, long ldc);
+/* The same, batched: `count` products with the operands `sA`, `sB`, `sC` floats apart; always
+ * fp32 (tf32 when the context's math is not fp32). */
+void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, int M, int N, int K,
+                          float alpha, const float *A, long lda, long sA, const float *B, long ldb,
+                          long sB, float beta, float *C, long ldc, long sC, int count);
+
+/* The fused attention (flash_attention.cu): usable for these shapes in this context (TF32 or bf16
+ * math, head width 32 or 64, the workspace's D part large enough), and the two passes. */
+int cuda_flash_usable(const umd_ctx *c, int n, int T, int heads, int hd);
+void cuda_flash_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T, int heads,
+                    int hd);
+void cuda_flash_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv, const float *out,
+                    const float *lse, int n, int T, int heads, int hd);
+
+/* The ops, one file each group (same signatures as ops.h) */
+extern "C" {
+void cuda_fill(umd_ctx *c, float *x, size_t n, float value);
+void cuda_copy(umd_ctx *c, float *dst, const float *src, size_t n);
+void cuda_add(umd_ctx *c, float *y, const float *a, const float *b, size_t n);
+void cuda_gelu_fwd(umd_ctx *c, float *y, const float *x, size_t n);
+void cuda_gelu_bwd(umd_ctx *c, float *dx, const float *dy, const float *x, size_t n);
+void cuda_silu_fwd(umd_ctx *c, float *y, const float *x, size_t n);
+void cuda_silu_bwd(umd_ctx *c, float *dx, const float *dy, const float *x, size_t n);
+void cuda_rand_uniform(umd_ctx *c, float *x, size_t n, uint64_t seed, uint32_t stream,
+                       uint32_t step, uint64_t first, float lo, float hi);
+void cuda_rand_normal(umd_ctx *c, float *x, size_t n, uint64_t seed, uint32_t stream,
+                      uint32_t step, uint64_t first, float mean, float std);
+void cuda_draw_timesteps(umd_ctx *c, int32_t *t_net, int row0, int n, int clean, int T,
+                         uint64_t seed, uint32_t step);
+void cuda_draw_labels(umd_ctx *c, int32_t *y_used, const int32_t *y, int row0, int n, int clean,
+                      float p_drop, int null_class, uint64_t seed, uint32_t step);
+void cuda_draw_keep(umd_ctx *c, int32_t *order, int32_t *slot, int row0, int n, int L, int keep,
+                    uint64_t seed, uint32_t step);
+void cuda_patchify(umd_ctx *c, float *tok, const float *img, int n, int C, int H, int W, int p);
+void cuda_unpatchify(umd_ctx *c, float *img, const float *tok, int n, int C, int H, int W, int p);
+void cuda_noise_mix(umd_ctx *c, float *xt, const float *x0, const float *eps, const int32_t *t_net,
+                    const float *sqrt_abar, const float *sqrt_1m_abar, int n, int D);
+void cuda_timestep_embed(umd_ctx *c, float *out, const int32_t *t_net, int n, int w);
+void cuda_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const float *b, int M,
+                     int N, int K);
+void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
+                     const float *W, int M, int N, int K, int dx_accumulate);
+void cuda_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+                        const float *gamma, const float *beta, const float *mod, int mod_stride,
+                        int n, int T, int w, long x_stride, long out_stride);
+void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
+                        const float *dout, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, const float *beta, const float *mod, int mod_stride,
+                        int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
+void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
+                            const float *gate, int gate_stride, int n, int T, int w);
+void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
+                            const float *y, const float *gate, int gate_stride, int n, int T,
+                            int w);
+void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
+                        int heads, int hd);
+void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
+                        const float *out, const float *lse, int n, int T, int heads, int hd);
+void cuda_embed_rows_fwd(umd_ctx *c, float *out, const float *table, const int32_t *idx, int n,
+                         int w);
+void cuda_embed_rows_bwd(umd_ctx *c, float *dtable, const float *dout, const int32_t *idx, int n,
+                         int w);
+void cuda_gather_tokens_fwd(umd_ctx *c, float *xenc, const float *emb, const float *pos,
+                            const float *cls, const int32_t *order, int n, int L, int keep,
+                            int ncls, int w);
+void cuda_gather_tokens_bwd(umd_ctx *c, float *demb, float *dpos, float *dcls, const float *dxenc,
+                            const int32_t *slot, int n, int L, int keep, int ncls, int w);
+void cuda_decoder_input_fwd(umd_ctx *c, float *xdec, const float *rep, const float *enc,
+                            const float *mask, const float *pos, const int32_t *slot, int n,
+                            int L, int Tenc, int ncls, int w);
+void cuda_decoder_input_bwd(umd_ctx *c, float *drep, float *denc, float *dmask, float *dpos,
+                            const float *dxdec, const int32_t *slot, int n, int L, int Tenc,
+                            int ncls, int w);
+void cuda_token_mean_fwd(umd_ctx *c, float *out, const float *x, int n, int T, int k, int w);
+void cuda_token_mean_bwd(umd_ctx *c, float *dx, const float *dout, int n, int T, int k, int w);
+double cuda_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                       const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                       float grad_scale);
+double cuda_sumsq(umd_ctx *c, const float *x, size_t n);
+void cuda_adamw(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
+                size_t n, const umd_adamw_args *a);
+void cuda_ema(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
+}
+
+#endif

@@ -1,0 +1,472 @@
+/* ops_cuda.cu: the CUDA backend's context, memory, workspace, error state and op table
+ * (umd_ops_cuda), and the helpers of umd_cuda.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <type_traits>
+#include "cuda_internal.h"
+#include "umd_cuda.h"
+#include "umdq.h"
+
+void cuda_fail(umd_ctx *c, const char *op, const char *what) {
+    if (c->failed) return;
+    c->failed = 1;
+    snprintf(c->err, sizeof c->err, "%s: %s", op, what);
+}
+
+int cuda_check(umd_ctx *c, cudaError_t e, const char *op) {
+    if (e == cudaSuccess) return 0;
+    char what[256];
+    snprintf(what, sizeof what, "%s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    cuda_fail(c, op, what);
+    return -1;
+}
+
+int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
+    if (s == CUBLAS_STATUS_SUCCESS) return 0;
+    char what[256];
+    snprintf(what, sizeof what, "cuBLAS %s (%d)", cublasGetStatusString(s), (int)s);
+    cuda_fail(c, op, what);
+    return -1;
+}
+
+static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errlen) {
+    (void)threads; /* one device, one stream: the CPU thread count does not apply */
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        snprintf(err, errlen, "train.device \"cuda\": no CUDA device is visible (%s)",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return UMDQ_EUNSUPPORTED;
+    }
+    umd_ctx *c = (umd_ctx *)calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return UMDQ_ENOMEM;
+    }
+    c->device = 0;
+    c->math = math;
+    const char *attn = getenv("UMDQ_CUDA_ATTENTION");
+    c->attn_fused = attn && strcmp(attn, "fused") == 0;
+    if ((e = cudaSetDevice(0)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMallocHost((void **)&c->host_scalars, 4 * sizeof(double))) != cudaSuccess) {
+        snprintf(err, errlen, "CUDA set-up: %s", cudaGetErrorString(e));
+        goto fail;
+    }
+    {
+        cublasStatus_t s = cublasCreate(&c->blas);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
+        /* fp32 math means fp32: no TF32 inside cuBLAS unless asked for */
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSetMathMode(c->blas, math == UMD_MATH_FP32 ? CUBLAS_PEDANTIC_MATH
+                                                                  : CUBLAS_TF32_TENSOR_OP_MATH);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtCreate(&c->lt);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            snprintf(err, errlen, "cuBLAS set-up: %s", cublasGetStatusString(s));
+            goto fail;
+        }
+        if ((e = cudaMalloc(&c->lt_ws, CUDA_LT_WORKSPACE)) != cudaSuccess) {
+            snprintf(err, errlen, "CUDA set-up: cuBLASLt workspace: %s", cudaGetErrorString(e));
+            goto fail;
+        }
+    }
+    *out = c;
+    return 0;
+fail:
+    if (c->lt_ws) cudaFree(c->lt_ws);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    if (c->host_scalars) cudaFreeHost(c->host_scalars);
+    free(c);
+    return UMDQ_EDEVICE;
+}
+
+static int ctx_new_fp32(umd_ctx **o, int t, char *e, size_t n) { return ctx_new(o, t, UMD_MATH_FP32, e, n); }
+static int ctx_new_tf32(umd_ctx **o, int t, char *e, size_t n) { return ctx_new(o, t, UMD_MATH_TF32, e, n); }
+static int ctx_new_bf16(umd_ctx **o, int t, char *e, size_t n) { return ctx_new(o, t, UMD_MATH_BF16, e, n); }
+
+extern "C" int umd_cuda_profile(umd_ctx *c, int on);
+
+static void ctx_destroy(umd_ctx **pc) {
+    if (!pc || !*pc) return;
+    umd_ctx *c = *pc;
+    umd_cuda_profile(c, 0);
+    cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->nplans; i++) {
+        lt_plan *p = &c->plans[i];
+        if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+        if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+        if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+        if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+    }
+    cudaFree(c->lt_ws);
+    cublasLtDestroy(c->lt);
+    cublasDestroy(c->blas);
+    cudaStreamDestroy(c->stream);
+    cudaFreeHost(c->host_scalars);
+    free(c);
+    *pc = NULL;
+}
+
+static int ctx_threads(const umd_ctx *c) {
+    (void)c;
+    return 1;
+}
+
+static size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+
+/* The workspace's parts (see cuda_internal.h); base NULL only measures. */
+static size_t carve(umd_ctx *c, const umd_limits *lim, char *base) {
+    size_t rows = (size_t)lim->max_rows * (size_t)lim->max_tokens;
+    size_t w = (size_t)lim->max_width;
+    size_t pl = (size_t)lim->max_patches;
+    size_t part = colsum_chunks(rows) * 2 * w;
+    if (pl * w > part) part = pl * w;
+    size_t per_head = (size_t)lim->max_rows * lim->max_tokens * lim->max_tokens;
+    /* tiles: one per head forward, two per head backward; at least one head's two */
+    size_t heads = lim->max_heads > 0 ? (size_t)lim->max_heads : 1, g = 2 * heads;
+    while (g > 2 && per_head * g > (size_t)CUDA_ATTN_WS) g--;
+    /* fused attention keeps no tiles: the GEMM path (other head widths) gets one head's */
+    if (c->attn_fused && c->math != UMD_MATH_FP32) g = 2;
+    size_t attn = per_head * g;
+    size_t nptr = (size_t)lim->max_rows * heads;
+    size_t off = 0;
+#define TAKE(field, type, count)                                                                   \
+    do {                                                                                           \
+        if (base) c->field = (type *)(base + off);                                                 \
+        off += align256((size_t)(count) * sizeof(type));                                           \
+    } while (0)
+    TAKE(ones, float, rows);
+    TAKE(partials, float, part);
+    TAKE(dsum, double, CUDA_SUM_BLOCKS + (size_t)lim->max_rows + 2);
+    TAKE(attn, float, attn);
+    TAKE(attn_d, float, nptr * (size_t)lim->max_tokens);
+    TAKE(ptrs, void *, 10 * nptr);
+    if (c->math == UMD_MATH_BF16) {
+        size_t wl = lim->max_weight > 0 ? (size_t)lim->max_weight : 1;
+        TAKE(bf_a, __nv_bfloat16, CUDA_BF16_STAGE);
+        TAKE(bf_b, __nv_bfloat16, CUDA_BF16_STAGE);
+        TAKE(bf_w, __nv_bfloat16, wl);
+        if (base) c->bf_w_len = wl;
+    }
+#undef TAKE
+    if (base) {
+        c->partials_floats = part;
+        c->attn_floats = attn;
+        c->attn_ptrs = nptr;
+        c->attn_d_floats = nptr * (size_t)lim->max_tokens;
+    }
+    return off;
+}
+
+/* Also records the limits: set_workspace carves the workspace for them (the model and the tests
+ * always ask for the size first, then hand over that much). The context is not const to us. */
+static size_t workspace_bytes(const umd_ctx *c, const umd_limits *lim) {
+    umd_ctx *mc = (umd_ctx *)c;
+    mc->lim = *lim;
+    return carve(mc, lim, NULL);
+}
+
+__global__ static void k_fill(float *x, size_t n, float v) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = v;
+}
+
+static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
+    c->ws = (char *)ws;
+    c->ws_bytes = bytes;
+    c->ones = NULL;
+    c->partials = NULL;
+    c->dsum = NULL;
+    c->attn = NULL;
+    c->ptrs = NULL;
+    c->attn_d = NULL;
+    c->bf_a = c->bf_b = c->bf_w = NULL;
+    if (!ws) return;
+    size_t need = carve(c, &c->lim, NULL);
+    if (need > bytes) {
+        char what[160];
+        snprintf(what, sizeof what, "workspace of %zu bytes given, %zu needed", bytes, need);
+        cuda_fail(c, "set_workspace", what);
+        return;
+    }
+    carve(c, &c->lim, (char *)ws);
+    size_t rows = (size_t)c->lim.max_rows * (size_t)c->lim.max_tokens;
+    if (c->failed) return;
+    k_fill<<<cuda_blocks(rows, 256) < 4096 ? cuda_blocks(rows, 256) : 4096, 256, 0, c->stream>>>(c->ones, rows, 1.0f);
+    CUDA_LAUNCHED(c, "set_workspace");
+}
+
+static void *mem_alloc(umd_ctx *c, size_t bytes) {
+    if (c->failed) return NULL;
+    void *p = NULL;
+    size_t n = bytes ? bytes : 64;
+    cudaError_t e = cudaMalloc(&p, n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+        return NULL;              /* the caller reports it with the size */
+    }
+    e = cudaMemsetAsync(p, 0, n, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (cuda_check(c, e, "alloc")) {
+        cudaFree(p);
+        return NULL;
+    }
+    c->allocated += n;
+    if (c->allocated > c->peak) c->peak = c->allocated;
+    for (int i = 0; i < CUDA_MAX_BLOCKS; i++)
+        if (!c->blocks[i].p) {
+            c->blocks[i].p = p;
+            c->blocks[i].bytes = n;
+            break;
+        }
+    return p;
+}
+
+static void mem_release(umd_ctx *c, void *p) {
+    if (!p) return;
+    cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < CUDA_MAX_BLOCKS; i++)
+        if (c->blocks[i].p == p) {
+            c->allocated -= c->blocks[i].bytes;
+            c->blocks[i].p = NULL;
+            break;
+        }
+    cudaFree(p);
+}
+
+static void mem_upload(umd_ctx *c, void *dst, const void *src, size_t bytes) {
+    CUDA_OP(c);
+    if (!bytes) return;
+    cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+    /* the host buffer may be reused as soon as we return */
+    cuda_check(c, cudaStreamSynchronize(c->stream), "upload");
+}
+
+static void mem_download(umd_ctx *c, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    if (c->failed) {
+        memset(dst, 0xff, bytes); /* NaNs: a failed context's results must not look valid */
+        return;
+    }
+    cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
+    cuda_check(c, cudaStreamSynchronize(c->stream), "download");
+}
+
+static int ctx_status(umd_ctx *c, char *err, size_t errlen) {
+    if (!c->failed) cuda_check(c, cudaStreamSynchronize(c->stream), "the queued ops");
+    if (!c->failed) return 0;
+    snprintf(err, errlen, "%s", c->err);
+    return UMDQ_EDEVICE;
+}
+
+/* ---- the op table, with optional per-op timing ---------------------------------------------------
+ * With profiling on (umd_cuda_profile), every op call is bracketed by two CUDA events on the
+ * stream (no synchronisation in the op); the pairs are resolved into per-op totals when the ring
+ * fills and when the report is asked for. Off, an op costs one branch more. */
+#define CUDA_OPS(X)                                                                                \
+    X(fill) X(copy) X(add) X(gelu_fwd) X(gelu_bwd) X(silu_fwd) X(silu_bwd) X(rand_uniform)         \
+    X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
+    X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(layernorm_fwd)           \
+    X(layernorm_bwd) X(gate_residual_fwd) X(gate_residual_bwd) X(attention_fwd) X(attention_bwd)  \
+    X(embed_rows_fwd) X(embed_rows_bwd) X(gather_tokens_fwd) X(gather_tokens_bwd)                 \
+    X(decoder_input_fwd) X(decoder_input_bwd) X(token_mean_fwd) X(token_mean_bwd) X(mse_masked)   \
+    X(sumsq) X(adamw) X(ema)
+
+#define OP_ENUM(n) OP_##n,
+enum { CUDA_OPS(OP_ENUM) OP_COUNT };
+#define OP_NAME(n) #n,
+static const char *const op_names[] = {CUDA_OPS(OP_NAME)};
+
+static void prof_flush(umd_ctx *c) {
+    if (!c->prof_n) return;
+    if (cudaEventSynchronize(c->prof_ev[2 * (c->prof_n - 1) + 1]) == cudaSuccess) {
+        for (int i = 0; i < c->prof_n; i++) {
+            float ms = 0;
+            if (cudaEventElapsedTime(&ms, c->prof_ev[2 * i], c->prof_ev[2 * i + 1]) == cudaSuccess) {
+                c->prof_ms[c->prof_op[i]] += ms;
+                c->prof_calls[c->prof_op[i]]++;
+            }
+        }
+    }
+    c->prof_n = 0;
+}
+
+template <int ID, auto F> struct timed;
+template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct timed<ID, F> {
+    static R call(umd_ctx *c, A... a) {
+        if (!c->prof_ev) return F(c, a...);
+        if (c->prof_n == CUDA_PROF_RING) prof_flush(c);
+        int k = c->prof_n++;
+        c->prof_op[k] = ID;
+        cudaEventRecord(c->prof_ev[2 * k], c->stream);
+        if constexpr (std::is_void<R>::value) {
+            F(c, a...);
+            cudaEventRecord(c->prof_ev[2 * k + 1], c->stream);
+        } else {
+            R r = F(c, a...);
+            cudaEventRecord(c->prof_ev[2 * k + 1], c->stream);
+            return r;
+        }
+    }
+};
+
+#define OP_TIMED(n) timed<OP_##n, cuda_##n>::call,
+#define CUDA_TABLE(var, ctxnew)                                                                    \
+    static const umd_ops var = {"cuda", ctxnew, ctx_destroy, ctx_threads, workspace_bytes,         \
+                                set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
+                                CUDA_OPS(OP_TIMED) ctx_status}
+
+CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);
+CUDA_TABLE(cuda_tf32_ops, ctx_new_tf32);
+CUDA_TABLE(cuda_bf16_ops, ctx_new_bf16);
+
+extern "C" int umd_cuda_set_attention(umd_ctx *c, int fused) {
+    if (!c) return -1;
+    c->attn_fused = fused != 0;
+    return 0;
+}
+
+extern "C" int umd_cuda_profile(umd_ctx *c, int on) {
+    if (on && !c->prof_ev) {
+        c->prof_ev = (cudaEvent_t *)calloc(2 * CUDA_PROF_RING, sizeof(cudaEvent_t));
+        if (!c->prof_ev) return -1;
+        for (int i = 0; i < 2 * CUDA_PROF_RING; i++)
+            if (cudaEventCreate(&c->prof_ev[i]) != cudaSuccess) return -1;
+    }
+    if (!on && c->prof_ev) {
+        prof_flush(c);
+        for (int i = 0; i < 2 * CUDA_PROF_RING; i++) cudaEventDestroy(c->prof_ev[i]);
+        free(c->prof_ev);
+        c->prof_ev = NULL;
+    }
+    memset(c->prof_ms, 0, sizeof c->prof_ms);
+    memset(c->prof_calls, 0, sizeof c->prof_calls);
+    return 0;
+}
+
+extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n) {
+    prof_flush(c);
+    double total = 0;
+    for (int i = 0; i < OP_COUNT; i++) total += c->prof_ms[i];
+    size_t at = 0;
+    at += (size_t)snprintf(buf + at, n - at, "op time per step (ms, %% of %.2f ms in ops):", total / (per > 0 ? per : 1));
+    for (int round = 0; round < OP_COUNT && at < n; round++) {
+        int best = -1;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (c->prof_calls[i] > 0 && (best < 0 || c->prof_ms[i] > c->prof_ms[best])) best = i;
+        if (best < 0) break;
+        at += (size_t)snprintf(buf + at, n - at, " %s %.2f (%.0f%%, %ld calls);", op_names[best],
+                               c->prof_ms[best] / (per > 0 ? per : 1), 100.0 * c->prof_ms[best] / total,
+                               c->prof_calls[best] / (per > 0 ? per : 1));
+        c->prof_calls[best] = -c->prof_calls[best]; /* taken */
+    }
+    for (int i = 0; i < OP_COUNT; i++)
+        if (c->prof_calls[i] < 0) c->prof_calls[i] = -c->prof_calls[i];
+}
+
+extern "C" const umd_ops *umd_ops_cuda(int math) {
+    switch (math) {
+    case UMD_MATH_FP32: return &cuda_fp32_ops;
+    case UMD_MATH_TF32: return &cuda_tf32_ops;
+    case UMD_MATH_BF16: return &cuda_bf16_ops;
+    default: return NULL;
+    }
+}
+
+extern "C" int umd_cuda_devices(char *err, size_t errlen) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(err, errlen, "no usable CUDA device: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n == 0) snprintf(err, errlen, "no CUDA device is visible");
+    return n;
+}
+
+extern "C" int umd_cuda_memory(umd_ctx *c, size_t *peak_alloc, size_t *device_used,
+                               size_t *device_total) {
+    size_t fr = 0, tot = 0;
+    *peak_alloc = c->peak;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        *device_used = *device_total = 0;
+        return -1;
+    }
+    *device_used = tot - fr;
+    *device_total = tot;
+    return 0;
+}
+
+extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, c->device) != cudaSuccess) {
+        snprintf(buf, n, "CUDA device %d (properties unavailable)", c->device);
+        return;
+    }
+    snprintf(buf, n, "%s, sm_%d%d, %d SMs, %.1f GiB", p.name, p.major, p.minor,
+             p.multiProcessorCount, (double)p.totalGlobalMem / 1073741824.0);
+}
+
+__global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ salt;
+        x[i] = __float2bfloat16((float)(h >> 8) * (1.0f / 16777216.0f) - 0.5f);
+    }
+}
+
+extern "C" double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps) {
+    if (c->failed) return -1.0;
+    size_t ea = (size_t)M * K, eb = (size_t)K * N, ec = (size_t)M * N;
+    int bf = math == UMD_MATH_BF16;
+    size_t esz = bf ? 2 : 4;
+    void *A = NULL, *B = NULL, *C = NULL;
+    double tflops = -1.0;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    if (cuda_check(c, cudaMalloc(&A, ea * esz), "gemm benchmark") ||
+        cuda_check(c, cudaMalloc(&B, eb * esz), "gemm benchmark") ||
+        cuda_check(c, cudaMalloc(&C, ec * 4), "gemm benchmark"))
+        goto done;
+    if (bf) {
+        k_fill_bf16<<<1024, 256, 0, c->stream>>>((__nv_bfloat16 *)A, ea, 1u);
+        k_fill_bf16<<<1024, 256, 0, c->stream>>>((__nv_bfloat16 *)B, eb, 2u);
+    } else {
+        k_fill<<<1024, 256, 0, c->stream>>>((float *)A, ea, 0.25f);
+        k_fill<<<1024, 256, 0, c->stream>>>((float *)B, eb, 0.5f);
+    }
+    if (CUDA_LAUNCHED(c, "gemm benchmark")) goto done;
+    cudaEventCreate(&t0);
+    cudaEventCreate(&t1);
+    {
+        const float one = 1.0f, zero = 0.0f;
+        cublasComputeType_t ct = math == UMD_MATH_FP32 ? CUBLAS_COMPUTE_32F_PEDANTIC
+                                 : math == UMD_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                         : CUBLAS_COMPUTE_32F;
+        cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
+        for (int r = -2; r < reps; r++) {
+            if (r == 0) cudaEventRecord(t0, c->stream);
+            /* row-major C (M, N) = A (M, K) B (K, N) as column-major C^T = B^T A^T */
+            if (cublas_check(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, B,
+                                             ab, N, A, ab, K, &zero, C, CUDA_R_32F, N, ct,
+                                             CUBLAS_GEMM_DEFAULT),
+                             "gemm benchmark"))
+                goto done;
+        }
+        cudaEventRecord(t1, c->stream);
+        if (cuda_check(c, cudaEventSynchronize(t1), "gemm benchmark")) goto done;
+        float ms = 0;
+        cudaEventElapsedTime(&ms, t0, t1);
+        if (ms > 0) tflops = 2.0 * M * N * (double)K * reps / (ms * 1e-3) / 1e12;
+    }
+done:
+    if (t0) cudaEventDestroy(t0);
+    if (t1) cudaEventDestroy(t1);
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+    return tflops;
+}

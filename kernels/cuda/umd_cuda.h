@@ -1,0 +1,54 @@
+/* umd_cuda.h: the CUDA backend's entry points beyond the op table (kernels/ops.h). Plain C; in a
+ * build without nvcc every function here exists and reports that there is no CUDA. */
+#ifndef UMDQ_KERNELS_UMD_CUDA_H
+#define UMDQ_KERNELS_UMD_CUDA_H
+#include <stddef.h>
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the GEMMs compute (the same order as the trainer's train.precision). Every other op and all
+ * stored tensors are fp32 in each mode; bf16 rounds the GEMM operands (weights and activations)
+ * to bf16 and accumulates in fp32, with fp32 master weights and optimiser state. */
+enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
+
+/* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
+const umd_ops *umd_ops_cuda(int math);
+
+/* Visible CUDA devices: > 0, or 0 with the reason in err (no driver, no device, no CUDA build). */
+int umd_cuda_devices(char *err, size_t errlen);
+
+/* Memory of a CUDA context (ctx from umd_ops_cuda's ctx_new): the peak of the bytes held by its
+ * alloc, and the device's used and total memory now (cudaMemGetInfo, every process). 0 or -1. */
+int umd_cuda_memory(umd_ctx *c, size_t *peak_alloc, size_t *device_used, size_t *device_total);
+
+/* One line naming the device ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB"). */
+void umd_cuda_describe(umd_ctx *c, char *buf, size_t n);
+
+/* Times `reps` row-major GEMMs (M, K) x (K, N) with bf16 operands and fp32 accumulation (math =
+ * UMD_MATH_BF16) or in the given math, after a warm-up, on the context's stream; returns the
+ * achieved TFLOP/s, or a negative value on failure (the context's status says why). Allocates
+ * and frees its own operands (a benchmark helper, never called inside a training step). */
+double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps);
+
+/* Attention of a context: on batched cuBLAS GEMMs (0, the default, every shape) or fused (1:
+ * flash_attention.cu, where the math is TF32 or bf16 and the head width 32 or 64; no (T, T) tile
+ * in device memory, the workspace's tiles shrink to one head's; on an H200 it is still 2.4x
+ * slower than the GEMMs at B/4). Both keep the same state between forward and backward, so either
+ * may run either pass. A context starts fused when the environment has UMDQ_CUDA_ATTENTION=fused;
+ * the workspace is sized for the choice made at workspace_bytes, so switching later only changes
+ * speed. 0 or -1. */
+int umd_cuda_set_attention(umd_ctx *c, int fused);
+
+/* Per-op timing of a context: on (1) starts counting from zero, off (0) stops. 0 or -1. */
+int umd_cuda_profile(umd_ctx *c, int on);
+/* The ops' device time since profiling was switched on, divided by `per` (steps), largest first,
+ * as one line into buf. Waits for the queued ops. */
+void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,296 @@
+/* test_cuda_model.c: the whole UMD training step on the CUDA backend against the CPU backend
+ * (the oracle): the tiny fixture model (test_model_fixtures.h, labels on) with the same random
+ * parameters and batch, its randomness drawn by each backend's own Philox ops; the losses and
+ * every gradient at step 0 in fp32, tf32 and bf16; a 10-step loss curve with AdamW in fp32; a
+ * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); and umd_run end to end with
+ * train.device "cuda". Without a visible CUDA device every test reports SKIP.
+ * umdq-uses: umd common */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "t.h"
+#include "config.h"
+#include "model.h"
+#include "ops.h"
+#include "optim.h"
+#include "cuda/umd_cuda.h"
+#include "test_model_fixtures.h"
+#include "umd.h"
+#include "umdq.h"
+
+static char no_gpu[400];
+
+static void need_gpu(void) {
+    if (no_gpu[0]) T_SKIP("%s", no_gpu);
+}
+
+static void tiny_config(umd_config *cfg) {
+    fx_config(cfg);
+    cfg->labels = 1;
+    cfg->threads = 1;
+}
+
+static umd_model *new_model(const umd_config *cfg, const umd_ops *ops) {
+    umd_shape shape = {2, 8, 8, 5, cfg->batch};
+    char err[256];
+    umd_model *m = NULL;
+    if (umd_model_new(&m, cfg, &shape, ops, err, sizeof err) != 0) {
+        printf("  umd_model_new (%s): %s\n", ops->name, err);
+        return NULL;
+    }
+    return m;
+}
+
+/* The CPU model's parameters (host memory) into the GPU model. */
+static void copy_params(umd_model *gpu, umd_model *cpu) {
+    const umd_ops *o = umd_model_ops(gpu);
+    o->upload(umd_model_ctx(gpu), umd_model_params(gpu), umd_model_params(cpu),
+              umd_model_sizes(cpu)->nfloats * sizeof(float));
+}
+
+static void load_same_batch(umd_model *a, umd_model *b, const umd_config *cfg, uint32_t key) {
+    int B = cfg->batch;
+    float *x = malloc((size_t)B * 2 * 8 * 8 * sizeof(float));
+    int32_t y[64];
+    fx_batch(x, y, B, 2, 8, 8, 5, key);
+    umd_model_load_batch(a, x, y);
+    umd_model_load_batch(b, x, y);
+    free(x);
+}
+
+static int device_ok(umd_model *m) {
+    const umd_ops *o = umd_model_ops(m);
+    char err[512];
+    if (!o->status) return 1;
+    int rc = o->status(umd_model_ctx(m), err, sizeof err);
+    if (rc) printf("  device: %s\n", err);
+    return rc == 0;
+}
+
+/* Every gradient of g (device) against c (host): worst of |g - c| / (|c| + floor * max|c|) per
+ * tensor, floor 1e-2 (fp32) or 1 (normwise, tf32 / bf16). Returns the worst over all tensors. */
+static double compare_grads(umd_model *g, umd_model *c, double floor, char *worst_name, size_t n) {
+    size_t nf = umd_model_sizes(c)->nfloats;
+    float *gg = malloc(nf * sizeof(float));
+    umd_model_ops(g)->download(umd_model_ctx(g), gg, umd_model_grads(g), nf * sizeof(float));
+    const float *cg = umd_model_grads(c);
+    double worst = 0;
+    for (int i = 0; i < umd_model_ntensors(c); i++) {
+        const umd_tensor *t = umd_model_tensor(c, i);
+        double mx = 0;
+        for (size_t k = 0; k < t->size; k++) mx = fmax(mx, fabs(cg[t->offset + k]));
+        for (size_t k = 0; k < t->size; k++) {
+            double a = gg[t->offset + k], b = cg[t->offset + k];
+            double e = isfinite(a) ? fabs(a - b) / (fabs(b) + floor * mx + 1e-30) : INFINITY;
+            if (e > worst) {
+                worst = e;
+                snprintf(worst_name, n, "%s[%zu] gpu %.7g cpu %.7g", t->name, k, a, b);
+            }
+        }
+    }
+    free(gg);
+    return worst;
+}
+
+static void step_parity(int math, double loss_tol, double grad_tol, double floor) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    umd_model *c = new_model(&cfg, umd_ops_cpu()), *g = new_model(&cfg, umd_ops_cuda(math));
+    T_REQUIRE(c && g);
+    T_EQ_INT(umd_model_replicas(g), 1);
+    fx_randomize(c, 100);
+    copy_params(g, c);
+    for (int step = 0; step < 3; step++) {
+        load_same_batch(c, g, &cfg, 200 + (uint32_t)step);
+        umd_model_draw(c, cfg.seed, step);
+        umd_model_draw(g, cfg.seed, step);
+        umd_losses lc, lg;
+        umd_model_step(c, 1, &lc);
+        umd_model_step(g, 1, &lg);
+        T_REQUIRE(device_ok(g));
+        char where[200] = "";
+        double worst = compare_grads(g, c, floor, where, sizeof where);
+        printf("  math %d step %d: loss gpu %.9f cpu %.9f (rel %.2e); worst gradient error %.2e at %s\n",
+               math, step, lg.loss, lc.loss, fabs(lg.loss - lc.loss) / lc.loss, worst, where);
+        T_NEAR(lg.loss, lc.loss, 0, loss_tol);
+        T_NEAR(lg.loss_eps, lc.loss_eps, 0, loss_tol);
+        T_NEAR(lg.loss_x0, lc.loss_x0, 0, loss_tol);
+        T_NEAR(lg.loss_clean, lc.loss_clean, 0, loss_tol);
+        T_CHECK_MSG(worst <= grad_tol, "step %d: gradient error %.3g > %.0e at %s", step, worst,
+                    grad_tol, where);
+    }
+    umd_model_destroy(&c);
+    umd_model_destroy(&g);
+}
+
+static void test_cuda_step_parity_fp32(void) { step_parity(UMD_MATH_FP32, 1e-5, 1e-4, 1e-2); }
+static void test_cuda_step_parity_tf32(void) { step_parity(UMD_MATH_TF32, 1e-3, 1e-2, 1.0); }
+static void test_cuda_step_parity_bf16(void) { step_parity(UMD_MATH_BF16, 1e-2, 5e-2, 1.0); }
+
+/* Steps with AdamW, clipping and the lr schedule: the losses of each step agree. `window`: 0
+ * compares every step (tol relative), else means over windows of that many steps. */
+static void curve(int math, int steps, int window, double tol) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.steps = steps;
+    umd_model *c = new_model(&cfg, umd_ops_cpu()), *g = new_model(&cfg, umd_ops_cuda(math));
+    T_REQUIRE(c && g);
+    umd_model_init(c, cfg.seed);
+    umd_model_init(g, cfg.seed);
+    double sc = 0, sg = 0, first_c = 0, last_c = 0, worst = 0;
+    for (int k = 0; k < steps; k++) {
+        load_same_batch(c, g, &cfg, 300 + (uint32_t)(k % 8)); /* 8 batches, again and again */
+        umd_model_draw(c, cfg.seed, k);
+        umd_model_draw(g, cfg.seed, k);
+        umd_losses lc, lg;
+        umd_model_step(c, 1, &lc);
+        umd_model_step(g, 1, &lg);
+        umd_optim_stats stc, stg;
+        umd_optim_step(c, &cfg, k, umd_lr_at(&cfg, k), &stc);
+        umd_optim_step(g, &cfg, k, umd_lr_at(&cfg, k), &stg);
+        T_REQUIRE(device_ok(g));
+        if (window == 0) {
+            double e = fabs(lg.loss - lc.loss) / lc.loss;
+            worst = fmax(worst, e);
+            printf("  step %d: loss gpu %.9f cpu %.9f (rel %.1e), grad norm %.5f / %.5f\n", k,
+                   lg.loss, lc.loss, e, stg.grad_norm, stc.grad_norm);
+            continue;
+        }
+        sc += lc.loss;
+        sg += lg.loss;
+        if ((k + 1) % window == 0) {
+            double e = fabs(sg - sc) / sc;
+            worst = fmax(worst, e);
+            if (k + 1 == window) first_c = sc / window;
+            last_c = sc / window;
+            printf("  steps %3d-%3d: mean loss gpu %.5f cpu %.5f (rel %.2e)\n", k + 2 - window, k + 1,
+                   sg / window, sc / window, e);
+            sc = sg = 0;
+        }
+    }
+    T_CHECK_MSG(worst <= tol, "loss curves differ by %.3g > %.0e", worst, tol);
+    if (window) T_CHECK_MSG(last_c < first_c, "the loss did not fall: %.4f -> %.4f", first_c, last_c);
+    umd_model_destroy(&c);
+    umd_model_destroy(&g);
+}
+
+static void test_cuda_curve_fp32_10_steps(void) { curve(UMD_MATH_FP32, 10, 0, 1e-4); }
+static void test_cuda_curve_bf16_200_steps(void) { curve(UMD_MATH_BF16, 200, 20, 0.02); }
+
+/* ---- umd_run on "cuda" ------------------------------------------------------------------------- */
+
+typedef struct {
+    double final_loss;
+    char device[32];
+    int progress;
+} seen;
+
+static void cb_progress(void *ctx, int64_t step, int64_t total, double loss, double ips) {
+    (void)step, (void)total, (void)loss, (void)ips;
+    ((seen *)ctx)->progress++;
+}
+
+static void cb_result(void *ctx, const char *key, double value, const char *text) {
+    seen *s = ctx;
+    if (!strcmp(key, "final_loss")) s->final_loss = value;
+    if (!strcmp(key, "device") && text) snprintf(s->device, sizeof s->device, "%s", text);
+}
+
+static void cb_log(void *ctx, const char *line) {
+    (void)ctx;
+    printf("  log: %s\n", line);
+}
+
+static int run_json(const char *json, seen *s, char *err, size_t errlen) {
+    cJSON *cfg = cJSON_Parse(json);
+    if (!cfg) return -100;
+    umd_events ev;
+    memset(&ev, 0, sizeof ev);
+    ev.ctx = s;
+    ev.progress = cb_progress;
+    ev.result = cb_result;
+    ev.log = cb_log;
+    int rc = umd_run(cfg, &ev, err, errlen);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
+#define RUN_CONFIG(device, precision)                                                              \
+    "{\"seed\": 11, \"data\": {\"dataset\": \"synthetic\", \"image_size\": 16, \"channels\": 1,"     \
+    " \"train_size\": 200}, \"model\": {\"patch\": 4, \"width\": 32, \"depth\": 2,"                 \
+    " \"dec_depth\": 1, \"heads\": 2}, \"umd\": {\"labels\": true}, \"train\": {\"steps\": 20,"     \
+    " \"batch\": 16, \"log_every\": 5, \"threads\": 1, \"device\": \"" device "\","                  \
+    " \"precision\": \"" precision "\"}}"
+
+static void test_cuda_umd_run(void) {
+    need_gpu();
+    T_CHECK(umd_backend_available("cuda") == 1);
+    char err[512] = "";
+    seen sc = {0}, sg = {0}, sb = {0};
+    int rc = run_json(RUN_CONFIG("cpu", "fp32"), &sc, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  cpu: %s\n", err), 0));
+    rc = run_json(RUN_CONFIG("cuda", "fp32"), &sg, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  cuda: %s\n", err), 0));
+    rc = run_json(RUN_CONFIG("cuda", "bf16"), &sb, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  cuda bf16: %s\n", err), 0));
+    printf("  final loss cpu %.6f, cuda fp32 %.6f, cuda bf16 %.6f\n", sc.final_loss, sg.final_loss,
+           sb.final_loss);
+    T_EQ_STR(sg.device, "cuda");
+    T_EQ_STR(sc.device, "cpu");
+    T_EQ_INT(sg.progress, 4);
+    T_NEAR(sg.final_loss, sc.final_loss, 0, 1e-3);
+    T_NEAR(sb.final_loss, sc.final_loss, 0, 3e-2);
+}
+
+/* Without a device, "cuda" is refused with the reason (this test runs where there is none). */
+static void test_cuda_refused_without_device(void) {
+    if (!no_gpu[0]) T_SKIP("a CUDA device is visible");
+    char err[512] = "";
+    seen s = {0};
+    int rc = run_json(RUN_CONFIG("cuda", "fp32"), &s, err, sizeof err);
+    T_EQ_INT(rc, UMDQ_EUNSUPPORTED);
+    T_CONTAINS(err, "train.device");
+    T_EQ_INT(s.progress, 0);
+    /* the build has the backend; the device is missing (the worker finds that out itself) */
+    T_CHECK(umd_backend_available("cuda") == (umd_ops_cuda(UMD_MATH_FP32) != NULL));
+}
+
+/* A model too large for the device: umd_model_new returns UMDQ_ENOMEM naming device memory and
+ * the size, the process goes on, and the device still trains a small model afterwards. */
+static void test_cuda_out_of_memory(void) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.width = 768;
+    cfg.heads = 12;
+    cfg.depth = 12;
+    cfg.dec_depth = 4;
+    cfg.patch = 2;
+    cfg.batch = 4096;
+    umd_shape shape = {3, 64, 64, 5, cfg.batch};
+    char err[256] = "";
+    umd_model *m = NULL;
+    int rc = umd_model_new(&m, &cfg, &shape, umd_ops_cuda(UMD_MATH_BF16), err, sizeof err);
+    printf("  %s\n", err);
+    T_EQ_INT(rc, UMDQ_ENOMEM);
+    T_CHECK(m == NULL);
+    T_CONTAINS(err, "out of device memory");
+    T_CONTAINS(err, "MiB");
+    test_cuda_step_parity_fp32();
+}
+
+int main(void) {
+    char err[256];
+    if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
+    T_RUN(test_cuda_step_parity_fp32);
+    T_RUN(test_cuda_step_parity_tf32);
+    T_RUN(test_cuda_step_parity_bf16);
+    T_RUN(test_cuda_curve_fp32_10_steps);
+    T_RUN(test_cuda_curve_bf16_200_steps);
+    T_RUN(test_cuda_umd_run);
+    T_RUN(test_cuda_out_of_memory);
+    T_RUN(test_cuda_refused_without_device);
+    return t_done();
+}

@@ -1,0 +1,643 @@
+/* test_cuda_ops.c: every op of the CUDA backend against its CPU twin (the oracle) on fresh Philox
+ * inputs of several shapes, non-multiples of the tile sizes included. Outputs the GPU op writes
+ * (rather than accumulates into) are filled with NaN first, so an element it fails to write
+ * fails the comparison; accumulated outputs start from the same random values on both sides.
+ * Tolerances per math: fp32 1e-5, tf32 1e-3, bf16 1e-2. fp32 compares each element relative to
+ * |cpu| + 0.1 max|cpu| (sums of products in another order differ in the last bits of the sum's
+ * terms, not of a result that cancels to near zero); tf32 and bf16, whose rounding is of the
+ * operands, relative to the tensor's largest value.
+ * Random streams, keep orders, timesteps and labels must match bit for bit (normals: within an
+ * ulp). Without a visible CUDA device every test reports SKIP. umdq-uses: umd common */
+#include <stdio.h>
+#include <stdlib.h>
+#include "t.h"
+#include "ops.h"
+#include "cuda/umd_cuda.h"
+#include "philox.h"
+#include "test_model_fixtures.h"
+
+static const umd_ops *CPU, *GPU;
+static umd_ctx *cc, *gc;        /* 1-thread CPU context; the CUDA context of the current math */
+static void *cws, *gws;
+static int math = UMD_MATH_FP32;
+static char no_gpu[400];
+
+static const umd_limits LIM = {8, 1025, 160, 4, 1024, 256 * 256};
+
+#define MAXP 64
+static void *dev_ptrs[MAXP], *host_ptrs[MAXP];
+static int ndev, nhost;
+
+static void cleanup(void) {
+    for (int i = 0; i < ndev; i++) GPU->release(gc, dev_ptrs[i]);
+    for (int i = 0; i < nhost; i++) free(host_ptrs[i]);
+    ndev = nhost = 0;
+}
+
+static void *hkeep(void *p) {
+    if (nhost < MAXP) host_ptrs[nhost++] = p;
+    return p;
+}
+
+static int use_math(int m) {
+    char err[256];
+    if (gc && math == m) return 0;
+    if (gc) {
+        GPU->release(gc, gws);
+        GPU->ctx_destroy(&gc);
+    }
+    math = m;
+    GPU = umd_ops_cuda(m);
+    if (!GPU || GPU->ctx_new(&gc, 1, err, sizeof err) != 0) {
+        snprintf(no_gpu, sizeof no_gpu, "CUDA context: %s", GPU ? err : "no CUDA build");
+        return -1;
+    }
+    size_t b = GPU->workspace_bytes(gc, &LIM);
+    gws = GPU->alloc(gc, b);
+    if (!gws) return -1;
+    GPU->set_workspace(gc, gws, b);
+    return 0;
+}
+
+static void need_gpu(int m) {
+    if (no_gpu[0]) T_SKIP("%s", no_gpu);
+    T_REQUIRE(use_math(m) == 0);
+    cleanup();
+}
+
+static float *h_randn(size_t n, uint32_t key, float scale) {
+    float *x = hkeep(malloc((n ? n : 1) * sizeof *x));
+    for (size_t i = 0; i < n; i++) x[i] = scale * fx_normal(key, i);
+    return x;
+}
+
+static float *h_nan(size_t n) {
+    float *x = hkeep(malloc((n ? n : 1) * sizeof *x));
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+    return x;
+}
+
+static float *h_copy(const float *src, size_t n) {
+    float *x = hkeep(malloc((n ? n : 1) * sizeof *x));
+    memcpy(x, src, n * sizeof *x);
+    return x;
+}
+
+static void *d_up(const void *h, size_t bytes) {
+    void *d = GPU->alloc(gc, bytes);
+    T_REQUIRE(d);
+    if (ndev < MAXP) dev_ptrs[ndev++] = d;
+    GPU->upload(gc, d, h, bytes);
+    return d;
+}
+
+static float *d_f(const float *h, size_t n) { return d_up(h, n * sizeof(float)); }
+
+static void *h_down(const void *d, size_t bytes) {
+    void *h = hkeep(malloc(bytes ? bytes : 1));
+    GPU->download(gc, h, d, bytes);
+    return h;
+}
+
+static void gpu_ok(void) {
+    char err[512];
+    int rc = GPU->status(gc, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  device: %s\n", err), 0));
+}
+
+static double tol_of(int m) { return m == UMD_MATH_FP32 ? 1e-5 : m == UMD_MATH_TF32 ? 1e-3 : 1e-2; }
+
+/* Compares n floats of the device tensor d with the CPU's h at tolerance tol (see the top). */
+static void same(const char *what, const float *d, const float *h, size_t n, double tol, int normwise) {
+    gpu_ok();
+    const float *g = h_down(d, n * sizeof(float));
+    double mx = 0, worst = 0;
+    size_t at = 0;
+    int nonfinite = 0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(h[i]));
+    double floor = normwise ? mx : 0.1 * mx;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(g[i]) && isfinite(h[i])) {
+            if (!nonfinite++) at = i;
+            continue;
+        }
+        double e = fabs((double)g[i] - h[i]) / (fabs(h[i]) + floor + 1e-30);
+        if (e > worst) {
+            worst = e;
+            if (!nonfinite) at = i;
+        }
+    }
+    if (nonfinite || worst > tol)
+        printf("  %s: worst %.3g at [%zu] (gpu %.9g cpu %.9g), %d not finite, n %zu\n", what,
+               worst, at, g[at], h[at], nonfinite, n);
+    T_CHECK_MSG(nonfinite == 0, "%s: %d elements not written or not finite", what, nonfinite);
+    T_CHECK_MSG(worst <= tol, "%s: relative error %.3g > %.0e", what, worst, tol);
+}
+
+static void same_math(const char *what, const float *d, const float *h, size_t n) {
+    same(what, d, h, n, tol_of(math), math != UMD_MATH_FP32);
+}
+
+static void same_i32(const char *what, const int32_t *d, const int32_t *h, size_t n) {
+    gpu_ok();
+    const int32_t *g = h_down(d, n * sizeof(int32_t));
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (g[i] != h[i] && !bad++) first = i;
+    if (bad) printf("  %s: %zu differ, first [%zu] gpu %d cpu %d\n", what, bad, first, g[first], h[first]);
+    T_CHECK_MSG(bad == 0, "%s: %zu of %zu integers differ", what, bad, n);
+}
+
+/* ---- elementwise and optimiser ---------------------------------------------------------------- */
+
+static void test_cuda_elementwise(void) {
+    need_gpu(UMD_MATH_FP32);
+    const size_t sizes[] = {1, 1000, 100003};
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s];
+        float *a = h_randn(n, 1, 2.0f), *b = h_randn(n, 2, 3.0f);
+        float *da = d_f(a, n), *db = d_f(b, n);
+        float *y = h_nan(n), *dy = d_f(y, n);
+        CPU->fill(cc, y, n, 0.375f);
+        GPU->fill(gc, dy, n, 0.375f);
+        same("fill", dy, y, n, 0, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->copy(cc, y, a, n);
+        GPU->copy(gc, dy, da, n);
+        same("copy", dy, y, n, 0, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->add(cc, y, a, b, n);
+        GPU->add(gc, dy, da, db, n);
+        same("add", dy, y, n, 1e-7, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->gelu_fwd(cc, y, a, n);
+        GPU->gelu_fwd(gc, dy, da, n);
+        same("gelu_fwd", dy, y, n, 1e-5, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->gelu_bwd(cc, y, b, a, n);
+        GPU->gelu_bwd(gc, dy, db, da, n);
+        same("gelu_bwd", dy, y, n, 1e-5, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->silu_fwd(cc, y, a, n);
+        GPU->silu_fwd(gc, dy, da, n);
+        same("silu_fwd", dy, y, n, 1e-5, 0);
+        GPU->upload(gc, dy, h_nan(n), n * 4);
+        CPU->silu_bwd(cc, y, b, a, n);
+        GPU->silu_bwd(gc, dy, db, da, n);
+        same("silu_bwd", dy, y, n, 1e-5, 0);
+        /* gelu_bwd in place (dx aliases dy) */
+        float *y2 = h_copy(b, n), *dy2 = d_f(b, n);
+        CPU->gelu_bwd(cc, y2, y2, a, n);
+        GPU->gelu_bwd(gc, dy2, dy2, da, n);
+        same("gelu_bwd in place", dy2, y2, n, 1e-5, 0);
+    }
+    cleanup();
+}
+
+static void test_cuda_optimiser(void) {
+    need_gpu(UMD_MATH_FP32);
+    const size_t sizes[] = {17, 4096 * 3 + 5, 1000003};
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s];
+        float *p = h_randn(n, 10, 0.5f), *g = h_randn(n, 11, 0.1f), *m = h_randn(n, 12, 0.01f);
+        float *v = h_randn(n, 13, 0.01f);
+        for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+        uint8_t *decay = hkeep(malloc(n));
+        for (size_t i = 0; i < n; i++) decay[i] = (uint8_t)(fx_unit(14, i) < 0.7f);
+        float *dp = d_f(p, n), *dg = d_f(g, n), *dm = d_f(m, n), *dv = d_f(v, n);
+        uint8_t *ddecay = d_up(decay, n);
+        double sc = CPU->sumsq(cc, g, n), sg = GPU->sumsq(gc, dg, n);
+        T_NEAR(sg, sc, 0, 1e-6);
+        umd_adamw_args a = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 1.0f - 0.9f * 0.9f * 0.9f,
+                            1.0f - 0.95f * 0.95f * 0.95f, 0.7f};
+        for (int k = 0; k < 2; k++) {
+            CPU->adamw(cc, p, g, m, v, decay, n, &a);
+            GPU->adamw(gc, dp, dg, dm, dv, ddecay, n, &a);
+        }
+        same("adamw p", dp, p, n, 1e-5, 0);
+        same("adamw m", dm, m, n, 1e-5, 0);
+        same("adamw v", dv, v, n, 1e-5, 0);
+        float *e = h_randn(n, 15, 0.5f), *de = d_f(e, n);
+        CPU->ema(cc, e, p, n, 0.999f);
+        GPU->ema(gc, de, dp, n, 0.999f);
+        same("ema", de, e, n, 1e-5, 0);
+    }
+    cleanup();
+}
+
+/* ---- random numbers ------------------------------------------------------------------------- */
+
+static void test_cuda_random_streams(void) {
+    need_gpu(UMD_MATH_FP32);
+    const size_t ns[] = {1, 7, 1001, 65537};
+    const uint64_t firsts[] = {0, 3, 1234567, 5};
+    for (int s = 0; s < 4; s++) {
+        size_t n = ns[s];
+        float *u = h_nan(n), *du = d_f(u, n);
+        CPU->rand_uniform(cc, u, n, 0x1234abcdULL + s, PHILOX_INIT, (uint32_t)s, firsts[s], -0.3f, 0.7f);
+        GPU->rand_uniform(gc, du, n, 0x1234abcdULL + s, PHILOX_INIT, (uint32_t)s, firsts[s], -0.3f, 0.7f);
+        same("rand_uniform", du, u, n, 1.2e-7, 0);
+        float *z = h_nan(n), *dz = d_f(z, n);
+        CPU->rand_normal(cc, z, n, 99 + s, PHILOX_NOISE, 7u * s, firsts[s], 0.1f, 1.5f);
+        GPU->rand_normal(gc, dz, n, 99 + s, PHILOX_NOISE, 7u * s, firsts[s], 0.1f, 1.5f);
+        same("rand_normal", dz, z, n, 2e-6, 0);
+    }
+    /* timesteps and labels: rows from row0, clean and noisy */
+    for (int clean = 0; clean < 2; clean++) {
+        int n = 37, row0 = 11;
+        int32_t t[37], y[37], yu[37];
+        for (int b = 0; b < n; b++) y[b] = b % 10;
+        int32_t *dt = d_up(t, sizeof t), *dy = d_up(y, sizeof y), *dyu = d_up(yu, sizeof yu);
+        CPU->draw_timesteps(cc, t, row0, n, clean, 1000, 5, 42);
+        GPU->draw_timesteps(gc, dt, row0, n, clean, 1000, 5, 42);
+        same_i32("draw_timesteps", dt, t, (size_t)n);
+        CPU->draw_labels(cc, yu, y, row0, n, clean, 0.3f, 10, 5, 42);
+        GPU->draw_labels(gc, dyu, dy, row0, n, clean, 0.3f, 10, 5, 42);
+        same_i32("draw_labels", dyu, yu, (size_t)n);
+    }
+    /* keep orders: L a power of two and not, keep 0 < keep < L */
+    const int Ls[] = {16, 49, 64, 1024, 1000};
+    for (int s = 0; s < 5; s++) {
+        int L = Ls[s], n = 5, keep = L / 4 + 1, row0 = 3;
+        int32_t *o = hkeep(malloc((size_t)n * L * 4)), *sl = hkeep(malloc((size_t)n * L * 4));
+        int32_t *dO = d_up(o, (size_t)n * L * 4), *dS = d_up(sl, (size_t)n * L * 4);
+        CPU->draw_keep(cc, o, sl, row0, n, L, keep, 77, 123);
+        GPU->draw_keep(gc, dO, dS, row0, n, L, keep, 77, 123);
+        same_i32("draw_keep order", dO, o, (size_t)n * L);
+        same_i32("draw_keep slot", dS, sl, (size_t)n * L);
+    }
+    cleanup();
+}
+
+/* ---- diffusion inputs ------------------------------------------------------------------------ */
+
+static void test_cuda_patches_noise_embed(void) {
+    need_gpu(UMD_MATH_FP32);
+    const int shapes[][4] = {{3, 3, 8, 2}, {2, 1, 28, 4}, {1, 3, 12, 3}}; /* n, C, HW, p */
+    for (int s = 0; s < 3; s++) {
+        int n = shapes[s][0], C = shapes[s][1], H = shapes[s][2], p = shapes[s][3];
+        size_t N = (size_t)n * C * H * H;
+        float *img = h_randn(N, 20, 1.0f), *tok = h_nan(N), *dimg = d_f(img, N), *dtok = d_f(tok, N);
+        CPU->patchify(cc, tok, img, n, C, H, H, p);
+        GPU->patchify(gc, dtok, dimg, n, C, H, H, p);
+        same("patchify", dtok, tok, N, 0, 0);
+        float *back = h_nan(N), *dback = d_f(back, N);
+        CPU->unpatchify(cc, back, tok, n, C, H, H, p);
+        GPU->unpatchify(gc, dback, dtok, n, C, H, H, p);
+        same("unpatchify", dback, back, N, 0, 0);
+        /* noise mix over rows of D values */
+        int D = C * H * H;
+        float sa[50], s1a[50];
+        for (int i = 0; i < 50; i++) {
+            sa[i] = cosf(0.03f * i);
+            s1a[i] = sinf(0.03f * i);
+        }
+        int32_t t[3] = {1, 50, 17};
+        float *eps = h_randn(N, 21, 1.0f), *xt = h_nan(N);
+        float *dsa = d_f(sa, 50), *ds1a = d_f(s1a, 50), *deps = d_f(eps, N), *dxt = d_f(xt, N);
+        int32_t *dt = d_up(t, sizeof t);
+        CPU->noise_mix(cc, xt, img, eps, t, sa, s1a, n, D);
+        GPU->noise_mix(gc, dxt, dimg, deps, dt, dsa, ds1a, n, D);
+        same("noise_mix", dxt, xt, N, 1e-6, 0);
+    }
+    const int ws[] = {30, 31, 384};
+    for (int s = 0; s < 3; s++) {
+        int n = 6, w = ws[s];
+        int32_t t[6] = {0, 1, 2, 500, 999, 1000};
+        float *out = h_nan((size_t)n * w), *dout = d_f(out, (size_t)n * w);
+        int32_t *dt = d_up(t, sizeof t);
+        CPU->timestep_embed(cc, out, t, n, w);
+        GPU->timestep_embed(gc, dout, dt, n, w);
+        same("timestep_embed", dout, out, (size_t)n * w, 1e-6, 0);
+    }
+    cleanup();
+}
+
+/* ---- dense layers, in each math ---------------------------------------------------------------- */
+
+static void dense_layers(int m) {
+    need_gpu(m);
+    const int shapes[][3] = {{37, 53, 61}, {128, 96, 200}, {300, 160, 48}, {1, 7, 5}}; /* M N K */
+    for (int s = 0; s < 4; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        /* gemm, every transpose, padded leading dimensions, beta != 0 */
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb,
+                       ncm = (size_t)M * ldc;
+                float *A = h_randn(na, 30, 1.0f), *B = h_randn(nb, 31, 1.0f), *Cm = h_randn(ncm, 32, 1.0f);
+                float *dA = d_f(A, na), *dB = d_f(B, nb), *dC = d_f(Cm, ncm);
+                CPU->gemm(cc, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, Cm, ldc);
+                GPU->gemm(gc, ta, tb, M, N, K, 0.75f, dA, lda, dB, ldb, 0.5f, dC, ldc);
+                same_math("gemm", dC, Cm, ncm);
+            }
+        float *x = h_randn((size_t)M * K, 33, 1.0f), *W = h_randn((size_t)N * K, 34, 0.2f);
+        float *b = h_randn((size_t)N, 35, 1.0f);
+        float *dx_ = d_f(x, (size_t)M * K), *dW_ = d_f(W, (size_t)N * K), *db_ = d_f(b, (size_t)N);
+        for (int bias = 0; bias < 2; bias++) {
+            float *y = h_nan((size_t)M * N), *dy = d_f(y, (size_t)M * N);
+            CPU->linear_fwd(cc, y, x, W, bias ? b : NULL, M, N, K);
+            GPU->linear_fwd(gc, dy, dx_, dW_, bias ? db_ : NULL, M, N, K);
+            same_math("linear_fwd", dy, y, (size_t)M * N);
+        }
+        float *g = h_randn((size_t)M * N, 36, 1.0f), *dg = d_f(g, (size_t)M * N);
+        for (int acc = 0; acc < 2; acc++) {
+            float *gx = acc ? h_randn((size_t)M * K, 37, 1.0f) : h_nan((size_t)M * K);
+            float *gW = h_randn((size_t)N * K, 38, 1.0f), *gb = h_randn((size_t)N, 39, 1.0f);
+            float *dgx = d_f(gx, (size_t)M * K), *dgW = d_f(gW, (size_t)N * K), *dgb = d_f(gb, (size_t)N);
+            CPU->linear_bwd(cc, gx, gW, acc ? NULL : gb, g, x, W, M, N, K, acc);
+            GPU->linear_bwd(gc, dgx, dgW, acc ? NULL : dgb, dg, dx_, dW_, M, N, K, acc);
+            same_math("linear_bwd dx", dgx, gx, (size_t)M * K);
+            same_math("linear_bwd dW", dgW, gW, (size_t)N * K);
+            same("linear_bwd db", dgb, gb, (size_t)N, 1e-5, 0);
+            /* no dx wanted */
+            CPU->linear_bwd(cc, NULL, gW, gb, g, x, W, M, N, K, 0);
+            GPU->linear_bwd(gc, NULL, dgW, dgb, dg, dx_, dW_, M, N, K, 0);
+            same_math("linear_bwd dW (no dx)", dgW, gW, (size_t)N * K);
+            same("linear_bwd db (no dx)", dgb, gb, (size_t)N, 1e-5, 0);
+        }
+    }
+    cleanup();
+}
+
+static void test_cuda_dense_fp32(void) { dense_layers(UMD_MATH_FP32); }
+static void test_cuda_dense_tf32(void) { dense_layers(UMD_MATH_TF32); }
+static void test_cuda_dense_bf16(void) { dense_layers(UMD_MATH_BF16); }
+
+/* ---- normalisation ------------------------------------------------------------------------------ */
+
+static void test_cuda_layernorm(void) {
+    need_gpu(UMD_MATH_FP32);
+    const int shapes[][3] = {{3, 5, 16}, {2, 65, 160}, {8, 1, 33}}; /* n T w */
+    for (int s = 0; s < 3; s++) {
+        int n = shapes[s][0], T = shapes[s][1], w = shapes[s][2];
+        long xs = (long)T * w + 7, os = (long)T * w + 3; /* strided sequences */
+        int ms = 6 * w;
+        size_t nx = (size_t)n * xs, no = (size_t)n * os, nm = (size_t)n * ms;
+        float *x = h_randn(nx, 40, 2.0f), *gamma = h_randn((size_t)w, 41, 0.3f);
+        float *beta = h_randn((size_t)w, 42, 0.3f), *mod = h_randn(nm, 43, 0.3f);
+        for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+        for (size_t i = 0; i < nx; i++) x[i] += 0.5f; /* rows away from zero mean */
+        float *dx_ = d_f(x, nx), *dgam = d_f(gamma, (size_t)w), *dbet = d_f(beta, (size_t)w),
+              *dmod_ = d_f(mod, nm);
+        for (int usemod = 0; usemod < 2; usemod++) {
+            float *out = h_randn(no, 44, 1.0f), *mean = h_nan((size_t)n * T), *rstd = h_nan((size_t)n * T);
+            float *dout_ = d_f(out, no), *dmean = d_f(mean, (size_t)n * T), *drstd = d_f(rstd, (size_t)n * T);
+            /* the gaps between strided sequences must stay untouched: same start on both sides */
+            for (int b = 0; b < n; b++)
+                for (long k = 0; k < (long)T * w; k++) out[b * os + k] = NAN;
+            GPU->upload(gc, dout_, out, no * 4);
+            const float *md = usemod ? mod : NULL, *dmd = usemod ? dmod_ : NULL;
+            CPU->layernorm_fwd(cc, out, mean, rstd, x, gamma, beta, md, ms, n, T, w, xs, os);
+            GPU->layernorm_fwd(gc, dout_, dmean, drstd, dx_, dgam, dbet, dmd, ms, n, T, w, xs, os);
+            same("layernorm_fwd out", dout_, out, no, 1e-5, 0);
+            same("layernorm_fwd mean", dmean, mean, (size_t)n * T, 1e-5, 0);
+            same("layernorm_fwd rstd", drstd, rstd, (size_t)n * T, 1e-5, 0);
+            for (int acc = 0; acc < 2; acc++) {
+                float *g = h_randn(no, 45, 1.0f), *dg = d_f(g, no);
+                float *gx = h_randn(nx, 46, 1.0f);
+                if (!acc)
+                    for (int b = 0; b < n; b++)
+                        for (long k = 0; k < (long)T * w; k++) gx[b * xs + k] = NAN;
+                float *ggam = h_randn((size_t)w, 47, 1.0f), *gbet = h_randn((size_t)w, 48, 1.0f);
+                float *gmod = h_randn(nm, 49, 1.0f);
+                for (int b = 0; b < n && usemod; b++)
+                    for (int k = 0; k < 2 * w; k++) gmod[(size_t)b * ms + k] = NAN;
+                float *dgx = d_f(gx, nx), *dggam = d_f(ggam, (size_t)w), *dgbet = d_f(gbet, (size_t)w),
+                      *dgmod = d_f(gmod, nm);
+                CPU->layernorm_bwd(cc, gx, ggam, gbet, gmod, g, x, mean, rstd, gamma, beta, md, ms,
+                                   n, T, w, xs, os, acc);
+                GPU->layernorm_bwd(gc, dgx, dggam, dgbet, dgmod, dg, dx_, dmean, drstd, dgam, dbet,
+                                   dmd, ms, n, T, w, xs, os, acc);
+                same("layernorm_bwd dx", dgx, gx, nx, 1e-5, 0);
+                same("layernorm_bwd dgamma", dggam, ggam, (size_t)w, 1e-5, 0);
+                same("layernorm_bwd dbeta", dgbet, gbet, (size_t)w, 1e-5, 0);
+                same("layernorm_bwd dmod", dgmod, gmod, nm, 1e-5, 0);
+            }
+        }
+        /* gated residual, gates inside (n, 6w) rows */
+        size_t nt = (size_t)n * T * w;
+        float *xr = h_randn(nt, 50, 1.0f), *yr = h_randn(nt, 51, 1.0f), *o = h_nan(nt);
+        float *dxr = d_f(xr, nt), *dyr = d_f(yr, nt), *dov = d_f(o, nt);
+        CPU->gate_residual_fwd(cc, o, xr, yr, mod + 2 * w, ms, n, T, w);
+        GPU->gate_residual_fwd(gc, dov, dxr, dyr, dmod_ + 2 * w, ms, n, T, w);
+        same("gate_residual_fwd", dov, o, nt, 1e-6, 0);
+        float *gy = h_nan(nt), *gg = h_randn(nm, 52, 1.0f);
+        for (int b = 0; b < n; b++)
+            for (int k = 0; k < w; k++) gg[(size_t)b * ms + 2 * w + k] = NAN;
+        float *dgy = d_f(gy, nt), *dgg = d_f(gg, nm);
+        CPU->gate_residual_bwd(cc, gy, gg + 2 * w, xr, yr, mod + 2 * w, ms, n, T, w);
+        GPU->gate_residual_bwd(gc, dgy, dgg + 2 * w, dxr, dyr, dmod_ + 2 * w, ms, n, T, w);
+        same("gate_residual_bwd dy", dgy, gy, nt, 1e-6, 0);
+        same("gate_residual_bwd dgate", dgg, gg, nm, 1e-5, 0);
+    }
+    cleanup();
+}
+
+/* ---- attention ----------------------------------------------------------------------------------- */
+
+/* One attention forward + backward of (n, T, heads, hd) on the GPU context g against the CPU;
+ * lse (n, heads, T) is all the two sides keep between them. */
+static void attention_shape(umd_ctx *g_ctx, int m, int n, int T, int heads, int hd, uint32_t key) {
+    double tol = m == UMD_MATH_FP32 ? 1e-5 : tol_of(m);
+    size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+           nl = (size_t)n * heads * T;
+    float *qkv = h_randn(nq, key, 1.0f), *out = h_nan(no), *lse = h_nan(nl);
+    float *dq = d_f(qkv, nq), *dout_ = d_f(out, no), *dlse = d_f(lse, nl);
+    CPU->attention_fwd(cc, out, lse, qkv, n, T, heads, hd);
+    GPU->attention_fwd(g_ctx, dout_, dlse, dq, n, T, heads, hd);
+    char err[256];
+    T_REQUIRE(GPU->status(g_ctx, err, sizeof err) == 0 || (printf("  device: %s\n", err), 0));
+    same("attention_fwd out", dout_, out, no, tol, m != UMD_MATH_FP32);
+    same("attention_fwd lse", dlse, lse, nl, tol, 0);
+    float *g = h_randn(no, key + 1, 1.0f), *dg = d_f(g, no), *gq = h_nan(nq), *dgq = d_f(gq, nq);
+    CPU->attention_bwd(cc, gq, g, qkv, out, lse, n, T, heads, hd);
+    GPU->attention_bwd(g_ctx, dgq, dg, dq, dout_, dlse, n, T, heads, hd);
+    T_REQUIRE(GPU->status(g_ctx, err, sizeof err) == 0 || (printf("  device: %s\n", err), 0));
+    same("attention_bwd dqkv", dgq, gq, nq, tol, m != UMD_MATH_FP32);
+}
+
+static void attention(int m) {
+    need_gpu(m);
+    const int shapes[][4] = {{2, 5, 2, 8}, {3, 65, 3, 64}, {2, 257, 2, 32}, {2, 257, 2, 64},
+                             {1, 1025, 2, 64}};
+    /* tf32: the fused kernels (head widths 32, 64), then every shape on the batched GEMMs */
+    for (int fused = 1; fused >= 0; fused--) {
+        T_REQUIRE(umd_cuda_set_attention(gc, fused) == 0);
+        for (int s = 0; s < 5; s++)
+            attention_shape(gc, m, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], 60 + s);
+        cleanup();
+        if (m == UMD_MATH_FP32) break;
+    }
+    T_REQUIRE(umd_cuda_set_attention(gc, 0) == 0); /* the default */
+}
+
+static void test_cuda_attention_fp32(void) { attention(UMD_MATH_FP32); }
+static void test_cuda_attention_tf32(void) { attention(UMD_MATH_TF32); }
+
+/* Shapes whose (T, T) tiles exceed CUDA_ATTN_WS: the heads run in groups (forward 7 + 1,
+ * backward 3 + 3 + 2 on a GEMM context; 2 + 2 + 2 + 2 and one at a time on a fused one, whose
+ * tiles are one head's), on a context of its own whose limits ask for that much; head width 16
+ * always takes the GEMM path. */
+static void test_cuda_attention_head_groups(void) {
+    need_gpu(UMD_MATH_TF32);
+    static const umd_limits big = {32, 1025, 128, 8, 1024, 256 * 256};
+    char err[256];
+    umd_ctx *g2 = NULL;
+    T_REQUIRE(GPU->ctx_new(&g2, 1, err, sizeof err) == 0);
+    size_t b = GPU->workspace_bytes(g2, &big);
+    void *ws = GPU->alloc(g2, b);
+    T_REQUIRE(ws);
+    GPU->set_workspace(g2, ws, b);
+    attention_shape(g2, UMD_MATH_TF32, 32, 1025, 8, 16, 70);
+    cleanup();
+    GPU->release(g2, ws);
+    GPU->ctx_destroy(&g2);
+}
+/* ---- tokens and losses ------------------------------------------------------------------------- */
+
+static void test_cuda_tokens(void) {
+    need_gpu(UMD_MATH_FP32);
+    const int shapes[][4] = {{3, 16, 4, 16}, {5, 49, 2, 24}, {2, 64, 1, 130}}; /* n L ncls w */
+    for (int s = 0; s < 3; s++) {
+        int n = shapes[s][0], L = shapes[s][1], ncls = shapes[s][2], w = shapes[s][3];
+        int keep = L / 4 + 1, T = ncls + keep, Td = 1 + L;
+        int32_t *order = hkeep(malloc((size_t)n * L * 4)), *slot = hkeep(malloc((size_t)n * L * 4));
+        CPU->draw_keep(cc, order, slot, 0, n, L, keep, 3, (uint32_t)s);
+        int32_t *dorder = d_up(order, (size_t)n * L * 4), *dslot = d_up(slot, (size_t)n * L * 4);
+        size_t ne = (size_t)n * L * w, nx = (size_t)n * T * w, nd = (size_t)n * Td * w;
+        float *emb = h_randn(ne, 70, 1.0f), *pos = h_randn((size_t)L * w, 71, 1.0f);
+        float *cls = h_randn((size_t)ncls * w, 72, 1.0f), *mask = h_randn((size_t)w, 73, 1.0f);
+        float *demb_ = d_f(emb, ne), *dpos_ = d_f(pos, (size_t)L * w), *dcls_ = d_f(cls, (size_t)ncls * w),
+              *dmask_ = d_f(mask, (size_t)w);
+        float *xenc = h_nan(nx), *dxenc = d_f(xenc, nx);
+        CPU->gather_tokens_fwd(cc, xenc, emb, pos, cls, order, n, L, keep, ncls, w);
+        GPU->gather_tokens_fwd(gc, dxenc, demb_, dpos_, dcls_, dorder, n, L, keep, ncls, w);
+        same("gather_tokens_fwd", dxenc, xenc, nx, 1e-7, 0);
+        float *gx = h_randn(nx, 74, 1.0f), *dgx = d_f(gx, nx);
+        float *ge = h_nan(ne), *gp = h_randn((size_t)L * w, 75, 1.0f), *gcl = h_randn((size_t)ncls * w, 76, 1.0f);
+        float *dge = d_f(ge, ne), *dgp = d_f(gp, (size_t)L * w), *dgcl = d_f(gcl, (size_t)ncls * w);
+        CPU->gather_tokens_bwd(cc, ge, gp, gcl, gx, slot, n, L, keep, ncls, w);
+        GPU->gather_tokens_bwd(gc, dge, dgp, dgcl, dgx, dslot, n, L, keep, ncls, w);
+        same("gather_tokens_bwd demb", dge, ge, ne, 1e-7, 0);
+        same("gather_tokens_bwd dpos", dgp, gp, (size_t)L * w, 1e-6, 0);
+        same("gather_tokens_bwd dcls", dgcl, gcl, (size_t)ncls * w, 1e-6, 0);
+        /* decoder input */
+        float *rep = h_randn((size_t)n * w, 77, 1.0f), *drep_ = d_f(rep, (size_t)n * w);
+        float *xdec = h_nan(nd), *dxdec = d_f(xdec, nd);
+        CPU->decoder_input_fwd(cc, xdec, rep, xenc, mask, pos, slot, n, L, T, ncls, w);
+        GPU->decoder_input_fwd(gc, dxdec, drep_, dxenc, dmask_, dpos_, dslot, n, L, T, ncls, w);
+        same("decoder_input_fwd", dxdec, xdec, nd, 1e-7, 0);
+        float *gd = h_randn(nd, 78, 1.0f), *dgd = d_f(gd, nd);
+        float *grep = h_nan((size_t)n * w), *genc = h_randn(nx, 79, 1.0f);
+        float *gmask = h_randn((size_t)w, 80, 1.0f), *gpos = h_randn((size_t)L * w, 81, 1.0f);
+        for (int b = 0; b < n; b++)
+            for (size_t k = (size_t)ncls * w; k < (size_t)T * w; k++) genc[(size_t)b * T * w + k] = NAN;
+        float *dgrep = d_f(grep, (size_t)n * w), *dgenc = d_f(genc, nx), *dgmask = d_f(gmask, (size_t)w),
+              *dgpos = d_f(gpos, (size_t)L * w);
+        CPU->decoder_input_bwd(cc, grep, genc, gmask, gpos, gd, slot, n, L, T, ncls, w);
+        GPU->decoder_input_bwd(gc, dgrep, dgenc, dgmask, dgpos, dgd, dslot, n, L, T, ncls, w);
+        same("decoder_input_bwd drep", dgrep, grep, (size_t)n * w, 1e-7, 0);
+        same("decoder_input_bwd denc", dgenc, genc, nx, 1e-7, 0);
+        same("decoder_input_bwd dmask", dgmask, gmask, (size_t)w, 1e-5, 0);
+        same("decoder_input_bwd dpos", dgpos, gpos, (size_t)L * w, 1e-6, 0);
+        /* cls mean */
+        float *mo = h_nan((size_t)n * w), *dmo = d_f(mo, (size_t)n * w);
+        CPU->token_mean_fwd(cc, mo, xenc, n, T, ncls, w);
+        GPU->token_mean_fwd(gc, dmo, dxenc, n, T, ncls, w);
+        same("token_mean_fwd", dmo, mo, (size_t)n * w, 1e-6, 0);
+        float *tx = h_randn(nx, 82, 1.0f), *dtx = d_f(tx, nx);
+        for (int b = 0; b < n; b++)
+            for (size_t k = 0; k < (size_t)ncls * w; k++) tx[(size_t)b * T * w + k] = NAN;
+        GPU->upload(gc, dtx, tx, nx * 4);
+        CPU->token_mean_bwd(cc, tx, rep, n, T, ncls, w);
+        GPU->token_mean_bwd(gc, dtx, drep_, n, T, ncls, w);
+        same("token_mean_bwd", dtx, tx, nx, 1e-7, 0);
+        /* label rows, duplicates included */
+        int32_t idx[5];
+        for (int b = 0; b < n; b++) idx[b] = (b * 7) % 3;
+        int32_t *didx = d_up(idx, sizeof idx);
+        float *tab = h_randn((size_t)4 * w, 83, 1.0f), *dtab = d_f(tab, (size_t)4 * w);
+        float *er = h_nan((size_t)n * w), *der = d_f(er, (size_t)n * w);
+        CPU->embed_rows_fwd(cc, er, tab, idx, n, w);
+        GPU->embed_rows_fwd(gc, der, dtab, didx, n, w);
+        same("embed_rows_fwd", der, er, (size_t)n * w, 0, 0);
+        CPU->embed_rows_bwd(cc, tab, rep, idx, n, w);
+        GPU->embed_rows_bwd(gc, dtab, drep_, didx, n, w);
+        same("embed_rows_bwd", dtab, tab, (size_t)4 * w, 1e-7, 0);
+        /* masked losses: pred (n, L, pp, 2C) */
+        for (int C = 1; C <= 3; C += 2) {
+            int pp = 4, P = pp * C;
+            size_t npred = (size_t)n * L * 2 * P, ntg = (size_t)n * L * P;
+            float *pred = h_randn(npred, 84, 1.0f), *tg = h_randn(ntg, 85, 1.0f);
+            float *dpred_ = d_f(pred, npred), *dtg = d_f(tg, ntg);
+            for (int sel = 0; sel < 3; sel++)
+                for (int half = 0; half < 2; half++) {
+                    float *gpred = h_randn(npred, 86, 1.0f), *dgpred = d_f(gpred, npred);
+                    double lc = CPU->mse_masked(cc, gpred, pred, tg, slot, n, L, pp, C, half, sel, 0.37f);
+                    double lg = GPU->mse_masked(gc, dgpred, dpred_, dtg, dslot, n, L, pp, C, half, sel, 0.37f);
+                    T_NEAR(lg, lc, 0, 1e-6);
+                    same("mse_masked dpred", dgpred, gpred, npred, 1e-6, 0);
+                }
+        }
+    }
+    cleanup();
+}
+
+/* ---- errors ------------------------------------------------------------------------------------- */
+
+/* A bad launch (a keep order over more tokens than the kernel takes) fails the context with the
+ * op's name, later ops do nothing, and a fresh context works. */
+static void test_cuda_error_is_recorded(void) {
+    need_gpu(UMD_MATH_FP32);
+    char err[512];
+    umd_ctx *c = NULL;
+    T_REQUIRE(GPU->ctx_new(&c, 1, err, sizeof err) == 0);
+    T_EQ_INT(GPU->status(c, err, sizeof err), 0);
+    int32_t *o = GPU->alloc(c, 8192 * 4), *s = GPU->alloc(c, 8192 * 4);
+    T_REQUIRE(o && s);
+    GPU->draw_keep(c, o, s, 0, 1, 8192, 10, 1, 1);
+    int rc = GPU->status(c, err, sizeof err);
+    T_CHECK(rc != 0);
+    T_CONTAINS(err, "draw_keep");
+    /* an absurd allocation returns NULL instead of failing the process */
+    T_CHECK(GPU->alloc(c, (size_t)1 << 50) == NULL);
+    GPU->release(c, o);
+    GPU->release(c, s);
+    GPU->ctx_destroy(&c);
+    T_CHECK(c == NULL);
+}
+
+int main(void) {
+    char err[256];
+    if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
+    CPU = umd_ops_cpu();
+    if (CPU->ctx_new(&cc, 1, err, sizeof err) != 0) return 1;
+    size_t b = CPU->workspace_bytes(cc, &LIM);
+    cws = CPU->alloc(cc, b);
+    CPU->set_workspace(cc, cws, b);
+    if (!no_gpu[0] && use_math(UMD_MATH_FP32) != 0 && !no_gpu[0])
+        snprintf(no_gpu, sizeof no_gpu, "the CUDA context could not be set up");
+    T_RUN(test_cuda_elementwise);
+    T_RUN(test_cuda_optimiser);
+    T_RUN(test_cuda_random_streams);
+    T_RUN(test_cuda_patches_noise_embed);
+    T_RUN(test_cuda_dense_fp32);
+    T_RUN(test_cuda_dense_tf32);
+    T_RUN(test_cuda_dense_bf16);
+    T_RUN(test_cuda_layernorm);
+    T_RUN(test_cuda_attention_fp32);
+    T_RUN(test_cuda_attention_tf32);
+    T_RUN(test_cuda_attention_head_groups);
+    T_RUN(test_cuda_tokens);
+    T_RUN(test_cuda_error_is_recorded);
+    if (gc) {
+        cleanup();
+        GPU->release(gc, gws);
+        GPU->ctx_destroy(&gc);
+    }
+    CPU->release(cc, cws);
+    CPU->ctx_destroy(&cc);
+    return t_done();
+}
