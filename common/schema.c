@@ -256,9 +256,12 @@ static void unknown_message(const char *path, char *msg, size_t n) {
             }
             if (k[len] == 0) break;
         }
+        /* the leaf alone: the first such key in table order, so a core key ("umd.mask_ratio")
+         * wins over a later section that reuses its name ("finetune.mask_ratio") */
+        const char *t = umdq_job_schema[i].path;
         size_t kl_len;
-        const char *kleaf = last_segment(k, strlen(k), &kl_len);
-        if (!leaf_match && kl_len == pl_len && strncmp(kleaf, pleaf, pl_len) == 0) leaf_match = k;
+        const char *kleaf = last_segment(t, strlen(t), &kl_len);
+        if (!leaf_match && kl_len == pl_len && strncmp(kleaf, pleaf, pl_len) == 0) leaf_match = t;
     }
     if (best) snprintf(msg, n, "unknown key (did you mean \"%.*s\"?)", (int)bestlen, best);
     else if (leaf_match) snprintf(msg, n, "unknown key (did you mean \"%s\"?)", leaf_match);

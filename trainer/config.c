@@ -60,9 +60,10 @@ static int choice(const char *s, const char *choices) {
 }
 
 /* Keys that say how or where a run happens, not what it computes: a checkpoint taken under one
- * value resumes under another (another worker, thread count, device or log cadence). */
+ * value resumes under another (another worker, thread count, device or log cadence; the
+ * evaluation, which reads the trained weights and changes none). */
 static const char *const run_only_keys[] = {"name", "stall_timeout", "train.threads", "train.device",
-                                            "train.log_every", "train.ckpt_every", NULL};
+                                            "train.log_every", "train.ckpt_every", "eval", NULL};
 
 /* SHA-256 hex of the canonical config with "kind" and "seed" present and the run-only keys left
  * out: the identity a checkpoint records. */
@@ -182,6 +183,62 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
     out->precision = (umd_precision)choice(str_of(json, "train.precision", &hold), k ? k->choices : "");
     out->threads = int_of(json, "train.threads", &hold);
 
+    /* eval.* */
+    const cJSON *ev = json_path_get(json, "eval");
+    out->eval_on = cJSON_IsObject(ev) && bool_of(json, "eval.enabled", &hold);
+    out->eval_batch = int_of(json, "eval.batch", &hold);
+    out->probe_shots = int_of(json, "eval.probe_shots", &hold);
+    out->ridge_lambda = num(json, "eval.ridge_lambda", &hold);
+    out->probe_train = int64_of(json, "eval.probe_train", &hold);
+    out->probe_test = int64_of(json, "eval.probe_test", &hold);
+    out->probe_epochs = int_of(json, "eval.probe_epochs", &hold);
+    out->probe_lr = num(json, "eval.probe_lr", &hold);
+    out->probe_noise_index = int_of(json, "eval.probe_noise_index", &hold);
+    out->val_images = int64_of(json, "eval.val_images", &hold);
+    out->recon_mask = num(json, "eval.recon_mask", &hold);
+    out->fid_samples = int_of(json, "eval.fid_samples", &hold);
+    out->ddim_steps = int_of(json, "eval.ddim_steps", &hold);
+    out->cfg_scale = num(json, "eval.cfg_scale", &hold);
+    out->grid = int_of(json, "eval.grid", &hold);
+    out->fid_real = int64_of(json, "eval.fid_real", &hold);
+    out->classifier_epochs = int_of(json, "eval.classifier_epochs", &hold);
+    const char *cache = json_get_string(json, "eval.cache_dir", NULL);
+    if (cache && strlen(cache) >= sizeof out->cache_dir)
+        errlist_add(errs, "eval.cache_dir", "must be shorter than %zu bytes", sizeof out->cache_dir);
+    else if (cache)
+        snprintf(out->cache_dir, sizeof out->cache_dir, "%s", cache);
+    /* against umd.timesteps: a value written in the config must fit; a default that does not
+     * (short schedules) scales down with T (index 50 of 1000, at most T steps) */
+    if (out->timesteps > 0 && out->probe_noise_index >= out->timesteps) {
+        if (json_path_get(json, "eval.probe_noise_index"))
+            errlist_add(errs, "eval.probe_noise_index", "must be below umd.timesteps (%d), got %d",
+                        out->timesteps, out->probe_noise_index);
+        else
+            out->probe_noise_index = out->timesteps / 20;
+    }
+    if (out->timesteps > 0 && out->ddim_steps > out->timesteps) {
+        if (json_path_get(json, "eval.ddim_steps"))
+            errlist_add(errs, "eval.ddim_steps", "must be at most umd.timesteps (%d), got %d",
+                        out->timesteps, out->ddim_steps);
+        else
+            out->ddim_steps = out->timesteps;
+    }
+
+    /* finetune.* */
+    out->ft_steps = int64_of(json, "finetune.steps", &hold);
+    out->ft_batch = int_of(json, "finetune.batch", &hold);
+    if (out->ft_batch == 0) out->ft_batch = out->batch;
+    out->ft_base_lr = num(json, "finetune.base_lr", &hold);
+    const cJSON *ftlr = json_path_get(json, "finetune.lr");
+    out->ft_lr = cJSON_IsNumber(ftlr) ? ftlr->valuedouble : out->ft_base_lr * out->ft_batch / 256.0;
+    out->ft_warmup = num(json, "finetune.warmup", &hold);
+    out->ft_beta2 = num(json, "finetune.beta2", &hold);
+    out->ft_weight_decay = num(json, "finetune.weight_decay", &hold);
+    out->ft_r_t0 = num(json, "finetune.r_t0", &hold);
+    out->ft_mask_ratio = num(json, "finetune.mask_ratio", &hold);
+    out->ft_label_dropout = num(json, "finetune.label_dropout", &hold);
+    out->ft_ema = num(json, "finetune.ema", &hold);
+
     out->seed = (uint64_t)int64_of(json, "seed", &hold);
     cJSON_Delete(hold);
 
@@ -206,5 +263,8 @@ int umd_config_check_data(const umd_config *c, int h, int w, int channels, errli
                     c->width);
     if (c->batch < 1)
         errlist_add(errs, "train.batch", "must be at least 1, got %d", c->batch);
+    if (c->eval_on && c->fid_samples > 0 && (h % 4 || w % 4))
+        errlist_add(errs, "eval.fid_samples", "FID's feature network needs image sides that are "
+                    "multiples of 4, the data set has %dx%d (set it to 0 for no FID)", h, w);
     return errlist_count(errs) > before ? UMDQ_EINVAL : 0;
 }

@@ -41,6 +41,20 @@ typedef struct {
     umd_precision precision;
     int threads;            /* 0 = every core */
 
+    /* eval.* (UMD.md "Evaluation"); eval_on when the config has an eval block not disabled */
+    int eval_on;
+    int eval_batch, probe_shots, probe_epochs, probe_noise_index, fid_samples, ddim_steps, grid,
+        classifier_epochs;
+    int64_t probe_train, probe_test, val_images, fid_real; /* 0 = all */
+    double ridge_lambda, probe_lr, recon_mask, cfg_scale;
+    char cache_dir[1024];   /* eval.cache_dir, "" = $UMDQ_CACHE, else <workdir>/../cache */
+
+    /* finetune.* (UMD.md "Label fine-tuning"): ft_steps > 0 runs it after pre-training */
+    int64_t ft_steps;
+    int ft_batch;           /* resolved: train.batch when finetune.batch is 0 */
+    double ft_lr, ft_base_lr, ft_warmup, ft_beta2, ft_weight_decay, ft_r_t0, ft_mask_ratio,
+        ft_label_dropout, ft_ema;
+
     uint64_t seed;          /* top-level "seed" (the worker sets it from the job's seed) */
     char hash[65];          /* SHA-256 of the canonical config including the seed: checkpoints
                                record it so a checkpoint is never resumed under another config */

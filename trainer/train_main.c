@@ -610,8 +610,13 @@ int umd_train_main(int argc, char **argv) {
         cJSON *sum = cJSON_CreateObject();
         cJSON_AddStringToObject(sum, "status", interrupted ? "interrupted" : "ok");
         cJSON_AddStringToObject(sum, "config_hash", cfg.hash);
-        cJSON_AddNumberToObject(sum, "steps", (double)steps);
+        /* progress past train.steps counts fine-tuning steps */
+        cJSON_AddNumberToObject(sum, "steps", (double)(steps < cfg.steps ? steps : cfg.steps));
         cJSON_AddNumberToObject(sum, "total_steps", (double)cfg.steps);
+        if (cfg.ft_steps > 0) {
+            cJSON_AddNumberToObject(sum, "finetune_steps", (double)(steps > cfg.steps ? steps - cfg.steps : 0));
+            cJSON_AddNumberToObject(sum, "total_finetune_steps", (double)cfg.ft_steps);
+        }
         if (isfinite(final_loss)) cJSON_AddNumberToObject(sum, "final_loss", final_loss);
         else cJSON_AddNullToObject(sum, "final_loss");
         if (isfinite(img_per_s)) cJSON_AddNumberToObject(sum, "img_per_s", img_per_s);
@@ -631,8 +636,12 @@ int umd_train_main(int argc, char **argv) {
     } else {
         char dur[32];
         format_duration(seconds, dur, sizeof dur);
-        fprintf(stderr, "%s: %lld/%lld steps in %s", interrupted ? "interrupted" : "done",
-                (long long)steps, (long long)cfg.steps, dur);
+        fprintf(stderr, "%s: %lld/%lld steps", interrupted ? "interrupted" : "done",
+                (long long)(steps < cfg.steps ? steps : cfg.steps), (long long)cfg.steps);
+        if (cfg.ft_steps > 0)
+            fprintf(stderr, " + %lld/%lld fine-tuning steps",
+                    (long long)(steps > cfg.steps ? steps - cfg.steps : 0), (long long)cfg.ft_steps);
+        fprintf(stderr, " in %s", dur);
         if (isfinite(img_per_s)) fprintf(stderr, ", %.0f img/s", img_per_s);
         if (isfinite(final_loss)) fprintf(stderr, ", final loss %.4g", final_loss);
         fputc('\n', stderr);

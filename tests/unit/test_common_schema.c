@@ -161,13 +161,14 @@ static void test_common_schema_kind_sweep_reserved(void) {
     }
     T_ONE_ERROR("{\"params\": {\"lr\": 1}}", 0, "params", "only for kind command");
     T_ONE_ERROR("{\"seed\": 3}", 1, "seed", "seed is set by the sweep's \"seeds\"");
-    T_ONE_ERROR("{\"eval\": {\"probe\": true}}", 0, "eval", "eval is not available in this version");
-    T_ONE_ERROR("{\"finetune\": {}}", 0, "finetune", "finetune is not available in this version");
+    T_ONE_ERROR("{\"eval\": {\"probe\": true}}", 0, "eval.probe", "unknown key");
+    T_ONE_ERROR("{\"eval\": {\"fid_samples\": -1}}", 0, "eval.fid_samples", "must be in [0, 1000000], got -1");
+    T_ONE_ERROR("{\"finetune\": {\"r_t0\": 1}}", 0, "finetune.r_t0", "must be in [0, 1), got 1");
     /* every bad path is reported, not just the first */
     errlist *e = check("{\"umd\": {\"mask_ratio\": 1, \"r_t0\": 2, \"maskratio\": 0}, \"train\": {\"steps\": 0, "
-                       "\"batch\": \"x\"}, \"seed\": -1, \"eval\": {}}", 1);
+                       "\"batch\": \"x\"}, \"seed\": -1, \"eval\": {\"grid\": -2}}", 1);
     T_EQ_INT(errlist_count(e), 7);
-    const char *paths[] = {"umd.mask_ratio", "umd.r_t0", "umd.maskratio", "train.steps", "train.batch", "seed", "eval"};
+    const char *paths[] = {"umd.mask_ratio", "umd.r_t0", "umd.maskratio", "train.steps", "train.batch", "seed", "eval.grid"};
     for (int i = 0; i < 7; i++) T_CHECK_MSG(msg_for(e, paths[i]) != NULL, "no error for %s", paths[i]);
     errlist_destroy(&e);
 }

@@ -234,7 +234,7 @@ static void test_common_sweep_refusals(void) {
               "zip.model.width[1]", "model.width must be even and a multiple of model.heads (6), got 200");
     T_REFUSED("{\"name\": \"r\", \"grid\": {\"model.heads\": [3, 5]}}", "grid.model.heads[1]",
               "model.width must be even and a multiple of model.heads (5), got 192");
-    T_REFUSED("{\"name\": \"r\", \"base\": {\"eval\": {\"probe\": true}}}", "eval", "eval is not available in this version");
+    T_REFUSED("{\"name\": \"r\", \"base\": {\"eval\": {\"probe\": true}}}", "eval.probe", "unknown key");
     T_REFUSED("{\"name\": \"r\", \"base\": 3}", "base", "must be an object");
     T_REFUSED("{\"name\": \"r\", \"list\": [1]}", "list", "non-empty array of objects");
     T_REFUSED("{\"name\": \"r\", \"list\": []}", "list", "non-empty array of objects");
