@@ -515,6 +515,16 @@ static int show_sweep(cli_ctx *ctx, cli_client *c, const char *arg, int json) {
     printf("\n");
     fflush(stdout);
     cli_print_jobs_table(ctx, answer);
+    const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(answer, "jobs");
+    cli_table *seeds = view_seed_table(answer);
+    if (seeds) {
+        printf("\nmean\xc2\xb1sd over seeds:\n");
+        print_table(ctx, seeds);
+        table_destroy(&seeds);
+    }
+    int several = 0;
+    const char *net = view_fid_net(jobs, &several);
+    if (net) printf("\nFID features: %s%s\n", net, several ? " and others: FIDs of different networks do not compare" : "");
     cJSON_Delete(answer);
     return UMDQ_EXIT_OK;
 }
@@ -529,8 +539,15 @@ int cmd_show(cli_ctx *ctx, int argc, char **argv) {
     const cli_command cmd = {
         "show", "JOB|SWEEP", NULL,
         "A number is a job: its config, attempts (worker, start, end, exit code, signal, first "
-        "line of the error), results and the latest value of each metric. A name, s<N> or "
-        "sweep:<N> is a sweep: its summary and its jobs.",
+        "line of the error), results and the latest value of each metric. Anything else is a "
+        "sweep: its name, or s<N> / sweep:<N> for sweep number N (so a sweep whose name is all "
+        "digits is reached as sweep:<its number>). A sweep shows its summary and the comparison "
+        "of its jobs: one row per job with the swept keys, then for umd jobs PROBE and LINEAR "
+        "(top-1 of the 100-shot ridge probe and of the linear probe on the model's features), "
+        "PX-PROBE and PX-LINEAR (the same probes on raw pixels), FID, VAL-DENOISE and VAL-MASK "
+        "(validation losses), IMG/S, DEV-H (device-hours of the attempt that finished) and WALL "
+        "(the wall time of all its attempts); with several seeds also the mean"
+        "\xc2\xb1sd of each variant over its seeds. 'umdq export' writes every column.",
         opts, 1, 1};
     int nops = 0;
     int rc = cli_args(ctx, &cmd, argc, argv, &nops);
@@ -651,9 +668,15 @@ int cmd_export(cli_ctx *ctx, int argc, char **argv) {
     };
     const cli_command cmd = {
         "export", "SWEEP", NULL,
-        "One row per job: id, state, seed, attempts, the swept keys, then every result key any "
-        "job has (sorted by name; empty where a job has none). Numbers keep their full "
-        "precision.",
+        "One row per job. A sweep of umd jobs: id, state, seed, the swept keys, then "
+        "probe_ridge_top1, probe_linear_top1, pixel_ridge_top1, pixel_linear_top1 (probe top-1 "
+        "on the model's features and on pixels, fractions), fid, fid_net, fid_samples, "
+        "val_denoise_loss, val_mask_mse, train_img_per_s, device_hours (always present, empty "
+        "where a job has none yet), run_seconds (the wall time of all the job's attempts, lost "
+        "ones included), attempts, then every other result (sorted by name). Other "
+        "sweeps: id, state, seed, attempts, the swept keys, then every result key any job has "
+        "(sorted by name). Results are those of each job's latest attempt that reported any. "
+        "Numbers keep their full precision. SWEEP is a name, a number, s<N> or sweep:<N>.",
         opts, 1, 1};
     int nops = 0;
     int rc = cli_args(ctx, &cmd, argc, argv, &nops);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "jsonx.h"
 #include "query.h"
+#include "schema.h"
 #include "umdq.h"
 #include "util.h"
 
@@ -157,15 +158,22 @@ fail:
     return rc;
 }
 
-/* params: {swept key: value in config} */
+/* params: {swept key: value in config}. A umd job whose config leaves a swept key out runs with the
+ * schema's default, which is shown (a table comparing r_t0 0, 0.5 and 1 then says 0.5, not null). */
 static cJSON *params_of(const char *config_text, const cJSON *swept) {
     cJSON *params = cJSON_CreateObject();
     cJSON *cfg = config_text ? cJSON_Parse(config_text) : NULL;
+    const char *kind = cfg ? json_get_string(cfg, "kind", "umd") : NULL;
+    int umd = kind && strcmp(kind, "umd") == 0;
     const cJSON *k;
     cJSON_ArrayForEach(k, swept) {
         if (!cJSON_IsString(k)) continue;
         const cJSON *v = cfg ? json_path_get(cfg, k->valuestring) : NULL;
-        cJSON_AddItemToObject(params, k->valuestring, v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
+        cJSON *dflt = NULL;
+        const schema_key *key = !v && umd ? schema_find(k->valuestring) : NULL;
+        if (key && !(key->flags & SCHEMA_COMMAND_ONLY)) dflt = schema_default(key);
+        cJSON_AddItemToObject(params, k->valuestring,
+                              v ? cJSON_Duplicate(v, 1) : dflt ? dflt : cJSON_CreateNull());
     }
     cJSON_Delete(cfg);
     return params;
@@ -196,6 +204,7 @@ static cJSON *job_row_of(sqlite3_stmt *st, const cJSON *swept) {
     if (!o) return NULL;
     for (int i = 0; i < 12; i++) add_col(o, names[i], st, i);
     cJSON_AddItemToObject(o, "params", params_of((const char *)sqlite3_column_text(st, 12), swept));
+    cJSON_AddNumberToObject(o, "run_seconds", 0); /* filled in by the caller */
     cJSON_AddItemToObject(o, "results", cJSON_CreateObject());
     return o;
 }
@@ -274,6 +283,21 @@ int query_sweep(sqlite3 *db, int64_t sweep, const char *state, int with_jobs, cJ
             if (hit) add_result(cJSON_GetObjectItemCaseSensitive(hit->row, "results"), st, 1);
         }
         if (r != SQLITE_DONE) { rc = db_err(db, err, errlen); goto fail; }
+        sqlite3_finalize(st);
+        st = NULL;
+        /* run_seconds: the wall time of all of a job's attempts, lost ones included (an open one
+         * counts to its last heartbeat): what the job cost its devices */
+        if ((rc = prepare(db, "SELECT a.job_id, sum(coalesce(a.ended, a.heartbeat) - a.started) FROM attempts a "
+                              "JOIN jobs j ON j.id = a.job_id WHERE j.sweep_id = ?1 GROUP BY a.job_id",
+                          &st, err, errlen)) != 0)
+            goto fail;
+        sqlite3_bind_int64(st, 1, sweep);
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            job_ref key = {sqlite3_column_int64(st, 0), NULL};
+            job_ref *hit = bsearch(&key, refs, (size_t)nrefs, sizeof *refs, job_ref_cmp);
+            if (hit) cJSON_ReplaceItemInObject(hit->row, "run_seconds", cJSON_CreateNumber(sqlite3_column_double(st, 1)));
+        }
+        if (r != SQLITE_DONE) { rc = db_err(db, err, errlen); goto fail; }
     }
     sqlite3_finalize(st);
     free(refs);
@@ -335,12 +359,16 @@ int query_job(sqlite3 *db, int64_t job, cJSON **out, char *err, size_t errlen) {
     sqlite3_bind_int64(st, 1, job);
     static const char *const names[] = {"n", "worker", "state", "started", "heartbeat", "ended", "exit_code",
                                         "signal", "error", "step"};
+    double run_seconds = 0;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         cJSON *a = cJSON_CreateObject();
         if (!a) { rc = UMDQ_ENOMEM; goto fail; }
         for (int i = 0; i < 10; i++) add_col(a, names[i], st, i);
         cJSON_AddItemToArray(attempts, a);
+        double until = sqlite3_column_type(st, 5) != SQLITE_NULL ? sqlite3_column_double(st, 5) : sqlite3_column_double(st, 4);
+        run_seconds += until - sqlite3_column_double(st, 3);
     }
+    cJSON_ReplaceItemInObject(row, "run_seconds", cJSON_CreateNumber(run_seconds));
     if (r != SQLITE_DONE) { rc = db_err(db, err, errlen); goto fail; }
     sqlite3_finalize(st);
     cJSON_Delete(swept);

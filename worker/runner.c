@@ -1,6 +1,7 @@
 /* runner.c: one attempt's child process: fork, pipes, report lines, log bytes, stop and reap. */
 #include "runner.h"
 
+#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "artifacts.h"
+#include "ckpt.h"
 #include "errlist.h"
 #include "jsonx.h"
 #include "log.h"
@@ -613,6 +617,9 @@ static void umd_on_stop_signal(int sig) {
 
 typedef struct {
     int report_fd;
+    artifact_store store;   /* store.url NULL: no artifact store (nothing uploaded, no resume) */
+    cJSON *results;         /* the run's results, reported once it has succeeded; owned */
+    const char *workdir;    /* the scratch directory; borrowed */
 } umd_child_ctx;
 
 /* 0, or UMDQ_EIO with errno set. */
@@ -638,6 +645,22 @@ static void umd_emit(umd_child_ctx *c, cJSON *line) {
     }
     free(text);
     cJSON_Delete(line);
+}
+
+/* A line of the worker's own in the attempt's log (stdout: the stderr tail stays the job's). */
+static void umd_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void umd_note(const char *fmt, ...) {
+    char buf[1400];
+    int n = snprintf(buf, sizeof buf, "umdq-worker: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0) return;
+    n += m;
+    if ((size_t)n > sizeof buf - 2) n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    write_all(1, buf, (size_t)n);
 }
 
 static void umd_ev_progress(void *ctx, int64_t step, int64_t total, double loss, double img_per_s) {
@@ -666,15 +689,82 @@ static void umd_ev_metric(void *ctx, const char *key, int64_t step, double value
     umd_emit(ctx, o);
 }
 
+/* Results whose text names a file in the scratch directory that goes to the artifact store under
+ * that name before the result is reported. */
+static const char *const UMD_FILE_RESULTS[] = {"sample_grid", NULL};
+
 static void umd_ev_result(void *ctx, const char *key, double value, const char *text) {
     if (!text && !isfinite(value)) return;
-    cJSON *o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddStringToObject(o, "umdq", "result");
-        if (text) cJSON_AddStringToObject(o, key, text);
-        else cJSON_AddNumberToObject(o, key, value);
+    umd_child_ctx *c = ctx;
+    for (int i = 0; text && c->store.url && UMD_FILE_RESULTS[i]; i++) {
+        if (strcmp(key, UMD_FILE_RESULTS[i]) != 0) continue;
+        char path[4400], err[1500];
+        snprintf(path, sizeof path, "%s/%s", c->workdir, text);
+        artifact_store s = c->store;
+        s.tries = 3;
+        if (!artifact_name_ok(text))
+            umd_note("%s: \"%.200s\" is not an artifact name ([A-Za-z0-9._-]{1,128}): not uploaded", key, text);
+        else if (artifact_put_file(&s, text, path, err, sizeof err) != 0)
+            umd_note("%s not uploaded: %s", key, err);
+        else
+            umd_note("%s uploaded as artifact %s", key, text);
     }
-    umd_emit(ctx, o);
+    /* held until the run succeeds: an attempt stopped half-way through its evaluation reports
+     * none, so a job that is run again records one set of results, the finished attempt's */
+    if (!c->results || cJSON_GetObjectItemCaseSensitive(c->results, key)) return; /* the first value wins */
+    if (text) cJSON_AddStringToObject(c->results, key, text);
+    else cJSON_AddNumberToObject(c->results, key, value);
+}
+
+/* A complete checkpoint: upload it as the job's ckpt.umd. A failed upload does not stop the run (a
+ * later attempt resumes from an earlier checkpoint, or from the start). */
+static int umd_ev_checkpoint(void *ctx, const char *path, int64_t step) {
+    umd_child_ctx *c = ctx;
+    if (!c->store.url) return 0;
+    char err[1500];
+    artifact_store s = c->store;
+    s.tries = 3;
+    double t0 = mono_s();
+    if (artifact_put_file(&s, ARTIFACT_CKPT_NAME, path, err, sizeof err) != 0) {
+        umd_note("the checkpoint of step %lld is not in the artifact store: %s", (long long)step, err);
+        return 0;
+    }
+    struct stat sb;
+    double mb = stat(path, &sb) == 0 ? (double)sb.st_size / 1e6 : 0;
+    umd_note("checkpoint of step %lld uploaded (%.1f MB in %.2f s)", (long long)step, mb, mono_s() - t0);
+    return 0;
+}
+
+/* Before training: fetch the checkpoint an earlier attempt uploaded into <scratch>/resume.umd and set
+ * *resume to it, or leave *resume NULL: nothing stored, or the store cannot be asked (then the run
+ * starts from step 0, which computes the same trajectory, only later; logged). */
+static void umd_fetch_resume(umd_child_ctx *c, char *path, size_t pathlen, const char **resume, int64_t *step) {
+    *resume = NULL;
+    *step = 0;
+    if (!c->store.url) return;
+    snprintf(path, pathlen, "%s/resume.umd", c->workdir);
+    artifact_store s = c->store;
+    s.tries = 4; /* 3.5 s of waits: the daemon that sent the job is up, so a failure is passing */
+    int64_t bytes = 0;
+    char err[1500];
+    int rc = artifact_get_file(&s, ARTIFACT_CKPT_NAME, path, &bytes, err, sizeof err);
+    if (rc == UMDQ_ENOTFOUND) return;
+    if (rc) {
+        umd_note("starting from step 0: the artifact store cannot be asked for a checkpoint: %s", err);
+        return;
+    }
+    umd_ckpt_header h;
+    memset(&h, 0, sizeof h);
+    char herr[1024];
+    if (umd_ckpt_read_header(path, &h, herr, sizeof herr) != 0) {
+        umd_note("starting from step 0: the stored checkpoint is unusable: %s", herr);
+        unlink(path);
+        return;
+    }
+    cJSON_Delete(h.meta);
+    umd_note("resuming from the stored checkpoint of step %lld (%.1f MB)", (long long)h.step, (double)bytes / 1e6);
+    *resume = path;
+    *step = h.step;
 }
 
 static int umd_ev_should_stop(void *ctx) {
@@ -700,7 +790,17 @@ static void umd_child(const runner_spec *spec, const cJSON *config, int out_w, i
         child_fail("setenv", 127);
     child_unblock_signals();
 
-    umd_child_ctx ctx = {rep_w};
+    umd_child_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.report_fd = rep_w;
+    ctx.workdir = spec->scratch;
+    if (spec->http_url && spec->http_url[0]) {
+        ctx.store.url = spec->http_url;
+        ctx.store.token = spec->token;
+        ctx.store.job = spec->job;
+        ctx.store.tries = 1;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+    }
     umd_events ev;
     memset(&ev, 0, sizeof ev);
     ev.ctx = &ctx;
@@ -708,17 +808,20 @@ static void umd_child(const runner_spec *spec, const cJSON *config, int out_w, i
     ev.metric = umd_ev_metric;
     ev.result = umd_ev_result;
     ev.should_stop = umd_ev_should_stop;
+    ev.checkpoint = umd_ev_checkpoint;
     ev.workdir = spec->scratch;
-    /* Checkpoints stay in the scratch directory for now. Uploading them to the daemon's artifact
-     * store (ev.checkpoint: PUT /api/artifacts/JOB/ckpt.umd) and resuming a later attempt from
-     * the downloaded copy (ev.resume_from) belong here, once the worker passes the daemon's HTTP
-     * address and token from `welcome` into runner_spec. */
-    ev.checkpoint = NULL;
-    ev.resume_from = NULL;
 
-    char err[1024] = "";
+    char err[1600] = "", resume_path[4300];
+    int64_t resume_step = 0;
+    umd_fetch_resume(&ctx, resume_path, sizeof resume_path, &ev.resume_from, &resume_step);
+    ctx.results = cJSON_CreateObject();
+    if (ev.resume_from) umd_ev_result(&ctx, "resumed_from_step", (double)resume_step, NULL);
     int rc = umd_run(config, &ev, err, sizeof err);
-    if (rc == 0) _exit(0);
+    if (rc == 0) {
+        if (ctx.results && ctx.results->child && cJSON_AddStringToObject(ctx.results, "umdq", "result"))
+            umd_emit(&ctx, ctx.results); /* one line; consumes the object */
+        _exit(0);
+    }
     if (!err[0]) snprintf(err, sizeof err, "%s", umdq_strerror(rc));
     size_t n = strlen(err);
     write_all(2, err, n);

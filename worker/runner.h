@@ -4,6 +4,12 @@
  * stdout, stderr and a report pipe captured. Kind "umd" calls umd_run() in the forked child (threads
  * only), whose events become report lines; the child dies with the worker (PR_SET_PDEATHSIG).
  *
+ * With the daemon's HTTP address and token in the spec, a umd child first downloads the job's
+ * checkpoint artifact (ckpt.umd, when an earlier attempt uploaded one) and resumes from it,
+ * reporting the result "resumed_from_step"; it uploads every checkpoint the trainer completes and
+ * the sample grid PNG its "sample_grid" result names (worker/artifacts.h). A umd child reports its
+ * results in one line once the run has succeeded (none from an attempt stopped half-way).
+ *
  * Kind "command": the forked child is a small supervisor. It starts `/bin/sh -c CMD` (the command
  * template rendered, the config written to $UMDQ_WORKDIR/config.json, the report pipe on fd 3) in
  * its own process group with posix_spawn, waits for it and ends the way sh ended (the same exit
@@ -45,6 +51,10 @@ typedef struct {
                                   borrowed during runner_new */
     int grace_ms;              /* SIGTERM -> SIGKILL delay of a command's supervisor when it is sent
                                   SIGTERM by someone else than runner_stop; <= 0: RUNNER_GRACE_MS */
+    const char *http_url;      /* kind umd: the daemon's HTTP address for the artifact store
+                                  (artifacts.h), NULL = unknown: checkpoints stay in the scratch
+                                  directory and the attempt starts fresh; borrowed during runner_new */
+    const char *token;         /* the daemon's API token, with http_url; borrowed during runner_new */
 } runner_spec;
 
 #define RUNNER_GRACE_MS 3000        /* the supervisor's default grace */

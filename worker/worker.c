@@ -49,6 +49,8 @@ struct worker {
     char routing_id[256];
     int heartbeat_ms;
     char epoch[80];          /* of the daemon that last welcomed us */
+    char *http_url, *token;  /* the daemon's HTTP address and API token from `welcome` (the umd
+                                children's artifact store), owned; NULL until then */
 
     runner *run;             /* the running attempt, owned; NULL when idle */
     int64_t job, attempt, sweep;
@@ -502,6 +504,7 @@ static void handle_job(worker *w, const cJSON *msg) {
     runner_spec spec = {
         .kind = kind, .config = config, .job = job, .attempt = attempt, .sweep = sweep, .seed = seed,
         .scratch = dir, .cuda_devices = w->cuda_devices, .grace_ms = w->grace_ms,
+        .http_url = w->http_url, .token = w->token,
     };
     int rc = UMDQ_EINVAL;
     if (strcmp(kind, "umd") == 0 && !w->umd) {
@@ -612,6 +615,30 @@ static void handle_reject(worker *w, const cJSON *msg) {
     w->rejected = 1;
 }
 
+/* Keep the daemon's HTTP address and token that `welcome` carries (a daemon restarted on another
+ * port says so in its own welcome). */
+static void welcome_http(worker *w, const cJSON *msg) {
+    const char *http = json_get_string(msg, "http", NULL);
+    const char *token = json_get_string(msg, "token", NULL);
+    if (!http || !http[0] || strlen(http) > 1000 || !token || strlen(token) > 1000) {
+        if (!w->http_url) log_warn("the daemon's welcome names no HTTP address and token: umd checkpoints stay "
+                                   "local and a new attempt cannot resume from them");
+        return;
+    }
+    if (w->http_url && strcmp(w->http_url, http) == 0 && w->token && strcmp(w->token, token) == 0) return;
+    char *u = strdup(http), *t = strdup(token);
+    if (!u || !t) {
+        free(u);
+        free(t);
+        return;
+    }
+    free(w->http_url);
+    free(w->token);
+    w->http_url = u;
+    w->token = t;
+    log_debug("artifact store at %s", w->http_url);
+}
+
 static void handle_message(worker *w, const void *data, size_t len) {
     cJSON *msg = NULL;
     const char *type = NULL;
@@ -629,6 +656,7 @@ static void handle_message(worker *w, const void *data, size_t len) {
         if (strcmp(epoch, w->epoch) != 0)
             log_info("registered as %s with the daemon at %s (epoch %s)", w->name, w->connect, epoch);
         snprintf(w->epoch, sizeof w->epoch, "%s", epoch);
+        welcome_http(w, msg);
         w->hello_retry_at = -1;
         w->name_retry_until = -1;
         /* a daemon that just learnt of this worker may have lost reports: forget what it says it
@@ -875,6 +903,8 @@ void worker_destroy(worker **wp) {
     if (w->sock) zmq_close(w->sock);
     if (w->zctx) zmq_ctx_term(w->zctx);
     cJSON_Delete(w->unacked);
+    free(w->http_url);
+    free(w->token);
     for (int i = 0; i < w->njournals; i++) journal_destroy(&w->journals[i]);
     free(w->journals);
     free(w->connect);
