@@ -145,7 +145,18 @@ $(BUILD)/obj/gen/schema_embed.o: $(BUILD)/gen/schema_embed.c
 	$(call say,CC)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(LIBDAEMON): $(call obj,$(DAEMON_SRC)) $(BUILD)/obj/gen/schema_embed.o ; $(archive)
+# the dashboard (web/) is compiled into the daemon too; umdqd serves only the files named here
+WEB_ASSETS := $(sort $(wildcard web/*.html web/*.js web/*.css web/*.svg web/vendor/*.js web/vendor/*.css))
+$(BUILD)/gen/web_embed.c: $(WEB_ASSETS) scripts/embed-web.sh
+	@mkdir -p $(@D)
+	$(call say,GEN)
+	$(Q)scripts/embed-web.sh umdq_web_files web $(WEB_ASSETS) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/gen/web_embed.o: $(BUILD)/gen/web_embed.c
+	@mkdir -p $(@D)
+	$(call say,CC)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBDAEMON): $(call obj,$(DAEMON_SRC)) $(BUILD)/obj/gen/schema_embed.o $(BUILD)/obj/gen/web_embed.o ; $(archive)
 $(LIBWORKER): $(call obj,$(WORKER_SRC)) ; $(archive)
 $(LIBCLI):    $(call obj,$(CLI_SRC))    ; $(archive)
 
@@ -179,6 +190,7 @@ run: deps
 	@BUILD=$(BUILD) scripts/run.sh
 
 test: deps
+	@scripts/deps.sh --web || echo "umdq: the browser test will be skipped (no chromium, node or npm packages)" >&2
 	@$(MAKE) --no-print-directory UMDQ_SUBMAKE=1 all
 	@BUILD=$(BUILD) tests/run.sh
 

@@ -33,6 +33,7 @@ static const cli_entry commands[] = {
     {"requeue", cmd_requeue, "queue a finished job again, or the failed jobs of a sweep"},
     {"export", cmd_export, "export a sweep's jobs and results as CSV or JSON"},
     {"workers", cmd_workers, "list the workers the daemon knows"},
+    {"dashboard", cmd_dashboard, "print a one-time link that opens the web dashboard"},
     {"train", NULL, "train one UMD config in this process (the embedded trainer)"},
     {"help", NULL, "show help for umdq or one command"},
     {NULL, NULL, NULL},

@@ -60,6 +60,11 @@ int cmd_cancel(cli_ctx *ctx, int argc, char **argv);
 int cmd_requeue(cli_ctx *ctx, int argc, char **argv);
 int cmd_export(cli_ctx *ctx, int argc, char **argv);
 int cmd_workers(cli_ctx *ctx, int argc, char **argv);
+int cmd_dashboard(cli_ctx *ctx, int argc, char **argv);
+
+/* POST /api/login: the dashboard's address with a fresh one-time login code into url. 0 or a
+ * client_call code with a message in err. */
+int cli_dashboard_link(cli_client *c, char *url, size_t urllen, char *err, size_t errlen);
 
 /* The job rows of a sweep answer (GET /api/sweeps/X) as an aligned table on stdout. */
 void cli_print_jobs_table(cli_ctx *ctx, const cJSON *answer);

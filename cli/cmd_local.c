@@ -395,7 +395,11 @@ int cmd_up(cli_ctx *ctx, int argc, char **argv) {
                 nrunning == 1 ? "" : "s");
 
     const char *url = client_url(c);
-    /* the web dashboard is not part of this version: point at what exists */
+    char link[1024];
+    if (cli_dashboard_link(c, link, sizeof link, err, sizeof err) == 0)
+        fprintf(stderr, "dashboard: %s\n  (a one-time link; `umdq%s dashboard` prints a new one)\n", link, hostarg);
+    else
+        fprintf(stderr, "dashboard: not available (%s)\n", err);
     fprintf(stderr, "HTTP API: %s/api/ (token in %s/token; see docs/api.md)\n", url, ctx->home);
     fprintf(stderr, "stop with: umdq%s down\n", hostarg);
     exit_code = UMDQ_EXIT_OK;

@@ -26,10 +26,13 @@
 #include "sweep.h"
 #include "umdq.h"
 #include "util.h"
+#include "web.h"
+#include "web_table.h"
 
 enum {
     R_NONE, R_HEALTH, R_SWEEPS, R_SWEEP, R_SWEEP_CANCEL, R_SWEEP_REQUEUE, R_JOB, R_JOB_METRICS, R_JOB_LOG,
-    R_JOB_CANCEL, R_JOB_REQUEUE, R_WORKERS, R_ARTIFACTS, R_ARTIFACT, R_PROMETHEUS
+    R_JOB_CANCEL, R_JOB_REQUEUE, R_WORKERS, R_ARTIFACTS, R_ARTIFACT, R_PROMETHEUS, R_WEB_ASSET, R_LOGIN,
+    R_SESSION, R_SWEEP_TABLE
 };
 
 struct http_server {
@@ -41,6 +44,9 @@ struct http_server {
     latency *lat;                /* borrowed */
     double started;              /* mono_s at start */
     unsigned gen;                /* tells this server's thread-local connections from older ones */
+    web_auth *web;               /* login codes and session cookies of the dashboard; owned */
+    web_table *table;            /* the dashboard's sweep tables (cached swept values); owned */
+    char cookie[40];             /* the session cookie's name: "umdq_session_PORT" (cookies ignore ports) */
     pthread_mutex_t conns_mu;
     sqlite3 **conns;             /* every read connection opened by an HTTP thread; owned */
     int nconns, capconns;
@@ -61,6 +67,8 @@ typedef struct {
     sha256_ctx sha;
     uint64_t bytes;
     int64_t job;
+    int bearer;                  /* authenticated by the API token (not by a dashboard session) */
+    const umdq_embedded_file *asset; /* R_WEB_ASSET: the file; static */
     char name[256];
     char ref[256];               /* the SWEEP path segment */
 } request;
@@ -295,17 +303,23 @@ static int route_of(const char *url, const char *method, request *rq, const char
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int post = strcmp(method, "POST") == 0, put = strcmp(method, "PUT") == 0;
     *allowed = NULL;
+    /* the dashboard's files: only the names compiled in (web_asset), never a path on disk */
+    if (strncmp(url, "/api/", 5) != 0 && (rq->asset = web_asset(url)) != NULL)
+        return *allowed = "GET", get ? R_WEB_ASSET : -1;
     if (n == 1 && strcmp(seg[0], "metrics") == 0) return *allowed = "GET", get ? R_PROMETHEUS : -1;
     if (n < 2 || strcmp(seg[0], "api") != 0) return R_NONE;
     const char *what = seg[1];
     if (n == 2 && strcmp(what, "health") == 0) return *allowed = "GET", get ? R_HEALTH : -1;
     if (n == 2 && strcmp(what, "workers") == 0) return *allowed = "GET", get ? R_WORKERS : -1;
+    if (n == 2 && strcmp(what, "login") == 0) return *allowed = "POST", post ? R_LOGIN : -1;
+    if (n == 2 && strcmp(what, "session") == 0) return *allowed = "GET, POST", get || post ? R_SESSION : -1;
     if (strcmp(what, "sweeps") == 0) {
         if (n == 2) return *allowed = "GET, POST", get ? R_SWEEPS : post ? R_SWEEPS : -1;
         snprintf(rq->ref, sizeof rq->ref, "%s", seg[2]);
         if (n == 3) return *allowed = "GET", get ? R_SWEEP : -1;
         if (n == 4 && strcmp(seg[3], "cancel") == 0) return *allowed = "POST", post ? R_SWEEP_CANCEL : -1;
         if (n == 4 && strcmp(seg[3], "requeue") == 0) return *allowed = "POST", post ? R_SWEEP_REQUEUE : -1;
+        if (n == 4 && strcmp(seg[3], "table") == 0) return *allowed = "GET", get ? R_SWEEP_TABLE : -1;
         return R_NONE;
     }
     if (strcmp(what, "jobs") == 0 && n >= 3) {
@@ -649,6 +663,126 @@ static enum MHD_Result on_artifact_list(http_server *h, struct MHD_Connection *c
     return respond_json(c, rq, 200, doc);
 }
 
+/* ---- the dashboard ------------------------------------------------------------------------------------- */
+
+/* An embedded file of web/, with headers that keep it from being framed, sniffed or given
+ * scripts from anywhere else. */
+static enum MHD_Result on_web_asset(struct MHD_Connection *c, request *rq) {
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(rq->asset->len, (void *)rq->asset->data, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", web_asset_type(rq->asset->name));
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                            "form-action 'none'");
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    rq->responded = 1;
+    return ok;
+}
+
+/* 0 when the request may go on; 401 without the token or a valid session cookie; 403 for a POST,
+ * PUT or DELETE of a session without its CSRF header. /api/session goes on without either: a POST
+ * carries its credential (a login code) in its body, a GET tells whether the cookie is valid. */
+static int authorize(http_server *h, struct MHD_Connection *c, const char *url, const char *method, request *rq) {
+    if (token_ok(h, c)) {
+        rq->bearer = 1;
+        return 0;
+    }
+    if (strcmp(url, "/api/session") == 0) return 0;
+    const char *session = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, h->cookie);
+    char csrf[WEB_CSRF_HEX + 1];
+    if (!session || !web_session_check(h->web, session, csrf)) return 401;
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) return 0;
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, WEB_CSRF_HEADER);
+    return given && web_equal(csrf, given) ? 0 : 403;
+}
+
+/* GET /api/sweeps/SWEEP/table: the compact table of the dashboard (web_table.h). */
+static enum MHD_Result on_sweep_table(http_server *h, struct MHD_Connection *c, request *rq, sqlite3 *db) {
+    char err[512];
+    int64_t id;
+    strbuf b;
+    strbuf_init(&b);
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    int rc = query_sweep_resolve(db, rq->ref, &id, err, sizeof err);
+    if (rc == 0) rc = web_table_query(h->table, db, id, &b, err, sizeof err);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != 0) {
+        strbuf_free(&b);
+        return respond_error(c, rq, status_of(rc), NULL, "%s", err);
+    }
+    size_t len = b.len;
+    char *text = strbuf_steal(&b);
+    if (!text) return respond_error(c, rq, 500, NULL, "out of memory");
+    return respond_buf(c, rq, 200, "application/json", text, len);
+}
+
+/* POST /api/login (the API token only): a one-time login code and the URL that uses it. */
+static enum MHD_Result on_login(http_server *h, struct MHD_Connection *c, request *rq) {
+    char code[WEB_CODE_HEX + 1];
+    if (!rq->bearer) return respond_error(c, rq, 403, NULL, "login codes are given for the API token only");
+    if (web_login_new(h->web, code) != 0) return respond_error(c, rq, 500, NULL, "no random bytes for a login code");
+    char url[512];
+    snprintf(url, sizeof url, "%.300s/#login=%s", h->url, code);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "code", code);
+    cJSON_AddStringToObject(doc, "url", url);
+    cJSON_AddNumberToObject(doc, "expires_in", WEB_LOGIN_TTL_S);
+    return respond_json(c, rq, 200, doc);
+}
+
+/* GET /api/session: the CSRF value of the session cookie sent ({"csrf": null} for the token).
+ * POST /api/session {"login": CODE}: use up the code; the answer sets the session cookie. */
+static enum MHD_Result on_session(http_server *h, struct MHD_Connection *c, request *rq, const char *method) {
+    char session[WEB_SESSION_MAX], csrf[WEB_CSRF_HEX + 1];
+    if (strcmp(method, "POST") != 0) {
+        cJSON *doc = cJSON_CreateObject();
+        const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, h->cookie);
+        if (cookie && web_session_check(h->web, cookie, csrf)) cJSON_AddStringToObject(doc, "csrf", csrf);
+        else cJSON_AddNullToObject(doc, "csrf");
+        return respond_json(c, rq, 200, doc);
+    }
+    cJSON *body = rq->body.data ? cJSON_ParseWithLength(rq->body.data, rq->body.len) : NULL;
+    const cJSON *login = cJSON_GetObjectItemCaseSensitive(body, "login");
+    if (!cJSON_IsString(login)) {
+        cJSON_Delete(body);
+        return respond_error(c, rq, 400, NULL, "want a body {\"login\": CODE} with the code of `umdq dashboard`");
+    }
+    int rc = web_login_take(h->web, login->valuestring, session, csrf);
+    cJSON_Delete(body);
+    if (rc == UMDQ_EIO) return respond_error(c, rq, 500, NULL, "no random bytes for a session");
+    if (rc != 0)
+        return respond_error(c, rq, 401, NULL, "the login code is unknown, used or expired: `umdq dashboard` "
+                                               "prints a new one");
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "csrf", csrf);
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (!text) return respond_error(c, rq, 500, NULL, "out of memory");
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    char cookie[WEB_SESSION_MAX + 160];
+    snprintf(cookie, sizeof cookie, "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d", h->cookie, session,
+             WEB_SESSION_TTL_S);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "Set-Cookie", cookie);
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    rq->responded = 1;
+    log_info("dashboard: a login code was used; new browser session");
+    return ok;
+}
+
 /* ---- the access handler ---------------------------------------------------------------------------------- */
 
 static int needs_token(const char *url) {
@@ -660,7 +794,13 @@ static enum MHD_Result begin_request(http_server *h, struct MHD_Connection *c, c
                                      request *rq) {
     char err[512];
     if (!host_ok(h, c)) return respond_error(c, rq, 421, NULL, "the Host header must name the daemon's address");
-    if (needs_token(url) && !token_ok(h, c)) return respond_error(c, rq, 401, NULL, "missing or wrong token");
+    if (needs_token(url)) {
+        int auth = authorize(h, c, url, method, rq);
+        if (auth == 401) return respond_error(c, rq, 401, NULL, "missing or wrong token");
+        if (auth == 403)
+            return respond_error(c, rq, 403, NULL, "a dashboard session needs the " WEB_CSRF_HEADER " header of its "
+                                                   "login on every POST, PUT and DELETE");
+    }
     const char *allowed = NULL;
     rq->route = route_of(url, method, rq, &allowed);
     if (rq->route < 0) {
@@ -704,6 +844,9 @@ static enum MHD_Result begin_request(http_server *h, struct MHD_Connection *c, c
 static enum MHD_Result end_request(http_server *h, struct MHD_Connection *c, const char *method, request *rq) {
     char err[512];
     if (rq->route == R_HEALTH) return on_health(h, c, rq);
+    if (rq->route == R_WEB_ASSET) return on_web_asset(c, rq);
+    if (rq->route == R_LOGIN) return on_login(h, c, rq);
+    if (rq->route == R_SESSION) return on_session(h, c, rq, method);
     if (rq->route == R_ARTIFACT && strcmp(method, "PUT") == 0) {
         if (rq->fd < 0) return respond_error(c, rq, 500, NULL, "artifact store: no upload");
         return artifact_finish(c, rq);
@@ -719,6 +862,7 @@ static enum MHD_Result end_request(http_server *h, struct MHD_Connection *c, con
         return on_read(h, c, rq, db);
     case R_SWEEP_CANCEL: return on_sweep_action(h, c, rq, db, MUT_SWEEP_CANCEL);
     case R_SWEEP_REQUEUE: return on_sweep_action(h, c, rq, db, MUT_SWEEP_REQUEUE);
+    case R_SWEEP_TABLE: return on_sweep_table(h, c, rq, db);
     case R_ARTIFACT: return on_artifact_get(h, c, rq, db);
     case R_ARTIFACTS: return on_artifact_list(h, c, rq, db);
     default: return on_read(h, c, rq, db);
@@ -829,6 +973,12 @@ int http_start(int fd, const http_options *o, http_server **out, char *err, size
         return UMDQ_ENOMEM;
     }
     snprintf(h->log_dir, ll, "%s/logs", o->home);
+    snprintf(h->cookie, sizeof h->cookie, "umdq_session_%d", o->port);
+    if (web_auth_new(o->token, &h->web) != 0 || web_table_new(&h->table) != 0) {
+        close(fd);
+        http_stop(&h);
+        return UMDQ_ENOMEM;
+    }
     const char *host = o->host;
     int v6 = strchr(host, ':') != NULL;
     snprintf(h->hosts[h->nhosts++], sizeof h->hosts[0], v6 && host[0] != '[' ? "[%s]:%d" : "%s:%d", host, o->port);
@@ -876,6 +1026,8 @@ void http_stop(http_server **hp) {
     free(h->zmq);
     free(h->epoch);
     free(h->log_dir);
+    web_auth_destroy(&h->web);
+    web_table_destroy(&h->table);
     free(h);
     *hp = NULL;
 }

@@ -2,7 +2,8 @@
  *
  * GET routes read through one read-only SQLite connection per HTTP thread; mutations (submit,
  * cancel, requeue) are handed to the scheduler over the mutation channel and answered once they
- * are committed. Every /api/ route and /metrics needs the token; the Host header must name the
+ * are committed. Every /api/ route and /metrics needs the token, or the session cookie of the
+ * dashboard (web.h), whose files are served at / without it; the Host header must name the
  * bound address; bodies are capped; artifacts are streamed to a temporary file and renamed. */
 #ifndef UMDQ_HTTP_H
 #define UMDQ_HTTP_H

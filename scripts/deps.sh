@@ -6,6 +6,8 @@
 #   --bench    also python3-torch (the PyTorch baselines under bench/)
 #   --golden   also python3-torch and python3-scipy (regenerating tests/golden/)
 #   --fuzz     also clang and libclang-rt-14-dev (libFuzzer, for tests/long/fuzz.sh)
+#   --web      also chromium, nodejs and npm, then the browser test's npm packages (playwright-core,
+#              pinned by tests/web/package-lock.json) into tests/web/node_modules (make test)
 set -euo pipefail
 pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libzmq3-dev libcjson-dev libcurl4-openssl-dev
       libmicrohttpd-dev libopenblas-dev zlib1g-dev libpng-dev dataset-fashion-mnist jq curl
@@ -14,19 +16,35 @@ for a in "$@"; do
   case $a in
     --bench) pkgs+=(python3-torch python3-numpy) ;;
     --golden) pkgs+=(python3-torch python3-numpy python3-scipy) ;;
-    --web) pkgs+=(chromium nodejs npm) ;;
+    --web) # by command: a node from elsewhere (with its own npm) is as good as Debian's
+           command -v chromium >/dev/null || command -v chromium-browser >/dev/null || pkgs+=(chromium)
+           command -v node >/dev/null || pkgs+=(nodejs)
+           command -v npm >/dev/null || pkgs+=(npm) ;;
     --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
+
+web=0
+for a in "$@"; do [ "$a" = --web ] && web=1; done
+# the browser test's node modules, once the Debian packages are there (npm ci: exactly the lock file)
+web_modules() {
+  [ $web = 1 ] || return 0
+  local dir
+  dir=$(cd "$(dirname "$0")/../tests/web" && pwd)
+  [ -f "$dir/node_modules/playwright-core/package.json" ] && return 0
+  echo "umdq: installing the browser test's npm packages into $dir/node_modules" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || {
+    echo "umdq: npm ci in $dir failed" >&2; return 1; }
+}
 
 missing=()
 for p in "${pkgs[@]}"; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$st" = "install ok installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then web_modules; exit $?; fi
 
 echo "umdq: installing missing packages: ${missing[*]}" >&2
 if [ "$(id -u)" = 0 ]; then
@@ -43,3 +61,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
   echo "umdq: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
 echo "umdq: installed ${missing[*]}" >&2
+web_modules

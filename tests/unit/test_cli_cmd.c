@@ -156,7 +156,7 @@ static int closed_port(void) {
 }
 
 static const char *const subcommands[] = {"up", "down", "submit", "ls", "show", "wait", "logs",
-                                          "cancel", "requeue", "export", "workers"};
+                                          "cancel", "requeue", "export", "workers", "dashboard"};
 #define NSUB ((int)(sizeof subcommands / sizeof subcommands[0]))
 
 static void test_cli_help_every_command(void) {
@@ -198,7 +198,7 @@ static void test_cli_help_every_command(void) {
         {"submit", "--json"}, {"ls", "--state S"}, {"ls", "--json"}, {"show", "--json"},
         {"wait", "--timeout S"}, {"logs", "--follow"}, {"requeue", "--failed"},
         {"export", "--format FMT"}, {"export", "--json"}, {"workers", "--json"},
-        {"down", "--timeout S"},
+        {"down", "--timeout S"}, {"dashboard", "--json"},
     };
     for (size_t i = 0; i < sizeof documented / sizeof documented[0]; i++) {
         run_result h = RUN(documented[i].cmd, "--help");
@@ -458,7 +458,18 @@ static void test_cli_e2e_session(void) {
     T_CONTAINS(r.err, "/cpu0");
     T_CONTAINS(r.err, "/cpu1");
     T_CONTAINS(r.err, "HTTP API: http://127.0.0.1:");
+    T_CONTAINS(r.err, "dashboard: http://127.0.0.1:");
+    T_CONTAINS(r.err, "/#login=");
     T_CONTAINS(r.err, "down");
+    run_free(&r);
+    /* dashboard: a fresh one-time link on stdout each time */
+    r = RUN("--home", e2e_home, "dashboard");
+    T_EQ_INT(r.rc, 0);
+    T_CONTAINS(r.out, "http://127.0.0.1:");
+    T_CONTAINS(r.out, "/#login=");
+    run_result r2 = RUN("--home", e2e_home, "dashboard");
+    T_CHECK_MSG(strcmp(r.out, r2.out) != 0, "two dashboard links are the same: %s", r.out);
+    run_free(&r2);
     run_free(&r);
     snprintf(path, sizeof path, "%s/workers/cpu0.pid", e2e_home);
     T_CHECK(pid_alive(read_pid(path)));

@@ -764,7 +764,12 @@ static void test_daemon_proto_auth_and_host(void) {
     r = http_call(&d, "DELETE", "/api/sweeps", NULL, d.token, NULL);
     T_EQ_INT(r.code, 405);
     reply_free(&r);
+    /* the dashboard's page needs no token; any other path outside the API is not found */
     r = http_call(&d, "GET", "/", NULL, NULL, NULL);
+    T_EQ_INT(r.code, 200);
+    T_CONTAINS(r.body, "app.js");
+    reply_free(&r);
+    r = http_call(&d, "GET", "/nope", NULL, NULL, NULL);
     T_EQ_INT(r.code, 404);
     T_CHECK(r.json != NULL);
     reply_free(&r);
