@@ -56,21 +56,24 @@ LDLIBS   := -lsqlite3 -lzmq -lcjson -lcurl -lmicrohttpd $(BLAS_LIBS) -lpng -lz -
 
 # ---- the CUDA backend (kernels/cuda/*.cu), built whenever nvcc is found -------------------------
 # CUDA_ARCH=sm_90 (Hopper) by default: SASS for it plus its PTX, which newer GPUs JIT-compile.
-# The CUDA runtime is linked statically; cuBLAS is the toolkit's shared library (found through the
-# rpath, or LD_LIBRARY_PATH where the binaries are copied). --as-needed keeps programs that never
-# touch the trainer (umdqd) free of any CUDA library.
+# It is a shared object, lib/umdq/libumd_cuda.so beside bin/, that libumd opens only when a run
+# asks for the GPU (kernels/cuda/loader.c), so no program links cuBLAS: the worker forks an attempt
+# per job, and a process with cuBLAS mapped forks tens of times slower. Inside the object the CUDA
+# runtime is static and every symbol but its one entry point is hidden; cuBLAS is the toolkit's
+# shared library (found through the object's rpath, or LD_LIBRARY_PATH where it is copied).
 CUDA_ARCH ?= sm_90
 CUDA_CC   := $(patsubst sm_%,%,$(CUDA_ARCH))
 NVCCFLAGS := -std=c++17 -O3 -lineinfo -gencode arch=compute_$(CUDA_CC),code=sm_$(CUDA_CC) \
              -gencode arch=compute_$(CUDA_CC),code=compute_$(CUDA_CC) --Werror all-warnings \
-             -Xcompiler -Wall,-Wextra,-Werror,-fPIC
+             -Xcompiler -Wall,-Wextra,-Werror,-fPIC,-fvisibility=hidden
 ifeq ($(HAVE_CUDA),1)
 CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
-LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,--as-needed -lcublas -lcublasLt \
-             -lstdc++ -Wl,--no-as-needed -lcudart_static -ldl -lrt
+CUDA_LIB  := $(BUILD)/lib/umdq/libumd_cuda.so
 else
 CUDA_SRC  :=
+CUDA_LIB  :=
 endif
+LDLIBS    += -ldl
 
 # ---- sources -----------------------------------------------------------------------------------
 COMMON_SRC  := $(wildcard common/*.c)
@@ -99,7 +102,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all deps run test check-long gpu-check bench install clean
 .SECONDARY:
-all: $(UMDQD) $(WORKER) $(UMDQ) $(UNIT_BINS) $(BENCH_BINS)
+all: $(UMDQD) $(WORKER) $(UMDQ) $(CUDA_LIB) $(UNIT_BINS) $(BENCH_BINS)
 
 # quiet by default; make V=1 prints whole command lines
 ifeq ($(V),1)
@@ -133,7 +136,12 @@ define archive
 endef
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))  ; $(archive)
-$(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC)) ; $(archive)
+$(LIBUMD):    $(call obj,$(KERNEL_SRC) $(TRAINER_SRC)) ; $(archive)
+$(CUDA_LIB):  $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+	@mkdir -p $(@D)
+	$(call say,LD)
+	$(Q)$(CC) -shared -Wl,--no-undefined -Wl,-z,defs $^ -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+	    -lcublas -lcublasLt -lcudart_static -lstdc++ -lm -ldl -lrt -pthread -o $@
 # schema/*.sql are compiled into the daemon, so an installed umdqd needs no data files
 SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
 $(BUILD)/gen/schema_embed.c: $(SCHEMA_SQL) scripts/embed.sh
@@ -206,10 +214,11 @@ bench: deps
 gpu-check:
 	@BUILD=$(BUILD) scripts/gpu-check.sh
 
-install: $(UMDQD) $(WORKER) $(UMDQ)
+install: $(UMDQD) $(WORKER) $(UMDQ) $(CUDA_LIB)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/umdq/examples \
-	           $(DESTDIR)$(PREFIX)/lib/systemd/system
+	           $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/umdq
 	install -m 0755 $(UMDQD) $(WORKER) $(UMDQ) $(DESTDIR)$(PREFIX)/bin/
+	$(if $(CUDA_LIB),install -m 0755 $(CUDA_LIB) $(DESTDIR)$(PREFIX)/lib/umdq/)
 	install -m 0644 examples/*.json $(DESTDIR)$(PREFIX)/share/umdq/examples/
 	sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/umdqd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/umdqd.service
 	sed 's|@PREFIX@|$(PREFIX)|g' contrib/systemd/umdq-worker@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/umdq-worker@.service

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-BINS="tests/test_cuda_ops tests/test_cuda_model bench/train_gpu"
+BINS="tests/test_cuda_ops tests/test_cuda_model bench/train_gpu lib/umdq/libumd_cuda.so"
 
 if [ $mode = bundle ]; then
   mkdir -p "$dir/lib" || exit 1
@@ -68,6 +68,7 @@ if [ $mode = build ]; then
 else
   [ -d "$dir" ] || { echo "gpu-check: no bundle at $dir" >&2; exit 1; }
   export LD_LIBRARY_PATH=$dir/lib:${CUDA_HOME:-/usr/local/cuda}/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export UMDQ_CUDA_LIB=$dir/libumd_cuda.so # the loader's other place, ../lib/umdq/, is not in a bundle
   run_dir=$dir
   bin() { echo "$dir/$(basename "$1")"; }
 fi

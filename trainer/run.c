@@ -398,9 +398,8 @@ int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen)
     {
         char why[256] = "";
         int gpus = 0;
-        if (!umd_ops_cuda(UMD_MATH_FP32))
-            snprintf(why, sizeof why, "this build's trainer has only the CPU backend");
-        else if (cfg->device != UMD_DEVICE_CPU) /* a CPU job never touches the driver */
+        /* a CPU job never loads the CUDA backend, let alone touches the driver */
+        if (umd_cuda_built(why, sizeof why) && cfg->device != UMD_DEVICE_CPU)
             gpus = umd_cuda_devices(why, sizeof why);
         int want_cuda = cfg->device == UMD_DEVICE_CUDA || (cfg->device == UMD_DEVICE_AUTO && gpus > 0);
         if (want_cuda && gpus <= 0) {
@@ -585,10 +584,11 @@ fail:
 }
 
 /* "cuda" when the build has the CUDA backend; whether a device is there is the worker's business
- * (devices.c), and asking CUDA here would initialise it in the worker's parent process, whose
- * forked trainer children could then not use it. */
+ * (devices.c). The backend is not opened: asking CUDA here would initialise it in the worker's
+ * parent process, whose forked trainer children could then not use it, and merely loading cuBLAS
+ * would make every fork of that process slow. */
 int umd_backend_available(const char *backend) {
     if (!backend) return 0;
     if (strcmp(backend, "cpu") == 0) return 1;
-    return strcmp(backend, "cuda") == 0 && umd_ops_cuda(UMD_MATH_FP32) != NULL;
+    return strcmp(backend, "cuda") == 0 && umd_cuda_built(NULL, 0);
 }

@@ -470,3 +470,11 @@ done:
     cudaFree(C);
     return tflops;
 }
+
+/* The one symbol the shared object exports (umd_cuda.h); the build hides every other. */
+extern "C" __attribute__((visibility("default"))) const umd_cuda_api *umd_cuda_api_v1(void) {
+    static const umd_cuda_api api = {UMD_CUDA_API_VERSION, umd_ops_cuda,      umd_cuda_devices,
+                                     umd_cuda_memory,      umd_cuda_describe, umd_cuda_gemm_tflops,
+                                     umd_cuda_set_attention, umd_cuda_profile, umd_cuda_profile_report};
+    return &api;
+}

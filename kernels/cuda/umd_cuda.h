@@ -1,5 +1,11 @@
 /* umd_cuda.h: the CUDA backend's entry points beyond the op table (kernels/ops.h). Plain C; in a
- * build without nvcc every function here exists and reports that there is no CUDA. */
+ * build without nvcc every function here exists and reports that there is no CUDA.
+ *
+ * The backend is a shared object, lib/umdq/libumd_cuda.so beside the programs' bin/ (or the file
+ * $UMDQ_CUDA_LIB names), that libumd opens on first use (loader.c), so cuBLAS and the CUDA runtime
+ * are mapped only into the processes that train on a GPU: a worker that forks an attempt per job
+ * stays small, and a CPU job never loads them. The object exports one symbol,
+ * UMD_CUDA_API_SYMBOL, a function returning the table below; everything else in it is hidden. */
 #ifndef UMDQ_KERNELS_UMD_CUDA_H
 #define UMDQ_KERNELS_UMD_CUDA_H
 #include <stddef.h>
@@ -47,6 +53,26 @@ int umd_cuda_profile(umd_ctx *c, int on);
 /* The ops' device time since profiling was switched on, divided by `per` (steps), largest first,
  * as one line into buf. Waits for the queued ops. */
 void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n);
+
+/* 1 when this build has the CUDA backend and its shared object is where the loader looks (it is
+ * not opened: no CUDA library is loaded and no device is touched), else 0 with the reason in err
+ * (err may be NULL). */
+int umd_cuda_built(char *err, size_t errlen);
+
+/* The table libumd_cuda.so exports (the functions above, as the object implements them). */
+typedef struct {
+    int version; /* UMD_CUDA_API_VERSION */
+    const umd_ops *(*ops)(int math);
+    int (*devices)(char *err, size_t errlen);
+    int (*memory)(umd_ctx *c, size_t *peak_alloc, size_t *device_used, size_t *device_total);
+    void (*describe)(umd_ctx *c, char *buf, size_t n);
+    double (*gemm_tflops)(umd_ctx *c, int math, int M, int N, int K, int reps);
+    int (*set_attention)(umd_ctx *c, int fused);
+    int (*profile)(umd_ctx *c, int on);
+    void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
+} umd_cuda_api;
+#define UMD_CUDA_API_VERSION 1
+#define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus
 }

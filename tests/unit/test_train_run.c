@@ -1,6 +1,7 @@
 /* test_train_run.c: umd_run end to end on real data: determinism (same seed, same bits), exact
  * resume after a stop, refusal of another config's checkpoint, the callbacks, a short
- * Fashion-MNIST run whose loss falls, and bad configs refused with the key path named.
+ * Fashion-MNIST run whose loss falls, bad configs refused with the key path named, and a CPU job
+ * that never loads the CUDA backend (so the worker's forks stay cheap).
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -152,6 +153,32 @@ static int run_config(const char *json, const char *workdir, const char *resume,
 
 /* ---- tests ------------------------------------------------------------------------------------- */
 
+/* 1 when a line of /proc/self/maps names needle */
+static int mapped(const char *needle) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[1024];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* First of all tests, while nothing has opened the CUDA backend: asking whether it exists and
+ * training on the CPU map neither it nor cuBLAS into the process. */
+static void test_train_cpu_job_loads_no_cuda(void) {
+    make_tmp();
+    T_REQUIRE(tmp_root[0]);
+    char w[300], err[512];
+    snprintf(w, sizeof w, "%s/cpu", tmp_root);
+    T_CHECK(umd_backend_available("cuda") == umd_cuda_built(NULL, 0));
+    seen s = {0};
+    int rc = run_config(SYN_CONFIG(", \"device\": \"cpu\""), w, NULL, &s, err, sizeof err);
+    T_CHECK_MSG(rc == 0, "cpu run: %s", err);
+    T_CHECK_MSG(!mapped("libumd_cuda") && !mapped("libcublas"), "a CPU job mapped the CUDA libraries");
+    remove_tree(tmp_root);
+}
+
 static void test_train_determinism(void) {
     make_tmp();
     T_REQUIRE(tmp_root[0]);
@@ -284,6 +311,7 @@ static void test_train_bad_configs(void) {
 }
 
 int main(void) {
+    T_RUN(test_train_cpu_job_loads_no_cuda);
     T_RUN(test_train_determinism);
     T_RUN(test_train_resume_exact);
     T_RUN(test_train_fashion_mnist_loss_falls);
