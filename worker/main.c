@@ -220,11 +220,13 @@ int main(int argc, char **argv) {
     if (!umd) {
         fprintf(stderr, "umdq-worker: umd jobs need the %s backend, which this build's trainer lacks%s; "
                         "this worker runs only command jobs\n",
-                backend, strcmp(backend, "cuda") == 0 ? " (the CUDA backend is not built yet)" : "");
+                backend, strcmp(backend, "cuda") == 0 ? " (built without nvcc, or lib/umdq/libumd_cuda.so is missing)" : "");
     }
+    /* a CPU worker's attempts see no GPU (CUDA_VISIBLE_DEVICES=""), so that a job with
+     * train.device "auto" trains on the CPU it was given even on a machine with GPUs */
     worker_opts o = {
         .connect = connect, .name = name ? name : default_name, .host = host, .device = device,
-        .backend = backend, .cuda_devices = cpu ? NULL : gpu, .workdir = workdir, .grace_ms = grace_ms,
+        .backend = backend, .cuda_devices = cpu ? "" : gpu, .workdir = workdir, .grace_ms = grace_ms,
         .umd = umd, .gpu_name = gpu_name[0] ? gpu_name : NULL, .memory_mb = memory_mb,
     };
     worker *w = NULL;

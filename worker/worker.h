@@ -21,7 +21,7 @@ typedef struct {
     const char *host;          /* this machine's host name */
     const char *device;        /* "cpu", "cuda:0" */
     const char *backend;       /* "cpu" or "cuda" */
-    const char *cuda_devices;  /* CUDA_VISIBLE_DEVICES for the attempt children, NULL for CPU */
+    const char *cuda_devices;  /* CUDA_VISIBLE_DEVICES for the attempt children ("" on a CPU worker) */
     const char *workdir;       /* attempts run in <workdir>/job-<id>-<attempt>; it also holds this
                                   process's .umdq-group.PID record (jobgroup.h) and its spare
                                   scratch directory .spare-PID (runner.h), and may be shared by

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A 20-job command sweep on 2 real workers: every job succeeds with its metrics and results
-# recorded once; resubmitting the sweep adds 0 jobs; a bad sweep is refused whole.
+# recorded once; resubmitting the sweep adds 0 jobs; a bad sweep is refused whole; a CPU worker's
+# jobs see no GPU (CUDA_VISIBLE_DEVICES set and empty).
 . "$(dirname "$0")/../lib.sh"
 need_bins queue_sweep
 
@@ -60,4 +61,14 @@ fi
 [ "$(sql "SELECT COUNT(*) FROM sweeps WHERE name = 'it-bad'")" = 0 ] && pass queue_sweep_bad_spec_writes_nothing || fail queue_sweep_bad_spec_writes_nothing "sweep row exists"
 "$BIN/umdq" submit "$T_TMP/bad.json" >"$T_TMP/cli-bad.out" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q train.steps "$T_TMP/cli-bad.out" && pass queue_sweep_cli_bad_spec_exit_2 || fail queue_sweep_cli_bad_spec_exit_2 "rc $rc: $(cat "$T_TMP/cli-bad.out")"
+
+# a job on a --cpu worker sees no GPU, even on a machine that has one
+cat >"$T_TMP/cvd.json" <<'JSON'
+{ "name": "it-cvd", "base": { "kind": "command",
+  "command": "if [ \"${CUDA_VISIBLE_DEVICES+set}\" = set ] && [ -z \"$CUDA_VISIBLE_DEVICES\" ]; then v=1; else v=0; fi; echo '{\"umdq\":\"result\",\"gpu_hidden\":'$v'}'" } }
+JSON
+sid3=$(submit "$T_TMP/cvd.json" | jq -r .sweep.id)
+wait_for 30 sweep_done "$sid3" || true
+hidden=$(sql "SELECT CAST(r.value AS INTEGER) FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.sweep_id = $sid3 AND r.key = 'gpu_hidden'")
+[ "$hidden" = 1 ] && pass queue_sweep_cpu_worker_hides_gpus || fail queue_sweep_cpu_worker_hides_gpus "gpu_hidden: '$hidden'"
 exit 0
