@@ -434,8 +434,10 @@ int schema_check_cross(const cJSON *const values[SCHEMA_CROSS_N], errlist *errs)
     if (dataset) {
         if (strcmp(dataset, "fashion-mnist") == 0 || strcmp(dataset, "mnist") == 0) side = 28;
         else if (strcmp(dataset, "cifar10") == 0) side = 32;
+        else if (strcmp(dataset, "imagenet64") == 0) side = 64;
         else if (strcmp(dataset, "synthetic") == 0 && !eff_int(values, X_IMAGESIZE, &side)) side = 0;
-        if ((strcmp(dataset, "mnist") == 0 || strcmp(dataset, "cifar10") == 0) && !values[X_DATAPATH])
+        if ((strcmp(dataset, "mnist") == 0 || strcmp(dataset, "cifar10") == 0 ||
+             strcmp(dataset, "imagenet64") == 0) && !values[X_DATAPATH])
             errlist_add(errs, "data.path", "required for data.dataset %s (the directory of its files)",
                         dataset);
     }

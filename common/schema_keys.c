@@ -16,8 +16,8 @@ const schema_key umdq_job_schema[] = {
     {"stall_timeout", SCHEMA_NUMBER, 0, INF, SCHEMA_NO_MAX, NULL, NULL, "seconds without step progress before the attempt is killed (0 = never; default 0 for commands, 1800 for umd)"},
     {"seed", SCHEMA_INT, 0, 4294967295.0, SCHEMA_NOT_IN_SWEEP, NULL, "0", "random seed (in a sweep: use \"seeds\")"},
 
-    {"data.dataset", SCHEMA_ENUM, 0, 0, U, "fashion-mnist|mnist|cifar10|synthetic", "\"fashion-mnist\"", "data set"},
-    {"data.path", SCHEMA_STRING, 0, 0, U, NULL, NULL, "data directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist)"},
+    {"data.dataset", SCHEMA_ENUM, 0, 0, U, "fashion-mnist|mnist|cifar10|synthetic|imagenet64", "\"fashion-mnist\"", "data set (imagenet64: the downsampled ImageNet 64x64 .npz files)"},
+    {"data.path", SCHEMA_STRING, 0, 0, U, NULL, NULL, "data directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist; cifar10: data_batch_1..5.bin, test_batch.bin; imagenet64: train_data_batch_1..10.npz, val_data.npz)"},
     {"data.limit", SCHEMA_INT, 0, INF, U | SCHEMA_NO_MAX, NULL, "0", "use only the first N training images (0 = all)"},
     {"data.augment", SCHEMA_BOOL, 0, 0, U, NULL, NULL, "random-resized crop (area 0.8-1) and flip (default: on for RGB, off for grey)"},
     {"data.image_size", SCHEMA_INT, 4, 256, U, NULL, "16", "synthetic: image height and width"},

@@ -41,7 +41,8 @@ typedef struct {
     int64_t job, attempt;
     char lease[STORE_LEASE_HEX + 1];
     int64_t since_ms;           /* when it got or re-announced the attempt */
-    int64_t step, step_ms;      /* latest step and when it last advanced */
+    int64_t step, step_ms;      /* latest step and when it (or beat) last advanced */
+    int64_t beat;               /* the running attempt's progress lines, as heartbeats carry it */
     double stall_timeout;
     int64_t cancel_ms;          /* when a cancel for the attempt was last sent; 0 = never */
     int finishing;              /* 1: the attempt has ended on the worker; its `finished` waits for
@@ -195,6 +196,7 @@ static void worker_assign(worker *w, int64_t job, int64_t attempt, const char *l
     snprintf(w->lease, sizeof w->lease, "%s", lease);
     w->since_ms = now;
     w->step = step;
+    w->beat = 0;
     w->step_ms = now;
     w->stall_timeout = stall_timeout;
     w->cancel_ms = 0;
@@ -522,12 +524,13 @@ static void on_running(sched *s, worker *w, const cJSON *running) {
         return;
     }
     lease_ref r;
-    int64_t step = 0;
+    int64_t step = 0, beat = 0;
     if (!cJSON_IsObject(running) || get_lease_ref(running, &r, err, sizeof err) != 0) {
         log_drop(s, "worker %s: malformed running: %s", w->name, cJSON_IsObject(running) ? err : "not an object");
         return;
     }
     if (proto_get_int(running, "step", &step, err, sizeof err) != 0) step = 0;
+    if (proto_get_int(running, "beat", &beat, err, sizeof err) != 0) beat = 0; /* optional */
     int mine = w->busy && !w->stale && w->job == r.job && w->attempt == r.attempt && strcmp(w->lease, r.lease) == 0;
     char cancel_reason[16];
     int rc = store_heartbeat(s->o.st, r.job, r.attempt, r.lease, step, NULL, cancel_reason, err, sizeof err);
@@ -556,10 +559,12 @@ static void on_running(sched *s, worker *w, const cJSON *running) {
         double stall = 0;
         if (store_job_stall_timeout(s->o.st, r.job, &stall) != 0) stall = 0;
         worker_assign(w, r.job, r.attempt, r.lease, step, stall, now);
+        w->beat = beat;
         log_info("worker %s keeps job %lld attempt %lld (step %lld)", w->name, (long long)r.job,
                  (long long)r.attempt, (long long)step);
-    } else if (step > w->step) {
-        w->step = step;
+    } else if (step > w->step || beat > w->beat) { /* a new step, or a sign of life at this one */
+        if (step > w->step) w->step = step;
+        w->beat = beat;
         w->step_ms = now;
     }
     if (cancel_reason[0] && now - w->cancel_ms > CANCEL_RESEND_MS) {

@@ -138,7 +138,7 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
         out->augment_set = 1;
     } else {
         /* the default by channel count, as far as the data set tells it before loading */
-        out->augment = out->dataset == UMD_DATA_CIFAR10 ||
+        out->augment = out->dataset == UMD_DATA_CIFAR10 || out->dataset == UMD_DATA_IMAGENET64 ||
                        (out->dataset == UMD_DATA_SYNTHETIC && out->syn_channels == 3);
         out->augment_set = 0;
     }

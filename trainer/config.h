@@ -7,7 +7,14 @@
 #include <stdint.h>
 #include "errlist.h"
 
-typedef enum { UMD_DATA_FASHION_MNIST, UMD_DATA_MNIST, UMD_DATA_CIFAR10, UMD_DATA_SYNTHETIC } umd_dataset_kind;
+/* in the order of data.dataset's choices (common/schema_keys.c) */
+typedef enum {
+    UMD_DATA_FASHION_MNIST,
+    UMD_DATA_MNIST,
+    UMD_DATA_CIFAR10,
+    UMD_DATA_SYNTHETIC,
+    UMD_DATA_IMAGENET64
+} umd_dataset_kind;
 typedef enum { UMD_SCHEDULE_COSINE, UMD_SCHEDULE_LINEAR } umd_schedule;
 typedef enum { UMD_DEVICE_AUTO, UMD_DEVICE_CPU, UMD_DEVICE_CUDA } umd_device;
 typedef enum { UMD_PRECISION_FP32, UMD_PRECISION_TF32, UMD_PRECISION_BF16 } umd_precision;

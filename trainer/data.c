@@ -1,5 +1,6 @@
-/* data.c: the trainer's image data: loaders for MNIST-style IDX files, the CIFAR-10 binary format
- * and a synthetic set made from the seed, and the deterministic batch reader.
+/* data.c: the trainer's image data: loaders for MNIST-style IDX files, the CIFAR-10 binary format,
+ * the ImageNet 64x64 .npz files and a synthetic set made from the seed, and the deterministic
+ * batch reader.
  *
  * Order. Epoch e visits position p = 0 .. n-1 of the permutation pi_e of [0, n):
  *   pi_e = cycle-walking over a 6-round balanced Feistel network on [0, 4^k) (4^k >= n), whose
@@ -20,7 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 #include "data.h"
 #include "philox.h"
@@ -224,13 +228,18 @@ static int idx_load(const char *dir, const char *prefix, umd_split *s, char *err
         rc = UMDQ_EFORMAT;
         goto fail;
     }
-    s->labels = malloc(n);
+    s->labels = malloc((size_t)n * sizeof *s->labels);
     if (!s->labels) {
         snprintf(err, errlen, "%s: out of memory", lpath);
         rc = UMDQ_ENOMEM;
         goto fail;
     }
-    rc = read_up_to(fl, lpath, s->labels, n, &got, err, errlen);
+    /* the bytes land in the upper half of the array, then widen from the front (entry i is
+     * written at bytes 2i..2i+1 after byte n+i was read: never before it is read) */
+    uint8_t *bytes = (uint8_t *)s->labels + n;
+    rc = read_up_to(fl, lpath, bytes, n, &got, err, errlen);
+    if (rc == 0)
+        for (uint32_t i = 0; i < n; i++) s->labels[i] = bytes[i];
     if (rc == UMDQ_EFORMAT)
         snprintf(err, errlen, "%s: truncated: expected %u bytes of labels, got %llu", lpath, n,
                  (unsigned long long)got);
@@ -288,10 +297,11 @@ static int cifar_append(const char *path, umd_split *s, char *err, size_t errlen
             goto fail;
         }
     uint64_t n = (uint64_t)s->n + m;
-    uint8_t *px = realloc(s->pixels, n * img), *lb;
+    uint8_t *px = realloc(s->pixels, n * img);
+    uint16_t *lb;
     if (!px) goto oom;
     s->pixels = px;
-    lb = realloc(s->labels, n);
+    lb = realloc(s->labels, n * sizeof *lb);
     if (!lb) goto oom;
     s->labels = lb;
     for (uint64_t i = 0; i < m; i++) {
@@ -339,6 +349,459 @@ fail:
     return rc;
 }
 
+/* ---- ImageNet 64x64 (.npz) ------------------------------------------------------------------ */
+
+/* The downsampled ImageNet of Chrabaszcz et al. (2017): train_data_batch_1..10.npz and
+ * val_data.npz, each a zip (np.savez: entries stored; np.savez_compressed: deflated; either may
+ * carry zip64 extra fields) of data.npy, uint8 (N, 12288) = per image the R, G and B planes of
+ * 64x64 row-major (already the split's (3, 64, 64) order), and labels.npy, N integers 1..1000
+ * (stored as 0..999). The zip is read through its central directory from a read-only mapping;
+ * each entry is inflated straight into the split, and its CRC-32 is checked. */
+
+#define IN64_SIDE 64
+#define IN64_ROW (3 * IN64_SIDE * IN64_SIDE)
+#define IN64_CLASSES 1000
+#define IN64_TRAIN_FILES 10
+#define ZIP_EOCD_SIG 0x06054b50u
+#define ZIP64_LOCATOR_SIG 0x07064b50u
+#define ZIP64_EOCD_SIG 0x06064b50u
+#define ZIP_CENTRAL_SIG 0x02014b50u
+#define ZIP_LOCAL_SIG 0x04034b50u
+#define NPY_MAX_HEADER 65536
+#define ZCHUNK (1u << 30) /* zlib counts in unsigned int */
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t le32(const uint8_t *p) { return (uint32_t)le16(p) | (uint32_t)le16(p + 2) << 16; }
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+typedef struct {
+    const char *path;    /* borrowed: for messages */
+    const uint8_t *base; /* the mapped file, (len) bytes */
+    uint64_t len;
+} zip_file;
+
+typedef struct {
+    int method;          /* 0 stored, 8 deflated */
+    uint32_t crc;
+    uint64_t csize, usize;
+    uint64_t data;       /* offset of the entry's (compressed) bytes in the file */
+} zip_entry;
+
+/* The entry called name, from the central directory. 0, UMDQ_ENOTFOUND or UMDQ_EFORMAT with a
+ * message naming the file. */
+static int zip_find(const zip_file *z, const char *name, zip_entry *e, char *err, size_t errlen) {
+    const uint8_t *b = z->base;
+    const uint64_t len = z->len;
+    uint64_t eocd = UINT64_MAX;
+    for (uint64_t back = 22; back <= len && back <= 22 + 65535; back++)
+        if (le32(b + len - back) == ZIP_EOCD_SIG) {
+            eocd = len - back;
+            break;
+        }
+    if (eocd == UINT64_MAX) {
+        snprintf(err, errlen, "%s: not a zip (.npz) file, or truncated: no end-of-directory "
+                 "record", z->path);
+        return UMDQ_EFORMAT;
+    }
+    uint64_t count = le16(b + eocd + 10), cd_size = le32(b + eocd + 12), cd = le32(b + eocd + 16);
+    if ((count == 0xffff || cd_size == 0xffffffffu || cd == 0xffffffffu) && eocd >= 20 &&
+        le32(b + eocd - 20) == ZIP64_LOCATOR_SIG) {
+        uint64_t e64 = le64(b + eocd - 20 + 8);
+        if (e64 > len || len - e64 < 56 || le32(b + e64) != ZIP64_EOCD_SIG) {
+            snprintf(err, errlen, "%s: damaged zip64 end-of-directory record", z->path);
+            return UMDQ_EFORMAT;
+        }
+        count = le64(b + e64 + 32);
+        cd_size = le64(b + e64 + 40);
+        cd = le64(b + e64 + 48);
+    }
+    if (cd > len || cd_size > len - cd) {
+        snprintf(err, errlen, "%s: truncated: the zip directory lies past the end of the file",
+                 z->path);
+        return UMDQ_EFORMAT;
+    }
+    const size_t want = strlen(name);
+    uint64_t p = cd;
+    for (uint64_t i = 0; i < count; i++) {
+        if (cd + cd_size - p < 46 || le32(b + p) != ZIP_CENTRAL_SIG) {
+            snprintf(err, errlen, "%s: damaged zip directory (entry %llu)", z->path,
+                     (unsigned long long)i);
+            return UMDQ_EFORMAT;
+        }
+        const uint16_t flags = le16(b + p + 8), nlen = le16(b + p + 28), xlen = le16(b + p + 30),
+                       clen = le16(b + p + 32);
+        if (cd + cd_size - p < 46ull + nlen + xlen + clen) {
+            snprintf(err, errlen, "%s: damaged zip directory (entry %llu)", z->path,
+                     (unsigned long long)i);
+            return UMDQ_EFORMAT;
+        }
+        if (nlen != want || memcmp(b + p + 46, name, want) != 0) {
+            p += 46ull + nlen + xlen + clen;
+            continue;
+        }
+        e->method = le16(b + p + 10);
+        e->crc = le32(b + p + 16);
+        e->csize = le32(b + p + 20);
+        e->usize = le32(b + p + 24);
+        uint64_t local = le32(b + p + 42);
+        /* zip64 extra field: the 64-bit values of those that read 0xffffffff, in this order */
+        for (uint64_t x = p + 46 + nlen; x + 4 <= p + 46ull + nlen + xlen;) {
+            uint16_t id = le16(b + x), sz = le16(b + x + 2);
+            uint64_t q = x + 4, end = x + 4 + sz;
+            if (end > p + 46ull + nlen + xlen) break;
+            if (id == 1) {
+                if (e->usize == 0xffffffffu && q + 8 <= end) e->usize = le64(b + q), q += 8;
+                if (e->csize == 0xffffffffu && q + 8 <= end) e->csize = le64(b + q), q += 8;
+                if (local == 0xffffffffu && q + 8 <= end) local = le64(b + q);
+            }
+            x = end;
+        }
+        if (flags & 1) {
+            snprintf(err, errlen, "%s: %s is encrypted", z->path, name);
+            return UMDQ_EFORMAT;
+        }
+        if (e->method != 0 && e->method != 8) {
+            snprintf(err, errlen, "%s: %s uses zip compression method %d (want stored or "
+                     "deflated)", z->path, name, e->method);
+            return UMDQ_EFORMAT;
+        }
+        if (local > len || len - local < 30 || le32(b + local) != ZIP_LOCAL_SIG) {
+            snprintf(err, errlen, "%s: damaged or truncated zip: no local header for %s", z->path,
+                     name);
+            return UMDQ_EFORMAT;
+        }
+        e->data = local + 30 + le16(b + local + 26) + le16(b + local + 28);
+        if (e->data > len || e->csize > len - e->data) {
+            snprintf(err, errlen, "%s: truncated: %s needs %llu bytes at offset %llu, the file "
+                     "has %llu", z->path, name, (unsigned long long)e->csize,
+                     (unsigned long long)e->data, (unsigned long long)len);
+            return UMDQ_EFORMAT;
+        }
+        if (e->method == 0 && e->csize != e->usize) {
+            snprintf(err, errlen, "%s: damaged zip: stored entry %s has %llu bytes but declares "
+                     "%llu", z->path, name, (unsigned long long)e->csize,
+                     (unsigned long long)e->usize);
+            return UMDQ_EFORMAT;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "%s: no %s in the archive (want data.npy and labels.npy)", z->path, name);
+    return UMDQ_ENOTFOUND;
+}
+
+/* Sequential reads of one entry's uncompressed bytes. */
+typedef struct {
+    const zip_file *z;
+    zip_entry e;
+    const char *name;    /* static */
+    z_stream s;
+    int inflating;
+    uint64_t in, out;    /* compressed bytes consumed, uncompressed bytes produced */
+    uint32_t crc;
+} zip_reader;
+
+static int zip_open_entry(zip_reader *r, const zip_file *z, const char *name, char *err,
+                          size_t errlen) {
+    memset(r, 0, sizeof *r);
+    r->z = z;
+    r->name = name;
+    int rc = zip_find(z, name, &r->e, err, errlen);
+    if (rc) return rc;
+    r->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    if (r->e.method == 8) {
+        if (inflateInit2(&r->s, -MAX_WBITS) != Z_OK) {
+            snprintf(err, errlen, "%s: %s: cannot start zlib", z->path, name);
+            return UMDQ_ENOMEM;
+        }
+        r->inflating = 1;
+    }
+    return 0;
+}
+
+static void zip_close_entry(zip_reader *r) {
+    if (r->inflating) inflateEnd(&r->s);
+    r->inflating = 0;
+}
+
+/* The next n uncompressed bytes into dst. */
+static int zip_read(zip_reader *r, void *dst, uint64_t n, char *err, size_t errlen) {
+    const char *path = r->z->path;
+    if (n > r->e.usize - r->out) {
+        snprintf(err, errlen, "%s: %s ends after %llu bytes, %llu more expected", path, r->name,
+                 (unsigned long long)r->e.usize, (unsigned long long)(n - (r->e.usize - r->out)));
+        return UMDQ_EFORMAT;
+    }
+    uint8_t *d = dst;
+    if (r->e.method == 0) {
+        memcpy(d, r->z->base + r->e.data + r->out, n);
+    } else {
+        uint64_t done = 0;
+        while (done < n) {
+            uint64_t chunk = n - done < ZCHUNK ? n - done : ZCHUNK;
+            r->s.next_out = d + done;
+            r->s.avail_out = (uInt)chunk;
+            while (r->s.avail_out > 0) {
+                if (r->s.avail_in == 0 && r->in < r->e.csize) {
+                    uint64_t k = r->e.csize - r->in < ZCHUNK ? r->e.csize - r->in : ZCHUNK;
+                    r->s.next_in = (Bytef *)(uintptr_t)(r->z->base + r->e.data + r->in);
+                    r->s.avail_in = (uInt)k;
+                    r->in += k;
+                }
+                int zr = inflate(&r->s, Z_NO_FLUSH);
+                if (zr == Z_STREAM_END && r->s.avail_out > 0) {
+                    snprintf(err, errlen, "%s: %s: the compressed data ends early (corrupt file)",
+                             path, r->name);
+                    return UMDQ_EFORMAT;
+                }
+                if (zr == Z_DATA_ERROR || zr == Z_NEED_DICT) {
+                    snprintf(err, errlen, "%s: %s: damaged deflate data (corrupt file): %s", path,
+                             r->name, r->s.msg ? r->s.msg : "invalid data");
+                    return UMDQ_EFORMAT;
+                }
+                if (zr == Z_MEM_ERROR) {
+                    snprintf(err, errlen, "%s: %s: out of memory inflating", path, r->name);
+                    return UMDQ_ENOMEM;
+                }
+                if (zr == Z_BUF_ERROR && r->s.avail_in == 0 && r->in >= r->e.csize) {
+                    snprintf(err, errlen, "%s: %s: truncated compressed data", path, r->name);
+                    return UMDQ_EFORMAT;
+                }
+            }
+            done += chunk;
+        }
+    }
+    for (uint64_t o = 0; o < n; o += ZCHUNK)
+        r->crc = (uint32_t)crc32(r->crc, d + o, (uInt)(n - o < ZCHUNK ? n - o : ZCHUNK));
+    r->out += n;
+    return 0;
+}
+
+/* After the whole entry was read: nothing left over, and the CRC-32 the directory declares. */
+static int zip_check_end(const zip_reader *r, char *err, size_t errlen) {
+    if (r->out != r->e.usize) {
+        snprintf(err, errlen, "%s: %s holds %llu bytes more than its .npy header declares",
+                 r->z->path, r->name, (unsigned long long)(r->e.usize - r->out));
+        return UMDQ_EFORMAT;
+    }
+    if (r->crc != r->e.crc) {
+        snprintf(err, errlen, "%s: %s: CRC-32 mismatch (corrupt file)", r->z->path, r->name);
+        return UMDQ_EFORMAT;
+    }
+    return 0;
+}
+
+typedef struct {
+    char kind;           /* 'u' or 'i' */
+    int size;            /* bytes per item */
+    int dims;
+    int64_t shape[4];
+} npy_header;
+
+/* The .npy header at the start of the entry: magic, version 1-3, and the dict's descr (a
+ * little-endian or byte-sized integer), fortran_order False (or a 1-D array) and shape. */
+static int npy_read_header(zip_reader *r, npy_header *h, char *err, size_t errlen) {
+    const char *path = r->z->path, *name = r->name;
+    uint8_t pre[12];
+    char text[NPY_MAX_HEADER + 1];
+    int rc = zip_read(r, pre, 10, err, errlen);
+    if (rc) return rc;
+    if (memcmp(pre, "\x93NUMPY", 6) != 0 || pre[6] < 1 || pre[6] > 3) {
+        snprintf(err, errlen, "%s: %s is not a .npy array (version 1-3)", path, name);
+        return UMDQ_EFORMAT;
+    }
+    uint64_t hlen = le16(pre + 8);
+    if (pre[6] >= 2) {
+        if ((rc = zip_read(r, pre + 10, 2, err, errlen))) return rc;
+        hlen = le32(pre + 8);
+    }
+    if (hlen > NPY_MAX_HEADER) {
+        snprintf(err, errlen, "%s: %s: .npy header of %llu bytes is too long", path, name,
+                 (unsigned long long)hlen);
+        return UMDQ_EFORMAT;
+    }
+    if ((rc = zip_read(r, text, hlen, err, errlen))) return rc;
+    text[hlen] = 0;
+    const char *d = strstr(text, "'descr':"), *f = strstr(text, "'fortran_order':"),
+               *s = strstr(text, "'shape':");
+    if (!d || !f || !s) {
+        snprintf(err, errlen, "%s: %s: .npy header without descr, fortran_order and shape", path,
+                 name);
+        return UMDQ_EFORMAT;
+    }
+    d = strchr(d + 8, '\'');
+    if (!d || !(d[1] == '|' || d[1] == '<') || (d[2] != 'u' && d[2] != 'i') || d[3] < '1' ||
+        d[3] > '8' || d[4] != '\'') {
+        snprintf(err, errlen, "%s: %s: element type %.12s is not a little-endian integer", path,
+                 name, d ? d : "?");
+        return UMDQ_EFORMAT;
+    }
+    h->kind = d[2];
+    h->size = d[3] - '0';
+    if (h->size != 1 && h->size != 2 && h->size != 4 && h->size != 8) {
+        snprintf(err, errlen, "%s: %s: element size %d", path, name, h->size);
+        return UMDQ_EFORMAT;
+    }
+    s = strchr(s, '(');
+    h->dims = 0;
+    while (s && *s && *s != ')') {
+        s++;
+        while (*s == ' ') s++;
+        if (*s == ')') break;
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || v < 0 || h->dims == 4) {
+            snprintf(err, errlen, "%s: %s: cannot read the shape in its .npy header", path, name);
+            return UMDQ_EFORMAT;
+        }
+        h->shape[h->dims++] = v;
+        s = end;
+        while (*s == ' ') s++;
+        if (*s != ',' && *s != ')') {
+            snprintf(err, errlen, "%s: %s: cannot read the shape in its .npy header", path, name);
+            return UMDQ_EFORMAT;
+        }
+    }
+    if (!s || h->dims == 0) {
+        snprintf(err, errlen, "%s: %s: cannot read the shape in its .npy header", path, name);
+        return UMDQ_EFORMAT;
+    }
+    if (strncmp(f + 16, " True", 5) == 0 && h->dims > 1) {
+        snprintf(err, errlen, "%s: %s is in Fortran order (want C order)", path, name);
+        return UMDQ_EFORMAT;
+    }
+    return 0;
+}
+
+/* Append the images of one .npz file to s, at most max_add of them (0 = all). */
+static int in64_append(const char *path, umd_split *s, int64_t max_add, char *err, size_t errlen) {
+    zip_file z = {path, NULL, 0};
+    zip_reader lr, dr;
+    uint8_t *lab = NULL; /* owned: the labels' raw items */
+    int rc, fd = -1;
+    memset(&lr, 0, sizeof lr);
+    memset(&dr, 0, sizeof dr);
+    struct stat st;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        const int e = errno;
+        rc = e == ENOENT ? UMDQ_ENOTFOUND : UMDQ_EIO;
+        if (e == ENOENT)
+            snprintf(err, errlen, "%s: not found (data.path of imagenet64 holds "
+                     "train_data_batch_1.npz .. train_data_batch_10.npz and val_data.npz)", path);
+        else
+            snprintf(err, errlen, "%s: %s", path, strerror(e));
+        goto fail;
+    }
+    z.len = (uint64_t)st.st_size;
+    if (z.len < 22) {
+        snprintf(err, errlen, "%s: truncated: %llu bytes is no zip (.npz) file", path,
+                 (unsigned long long)z.len);
+        rc = UMDQ_EFORMAT;
+        goto fail;
+    }
+    void *map = mmap(NULL, (size_t)z.len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+        rc = UMDQ_EIO;
+        goto fail;
+    }
+    z.base = map;
+
+    /* labels */
+    npy_header lh, dh;
+    if ((rc = zip_open_entry(&lr, &z, "labels.npy", err, errlen))) goto fail;
+    if ((rc = npy_read_header(&lr, &lh, err, errlen))) goto fail;
+    if (lh.dims > 2 || (lh.dims == 2 && lh.shape[1] != 1)) {
+        snprintf(err, errlen, "%s: labels.npy has %d dimensions (want (N,))", path, lh.dims);
+        rc = UMDQ_EFORMAT;
+        goto fail;
+    }
+    const int64_t n = lh.shape[0];
+    lab = malloc(n > 0 ? (size_t)n * lh.size : 1);
+    if (!lab) goto oom;
+    if ((rc = zip_read(&lr, lab, (uint64_t)n * lh.size, err, errlen))) goto fail;
+    if ((rc = zip_check_end(&lr, err, errlen))) goto fail;
+
+    /* data */
+    if ((rc = zip_open_entry(&dr, &z, "data.npy", err, errlen))) goto fail;
+    if ((rc = npy_read_header(&dr, &dh, err, errlen))) goto fail;
+    int64_t row = 1;
+    for (int i = 1; i < dh.dims; i++) row *= dh.shape[i];
+    if (dh.kind != 'u' || dh.size != 1 || dh.dims < 2 || row != IN64_ROW) {
+        snprintf(err, errlen, "%s: data.npy must be uint8 (N, %d) (3 planes of %dx%d), got %s%d "
+                 "with %lld values per image", path, IN64_ROW, IN64_SIDE, IN64_SIDE,
+                 dh.kind == 'u' ? "uint" : "int", dh.size * 8, (long long)row);
+        rc = UMDQ_EFORMAT;
+        goto fail;
+    }
+    if (dh.shape[0] != n) {
+        snprintf(err, errlen, "%s: data.npy holds %lld images but labels.npy %lld labels", path,
+                 (long long)dh.shape[0], (long long)n);
+        rc = UMDQ_EFORMAT;
+        goto fail;
+    }
+    const int64_t take = max_add > 0 && max_add < n ? max_add : n;
+    uint16_t *lb = realloc(s->labels, (size_t)(s->n + take) * sizeof *lb);
+    if (!lb) goto oom;
+    s->labels = lb;
+    uint8_t *px = realloc(s->pixels, (size_t)(s->n + take) * IN64_ROW);
+    if (!px) goto oom;
+    s->pixels = px;
+    for (int64_t i = 0; i < take; i++) {
+        const uint8_t *q = lab + (size_t)i * lh.size;
+        uint64_t u = lh.size == 1 ? q[0] : lh.size == 2 ? le16(q) : lh.size == 4 ? le32(q) : le64(q);
+        int64_t v = (int64_t)u;
+        if (lh.kind == 'i') /* sign-extend */
+            v = lh.size == 8 ? (int64_t)u : (int64_t)(u ^ (1ull << (8 * lh.size - 1))) -
+                                                (int64_t)(1ull << (8 * lh.size - 1));
+        if (v < 1 || v > IN64_CLASSES) {
+            snprintf(err, errlen, "%s: label %lld of image %lld is out of range (1-%d)", path,
+                     (long long)v, (long long)i, IN64_CLASSES);
+            rc = UMDQ_EFORMAT;
+            goto fail;
+        }
+        s->labels[s->n + i] = (uint16_t)(v - 1);
+    }
+    rc = zip_read(&dr, s->pixels + (size_t)s->n * IN64_ROW, (uint64_t)take * IN64_ROW, err, errlen);
+    if (rc == 0 && take == n) rc = zip_check_end(&dr, err, errlen); /* a partial read: no CRC */
+    if (rc) goto fail;
+    s->n += take;
+    s->h = s->w = IN64_SIDE;
+    s->c = 3;
+    s->classes = IN64_CLASSES;
+    rc = 0;
+    goto fail;
+oom:
+    snprintf(err, errlen, "%s: out of memory", path);
+    rc = UMDQ_ENOMEM;
+fail:
+    zip_close_entry(&lr);
+    zip_close_entry(&dr);
+    free(lab);
+    if (z.base) munmap((void *)(uintptr_t)z.base, (size_t)z.len);
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
+/* The train split reads train_data_batch_1..10.npz in order until it holds limit images (0 =
+ * all); the test split reads val_data.npz. */
+static int in64_load(const char *dir, int train, int64_t limit, umd_split *s, char *err,
+                     size_t errlen) {
+    char path[1200];
+    int rc = 0;
+    int nfiles = train ? IN64_TRAIN_FILES : 1;
+    for (int i = 0; i < nfiles; i++) {
+        if (train) snprintf(path, sizeof path, "%s/train_data_batch_%d.npz", dir, i + 1);
+        else snprintf(path, sizeof path, "%s/val_data.npz", dir);
+        if ((rc = in64_append(path, s, limit > 0 ? limit - s->n : 0, err, errlen)) != 0) goto fail;
+        if (limit > 0 && s->n >= limit) break;
+    }
+    return 0;
+fail:
+    umd_split_free(s);
+    return rc;
+}
+
 /* ---- synthetic ---------------------------------------------------------------------------------- */
 
 static double frac(double x) { return x - floor(x); }
@@ -360,7 +823,7 @@ static int synthetic_make(uint64_t seed, uint32_t step, int64_t n, int S, int C,
     }
     uint64_t img = (uint64_t)S * S * C;
     s->pixels = malloc((size_t)(img * (uint64_t)n));
-    s->labels = malloc((size_t)n);
+    s->labels = malloc((size_t)n * sizeof *s->labels);
     if (!s->pixels || !s->labels) {
         umd_split_free(s);
         snprintf(err, errlen, "synthetic data: out of memory");
@@ -443,7 +906,7 @@ static void split_limit(umd_split *s, int64_t limit) {
     size_t img = (size_t)s->c * s->h * s->w;
     uint8_t *p = realloc(s->pixels, (size_t)limit * img);
     if (p) s->pixels = p; /* shrinking cannot fail for want of memory; keep the old block if it does */
-    uint8_t *l = realloc(s->labels, (size_t)limit);
+    uint16_t *l = realloc(s->labels, (size_t)limit * sizeof *l);
     if (l) s->labels = l;
     s->n = limit;
 }
@@ -478,6 +941,15 @@ int umd_data_load(const umd_config *cfg, umd_split *train, umd_split *test, char
         }
         if (train && (rc = cifar_load(dir, 1, cfg->data_limit, &tr, err, errlen)) != 0) goto fail;
         if (test && (rc = cifar_load(dir, 0, 0, &te, err, errlen)) != 0) goto fail;
+        break;
+    case UMD_DATA_IMAGENET64:
+        if (!dir[0]) {
+            snprintf(err, errlen, "data.path: required for imagenet64 (a directory with "
+                     "train_data_batch_1.npz .. train_data_batch_10.npz and val_data.npz)");
+            return UMDQ_EINVAL;
+        }
+        if (train && (rc = in64_load(dir, 1, cfg->data_limit, &tr, err, errlen)) != 0) goto fail;
+        if (test && (rc = in64_load(dir, 0, 0, &te, err, errlen)) != 0) goto fail;
         break;
     case UMD_DATA_SYNTHETIC:
         if (train && (rc = synthetic_make(cfg->seed, 0, cfg->syn_train, cfg->syn_size, cfg->syn_channels,

@@ -2,7 +2,9 @@
  *
  * Formats: MNIST-style IDX files (Fashion-MNIST as Debian's dataset-fashion-mnist installs it:
  * train-images-idx3-ubyte.gz etc., gzipped or not), the CIFAR-10 binary format
- * (data_batch_1..5.bin, test_batch.bin), and a synthetic set generated from a seed for tests.
+ * (data_batch_1..5.bin, test_batch.bin), the downsampled ImageNet 64x64 .npz files
+ * (train_data_batch_1..10.npz, val_data.npz; 1000 classes), and a synthetic set generated from a
+ * seed for tests.
  * Every file is checked (magic, sizes, truncation) and refused with a message naming it. */
 #ifndef UMDQ_TRAINER_DATA_H
 #define UMDQ_TRAINER_DATA_H
@@ -19,7 +21,7 @@ typedef struct {
     int h, w, c;        /* height, width, channels (1 or 3) */
     int classes;        /* label values are 0 .. classes-1 */
     uint8_t *pixels;    /* (n, c, h, w) bytes, owned */
-    uint8_t *labels;    /* (n,), owned */
+    uint16_t *labels;   /* (n,), owned (16 bits: ImageNet has 1000 classes) */
 } umd_split;
 
 /* Load the configured data set's train and test splits (data.limit applied to train). 0, or a

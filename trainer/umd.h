@@ -33,6 +33,11 @@ typedef struct {
     /* Optional log line sink for human-readable messages (arena sizes, data set found, ...);
      * NULL = stderr. */
     void (*log)(void *ctx, const char *line);
+    /* During the evaluation (after the last progress call), at most about once a second: the
+     * phase it is in ("rep features", "linear probe", "FID network", "sampling", ...) and how far
+     * it is (done of total in that phase's own units; total 0 when unknown). A sign of life for
+     * a supervisor that watches the step. May be NULL. */
+    void (*eval_progress)(void *ctx, const char *phase, int64_t done, int64_t total);
 } umd_events;
 
 /* Train (and, when configured, evaluate) one job config. Returns 0 or a negative UMDQ_E* code

@@ -76,6 +76,7 @@ struct runner {
     cJSON *results_new;         /* owned; NULL when nothing new */
     int64_t step;               /* the latest progress step, else the highest metric step */
     int have_progress;
+    int64_t beats;              /* progress lines so far: each one is a sign of life */
 
     int exited;                 /* the child's exit was seen (not reaped yet) */
     int done;                   /* reaped, pipes closed */
@@ -227,6 +228,7 @@ static void report_line(runner *r, const char *line, size_t len, int from_fd) {
         if (type[0] == 'p') {
             r->step = step;
             r->have_progress = 1;
+            r->beats++;
         } else if (!r->have_progress && step > r->step) {
             r->step = step;
         }
@@ -620,6 +622,8 @@ typedef struct {
     artifact_store store;   /* store.url NULL: no artifact store (nothing uploaded, no resume) */
     cJSON *results;         /* the run's results, reported once it has succeeded; owned */
     const char *workdir;    /* the scratch directory; borrowed */
+    int64_t step, total;    /* of the latest progress call: evaluation heartbeats repeat them */
+    char phase[64];         /* the evaluation phase last logged */
 } umd_child_ctx;
 
 /* 0, or UMDQ_EIO with errno set. */
@@ -665,6 +669,8 @@ static void umd_note(const char *fmt, ...) {
 
 static void umd_ev_progress(void *ctx, int64_t step, int64_t total, double loss, double img_per_s) {
     umd_child_ctx *c = ctx;
+    c->step = step;
+    c->total = total;
     cJSON *o = cJSON_CreateObject();
     if (o) {
         cJSON_AddStringToObject(o, "umdq", "progress");
@@ -676,6 +682,26 @@ static void umd_ev_progress(void *ctx, int64_t step, int64_t total, double loss,
     int n = snprintf(buf, sizeof buf, "step %lld/%lld loss %.6g %.1f img/s\n", (long long)step,
                      (long long)total, loss, img_per_s);
     if (n > 0) write_all(1, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+/* The evaluation's sign of life: a progress line at the last step with the phase (the parent
+ * counts every progress line as a beat), and a log line when the phase changes. */
+static void umd_ev_eval_progress(void *ctx, const char *phase, int64_t done, int64_t total) {
+    umd_child_ctx *c = ctx;
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "umdq", "progress");
+        cJSON_AddNumberToObject(o, "step", (double)c->step);
+        cJSON_AddNumberToObject(o, "total", (double)c->total);
+        cJSON_AddStringToObject(o, "phase", phase);
+        cJSON_AddNumberToObject(o, "done", (double)done);
+        cJSON_AddNumberToObject(o, "of", (double)total);
+    }
+    umd_emit(c, o);
+    if (strcmp(c->phase, phase) != 0) {
+        snprintf(c->phase, sizeof c->phase, "%s", phase);
+        umd_note("evaluation: %s", phase);
+    }
 }
 
 static void umd_ev_metric(void *ctx, const char *key, int64_t step, double value) {
@@ -805,6 +831,7 @@ static void umd_child(const runner_spec *spec, const cJSON *config, int out_w, i
     memset(&ev, 0, sizeof ev);
     ev.ctx = &ctx;
     ev.progress = umd_ev_progress;
+    ev.eval_progress = umd_ev_eval_progress;
     ev.metric = umd_ev_metric;
     ev.result = umd_ev_result;
     ev.should_stop = umd_ev_should_stop;
@@ -1141,6 +1168,7 @@ pid_t runner_pid(const runner *r) { return r ? r->pid : -1; }
 int runner_done(const runner *r) { return r && r->done; }
 const runner_exit_info *runner_exit(const runner *r) { return &r->info; }
 int64_t runner_step(const runner *r) { return r ? r->step : 0; }
+int64_t runner_beats(const runner *r) { return r ? r->beats : 0; }
 
 int runner_fds(const runner *r, int *fds) {
     int n = 0;

@@ -100,6 +100,9 @@ const runner_exit_info *runner_exit(const runner *r);
 /* The step heartbeats carry: that of the latest progress line, or while the child has printed
  * none, the highest step of its metric lines (0 before any). */
 int64_t runner_step(const runner *r);
+/* Progress lines the child has written so far (the same step again counts: a sign of life during
+ * an evaluation). */
+int64_t runner_beats(const runner *r);
 
 /* Curve points not yet taken. */
 size_t runner_points_pending(const runner *r);

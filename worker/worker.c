@@ -234,6 +234,7 @@ static cJSON *running_json(worker *w) {
     cJSON_AddNumberToObject(r, "attempt", (double)w->attempt);
     cJSON_AddStringToObject(r, "lease", w->lease);
     cJSON_AddNumberToObject(r, "step", (double)runner_step(w->run));
+    cJSON_AddNumberToObject(r, "beat", (double)runner_beats(w->run));
     /* while reports wait for confirmation, what was sent: the daemon answers `stored` */
     journal *j = journal_of(w, w->job, w->attempt);
     if (j && journal_unconfirmed(j)) {

@@ -16,7 +16,7 @@ static umd_split indexed_split(int64_t n, int c, int h, int w) {
     memset(&s, 0, sizeof s);
     size_t img = (size_t)c * h * w;
     s.pixels = malloc((size_t)n * img);
-    s.labels = malloc((size_t)n);
+    s.labels = malloc((size_t)n * sizeof *s.labels);
     if (!s.pixels || !s.labels) {
         umd_split_free(&s);
         return s;
@@ -26,7 +26,7 @@ static umd_split indexed_split(int64_t n, int c, int h, int w) {
             s.pixels[(size_t)i * img + j] = (uint8_t)philox_draw(99, PHILOX_TEST, 0, (uint64_t)i * img + j).v[0];
         s.pixels[(size_t)i * img] = (uint8_t)(i & 255);
         s.pixels[(size_t)i * img + 1] = (uint8_t)(i >> 8);
-        s.labels[i] = (uint8_t)(i % 10);
+        s.labels[i] = (uint16_t)(i % 10);
     }
     s.n = n;
     s.c = c;
@@ -166,7 +166,8 @@ static void data_cursor_scaling(void) {
     /* one image holding every byte value */
     umd_split s;
     memset(&s, 0, sizeof s);
-    uint8_t px[256], lb[1] = {3};
+    uint8_t px[256];
+    uint16_t lb[1] = {3};
     for (int v = 0; v < 256; v++) px[v] = (uint8_t)v;
     s.pixels = px;
     s.labels = lb;
@@ -218,7 +219,7 @@ static void data_aug_range_and_determinism(void) {
 static void data_aug_geometry(void) {
     enum { W = 32, H = 24, N = 400 };
     static uint8_t px[3][H * W];
-    static uint8_t lb[3];
+    static uint16_t lb[3];
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             px[0][y * W + x] = 77;

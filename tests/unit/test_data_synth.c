@@ -37,7 +37,7 @@ static void data_synth_deterministic(void) {
     T_EQ_INT(a.classes, 10);
     size_t bytes = (size_t)a.n * 256;
     T_CHECK(memcmp(a.pixels, b.pixels, bytes) == 0);
-    T_CHECK(memcmp(a.labels, b.labels, (size_t)a.n) == 0);
+    T_CHECK(memcmp(a.labels, b.labels, (size_t)a.n * sizeof *a.labels) == 0);
     T_CHECK(memcmp(at.pixels, bt.pixels, (size_t)at.n * 256) == 0);
     T_CHECK(memcmp(a.pixels, d.pixels, bytes) != 0);            /* another seed, other images */
     T_CHECK(memcmp(a.pixels, at.pixels, (size_t)at.n * 256) != 0); /* test is not train */

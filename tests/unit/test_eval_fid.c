@@ -119,7 +119,7 @@ static void test_eval_fid_classifier_train_vs_noise(void) {
     umd_classifier *c = NULL;
     T_REQUIRE(umd_classifier_new(&c, &train, umd_ops_cpu(), 2, err, sizeof err) == 0);
     double before = umd_classifier_accuracy(c, &test, 0);
-    T_REQUIRE(umd_classifier_train(c, &train, &test, 4, NULL, NULL, err, sizeof err) == 0);
+    T_REQUIRE(umd_classifier_train(c, &train, &test, 4, NULL, NULL, NULL, err, sizeof err) == 0);
     double acc = umd_classifier_test_accuracy(c);
     T_CHECK_MSG(acc > 0.6 && acc > before + 0.3, "accuracy %.3f (untrained %.3f)", acc, before);
     T_NEAR(umd_classifier_accuracy(c, &test, 0), acc, 1e-12, 0);
@@ -217,10 +217,10 @@ static void test_eval_fid_classifier_cache(void) {
     T_REQUIRE(mkdtemp(dir) != NULL);
     umd_classifier *a = NULL, *b = NULL;
     int trained = -1;
-    T_REQUIRE(umd_classifier_get(&a, dir, name, &train, &test, 1, umd_ops_cpu(), 1, NULL, NULL,
+    T_REQUIRE(umd_classifier_get(&a, dir, name, &train, &test, 1, umd_ops_cpu(), 1, NULL, NULL, NULL,
                                  &trained, err, sizeof err) == 0);
     T_EQ_INT(trained, 1);
-    T_REQUIRE(umd_classifier_get(&b, dir, name, &train, &test, 1, umd_ops_cpu(), 1, NULL, NULL,
+    T_REQUIRE(umd_classifier_get(&b, dir, name, &train, &test, 1, umd_ops_cpu(), 1, NULL, NULL, NULL,
                                  &trained, err, sizeof err) == 0);
     T_EQ_INT(trained, 0); /* read from the cache */
     T_NEAR(umd_classifier_test_accuracy(b), umd_classifier_test_accuracy(a), 0, 0);

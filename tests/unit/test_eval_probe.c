@@ -68,7 +68,7 @@ static void test_eval_probe_cholesky(void) {
 }
 
 static void test_eval_probe_pick_shots(void) {
-    const uint8_t labels[10] = {2, 0, 0, 1, 2, 0, 2, 2, 1, 0};
+    const uint16_t labels[10] = {2, 0, 0, 1, 2, 0, 2, 2, 1, 0};
     int64_t idx[9];
     int64_t n = umd_probe_pick_shots(labels, 10, 3, 3, idx);
     T_EQ_INT(n, 8); /* class 1 has only 2 */
@@ -99,7 +99,7 @@ static void test_eval_probe_linear_learns_separable(void) {
     T_REQUIRE(X && Xt && y && yt);
     blobs(X, y, n, d, classes, 1, 0);
     blobs(Xt, yt, nt, d, classes, 2, 0);
-    umd_linear_probe_opts o = {20, 64, 1e-2, 7};
+    umd_linear_probe_opts o = {20, 64, 1e-2, 7, NULL, NULL};
     double top1 = -1, loss = -1, top1_b = -1;
     char err[256];
     T_EQ_INT(umd_probe_linear(X, y, n, Xt, yt, nt, d, classes, &o, &top1, &loss, err, sizeof err), 0);
@@ -130,8 +130,49 @@ static void test_eval_probe_linear_learns_separable(void) {
     free(yt);
 }
 
+/* Fewer rows than features (the dual form): W satisfies the primal normal equations
+ * (Z^T Z + lambda I) W = Z^T Y, with Z the standardised rows and a constant 1. */
+static void test_eval_probe_ridge_dual(void) {
+    enum { n = 12, d = 30, K = 3, D = d + 1 };
+    float X[n * d];
+    int32_t y[n];
+    double W[D * K], Z[n * D], mean[d], sd[d], top1;
+    char err[256];
+    for (int i = 0; i < n * d; i++)
+        X[i] = (float)((philox_draw(5, PHILOX_TEST, 0, (uint64_t)i).v[0] >> 8) / 16777216.0 - 0.5);
+    for (int r = 0; r < n; r++) y[r] = r % K;
+    T_REQUIRE(umd_probe_ridge(X, y, n, X, y, n, d, K, 0.7, &top1, W, err, sizeof err) == 0);
+    for (int j = 0; j < d; j++) {
+        double m = 0, v = 0;
+        for (int r = 0; r < n; r++) m += X[r * d + j];
+        m /= n;
+        for (int r = 0; r < n; r++) v += (X[r * d + j] - m) * (X[r * d + j] - m);
+        mean[j] = m;
+        sd[j] = sqrt(v / (n - 1));
+    }
+    for (int r = 0; r < n; r++) {
+        for (int j = 0; j < d; j++) Z[r * D + j] = (X[r * d + j] - mean[j]) / (sd[j] + 1e-5);
+        Z[r * D + d] = 1;
+    }
+    double worst = 0;
+    for (int i = 0; i < D; i++)
+        for (int c = 0; c < K; c++) {
+            double lhs = 0.7 * W[i * K + c], rhs = 0;
+            for (int r = 0; r < n; r++) {
+                double zw = 0;
+                for (int j = 0; j < D; j++) zw += Z[r * D + j] * W[j * K + c];
+                lhs += Z[r * D + i] * zw;
+                rhs += Z[r * D + i] * (c == y[r] ? 1.0 : -1.0);
+            }
+            worst = fmax(worst, fabs(lhs - rhs) / (1 + fabs(rhs)));
+        }
+    T_CHECK_MSG(worst < 1e-9, "normal equations off by %g", worst);
+    T_NEAR(top1, 1.0, 0, 0); /* d > n: the training rows are fitted */
+}
+
 int main(void) {
     T_RUN(test_eval_probe_ridge_closed_form);
+    T_RUN(test_eval_probe_ridge_dual);
     T_RUN(test_eval_probe_cholesky);
     T_RUN(test_eval_probe_pick_shots);
     T_RUN(test_eval_probe_linear_learns_separable);

@@ -1,12 +1,14 @@
 /* classifier.c: the FID feature network (see classifier.h). Parameters, gradients and Adam's m
  * and v live in one backend allocation each; activations for one batch in another. Shapes below
  * use n = batch rows, L1 = (H/2)(W/2) stride-2 positions, L2 = L1 / 4, K1 = 16 C. */
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 #include "classifier.h"
 #include "philox.h"
@@ -80,6 +82,7 @@ void umd_classifier_name(const umd_config *cfg, const umd_split *train, int epoc
     const char *ds = cfg->dataset == UMD_DATA_FASHION_MNIST ? "fmnist"
                      : cfg->dataset == UMD_DATA_MNIST       ? "mnist"
                      : cfg->dataset == UMD_DATA_CIFAR10     ? "cifar10"
+                     : cfg->dataset == UMD_DATA_IMAGENET64  ? "imagenet64"
                                                             : "synthetic";
     /* the synthetic set is made from its knobs and the job's seed: they name it */
     const int syn = cfg->dataset == UMD_DATA_SYNTHETIC;
@@ -239,6 +242,10 @@ static void forward(umd_classifier *c, int n) {
     o->linear_fwd(x, c->logits, c->a3, c->P.W4, c->P.b4, n, c->classes, HID);
 }
 
+size_t umd_classifier_input_size(const umd_classifier *c) {
+    return (size_t)c->C * c->H * c->W;
+}
+
 void umd_classifier_features(umd_classifier *c, const float *x, int64_t n, float *feat) {
     for (int64_t s = 0; s < n; s += BATCH) {
         int k = (int)(n - s < BATCH ? n - s : BATCH);
@@ -268,7 +275,8 @@ double umd_classifier_accuracy(umd_classifier *c, const umd_split *s, int64_t ma
 }
 
 int umd_classifier_train(umd_classifier *c, const umd_split *train, const umd_split *test,
-                         int epochs, void (*log_fn)(void *ctx, const char *line), void *log_ctx,
+                         int epochs, void (*log_fn)(void *ctx, const char *line),
+                         int (*poll)(void *ctx, int64_t done, int64_t total), void *log_ctx,
                          char *err, size_t errlen) {
     const umd_ops *o = c->ops;
     umd_ctx *x = c->ctx;
@@ -278,6 +286,11 @@ int umd_classifier_train(umd_classifier *c, const umd_split *train, const umd_sp
     umd_cursor cur = {0, 0, 0};
     double sum = 0, t0 = mono_s();
     for (int64_t t = 0; t < total; t++) {
+        if (poll && poll(log_ctx, t, total)) {
+            snprintf(err, errlen, "FID feature network: stopped on request at step %lld of %lld",
+                     (long long)t, (long long)total);
+            return UMDQ_ECANCELLED;
+        }
         umd_data_next_batch(train, &cur, n, 0, c->hx, c->hy);
         im2col(c, c->hx, n);
         forward(c, n);
@@ -405,7 +418,8 @@ fail:
 int umd_classifier_get(umd_classifier **out, const char *dir, const char *name,
                        const umd_split *train, const umd_split *test, int epochs,
                        const umd_ops *ops, int threads, void (*log_fn)(void *ctx, const char *line),
-                       void *log_ctx, int *trained, char *err, size_t errlen) {
+                       int (*poll)(void *ctx, int64_t done, int64_t total), void *log_ctx,
+                       int *trained, char *err, size_t errlen) {
     umd_classifier *c = NULL;
     char path[1200], lock[1220], line[1400];
     int lfd = -1, rc;
@@ -423,7 +437,18 @@ int umd_classifier_get(umd_classifier **out, const char *dir, const char *name,
         snprintf(path, sizeof path, "%s/%s.umdc", dir, name);
         snprintf(lock, sizeof lock, "%s/%s.lock", dir, name);
         lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (lfd >= 0) flock(lfd, LOCK_EX); /* another worker training it: wait for its file */
+        /* another worker training it: wait for its file */
+        while (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EWOULDBLOCK && errno != EINTR) break; /* no locking here: go on */
+            if (poll && poll(log_ctx, 0, 0)) {
+                snprintf(err, errlen, "FID feature network %s: stopped on request while waiting "
+                         "for %s", name, lock);
+                rc = UMDQ_ECANCELLED;
+                goto fail;
+            }
+            struct timespec pause = {0, 100 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
         if (access(path, R_OK) == 0) {
             rc = umd_classifier_load(c, path, err, errlen);
             if (rc) goto fail;
@@ -436,7 +461,7 @@ int umd_classifier_get(umd_classifier **out, const char *dir, const char *name,
     snprintf(line, sizeof line, "FID feature network %s: training it (%d epochs over %lld images)",
              name, epochs, (long long)train->n);
     if (log_fn) log_fn(log_ctx, line);
-    rc = umd_classifier_train(c, train, test, epochs, log_fn, log_ctx, err, errlen);
+    rc = umd_classifier_train(c, train, test, epochs, log_fn, poll, log_ctx, err, errlen);
     if (rc) goto fail;
     if (trained) *trained = 1;
     snprintf(line, sizeof line, "FID feature network %s: test accuracy %.4f", name, c->acc);

@@ -38,15 +38,21 @@ int umd_classifier_new(umd_classifier **out, const umd_split *train, const umd_o
                        int threads, char *err, size_t errlen);
 void umd_classifier_destroy(umd_classifier **c); /* accepts NULL, NULLs the pointer */
 
-/* Train for epochs over train; test accuracy on test. log (may be NULL) gets a line per epoch. */
+/* Train for epochs over train; test accuracy on test. log_fn (may be NULL) gets a line per
+ * epoch; poll (may be NULL) is called before every step with the steps done and their total,
+ * and nonzero stops the training with UMDQ_ECANCELLED. Both get ctx (borrowed). */
 int umd_classifier_train(umd_classifier *c, const umd_split *train, const umd_split *test,
-                         int epochs, void (*log_fn)(void *ctx, const char *line), void *log_ctx,
+                         int epochs, void (*log_fn)(void *ctx, const char *line),
+                         int (*poll)(void *ctx, int64_t done, int64_t total), void *ctx,
                          char *err, size_t errlen);
 /* Top-1 accuracy on a split (its first max_n images; 0 = all). */
 double umd_classifier_accuracy(umd_classifier *c, const umd_split *s, int64_t max_n);
 /* The test accuracy measured by train (or read from the cache file). */
 double umd_classifier_test_accuracy(const umd_classifier *c);
 const char *umd_classifier_get_name(const umd_classifier *c);
+
+/* Floats per input image: C * H * W. */
+size_t umd_classifier_input_size(const umd_classifier *c);
 
 /* Features (n, UMD_CLASSIFIER_FEATURES) of images x (n, C, H, W) in [-1, 1], any n. */
 void umd_classifier_features(umd_classifier *c, const float *x, int64_t n, float *feat);
@@ -55,10 +61,12 @@ int umd_classifier_save(umd_classifier *c, const char *path, char *err, size_t e
 int umd_classifier_load(umd_classifier *c, const char *path, char *err, size_t errlen);
 
 /* The cached net `name` from dir, or a new one trained (and stored there, when dir is not NULL).
- * trained (may be NULL) = 1 when it was trained now. */
+ * trained (may be NULL) = 1 when it was trained now. log_fn and poll as in umd_classifier_train
+ * (poll is also called, with done 0 and total 0, while another process holds the lock). */
 int umd_classifier_get(umd_classifier **out, const char *dir, const char *name,
                        const umd_split *train, const umd_split *test, int epochs,
                        const umd_ops *ops, int threads, void (*log_fn)(void *ctx, const char *line),
-                       void *log_ctx, int *trained, char *err, size_t errlen);
+                       int (*poll)(void *ctx, int64_t done, int64_t total), void *ctx,
+                       int *trained, char *err, size_t errlen);
 
 #endif

@@ -31,18 +31,54 @@ static void elog(const umd_events *ev, const char *fmt, ...) {
     else fprintf(stderr, "umd: %s\n", line);
 }
 
-static void log_cb(void *ctx, const char *line) { elog((const umd_events *)ctx, "%s", line); }
+/* What the evaluation is doing, for its polls: should_stop, and about once a second
+ * eval_progress (the sign of life a supervisor watching the step needs). */
+typedef struct {
+    const umd_events *ev; /* borrowed; may be NULL */
+    const char *phase;    /* static text */
+    double last_beat;     /* mono_s of the last eval_progress call */
+} eval_watch;
+
+#define EVAL_BEAT_S 1.0
+
+/* 1 when the run is asked to stop; reports the phase when a beat is due. */
+static int watch_poll(void *ctx, int64_t done, int64_t total) {
+    eval_watch *w = ctx;
+    const umd_events *ev = w->ev;
+    if (!ev) return 0;
+    if (ev->should_stop && ev->should_stop(ev->ctx)) return 1;
+    double now = mono_s();
+    if (ev->eval_progress && now - w->last_beat >= EVAL_BEAT_S) {
+        w->last_beat = now;
+        ev->eval_progress(ev->ctx, w->phase, done, total);
+    }
+    return 0;
+}
+
+static void log_cb(void *ctx, const char *line) { elog(((eval_watch *)ctx)->ev, "%s", line); }
 
 static void result(const umd_events *ev, const char *key, double v, const char *text) {
     if (ev && ev->result) ev->result(ev->ctx, key, v, text);
 }
 
-static int stopped(const umd_events *ev, const char *phase, char *err, size_t errlen) {
-    if (ev && ev->should_stop && ev->should_stop(ev->ctx)) {
+/* Enter phase and poll: UMDQ_ECANCELLED with a message when the run is asked to stop. */
+static int stopped(eval_watch *w, const char *phase, int64_t done, int64_t total, char *err,
+                   size_t errlen) {
+    w->phase = phase;
+    if (watch_poll(w, done, total)) {
         snprintf(err, errlen, "stopped on request during the evaluation (%s)", phase);
         return UMDQ_ECANCELLED;
     }
     return 0;
+}
+
+/* A cancelled lower part names itself; say where in the evaluation it was. */
+static int cancelled_in(int rc, const char *phase, char *err, size_t errlen) {
+    if (rc == UMDQ_ECANCELLED) {
+        size_t n = strlen(err);
+        if (n + 1 < errlen) snprintf(err + n, errlen - n, " (evaluation: %s)", phase);
+    }
+    return rc;
 }
 
 void umd_eval_cache_dir(const umd_config *cfg, const char *workdir, char *out, size_t n) {
@@ -70,13 +106,15 @@ static void gather(const umd_split *s, const int64_t *idx, int64_t n, float *x, 
 
 /* rep features (n, w) of images x (n, C, H, W): at t = 0, or noised at noise_index (>= 0) with
  * Philox noise named by the image's row id (ids[i], or i). */
-static void rep_features(umd_evalnet *net, const float *x, const int64_t *ids, int64_t n,
-                         int noise_index, const double *abar, uint64_t seed, float *feat,
-                         float *xb, int32_t *tb) {
+static int rep_features(umd_evalnet *net, const float *x, const int64_t *ids, int64_t n,
+                        int noise_index, const double *abar, uint64_t seed, float *feat,
+                        float *xb, int32_t *tb, eval_watch *w, char *err, size_t errlen) {
     const umd_dims *d = umd_model_dims(umd_evalnet_model(net));
     const size_t D = (size_t)d->C * d->H * d->W;
     const int B = umd_evalnet_batch(net);
     for (int64_t s0 = 0; s0 < n; s0 += B) {
+        int rc = stopped(w, "rep features", s0, n, err, errlen);
+        if (rc) return rc;
         int k = (int)(n - s0 < B ? n - s0 : B);
         memcpy(xb, x + (size_t)s0 * D, (size_t)k * D * sizeof(float));
         for (int b = 0; b < k; b++) {
@@ -91,6 +129,7 @@ static void rep_features(umd_evalnet *net, const float *x, const int64_t *ids, i
         }
         umd_evalnet_forward(net, xb, tb, NULL, k, feat + (size_t)s0 * d->w, NULL);
     }
+    return 0;
 }
 
 int umd_eval_representation(umd_model *model, const umd_config *cfg, const umd_split *train,
@@ -109,6 +148,7 @@ int umd_eval_representation(umd_model *model, const umd_config *cfg, const umd_s
     const size_t D = (size_t)train->c * train->h * train->w;
     const umd_shape shape = {train->c, train->h, train->w, train->classes, B};
     double t0 = mono_s();
+    eval_watch watch = {ev, "start", 0};
 
     rc = umd_evalnet_new(&net, UMD_EVALNET_FORWARD, cfg, &shape, B, 0, ops, err, errlen);
     if (rc) goto fail;
@@ -143,33 +183,42 @@ int umd_eval_representation(umd_model *model, const umd_config *cfg, const umd_s
     /* features: DiT-like runs (no clean rows in training) are probed at a noisy input */
     const int noise_index = cfg->r_t0 == 0 ? cfg->probe_noise_index : -1;
     const uint64_t seed = cfg->seed;
-    rep_features(net, x_shot, shot_idx, n_shot, noise_index, abar, seed, f_shot, xb, tb);
-    rep_features(net, x_lin, NULL, n_lin, noise_index, abar, seed, f_lin, xb, tb);
-    rep_features(net, x_test, NULL, n_test, noise_index, abar, seed ^ 0x7e57ULL, f_test, xb, tb);
+    rc = rep_features(net, x_shot, shot_idx, n_shot, noise_index, abar, seed, f_shot, xb, tb,
+                      &watch, err, errlen);
+    if (rc == 0)
+        rc = rep_features(net, x_lin, NULL, n_lin, noise_index, abar, seed, f_lin, xb, tb, &watch,
+                          err, errlen);
+    if (rc == 0)
+        rc = rep_features(net, x_test, NULL, n_test, noise_index, abar, seed ^ 0x7e57ULL, f_test,
+                          xb, tb, &watch, err, errlen);
+    if (rc) goto fail;
     if ((rc = umd_evalnet_status(net, err, errlen))) goto fail;
     elog(ev, "evaluation: rep features of %lld + %lld training and %lld test images at %s %d "
          "(%.1f s)", (long long)n_shot, (long long)n_lin, (long long)n_test,
          noise_index >= 0 ? "noise index" : "t =", noise_index >= 0 ? noise_index : 0,
          mono_s() - t0);
-    if ((rc = stopped(ev, "probes", err, errlen))) goto fail;
+    if ((rc = stopped(&watch, "ridge probe", 0, 0, err, errlen))) goto fail;
 
     double top1;
-    umd_linear_probe_opts lo = {cfg->probe_epochs, 256, cfg->probe_lr, seed};
+    umd_linear_probe_opts lo = {cfg->probe_epochs, 256, cfg->probe_lr, seed, watch_poll, &watch};
     rc = umd_probe_ridge(f_shot, y_shot, n_shot, f_test, y_test, n_test, w, classes,
                          cfg->ridge_lambda, &top1, NULL, err, errlen);
     if (rc) goto fail;
     result(ev, "probe_ridge_top1", top1, NULL);
     double ridge_model = top1;
+    watch.phase = "linear probe";
     rc = umd_probe_linear(f_lin, y_lin, n_lin, f_test, y_test, n_test, w, classes, &lo, &top1,
                           NULL, err, errlen);
     if (rc) goto fail;
     result(ev, "probe_linear_top1", top1, NULL);
     double lin_model = top1;
+    if ((rc = stopped(&watch, "pixel ridge probe", 0, 0, err, errlen))) goto fail;
     rc = umd_probe_ridge(x_shot, y_shot, n_shot, x_test, y_test, n_test, (int)D, classes,
                          cfg->ridge_lambda, &top1, NULL, err, errlen);
     if (rc) goto fail;
     result(ev, "pixel_ridge_top1", top1, NULL);
     double ridge_pix = top1;
+    watch.phase = "pixel linear probe";
     rc = umd_probe_linear(x_lin, y_lin, n_lin, x_test, y_test, n_test, (int)D, classes, &lo, &top1,
                           NULL, err, errlen);
     if (rc) goto fail;
@@ -177,7 +226,7 @@ int umd_eval_representation(umd_model *model, const umd_config *cfg, const umd_s
     elog(ev, "evaluation: %d-shot ridge probe top-1 %.4f (pixels %.4f), linear probe %.4f "
          "(pixels %.4f) (%.1f s)", cfg->probe_shots, ridge_model, ridge_pix, lin_model, top1,
          mono_s() - t0);
-    if ((rc = stopped(ev, "validation losses", err, errlen))) goto fail;
+    if ((rc = stopped(&watch, "validation losses", 0, 0, err, errlen))) goto fail;
 
     /* validation losses on the first eval.val_images test images, whole batches (the last one
      * wraps to the first images) */
@@ -196,6 +245,10 @@ int umd_eval_representation(umd_model *model, const umd_config *cfg, const umd_s
             }
             int64_t nb = 0;
             for (int64_t s0 = 0; s0 < n_val; s0 += B, nb++) {
+                if ((rc = stopped(&watch, "validation losses", s0, n_val, err, errlen))) {
+                    free(y);
+                    goto fail;
+                }
                 umd_data_slice(test, s0, B, xb, y);
                 umd_losses L;
                 umd_evalnet_losses(vnet, xb, y, seed ^ 0x7a1ULL, nb, &L);
@@ -239,9 +292,19 @@ fail:
     return rc;
 }
 
-static void sample_progress(void *ctx, int64_t done, int64_t total) {
-    const umd_events *ev = ctx;
-    elog(ev, "evaluation: %lld of %lld samples", (long long)done, (long long)total);
+/* umd_classifier_features in pieces, polled between them. */
+static int fid_features(umd_classifier *clf, const float *x, int64_t n, float *feat,
+                        eval_watch *w, char *err, size_t errlen) {
+    const int64_t piece = 256;
+    const size_t D = umd_classifier_input_size(clf);
+    for (int64_t s0 = 0; s0 < n; s0 += piece) {
+        int rc = stopped(w, "FID features", s0, n, err, errlen);
+        if (rc) return rc;
+        int64_t k = n - s0 < piece ? n - s0 : piece;
+        umd_classifier_features(clf, x + (size_t)s0 * D, k,
+                                feat + (size_t)s0 * UMD_CLASSIFIER_FEATURES);
+    }
+    return 0;
 }
 
 int umd_eval_generation(umd_model *model, int use_ema, const umd_config *gen_cfg,
@@ -264,6 +327,7 @@ int umd_eval_generation(umd_model *model, int use_ema, const umd_config *gen_cfg
     const int F = UMD_CLASSIFIER_FEATURES;
     double t0 = mono_s();
     char dir[1100], name[80];
+    eval_watch watch = {ev, "sampling", 0};
 
     if (train->h % 4 || train->w % 4) {
         snprintf(err, errlen, "FID: the feature network needs image sides that are multiples of "
@@ -293,25 +357,32 @@ int umd_eval_generation(umd_model *model, int use_ema, const umd_config *gen_cfg
     for (int64_t i = 0; i < n; i++) y[i] = (int32_t)(i % train->classes); /* class-balanced */
     umd_ddim_opts o = {cfg->ddim_steps, 1.0, cfg->cfg_scale, cfg->seed ^ SEED_SAMPLES_XOR};
     rc = umd_ddim_sample(net, abar, cfg->timesteps, md->labels ? y : NULL, n, &o, samples,
-                         sample_progress, (void *)ev, err, errlen);
+                         watch_poll, &watch, err, errlen);
     if (rc == 0) rc = umd_evalnet_status(net, err, errlen);
-    if (rc) goto fail;
+    if (rc) {
+        cancelled_in(rc, "sampling", err, errlen);
+        goto fail;
+    }
     double t_sample = mono_s() - t0;
-    if ((rc = stopped(ev, "FID", err, errlen))) goto fail;
+    elog(ev, "evaluation: %lld samples in %.1f s", (long long)n, t_sample);
+    if ((rc = stopped(&watch, "FID network", 0, 0, err, errlen))) goto fail;
 
     /* the feature network after the samples: a worker that waits for another one to train it
      * has its samples ready */
     umd_eval_cache_dir(cfg, ev ? ev->workdir : NULL, dir, sizeof dir);
     umd_classifier_name(cfg, train, cfg->classifier_epochs, name, sizeof name);
     rc = umd_classifier_get(&clf, dir, name, train, test, cfg->classifier_epochs, ops,
-                            cfg->threads, log_cb, (void *)ev, NULL, err, errlen);
-    if (rc) goto fail;
+                            cfg->threads, log_cb, watch_poll, &watch, NULL, err, errlen);
+    if (rc) {
+        cancelled_in(rc, "FID network", err, errlen);
+        goto fail;
+    }
 
     /* FID: generated vs the test split, on the feature network */
-    umd_classifier_features(clf, samples, n, feat);
+    if ((rc = fid_features(clf, samples, n, feat, &watch, err, errlen))) goto fail;
     umd_gauss_fit(feat, n, F, mu1, S1);
     umd_data_slice(test, 0, (int)n_real, xr, NULL);
-    umd_classifier_features(clf, xr, n_real, feat);
+    if ((rc = fid_features(clf, xr, n_real, feat, &watch, err, errlen))) goto fail;
     umd_gauss_fit(feat, n_real, F, mu2, S2);
     double fid;
     rc = umd_frechet_distance(mu1, S1, mu2, S2, F, &fid, err, errlen);

@@ -9,7 +9,7 @@
 #include "probe.h"
 #include "umdq.h"
 
-int64_t umd_probe_pick_shots(const uint8_t *labels, int64_t n, int classes, int shots,
+int64_t umd_probe_pick_shots(const uint16_t *labels, int64_t n, int classes, int shots,
                              int64_t *idx) {
     int64_t k = 0;
     for (int c = 0; c < classes; c++) {
@@ -49,6 +49,60 @@ static void column_stats(const float *X, int64_t n, int d, int unbiased, double 
         sd[j] = sqrt(sd[j] / (double)(unbiased && n > 1 ? n - 1 : n));
 }
 
+/* The same solution when n < d + 1 (push-through identity):
+ *   W = (Z^T Z + lambda I)^-1 Z^T Y = Z^T (Z Z^T + lambda I_n)^-1 Y
+ * with Z (n, d + 1) the standardised rows and a constant 1: an n x n Cholesky solve, so a
+ * few-shot probe on 12288 pixels costs n^2 d, not d^3. *Bout (d + 1, classes), caller frees;
+ * mean and sd (d) filled as by the primal form. */
+static int ridge_dual(const float *Xtr, const int32_t *ytr, int64_t n, int d, int classes,
+                      double lambda, double *mean, double *sd, double **Bout, char *err,
+                      size_t errlen) {
+    const int D = d + 1;
+    double *Z = malloc((size_t)n * D * sizeof(double));        /* owned */
+    double *K = malloc((size_t)n * n * sizeof(double));        /* owned */
+    double *alpha = malloc((size_t)n * classes * sizeof(double)); /* owned */
+    double *B = calloc((size_t)D * classes, sizeof(double));
+    int rc = 0;
+    if (!Z || !K || !alpha || !B) {
+        snprintf(err, errlen, "ridge probe: out of memory (d = %d, %lld rows)", d, (long long)n);
+        rc = UMDQ_ENOMEM;
+        goto fail;
+    }
+    column_stats(Xtr, n, d, 1, mean, sd);
+    for (int64_t r = 0; r < n; r++) {
+        double *z = Z + (size_t)r * D;
+        for (int j = 0; j < d; j++) z[j] = (Xtr[(size_t)r * d + j] - mean[j]) / (sd[j] + 1e-5);
+        z[d] = 1.0;
+        for (int c = 0; c < classes; c++) alpha[(size_t)r * classes + c] = c == ytr[r] ? 1.0 : -1.0;
+    }
+    for (int64_t a = 0; a < n; a++)
+        for (int64_t b = a; b < n; b++) {
+            double s = 0;
+            const double *za = Z + (size_t)a * D, *zb = Z + (size_t)b * D;
+            for (int j = 0; j < D; j++) s += za[j] * zb[j];
+            K[(size_t)a * n + b] = K[(size_t)b * n + a] = s + (a == b ? lambda : 0);
+        }
+    if (umd_cholesky_solve(K, (int)n, alpha, classes) != 0) {
+        snprintf(err, errlen, "ridge probe: the kernel equations are not positive definite "
+                 "(non-finite features?)");
+        rc = UMDQ_EINVAL;
+        goto fail;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        const double *z = Z + (size_t)r * D, *al = alpha + (size_t)r * classes;
+        for (int i = 0; i < D; i++)
+            for (int c = 0; c < classes; c++) B[(size_t)i * classes + c] += z[i] * al[c];
+    }
+    *Bout = B;
+    B = NULL;
+fail:
+    free(Z);
+    free(K);
+    free(alpha);
+    free(B);
+    return rc;
+}
+
 int umd_probe_ridge(const float *Xtr, const int32_t *ytr, int64_t ntr, const float *Xte,
                     const int32_t *yte, int64_t nte, int d, int classes, double lambda,
                     double *top1, double *W, char *err, size_t errlen) {
@@ -66,6 +120,21 @@ int umd_probe_ridge(const float *Xtr, const int32_t *ytr, int64_t ntr, const flo
     rc = UMDQ_ENOMEM;
     mean = malloc((size_t)d * sizeof(double));
     sd = malloc((size_t)d * sizeof(double));
+    if (!mean || !sd) {
+        snprintf(err, errlen, "ridge probe: out of memory (d = %d)", d);
+        goto fail;
+    }
+    if (ntr < D) { /* fewer rows than features: the dual form, n x n instead of D x D */
+        rc = ridge_dual(Xtr, ytr, ntr, d, classes, lambda, mean, sd, &B, err, errlen);
+        if (rc) goto fail;
+        x = malloc((size_t)D * sizeof(double));
+        if (!x) {
+            rc = UMDQ_ENOMEM;
+            snprintf(err, errlen, "ridge probe: out of memory (d = %d)", d);
+            goto fail;
+        }
+        goto score;
+    }
     A = calloc((size_t)D * D, sizeof(double));
     B = calloc((size_t)D * classes, sizeof(double));
     x = malloc((size_t)D * sizeof(double));
@@ -95,6 +164,7 @@ int umd_probe_ridge(const float *Xtr, const int32_t *ytr, int64_t ntr, const flo
         rc = UMDQ_EINVAL;
         goto fail;
     }
+score:;
     int64_t right = 0;
     for (int64_t r = 0; r < nte; r++) {
         for (int j = 0; j < d; j++) x[j] = (Xte[(size_t)r * d + j] - mean[j]) / (sd[j] + 1e-5);
@@ -190,6 +260,12 @@ int umd_probe_linear(const float *Xtr, const int32_t *ytr, int64_t ntr, const fl
         epoch_loss = 0;
         for (int64_t s0 = 0; s0 < ntr; s0 += opts->batch, t++) {
             int64_t n = ntr - s0 < opts->batch ? ntr - s0 : opts->batch;
+            if (opts->poll && opts->poll(opts->poll_ctx, t, total)) {
+                snprintf(err, errlen, "linear probe: stopped on request at step %lld of %lld",
+                         (long long)t, (long long)total);
+                rc = UMDQ_ECANCELLED;
+                goto fail;
+            }
             memset(gW, 0, nW * sizeof(double));
             for (int64_t k = 0; k < n; k++) {
                 int64_t r = perm[s0 + k];

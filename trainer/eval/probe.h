@@ -9,7 +9,7 @@
 
 /* Up to `shots` row indices per class, the first ones in file order: idx (classes * shots)
  * filled, class by class in file order. Returns how many were written. */
-int64_t umd_probe_pick_shots(const uint8_t *labels, int64_t n, int classes, int shots,
+int64_t umd_probe_pick_shots(const uint16_t *labels, int64_t n, int classes, int shots,
                              int64_t *idx);
 
 /* Ridge probe: standardise with the training rows' mean and (unbiased) std + 1e-5, append a
@@ -25,6 +25,10 @@ typedef struct {
     int batch;          /* rows per Adam step (256) */
     double lr;          /* peak Adam learning rate; cosine to 0 over all steps */
     uint64_t seed;      /* the order of the rows in each epoch (Philox stream PHILOX_EVAL) */
+    /* Called before every Adam step with the steps done and their total (may be NULL); nonzero
+     * stops the probe with UMDQ_ECANCELLED. */
+    int (*poll)(void *ctx, int64_t done, int64_t total);
+    void *poll_ctx;     /* borrowed */
 } umd_linear_probe_opts;
 
 /* Linear probe (the MAE protocol on frozen features): BatchNorm without affine, here with the

@@ -68,7 +68,7 @@ static void eps_images(const float *pred, int k, const umd_dims *d, float *eps) 
 
 int umd_ddim_sample(umd_evalnet *net, const double *abar, int T, const int32_t *y, int64_t n,
                     const umd_ddim_opts *opts, float *out,
-                    void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx,
+                    int (*poll)(void *ctx, int64_t done, int64_t total), void *ctx,
                     char *err, size_t errlen) {
     umd_model *m = umd_evalnet_model(net);
     const umd_dims *d = umd_model_dims(m);
@@ -97,6 +97,7 @@ int umd_ddim_sample(umd_evalnet *net, const double *abar, int T, const int32_t *
         goto fail;
     }
     const int nts = umd_ddim_timesteps(T, opts->steps, ts);
+    const int64_t calls = (n + chunk - 1) / chunk * nts;
     for (int64_t s0 = 0; s0 < n; s0 += chunk) {
         int k = (int)(n - s0 < chunk ? n - s0 : chunk);
         float *x = out + (size_t)s0 * D; /* the chunk's x_t, in place */
@@ -108,6 +109,13 @@ int umd_ddim_sample(umd_evalnet *net, const double *abar, int T, const int32_t *
         int rows = guided ? 2 * k : k;
         for (int i = 0; i < nts; i++) {
             const int t = ts[i];
+            const int64_t done = s0 / chunk * nts + i;
+            if (poll && poll(ctx, done, calls)) {
+                snprintf(err, errlen, "sampling: stopped on request at network call %lld of %lld",
+                         (long long)done, (long long)calls);
+                rc = UMDQ_ECANCELLED;
+                goto fail;
+            }
             memcpy(xin, x, (size_t)k * D * sizeof(float));
             if (guided) memcpy(xin + (size_t)k * D, x, (size_t)k * D * sizeof(float));
             for (int b = 0; b < rows; b++) tn[b] = t + 1;
@@ -141,7 +149,6 @@ int umd_ddim_sample(umd_evalnet *net, const double *abar, int T, const int32_t *
                 goto fail;
             }
         }
-        if (progress) progress(ctx, s0 + k, n);
     }
     rc = 0;
 fail:

@@ -35,10 +35,11 @@ typedef struct {
 
 /* n samples (n, C, H, W) into out, with labels y (n) (NULL: null class / unconditional), from the
  * net's weights (a UMD_EVALNET_FORWARD net; load the EMA into it first). abar (T) the schedule.
- * progress (may be NULL) is called after each batch with the samples done. */
+ * poll (may be NULL) is called before each network call with the calls done and their total;
+ * nonzero stops the sampling with UMDQ_ECANCELLED. */
 int umd_ddim_sample(umd_evalnet *net, const double *abar, int T, const int32_t *y, int64_t n,
                     const umd_ddim_opts *opts, float *out,
-                    void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx,
+                    int (*poll)(void *ctx, int64_t done, int64_t total), void *ctx,
                     char *err, size_t errlen);
 
 /* Standard normals for sample `index` at DDIM call `step` (Philox stream PHILOX_EVAL). */
