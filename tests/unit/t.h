@@ -4,12 +4,15 @@
  * T_REQUIRE stops the current test on failure; T_CHECK records it and goes on. */
 #ifndef UMDQ_T_H
 #define UMDQ_T_H
+#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int t_failed_now, t_skipped_now, t_npass, t_nfail, t_nskip;
 static char t_first[512];
@@ -70,5 +73,41 @@ static void t_run(const char *name, void (*fn)(void)) {
 
 static int t_done(void) __attribute__((unused));
 static int t_done(void) { return t_nfail ? 1 : 0; }
+
+/* rm -r dir (files, links and directories below it; links are not followed) */
+static void t_remove_tree(const char *dir) __attribute__((unused));
+static void t_remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[600];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) t_remove_tree(path);
+        else unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* A whole file in malloc'ed memory (one byte more, unset), its size in *n; NULL when unreadable. */
+static void *t_slurp(const char *path, size_t *n) __attribute__((unused));
+static void *t_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *n = len >= 0 ? (size_t)len : 0;
+    return b;
+}
 
 #endif

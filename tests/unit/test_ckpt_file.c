@@ -94,22 +94,6 @@ static void free_bufs(uint8_t **b) {
     }
 }
 
-static uint8_t *slurp(const char *p, size_t *len) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static void spit(const char *p, const uint8_t *b, size_t len) {
     FILE *f = fopen(p, "wb");
     T_REQUIRE(f != NULL);
@@ -159,7 +143,7 @@ static void ckpt_roundtrip(void) {
 
     /* layout: magic, version 1, header, sections on 64-byte boundaries, nothing after */
     size_t len;
-    uint8_t *file = slurp(path, &len);
+    uint8_t *file = t_slurp(path, &len);
     T_REQUIRE(file != NULL);
     T_CHECK(memcmp(file, "UMDQCKPT", 8) == 0);
     T_EQ_INT(file[8] | file[9] << 8 | file[10] << 16 | (uint32_t)file[11] << 24, 1);
@@ -198,7 +182,7 @@ static void ckpt_corruption(void) {
     fill_sections(2);
     T_REQUIRE(write_ckpt(path, 10) == 0);
     size_t len;
-    uint8_t *good = slurp(path, &len);
+    uint8_t *good = t_slurp(path, &len);
     T_REQUIRE(good != NULL);
     uint8_t *bad = malloc(len);
     T_REQUIRE(bad != NULL);
@@ -308,7 +292,7 @@ static void ckpt_atomic_replace(void) {
     T_CHECK(access(tmp, F_OK) != 0); /* no leftover */
     /* an interrupted later write left a partial .tmp behind */
     size_t len;
-    uint8_t *first = slurp(path, &len);
+    uint8_t *first = t_slurp(path, &len);
     T_REQUIRE(first != NULL);
     spit(tmp, first, len / 3);
     umd_ckpt_header h;

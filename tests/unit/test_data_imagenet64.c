@@ -25,38 +25,6 @@
 static char tmp_root[64];
 static char err[1024];
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(path);
-        else unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static int spit(const char *path, const uint8_t *b, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -151,7 +119,7 @@ static const char *copy_fixtures(const char *name) {
         snprintf(src, sizeof src, "%s/%s", FIXTURES, e->d_name);
         snprintf(dst, sizeof dst, "%s/%s", dir, e->d_name);
         size_t n;
-        uint8_t *b = slurp(src, &n);
+        uint8_t *b = t_slurp(src, &n);
         if (!b || spit(dst, b, n) != 0) {
             free(b);
             closedir(d);
@@ -227,7 +195,7 @@ static void data_in64_damaged(void) {
     /* a flipped pixel byte in a stored entry: the CRC-32 */
     T_REQUIRE((dir = copy_fixtures("crc")) != NULL);
     snprintf(path, sizeof path, "%s/train_data_batch_3.npz", dir);
-    T_REQUIRE((b = slurp(path, &n)) != NULL);
+    T_REQUIRE((b = t_slurp(path, &n)) != NULL);
     long d = stored_data(b, n, "data.npy");
     T_REQUIRE(d > 0);
     b[d + 128 + 5000] ^= 0x40;
@@ -238,7 +206,7 @@ static void data_in64_damaged(void) {
     /* damaged deflate data */
     T_REQUIRE((dir = copy_fixtures("deflate")) != NULL);
     snprintf(path, sizeof path, "%s/train_data_batch_6.npz", dir);
-    T_REQUIRE((b = slurp(path, &n)) != NULL);
+    T_REQUIRE((b = t_slurp(path, &n)) != NULL);
     long c = central_entry(b, n, "data.npy");
     T_REQUIRE(c >= 0);
     size_t local = b[c + 42] | b[c + 43] << 8;
@@ -257,7 +225,7 @@ static void data_in64_damaged(void) {
     /* an entry renamed away: no labels.npy */
     T_REQUIRE((dir = copy_fixtures("noentry")) != NULL);
     snprintf(path, sizeof path, "%s/train_data_batch_1.npz", dir);
-    T_REQUIRE((b = slurp(path, &n)) != NULL);
+    T_REQUIRE((b = t_slurp(path, &n)) != NULL);
     c = central_entry(b, n, "labels.npy");
     T_REQUIRE(c >= 0);
     b[c + 46] = 'L';
@@ -268,7 +236,7 @@ static void data_in64_damaged(void) {
     /* a shape that is not (N, 12288) */
     T_REQUIRE((dir = copy_fixtures("shape")) != NULL);
     snprintf(path, sizeof path, "%s/train_data_batch_2.npz", dir);
-    T_REQUIRE((b = slurp(path, &n)) != NULL);
+    T_REQUIRE((b = t_slurp(path, &n)) != NULL);
     d = stored_data(b, n, "data.npy");
     T_REQUIRE(d > 0);
     char *s = memmem(b + d, 128, "12288", 5);
@@ -282,7 +250,7 @@ static void data_in64_damaged(void) {
     /* a label of 0 (the published labels are 1..1000) */
     T_REQUIRE((dir = copy_fixtures("label")) != NULL);
     snprintf(path, sizeof path, "%s/train_data_batch_1.npz", dir);
-    T_REQUIRE((b = slurp(path, &n)) != NULL);
+    T_REQUIRE((b = t_slurp(path, &n)) != NULL);
     d = stored_data(b, n, "labels.npy");
     T_REQUIRE(d > 0);
     size_t hlen = b[d + 8] | b[d + 9] << 8;
@@ -319,6 +287,6 @@ int main(void) {
     T_RUN(data_in64_limit);
     T_RUN(data_in64_damaged);
     T_RUN(data_in64_train);
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
     return t_done();
 }

@@ -18,38 +18,6 @@
 
 static char tmp_root[64];
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(path);
-        else unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 #define MAX_RESULTS 48
 typedef struct {
     int64_t last_step, stop_at;
@@ -257,7 +225,7 @@ static void test_eval_run_results(void) {
     char path[400];
     snprintf(path, sizeof path, "%s/samples.png", work);
     size_t n = 0;
-    char *png = slurp(path, &n);
+    char *png = t_slurp(path, &n);
     T_CHECK(png && n > 8 && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0);
     free(png);
     T_EQ_INT(s.ft_points, 4); /* 20 steps, every 5 */
@@ -302,7 +270,7 @@ static void test_eval_run_finetune_resume_exact(void) {
     T_EQ_INT(sc.ft_points, 3); /* steps 20, 25, 30 after the resume at 15 */
     snprintf(pa, sizeof pa, "%s/ckpt.umd", a);
     size_t na = 0, nb = 0;
-    char *x = slurp(pa, &na), *y = slurp(pb, &nb);
+    char *x = t_slurp(pa, &na), *y = t_slurp(pb, &nb);
     T_CHECK(x && y && na == nb && na > 1000 && memcmp(x, y, na) == 0);
     free(x);
     free(y);
@@ -324,6 +292,6 @@ int main(void) {
     T_RUN(test_eval_run_config_keys);
     T_RUN(test_eval_run_results);
     T_RUN(test_eval_run_finetune_resume_exact);
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
     return t_done();
 }

@@ -16,22 +16,6 @@
 
 static char tmp_root[64];
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(path);
-        else unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 typedef struct {
     const char *stop_in;   /* phase whose first beat requests the stop; NULL = never */
     double stop_at;        /* mono_s of that request, 0 before */
@@ -189,6 +173,6 @@ int main(void) {
     T_RUN(test_eval_stop_sampling);
     T_RUN(test_eval_stop_fid_network);
     T_RUN(test_eval_stop_beats);
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
     return t_done();
 }

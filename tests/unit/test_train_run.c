@@ -23,42 +23,9 @@ static void make_tmp(void) {
     if (!mkdtemp(tmp_root)) tmp_root[0] = 0;
 }
 
-/* rm -r of a directory of files and one level of directories */
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[600];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(path);
-        else unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static int files_equal(const char *a, const char *b) {
     size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = t_slurp(a, &na), *y = t_slurp(b, &nb);
     int eq = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x);
     free(y);
@@ -176,7 +143,7 @@ static void test_train_cpu_job_loads_no_cuda(void) {
     int rc = run_config(SYN_CONFIG(", \"device\": \"cpu\""), w, NULL, &s, err, sizeof err);
     T_CHECK_MSG(rc == 0, "cpu run: %s", err);
     T_CHECK_MSG(!mapped("libumd_cuda") && !mapped("libcublas"), "a CPU job mapped the CUDA libraries");
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
 }
 
 static void test_train_determinism(void) {
@@ -212,7 +179,7 @@ static void test_train_determinism(void) {
     T_CHECK(sa.have_arena_line);
     T_CHECK(sa.have_final_loss && sa.final_loss == sa.loss[8]);
     T_CHECK(sa.have_img_per_s && sa.img_per_s > 0);
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
 }
 
 static void test_train_resume_exact(void) {
@@ -247,7 +214,7 @@ static void test_train_resume_exact(void) {
     rc = run_config(SYN_CONFIG(", \"lr\": 0.001, \"ckpt_every\": 3"), other, fp, &s4, err, sizeof err);
     T_CHECK(rc != 0);
     T_CONTAINS(err, "hash");
-    remove_tree(tmp_root);
+    t_remove_tree(tmp_root);
 }
 
 static void test_train_fashion_mnist_loss_falls(void) {
