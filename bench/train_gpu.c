@@ -10,9 +10,11 @@
  *
  *   train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] [--precision tf32|bf16|fp32]
  *             [--profile]     (then three more steps with the device time of every op, per step)
+ *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
+ *                              calls each, against its FLOP floor)
  *
- * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=fused in the
- * environment runs attention on the fused kernels instead of the batched GEMMs.
+ * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
+ * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
  *
  * Floors per kernel (B/4 64x64x3, bf16, batch 256, H200; --profile's device times of the GEMM
  * attention path). FLOP floor at this run's cuBLAS ceiling (bf16 792 TFLOP/s; attention, computed
@@ -177,13 +179,84 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     return rc;
 }
 
+/* --linears: each Linear of the config's blocks alone, at the decoder's M = batch x (1 + L) rows,
+ * forward and backward (with dx and the bias), timed over `reps` calls after one, against its
+ * FLOP floor at the measured bf16 ceiling (TF32's for tf32). Shows which product is far from it. */
+static int run_linears(const bench_config *bc, const char *precision, int batch, int reps,
+                       double bf_ceiling, double tf_ceiling) {
+    int math = !strcmp(precision, "bf16") ? UMD_MATH_BF16 : !strcmp(precision, "tf32") ? UMD_MATH_TF32
+                                                                                         : UMD_MATH_FP32;
+    const umd_ops *ops = umd_ops_cuda(math);
+    char err[512];
+    umd_ctx *c = NULL;
+    if (ops->ctx_new(&c, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "train_gpu: %s\n", err);
+        return 1;
+    }
+    const int w = bc->width, F = 4 * w, L = (bc->size / 4) * (bc->size / 4), T = 1 + L;
+    const long M = (long)batch * T;
+    umd_limits lim = {batch, T, w, bc->heads, L, (long)F * w};
+    size_t wsb = ops->workspace_bytes(c, &lim);
+    void *ws = ops->alloc(c, wsb);
+    float *x = ops->alloc(c, (size_t)M * F * 4), *y = ops->alloc(c, (size_t)M * F * 4);
+    float *dx = ops->alloc(c, (size_t)M * F * 4), *W = ops->alloc(c, (size_t)F * w * 4);
+    float *dW = ops->alloc(c, (size_t)F * w * 4), *b = ops->alloc(c, (size_t)F * 4);
+    float *db = ops->alloc(c, (size_t)F * 4);
+    if (!ws || !x || !y || !dx || !W || !dW || !b || !db) {
+        fprintf(stderr, "train_gpu: --linears: out of device memory\n");
+        return 1;
+    }
+    ops->set_workspace(c, ws, wsb);
+    ops->fill(c, x, (size_t)M * F, 0.5f);
+    ops->fill(c, y, (size_t)M * F, 0.25f);
+    ops->fill(c, W, (size_t)F * w, 0.01f);
+    ops->fill(c, b, (size_t)F, 0.1f);
+    const struct { const char *name; int N, K; } lin[] = {
+        {"qkv", 3 * w, w}, {"proj", w, w}, {"fc1", F, w}, {"fc2", w, F}};
+    double ceiling = math == UMD_MATH_BF16 ? bf_ceiling : tf_ceiling;
+    printf("\n%s %s Linears, M = %ld rows; FLOP floor at %.0f TFLOP/s\n", bc->label, precision, M, ceiling);
+    printf("| linear | N x K | fwd ms | fwd TFLOP/s | x floor | bwd ms | bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|\n");
+    int rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        int N = lin[i].N, K = lin[i].K;
+        double f = 2.0 * M * N * K, ms[2];
+        for (int pass = 0; pass < 2; pass++) {
+            for (int r = -1; r < reps; r++) {
+                if (r == 0) {
+                    if (ops->status(c, err, sizeof err)) break;
+                    ms[pass] = now_s();
+                }
+                if (pass == 0) ops->linear_fwd(c, y, x, W, b, (int)M, N, K);
+                else ops->linear_bwd(c, dx, dW, db, y, x, W, (int)M, N, K, 0);
+            }
+            if (ops->status(c, err, sizeof err)) {
+                fprintf(stderr, "train_gpu: --linears: %s\n", err);
+                rc = 1;
+                break;
+            }
+            ms[pass] = (now_s() - ms[pass]) * 1e3 / reps;
+        }
+        if (rc) break;
+        double floor_f = f / (ceiling * 1e12) * 1e3;
+        printf("| %s | %d x %d | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", lin[i].name, N, K,
+               ms[0], f / ms[0] / 1e9, ms[0] / floor_f, ms[1], 2 * f / ms[1] / 1e9,
+               ms[1] / (2 * floor_f));
+    }
+    ops->ctx_destroy(&c);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int steps = 10, warmup = 3, batch = 256, profile = 0;
+    int steps = 10, warmup = 3, batch = 256, profile = 0, linears = 0;
     const char *only = NULL, *precision = NULL;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--profile")) {
             profile = 1;
+            continue;
+        }
+        if (!strcmp(o, "--linears")) {
+            linears = 1;
             continue;
         }
         if (!v) goto usage;
@@ -219,8 +292,10 @@ int main(int argc, char **argv) {
     printf("device: %s\n", dev);
     printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s\n", bf, tf32);
     const char *attn = getenv("UMDQ_CUDA_ATTENTION");
-    printf("attention: %s (UMDQ_CUDA_ATTENTION=fused: the fused kernels)\n",
-           attn && !strcmp(attn, "fused") ? "fused (head widths 32, 64)" : "batched cuBLAS GEMMs");
+    printf("attention (UMDQ_CUDA_ATTENTION=gemm|fused|mma): %s\n",
+           attn && !strcmp(attn, "fused")  ? "fused TF32 kernels (head widths 32, 64), else GEMMs"
+           : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
+                                           : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -232,12 +307,13 @@ int main(int argc, char **argv) {
         for (int p = 0; p < 2; p++) {
             const char *pr = precision ? precision : precs[p];
             if (precision && p > 0) break;
-            rc |= run_one(&CONFIGS[i], pr, batch, warmup, steps, bf, profile);
+            rc |= linears ? run_linears(&CONFIGS[i], pr, batch, steps, bf, tf32)
+                          : run_one(&CONFIGS[i], pr, batch, warmup, steps, bf, profile);
         }
     }
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile]\n");
+                    "[--precision tf32|bf16|fp32] [--profile] [--linears]\n");
     return 2;
 }

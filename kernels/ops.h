@@ -144,6 +144,20 @@ typedef struct umd_ops {
      * db (N) += column sums of dy (db may be NULL). */
     void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
                        const float *W, int M, int N, int K, int dx_accumulate);
+    /* A transformer MLP, fc1 -> GELU-tanh (as gelu_fwd) -> fc2, over M tokens of width w with
+     * hidden width F: h (M, F) = x (M, w) W1^T + b1 (kept for the backward), y (M, w) = gelu(h)
+     * W2^T + b2. W1 (F, w), W2 (w, F); b1 (F), b2 (w) may be NULL. tmp (M, F) is scratch the op
+     * may overwrite (a backend that runs fc2 on gelu(h) in fp32 materialises it there), so the
+     * caller never keeps gelu(h). */
+    void (*mlp_fwd)(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
+                    const float *b1, const float *W2, const float *b2, int M, int F, int w);
+    /* The backward of mlp_fwd from dy (M, w), the forward's x and h: dW2 (w, F) += dy^T gelu(h),
+     * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
+     * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
+     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage). */
+    void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+                    const float *dy, const float *x, const float *h, const float *W1,
+                    const float *W2, float *tmp, int M, int F, int w);
 
     /* ---- normalisation and adaLN ------------------------------------------------------------------ */
     /* LayerNorm over w (eps 1e-6, biased variance) with affine gamma, beta, then, when mod is not

@@ -172,6 +172,9 @@ static void *take(bump *b, size_t bytes) {
 static float *takef(bump *b, size_t n) { return take(b, n * sizeof(float)); }
 static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); }
 
+/* One block's saved tensors (objective.c): 10 w + F floats per token, the LayerNorm statistics and
+ * the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd and mlp_bwd
+ * recompute it from h). */
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl) {
     size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
     a->x = takef(b, tok * w);
@@ -188,7 +191,6 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     a->rstd2 = takef(b, tok);
     a->m2 = takef(b, tok * w);
     a->h = takef(b, tok * d->F);
-    a->hg = takef(b, tok * d->F);
     a->mo = takef(b, tok * w);
 }
 

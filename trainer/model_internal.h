@@ -49,8 +49,7 @@ typedef struct {
     float *x2;                 /* (ntok, w) after the attention residual */
     float *mean2, *rstd2;      /* (ntok) */
     float *m2;                 /* (ntok, w) LN2 modulated: MLP input */
-    float *h;                  /* (ntok, F) fc1 output, before GELU */
-    float *hg;                 /* (ntok, F) after GELU */
+    float *h;                  /* (ntok, F) fc1 output, before GELU (the MLP recomputes GELU) */
     float *mo;                 /* (ntok, w) fc2 output */
 } block_acts;
 
@@ -112,7 +111,7 @@ typedef struct {
     float *denc_out;                   /* (enc ntok, w) gradient of the encoder's output */
     float *denc;                       /* (enc ntok, w) gradient of the encoder's stream */
     float *tA, *tB;                    /* (maxtok, w) */
-    float *tH;                         /* (maxtok, F) */
+    float *tH;                         /* (maxtok, F); also the MLP forward's scratch */
     float *tQ;                         /* (maxtok, 3w) */
     float *dmod;                       /* (B, 6w) a block's adaLN gradient */
     float *dcond, *dcsum;              /* (B, w) */

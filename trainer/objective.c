@@ -19,9 +19,10 @@
  *
  * Memory per block (what the backward reads): the input, both LayerNorm outputs after modulation
  * and their statistics, qkv, the attention's row log-sum-exps (heads floats per token), the
- * attention and projection outputs, the residual in between, fc1's output before and after GELU,
- * and fc2's output: about 10 w + 2 F floats per token. Only attention's probabilities are
- * recomputed (from lse); the backward's temporaries are shared by all blocks. */
+ * attention and projection outputs, the residual in between, fc1's output before GELU, and fc2's
+ * output: about 10 w + F floats per token. Only attention's probabilities (from lse) and GELU's
+ * output (from fc1's, inside the MLP op) are recomputed; the backward's temporaries are shared by
+ * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward. */
 #include <stddef.h>
 #include "model.h"
 #include "model_internal.h"
@@ -61,9 +62,8 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, blo
                          a->x2 + s->tok0 * w, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n, s->T, w,
                          (long)s->T * w, (long)s->T * w);
     }
-    o->linear_fwd(c, a->h, a->m2, bp->fc1_w, bp->fc1_b, M, d->F, w);
-    o->gelu_fwd(c, a->hg, a->h, (size_t)M * d->F);
-    o->linear_fwd(c, a->mo, a->hg, bp->fc2_w, bp->fc2_b, M, w, d->F);
+    o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
+               d->F, w);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
@@ -89,9 +89,9 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
         o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 5 * w, D + s->tok0 * w,
                              a->mo + s->tok0 * w, a->mod + r + 5 * w, w6, s->n, s->T, w);
     }
-    o->linear_bwd(c, A->tH, gp->fc2_w, gp->fc2_b, A->tA, a->hg, bp->fc2_w, M, w, d->F, 0);
-    o->gelu_bwd(c, A->tH, A->tH, a->h, (size_t)M * d->F);
-    o->linear_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, A->tH, a->m2, bp->fc1_w, M, d->F, w, 0);
+    /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
+    o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
+               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;

@@ -131,6 +131,11 @@ void cpu_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const 
                     int N, int K);
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
                     const float *W, int M, int N, int K, int dx_accumulate);
+void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
+                 const float *b1, const float *W2, const float *b2, int M, int F, int w);
+void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+                 const float *dy, const float *x, const float *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w);
 /* norm.c */
 void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,

@@ -14,7 +14,13 @@
  * Measured on this model's shapes (2 cores, AVX2): the bias fill + beta = 1 form and the row
  * blocks are each worth 10-15% over sgemm-then-add on whole halves, and splitting dW's sum over M
  * beats splitting its N rows by about 5%.
- * Numerics: plain fp32 sgemm; sums over M of up to a few thousand rows in fp32 (as PyTorch). */
+ * Numerics: plain fp32 sgemm; sums over M of up to a few thousand rows in fp32 (as PyTorch).
+ *
+ * The MLP (mlp_fwd, mlp_bwd) is the composition of these Linears with elementwise.c's GELU,
+ * gelu(h) materialised in the caller's tmp: the results are those of the separate ops, bit for
+ * bit. Its backward needs gelu(h) (for dW2) and dy W2 (for dh) in turn, never at once, so one
+ * (M, F) scratch serves both: gelu(h) into tmp, dW2 and db2, then tmp = dy W2 (the same row
+ * blocks as linear_bwd's dx), GELU's backward in place, then fc1's backward. */
 #include "blas.h"
 #include "cpu.h"
 
@@ -104,4 +110,43 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
             }
         }
     });
+}
+
+/* dx (M, K) = dy (M, N) W (N, K): linear_bwd's dx, alone (the same team and row blocks). */
+static void linear_dx(umd_ctx *c, float *dx, const float *dy, const float *W, int M, int N, int K) {
+    if (M <= 0) return;
+    int nt = team_for(c, M, 2.0 * M * N * K);
+    if (nt > 1 && c->ws_per_thread < (size_t)N * K * sizeof(float)) nt = 1;
+    CPU_PARALLEL(nt, {
+        long lo, hi;
+        cpu_split(M, tid, team, &lo, &hi);
+        for (long r0 = lo; r0 < hi; r0 += ROW_BLOCK) {
+            long r1 = r0 + ROW_BLOCK < hi ? r0 + ROW_BLOCK : hi;
+            cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_NO_TRANS, (int)(r1 - r0), K,
+                        N, 1.0f, dy + r0 * (long)N, N, W, K, 0.0f, dx + r0 * (long)K, K);
+        }
+    });
+}
+
+/* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. */
+void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
+                 const float *b1, const float *W2, const float *b2, int M, int F, int w) {
+    if (M <= 0) return;
+    cpu_linear_fwd(c, h, x, W1, b1, M, F, w);
+    cpu_gelu_fwd(c, tmp, h, (size_t)M * F);
+    cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F);
+}
+
+/* tmp = gelu(h): dW2, db2; tmp = dy W2; tmp *= gelu'(h) (= dh); dW1, db1 and dx = dh W1. dy is
+ * last read by the second step, so dx may alias it. */
+void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+                 const float *dy, const float *x, const float *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w) {
+    if (M <= 0) return;
+    size_t n = (size_t)M * F;
+    cpu_gelu_fwd(c, tmp, h, n);
+    cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0);
+    linear_dx(c, tmp, dy, W2, M, w, F);
+    cpu_gelu_bwd(c, tmp, tmp, h, n);
+    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0);
 }

@@ -16,9 +16,11 @@
  * x hd product in the backward (S recomputed), about 1/5 of attention's FLOPs.
  * The row kernels run a warp per row (T up to a few thousand): fp32 with expf, as the CPU.
  * Math: fp32 contexts compute in fp32, tf32 and bf16 contexts in tf32 (the tiles and lse stay
- * fp32 in every mode). This is the default path; umd_cuda_set_attention (or
- * UMDQ_CUDA_ATTENTION=fused) sends TF32 and bf16 contexts with head widths 32 and 64 to the fused
- * kernels of flash_attention.cu instead. */
+ * fp32 in every mode). This is the path of fp32 and TF32 contexts and of head widths other than
+ * 64 in bf16 ones: bf16 contexts run head width 64 on the bf16 tensor-core kernels of
+ * mma_attention.cu. umd_cuda_set_attention (or UMDQ_CUDA_ATTENTION=gemm|fused|mma) chooses:
+ * gemm sends everything here, fused sends TF32 and bf16 contexts with head widths 32 and 64 to
+ * flash_attention.cu's TF32 kernels. */
 #include <math.h>
 #include "cuda_internal.h"
 
@@ -122,6 +124,10 @@ extern "C" void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const flo
                                    int T, int heads, int hd) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
+    if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
+        cuda_mma_attention_fwd(c, out, lse, qkv, n, T, heads);
+        return;
+    }
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_fwd(c, out, lse, qkv, n, T, heads, hd);
         return;
@@ -182,6 +188,10 @@ extern "C" void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, c
                                    int hd) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
+    if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
+        cuda_mma_attention_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads);
+        return;
+    }
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads, hd);
         return;

@@ -20,22 +20,29 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ops.h"
+#include "umd_cuda.h"
 
 /* Workspace carving, in order (each part 256-byte aligned):
  *   ones      (max_rows * max_tokens) floats of 1.0: the column sums of linear_bwd's bias (gemv)
- *   partials  (colsum_chunks(max_rows * max_tokens) * 2 * max_width) floats: LayerNorm's dgamma
- *             and dbeta partials per chunk of rows; decoder_input_bwd's dmask partials
+ *   partials  ((4 colsum_chunks(max_rows * max_tokens) + max_rows) * 2 * max_width) floats:
+ *             LayerNorm backward's column sums per tile of up to 64 rows of one sequence (or
+ *             per chunk of rows past 1024 columns); decoder_input_bwd's dmask partials
  *   dsum      (SUM_BLOCKS + max_rows) doubles: sumsq block partials, mse row sums
  *   attn      (max_rows * max_tokens^2 * g) floats: attention's (T, T) tiles (S / P forward, S / P
  *             and dP / dS backward), g = 2 max_heads tiles when that is at most CUDA_ATTN_WS
  *             floats, else fewer (at least 2: one head's backward); 2 where attention is fused
- *             (TF32 and bf16: only head widths other than 32 and 64 use the tiles)
+ *             (TF32 and bf16: only head widths other than 32 and 64 use the tiles), and where
+ *             the mma kernels are (bf16: only head widths other than 64 use them)
  *   attn_d    (max_rows * max_heads * max_tokens) floats: the fused attention backward's D
  *   ptrs      (10 * max_rows * max_heads) pointers: the batched attention GEMMs' operands
- *   bf16      (2 * BF16_STAGE + max_weight) bf16 values (bf16 math only): GEMM operands */
+ *   bf16      (2 * stage + max_weight) bf16 values (bf16 math only): GEMM operands, a stage
+ *             holding the widest activation operand whole, max_rows * max_tokens rows of
+ *             max(max_width, max_weight / max_width) (a Linear's other side), and at least
+ *             CUDA_BF16_STAGE; at most CUDA_BF16_STAGE_MAX (wider operands go in chunks of rows) */
 #define CUDA_COLSUM_CHUNK 256  /* rows per partial of a chunked column sum */
 #define CUDA_SUM_BLOCKS 1024   /* blocks of the sum of squares (a fixed grid: fixed order) */
-#define CUDA_BF16_STAGE (1L << 23) /* bf16 values of each activation operand stage */
+#define CUDA_BF16_STAGE (1L << 23) /* bf16 values of each activation operand stage, at least */
+#define CUDA_BF16_STAGE_MAX (1L << 30) /* and at most */
 #define CUDA_ATTN_WS (1L << 28) /* floats of attention tiles before heads are split in groups */
 #define CUDA_PROF_RING 4096    /* op calls timed between two resolutions of their events */
 #define CUDA_MAX_BLOCKS 64     /* allocations tracked for the accounting (the model makes 4) */
@@ -73,11 +80,12 @@ struct umd_ctx {
     size_t attn_floats;
     float *attn_d;             /* (attn_d_floats) the fused attention backward's D = rowsum(dO O) */
     size_t attn_d_floats;      /* max_rows * max_heads * max_tokens */
-    int attn_fused;            /* 1: fused attention where it applies (UMDQ_CUDA_ATTENTION=fused) */
+    int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
     void **ptrs;               /* (10, attn_ptrs) operand addresses of the batched attention GEMMs */
     size_t attn_ptrs;
     __nv_bfloat16 *bf_a, *bf_b, *bf_w; /* bf16 stages (BF16_STAGE, BF16_STAGE, max_weight) */
     size_t bf_w_len;
+    size_t bf_stage;           /* bf16 values of bf_a and of bf_b */
     double *host_scalars;      /* pinned, 2 doubles: results of mse_masked / sumsq */
     /* memory accounting: bytes held by alloc now and at most; the blocks, for release */
     size_t allocated, peak;
@@ -117,12 +125,62 @@ static inline size_t colsum_chunks(size_t rows) {
 void cuda_gemm_rm(umd_ctx *c, const char *op, int transA, int transB, int M, int N, int K,
                   float alpha, const float *A, long lda, const float *B, long ldb, float beta,
                   float *C, long ldc);
+/* The pieces of linear.cu's bf16 path, for fused ops built on them:
+ *   cuda_gemm_ex          row-major C (M, N) = alpha op(A) op(B) + beta C, operands of type ab
+ *                         (CUDA_R_16BF with CUBLAS_COMPUTE_32F, or CUDA_R_32F with the context's),
+ *                         C fp32
+ *   cuda_to_bf16          dst (rows, cols) packed bf16 <- src rows at stride ld floats
+ *   cuda_bias_colsum_bf16 dst (M, N) bf16 <- dy, and db (N) += dy's column sums in the same pass;
+ *                         -1 (nothing done) when the workspace's partials cannot hold the chunks
+ *   cuda_lt_linear        y (M, N) = x W^T + b on cuBLASLt with the bias epilogue; bf16 1: x, W
+ *                         bf16, 0: fp32 in the context's math; -1 (nothing done) without a plan
+ *   cuda_bf16_whole       1 when this is a bf16 context and an (M, max(N, K)) operand and the
+ *                         (N, K) weight fit its stages whole (c->bf_a, c->bf_b, c->bf_w) */
+void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct, int transA,
+                  int transB, int M, int N, int K, float alpha, const void *A, long lda,
+                  const void *B, long ldb, float beta, float *C, long ldc);
+void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
+                  int cols, long ld);
+int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
+/* The same for dy = g * gelu'(h) elementwise (the MLP's GELU backward fused into the pass). */
+int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
+                           const float *h, long M, int N);
+/* db (N) += the column sums of d (M, N) (a gemv against the workspace's ones); y (M, N) rows = b. */
+void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N);
+void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M, int N);
+int cuda_lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const float *b, int M, int N,
+                   int K, int bf16);
+int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
+
+/* GELU-tanh as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) (the CPU's form: no cancellation
+ * of 1 + tanh u for negative x), and its derivative s + x s (1 - s) 2u', s = sigmoid(2u). The
+ * device side of gelu_fwd / gelu_bwd (elementwise.cu) and of the MLP (mlp.cu). */
+__device__ static inline float cuda_gelu_tanh(float v) {
+    float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+__device__ static inline float cuda_gelu_tanh_grad(float v) {
+    float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float du = 2.0f * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * v * v);
+    return s + v * s * (1.0f - s) * du;
+}
+
 /* The same, batched: `count` products with the operands `sA`, `sB`, `sC` floats apart; always
  * fp32 (tf32 when the context's math is not fp32). */
 void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, int M, int N, int K,
                           float alpha, const float *A, long lda, long sA, const float *B, long ldb,
                           long sB, float beta, float *C, long ldc, long sC, int count);
 
+/* bf16 contexts, head width 64 (mma_attention.cu): usable for these shapes, and the two passes. */
+int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
+void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
+                            int heads);
+void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
+                            const float *out, const float *lse, int n, int T, int heads);
+/* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
+void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
+                           int heads, int hd);
 /* The fused attention (flash_attention.cu): usable for these shapes in this context (TF32 or bf16
  * math, head width 32 or 64, the workspace's D part large enough), and the two passes. */
 int cuda_flash_usable(const umd_ctx *c, int n, int T, int heads, int hd);
@@ -161,6 +219,11 @@ void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const
                      int N, int K);
 void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, int M, int N, int K, int dx_accumulate);
+void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
+                  const float *b1, const float *W2, const float *b2, int M, int F, int w);
+void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+                  const float *dy, const float *x, const float *h, const float *W1, const float *W2,
+                  float *tmp, int M, int F, int w);
 void cuda_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride);

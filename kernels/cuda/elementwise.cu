@@ -10,8 +10,6 @@
  * the same on every run. */
 #include "cuda_internal.h"
 
-#define GELU_K 0.7978845608028654f
-#define GELU_C 0.044715f
 #define THREADS 256
 
 static inline unsigned grid_for(size_t n) {
@@ -28,20 +26,10 @@ __global__ static void k_add(float *y, const float *a, const float *b, size_t n)
     FOR_EACH(i, n) y[i] = a[i] + b[i];
 }
 __global__ static void k_gelu_fwd(float *y, const float *x, size_t n) {
-    FOR_EACH(i, n) {
-        float v = x[i];
-        float u = GELU_K * (v + GELU_C * v * v * v);
-        y[i] = v / (1.0f + expf(-2.0f * u));
-    }
+    FOR_EACH(i, n) y[i] = cuda_gelu_tanh(x[i]);
 }
 __global__ static void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-    FOR_EACH(i, n) {
-        float v = x[i];
-        float u = GELU_K * (v + GELU_C * v * v * v);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
-        float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
-        dx[i] = dy[i] * (s + v * s * (1.0f - s) * du);
-    }
+    FOR_EACH(i, n) dx[i] = dy[i] * cuda_gelu_tanh_grad(x[i]);
 }
 __global__ static void k_silu_fwd(float *y, const float *x, size_t n) {
     FOR_EACH(i, n) y[i] = x[i] / (1.0f + expf(-x[i]));

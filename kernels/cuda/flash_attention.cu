@@ -351,6 +351,13 @@ k_flash_bwd_q(float *dqkv, const float *dout, const float *qkv, const float *lse
     }
 }
 
+void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
+                           int heads, int hd) {
+    long rows = (long)n * T * heads;
+    k_flash_rowdot<<<cuda_blocks((size_t)rows, 8), 256, 0, c->stream>>>(D, dout, out, n, T, heads, hd);
+    CUDA_LAUNCHED(c, "attention_bwd");
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 
 template <int HD> static size_t fwd_smem() {
@@ -377,7 +384,7 @@ template <int HD> static int flash_setup(umd_ctx *c) {
 }
 
 int cuda_flash_usable(const umd_ctx *c, int n, int T, int heads, int hd) {
-    return c->attn_fused && c->math != UMD_MATH_FP32 && (hd == 32 || hd == 64) && n > 0 && T > 0 &&
+    return c->attn_mode == UMD_ATTN_FUSED && c->math != UMD_MATH_FP32 && (hd == 32 || hd == 64) && n > 0 && T > 0 &&
            n <= 65535 && heads <= 65535 && c->attn_d &&
            (size_t)n * heads * T <= c->attn_d_floats;
 }
@@ -395,10 +402,8 @@ template <int HD>
 static void flash_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
                       const float *out, const float *lse, int n, int T, int heads) {
     if (flash_setup<HD>(c)) return;
-    long rows = (long)n * T * heads;
-    k_flash_rowdot<<<cuda_blocks((size_t)rows, 8), 256, 0, c->stream>>>(c->attn_d, dout, out, n, T,
-                                                                        heads, HD);
-    if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+    cuda_attention_rowdot(c, c->attn_d, dout, out, n, T, heads, HD);
+    if (c->failed) return;
     const float scale = 1.0f / sqrtf((float)HD);
     dim3 grid((unsigned)((T + FA_BM - 1) / FA_BM), (unsigned)heads, (unsigned)n);
     k_flash_bwd_kv<HD><<<grid, FA_WARPS * 32, bwd_smem<HD>(), c->stream>>>(dqkv, dout, qkv, lse,

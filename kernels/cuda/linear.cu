@@ -5,14 +5,19 @@
  *         accumulation
  *   bf16  the operands are converted to bf16 into the workspace's stages, the product runs on
  *         bf16 tensor cores with fp32 accumulation and an fp32 output. Weights are converted
- *         whole (their master copy stays fp32); activations in chunks of rows that fit a stage
- *         (CUDA_BF16_STAGE values), one GEMM per chunk (dW accumulates over the chunks).
+ *         whole (their master copy stays fp32), and so are activations: a stage holds the
+ *         widest operand of the model's Linears (cuda_internal.h); wider ones (other callers)
+ *         go in chunks of rows, one GEMM per chunk (dW accumulates over the chunks). Whole
+ *         operands matter for dW = dy^T x, whose reduction runs over every row: in chunks its
+ *         (N, K) output, a few dozen tiles, is re-read and re-written once per chunk.
  *
  * Row-major products run as their column-major transposes: C (M, N) = op(A) op(B) is C^T =
  * op(B)^T op(A)^T, so cuBLAS sees (N, M) with the operands swapped and the same transpose flags.
  * Linear forward runs on cuBLASLt with the bias epilogue (one pass over y; a plan per shape,
  * kept in the context); where cuBLASLt has no algorithm it fills y with the bias rows and
- * accumulates a cublasGemmEx product onto them (beta 1). The bias gradient is a gemv of dy^T against a vector of ones (deterministic, unlike atomics). */
+ * accumulates a cublasGemmEx product onto them (beta 1). The bias gradient is a gemv of dy^T against a vector of ones (deterministic, unlike atomics); in bf16, where dy is converted whole,
+ * the conversion kernel sums the columns in the same pass (partials per chunk of rows, added in
+ * order: deterministic too). */
 #include <string.h>
 #include "cuda_internal.h"
 #include "umd_cuda.h"
@@ -24,7 +29,7 @@ static cublasComputeType_t compute_type(const umd_ctx *c) {
 }
 
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C with operands of type ab. */
-static void gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
+void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
                     int transA, int transB, int M, int N, int K, float alpha, const void *A,
                     long lda, const void *B, long ldb, float beta, float *C, long ldc) {
     if (c->failed || M <= 0 || N <= 0) return;
@@ -50,7 +55,7 @@ __global__ static void k_to_bf16_rows(__nv_bfloat16 *dst, const float *src, long
             dst[r * cols + k] = __float2bfloat16(src[r * ld + k]);
 }
 
-static void to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
+void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                     int cols, long ld) {
     if (c->failed || rows <= 0 || cols <= 0) return;
     if (ld == cols) {
@@ -71,15 +76,15 @@ void cuda_gemm_rm(umd_ctx *c, const char *op, int transA, int transB, int M, int
     /* op(A) is (M, K): stored (M, K) at lda, or (K, M) when transposed; likewise B */
     long arows = transA ? K : M, acols = transA ? M : K;
     long brows = transB ? N : K, bcols = transB ? K : N;
-    if (c->math == UMD_MATH_BF16 && c->bf_a && K > 0 && (size_t)arows * acols <= (size_t)CUDA_BF16_STAGE &&
-        (size_t)brows * bcols <= (size_t)CUDA_BF16_STAGE) {
-        to_bf16(c, op, c->bf_a, A, arows, (int)acols, lda);
-        to_bf16(c, op, c->bf_b, B, brows, (int)bcols, ldb);
-        gemm_ex(c, op, CUDA_R_16BF, CUBLAS_COMPUTE_32F, transA, transB, M, N, K, alpha, c->bf_a,
+    if (c->math == UMD_MATH_BF16 && c->bf_a && K > 0 && (size_t)arows * acols <= c->bf_stage &&
+        (size_t)brows * bcols <= c->bf_stage) {
+        cuda_to_bf16(c, op, c->bf_a, A, arows, (int)acols, lda);
+        cuda_to_bf16(c, op, c->bf_b, B, brows, (int)bcols, ldb);
+        cuda_gemm_ex(c, op, CUDA_R_16BF, CUBLAS_COMPUTE_32F, transA, transB, M, N, K, alpha, c->bf_a,
                 acols, c->bf_b, bcols, beta, C, ldc);
         return;
     }
-    gemm_ex(c, op, CUDA_R_32F, compute_type(c), transA, transB, M, N, K, alpha, A, lda, B, ldb, beta,
+    cuda_gemm_ex(c, op, CUDA_R_32F, compute_type(c), transA, transB, M, N, K, alpha, A, lda, B, ldb, beta,
             C, ldc);
 }
 
@@ -155,7 +160,7 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias)
 
 /* y (M, N) = x (M, K) W^T + b (b may be NULL) through cuBLASLt with the bias epilogue; x and W
  * in fp32 or (bf16 != 0) bf16. 0, or -1 when cuBLASLt has no plan for it (nothing was done). */
-static int lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const float *b, int M,
+int cuda_lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const float *b, int M,
                      int N, int K, int bf16) {
     lt_plan *p = lt_plan_for(c, M, N, K, bf16, b != NULL);
     if (!p || !p->usable) return -1;
@@ -169,16 +174,20 @@ static int lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const f
     return 0;
 }
 
-/* Rows per bf16 chunk of a (M, max(a, b)) operand pair. */
-static long chunk_rows(long M, int a, int b) {
+/* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. */
+static long chunk_rows(const umd_ctx *c, long M, int a, int b) {
     long wmax = a > b ? a : b;
-    long r = CUDA_BF16_STAGE / (wmax > 0 ? wmax : 1);
+    long r = (long)c->bf_stage / (wmax > 0 ? wmax : 1);
     return r < M ? r : M;
 }
 
 static int bf16_weights_fit(const umd_ctx *c, int N, int K) {
     return c->math == UMD_MATH_BF16 && c->bf_w && (size_t)N * K <= c->bf_w_len &&
-           chunk_rows(1, N, K) >= 1 && (long)N <= CUDA_BF16_STAGE && (long)K <= CUDA_BF16_STAGE;
+           chunk_rows(c, 1, N, K) >= 1;
+}
+
+int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K) {
+    return bf16_weights_fit(c, N, K) && chunk_rows(c, M, N, K) == M;
 }
 
 extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W,
@@ -186,38 +195,164 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const floa
     CUDA_OP(c);
     if (M <= 0 || N <= 0) return;
     if (bf16_weights_fit(c, N, K)) {
-        to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
-        long R = chunk_rows(M, K, K);
+        cuda_to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
+        long R = chunk_rows(c, M, K, K);
         long r0 = 0;
         for (; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
-            to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
-            if (lt_linear(c, y + r0 * N, c->bf_a, c->bf_w, b, (int)(r1 - r0), N, K, 1)) break;
+            cuda_to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
+            if (cuda_lt_linear(c, y + r0 * N, c->bf_a, c->bf_w, b, (int)(r1 - r0), N, K, 1)) break;
         }
         if (r0 >= M) return;
         /* no cuBLASLt plan: the rest as below (bias rows, then the product onto them) */
-    } else if (lt_linear(c, y, x, W, b, M, N, K, 0) == 0) {
+    } else if (cuda_lt_linear(c, y, x, W, b, M, N, K, 0) == 0) {
         return;
     }
     if (b) {
-        dim3 grid(cuda_blocks((size_t)N, THREADS), (unsigned)(M < 65535 ? M : 65535));
-        k_bias_rows<<<grid, THREADS, 0, c->stream>>>(y, b, M, N);
-        if (CUDA_LAUNCHED(c, "linear_fwd")) return;
+        cuda_bias_rows(c, "linear_fwd", y, b, M, N);
+        if (c->failed) return;
     }
     float beta = b ? 1.0f : 0.0f;
     if (bf16_weights_fit(c, N, K)) {
-        to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
-        long R = chunk_rows(M, K, K);
+        cuda_to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
+        long R = chunk_rows(c, M, K, K);
         for (long r0 = 0; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
-            to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
-            gemm_ex(c, "linear_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, (int)(r1 - r0), N, K,
+            cuda_to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
+            cuda_gemm_ex(c, "linear_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, (int)(r1 - r0), N, K,
                     1.0f, c->bf_a, K, c->bf_w, K, beta, y + r0 * N, N);
         }
         return;
     }
-    gemm_ex(c, "linear_fwd", CUDA_R_32F, compute_type(c), 0, 1, M, N, K, 1.0f, x, K, W, K, beta, y,
+    cuda_gemm_ex(c, "linear_fwd", CUDA_R_32F, compute_type(c), 0, 1, M, N, K, 1.0f, x, K, W, K, beta, y,
             N);
+}
+
+/* Column sums fused into a conversion to bf16: dst (M, N) bf16 <- v, and partials[chunk][j] =
+ * the sum of v[r][j] over the chunk's rows r, where v is dy itself (src_plain) or dy * gelu'(h)
+ * (src_dgelu: the GELU backward of the MLP, mlp.cu). Two layouts:
+ *   k_colsum_bf16    a thread per column, a grid row per chunk, rows in order (any N, alignment)
+ *   k_colsum_bf16_4  N % 4 == 0 and 16-byte aligned rows: a block of 32 x 8 threads over 128
+ *                    columns (4 per thread: float4 loads, 8-byte bf16 stores); row lane y takes
+ *                    rows y, y + 8, ... of the chunk, and the 8 lane sums are added in lane order
+ * then k_colsum_add adds the chunks' partials into db in chunk order: deterministic, no atomics. */
+struct src_plain {
+    const float *a;
+    __device__ float at(long i) const { return a[i]; }
+    __device__ float4 at4(long i) const { return *reinterpret_cast<const float4 *>(a + i); }
+    bool aligned() const { return ((uintptr_t)a & 15) == 0; }
+};
+struct src_dgelu {
+    const float *g, *h;
+    __device__ float at(long i) const { return g[i] * cuda_gelu_tanh_grad(h[i]); }
+    __device__ float4 at4(long i) const {
+        float4 a = *reinterpret_cast<const float4 *>(g + i), x = *reinterpret_cast<const float4 *>(h + i);
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 15) == 0; }
+};
+
+template <class S>
+__global__ static void k_colsum_bf16(__nv_bfloat16 *dst, float *partials, S src, long M, int N, long R) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    const long r0 = (long)blockIdx.y * R, r1 = r0 + R < M ? r0 + R : M;
+    float s = 0.0f;
+#pragma unroll 4
+    for (long r = r0; r < r1; r++) {
+        float v = src.at(r * N + j);
+        dst[r * N + j] = __float2bfloat16(v);
+        s += v;
+    }
+    partials[(long)blockIdx.y * N + j] = s;
+}
+
+template <class S>
+__global__ static void k_colsum_bf16_4(__nv_bfloat16 *dst, float *partials, S src, long M, int N, long R) {
+    __shared__ float4 part[8][32];
+    const int tx = threadIdx.x, ty = threadIdx.y, j = (blockIdx.x * 32 + tx) * 4;
+    const long r0 = (long)blockIdx.y * R, r1 = r0 + R < M ? r0 + R : M;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (j < N)
+        for (long r = r0 + ty; r < r1; r += 8) {
+            float4 v = src.at4(r * N + j);
+            __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+            uint2 u = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+            *reinterpret_cast<uint2 *>(dst + r * N + j) = u;
+            s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+        }
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && j < N) {
+        for (int k = 1; k < 8; k++) {
+            float4 p = part[k][tx];
+            s.x += p.x, s.y += p.y, s.z += p.z, s.w += p.w;
+        }
+        *reinterpret_cast<float4 *>(partials + (long)blockIdx.y * N + j) = s;
+    }
+}
+
+/* db (N) += the chunks' partial sums, in chunk order. */
+__global__ static void k_colsum_add(float *db, const float *partials, long chunks, int N) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    float s = 0.0f;
+    for (long k = 0; k < chunks; k++) s += partials[k * N + j];
+    db[j] += s;
+}
+
+/* Chunks of 256 rows or a power-of-two multiple, as many as the workspace's partials hold. 0, or
+ * -1 when they do not fit (nothing was done). */
+template <class S>
+static int colsum_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, float *db, S src, long M, int N) {
+    if (c->failed || !c->partials) return -1;
+    long R = CUDA_COLSUM_CHUNK, chunks;
+    for (;;) {
+        chunks = (M + R - 1) / R;
+        if ((size_t)chunks * N <= c->partials_floats) break;
+        if (R >= M) return -1;
+        R *= 2;
+    }
+    if (chunks > 65535) return -1;
+    if (N % 4 == 0 && src.aligned() && ((uintptr_t)dst & 7) == 0) {
+        dim3 grid(cuda_blocks((size_t)N, 128), (unsigned)chunks), block(32, 8);
+        k_colsum_bf16_4<<<grid, block, 0, c->stream>>>(dst, c->partials, src, M, N, R);
+    } else {
+        dim3 grid(cuda_blocks((size_t)N, 128), (unsigned)chunks);
+        k_colsum_bf16<<<grid, 128, 0, c->stream>>>(dst, c->partials, src, M, N, R);
+    }
+    if (CUDA_LAUNCHED(c, op)) return 0;
+    k_colsum_add<<<cuda_blocks((size_t)N, 128), 128, 0, c->stream>>>(db, c->partials, chunks, N);
+    CUDA_LAUNCHED(c, op);
+    return 0;
+}
+
+int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N) {
+    return colsum_bf16(c, "linear_bwd", dst, db, src_plain{dy}, M, N);
+}
+
+int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
+                           const float *h, long M, int N) {
+    return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, h}, M, N);
+}
+
+void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N) {
+    if (c->failed) return;
+    if (!c->ones || (size_t)M > (size_t)c->lim.max_rows * (size_t)c->lim.max_tokens) {
+        cuda_fail(c, op, "the bias gradient needs more rows than the workspace limits");
+        return;
+    }
+    /* db (N) += d^T 1: d row-major (M, N) is column-major (N, M) with ld N */
+    const float one = 1.0f;
+    cublas_check(c, cublasSgemv(c->blas, CUBLAS_OP_N, N, M, &one, d, N, c->ones, 1, &one, db, 1), op);
+}
+
+void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M, int N) {
+    if (c->failed || M <= 0 || N <= 0) return;
+    dim3 grid(cuda_blocks((size_t)N, THREADS), (unsigned)(M < 65535 ? M : 65535));
+    k_bias_rows<<<grid, THREADS, 0, c->stream>>>(y, b, M, N);
+    CUDA_LAUNCHED(c, op);
 }
 
 extern "C" void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy,
@@ -227,34 +362,28 @@ extern "C" void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, con
     if (M <= 0 || N <= 0) return;
     float bx = dx_accumulate ? 1.0f : 0.0f;
     if (bf16_weights_fit(c, N, K)) {
-        if (dx) to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
-        long R = chunk_rows(M, N, K);
+        if (dx) cuda_to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
+        long R = chunk_rows(c, M, N, K);
+        /* dy whole in one stage: its conversion also sums its columns into db */
+        int dy_staged = 0;
+        if (db && R == M && cuda_bias_colsum_bf16(c, c->bf_a, db, dy, M, N) == 0) db = NULL, dy_staged = 1;
         for (long r0 = 0; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
             int rows = (int)(r1 - r0);
-            to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
-            to_bf16(c, "linear_bwd", c->bf_b, x + r0 * K, rows, K, K);
+            if (!dy_staged) cuda_to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
+            cuda_to_bf16(c, "linear_bwd", c->bf_b, x + r0 * K, rows, K, K);
             if (dx)
-                gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, rows, K, N, 1.0f,
+                cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, rows, K, N, 1.0f,
                         c->bf_a, N, c->bf_w, K, bx, dx + r0 * K, K);
-            gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, N, K, rows, 1.0f,
+            cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, N, K, rows, 1.0f,
                     c->bf_a, N, c->bf_b, K, 1.0f, dW, K);
         }
     } else {
         if (dx)
-            gemm_ex(c, "linear_bwd", CUDA_R_32F, compute_type(c), 0, 0, M, K, N, 1.0f, dy, N, W, K,
+            cuda_gemm_ex(c, "linear_bwd", CUDA_R_32F, compute_type(c), 0, 0, M, K, N, 1.0f, dy, N, W, K,
                     bx, dx, K);
-        gemm_ex(c, "linear_bwd", CUDA_R_32F, compute_type(c), 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f,
+        cuda_gemm_ex(c, "linear_bwd", CUDA_R_32F, compute_type(c), 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f,
                 dW, K);
     }
-    if (db) {
-        if (!c->ones || (size_t)M > (size_t)c->lim.max_rows * (size_t)c->lim.max_tokens) {
-            cuda_fail(c, "linear_bwd", "the bias gradient needs more rows than the workspace limits");
-            return;
-        }
-        /* db (N) += dy^T 1: dy row-major (M, N) is column-major (N, M) with ld N */
-        const float one = 1.0f;
-        cublas_check(c, cublasSgemv(c->blas, CUBLAS_OP_N, N, M, &one, dy, N, c->ones, 1, &one, db, 1),
-                     "linear_bwd");
-    }
+    if (db) cuda_colsum_gemv(c, "linear_bwd", db, dy, M, N);
 }

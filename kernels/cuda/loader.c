@@ -94,8 +94,8 @@ double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps)
     return backend() ? api->gemm_tflops(c, math, M, N, K, reps) : -1.0;
 }
 
-int umd_cuda_set_attention(umd_ctx *c, int fused) {
-    return backend() ? api->set_attention(c, fused) : -1;
+int umd_cuda_set_attention(umd_ctx *c, int mode) {
+    return backend() ? api->set_attention(c, mode) : -1;
 }
 
 int umd_cuda_profile(umd_ctx *c, int on) {
@@ -141,8 +141,8 @@ double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps)
     return -1.0;
 }
 
-int umd_cuda_set_attention(umd_ctx *c, int fused) {
-    (void)c, (void)fused;
+int umd_cuda_set_attention(umd_ctx *c, int mode) {
+    (void)c, (void)mode;
     return -1;
 }
 

@@ -48,7 +48,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
     c->device = 0;
     c->math = math;
     const char *attn = getenv("UMDQ_CUDA_ATTENTION");
-    c->attn_fused = attn && strcmp(attn, "fused") == 0;
+    c->attn_mode = attn && strcmp(attn, "fused") == 0  ? UMD_ATTN_FUSED
+                   : attn && strcmp(attn, "gemm") == 0 ? UMD_ATTN_GEMM
+                                                       : UMD_ATTN_MMA;
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMallocHost((void **)&c->host_scalars, 4 * sizeof(double))) != cudaSuccess) {
@@ -123,14 +125,18 @@ static size_t carve(umd_ctx *c, const umd_limits *lim, char *base) {
     size_t rows = (size_t)lim->max_rows * (size_t)lim->max_tokens;
     size_t w = (size_t)lim->max_width;
     size_t pl = (size_t)lim->max_patches;
-    size_t part = colsum_chunks(rows) * 2 * w;
+    /* LayerNorm backward: (2, w) per tile of at most 64 rows within a sequence, so n ceil(T / 64)
+     * <= rows / 64 + max_rows tiles, and 4 colsum_chunks(rows) >= rows / 64 */
+    size_t part = (4 * colsum_chunks(rows) + (size_t)lim->max_rows) * 2 * w;
     if (pl * w > part) part = pl * w;
     size_t per_head = (size_t)lim->max_rows * lim->max_tokens * lim->max_tokens;
     /* tiles: one per head forward, two per head backward; at least one head's two */
     size_t heads = lim->max_heads > 0 ? (size_t)lim->max_heads : 1, g = 2 * heads;
     while (g > 2 && per_head * g > (size_t)CUDA_ATTN_WS) g--;
     /* fused attention keeps no tiles: the GEMM path (other head widths) gets one head's */
-    if (c->attn_fused && c->math != UMD_MATH_FP32) g = 2;
+    if ((c->attn_mode == UMD_ATTN_FUSED && c->math != UMD_MATH_FP32) ||
+        (c->attn_mode == UMD_ATTN_MMA && c->math == UMD_MATH_BF16))
+        g = 2;
     size_t attn = per_head * g;
     size_t nptr = (size_t)lim->max_rows * heads;
     size_t off = 0;
@@ -147,10 +153,15 @@ static size_t carve(umd_ctx *c, const umd_limits *lim, char *base) {
     TAKE(ptrs, void *, 10 * nptr);
     if (c->math == UMD_MATH_BF16) {
         size_t wl = lim->max_weight > 0 ? (size_t)lim->max_weight : 1;
-        TAKE(bf_a, __nv_bfloat16, CUDA_BF16_STAGE);
-        TAKE(bf_b, __nv_bfloat16, CUDA_BF16_STAGE);
+        size_t wide = w > 0 ? (wl + w - 1) / w : 1, stage;
+        if (wide < w) wide = w;
+        stage = rows * wide;
+        if (stage < (size_t)CUDA_BF16_STAGE) stage = CUDA_BF16_STAGE;
+        if (stage > (size_t)CUDA_BF16_STAGE_MAX) stage = CUDA_BF16_STAGE_MAX;
+        TAKE(bf_a, __nv_bfloat16, stage);
+        TAKE(bf_b, __nv_bfloat16, stage);
         TAKE(bf_w, __nv_bfloat16, wl);
-        if (base) c->bf_w_len = wl;
+        if (base) c->bf_w_len = wl, c->bf_stage = stage;
     }
 #undef TAKE
     if (base) {
@@ -270,8 +281,9 @@ static int ctx_status(umd_ctx *c, char *err, size_t errlen) {
 #define CUDA_OPS(X)                                                                                \
     X(fill) X(copy) X(add) X(gelu_fwd) X(gelu_bwd) X(silu_fwd) X(silu_bwd) X(rand_uniform)         \
     X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
-    X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(layernorm_fwd)           \
-    X(layernorm_bwd) X(gate_residual_fwd) X(gate_residual_bwd) X(attention_fwd) X(attention_bwd)  \
+    X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(mlp_fwd) X(mlp_bwd)      \
+    X(layernorm_fwd) X(layernorm_bwd) X(gate_residual_fwd) X(gate_residual_bwd)                    \
+    X(attention_fwd) X(attention_bwd)                                                              \
     X(embed_rows_fwd) X(embed_rows_bwd) X(gather_tokens_fwd) X(gather_tokens_bwd)                 \
     X(decoder_input_fwd) X(decoder_input_bwd) X(token_mean_fwd) X(token_mean_bwd) X(mse_masked)   \
     X(sumsq) X(adamw) X(ema)
@@ -324,9 +336,9 @@ CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);
 CUDA_TABLE(cuda_tf32_ops, ctx_new_tf32);
 CUDA_TABLE(cuda_bf16_ops, ctx_new_bf16);
 
-extern "C" int umd_cuda_set_attention(umd_ctx *c, int fused) {
-    if (!c) return -1;
-    c->attn_fused = fused != 0;
+extern "C" int umd_cuda_set_attention(umd_ctx *c, int mode) {
+    if (!c || mode < UMD_ATTN_GEMM || mode > UMD_ATTN_MMA) return -1;
+    c->attn_mode = mode;
     return 0;
 }
 

@@ -39,14 +39,18 @@ void umd_cuda_describe(umd_ctx *c, char *buf, size_t n);
  * and frees its own operands (a benchmark helper, never called inside a training step). */
 double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps);
 
-/* Attention of a context: on batched cuBLAS GEMMs (0, the default, every shape) or fused (1:
- * flash_attention.cu, where the math is TF32 or bf16 and the head width 32 or 64; no (T, T) tile
- * in device memory, the workspace's tiles shrink to one head's; on an H200 it is still 2.4x
- * slower than the GEMMs at B/4). Both keep the same state between forward and backward, so either
- * may run either pass. A context starts fused when the environment has UMDQ_CUDA_ATTENTION=fused;
- * the workspace is sized for the choice made at workspace_bytes, so switching later only changes
- * speed. 0 or -1. */
-int umd_cuda_set_attention(umd_ctx *c, int fused);
+/* Attention of a context, where each path applies (the rest runs on the GEMMs):
+ *   UMD_ATTN_GEMM  (0) batched cuBLAS GEMMs, every shape; the default of fp32 and TF32 contexts
+ *   UMD_ATTN_FUSED (1) flash_attention.cu's TF32 kernels: TF32 and bf16 math, head width 32 or 64
+ *   UMD_ATTN_MMA   (2) mma_attention.cu's bf16 tensor-core kernels: bf16 math, head width 64; the
+ *                      default (UMD_ATTN_MMA in a TF32 context is UMD_ATTN_GEMM)
+ * The fused and mma paths keep no (T, T) tile in device memory (the workspace's tiles shrink to
+ * one head's). All keep the same state between forward and backward, so any may run either pass.
+ * A context starts with UMDQ_CUDA_ATTENTION=gemm|fused|mma from the environment, else mma; the
+ * workspace is sized for the choice made at workspace_bytes, so switching later only changes
+ * speed. 0, or -1 for an unknown mode. */
+enum { UMD_ATTN_GEMM = 0, UMD_ATTN_FUSED = 1, UMD_ATTN_MMA = 2 };
+int umd_cuda_set_attention(umd_ctx *c, int mode);
 
 /* Per-op timing of a context: on (1) starts counting from zero, off (0) stops. 0 or -1. */
 int umd_cuda_profile(umd_ctx *c, int on);
@@ -67,11 +71,11 @@ typedef struct {
     int (*memory)(umd_ctx *c, size_t *peak_alloc, size_t *device_used, size_t *device_total);
     void (*describe)(umd_ctx *c, char *buf, size_t n);
     double (*gemm_tflops)(umd_ctx *c, int math, int M, int N, int K, int reps);
-    int (*set_attention)(umd_ctx *c, int fused);
+    int (*set_attention)(umd_ctx *c, int mode);
     int (*profile)(umd_ctx *c, int on);
     void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
 } umd_cuda_api;
-#define UMD_CUDA_API_VERSION 1
+#define UMD_CUDA_API_VERSION 2
 #define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus

@@ -365,6 +365,66 @@ static void test_cuda_dense_fp32(void) { dense_layers(UMD_MATH_FP32); }
 static void test_cuda_dense_tf32(void) { dense_layers(UMD_MATH_TF32); }
 static void test_cuda_dense_bf16(void) { dense_layers(UMD_MATH_BF16); }
 
+/* ---- the MLP, in each math ---------------------------------------------------------------------- */
+
+/* mlp_fwd and mlp_bwd against the CPU's (there the separate ops, bit for bit: test_kernels_ops).
+ * F w stays within LIM's max_weight but in the last shape, so bf16 runs its fused path (gelu(h)
+ * only in the bf16 stages) on the others and the separate ops on that one. Variants: no biases;
+ * biases; biases with dx aliasing dy (the trainer's call). h, y, dx and tmp start as NaN (dx as
+ * dy where it aliases it); the gradients accumulate onto the same random values on both sides.
+ * The backward runs from the CPU's h on both sides. Tolerances: y and dx come out of two GEMMs
+ * with rounded operands (tf32, bf16: twice dense_layers'); the sums over rows (dW, db) in fp32
+ * are compared at 1e-4 (up to 1025 rows summed in another order), db2 (fp32 sums of dy in every
+ * math) likewise. */
+static void mlp_layers(int m) {
+    need_gpu(m);
+    const int shapes[][3] = {{37, 61, 24}, {300, 256, 64}, {1025, 200, 160}, {1, 7, 5},
+                             {20, 9, 33},  {50, 520, 160}}; /* M F w */
+    const double t2 = math == UMD_MATH_FP32 ? 1e-5 : 2 * tol_of(math);
+    const double tsum = math == UMD_MATH_FP32 ? 1e-4 : tol_of(math);
+    const int nw = math != UMD_MATH_FP32;
+    for (int s = 0; s < 6; s++) {
+        int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        uint32_t k = 700 + 20 * (uint32_t)s;
+        float *x = h_randn(Mw, k, 1.0f), *W1 = h_randn(Fw, k + 1, 0.2f);
+        float *W2 = h_randn(Fw, k + 2, 0.2f), *dy = h_randn(Mw, k + 3, 1.0f);
+        float *b1 = h_randn((size_t)F, k + 4, 0.5f), *b2 = h_randn((size_t)w, k + 5, 0.5f);
+        float *d_x = d_f(x, Mw), *d_W1 = d_f(W1, Fw), *d_W2 = d_f(W2, Fw), *d_dy = d_f(dy, Mw);
+        float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
+        for (int v = 0; v < 3; v++) {
+            int bias = v > 0, alias = v == 2;
+            float *y = h_nan(Mw), *h = h_nan(MF), *tmp = h_nan(MF);
+            float *d_y = d_f(y, Mw), *d_h = d_f(h, MF), *d_tmp = d_f(tmp, MF);
+            CPU->mlp_fwd(cc, y, h, tmp, x, W1, bias ? b1 : NULL, W2, bias ? b2 : NULL, M, F, w);
+            GPU->mlp_fwd(gc, d_y, d_h, d_tmp, d_x, d_W1, bias ? d_b1 : NULL, d_W2,
+                         bias ? d_b2 : NULL, M, F, w);
+            same_math("mlp_fwd h", d_h, h, MF);
+            same("mlp_fwd y", d_y, y, Mw, t2, nw);
+            float *gx = alias ? h_copy(dy, Mw) : h_nan(Mw);
+            float *gW1 = h_randn(Fw, k + 6, 1.0f), *gW2 = h_randn(Fw, k + 7, 1.0f);
+            float *gb1 = h_randn((size_t)F, k + 8, 1.0f), *gb2 = h_randn((size_t)w, k + 9, 1.0f);
+            float *d_gx = d_f(gx, Mw), *d_gW1 = d_f(gW1, Fw), *d_gW2 = d_f(gW2, Fw);
+            float *d_gb1 = d_f(gb1, (size_t)F), *d_gb2 = d_f(gb2, (size_t)w);
+            float *d_hc = d_f(h, MF), *d_tmp2 = d_f(h_nan(MF), MF);
+            CPU->mlp_bwd(cc, gx, gW1, bias ? gb1 : NULL, gW2, bias ? gb2 : NULL, alias ? gx : dy, x,
+                         h, W1, W2, tmp, M, F, w);
+            GPU->mlp_bwd(gc, d_gx, d_gW1, bias ? d_gb1 : NULL, d_gW2, bias ? d_gb2 : NULL,
+                         alias ? d_gx : d_dy, d_x, d_hc, d_W1, d_W2, d_tmp2, M, F, w);
+            same("mlp_bwd dx", d_gx, gx, Mw, t2, nw);
+            same("mlp_bwd dW1", d_gW1, gW1, Fw, tsum, nw);
+            same("mlp_bwd dW2", d_gW2, gW2, Fw, tsum, nw);
+            same("mlp_bwd db1", d_gb1, gb1, (size_t)F, tsum, nw);
+            same("mlp_bwd db2", d_gb2, gb2, (size_t)w, 1e-4, 0);
+        }
+        cleanup();
+    }
+}
+
+static void test_cuda_mlp_fp32(void) { mlp_layers(UMD_MATH_FP32); }
+static void test_cuda_mlp_tf32(void) { mlp_layers(UMD_MATH_TF32); }
+static void test_cuda_mlp_bf16(void) { mlp_layers(UMD_MATH_BF16); }
+
 /* ---- normalisation ------------------------------------------------------------------------------ */
 
 static void test_cuda_layernorm(void) {
@@ -461,20 +521,24 @@ static void attention_shape(umd_ctx *g_ctx, int m, int n, int T, int heads, int 
 static void attention(int m) {
     need_gpu(m);
     const int shapes[][4] = {{2, 5, 2, 8}, {3, 65, 3, 64}, {2, 257, 2, 32}, {2, 257, 2, 64},
-                             {1, 1025, 2, 64}};
-    /* tf32: the fused kernels (head widths 32, 64), then every shape on the batched GEMMs */
-    for (int fused = 1; fused >= 0; fused--) {
-        T_REQUIRE(umd_cuda_set_attention(gc, fused) == 0);
-        for (int s = 0; s < 5; s++)
+                             {1, 1025, 2, 64}, {2, 130, 3, 64}, {4, 17, 1, 64}};
+    /* every path the math has: bf16 the mma kernels (head width 64), then the TF32 fused kernels
+     * (widths 32, 64), then every shape on the batched GEMMs; TF32 the last two; fp32 the GEMMs */
+    const int modes[] = {UMD_ATTN_MMA, UMD_ATTN_FUSED, UMD_ATTN_GEMM};
+    int first = m == UMD_MATH_BF16 ? 0 : m == UMD_MATH_TF32 ? 1 : 2;
+    for (int k = first; k < 3; k++) {
+        T_REQUIRE(umd_cuda_set_attention(gc, modes[k]) == 0);
+        for (int s = 0; s < 7; s++)
             attention_shape(gc, m, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], 60 + s);
         cleanup();
-        if (m == UMD_MATH_FP32) break;
     }
-    T_REQUIRE(umd_cuda_set_attention(gc, 0) == 0); /* the default */
+    T_CHECK(umd_cuda_set_attention(gc, 3) == -1); /* no such path */
+    T_REQUIRE(umd_cuda_set_attention(gc, UMD_ATTN_MMA) == 0); /* the default */
 }
 
 static void test_cuda_attention_fp32(void) { attention(UMD_MATH_FP32); }
 static void test_cuda_attention_tf32(void) { attention(UMD_MATH_TF32); }
+static void test_cuda_attention_bf16(void) { attention(UMD_MATH_BF16); }
 
 /* Shapes whose (T, T) tiles exceed CUDA_ATTN_WS: the heads run in groups (forward 7 + 1,
  * backward 3 + 3 + 2 on a GEMM context; 2 + 2 + 2 + 2 and one at a time on a fused one, whose
@@ -626,9 +690,13 @@ int main(void) {
     T_RUN(test_cuda_dense_fp32);
     T_RUN(test_cuda_dense_tf32);
     T_RUN(test_cuda_dense_bf16);
+    T_RUN(test_cuda_mlp_fp32);
+    T_RUN(test_cuda_mlp_tf32);
+    T_RUN(test_cuda_mlp_bf16);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_attention_fp32);
     T_RUN(test_cuda_attention_tf32);
+    T_RUN(test_cuda_attention_bf16);
     T_RUN(test_cuda_attention_head_groups);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);

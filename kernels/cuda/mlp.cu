@@ -1,0 +1,118 @@
+/* mlp.cu: the transformer MLP, fc1 -> GELU-tanh -> fc2 (mlp_fwd, mlp_bwd; shapes in ops.h:
+ * x (M, w), W1 (F, w), h (M, F), W2 (w, F), y (M, w)).
+ *
+ * fp32 and tf32 contexts, and bf16 ones whose operands do not fit the bf16 stages whole, run the
+ * separate ops (linear.cu's Linears, elementwise.cu's GELU) with gelu(h) in the caller's tmp; the
+ * backward's tmp = dy W2 is a cuda_gemm_rm.
+ *
+ * bf16 contexts where an (M, max(F, w)) operand and the (F, w) weights fit the stages whole
+ * (cuda_bf16_whole: every model shape) never write gelu(h) in fp32; it lives only as the bf16
+ * operand of the GEMMs that read it, written by the kernel that computes it:
+ *   forward   h = fc1(x) (linear_fwd: x in bf_a, W1 in bf_w); one kernel bf16(gelu(h)) -> bf_a;
+ *             W2 -> bf_w; y = bf_a W2^T + b2 on cuBLASLt with the bias epilogue
+ *   backward, stage by stage (each line's GEMMs read what the stages hold after it):
+ *                                                         bf_a   bf_b         bf_w
+ *     dy -> bf16, db2 += colsum dy (one pass)             dy     -            -
+ *     bf16(gelu(h))                                       dy     gelu(h)      -
+ *     dW2 += dy^T gelu(h)                     (beta 1)
+ *     W2 -> bf16                                          dy     gelu(h)      W2
+ *     tmp = dy W2, fp32                       (beta 0)
+ *     one kernel: bf16(tmp * gelu'(h)) -> bf_b,           dy     dh           W2
+ *       db1's column sums of the fp32 dh
+ *     x -> bf16, W1 -> bf16                               x      dh           W1
+ *     dx = dh W1                              (beta 0)
+ *     dW1 += dh^T x                           (beta 1)
+ *   Every stage is rewritten only after the GEMMs that read it were queued: one stream orders
+ *   them. dy's fp32 copy is last read by the first line (or the gemv of db2), so dx may alias it.
+ *
+ * Parallelisation: GELU into the stage is flat, a thread per element (grid-stride). The GELU
+ * backward with db1 is linear.cu's column-sum conversion (cuda_dgelu_colsum_bf16: chunks of rows,
+ * partials added in order, deterministic). When the partials cannot hold the chunks, dh goes
+ * through tmp in fp32 and db1 is a gemv against the workspace's ones.
+ * Numerics: GELU and its derivative are elementwise.cu's expressions (cuda_gelu_tanh*); dh is
+ * summed in fp32 before its rounding to bf16, and the GEMMs accumulate in fp32. */
+#include "cuda_internal.h"
+
+#define THREADS 256
+
+/* dst (n) bf16 <- gelu(h (n)). */
+__global__ static void k_gelu_to_bf16(__nv_bfloat16 *dst, const float *h, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16(cuda_gelu_tanh(h[i]));
+}
+
+extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x,
+                             const float *W1, const float *b1, const float *W2, const float *b2,
+                             int M, int F, int w) {
+    CUDA_OP(c);
+    if (M <= 0 || F <= 0 || w <= 0) return;
+    cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
+    if (!cuda_bf16_whole(c, M, F, w)) {
+        cuda_gelu_fwd(c, tmp, h, (size_t)M * F);
+        cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F);
+        return;
+    }
+    /* bf_a: bf16(gelu(h)) (M, F), free again once fc1's GEMM is queued; bf_w: W2 (w, F) */
+    size_t n = (size_t)M * F;
+    unsigned g = cuda_blocks(n, THREADS);
+    k_gelu_to_bf16<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(c->bf_a, h, n);
+    if (CUDA_LAUNCHED(c, "mlp_fwd")) return;
+    cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
+    if (cuda_lt_linear(c, y, c->bf_a, c->bf_w, b2, M, w, F, 1) == 0) return;
+    /* no cuBLASLt plan: bias rows, then the product onto them */
+    if (b2) {
+        cuda_bias_rows(c, "mlp_fwd", y, b2, M, w);
+        if (c->failed) return;
+    }
+    cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_a, F,
+                 c->bf_w, F, b2 ? 1.0f : 0.0f, y, w);
+}
+
+extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+                             const float *dy, const float *x, const float *h, const float *W1,
+                             const float *W2, float *tmp, int M, int F, int w) {
+    CUDA_OP(c);
+    if (M <= 0 || F <= 0 || w <= 0) return;
+    const size_t n = (size_t)M * F;
+    if (!cuda_bf16_whole(c, M, F, w)) {
+        /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
+        cuda_gelu_fwd(c, tmp, h, n);
+        cuda_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0);
+        cuda_gemm_rm(c, "mlp_bwd", 0, 0, M, F, w, 1.0f, dy, w, W2, F, 0.0f, tmp, F);
+        cuda_gelu_bwd(c, tmp, tmp, h, n);
+        cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0);
+        return;
+    }
+    /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
+    if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
+        cuda_to_bf16(c, "mlp_bwd", c->bf_a, dy, M, w, w);
+        if (db2) cuda_colsum_gemv(c, "mlp_bwd", db2, dy, M, w);
+    }
+    /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
+    unsigned g = cuda_blocks(n, THREADS);
+    k_gelu_to_bf16<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(c->bf_b, h, n);
+    if (CUDA_LAUNCHED(c, "mlp_bwd")) return;
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, c->bf_a, w,
+                 c->bf_b, F, 1.0f, dW2, F);
+    /* bf_w <- W2 (w, F); tmp (M, F) = dy W2 */
+    cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
+                 c->bf_w, F, 0.0f, tmp, F);
+    /* bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1 += its column sums in the
+     * same pass; without db1, or when the partials are too small, dh in fp32 in tmp, then staged */
+    if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, M, F) != 0) {
+        cuda_gelu_bwd(c, tmp, tmp, h, n);
+        cuda_to_bf16(c, "mlp_bwd", c->bf_b, tmp, M, F, F);
+        if (db1) cuda_colsum_gemv(c, "mlp_bwd", db1, tmp, M, F);
+    }
+    /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise) */
+    cuda_to_bf16(c, "mlp_bwd", c->bf_a, x, M, w, w);
+    if (dx) {
+        cuda_to_bf16(c, "mlp_bwd", c->bf_w, W1, F, w, w);
+        cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f, c->bf_b, F,
+                     c->bf_w, w, 0.0f, dx, w);
+    }
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, F, w, M, 1.0f, c->bf_b, F,
+                 c->bf_a, w, 1.0f, dW1, w);
+}
