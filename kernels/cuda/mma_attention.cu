@@ -11,21 +11,25 @@
  * so an accumulator strip of 16 x 64 becomes, packed to bf16 pairs, the A fragments of the next
  * product over its 64 columns without passing through shared memory.
  *
- * Forward (a block = 64 query rows of one (sequence, head), a warp per 16): Q's fragments stay in
- * registers; per tile of 64 keys, K and V are staged in shared memory (fp32 -> bf16 on the way in)
- * and a warp computes S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
- * O rescaled by 2^(m_old - m_new)), and O += P V. At the end O / l and lse = (m + log2 l) ln 2.
+ * Two shapes of kernel, each as forward, dQ and dK dV:
+ *   resident (T <= MA_RESIDENT, every model shape): a block per (sequence, head) loads the operand
+ *            it loops over whole into shared memory once (K and V; Q and dO for dK dV; swizzled
+ *            rows), then its 4 warps take strips of 16 rows in turn with no further barrier, each
+ *            strip's own fragments read straight from global memory;
+ *   tiled    (longer sequences): a block per 64 rows, a warp per 16; the other operand's 64-row
+ *            tiles come through an fp32 staging buffer by cp.async while the warps compute on the
+ *            previous tile, then are converted to bf16.
+ * Per strip: forward S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
+ * O rescaled by 2^(m_old - m_new)), O += P V, and at the end O / l and lse = (m + log2 l) ln 2.
  * Backward, as two kernels so that no float is added atomically (deterministic):
- *   dQ     a block per 64 queries: first D = rowsum(dO O) of its rows (written for the next
- *          kernel), Q and dO fragments in registers; per tile of 64 keys (K and V staged):
- *          S = Q K^T, dP = dO V^T, P = 2^(S s log2 e - lse log2 e), dS = P (dP - D) s, dQ += dS K;
- *   dK dV  a block per 64 keys, a warp per 16, K and V fragments in registers; per tile of 64
- *          queries (Q, dO, their lse and D staged): S^T, dP^T, P^T, dS^T again, dV += P^T dO,
+ *   dQ     first D = rowsum(dO O) of the strip's rows (written for the next kernel), then per
+ *          tile of 64 keys: S = Q K^T, dP = dO V^T, P = 2^(S s log2 e - lse log2 e),
+ *          dS = P (dP - D) s, dQ += dS K;
+ *   dK dV  per tile of 64 queries: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T, dV += P^T dO,
  *          dK += dS^T Q.
- * Staging is double-buffered: cp.async brings the next tile's fp32 rows into shared memory while
- * the warps compute on the current bf16 tile; a block-wide pass converts them when it is done.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
- * Bytes: q, k, v, out (and dout) once per pass of tiles; lse and D O(T).
+ * Bytes (resident): q, k, v, out and dout read once per pass (the tiled kernels re-read the
+ * looped-over operand once per 64-row block, from L2); lse and D O(T).
  * Tiles past T: rows are staged as zeros, score columns past T are -inf (P = 0), query rows past
  * T are never written; 8-column groups wholly past T are skipped.
  * Numerics: Q, K, V, dO, P and dS are rounded to bf16 as operands; the softmax statistics, the
@@ -57,13 +61,27 @@ __device__ static inline void mma16816(float c[4], const uint32_t a[4], uint32_t
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* The B fragments of two 8-column groups n0, n0 + 8 of Y (k, n), row-major in shared memory
- * (row k at y + k MA_LD), for the 16 rows from k0: b[0], b[1] of group n0, b[2], b[3] of n0 + 8.
- * Lanes 8i .. 8i + 7 address the rows of 8 x 8 matrix i: (k0, n0), (k0 + 8, n0), (k0, n0 + 8),
- * (k0 + 8, n0 + 8); .trans hands lane 4g + t the elements (2t, g), (2t + 1, g) of each. */
+/* Shared-memory layouts of a (rows, 64) bf16 operand: element (r, c) at L::at(r, c).
+ *   lay_pad  rows padded to MA_LD (144 bytes): 8 rows start 4 banks apart (the 64-row tiles)
+ *   lay_swz  rows of 128 bytes, the 16-byte chunk k of row r stored at chunk k ^ (r & 7): no
+ *            padding (the resident operands, a whole sequence) and, as with the padding, the 8
+ *            rows a fragment load or an ldmatrix phase touches fall in 8 different bank groups.
+ * Every access below stays inside one 16-byte chunk (pairs at even columns, 8-column groups). */
+struct lay_pad {
+    __device__ static int at(int r, int c) { return r * MA_LD + c; }
+};
+struct lay_swz {
+    __device__ static int at(int r, int c) { return r * MA_HD + ((((c >> 3) ^ (r & 7)) << 3) | (c & 7)); }
+};
+
+/* The B fragments of two 8-column groups n0, n0 + 8 of Y (k, n), row-major in shared memory,
+ * for the 16 rows from k0: b[0], b[1] of group n0, b[2], b[3] of n0 + 8. Lanes 8i .. 8i + 7
+ * address the rows of 8 x 8 matrix i: (k0, n0), (k0 + 8, n0), (k0, n0 + 8), (k0 + 8, n0 + 8);
+ * .trans hands lane 4g + t the elements (2t, g), (2t + 1, g) of each. */
+template <class L>
 __device__ static inline void ldsm_trans(uint32_t b[4], const bf16 *y, int k0, int n0) {
     const int lane = threadIdx.x & 31, m = lane >> 3;
-    const bf16 *p = y + (k0 + (lane & 7) + ((m & 1) ? 8 : 0)) * MA_LD + n0 + ((m & 2) ? 8 : 0);
+    const bf16 *p = y + L::at(k0 + (lane & 7) + ((m & 1) ? 8 : 0), n0 + ((m & 2) ? 8 : 0));
     uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
@@ -71,36 +89,65 @@ __device__ static inline void ldsm_trans(uint32_t b[4], const bf16 *y, int k0, i
 }
 
 /* A fragments (4 k-steps of 16 over the 64 columns) of rows r0 .. r0 + 15 of X (row-major). */
+template <class L>
 __device__ static inline void load_afrags(uint32_t a[4][4], const bf16 *x, int r0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int ks = 0; ks < 4; ks++) {
-        const bf16 *p = x + (r0 + g) * MA_LD + ks * 16 + 2 * t;
-        a[ks][0] = lds32(p);
-        a[ks][1] = lds32(p + 8 * MA_LD);
-        a[ks][2] = lds32(p + 8);
-        a[ks][3] = lds32(p + 8 * MA_LD + 8);
+        const int c = ks * 16 + 2 * t;
+        a[ks][0] = lds32(x + L::at(r0 + g, c));
+        a[ks][1] = lds32(x + L::at(r0 + g + 8, c));
+        a[ks][2] = lds32(x + L::at(r0 + g, c + 8));
+        a[ks][3] = lds32(x + L::at(r0 + g + 8, c + 8));
     }
 }
 
-/* C strip (16 x 64) += X (16 x 64, fragments a) Y^T with Y rows n of y (row-major, 64 wide);
- * column groups from `groups` on are left alone. */
-__device__ static inline void strip_xyt(float c[8][4], const uint32_t a[4][4], const bf16 *y, int groups) {
+/* The same from rows of fp32 in global memory (rows ld floats apart; rows at or past T zero). */
+__device__ static inline void global_afrags(uint32_t a[4][4], const float *x, long ld, int r0, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int ra = r0 + g, rb = ra + 8;
+    const float *pa = x + (long)ra * ld, *pb = x + (long)rb * ld;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+        const int c = ks * 16 + 2 * t;
+        float2 u0 = make_float2(0.f, 0.f), u1 = u0, u2 = u0, u3 = u0;
+        if (ra < T) {
+            u0 = *reinterpret_cast<const float2 *>(pa + c);
+            u2 = *reinterpret_cast<const float2 *>(pa + c + 8);
+        }
+        if (rb < T) {
+            u1 = *reinterpret_cast<const float2 *>(pb + c);
+            u3 = *reinterpret_cast<const float2 *>(pb + c + 8);
+        }
+        a[ks][0] = pack2(u0.x, u0.y);
+        a[ks][1] = pack2(u1.x, u1.y);
+        a[ks][2] = pack2(u2.x, u2.y);
+        a[ks][3] = pack2(u3.x, u3.y);
+    }
+}
+
+/* C strip (16 x 64) += X (16 x 64, fragments a) Y^T with Y the rows y0 .. y0 + 63 of y (row-major,
+ * 64 wide); column groups from `groups` on are left alone. */
+template <class L>
+__device__ static inline void strip_xyt(float c[8][4], const uint32_t a[4][4], const bf16 *y, int y0,
+                                        int groups) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
         if (nt >= groups) break;
 #pragma unroll
         for (int ks = 0; ks < 4; ks++) {
-            const bf16 *p = y + (nt * 8 + g) * MA_LD + ks * 16 + 2 * t;
-            mma16816(c[nt], a[ks], lds32(p), lds32(p + 8));
+            const int r = y0 + nt * 8 + g, k = ks * 16 + 2 * t;
+            mma16816(c[nt], a[ks], lds32(y + L::at(r, k)), lds32(y + L::at(r, k + 8)));
         }
     }
 }
 
-/* C strip (16 x 64) += P (16 x 64, the fp32 strip p packed to bf16) Y with Y (64, 64) row-major
- * at y; k-steps from `ksteps` on are skipped (their P columns are zero). */
-__device__ static inline void strip_py(float c[8][4], const float p[8][4], const bf16 *y, int ksteps) {
+/* C strip (16 x 64) += P (16 x 64, the fp32 strip p packed to bf16) Y with Y the rows y0 ..
+ * y0 + 63 of y (row-major); k-steps from `ksteps` on are skipped (their P columns are zero). */
+template <class L>
+__device__ static inline void strip_py(float c[8][4], const float p[8][4], const bf16 *y, int y0,
+                                       int ksteps) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         if (j >= ksteps) break;
@@ -109,7 +156,7 @@ __device__ static inline void strip_py(float c[8][4], const float p[8][4], const
 #pragma unroll
         for (int dn = 0; dn < 8; dn += 2) {
             uint32_t b[4];
-            ldsm_trans(b, y, j * 16, dn * 8);
+            ldsm_trans<L>(b, y, y0 + j * 16, dn * 8);
             mma16816(c[dn], a, b[0], b[1]);
             mma16816(c[dn + 1], a, b[2], b[3]);
         }
@@ -153,7 +200,8 @@ __device__ static inline void convert_tile(bf16 *dst, const float *f) {
     for (int e = threadIdx.x; e < MA_TILE * (MA_HD / 4); e += MA_WARPS * 32) {
         int r = e / (MA_HD / 4), c4 = e % (MA_HD / 4);
         float4 v = *reinterpret_cast<const float4 *>(f + r * MA_HD + 4 * c4);
-        *reinterpret_cast<uint2 *>(dst + r * MA_LD + 4 * c4) = make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
+        *reinterpret_cast<uint2 *>(dst + r * MA_LD + 4 * c4) =
+            make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
     }
 }
 
@@ -168,12 +216,297 @@ __device__ static inline int imin(int a, int b) { return a < b ? a : b; }
 /* after MA_CARVE: the 4 x 64 floats */
 #define MA_EXTRA reinterpret_cast<float *>(sB + MA_TILE * MA_LD)
 
-/* ---- forward ------------------------------------------------------------------------------------- */
+/* ---- the steps of the kernels, per tile of 64 keys (forward, dQ) or queries (dK dV) ------------ */
+
+/* Forward: one warp's 16 query rows (fragments qa) against keys k0 .. k0 + 63, at rows y0 ..
+ * y0 + 63 of K and V: the online softmax in base 2 (running max m, sum l; O rescaled by
+ * 2^(m_old - m_new)) and O += P V. */
+template <class L>
+__device__ static inline void fwd_step(float o[8][4], float ml[4], const uint32_t qa[4][4],
+                                       const bf16 *K, const bf16 *V, int y0, int k0, int T, float sl2) {
+    const int t = threadIdx.x & 3;
+    const int valid = imin(MA_TILE, T - k0);
+    float s[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    strip_xyt<L>(s, qa, K, y0, (valid + 7) / 8);
+    float mx0 = ml[0], mx1 = ml[1];
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = k0 + nt * 8 + 2 * t + (e & 1);
+            s[nt][e] = col < T ? s[nt][e] * sl2 : -INFINITY;
+        }
+        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    /* column k0 < T is in every tile, so mx0 and mx1 are finite */
+    const float a0 = exp2f(ml[0] - mx0), a1 = exp2f(ml[1] - mx1);
+    ml[0] = mx0, ml[1] = mx1;
+    float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        s[nt][0] = exp2f(s[nt][0] - mx0);
+        s[nt][1] = exp2f(s[nt][1] - mx0);
+        s[nt][2] = exp2f(s[nt][2] - mx1);
+        s[nt][3] = exp2f(s[nt][3] - mx1);
+        ls0 += s[nt][0] + s[nt][1];
+        ls1 += s[nt][2] + s[nt][3];
+        o[nt][0] *= a0, o[nt][1] *= a0, o[nt][2] *= a1, o[nt][3] *= a1;
+    }
+    ml[2] = ml[2] * a0 + ls0;
+    ml[3] = ml[3] * a1 + ls1;
+    strip_py<L>(o, s, V, y0, (valid + 15) / 16);
+}
+
+/* Forward's end for the warp's rows q .. q + 15 (q + g and q + g + 8 for this lane): O / l and
+ * lse = (m + log2 l) ln 2. */
+__device__ static inline void fwd_store(float *out, float *lse, float o[8][4], float ml[4], long W,
+                                        int q, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float l0 = ml[2], l1 = ml[3];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int qa0 = q + g, qa1 = qa0 + 8;
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    float *o0 = out + (long)qa0 * W, *o1 = o0 + 8 * W;
+#pragma unroll
+    for (int dn = 0; dn < 8; dn++) {
+        int d = dn * 8 + 2 * t;
+        if (qa0 < T) *reinterpret_cast<float2 *>(o0 + d) = make_float2(o[dn][0] * i0, o[dn][1] * i0);
+        if (qa1 < T) *reinterpret_cast<float2 *>(o1 + d) = make_float2(o[dn][2] * i1, o[dn][3] * i1);
+    }
+    if (t == 0) {
+        if (qa0 < T) lse[qa0] = (ml[0] + log2f(l0)) * 0.69314718056f;
+        if (qa1 < T) lse[qa1] = (ml[1] + log2f(l1)) * 0.69314718056f;
+    }
+}
+
+/* A 16 x 64 accumulator strip to rows r .. r + 15 (ld floats apart) of dst, rows below T only. */
+__device__ static inline void store_strip(float *dst, long ld, const float c[8][4], int r, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = r + g, r1 = r0 + 8;
+    float *d0 = dst + (long)r0 * ld, *d1 = d0 + 8 * ld;
+#pragma unroll
+    for (int dn = 0; dn < 8; dn++) {
+        int d = dn * 8 + 2 * t;
+        if (r0 < T) *reinterpret_cast<float2 *>(d0 + d) = make_float2(c[dn][0], c[dn][1]);
+        if (r1 < T) *reinterpret_cast<float2 *>(d1 + d) = make_float2(c[dn][2], c[dn][3]);
+    }
+}
+
+/* dQ: the warp's 16 queries (fragments qa of Q, ga of dO; lse L and D of its two rows per lane,
+ * lse in base 2) against keys k0 .. k0 + 63 at rows y0 .. of K and V: dQ += dS K. */
+template <class L>
+__device__ static inline void bwdq_step(float dq[8][4], const uint32_t qa[4][4], const uint32_t ga[4][4],
+                                        const bf16 *K, const bf16 *V, int y0, int k0, int T,
+                                        const float LD[4], float sl2, float scale) {
+    const int t = threadIdx.x & 3;
+    const int valid = imin(MA_TILE, T - k0), groups = (valid + 7) / 8;
+    float s[8][4], dp[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+    }
+    strip_xyt<L>(s, qa, K, y0, groups);  /* S = Q K^T */
+    strip_xyt<L>(dp, ga, V, y0, groups); /* dP = dO V^T */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = k0 + nt * 8 + 2 * t + (e & 1);
+            float p = col < T ? exp2f(s[nt][e] * sl2 - LD[e >> 1]) : 0.0f;
+            dp[nt][e] = p * (dp[nt][e] - LD[2 + (e >> 1)]) * scale;
+        }
+    strip_py<L>(dq, dp, K, y0, (valid + 15) / 16); /* dQ += dS K */
+}
+
+/* dK dV: the warp's 16 keys (fragments ka of K, va of V) against queries q0 .. q0 + 63 at rows
+ * y0 .. of Q and dO, with their base-2 lse and D at sL, sD (indexed by the query - q0; entries
+ * past T: lse +inf, D 0): dV += P^T dO, dK += dS^T Q. */
+template <class L>
+__device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const uint32_t ka[4][4],
+                                         const uint32_t va[4][4], const bf16 *Q, const bf16 *G, int y0,
+                                         int q0, int T, const float *sL, const float *sD, float sl2,
+                                         float scale) {
+    const int t = threadIdx.x & 3;
+    const int valid = imin(MA_TILE, T - q0), groups = (valid + 7) / 8;
+    float s[8][4], dp[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+    }
+    strip_xyt<L>(s, ka, Q, y0, groups);  /* S^T = K Q^T */
+    strip_xyt<L>(dp, va, G, y0, groups); /* dP^T = V dO^T */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int q = nt * 8 + 2 * t + (e & 1);
+            float p = exp2f(s[nt][e] * sl2 - sL[q]);
+            s[nt][e] = p;
+            dp[nt][e] = p * (dp[nt][e] - sD[q]) * scale;
+        }
+    const int ksteps = (valid + 15) / 16;
+    strip_py<L>(dv, s, G, y0, ksteps);  /* dV += P^T dO */
+    strip_py<L>(dk, dp, Q, y0, ksteps); /* dK += dS^T Q */
+}
+
+/* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
+ * floats apart) and lse: LD = {L0, L1, D0, D1}; D also written to Dg (n, heads, T) when t == 0. */
+__device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, const float *O,
+                                      const float *lse, long W, int q, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        const int r = q + g + 8 * k;
+        float acc = 0.0f;
+        if (r < T) {
+            const float *a = dO + (long)r * W + 16 * t, *b = O + (long)r * W + 16 * t;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float4 x = *reinterpret_cast<const float4 *>(a + 4 * i);
+                float4 y = *reinterpret_cast<const float4 *>(b + 4 * i);
+                acc += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+            }
+        }
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        LD[k] = r < T ? lse[r] * LOG2E : 0.0f;
+        LD[2 + k] = acc;
+        if (t == 0 && r < T) Dg[r] = acc;
+    }
+}
+
+/* ---- resident kernels: a block per (sequence, head) holds the operand it loops over whole -------
+ * (K and V, or Q and dO: 2 x Tr x 128 bytes, Tr = T rounded up to 16, swizzled), read from global
+ * memory once; its 4 warps take strips of 16 rows in turn, each strip's own fragments coming
+ * straight from global memory. No barrier after the load. Used up to MA_RESIDENT rows. */
+#define MA_RESIDENT 384
+static size_t resident_smem(int T) {
+    size_t tr = (size_t)(T + 15) / 16 * 16;
+    return 2 * tr * MA_HD * sizeof(bf16) + 2 * (tr + MA_TILE) * sizeof(float);
+}
+
+/* dst (Tr rows, swizzled) <- rows [0, T) of src (rows ld floats apart), zero up to Tr. */
+__device__ static inline void load_resident(bf16 *dst, const float *src, long ld, int T, int Tr) {
+    for (int e = threadIdx.x; e < Tr * (MA_HD / 4); e += MA_WARPS * 32) {
+        int r = e / (MA_HD / 4), c4 = e % (MA_HD / 4);
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < T) v = *reinterpret_cast<const float4 *>(src + (long)r * ld + 4 * c4);
+        *reinterpret_cast<uint2 *>(dst + lay_swz::at(r, 4 * c4)) =
+            make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
+    }
+}
+
+#define RS_CARVE                                                                                   \
+    extern __shared__ __align__(16) unsigned char ma_smem[];                                       \
+    const int Tr = (T + 15) / 16 * 16;                                                             \
+    bf16 *rA = reinterpret_cast<bf16 *>(ma_smem), *rB = rA + (long)Tr * MA_HD;
+
+__global__ static void __launch_bounds__(MA_WARPS * 32)
+k_res_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2) {
+    RS_CARVE
+    const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
+    const long W = (long)heads * MA_HD, row = 3 * W;
+    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    load_resident(rA, base + W, row, T, Tr);
+    load_resident(rB, base + 2 * W, row, T, Tr);
+    __syncthreads();
+    for (int q = warp * 16; q < T; q += MA_WARPS * 16) {
+        uint32_t qa[4][4];
+        global_afrags(qa, base, row, q, T);
+        float o[8][4], ml[4] = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+        for (int k0 = 0; k0 < T; k0 += MA_TILE) fwd_step<lay_swz>(o, ml, qa, rA, rB, k0, k0, T, sl2);
+        fwd_store(out + (long)b * T * W + (long)h * MA_HD, lse + ((long)b * heads + h) * T, o, ml,
+                  W, q, T);
+    }
+}
+
+__global__ static void __launch_bounds__(MA_WARPS * 32)
+k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const float *qkv,
+            const float *lse, int T, int heads, float scale) {
+    RS_CARVE
+    const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
+    const long W = (long)heads * MA_HD, row = 3 * W;
+    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const float *obase = out + (long)b * T * W + (long)h * MA_HD;
+    const long lo = ((long)b * heads + h) * T;
+    const float sl2 = scale * LOG2E;
+    load_resident(rA, base + W, row, T, Tr);
+    load_resident(rB, base + 2 * W, row, T, Tr);
+    __syncthreads();
+    for (int q = warp * 16; q < T; q += MA_WARPS * 16) {
+        uint32_t qa[4][4], ga[4][4];
+        global_afrags(qa, base, row, q, T);
+        global_afrags(ga, gbase, W, q, T);
+        float LD[4];
+        rows_ld(LD, D + lo, gbase, obase, lse + lo, W, q, T);
+        float dq[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+        for (int k0 = 0; k0 < T; k0 += MA_TILE)
+            bwdq_step<lay_swz>(dq, qa, ga, rA, rB, k0, k0, T, LD, sl2, scale);
+        store_strip(dqkv + (long)b * T * row + (long)h * MA_HD, row, dq, q, T);
+    }
+}
+
+__global__ static void __launch_bounds__(MA_WARPS * 32)
+k_res_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse, const float *D,
+             int T, int heads, float scale) {
+    RS_CARVE
+    float *sL = reinterpret_cast<float *>(rB + (long)Tr * MA_HD), *sD = sL + Tr + MA_TILE;
+    const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
+    const long W = (long)heads * MA_HD, row = 3 * W;
+    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const long lo = ((long)b * heads + h) * T;
+    const float sl2 = scale * LOG2E;
+    load_resident(rA, base, row, T, Tr);
+    load_resident(rB, gbase, W, T, Tr);
+    for (int i = threadIdx.x; i < Tr + MA_TILE; i += MA_WARPS * 32) {
+        sL[i] = i < T ? lse[lo + i] * LOG2E : INFINITY; /* P = 0 past T */
+        sD[i] = i < T ? D[lo + i] : 0.0f;
+    }
+    __syncthreads();
+    float *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    for (int k = warp * 16; k < T; k += MA_WARPS * 16) {
+        uint32_t ka[4][4], va[4][4];
+        global_afrags(ka, base + W, row, k, T);
+        global_afrags(va, base + 2 * W, row, k, T);
+        float dk[8][4], dv[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.0f;
+            dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.0f;
+        }
+        for (int q0 = 0; q0 < T; q0 += MA_TILE)
+            bwdkv_step<lay_swz>(dk, dv, ka, va, rA, rB, q0, q0, T, sL + q0, sD + q0, sl2, scale);
+        store_strip(dbase + W, row, dk, k, T);
+        store_strip(dbase + 2 * W, row, dv, k, T);
+    }
+}
+
+/* ---- tiled kernels: longer sequences, 64-row tiles staged in turn ---------------------------------
+ * A block per 64 rows of one (sequence, head), a warp per 16 of them; the tiles of the other
+ * operand travel through the fp32 staging (cp.async, double-buffered against the compute). */
 
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2) {
     MA_CARVE
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
@@ -187,16 +520,14 @@ k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
     __syncthreads();
     convert_tile(sA, fA);
     __syncthreads();
-    load_afrags(qa, sA, r0);
+    load_afrags<lay_pad>(qa, sA, r0);
     issue_tile(fA, base + W, row, 0, T);
     issue_tile(fB, base + 2 * W, row, 0, T);
     cp_commit();
 
-    float o[8][4];
+    float o[8][4], ml[4] = {-INFINITY, -INFINITY, 0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-
     for (int k0 = 0; k0 < T; k0 += MA_TILE) {
         cp_wait_all();
         __syncthreads(); /* tile k0 staged; the previous bf16 tiles (or Q's) no longer read */
@@ -208,119 +539,42 @@ k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
             issue_tile(fB, base + 2 * W, row, k0 + MA_TILE, T);
             cp_commit();
         }
-        if (!active) continue;
-        const int valid = imin(MA_TILE, T - k0);
-        float s[8][4];
-#pragma unroll
-        for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-        strip_xyt(s, qa, sA, (valid + 7) / 8);
-        float mx0 = m0, mx1 = m1;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int col = k0 + nt * 8 + 2 * t + (e & 1);
-                s[nt][e] = col < T ? s[nt][e] * sl2 : -INFINITY;
-            }
-            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* column k0 < T is in every tile, so mx0 and mx1 are finite */
-        const float a0 = exp2f(m0 - mx0), a1 = exp2f(m1 - mx1);
-        m0 = mx0, m1 = mx1;
-        float ls0 = 0.0f, ls1 = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-            s[nt][0] = exp2f(s[nt][0] - mx0);
-            s[nt][1] = exp2f(s[nt][1] - mx0);
-            s[nt][2] = exp2f(s[nt][2] - mx1);
-            s[nt][3] = exp2f(s[nt][3] - mx1);
-            ls0 += s[nt][0] + s[nt][1];
-            ls1 += s[nt][2] + s[nt][3];
-            o[nt][0] *= a0, o[nt][1] *= a0, o[nt][2] *= a1, o[nt][3] *= a1;
-        }
-        l0 = l0 * a0 + ls0;
-        l1 = l1 * a1 + ls1;
-        strip_py(o, s, sB, (valid + 15) / 16);
+        if (active) fwd_step<lay_pad>(o, ml, qa, sA, sB, 0, k0, T, sl2);
     }
-    if (!active) return;
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int qa0 = q0 + r0 + g, qa1 = qa0 + 8;
-    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
-    float *o0 = out + ((long)b * T + qa0) * W + (long)h * MA_HD;
-    float *o1 = o0 + 8 * W;
-#pragma unroll
-    for (int dn = 0; dn < 8; dn++) {
-        int d = dn * 8 + 2 * t;
-        if (qa0 < T) *reinterpret_cast<float2 *>(o0 + d) = make_float2(o[dn][0] * i0, o[dn][1] * i0);
-        if (qa1 < T) *reinterpret_cast<float2 *>(o1 + d) = make_float2(o[dn][2] * i1, o[dn][3] * i1);
-    }
-    if (t == 0) {
-        float *L = lse + ((long)b * heads + h) * T;
-        if (qa0 < T) L[qa0] = (m0 + log2f(l0)) * 0.69314718056f;
-        if (qa1 < T) L[qa1] = (m1 + log2f(l1)) * 0.69314718056f;
-    }
+    if (active)
+        fwd_store(out + (long)b * T * W + (long)h * MA_HD, lse + ((long)b * heads + h) * T, o, ml,
+                  W, q0 + r0, T);
 }
-
-/* ---- backward ------------------------------------------------------------------------------------ */
 
 /* dQ of 64 queries; first D = rowsum(dO O) of them, written to D for the dK dV kernel. */
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const float *qkv,
             const float *lse, int T, int heads, float scale) {
     MA_CARVE
-    float *fX = MA_EXTRA;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const float *obase = out + (long)b * T * W + (long)h * MA_HD;
-    const float *Lb = lse + ((long)b * heads + h) * T;
-    float *Db = D + ((long)b * heads + h) * T;
+    const long lo = ((long)b * heads + h) * T;
     const int r0 = warp * 16;
     const bool active = q0 + r0 < T;
     const float sl2 = scale * LOG2E;
-    const int qa0 = q0 + r0 + g, qa1 = qa0 + 8;
-    const float L0 = qa0 < T ? Lb[qa0] * LOG2E : 0.0f, L1 = qa1 < T ? Lb[qa1] * LOG2E : 0.0f;
 
     issue_tile(fA, base, row, q0, T);
     issue_tile(fB, gbase, W, q0, T);
     cp_commit();
     cp_wait_all();
     __syncthreads();
-    { /* D of the 64 rows: two threads per row, 32 columns each, dO from staging, O from memory */
-        const int r = threadIdx.x >> 1, half = threadIdx.x & 1;
-        float acc = 0.0f;
-        if (q0 + r < T) {
-            const float *orow = obase + (long)(q0 + r) * W + 32 * half, *grow = fB + r * MA_HD + 32 * half;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float4 ov = *reinterpret_cast<const float4 *>(orow + 4 * i);
-                float4 gv = *reinterpret_cast<const float4 *>(grow + 4 * i);
-                acc += ov.x * gv.x + ov.y * gv.y + ov.z * gv.z + ov.w * gv.w;
-            }
-        }
-        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-        if (!half) {
-            fX[r] = acc;
-            if (q0 + r < T) Db[q0 + r] = acc;
-        }
-    }
     convert_tile(sA, fA);
     convert_tile(sB, fB);
     __syncthreads();
     uint32_t qa[4][4], ga[4][4];
-    load_afrags(qa, sA, r0);
-    load_afrags(ga, sB, r0);
-    const float D0 = fX[r0 + g], D1 = fX[r0 + g + 8];
+    load_afrags<lay_pad>(qa, sA, r0);
+    load_afrags<lay_pad>(ga, sB, r0);
+    float LD[4];
+    rows_ld(LD, D + lo, gbase, obase, lse + lo, W, q0 + r0, T);
     issue_tile(fA, base + W, row, 0, T);
     issue_tile(fB, base + 2 * W, row, 0, T);
     cp_commit();
@@ -339,36 +593,9 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const fl
             issue_tile(fB, base + 2 * W, row, k0 + MA_TILE, T);
             cp_commit();
         }
-        if (!active) continue;
-        const int valid = imin(MA_TILE, T - k0);
-        float s[8][4], dp[8][4];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-        }
-        const int groups = (valid + 7) / 8;
-        strip_xyt(s, qa, sA, groups);  /* S = Q K^T */
-        strip_xyt(dp, ga, sB, groups); /* dP = dO V^T */
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int col = k0 + nt * 8 + 2 * t + (e & 1);
-                float p = col < T ? exp2f(s[nt][e] * sl2 - (e < 2 ? L0 : L1)) : 0.0f;
-                dp[nt][e] = p * (dp[nt][e] - (e < 2 ? D0 : D1)) * scale;
-            }
-        strip_py(dq, dp, sA, (valid + 15) / 16); /* dQ += dS K */
+        if (active) bwdq_step<lay_pad>(dq, qa, ga, sA, sB, 0, k0, T, LD, sl2, scale);
     }
-    if (!active) return;
-    float *q_out0 = dqkv + ((long)b * T + qa0) * row + (long)h * MA_HD;
-    float *q_out1 = q_out0 + 8 * row;
-#pragma unroll
-    for (int dn = 0; dn < 8; dn++) {
-        int d = dn * 8 + 2 * t;
-        if (qa0 < T) *reinterpret_cast<float2 *>(q_out0 + d) = make_float2(dq[dn][0], dq[dn][1]);
-        if (qa1 < T) *reinterpret_cast<float2 *>(q_out1 + d) = make_float2(dq[dn][2], dq[dn][3]);
-    }
+    if (active) store_strip(dqkv + (long)b * T * row + (long)h * MA_HD, row, dq, q0 + r0, T);
 }
 
 /* dK and dV of 64 keys (after k_mma_bwd_q has written D). */
@@ -378,7 +605,7 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
     MA_CARVE
     /* fX[0, 128): the staging of lse and D; sL, sD: the tile's, in the form used */
     float *fX = MA_EXTRA, *sL = fX + 2 * MA_TILE, *sD = fX + 3 * MA_TILE;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = threadIdx.x >> 5;
     const int k0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
@@ -397,8 +624,8 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
     convert_tile(sB, fB);
     __syncthreads();
     uint32_t ka[4][4], va[4][4];
-    load_afrags(ka, sA, r0);
-    load_afrags(va, sB, r0);
+    load_afrags<lay_pad>(ka, sA, r0);
+    load_afrags<lay_pad>(va, sB, r0);
     issue_tile(fA, base, row, 0, T);
     issue_tile(fB, gbase, W, 0, T);
     issue_row(fX, Lb, 0, T);
@@ -429,60 +656,28 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
             issue_row(fX + MA_TILE, Db, q0 + MA_TILE, T);
             cp_commit();
         }
-        if (!active) continue;
-        const int valid = imin(MA_TILE, T - q0);
-        float s[8][4], dp[8][4];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-        }
-        const int groups = (valid + 7) / 8;
-        strip_xyt(s, ka, sA, groups);  /* S^T = K Q^T */
-        strip_xyt(dp, va, sB, groups); /* dP^T = V dO^T */
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int q = nt * 8 + 2 * t + (e & 1);
-                float p = exp2f(s[nt][e] * sl2 - sL[q]);
-                s[nt][e] = p;
-                dp[nt][e] = p * (dp[nt][e] - sD[q]) * scale;
-            }
-        const int ksteps = (valid + 15) / 16;
-        strip_py(dv, s, sB, ksteps);  /* dV += P^T dO */
-        strip_py(dk, dp, sA, ksteps); /* dK += dS^T Q */
+        if (active) bwdkv_step<lay_pad>(dk, dv, ka, va, sA, sB, 0, q0, T, sL, sD, sl2, scale);
     }
     if (!active) return;
-    const int ka0 = k0 + r0 + g, ka1 = ka0 + 8;
-    float *k_out0 = dqkv + ((long)b * T + ka0) * row + W + (long)h * MA_HD;
-    float *k_out1 = k_out0 + 8 * row;
-#pragma unroll
-    for (int dn = 0; dn < 8; dn++) {
-        int d = dn * 8 + 2 * t;
-        if (ka0 < T) {
-            *reinterpret_cast<float2 *>(k_out0 + d) = make_float2(dk[dn][0], dk[dn][1]);
-            *reinterpret_cast<float2 *>(k_out0 + W + d) = make_float2(dv[dn][0], dv[dn][1]);
-        }
-        if (ka1 < T) {
-            *reinterpret_cast<float2 *>(k_out1 + d) = make_float2(dk[dn][2], dk[dn][3]);
-            *reinterpret_cast<float2 *>(k_out1 + W + d) = make_float2(dv[dn][2], dv[dn][3]);
-        }
-    }
+    float *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    store_strip(dbase + W, row, dk, k0 + r0, T);
+    store_strip(dbase + 2 * W, row, dv, k0 + r0, T);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 
-/* The kernels' dynamic shared memory limit, set once per process (one device per process). */
+/* The kernels' dynamic shared memory limits, set once per process (one device per process). */
 static int mma_setup(umd_ctx *c) {
     static int done = 0;
     if (done) return 0;
-    if (cuda_check(c, cudaFuncSetAttribute(k_mma_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, MA_SMEM),
-                   "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q, cudaFuncAttributeMaxDynamicSharedMemorySize, MA_SMEM),
-                   "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv, cudaFuncAttributeMaxDynamicSharedMemorySize, MA_SMEM),
-                   "attention"))
+    const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    if (cuda_check(c, cudaFuncSetAttribute(k_mma_fwd, a, tiled), "attention") ||
+        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q, a, tiled), "attention") ||
+        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv, a, tiled), "attention") ||
+        cuda_check(c, cudaFuncSetAttribute(k_res_fwd, a, res), "attention") ||
+        cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q, a, res), "attention") ||
+        cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv, a, res), "attention"))
         return -1;
     done = 1;
     return 0;
@@ -497,9 +692,14 @@ int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd)
 void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                             int heads) {
     if (mma_setup(c)) return;
-    dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-    k_mma_fwd<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads,
-                                                          LOG2E / sqrtf((float)MA_HD));
+    const float sl2 = LOG2E / sqrtf((float)MA_HD);
+    if (T <= MA_RESIDENT) {
+        k_res_fwd<<<dim3((unsigned)heads, (unsigned)n), MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            out, lse, qkv, T, heads, sl2);
+    } else {
+        dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
+        k_mma_fwd<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads, sl2);
+    }
     CUDA_LAUNCHED(c, "attention_fwd");
 }
 
@@ -507,11 +707,20 @@ void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const fl
                             const float *out, const float *lse, int n, int T, int heads) {
     if (mma_setup(c)) return;
     const float scale = 1.0f / sqrtf((float)MA_HD);
-    dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-    k_mma_bwd_q<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out, qkv, lse,
-                                                            T, heads, scale);
-    if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-    k_mma_bwd_kv<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, dout, qkv, lse, c->attn_d, T,
-                                                             heads, scale);
+    if (T <= MA_RESIDENT) {
+        dim3 grid((unsigned)heads, (unsigned)n);
+        k_res_bwd_q<<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(dqkv, c->attn_d, dout, out,
+                                                                          qkv, lse, T, heads, scale);
+        if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+        k_res_bwd_kv<<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(dqkv, dout, qkv, lse,
+                                                                           c->attn_d, T, heads, scale);
+    } else {
+        dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
+        k_mma_bwd_q<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out, qkv,
+                                                                lse, T, heads, scale);
+        if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+        k_mma_bwd_kv<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, dout, qkv, lse, c->attn_d, T,
+                                                                 heads, scale);
+    }
     CUDA_LAUNCHED(c, "attention_bwd");
 }

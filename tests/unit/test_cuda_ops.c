@@ -521,14 +521,16 @@ static void attention_shape(umd_ctx *g_ctx, int m, int n, int T, int heads, int 
 static void attention(int m) {
     need_gpu(m);
     const int shapes[][4] = {{2, 5, 2, 8}, {3, 65, 3, 64}, {2, 257, 2, 32}, {2, 257, 2, 64},
-                             {1, 1025, 2, 64}, {2, 130, 3, 64}, {4, 17, 1, 64}};
-    /* every path the math has: bf16 the mma kernels (head width 64), then the TF32 fused kernels
-     * (widths 32, 64), then every shape on the batched GEMMs; TF32 the last two; fp32 the GEMMs */
+                             {1, 1025, 2, 64}, {2, 130, 3, 64}, {4, 17, 1, 64}, {1, 384, 2, 64},
+                             {1, 400, 1, 64}};
+    /* every path the math has: bf16 the mma kernels (head width 64; resident up to T = 384, tiled
+     * beyond), then the TF32 fused kernels (widths 32, 64), then every shape on the batched GEMMs;
+     * TF32 the last two; fp32 the GEMMs */
     const int modes[] = {UMD_ATTN_MMA, UMD_ATTN_FUSED, UMD_ATTN_GEMM};
     int first = m == UMD_MATH_BF16 ? 0 : m == UMD_MATH_TF32 ? 1 : 2;
     for (int k = first; k < 3; k++) {
         T_REQUIRE(umd_cuda_set_attention(gc, modes[k]) == 0);
-        for (int s = 0; s < 7; s++)
+        for (int s = 0; s < 9; s++)
             attention_shape(gc, m, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], 60 + s);
         cleanup();
     }
