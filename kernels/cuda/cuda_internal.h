@@ -142,6 +142,8 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
 void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                   int cols, long ld);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
+/* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd). */
+void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *h, size_t n);
 /* The same for dy = g * gelu'(h) elementwise (the MLP's GELU backward fused into the pass). */
 int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
                            const float *h, long M, int N);

@@ -40,13 +40,71 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
                  op);
 }
 
-/* dst (rows, cols) packed bf16 <- src rows at stride ld floats: flat when the rows are packed,
- * else a row per grid row (no 64-bit divisions per element: they would cost more than the copy). */
-__global__ static void k_to_bf16_flat(__nv_bfloat16 *dst, const float *src, size_t n) {
+/* The values a conversion to bf16 reads, element i of a flat (rows, cols) operand: src_plain the
+ * floats themselves, src_gelu gelu(h) (the MLP's fc2 input, mlp.cu), src_dgelu g gelu'(h) (its
+ * GELU backward). at4 reads 4 from a 16-byte aligned i. */
+struct src_plain {
+    const float *a;
+    __device__ float at(long i) const { return a[i]; }
+    __device__ float4 at4(long i) const { return *reinterpret_cast<const float4 *>(a + i); }
+    bool aligned() const { return ((uintptr_t)a & 15) == 0; }
+};
+struct src_gelu {
+    const float *h;
+    __device__ float at(long i) const { return cuda_gelu_tanh(h[i]); }
+    __device__ float4 at4(long i) const {
+        float4 x = *reinterpret_cast<const float4 *>(h + i);
+        return make_float4(cuda_gelu_tanh(x.x), cuda_gelu_tanh(x.y), cuda_gelu_tanh(x.z),
+                           cuda_gelu_tanh(x.w));
+    }
+    bool aligned() const { return ((uintptr_t)h & 15) == 0; }
+};
+struct src_dgelu {
+    const float *g, *h;
+    __device__ float at(long i) const { return g[i] * cuda_gelu_tanh_grad(h[i]); }
+    __device__ float4 at4(long i) const {
+        float4 a = *reinterpret_cast<const float4 *>(g + i), x = *reinterpret_cast<const float4 *>(h + i);
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 15) == 0; }
+};
+
+__device__ static inline uint2 bf16x4(float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+}
+
+/* dst (n) bf16 <- src: 4 per thread (float4 in, 8 bytes out) where aligned, else 1. */
+template <class S> __global__ static void k_conv4(__nv_bfloat16 *dst, S src, size_t n4) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4;
+         i += (size_t)gridDim.x * blockDim.x)
+        *reinterpret_cast<uint2 *>(dst + 4 * i) = bf16x4(src.at4((long)(4 * i)));
+}
+template <class S> __global__ static void k_conv(__nv_bfloat16 *dst, S src, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16(src[i]);
+        dst[i] = __float2bfloat16(src.at((long)i));
 }
+
+template <class S> static void convert(umd_ctx *c, const char *op, __nv_bfloat16 *dst, S src, size_t n) {
+    if (n % 4 == 0 && src.aligned() && ((uintptr_t)dst & 7) == 0) {
+        unsigned g = cuda_blocks(n / 4, THREADS);
+        k_conv4<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(dst, src, n / 4);
+    } else {
+        unsigned g = cuda_blocks(n, THREADS);
+        k_conv<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(dst, src, n);
+    }
+    CUDA_LAUNCHED(c, op);
+}
+
+void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *h, size_t n) {
+    if (c->failed || n == 0) return;
+    convert(c, op, dst, src_gelu{h}, n);
+}
+
+/* dst (rows, cols) packed bf16 <- src rows at stride ld floats: flat when the rows are packed,
+ * else a row per grid row (no 64-bit divisions per element: they would cost more than the copy). */
 
 __global__ static void k_to_bf16_rows(__nv_bfloat16 *dst, const float *src, long rows, int cols,
                                       long ld) {
@@ -59,9 +117,8 @@ void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *s
                     int cols, long ld) {
     if (c->failed || rows <= 0 || cols <= 0) return;
     if (ld == cols) {
-        size_t total = (size_t)rows * cols;
-        unsigned g = cuda_blocks(total, THREADS);
-        k_to_bf16_flat<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(dst, src, total);
+        convert(c, op, dst, src_plain{src}, (size_t)rows * cols);
+        return;
     } else {
         dim3 grid(cuda_blocks((size_t)cols, THREADS), (unsigned)(rows < 65535 ? rows : 65535));
         k_to_bf16_rows<<<grid, THREADS, 0, c->stream>>>(dst, src, rows, cols, ld);
@@ -236,23 +293,6 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const floa
  *                    columns (4 per thread: float4 loads, 8-byte bf16 stores); row lane y takes
  *                    rows y, y + 8, ... of the chunk, and the 8 lane sums are added in lane order
  * then k_colsum_add adds the chunks' partials into db in chunk order: deterministic, no atomics. */
-struct src_plain {
-    const float *a;
-    __device__ float at(long i) const { return a[i]; }
-    __device__ float4 at4(long i) const { return *reinterpret_cast<const float4 *>(a + i); }
-    bool aligned() const { return ((uintptr_t)a & 15) == 0; }
-};
-struct src_dgelu {
-    const float *g, *h;
-    __device__ float at(long i) const { return g[i] * cuda_gelu_tanh_grad(h[i]); }
-    __device__ float4 at4(long i) const {
-        float4 a = *reinterpret_cast<const float4 *>(g + i), x = *reinterpret_cast<const float4 *>(h + i);
-        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
-                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
-    }
-    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 15) == 0; }
-};
-
 template <class S>
 __global__ static void k_colsum_bf16(__nv_bfloat16 *dst, float *partials, S src, long M, int N, long R) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -277,9 +317,7 @@ __global__ static void k_colsum_bf16_4(__nv_bfloat16 *dst, float *partials, S sr
     if (j < N)
         for (long r = r0 + ty; r < r1; r += 8) {
             float4 v = src.at4(r * N + j);
-            __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-            uint2 u = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
-            *reinterpret_cast<uint2 *>(dst + r * N + j) = u;
+            *reinterpret_cast<uint2 *>(dst + r * N + j) = bf16x4(v);
             s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
         }
     part[ty][tx] = s;
@@ -302,19 +340,25 @@ __global__ static void k_colsum_add(float *db, const float *partials, long chunk
     db[j] += s;
 }
 
-/* Chunks of 256 rows or a power-of-two multiple, as many as the workspace's partials hold. 0, or
- * -1 when they do not fit (nothing was done). */
-template <class S>
-static int colsum_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, float *db, S src, long M, int N) {
-    if (c->failed || !c->partials) return -1;
-    long R = CUDA_COLSUM_CHUNK, chunks;
+/* Rows per chunk of a column sum over M rows of N: 256 or a power-of-two multiple, as few as make
+ * the chunks' partials fit the workspace; 0 when none does. */
+static long colsum_rows(const umd_ctx *c, long M, int N, long *chunks) {
+    if (!c->partials) return 0;
+    long R = CUDA_COLSUM_CHUNK;
     for (;;) {
-        chunks = (M + R - 1) / R;
-        if ((size_t)chunks * N <= c->partials_floats) break;
-        if (R >= M) return -1;
+        *chunks = (M + R - 1) / R;
+        if ((size_t)*chunks * N <= c->partials_floats) break;
+        if (R >= M) return 0;
         R *= 2;
     }
-    if (chunks > 65535) return -1;
+    return *chunks <= 65535 ? R : 0;
+}
+
+/* 0, or -1 when the partials do not fit (nothing was done). */
+template <class S>
+static int colsum_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, float *db, S src, long M, int N) {
+    long chunks, R = c->failed ? 0 : colsum_rows(c, M, N, &chunks);
+    if (R == 0) return -1;
     if (N % 4 == 0 && src.aligned() && ((uintptr_t)dst & 7) == 0) {
         dim3 grid(cuda_blocks((size_t)N, 128), (unsigned)chunks), block(32, 8);
         k_colsum_bf16_4<<<grid, block, 0, c->stream>>>(dst, c->partials, src, M, N, R);

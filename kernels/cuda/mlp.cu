@@ -8,8 +8,8 @@
  * bf16 contexts where an (M, max(F, w)) operand and the (F, w) weights fit the stages whole
  * (cuda_bf16_whole: every model shape) never write gelu(h) in fp32; it lives only as the bf16
  * operand of the GEMMs that read it, written by the kernel that computes it:
- *   forward   h = fc1(x) (linear_fwd: x in bf_a, W1 in bf_w); one kernel bf16(gelu(h)) -> bf_a;
- *             W2 -> bf_w; y = bf_a W2^T + b2 on cuBLASLt with the bias epilogue
+ *   forward   h = fc1(x) (linear_fwd: x in bf_a, W1 in bf_w); one kernel bf16(gelu(h)) -> bf_b;
+ *             W2 -> bf_w; y = bf_b W2^T + b2 on cuBLASLt with the bias epilogue
  *   backward, stage by stage (each line's GEMMs read what the stages hold after it):
  *                                                         bf_a   bf_b         bf_w
  *     dy -> bf16, db2 += colsum dy (one pass)             dy     -            -
@@ -25,47 +25,39 @@
  *   Every stage is rewritten only after the GEMMs that read it were queued: one stream orders
  *   them. dy's fp32 copy is last read by the first line (or the gemv of db2), so dx may alias it.
  *
- * Parallelisation: GELU into the stage is flat, a thread per element (grid-stride). The GELU
- * backward with db1 is linear.cu's column-sum conversion (cuda_dgelu_colsum_bf16: chunks of rows,
- * partials added in order, deterministic). When the partials cannot hold the chunks, dh goes
+ * Parallelisation: GELU into the stage is linear.cu's flat conversion (cuda_gelu_to_bf16: 4
+ * elements a thread where aligned, grid-stride). The GELU backward with db1 is linear.cu's
+ * column-sum conversion (cuda_dgelu_colsum_bf16: chunks of rows, partials added in order,
+ * deterministic). When the partials cannot hold the chunks, dh goes
  * through tmp in fp32 and db1 is a gemv against the workspace's ones.
  * Numerics: GELU and its derivative are elementwise.cu's expressions (cuda_gelu_tanh*); dh is
  * summed in fp32 before its rounding to bf16, and the GEMMs accumulate in fp32. */
 #include "cuda_internal.h"
-
-#define THREADS 256
-
-/* dst (n) bf16 <- gelu(h (n)). */
-__global__ static void k_gelu_to_bf16(__nv_bfloat16 *dst, const float *h, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16(cuda_gelu_tanh(h[i]));
-}
 
 extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x,
                              const float *W1, const float *b1, const float *W2, const float *b2,
                              int M, int F, int w) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
-    cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
     if (!cuda_bf16_whole(c, M, F, w)) {
+        cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
         cuda_gelu_fwd(c, tmp, h, (size_t)M * F);
         cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F);
         return;
     }
-    /* bf_a: bf16(gelu(h)) (M, F), free again once fc1's GEMM is queued; bf_w: W2 (w, F) */
-    size_t n = (size_t)M * F;
-    unsigned g = cuda_blocks(n, THREADS);
-    k_gelu_to_bf16<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(c->bf_a, h, n);
-    if (CUDA_LAUNCHED(c, "mlp_fwd")) return;
+    /* h = fc1(x) (x in bf_a, W1 in bf_w); bf_b <- bf16(gelu(h)) (M, F) */
+    cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
+    cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, (size_t)M * F);
+    if (c->failed) return;
+    /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
     cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
-    if (cuda_lt_linear(c, y, c->bf_a, c->bf_w, b2, M, w, F, 1) == 0) return;
+    if (cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1) == 0) return;
     /* no cuBLASLt plan: bias rows, then the product onto them */
     if (b2) {
         cuda_bias_rows(c, "mlp_fwd", y, b2, M, w);
         if (c->failed) return;
     }
-    cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_a, F,
+    cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_b, F,
                  c->bf_w, F, b2 ? 1.0f : 0.0f, y, w);
 }
 
@@ -90,9 +82,8 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
         if (db2) cuda_colsum_gemv(c, "mlp_bwd", db2, dy, M, w);
     }
     /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
-    unsigned g = cuda_blocks(n, THREADS);
-    k_gelu_to_bf16<<<g < 65536 ? g : 65536, THREADS, 0, c->stream>>>(c->bf_b, h, n);
-    if (CUDA_LAUNCHED(c, "mlp_bwd")) return;
+    cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, n);
+    if (c->failed) return;
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, c->bf_a, w,
                  c->bf_b, F, 1.0f, dW2, F);
     /* bf_w <- W2 (w, F); tmp (M, F) = dy W2 */
