@@ -16,27 +16,25 @@
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
  *
- * Floors per kernel (B/4 64x64x3, bf16, batch 256, H200; --profile's device times of the GEMM
- * attention path). FLOP floor at this run's cuBLAS ceiling (bf16 792 TFLOP/s; attention, computed
- * in TF32, at 451); byte floor at 4.8 TB/s with every fp32 tensor read or written once; a
- * kernel's floor is the larger of the two.
+ * Floors per kernel (B/4 64x64x3, bf16, batch 256, H200; --profile's device times). FLOP floor at
+ * the bf16 cuBLAS ceiling (about 800 TFLOP/s); byte floor at 4.8 TB/s with every fp32 tensor
+ * read or written once; a kernel's floor is the larger of the two. The GEMMs are Linear and the
+ * MLP together (GELU now lives inside mlp_fwd / mlp_bwd, as bf16 staging passes).
  *
- *   op                 GFLOP/step  GB/step  FLOP ms  byte ms  measured ms  x floor
- *   linear_fwd               8813     31.7    11.13     6.60        28.34     2.5x
- *   linear_bwd              17627     46.6    22.26     9.70        67.56     3.0x
- *   attention_fwd             357      7.6     0.79     1.59        14.67     9.2x  (fused 34.94, 22x)
- *   attention_bwd             713     17.2     1.58     3.57        33.39     9.3x  (fused 82.64, 23x)
- *   layernorm_fwd               -      7.6        -     1.59         3.67     2.3x
- *   layernorm_bwd               -     15.2        -     3.17        16.86     5.3x
- *   gelu_fwd                    -     15.2        -     3.17         5.20     1.6x
- *   gelu_bwd                    -     22.8        -     4.76         8.26     1.7x
- *   gate_residual_fwd           -     11.4        -     2.38         4.80     2.0x
- *   gate_residual_bwd           -     11.4        -     2.38         5.02     2.1x
- *   sum                                                 56.0        187.8     3.4x
- * (S/4 28x28x1 likewise: 23.1 ms measured against a 4.2 ms floor, 5.5x; its Linears are 4.6x and
- * 6.6x, attention 9x, layernorm_bwd 9.4x.) The Linears are where the time is: bf16 operands are
- * converted from fp32 on every call (activations and weights), and their bias / GELU epilogues
- * are separate passes; attention's backward holds a (T, T) tile per head in memory twice. */
+ *   op                       GFLOP/step  GB/step  floor ms  measured ms  x floor
+ *   linear_fwd + mlp_fwd           8813     31.7     11.13  7.57 + 13.90    1.9x
+ *   linear_bwd + mlp_bwd          17627     46.6     22.26 16.20 + 27.28    2.0x
+ *   attention_fwd (mma)             357      7.6      1.59         4.71    3.0x
+ *   attention_bwd (mma)             713     17.2      3.57        15.67    4.4x
+ *   layernorm_fwd                     -      7.6      1.59         3.32    2.1x
+ *   layernorm_bwd                     -     15.2      3.17         5.68    1.8x
+ *   gate_residual_fwd                 -     11.4      2.38         3.12    1.3x
+ *   gate_residual_bwd                 -     11.4      2.38         3.48    1.5x
+ *   sum                                              48.1        100.9    2.1x
+ * What is left is mostly bytes: activations are fp32, so every Linear input is converted to bf16
+ * on its way into a GEMM (twice: forward and backward), the GEMMs write fp32, and attention
+ * reads fp32 q, k, v. bf16 activations end to end would halve those bytes and drop the
+ * conversions. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
