@@ -68,6 +68,16 @@ void cpu_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const 
     });
 }
 
+/* dx rows [lo, hi) (K wide) = dy (N wide) W, plus dx when beta is 1: a GEMM per ROW_BLOCK rows. */
+static void dx_rows(float *dx, const float *dy, const float *W, long lo, long hi, int N, int K,
+                    float beta) {
+    for (long r0 = lo; r0 < hi; r0 += ROW_BLOCK) {
+        long r1 = r0 + ROW_BLOCK < hi ? r0 + ROW_BLOCK : hi;
+        cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_NO_TRANS, (int)(r1 - r0), K, N,
+                    1.0f, dy + r0 * (long)N, N, W, K, beta, dx + r0 * (long)K, K);
+    }
+}
+
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
                     const float *W, int M, int N, int K, int dx_accumulate) {
     if (M <= 0) return;
@@ -77,14 +87,7 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
     CPU_PARALLEL(nt, {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
-        if (dx) {
-            for (long r0 = lo; r0 < hi; r0 += ROW_BLOCK) {
-                long r1 = r0 + ROW_BLOCK < hi ? r0 + ROW_BLOCK : hi;
-                cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_NO_TRANS, (int)(r1 - r0),
-                            K, N, 1.0f, dy + r0 * (long)N, N, W, K, dx_accumulate ? 1.0f : 0.0f,
-                            dx + r0 * (long)K, K);
-            }
-        }
+        if (dx) dx_rows(dx, dy, W, lo, hi, N, K, dx_accumulate ? 1.0f : 0.0f);
         /* dW: thread 0 onto dW, the others into their partials */
         float *dst = tid == 0 ? dW : (float *)cpu_ws(c, tid);
         if (hi > lo)
@@ -120,11 +123,7 @@ static void linear_dx(umd_ctx *c, float *dx, const float *dy, const float *W, in
     CPU_PARALLEL(nt, {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
-        for (long r0 = lo; r0 < hi; r0 += ROW_BLOCK) {
-            long r1 = r0 + ROW_BLOCK < hi ? r0 + ROW_BLOCK : hi;
-            cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_NO_TRANS, (int)(r1 - r0), K,
-                        N, 1.0f, dy + r0 * (long)N, N, W, K, 0.0f, dx + r0 * (long)K, K);
-        }
+        dx_rows(dx, dy, W, lo, hi, N, K, 0.0f);
     });
 }
 
