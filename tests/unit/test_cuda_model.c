@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "t.h"
+#include "t_umd.h"
 #include "config.h"
 #include "model.h"
 #include "ops.h"
@@ -204,17 +205,13 @@ static void cb_log(void *ctx, const char *line) {
 }
 
 static int run_json(const char *json, seen *s, char *err, size_t errlen) {
-    cJSON *cfg = cJSON_Parse(json);
-    if (!cfg) return -100;
     umd_events ev;
     memset(&ev, 0, sizeof ev);
     ev.ctx = s;
     ev.progress = cb_progress;
     ev.result = cb_result;
     ev.log = cb_log;
-    int rc = umd_run(cfg, &ev, err, errlen);
-    cJSON_Delete(cfg);
-    return rc;
+    return t_umd_run(json, &ev, err, errlen);
 }
 
 #define RUN_CONFIG(device, precision)                                                              \

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "data.h"
 #include "t.h"
+#include "t_umd.h"
 #include "umd.h"
 #include "umdq.h"
 
@@ -271,12 +272,9 @@ static void data_in64_train(void) {
         " \"model\": {\"patch\": 16, \"width\": 32, \"depth\": 1, \"dec_depth\": 1, \"heads\": 2},"
         " \"umd\": {\"labels\": true},"
         " \"train\": {\"steps\": 3, \"batch\": 4, \"lr\": 1e-3, \"threads\": 1, \"log_every\": 1}}";
-    cJSON *cfg = cJSON_Parse(json);
-    T_REQUIRE(cfg != NULL);
     umd_events ev;
     memset(&ev, 0, sizeof ev);
-    int rc = umd_run(cfg, &ev, err, sizeof err);
-    cJSON_Delete(cfg);
+    int rc = t_umd_run(json, &ev, err, sizeof err);
     T_CHECK_MSG(rc == 0, "umd_run: %s", err);
 }
 

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "errlist.h"
 #include "t.h"
+#include "t_umd.h"
 #include "umd.h"
 #include "umdq.h"
 
@@ -65,11 +66,6 @@ static int find(const seen *s, const char *key) {
 
 static int run_config(const char *json, const char *workdir, const char *resume, seen *s, char *err,
                       size_t errlen) {
-    cJSON *cfg = cJSON_Parse(json);
-    if (!cfg) {
-        snprintf(err, errlen, "test config does not parse");
-        return -100;
-    }
     umd_events ev;
     memset(&ev, 0, sizeof ev);
     ev.ctx = s;
@@ -80,9 +76,7 @@ static int run_config(const char *json, const char *workdir, const char *resume,
     ev.log = cb_log;
     ev.workdir = workdir;
     ev.resume_from = resume;
-    int rc = umd_run(cfg, &ev, err, errlen);
-    cJSON_Delete(cfg);
-    return rc;
+    return t_umd_run(json, &ev, err, errlen);
 }
 
 /* the config's parse errors, formatted ("" when it is valid) */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "t.h"
+#include "t_umd.h"
 #include "umd.h"
 #include "umdq.h"
 #include "util.h"
@@ -65,11 +66,6 @@ static void cb_log(void *ctx, const char *line) {
 
 /* umd_run of json with the watch; *secs = seconds from the stop request to the return */
 static int run(const char *json, watch *w, double *secs, char *err, size_t errlen) {
-    cJSON *cfg = cJSON_Parse(json);
-    if (!cfg) {
-        snprintf(err, errlen, "test config does not parse");
-        return -100;
-    }
     umd_events ev;
     memset(&ev, 0, sizeof ev);
     ev.ctx = w;
@@ -78,9 +74,8 @@ static int run(const char *json, watch *w, double *secs, char *err, size_t errle
     ev.should_stop = cb_should_stop;
     ev.eval_progress = cb_eval_progress;
     ev.log = cb_log;
-    int rc = umd_run(cfg, &ev, err, errlen);
+    int rc = t_umd_run(json, &ev, err, errlen);
     *secs = w->stop_at > 0 ? mono_s() - w->stop_at : -1;
-    cJSON_Delete(cfg);
     return rc;
 }
 

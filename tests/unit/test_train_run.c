@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "t.h"
+#include "t_umd.h"
 #include "cuda/umd_cuda.h"
 #include "umd.h"
 #include "umdq.h"
@@ -90,11 +91,6 @@ static void cb_log(void *ctx, const char *line) {
 
 static int run_config(const char *json, const char *workdir, const char *resume, seen *s, char *err,
                       size_t errlen) {
-    cJSON *cfg = cJSON_Parse(json);
-    if (!cfg) {
-        snprintf(err, errlen, "test config does not parse");
-        return -100;
-    }
     umd_events ev;
     memset(&ev, 0, sizeof ev);
     ev.ctx = s;
@@ -106,9 +102,7 @@ static int run_config(const char *json, const char *workdir, const char *resume,
     ev.log = cb_log;
     ev.workdir = workdir;
     ev.resume_from = resume;
-    int rc = umd_run(cfg, &ev, err, errlen);
-    cJSON_Delete(cfg);
-    return rc;
+    return t_umd_run(json, &ev, err, errlen);
 }
 
 /* A tiny synthetic run: 16x16x1, patch 4 (L = 16), width 32, 2 heads, batch 16, r_t0 0.5. */
