@@ -10,6 +10,8 @@
  *
  *   train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] [--precision tf32|bf16|fp32]
  *             [--profile]     (then three more steps with the device time of every op, per step)
+ *             [--graph]       (steps after the first replay a recording of the step: a CUDA
+ *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor)
  *
@@ -47,6 +49,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "philox.h"
+#include "step.h"
 
 typedef struct {
     const char *key, *label;
@@ -127,20 +130,28 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     umd_ctx *c = umd_model_ctx(m);
     int rc = 0;
     umd_losses L = {0};
+    umd_stepper sp = {0};
+    char shown[32]; /* the precision, and whether the steps replayed a recording */
     for (int k = 0; k < warmup + steps; k++) {
         double t0 = now_s();
         umd_model_load_batch(m, x + (size_t)(k % 4) * batch * chw, y + (size_t)(k % 4) * batch);
         umd_model_draw(m, cfg.seed, k);
-        umd_model_step(m, 1, &L);
-        umd_optim_step(m, &cfg, k, umd_lr_at(&cfg, k), NULL);
-        if (ops->status(c, err, sizeof err) != 0) {
+        if (umd_train_step(&sp, m, &cfg, k, umd_lr_at(&cfg, k), err, sizeof err) != 0 ||
+            ops->status(c, err, sizeof err) != 0) {
             fprintf(stderr, "train_gpu: %s %s: step %d: %s\n", bc->label, precision, k, err);
             rc = 1;
             break;
         }
+        if (sp.note[0]) {
+            fprintf(stderr, "train_gpu: %s %s: %s\n", bc->label, precision, sp.note);
+            sp.note[0] = 0;
+        }
         t[k] = now_s() - t0;
     }
     if (rc == 0) {
+        umd_model_losses(m, &L);
+        snprintf(shown, sizeof shown, "%s%s", precision, sp.recorded ? " graph" : "");
+        precision = shown;
         qsort(t + warmup, (size_t)steps, sizeof *t, cmp_double);
         double med = steps % 2 ? t[warmup + steps / 2]
                                : 0.5 * (t[warmup + steps / 2 - 1] + t[warmup + steps / 2]);
@@ -257,6 +268,10 @@ int main(int argc, char **argv) {
             linears = 1;
             continue;
         }
+        if (!strcmp(o, "--graph")) {
+            setenv("UMDQ_CUDA_GRAPH", "1", 1); /* read by every context made from now on */
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -312,6 +327,6 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--linears]\n");
+                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--linears]\n");
     return 2;
 }

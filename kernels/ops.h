@@ -4,8 +4,10 @@
  * backend (cpu/ now, cuda/ later) is one `umd_ops` table plus its context, and the trainer code runs
  * unchanged on either. Every op takes raw pointers into memory that the same backend allocated
  * (`alloc`), sizes, and the backend context; no op allocates. Host code keeps only shapes, scalars
- * and the step loop. Scalars an op returns (a loss, a sum of squares) come back as a double, which
- * on a device backend means the op waits for the device.
+ * and the step loop. Scalars an op computes (a loss, a sum of squares) are written to a double in
+ * backend memory, and the scalars of an optimiser update are read from backend memory, so no op
+ * waits for a device, and a device backend can record a training step once and replay it
+ * (record_begin below): only `download` and `status` wait.
  *
  * Conventions
  *   - Row-major everywhere. A Linear layer's weight W is (N, K) = (out, in), PyTorch's layout, and
@@ -36,6 +38,7 @@
  *     slot[b, l] is token l's position among the visible tokens, or -1 when it is masked. */
 #ifndef UMDQ_KERNELS_OPS_H
 #define UMDQ_KERNELS_OPS_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,12 +57,15 @@ typedef struct {
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
 
-/* One AdamW update's scalars (bias corrections precomputed on the host). */
+/* One AdamW update's scalars (bias corrections precomputed on the host), read by adamw from backend
+ * memory: the host uploads them before each update. */
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
     float bias_correction1;  /* 1 - beta1^t */
     float bias_correction2;  /* 1 - beta2^t */
-    float grad_scale;        /* multiplies every gradient first (the global-norm clip) */
+    float max_norm;          /* the global-norm clip, > 0: every gradient is first multiplied by
+                                min(1, max_norm / (sqrt(sumsq) + 1e-6)), in fp32 as PyTorch's
+                                clip_grad_norm_ (sqrt in double, then rounded); 0: no clip */
 } umd_adamw_args;
 
 typedef struct umd_ops {
@@ -225,19 +231,21 @@ typedef struct umd_ops {
     /* ---- losses ------------------------------------------------------------------------------------- */
     /* Squared error of one half of the head's prediction against a patch target over the selected
      * tokens: pred (n, L, pp, 2C) uses channels [half*C, half*C + C), target (n, L, pp, C), slot
-     * (n, L) selects (UMD_SEL_*). Returns the sum of squares (double, summed per row, rows in
-     * order); dpred += grad_scale * 2 (pred - target) at the selected values. */
-    double (*mse_masked)(umd_ctx *c, float *dpred, const float *pred, const float *target,
-                         const int32_t *slot, int n, int L, int pp, int C, int half, int select,
-                         float grad_scale);
+     * (n, L) selects (UMD_SEL_*). *sum (backend memory) = the sum of squares (double, summed per
+     * row, rows in order); dpred += grad_scale * 2 (pred - target) at the selected values. */
+    void (*mse_masked)(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                       const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                       float grad_scale, double *sum);
 
     /* ---- optimiser ------------------------------------------------------------------------------------ */
-    /* Sum of squares of x (double, fixed-order reduction). */
-    double (*sumsq)(umd_ctx *c, const float *x, size_t n);
-    /* AdamW (PyTorch's order): g = grad_scale * g; m, v updated; p *= 1 - lr * wd (only where
-     * decay[i] != 0); p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps). */
+    /* *out (backend memory) = the sum of squares of x (double, fixed-order reduction). */
+    void (*sumsq)(umd_ctx *c, double *out, const float *x, size_t n);
+    /* AdamW (PyTorch's order): g = s * g with s the clip factor (1 without a clip); m, v updated;
+     * p *= 1 - lr * wd (only where decay[i] != 0); p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) +
+     * eps). a and sumsq are in backend memory; sumsq (the gradients' sum of squares, from sumsq)
+     * is read only when a->max_norm > 0. */
     void (*adamw)(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
-                  size_t n, const umd_adamw_args *a);
+                  size_t n, const umd_adamw_args *a, const double *sumsq);
     /* ema = decay * ema + (1 - decay) * p */
     void (*ema)(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
 
@@ -246,7 +254,43 @@ typedef struct umd_ops {
      * device fault, out of device memory: a negative UMDQ_E* code and a message naming the op).
      * After a failure the context's ops do nothing. NULL on a backend whose ops cannot fail (cpu). */
     int (*status)(umd_ctx *c, char *err, size_t errlen);
+
+    /* ---- recording (NULL on a backend that only runs ops as they are called: cpu) ------------------
+     * Between record_begin and record_end the context's ops are recorded, not run (a CUDA graph);
+     * replay runs the recording. A replay repeats each recorded call with the same pointers and
+     * by-value arguments, so whatever changes from one replay to the next must be in backend
+     * memory (a batch, the step's draws, the adamw args). Nothing recorded may wait for the
+     * device (download, status) or allocate; ops run while recording return no results. One
+     * recording per context: record_begin drops the previous one. record_end fails when the
+     * recording does (an op the device cannot record): nothing was run, the recording is
+     * dropped, and the context works as before. 0 or a negative UMDQ_E* code with a message. */
+    int (*record_begin)(umd_ctx *c, char *err, size_t errlen);
+    int (*record_end)(umd_ctx *c, char *err, size_t errlen);
+    int (*replay)(umd_ctx *c, char *err, size_t errlen);
 } umd_ops;
+
+/* The clip factor of an AdamW update (umd_adamw_args.max_norm), one definition for every backend
+ * (it compiles as C and as CUDA): PyTorch's clip_coef = max_norm / (total_norm + 1e-6) clamped
+ * to 1, in fp32; 1 without a clip, or when the norm is not a number (where PyTorch's would be
+ * NaN: the gradients are not finite, and so are the parameters after the update either way). */
+#ifdef __CUDACC__
+#define UMD_HOSTDEV static inline __host__ __device__
+#else
+#define UMD_HOSTDEV static inline
+#endif
+UMD_HOSTDEV float umd_clip_factor(float max_norm, double sumsq) {
+    if (!(max_norm > 0.0f)) return 1.0f;
+    float coef = max_norm / ((float)sqrt(sumsq) + 1e-6f);
+    return coef < 1.0f ? coef : 1.0f;
+}
+/* 1 - lr * wd, rounded once (a fused multiply-add) on either side. */
+UMD_HOSTDEV float umd_adamw_shrink(float lr, float weight_decay) {
+#ifdef __CUDA_ARCH__
+    return __fmaf_rn(-lr, weight_decay, 1.0f);
+#else
+    return fmaf(-lr, weight_decay, 1.0f);
+#endif
+}
 
 /* The CPU backend (C, OpenMP across rows and heads, OpenBLAS GEMMs). Never NULL. */
 const umd_ops *umd_ops_cpu(void);

@@ -277,6 +277,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     A->dw = takef(b, B * w);
     A->demb = takef(b, B * L * w);
     A->drep = takef(b, B * w);
+    rp->sums = take(b, 3 * sizeof(double));
     rp->workspace = take(b, ws_bytes);
 }
 
@@ -285,6 +286,8 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     bump b = {base, 0};
     m->sqrt_abar = takef(&b, (size_t)m->d.T);
     m->sqrt_1m_abar = takef(&b, (size_t)m->d.T);
+    m->adam_args = take(&b, sizeof(umd_adamw_args));
+    m->grad_sumsq = take(&b, sizeof(double));
     for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes);
     return b.off;
 }

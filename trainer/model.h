@@ -121,8 +121,11 @@ void umd_model_set_draws(umd_model *m, const int32_t *t_net, const float *eps,
                          const int32_t *order, const int32_t *y_used);
 
 /* Forward and losses; with backward != 0 also the backward, into the gradient arena (zeroed
- * first). Allocates nothing. */
+ * first). Allocates nothing. The losses' sums stay in backend memory: with out not NULL they are
+ * read (umd_model_losses; a device backend waits for the step), with NULL nothing waits. */
 void umd_model_step(umd_model *m, int backward, umd_losses *out);
+/* The losses of the last umd_model_step (waits for it on a device backend). */
+void umd_model_losses(umd_model *m, umd_losses *out);
 
 /* The noise schedule (double): abar[i] for i < T, cumulative products of 1 - beta. cosine:
  * Nichol-Dhariwal with s = 0.008 and beta capped at 0.999; linear: beta from 1e-4 to 0.02 in T

@@ -143,7 +143,8 @@ typedef struct {
     void *workspace;        /* its ops workspace, in the activation arena */
     float *grads;           /* (nfloats) in the gradient arena (replica 0: the model's) */
     model_params G;         /* gradient views into grads (enc / dec arrays owned) */
-    double s_eps, s_x0, s_clean; /* the last step's sums of squared errors */
+    double *sums;           /* (3) in its activation arena: the last step's sums of squared
+                               errors (eps, x0 of the noisy rows; x0 of the clean rows) */
 } replica;
 
 struct umd_model {
@@ -164,6 +165,8 @@ struct umd_model {
     uint8_t *decay;         /* view into optim (nfloats bytes) */
     char *acts_base;        /* owned arena */
     float *sqrt_abar, *sqrt_1m_abar; /* (T) schedule constants, in the activation arena */
+    umd_adamw_args *adam_args; /* the next update's AdamW scalars, in the activation arena */
+    double *grad_sumsq;     /* the gradients' sum of squares of the last update, likewise */
     int nrep;
     replica *rep;           /* owned (nrep) */
 };

@@ -238,25 +238,24 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
     /* losses over the whole batch's counts; their gradients go straight into dpred */
     const int pp = d->p * d->p;
     const double fc = (double)d->n_clean / d->B, fn = (double)d->n_noisy / d->B;
-    rp->s_eps = rp->s_x0 = rp->s_clean = 0;
     o->fill(c, A->dpred, (size_t)B * L * 2 * PP, 0.0f);
     if (nn > 0) {
         int all = d->keep_noisy >= L;
         double n_eps = (double)d->n_noisy * (all ? L : d->keep_noisy) * PP;
         double n_x0 = (double)d->n_noisy * (all ? L : L - d->keep_noisy) * PP;
         size_t off = nc * (size_t)L * 2 * PP;
-        rp->s_eps = o->mse_masked(c, A->dpred + off, A->pred + off, A->epsp + nc * rowP,
-                                  A->slot + nc * L, nn, L, pp, d->C, 1,
-                                  all ? UMD_SEL_ALL : UMD_SEL_VISIBLE, (float)(fn * 0.5 / n_eps));
-        rp->s_x0 = o->mse_masked(c, A->dpred + off, A->pred + off, A->x0p + nc * rowP,
-                                 A->slot + nc * L, nn, L, pp, d->C, 0,
-                                 all ? UMD_SEL_ALL : UMD_SEL_MASKED, (float)(fn * 0.5 / n_x0));
+        o->mse_masked(c, A->dpred + off, A->pred + off, A->epsp + nc * rowP, A->slot + nc * L, nn,
+                      L, pp, d->C, 1, all ? UMD_SEL_ALL : UMD_SEL_VISIBLE,
+                      (float)(fn * 0.5 / n_eps), &rp->sums[0]);
+        o->mse_masked(c, A->dpred + off, A->pred + off, A->x0p + nc * rowP, A->slot + nc * L, nn,
+                      L, pp, d->C, 0, all ? UMD_SEL_ALL : UMD_SEL_MASKED,
+                      (float)(fn * 0.5 / n_x0), &rp->sums[1]);
     }
     if (nc > 0) {
         int all = d->keep_clean >= L;
         double n_x0 = (double)d->n_clean * (all ? L : L - d->keep_clean) * PP;
-        rp->s_clean = o->mse_masked(c, A->dpred, A->pred, A->x0p, A->slot, nc, L, pp, d->C, 0,
-                                    all ? UMD_SEL_ALL : UMD_SEL_MASKED, (float)(fc / n_x0));
+        o->mse_masked(c, A->dpred, A->pred, A->x0p, A->slot, nc, L, pp, d->C, 0,
+                      all ? UMD_SEL_ALL : UMD_SEL_MASKED, (float)(fc / n_x0), &rp->sums[2]);
     }
     if (!backward) return;
 
@@ -291,16 +290,29 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
 }
 
 void umd_model_step(umd_model *m, int backward, umd_losses *out) {
-    const umd_dims *d = &m->d;
     #pragma omp parallel for num_threads(m->nrep) schedule(static, 1) if (m->nrep > 1)
     for (int r = 0; r < m->nrep; r++) replica_step(m, &m->rep[r], backward);
+    if (out) umd_model_losses(m, out);
 
+    /* the replicas' gradients into replica 0's (the model's gradient arena), in order */
+    if (backward)
+        for (int r = 1; r < m->nrep; r++)
+            m->ops->add(m->ctx, m->grads, m->grads, m->rep[r].grads, m->sizes.nfloats);
+}
+
+void umd_model_losses(umd_model *m, umd_losses *out) {
+    const umd_dims *d = &m->d;
     /* the batch's losses from the replicas' sums, added in replica order */
     double s_eps = 0, s_x0 = 0, s_clean = 0;
     for (int r = 0; r < m->nrep; r++) {
-        s_eps += m->rep[r].s_eps;
-        s_x0 += m->rep[r].s_x0;
-        s_clean += m->rep[r].s_clean;
+        const replica *rp = &m->rep[r];
+        double s[3] = {0, 0, 0};
+        if (rp->nc > 0 || rp->nn > 0) m->ops->download(rp->ctx, s, rp->sums, sizeof s);
+        if (rp->nn > 0) {
+            s_eps += s[0];
+            s_x0 += s[1];
+        }
+        if (rp->nc > 0) s_clean += s[2];
     }
     const int L = d->L, PP = d->P;
     umd_losses res = {0};
@@ -315,10 +327,5 @@ void umd_model_step(umd_model *m, int backward, umd_losses *out) {
         res.loss_clean = s_clean / ((double)d->n_clean * (all ? L : L - d->keep_clean) * PP);
     }
     res.loss = (double)d->n_noisy / d->B * res.loss_noisy + (double)d->n_clean / d->B * res.loss_clean;
-    if (out) *out = res;
-
-    /* the replicas' gradients into replica 0's (the model's gradient arena), in order */
-    if (backward)
-        for (int r = 1; r < m->nrep; r++)
-            m->ops->add(m->ctx, m->grads, m->grads, m->rep[r].grads, m->sizes.nfloats);
+    *out = res;
 }

@@ -1,9 +1,11 @@
 /* optim.c: one optimiser step (global-norm clip, AdamW, EMA) and the learning-rate schedule.
- * The bias corrections and the clip factor are host scalars; the update itself is the ops'
- * adamw over the whole parameter arena with the model's per-element decay mask (alignment
- * padding between tensors has zero gradients and stays zero). */
+ * The bias corrections are computed on the host and uploaded with the other AdamW scalars; the
+ * gradients' sum of squares and the clip factor stay on the backend (ops.h's sumsq and adamw),
+ * so an update never waits for a device. The update itself is the ops' adamw over the whole
+ * parameter arena with the model's per-element decay mask (alignment padding between tensors has
+ * zero gradients and stays zero). */
 #include <math.h>
-#include "model.h"
+#include "model_internal.h"
 #include "optim.h"
 
 double umd_lr_at(const umd_config *cfg, int64_t step) {
@@ -17,18 +19,7 @@ double umd_lr_at(const umd_config *cfg, int64_t step) {
     return cfg->lr * 0.5 * (1.0 + cos(M_PI * progress));
 }
 
-void umd_optim_step(umd_model *m, const umd_config *cfg, int64_t step, double lr,
-                    umd_optim_stats *stats) {
-    const umd_ops *o = umd_model_ops(m);
-    umd_ctx *c = umd_model_ctx(m);
-    size_t n = umd_model_sizes(m)->nfloats;
-    double norm = sqrt(o->sumsq(c, umd_model_grads(m), n));
-    double scale = 1.0;
-    if (cfg->clip > 0) {
-        /* PyTorch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1, computed in fp32 */
-        float coef = (float)cfg->clip / ((float)norm + 1e-6f);
-        if (coef < 1.0f) scale = coef;
-    }
+void umd_optim_prepare(umd_model *m, const umd_config *cfg, int64_t step, double lr) {
     double t = (double)(step + 1);
     umd_adamw_args a;
     a.lr = (float)lr;
@@ -38,14 +29,30 @@ void umd_optim_step(umd_model *m, const umd_config *cfg, int64_t step, double lr
     a.weight_decay = (float)cfg->weight_decay;
     a.bias_correction1 = (float)(1.0 - pow(cfg->beta1, t));
     a.bias_correction2 = (float)(1.0 - pow(cfg->beta2, t));
-    a.grad_scale = (float)scale;
-    o->adamw(c, umd_model_params(m), umd_model_grads(m), umd_model_adam_m(m), umd_model_adam_v(m),
-             umd_model_decay_mask(m), n, &a);
-    if (cfg->ema > 0 && umd_model_ema(m))
-        o->ema(c, umd_model_ema(m), umd_model_params(m), n, (float)cfg->ema);
-    if (stats) {
-        stats->grad_norm = norm;
-        stats->clip_scale = scale;
-        stats->lr = lr;
-    }
+    a.max_norm = cfg->clip > 0 ? (float)cfg->clip : 0.0f;
+    m->ops->upload(m->ctx, m->adam_args, &a, sizeof a);
+}
+
+void umd_optim_apply(umd_model *m, const umd_config *cfg) {
+    const umd_ops *o = m->ops;
+    size_t n = m->sizes.nfloats;
+    o->sumsq(m->ctx, m->grad_sumsq, m->grads, n);
+    o->adamw(m->ctx, m->params, m->grads, m->adam_m, m->adam_v, m->decay, n, m->adam_args,
+             m->grad_sumsq);
+    if (cfg->ema > 0 && m->ema) o->ema(m->ctx, m->ema, m->params, n, (float)cfg->ema);
+}
+
+void umd_optim_read_stats(umd_model *m, const umd_config *cfg, double lr, umd_optim_stats *st) {
+    double ss = 0;
+    m->ops->download(m->ctx, &ss, m->grad_sumsq, sizeof ss);
+    st->grad_norm = sqrt(ss);
+    st->clip_scale = umd_clip_factor(cfg->clip > 0 ? (float)cfg->clip : 0.0f, ss);
+    st->lr = lr;
+}
+
+void umd_optim_step(umd_model *m, const umd_config *cfg, int64_t step, double lr,
+                    umd_optim_stats *stats) {
+    umd_optim_prepare(m, cfg, step, lr);
+    umd_optim_apply(m, cfg);
+    if (stats) umd_optim_read_stats(m, cfg, lr, stats);
 }

@@ -24,4 +24,13 @@ typedef struct {
 void umd_optim_step(umd_model *m, const umd_config *cfg, int64_t step, double lr,
                     umd_optim_stats *stats);
 
+/* The same in three parts, as the recorded step (step.h) runs it:
+ *   umd_optim_prepare     uploads step `step`'s AdamW scalars (lr, bias corrections, clip)
+ *   umd_optim_apply       the update on the backend: sum of squares, AdamW, EMA (never waits)
+ *   umd_optim_read_stats  the last update's gradient norm and clip factor (waits for it)
+ * umd_optim_step is prepare, apply, and read_stats when stats is not NULL. */
+void umd_optim_prepare(umd_model *m, const umd_config *cfg, int64_t step, double lr);
+void umd_optim_apply(umd_model *m, const umd_config *cfg);
+void umd_optim_read_stats(umd_model *m, const umd_config *cfg, double lr, umd_optim_stats *st);
+
 #endif

@@ -22,6 +22,7 @@
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
+#include "step.h"
 #include "umd.h"
 #include "umdq.h"
 #include "util.h"
@@ -57,6 +58,31 @@ static void run_log(const run_state *r, const char *fmt, ...) {
 
 static void metric(const run_state *r, const char *key, int64_t step, double v) {
     if (r->ev && r->ev->metric) r->ev->metric(r->ev->ctx, key, step, v);
+}
+
+/* One step of a training loop on a loaded, drawn batch: the step (or its replay, step.h), the
+ * backend's status and the losses. `shown` is the step number for messages. The losses are read
+ * after the update (a device step waits only once): a step whose loss is not finite has updated
+ * the parameters when the caller fails the run, which saves no checkpoint from them. */
+static int train_one(const run_state *r, umd_stepper *sp, umd_model *m, const umd_config *cfg,
+                     int64_t step, int64_t shown, umd_losses *L, char *err, size_t errlen) {
+    const umd_ops *o = umd_model_ops(m);
+    int was = sp->recorded;
+    int rc = umd_train_step(sp, m, cfg, step, umd_lr_at(cfg, step), err, errlen);
+    if (sp->note[0]) {
+        run_log(r, "%s", sp->note);
+        sp->note[0] = 0;
+    }
+    if (rc == 0 && o->status) rc = o->status(umd_model_ctx(m), err, errlen);
+    if (rc) {
+        prefix_step(err, errlen, shown);
+        return rc;
+    }
+    if (sp->recorded && !was)
+        run_log(r, "the training step is recorded (a CUDA graph) and replayed from step %lld",
+                (long long)shown);
+    umd_model_losses(m, L);
+    return 0;
 }
 
 static void result(const run_state *r, const char *key, double v, const char *text) {
@@ -310,7 +336,7 @@ static int finetune(run_state *r, finetune_state *f, const umd_split *train, con
     }
     double sum = 0, last = NAN, t_window = mono_s();
     int64_t window = 0;
-    umd_optim_stats st = {0, 1, 0};
+    umd_stepper sp = {0};
     while (step < fc->steps) {
         if (r->ev->should_stop && r->ev->should_stop(r->ev->ctx)) {
             if (r->ev->workdir && (rc = ft_save(r, f, step, &cur, err, errlen)) != 0) goto fail;
@@ -323,20 +349,12 @@ static int finetune(run_state *r, finetune_state *f, const umd_split *train, con
         umd_model_load_batch(f->m, xb, yb);
         umd_model_draw(f->m, seed, step);
         umd_losses L;
-        umd_model_step(f->m, 1, &L);
-        if (o->status && (rc = o->status(umd_model_ctx(f->m), err, errlen)) != 0) {
-            prefix_step(err, errlen, r->cfg.steps + step);
-            goto fail;
-        }
+        rc = train_one(r, &sp, f->m, fc, step, r->cfg.steps + step, &L, err, errlen);
+        if (rc) goto fail;
         if (!isfinite(L.loss)) {
             snprintf(err, errlen, "failed: the fine-tuning loss is not finite at step %lld",
                      (long long)step);
             rc = UMDQ_EINVAL;
-            goto fail;
-        }
-        umd_optim_step(f->m, fc, step, umd_lr_at(fc, step), &st);
-        if (o->status && (rc = o->status(umd_model_ctx(f->m), err, errlen)) != 0) {
-            prefix_step(err, errlen, r->cfg.steps + step);
             goto fail;
         }
         step++;
@@ -477,7 +495,7 @@ int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen)
     double t_start = mono_s(), t_window = t_start;
     double sum_loss = 0, sum_noisy = 0, sum_clean = 0, last_mean = NAN;
     int64_t window = 0;
-    umd_optim_stats st = {0, 1, 0};
+    umd_stepper sp = {0};
     while (step < cfg->steps) {
         if (r.ev->should_stop && r.ev->should_stop(r.ev->ctx)) {
             if (r.ev->workdir) {
@@ -493,20 +511,12 @@ int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen)
         umd_model_load_batch(r.m, xb, yb);
         umd_model_draw(r.m, cfg->seed, step);
         umd_losses L;
-        umd_model_step(r.m, 1, &L);
-        if (ops->status && (rc = ops->status(umd_model_ctx(r.m), err, errlen)) != 0) {
-            prefix_step(err, errlen, step);
-            goto fail;
-        }
+        rc = train_one(&r, &sp, r.m, cfg, step, step, &L, err, errlen);
+        if (rc) goto fail;
         if (!isfinite(L.loss)) {
             snprintf(err, errlen, "failed: the loss is not finite at step %lld (lr %.3g too high?)",
                      (long long)step, umd_lr_at(cfg, step));
             rc = UMDQ_EINVAL;
-            goto fail;
-        }
-        umd_optim_step(r.m, cfg, step, umd_lr_at(cfg, step), &st);
-        if (ops->status && (rc = ops->status(umd_model_ctx(r.m), err, errlen)) != 0) {
-            prefix_step(err, errlen, step);
             goto fail;
         }
         step++;
@@ -518,6 +528,8 @@ int umd_run(const cJSON *config, const umd_events *ev, char *err, size_t errlen)
             double now = mono_s();
             double ips = now > t_window ? (double)window * cfg->batch / (now - t_window) : 0;
             last_mean = sum_loss / (double)window;
+            umd_optim_stats st;
+            umd_optim_read_stats(r.m, cfg, umd_lr_at(cfg, step - 1), &st);
             metric(&r, "loss", step, last_mean);
             metric(&r, "loss_noisy", step, sum_noisy / (double)window);
             metric(&r, "loss_clean", step, sum_clean / (double)window);

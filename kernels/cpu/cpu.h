@@ -195,13 +195,13 @@ void cpu_decoder_input_bwd(umd_ctx *c, float *drep, float *denc, float *dmask, f
                            int ncls, int w);
 void cpu_token_mean_fwd(umd_ctx *c, float *out, const float *x, int n, int T, int k, int w);
 void cpu_token_mean_bwd(umd_ctx *c, float *dx, const float *dout, int n, int T, int k, int w);
-double cpu_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
-                      const int32_t *slot, int n, int L, int pp, int C, int half, int select,
-                      float grad_scale);
+void cpu_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                    const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                    float grad_scale, double *sum);
 /* optim.c */
-double cpu_sumsq(umd_ctx *c, const float *x, size_t n);
+void cpu_sumsq(umd_ctx *c, double *out, const float *x, size_t n);
 void cpu_adamw(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
-               size_t n, const umd_adamw_args *a);
+               size_t n, const umd_adamw_args *a, const double *sumsq);
 void cpu_ema(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
 
 #endif

@@ -11,7 +11,7 @@
 
 #define SUMSQ_BLOCK 4096
 
-double cpu_sumsq(umd_ctx *c, const float *x, size_t n) {
+void cpu_sumsq(umd_ctx *c, double *out, const float *x, size_t n) {
     long nblocks = (long)((n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK);
     double part[CPU_MAX_THREADS];
     int used = 1;
@@ -31,13 +31,14 @@ double cpu_sumsq(umd_ctx *c, const float *x, size_t n) {
     });
     double total = 0.0;
     for (int t = 0; t < used; t++) total += part[t];
-    return total;
+    *out = total;
 }
 
 void cpu_adamw(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
-               size_t n, const umd_adamw_args *a) {
-    const float b1 = a->beta1, b2 = a->beta2, lr = a->lr, eps = a->eps, gs = a->grad_scale;
-    const float shrink = 1.0f - lr * a->weight_decay;
+               size_t n, const umd_adamw_args *a, const double *sumsq) {
+    const float b1 = a->beta1, b2 = a->beta2, lr = a->lr, eps = a->eps;
+    const float gs = a->max_norm > 0.0f ? umd_clip_factor(a->max_norm, *sumsq) : 1.0f;
+    const float shrink = umd_adamw_shrink(lr, a->weight_decay);
     const float step = lr / a->bias_correction1;
     const float bc2s = sqrtf(a->bias_correction2);
     CPU_PARALLEL(cpu_team(c, (double)n), {

@@ -240,9 +240,9 @@ void cpu_token_mean_bwd(umd_ctx *c, float *dx, const float *dout, int n, int T, 
     }
 }
 
-double cpu_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
-                      const int32_t *slot, int n, int L, int pp, int C, int half, int select,
-                      float grad_scale) {
+void cpu_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                    const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                    float grad_scale, double *sum) {
     const int P = pp * C, P2 = 2 * P;
     double total = 0.0;
     double part[CPU_MAX_THREADS];
@@ -276,5 +276,5 @@ double cpu_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *
         part[tid] = acc;
     });
     for (int t = 0; t < used; t++) total += part[t];
-    return total;
+    *sum = total;
 }

@@ -2,11 +2,12 @@
  * the kernels in kernels/cuda/ (not part of the public op interface, which is kernels/ops.h).
  *
  * One context = one device (device 0 of what CUDA_VISIBLE_DEVICES shows; umdq-worker --gpu N sets
- * it), one stream, one cuBLAS handle. Every op enqueues on the stream and returns; the ops that
- * return a scalar (mse_masked, sumsq) and download wait for the stream. Errors: an op cannot
+ * it), one stream, one cuBLAS handle. Every op enqueues on the stream and returns; only upload,
+ * download and status wait for the stream. Errors: an op cannot
  * return one (ops.h's ops are void), so the first failed CUDA or cuBLAS call is recorded in the
  * context with the op's name, every later op becomes a no-op, and the trainer asks `status`
- * after each step. Nothing in the backend calls exit().
+ * after each step. Nothing in the backend calls exit(). No op waits for the device, so a step
+ * can be captured as a CUDA graph (record_begin) and replayed.
  *
  * Determinism: no float atomics. Sums over rows into parameter gradients are done by a thread
  * per column looping over rows in order, or in fixed chunks whose partials (workspace) are then
@@ -86,7 +87,10 @@ struct umd_ctx {
     __nv_bfloat16 *bf_a, *bf_b, *bf_w; /* bf16 stages (BF16_STAGE, BF16_STAGE, max_weight) */
     size_t bf_w_len;
     size_t bf_stage;           /* bf16 values of bf_a and of bf_b */
-    double *host_scalars;      /* pinned, 2 doubles: results of mse_masked / sumsq */
+    /* recording (ops.h's record_begin): on only with UMDQ_CUDA_GRAPH=1 */
+    int graphs;                /* record_begin records (else it answers UMDQ_EUNSUPPORTED) */
+    int recording;             /* the stream is being captured */
+    cudaGraphExec_t graph;     /* the recording replay launches (NULL: none) */
     /* memory accounting: bytes held by alloc now and at most; the blocks, for release */
     size_t allocated, peak;
     struct { void *p; size_t bytes; } blocks[CUDA_MAX_BLOCKS];
@@ -259,12 +263,12 @@ void cuda_decoder_input_bwd(umd_ctx *c, float *drep, float *denc, float *dmask, 
                             int ncls, int w);
 void cuda_token_mean_fwd(umd_ctx *c, float *out, const float *x, int n, int T, int k, int w);
 void cuda_token_mean_bwd(umd_ctx *c, float *dx, const float *dout, int n, int T, int k, int w);
-double cuda_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
-                       const int32_t *slot, int n, int L, int pp, int C, int half, int select,
-                       float grad_scale);
-double cuda_sumsq(umd_ctx *c, const float *x, size_t n);
+void cuda_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                     const int32_t *slot, int n, int L, int pp, int C, int half, int select,
+                     float grad_scale, double *sum);
+void cuda_sumsq(umd_ctx *c, double *out, const float *x, size_t n);
 void cuda_adamw(umd_ctx *c, float *p, const float *g, float *m, float *v, const uint8_t *decay,
-                size_t n, const umd_adamw_args *a);
+                size_t n, const umd_adamw_args *a, const double *sumsq);
 void cuda_ema(umd_ctx *c, float *ema, const float *p, size_t n, float decay);
 }
 

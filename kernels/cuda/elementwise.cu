@@ -105,26 +105,30 @@ __global__ static void k_sum_partials(double *out, const double *part, int n) {
     if (threadIdx.x == 0) *out = s[0];
 }
 
-extern "C" double cuda_sumsq(umd_ctx *c, const float *x, size_t n) {
-    if (c->failed) return NAN;
-    if (n == 0) return 0.0;
+extern "C" void cuda_sumsq(umd_ctx *c, double *out, const float *x, size_t n) {
+    CUDA_OP(c);
     if (!c->dsum) {
         cuda_fail(c, "sumsq", "no workspace (set_workspace was not called)");
-        return NAN;
+        return;
+    }
+    if (n == 0) {
+        cuda_check(c, cudaMemsetAsync(out, 0, sizeof(double), c->stream), "sumsq");
+        return;
     }
     k_sumsq_partial<<<CUDA_SUM_BLOCKS, THREADS, 0, c->stream>>>(c->dsum, x, n);
-    k_sum_partials<<<1, THREADS, 0, c->stream>>>(c->dsum + CUDA_SUM_BLOCKS, c->dsum, CUDA_SUM_BLOCKS);
-    if (CUDA_LAUNCHED(c, "sumsq")) return NAN;
-    if (cuda_check(c, cudaMemcpyAsync(c->host_scalars, c->dsum + CUDA_SUM_BLOCKS, sizeof(double),
-                                      cudaMemcpyDeviceToHost, c->stream), "sumsq") ||
-        cuda_check(c, cudaStreamSynchronize(c->stream), "sumsq"))
-        return NAN;
-    return c->host_scalars[0];
+    k_sum_partials<<<1, THREADS, 0, c->stream>>>(out, c->dsum, CUDA_SUM_BLOCKS);
+    CUDA_LAUNCHED(c, "sumsq");
 }
 
+/* The update's scalars come from device memory (a recorded step replays with new ones); every
+ * thread derives the same factors from them, as the CPU does. */
 __global__ static void k_adamw(float *p, const float *g, float *m, float *v, const uint8_t *decay,
-                               size_t n, float b1, float b2, float gs, float shrink, float step,
-                               float bc2s, float eps) {
+                               size_t n, const umd_adamw_args *a, const double *sumsq) {
+    const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
+    const float gs = a->max_norm > 0.0f ? umd_clip_factor(a->max_norm, *sumsq) : 1.0f;
+    const float shrink = umd_adamw_shrink(a->lr, a->weight_decay);
+    const float step = a->lr / a->bias_correction1;
+    const float bc2s = sqrtf(a->bias_correction2);
     FOR_EACH(i, n) {
         float gi = g[i] * gs;
         float pi = decay[i] ? p[i] * shrink : p[i];
@@ -137,10 +141,9 @@ __global__ static void k_adamw(float *p, const float *g, float *m, float *v, con
 }
 
 extern "C" void cuda_adamw(umd_ctx *c, float *p, const float *g, float *m, float *v,
-                           const uint8_t *decay, size_t n, const umd_adamw_args *a) {
-    LAUNCH1(c, "adamw", k_adamw, n, p, g, m, v, decay, n, a->beta1, a->beta2, a->grad_scale,
-            1.0f - a->lr * a->weight_decay, a->lr / a->bias_correction1,
-            sqrtf(a->bias_correction2), a->eps);
+                           const uint8_t *decay, size_t n, const umd_adamw_args *a,
+                           const double *sumsq) {
+    LAUNCH1(c, "adamw", k_adamw, n, p, g, m, v, decay, n, a, sumsq);
 }
 
 __global__ static void k_ema(float *ema, const float *p, size_t n, float decay, float rest) {

@@ -51,9 +51,12 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
     c->attn_mode = attn && strcmp(attn, "fused") == 0  ? UMD_ATTN_FUSED
                    : attn && strcmp(attn, "gemm") == 0 ? UMD_ATTN_GEMM
                                                        : UMD_ATTN_MMA;
+    {
+        const char *g = getenv("UMDQ_CUDA_GRAPH");
+        c->graphs = g && strcmp(g, "1") == 0;
+    }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
-        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
-        (e = cudaMallocHost((void **)&c->host_scalars, 4 * sizeof(double))) != cudaSuccess) {
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         snprintf(err, errlen, "CUDA set-up: %s", cudaGetErrorString(e));
         goto fail;
     }
@@ -73,6 +76,12 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
             snprintf(err, errlen, "CUDA set-up: cuBLASLt workspace: %s", cudaGetErrorString(e));
             goto fail;
         }
+        /* cuBLAS shares cuBLASLt's workspace (the stream orders their uses), so a recorded call
+         * never allocates one, and a context computes the same with recording on or off */
+        if ((s = cublasSetWorkspace(c->blas, c->lt_ws, CUDA_LT_WORKSPACE)) != CUBLAS_STATUS_SUCCESS) {
+            snprintf(err, errlen, "cuBLAS set-up: workspace: %s", cublasGetStatusString(s));
+            goto fail;
+        }
     }
     *out = c;
     return 0;
@@ -81,7 +90,6 @@ fail:
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
-    if (c->host_scalars) cudaFreeHost(c->host_scalars);
     free(c);
     return UMDQ_EDEVICE;
 }
@@ -96,7 +104,13 @@ static void ctx_destroy(umd_ctx **pc) {
     if (!pc || !*pc) return;
     umd_ctx *c = *pc;
     umd_cuda_profile(c, 0);
+    if (c->recording) {
+        cudaGraph_t g = NULL;
+        if (cudaStreamEndCapture(c->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+    }
     cudaStreamSynchronize(c->stream);
+    if (c->graph) cudaGraphExecDestroy(c->graph);
     for (int i = 0; i < c->nplans; i++) {
         lt_plan *p = &c->plans[i];
         if (p->desc) cublasLtMatmulDescDestroy(p->desc);
@@ -108,7 +122,6 @@ static void ctx_destroy(umd_ctx **pc) {
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
-    cudaFreeHost(c->host_scalars);
     free(c);
     *pc = NULL;
 }
@@ -274,6 +287,77 @@ static int ctx_status(umd_ctx *c, char *err, size_t errlen) {
     return UMDQ_EDEVICE;
 }
 
+/* ---- recording: the stream captured into a CUDA graph ------------------------------------------ */
+
+static int rec_begin(umd_ctx *c, char *err, size_t errlen) {
+    if (!c->graphs) {
+        snprintf(err, errlen, "CUDA graphs are off (UMDQ_CUDA_GRAPH=1 turns them on)");
+        return UMDQ_EUNSUPPORTED;
+    }
+    if (c->failed) {
+        snprintf(err, errlen, "%s", c->err);
+        return UMDQ_EDEVICE;
+    }
+    if (c->prof_ev) {
+        snprintf(err, errlen, "per-op profiling is on: its events cannot be recorded");
+        return UMDQ_EUNSUPPORTED;
+    }
+    if (c->recording) {
+        snprintf(err, errlen, "already recording");
+        return UMDQ_EINVAL;
+    }
+    if (c->graph) {
+        cudaGraphExecDestroy(c->graph);
+        c->graph = NULL;
+    }
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(err, errlen, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+        return UMDQ_EDEVICE;
+    }
+    c->recording = 1;
+    return 0;
+}
+
+static int rec_end(umd_ctx *c, char *err, size_t errlen) {
+    if (!c->recording) {
+        snprintf(err, errlen, "not recording");
+        return UMDQ_EINVAL;
+    }
+    c->recording = 0;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e == cudaSuccess && !c->failed) {
+        e = cudaGraphInstantiate(&c->graph, g, 0);
+        cudaGraphDestroy(g);
+        if (e == cudaSuccess) return 0;
+        c->graph = NULL;
+        g = NULL;
+    }
+    /* The recording failed: say why, drop it, and give the context back as it was (an error of
+     * the capture is not sticky; a device fault is, and the check below keeps it). */
+    snprintf(err, errlen, "%s", c->failed ? c->err : cudaGetErrorString(e));
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+    if (cudaStreamSynchronize(c->stream) == cudaSuccess) {
+        c->failed = 0;
+        c->err[0] = 0;
+    }
+    return UMDQ_EDEVICE;
+}
+
+static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
+    if (!c->graph || c->recording) {
+        snprintf(err, errlen, "replay: %s", c->recording ? "still recording" : "nothing recorded");
+        return UMDQ_EINVAL;
+    }
+    if (!c->failed) cuda_check(c, cudaGraphLaunch(c->graph, c->stream), "replay");
+    if (!c->failed) return 0;
+    snprintf(err, errlen, "%s", c->err);
+    return UMDQ_EDEVICE;
+}
+
 /* ---- the op table, with optional per-op timing ---------------------------------------------------
  * With profiling on (umd_cuda_profile), every op call is bracketed by two CUDA events on the
  * stream (no synchronisation in the op); the pairs are resolved into per-op totals when the ring
@@ -330,7 +414,7 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
 #define CUDA_TABLE(var, ctxnew)                                                                    \
     static const umd_ops var = {"cuda", ctxnew, ctx_destroy, ctx_threads, workspace_bytes,         \
                                 set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
-                                CUDA_OPS(OP_TIMED) ctx_status}
+                                CUDA_OPS(OP_TIMED) ctx_status, rec_begin, rec_end, rec_replay}
 
 CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);
 CUDA_TABLE(cuda_tf32_ops, ctx_new_tf32);
@@ -343,6 +427,7 @@ extern "C" int umd_cuda_set_attention(umd_ctx *c, int mode) {
 }
 
 extern "C" int umd_cuda_profile(umd_ctx *c, int on) {
+    if (c->recording) return -1;
     if (on && !c->prof_ev) {
         c->prof_ev = (cudaEvent_t *)calloc(2 * CUDA_PROF_RING, sizeof(cudaEvent_t));
         if (!c->prof_ev) return -1;

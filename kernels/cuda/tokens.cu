@@ -268,23 +268,21 @@ __global__ static void k_sum_rows(double *out, const double *rows, int n) {
     *out = t;
 }
 
-extern "C" double cuda_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
-                                  const int32_t *slot, int n, int L, int pp, int C, int half,
-                                  int select, float grad_scale) {
-    if (c->failed) return NAN;
-    if (n <= 0) return 0.0;
+extern "C" void cuda_mse_masked(umd_ctx *c, float *dpred, const float *pred, const float *target,
+                                const int32_t *slot, int n, int L, int pp, int C, int half,
+                                int select, float grad_scale, double *sum) {
+    CUDA_OP(c);
+    if (n <= 0) {
+        cuda_check(c, cudaMemsetAsync(sum, 0, sizeof(double), c->stream), "mse_masked");
+        return;
+    }
     if (!c->dsum || n > c->lim.max_rows) {
         cuda_fail(c, "mse_masked", "rows beyond the workspace limits");
-        return NAN;
+        return;
     }
-    double *rows = c->dsum + CUDA_SUM_BLOCKS + 2, *total = c->dsum + CUDA_SUM_BLOCKS + 1;
+    double *rows = c->dsum + CUDA_SUM_BLOCKS;
     k_mse_rows<<<n, THREADS, 0, c->stream>>>(rows, dpred, pred, target, slot, L, pp, C, half, select,
                                              grad_scale);
-    k_sum_rows<<<1, 1, 0, c->stream>>>(total, rows, n);
-    if (CUDA_LAUNCHED(c, "mse_masked")) return NAN;
-    if (cuda_check(c, cudaMemcpyAsync(c->host_scalars + 1, total, sizeof(double),
-                                      cudaMemcpyDeviceToHost, c->stream), "mse_masked") ||
-        cuda_check(c, cudaStreamSynchronize(c->stream), "mse_masked"))
-        return NAN;
-    return c->host_scalars[1];
+    k_sum_rows<<<1, 1, 0, c->stream>>>(sum, rows, n);
+    CUDA_LAUNCHED(c, "mse_masked");
 }

@@ -52,7 +52,14 @@ double umd_cuda_gemm_tflops(umd_ctx *c, int math, int M, int N, int K, int reps)
 enum { UMD_ATTN_GEMM = 0, UMD_ATTN_FUSED = 1, UMD_ATTN_MMA = 2 };
 int umd_cuda_set_attention(umd_ctx *c, int mode);
 
-/* Per-op timing of a context: on (1) starts counting from zero, off (0) stops. 0 or -1. */
+/* Recording (ops.h's record_begin, record_end, replay): a context records its stream into a CUDA
+ * graph only when UMDQ_CUDA_GRAPH=1 was set when it was made (cuBLAS works in the context's
+ * cuBLASLt workspace, so no recorded GEMM allocates); else record_begin answers
+ * UMDQ_EUNSUPPORTED and the trainer runs each step op by op. Per-op profiling and recording
+ * exclude each other. */
+
+/* Per-op timing of a context: on (1) starts counting from zero, off (0) stops. 0 or -1 (also
+ * while the context is recording). */
 int umd_cuda_profile(umd_ctx *c, int on);
 /* The ops' device time since profiling was switched on, divided by `per` (steps), largest first,
  * as one line into buf. Waits for the queued ops. */
@@ -75,7 +82,7 @@ typedef struct {
     int (*profile)(umd_ctx *c, int on);
     void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
 } umd_cuda_api;
-#define UMD_CUDA_API_VERSION 2
+#define UMD_CUDA_API_VERSION 3
 #define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus

@@ -2,8 +2,9 @@
  * (the oracle): the tiny fixture model (test_model_fixtures.h, labels on) with the same random
  * parameters and batch, its randomness drawn by each backend's own Philox ops; the losses and
  * every gradient at step 0 in fp32, tf32 and bf16; a 10-step loss curve with AdamW in fp32; a
- * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); and umd_run end to end with
- * train.device "cuda". Without a visible CUDA device every test reports SKIP.
+ * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
+ * graph against the same steps op by op (bit for bit); and umd_run end to end with train.device
+ * "cuda", op by op and recorded. Without a visible CUDA device every test reports SKIP.
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
+#include "step.h"
 #include "cuda/umd_cuda.h"
 #include "test_model_fixtures.h"
 #include "umd.h"
@@ -180,12 +182,86 @@ static void curve(int math, int steps, int window, double tol) {
 static void test_cuda_curve_fp32_10_steps(void) { curve(UMD_MATH_FP32, 10, 0, 1e-4); }
 static void test_cuda_curve_bf16_200_steps(void) { curve(UMD_MATH_BF16, 200, 20, 0.02); }
 
+/* ---- the recorded step (CUDA graph) --------------------------------------------------------------- */
+
+/* Steps run op by op and steps replayed from a recording (UMDQ_CUDA_GRAPH=1 when the second model's
+ * context is made) give the same bits: losses every step, and parameters, AdamW moments and EMA
+ * at the end. The clip is tight so the device-side clip factor is below 1, and the batches and
+ * draws change every step, so a replay that kept the recorded step's inputs would differ. */
+static void graph_parity(int math) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.steps = 12;
+    cfg.clip = 0.05;
+    cfg.ema = 0.99;
+    umd_model *e = new_model(&cfg, umd_ops_cuda(math));
+    setenv("UMDQ_CUDA_GRAPH", "1", 1);
+    umd_model *g = new_model(&cfg, umd_ops_cuda(math));
+    unsetenv("UMDQ_CUDA_GRAPH");
+    T_REQUIRE(e && g);
+    umd_model_init(e, cfg.seed);
+    umd_model_init(g, cfg.seed);
+    umd_stepper se = {0}, sg = {0};
+    char err[512] = "";
+    double first = 0, last = 0, clip = 1;
+    for (int k = 0; k < cfg.steps; k++) {
+        load_same_batch(e, g, &cfg, 400 + (uint32_t)k);
+        umd_model_draw(e, cfg.seed, k);
+        umd_model_draw(g, cfg.seed, k);
+        T_REQUIRE(umd_train_step(&se, e, &cfg, k, umd_lr_at(&cfg, k), err, sizeof err) == 0 ||
+                  (printf("  op by op: %s\n", err), 0));
+        T_REQUIRE(umd_train_step(&sg, g, &cfg, k, umd_lr_at(&cfg, k), err, sizeof err) == 0 ||
+                  (printf("  recorded: %s\n", err), 0));
+        if (sg.note[0]) printf("  %s\n", sg.note);
+        T_REQUIRE(device_ok(e) && device_ok(g));
+        umd_losses le, lg;
+        umd_model_losses(e, &le);
+        umd_model_losses(g, &lg);
+        umd_optim_stats ste, stg;
+        umd_optim_read_stats(e, &cfg, umd_lr_at(&cfg, k), &ste);
+        umd_optim_read_stats(g, &cfg, umd_lr_at(&cfg, k), &stg);
+        printf("  step %2d (%s): loss %.9f / %.9f, grad norm %.6f / %.6f, clip %.4f\n", k,
+               sg.recorded ? "replayed" : "op by op", le.loss, lg.loss, ste.grad_norm,
+               stg.grad_norm, stg.clip_scale);
+        T_CHECK_MSG(le.loss == lg.loss && le.loss_clean == lg.loss_clean &&
+                    le.loss_eps == lg.loss_eps && le.loss_x0 == lg.loss_x0,
+                    "step %d: losses differ", k);
+        T_CHECK(ste.grad_norm == stg.grad_norm);
+        if (k == 0) first = lg.loss;
+        last = lg.loss;
+        clip = fmin(clip, stg.clip_scale);
+    }
+    T_CHECK_MSG(sg.recorded && !sg.given_up, "the steps were not replayed");
+    T_CHECK(!se.recorded && se.given_up); /* no UMDQ_CUDA_GRAPH: op by op */
+    T_CHECK(first != last);
+    T_CHECK(clip < 1.0);
+    size_t nf = umd_model_sizes(e)->nfloats;
+    float *a = malloc(nf * sizeof(float)), *b = malloc(nf * sizeof(float));
+    float *(*arena[])(umd_model *) = {umd_model_params, umd_model_adam_m, umd_model_adam_v,
+                                      umd_model_ema};
+    const char *names[] = {"params", "adam_m", "adam_v", "ema"};
+    for (int i = 0; i < 4; i++) {
+        umd_model_ops(e)->download(umd_model_ctx(e), a, arena[i](e), nf * sizeof(float));
+        umd_model_ops(g)->download(umd_model_ctx(g), b, arena[i](g), nf * sizeof(float));
+        T_CHECK_MSG(memcmp(a, b, nf * sizeof(float)) == 0, "%s differ", names[i]);
+    }
+    free(a);
+    free(b);
+    umd_model_destroy(&e);
+    umd_model_destroy(&g);
+}
+
+static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
+static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
+
 /* ---- umd_run on "cuda" ------------------------------------------------------------------------- */
 
 typedef struct {
     double final_loss;
     char device[32];
     int progress;
+    int recorded; /* log lines saying the step is recorded */
 } seen;
 
 static void cb_progress(void *ctx, int64_t step, int64_t total, double loss, double ips) {
@@ -200,7 +276,7 @@ static void cb_result(void *ctx, const char *key, double value, const char *text
 }
 
 static void cb_log(void *ctx, const char *line) {
-    (void)ctx;
+    if (strstr(line, "is recorded")) ((seen *)ctx)->recorded++;
     printf("  log: %s\n", line);
 }
 
@@ -232,6 +308,16 @@ static void test_cuda_umd_run(void) {
     T_REQUIRE(rc == 0 || (printf("  cuda: %s\n", err), 0));
     rc = run_json(RUN_CONFIG("cuda", "bf16"), &sb, err, sizeof err);
     T_REQUIRE(rc == 0 || (printf("  cuda bf16: %s\n", err), 0));
+    /* the same job with its steps recorded once and replayed: the same bits */
+    seen sr = {0};
+    setenv("UMDQ_CUDA_GRAPH", "1", 1);
+    rc = run_json(RUN_CONFIG("cuda", "bf16"), &sr, err, sizeof err);
+    unsetenv("UMDQ_CUDA_GRAPH");
+    T_REQUIRE(rc == 0 || (printf("  cuda bf16 recorded: %s\n", err), 0));
+    T_EQ_INT(sr.recorded, 1);
+    T_EQ_INT(sb.recorded, 0);
+    T_CHECK_MSG(sr.final_loss == sb.final_loss, "recorded %.9g, op by op %.9g", sr.final_loss,
+                sb.final_loss);
     printf("  final loss cpu %.6f, cuda fp32 %.6f, cuda bf16 %.6f\n", sc.final_loss, sg.final_loss,
            sb.final_loss);
     T_EQ_STR(sg.device, "cuda");
@@ -286,6 +372,8 @@ int main(void) {
     T_RUN(test_cuda_step_parity_bf16);
     T_RUN(test_cuda_curve_fp32_10_steps);
     T_RUN(test_cuda_curve_bf16_200_steps);
+    T_RUN(test_cuda_graph_parity_fp32);
+    T_RUN(test_cuda_graph_parity_bf16);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

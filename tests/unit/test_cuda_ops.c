@@ -15,6 +15,7 @@
 #include "cuda/umd_cuda.h"
 #include "philox.h"
 #include "test_model_fixtures.h"
+#include "umdq.h"
 
 static const umd_ops *CPU, *GPU;
 static umd_ctx *cc, *gc;        /* 1-thread CPU context; the CUDA context of the current math */
@@ -97,6 +98,19 @@ static void *h_down(const void *d, size_t bytes) {
     void *h = hkeep(malloc(bytes ? bytes : 1));
     GPU->download(gc, h, d, bytes);
     return h;
+}
+
+/* A scalar the GPU writes to device memory, poisoned (again, for a reused one) first: an op that
+ * does not write it fails. */
+static double *d_scalar(double *d) {
+    double nan = NAN;
+    if (d) GPU->upload(gc, d, &nan, sizeof nan);
+    return d ? d : d_up(&nan, sizeof nan);
+}
+static double h_scalar(const double *d) {
+    double v = NAN;
+    GPU->download(gc, &v, d, sizeof v);
+    return v;
 }
 
 static void gpu_ok(void) {
@@ -206,13 +220,19 @@ static void test_cuda_optimiser(void) {
         for (size_t i = 0; i < n; i++) decay[i] = (uint8_t)(fx_unit(14, i) < 0.7f);
         float *dp = d_f(p, n), *dg = d_f(g, n), *dm = d_f(m, n), *dv = d_f(v, n);
         uint8_t *ddecay = d_up(decay, n);
-        double sc = CPU->sumsq(cc, g, n), sg = GPU->sumsq(gc, dg, n);
+        double sc = NAN, *dsg = d_scalar(NULL);
+        CPU->sumsq(cc, &sc, g, n);
+        GPU->sumsq(gc, dsg, dg, n);
+        double sg = h_scalar(dsg);
         T_NEAR(sg, sc, 0, 1e-6);
+        /* the clip factor from each side's own sum of squares (about 0.7), the args in device
+         * memory on the GPU */
         umd_adamw_args a = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 1.0f - 0.9f * 0.9f * 0.9f,
-                            1.0f - 0.95f * 0.95f * 0.95f, 0.7f};
+                            1.0f - 0.95f * 0.95f * 0.95f, (float)(0.7 * sqrt(sc))};
+        umd_adamw_args *da = d_up(&a, sizeof a);
         for (int k = 0; k < 2; k++) {
-            CPU->adamw(cc, p, g, m, v, decay, n, &a);
-            GPU->adamw(gc, dp, dg, dm, dv, ddecay, n, &a);
+            CPU->adamw(cc, p, g, m, v, decay, n, &a, &sc);
+            GPU->adamw(gc, dp, dg, dm, dv, ddecay, n, da, dsg);
         }
         same("adamw p", dp, p, n, 1e-5, 0);
         same("adamw m", dm, m, n, 1e-5, 0);
@@ -633,6 +653,7 @@ static void test_cuda_tokens(void) {
         GPU->embed_rows_bwd(gc, dtab, drep_, didx, n, w);
         same("embed_rows_bwd", dtab, tab, (size_t)4 * w, 1e-7, 0);
         /* masked losses: pred (n, L, pp, 2C) */
+        double *dlg = NULL;
         for (int C = 1; C <= 3; C += 2) {
             int pp = 4, P = pp * C;
             size_t npred = (size_t)n * L * 2 * P, ntg = (size_t)n * L * P;
@@ -641,9 +662,11 @@ static void test_cuda_tokens(void) {
             for (int sel = 0; sel < 3; sel++)
                 for (int half = 0; half < 2; half++) {
                     float *gpred = h_randn(npred, 86, 1.0f), *dgpred = d_f(gpred, npred);
-                    double lc = CPU->mse_masked(cc, gpred, pred, tg, slot, n, L, pp, C, half, sel, 0.37f);
-                    double lg = GPU->mse_masked(gc, dgpred, dpred_, dtg, dslot, n, L, pp, C, half, sel, 0.37f);
-                    T_NEAR(lg, lc, 0, 1e-6);
+                    double lc = NAN;
+                    dlg = d_scalar(dlg);
+                    CPU->mse_masked(cc, gpred, pred, tg, slot, n, L, pp, C, half, sel, 0.37f, &lc);
+                    GPU->mse_masked(gc, dgpred, dpred_, dtg, dslot, n, L, pp, C, half, sel, 0.37f, dlg);
+                    T_NEAR(h_scalar(dlg), lc, 0, 1e-6);
                     same("mse_masked dpred", dgpred, gpred, npred, 1e-6, 0);
                 }
         }
@@ -675,6 +698,74 @@ static void test_cuda_error_is_recorded(void) {
     T_CHECK(c == NULL);
 }
 
+/* Recording (a CUDA graph) on a context of its own: without UMDQ_CUDA_GRAPH, record_begin says
+ * it is off; with it, a recorded add and sum of squares run only when replayed, each replay reads
+ * the inputs as they are then; a recording that tries to wait for the device (a download) fails
+ * in record_end, and the context goes on working. */
+static void test_cuda_record(void) {
+    need_gpu(UMD_MATH_FP32);
+    char err[512] = "";
+    umd_ctx *c = NULL;
+    T_REQUIRE(GPU->ctx_new(&c, 1, err, sizeof err) == 0);
+    T_EQ_INT(GPU->record_begin(c, err, sizeof err), UMDQ_EUNSUPPORTED);
+    T_CONTAINS(err, "UMDQ_CUDA_GRAPH");
+    T_EQ_INT(GPU->replay(c, err, sizeof err), UMDQ_EINVAL);
+    GPU->ctx_destroy(&c);
+
+    setenv("UMDQ_CUDA_GRAPH", "1", 1);
+    int rc = GPU->ctx_new(&c, 1, err, sizeof err);
+    unsetenv("UMDQ_CUDA_GRAPH");
+    T_REQUIRE(rc == 0);
+    umd_limits lim = {4, 16, 64, 2, 16, 4096};
+    size_t wsb = GPU->workspace_bytes(c, &lim);
+    void *ws = GPU->alloc(c, wsb);
+    const size_t n = 10007;
+    float *a = GPU->alloc(c, n * 4), *b = GPU->alloc(c, n * 4), *y = GPU->alloc(c, n * 4);
+    double *ss = GPU->alloc(c, sizeof(double));
+    T_REQUIRE(ws && a && b && y && ss);
+    GPU->set_workspace(c, ws, wsb);
+    float *h = malloc(n * 4), *hy = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) h[i] = 1.0f;
+    GPU->upload(c, a, h, n * 4);
+    GPU->upload(c, b, h, n * 4);
+    GPU->fill(c, y, n, -7.0f);
+    T_EQ_INT(GPU->record_begin(c, err, sizeof err), 0);
+    GPU->add(c, y, a, b, n);
+    GPU->sumsq(c, ss, y, n);
+    T_EQ_INT(GPU->record_end(c, err, sizeof err), 0);
+    GPU->download(c, hy, y, n * 4);
+    T_CHECK(hy[0] == -7.0f && hy[n - 1] == -7.0f); /* recorded, not run */
+    for (int r = 1; r <= 3; r++) {
+        for (size_t i = 0; i < n; i++) h[i] = (float)r;
+        GPU->upload(c, a, h, n * 4); /* new input between replays */
+        T_EQ_INT(GPU->replay(c, err, sizeof err), 0);
+        GPU->download(c, hy, y, n * 4);
+        double s = 0;
+        GPU->download(c, &s, ss, sizeof s);
+        T_CHECK(hy[0] == (float)r + 1.0f && hy[n - 1] == (float)r + 1.0f);
+        T_NEAR(s, (double)n * (r + 1) * (r + 1), 0, 1e-12);
+    }
+    T_EQ_INT(GPU->status(c, err, sizeof err), 0);
+    /* a download cannot be recorded: the recording fails, nothing ran, the context still works */
+    T_EQ_INT(GPU->record_begin(c, err, sizeof err), 0);
+    GPU->fill(c, y, n, 5.0f);
+    GPU->download(c, hy, y, n * 4);
+    rc = GPU->record_end(c, err, sizeof err);
+    printf("  a recording with a download: %s\n", err);
+    T_CHECK(rc != 0);
+    T_EQ_INT(GPU->replay(c, err, sizeof err), UMDQ_EINVAL); /* the old one was dropped */
+    T_EQ_INT(GPU->status(c, err, sizeof err), 0);
+    GPU->add(c, y, a, b, n);
+    GPU->download(c, hy, y, n * 4);
+    T_CHECK(hy[0] == 4.0f);
+    T_EQ_INT(GPU->status(c, err, sizeof err), 0);
+    free(h);
+    free(hy);
+    void *all[] = {ws, a, b, y, ss};
+    for (int i = 0; i < 5; i++) GPU->release(c, all[i]);
+    GPU->ctx_destroy(&c);
+}
+
 int main(void) {
     char err[256];
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
@@ -702,6 +793,7 @@ int main(void) {
     T_RUN(test_cuda_attention_head_groups);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
+    T_RUN(test_cuda_record);
     if (gc) {
         cleanup();
         GPU->release(gc, gws);

@@ -594,8 +594,10 @@ typedef struct {
 
 static double mse_J(void *s_) {
     mse_state *s = s_;
-    return O->mse_masked(C1, s->dscratch, s->pred, s->target, s->slot, s->n, s->L, s->pp, s->C,
-                         s->half, s->sel, 0.0f);
+    double sum = NAN;
+    O->mse_masked(C1, s->dscratch, s->pred, s->target, s->slot, s->n, s->L, s->pp, s->C, s->half,
+                  s->sel, 0.0f, &sum);
+    return sum;
 }
 
 static void test_kernels_mse_masked(void) {
@@ -609,7 +611,8 @@ static void test_kernels_mse_masked(void) {
             mse_state s = {n, L, pp, C, half, sel, randn(np, 80, 1.0f), randn(nt, 81, 1.0f),
                            zeros(np), slot};
             float *dp = zeros(np);
-            double sum = O->mse_masked(C2, dp, s.pred, s.target, slot, n, L, pp, C, half, sel, 1.0f);
+            double sum = NAN;
+            O->mse_masked(C2, dp, s.pred, s.target, slot, n, L, pp, C, half, sel, 1.0f, &sum);
             double ref = 0;
             int other_zero = 1;
             for (int b = 0; b < n; b++)
@@ -782,12 +785,22 @@ static void test_kernels_optimiser(void) {
     memcpy(p0, p, n * sizeof *p);
     memcpy(m0, m, n * sizeof *m);
     memcpy(v0, v, n * sizeof *v);
+    /* the clip: max_norm at about half the norm scales every gradient by about 0.5 */
+    double ss = NAN, ref = 0;
+    O->sumsq(C2, &ss, g, n);
+    for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
+    T_NEAR(ss, ref, 0, 1e-6);
+    double again = NAN;
+    O->sumsq(C2, &again, g, n);
+    T_CHECK(again == ss); /* deterministic */
     umd_adamw_args a = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 1.0f - 0.9f * 0.9f * 0.9f,
-                        1.0f - 0.95f * 0.95f * 0.95f, 0.5f};
-    O->adamw(C2, p, g, m, v, decay, n, &a);
+                        1.0f - 0.95f * 0.95f * 0.95f, (float)(0.5 * sqrt(ss))};
+    float gs = umd_clip_factor(a.max_norm, ss);
+    T_NEAR(gs, 0.5, 0, 1e-5);
+    O->adamw(C2, p, g, m, v, decay, n, &a, &ss);
     double e = 0;
     for (size_t i = 0; i < n; i++) {
-        double gi = 0.5 * g[i];
+        double gi = (double)gs * g[i];
         double mi = 0.9 * m0[i] + 0.1 * gi, vi = 0.95 * v0[i] + 0.05 * gi * gi;
         double pi = p0[i] * (decay[i] ? 1 - 1e-3 * 0.05 : 1.0);
         pi -= 1e-3 / a.bias_correction1 * mi / (sqrt(vi) / sqrt(a.bias_correction2) + 1e-8);
@@ -801,10 +814,23 @@ static void test_kernels_optimiser(void) {
         e = fmax(e, fabs(mi - m[i]) / (fabs(m0[i]) + fabs(gi) + 1e-9) * 1e-4 / 1e-6);
     }
     T_CHECK_MSG(e < 1e-4, "adamw error %g", e);
-    double ss = O->sumsq(C2, g, n), ref = 0;
-    for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
-    T_NEAR(ss, ref, 0, 1e-6);
-    T_CHECK(O->sumsq(C2, g, n) == ss); /* deterministic */
+    /* the clip factor: PyTorch's, in fp32; no clip below the threshold, with max_norm 0 or a
+     * norm that is not a number */
+    T_CHECK(umd_clip_factor(2.0f, 16.0) == 2.0f / (4.0f + 1e-6f));
+    T_CHECK(umd_clip_factor(5.0f, 16.0) == 1.0f);
+    T_CHECK(umd_clip_factor(0.0f, 16.0) == 1.0f);
+    T_CHECK(umd_clip_factor(1.0f, NAN) == 1.0f);
+    /* max_norm 0: sumsq is not read (NULL) and the gradients are used as they are */
+    umd_adamw_args a1 = a;
+    a1.max_norm = 0;
+    float p1[3] = {1, 2, 3}, g1[3] = {0.5f, -0.5f, 0.25f}, m1[3] = {0}, v1[3] = {0};
+    float p2[3] = {1, 2, 3}, g2[3] = {1.0f, -1.0f, 0.5f}, m2[3] = {0}, v2[3] = {0};
+    uint8_t d1[3] = {1, 1, 0};
+    double s2 = 2.25; /* sqrt = 1.5: max_norm 0.75 halves g2 back to g1 */
+    O->adamw(C2, p1, g1, m1, v1, d1, 3, &a1, NULL);
+    a1.max_norm = 0.75f * (1.5f + 1e-6f) / 1.5f;
+    O->adamw(C2, p2, g2, m2, v2, d1, 3, &a1, &s2);
+    for (int i = 0; i < 3; i++) T_NEAR(p2[i], p1[i], 0, 1e-6);
     memcpy(v0, m0, n * sizeof *v0);
     O->ema(C2, m0, p, n, 0.99f);
     e = 0;

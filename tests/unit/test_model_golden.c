@@ -11,6 +11,8 @@
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
+#include "step.h"
+#include "umdq.h"
 
 #define GOLDEN_PATH "tests/golden/umd_tiny.bin"
 
@@ -85,6 +87,9 @@ static double cfg_num(const golden *g, const char *key) {
     return cJSON_GetObjectItem(cJSON_GetObjectItem(g->header, "config"), key)->valuedouble;
 }
 
+/* The backend of the golden models: the CPU's, or a copy of it that claims to record. */
+static const umd_ops *golden_ops;
+
 static umd_model *golden_model(const golden *g, umd_config *cfg, int threads) {
     memset(cfg, 0, sizeof *cfg);
     cfg->patch = (int)cfg_num(g, "patch");
@@ -115,7 +120,8 @@ static umd_model *golden_model(const golden *g, umd_config *cfg, int threads) {
                        (int)cfg_num(g, "width_px"), (int)cfg_num(g, "classes"), cfg->batch};
     char err[256];
     umd_model *m = NULL;
-    if (umd_model_new(&m, cfg, &shape, umd_ops_cpu(), err, sizeof err) != 0) {
+    if (umd_model_new(&m, cfg, &shape, golden_ops ? golden_ops : umd_ops_cpu(), err,
+                      sizeof err) != 0) {
         printf("  umd_model_new: %s\n", err);
         return NULL;
     }
@@ -219,7 +225,22 @@ static void golden_gradients(int threads) {
 static void test_model_golden_gradients(void) { golden_gradients(1); }
 static void test_model_golden_gradients_two_replicas(void) { golden_gradients(2); }
 
-static void golden_curve(int threads) {
+/* A backend that has record ops but cannot record (as the CUDA backend whose recording fails). */
+static int refuse_record(umd_ctx *c, char *err, size_t errlen) {
+    (void)c;
+    snprintf(err, errlen, "no graphs here");
+    return UMDQ_EDEVICE;
+}
+static int never_called(umd_ctx *c, char *err, size_t errlen) {
+    (void)c;
+    snprintf(err, errlen, "called");
+    T_CHECK_MSG(0, "record_end or replay called after a refused record_begin");
+    return UMDQ_EINVAL;
+}
+
+/* mode 0: umd_model_step and umd_optim_step; 1: umd_train_step (step.h) on the CPU backend, which
+ * does not record; 2: umd_train_step on a backend whose recording is refused. */
+static void golden_curve(int threads, int mode) {
     golden g;
     char err[256];
     int rc = golden_open(&g, GOLDEN_PATH, err, sizeof err);
@@ -232,12 +253,27 @@ static void golden_curve(int threads) {
     T_REQUIRE(curve && n == (size_t)cfg.steps);
     double worst = 0;
     int clipped = 0;
+    umd_stepper sp = {0};
     for (int k = 0; k < cfg.steps; k++) {
         T_REQUIRE(load_step(&g, m, k) == 0);
         umd_losses r;
-        umd_model_step(m, 1, &r);
         umd_optim_stats st;
-        umd_optim_step(m, &cfg, k, umd_lr_at(&cfg, k), &st);
+        if (mode == 0) {
+            umd_model_step(m, 1, &r);
+            umd_optim_step(m, &cfg, k, umd_lr_at(&cfg, k), &st);
+        } else {
+            T_REQUIRE(umd_train_step(&sp, m, &cfg, k, umd_lr_at(&cfg, k), err, sizeof err) == 0);
+            umd_model_losses(m, &r);
+            umd_optim_read_stats(m, &cfg, umd_lr_at(&cfg, k), &st);
+            T_CHECK(!sp.recorded);
+            if (k == 1 && mode == 2) {
+                printf("  %s\n", sp.note);
+                T_CONTAINS(sp.note, "no graphs here");
+                sp.note[0] = 0;
+            } else {
+                T_EQ_STR(sp.note, "");
+            }
+        }
         clipped += st.clip_scale < 1.0;
         double e = fabs(r.loss - curve[k]) / fabs(curve[k]);
         worst = fmax(worst, e);
@@ -251,13 +287,27 @@ static void golden_curve(int threads) {
     golden_close(&g);
 }
 
-static void test_model_golden_loss_curve(void) { golden_curve(1); }
-static void test_model_golden_loss_curve_two_replicas(void) { golden_curve(2); }
+static void test_model_golden_loss_curve(void) { golden_curve(1, 0); }
+static void test_model_golden_loss_curve_two_replicas(void) { golden_curve(2, 0); }
+static void test_model_golden_loss_curve_stepper(void) { golden_curve(1, 1); }
+
+static void test_model_golden_loss_curve_recording_refused(void) {
+    static umd_ops refusing;
+    refusing = *umd_ops_cpu();
+    refusing.record_begin = refuse_record;
+    refusing.record_end = never_called;
+    refusing.replay = never_called;
+    golden_ops = &refusing;
+    golden_curve(1, 2);
+    golden_ops = NULL;
+}
 
 int main(void) {
     T_RUN(test_model_golden_gradients);
     T_RUN(test_model_golden_gradients_two_replicas);
     T_RUN(test_model_golden_loss_curve);
     T_RUN(test_model_golden_loss_curve_two_replicas);
+    T_RUN(test_model_golden_loss_curve_stepper);
+    T_RUN(test_model_golden_loss_curve_recording_refused);
     return t_done();
 }

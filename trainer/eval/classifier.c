@@ -38,6 +38,7 @@ struct umd_classifier {
     size_t nfloats;
     float *params, *grads, *m, *v; /* owned backend arenas (nfloats each) */
     uint8_t *decay;                /* owned backend (nfloats bytes, zeros: no weight decay) */
+    umd_adamw_args *args;          /* owned backend: each update's AdamW scalars */
     clf_params P, G;
     void *ws;                      /* owned backend workspace */
     /* activations (backend), one batch */
@@ -101,7 +102,7 @@ void umd_classifier_destroy(umd_classifier **pc) {
     if (!pc || !*pc) return;
     umd_classifier *c = *pc;
     if (c->ctx) {
-        void *arenas[] = {c->params, c->grads, c->m, c->v, c->decay, c->ws, c->tok};
+        void *arenas[] = {c->params, c->grads, c->m, c->v, c->decay, c->args, c->ws, c->tok};
         for (size_t i = 0; i < sizeof arenas / sizeof arenas[0]; i++) c->ops->release(c->ctx, arenas[i]);
         c->ops->ctx_destroy(&c->ctx);
     }
@@ -142,7 +143,8 @@ int umd_classifier_new(umd_classifier **out, const umd_split *train, const umd_o
     c->m = ops->alloc(c->ctx, fb);
     c->v = ops->alloc(c->ctx, fb);
     c->decay = ops->alloc(c->ctx, (c->nfloats + 63) / 64 * 64);
-    if (!c->params || !c->grads || !c->m || !c->v || !c->decay) goto oom;
+    c->args = ops->alloc(c->ctx, sizeof(umd_adamw_args));
+    if (!c->params || !c->grads || !c->m || !c->v || !c->decay || !c->args) goto oom;
     bind(&c->P, c->params, c);
     bind(&c->G, c->grads, c);
     /* activations: one allocation, carved in order */
@@ -330,8 +332,9 @@ int umd_classifier_train(umd_classifier *c, const umd_split *train, const umd_sp
         a.weight_decay = 0;
         a.bias_correction1 = (float)(1 - pow(0.9, (double)(t + 1)));
         a.bias_correction2 = (float)(1 - pow(0.999, (double)(t + 1)));
-        a.grad_scale = 1.0f;
-        o->adamw(x, c->params, c->grads, c->m, c->v, c->decay, c->nfloats, &a);
+        a.max_norm = 0.0f; /* no clip */
+        o->upload(x, c->args, &a, sizeof a);
+        o->adamw(x, c->params, c->grads, c->m, c->v, c->decay, c->nfloats, c->args, NULL);
         if ((t + 1) % per_epoch == 0 && log_fn) {
             char line[200];
             snprintf(line, sizeof line, "FID feature network: epoch %lld of %d, training loss "
