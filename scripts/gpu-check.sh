@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh (make gpu-check): on a GPU machine, build the CUDA backend for sm_90, run the
-# CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps and loss curves) and
-# the GPU benchmark, and print a short table. Finishes in under 5 minutes on an H100.
+# CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
+# recorded steps against steps op by op) and the GPU benchmark, op by op and with the step
+# recorded as a CUDA graph (bf16), and print a short table. Finishes in under 5 minutes on an H100.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
 #   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
@@ -107,6 +108,11 @@ printf '%s\n' "${summary[@]}"
 echo
 echo "== benchmark: train_gpu --steps $steps"
 timeout -k 10 300 "$(bin bench/train_gpu)" --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: train_gpu --graph --precision bf16 (the step recorded once and replayed)"
+timeout -k 10 200 "$(bin bench/train_gpu)" --graph --precision bf16 --steps "$steps" --warmup 3 2>&1 |
+  tee "$LOGS/train_gpu_graph.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"
