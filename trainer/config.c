@@ -182,6 +182,7 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
     k = schema_find("train.precision");
     out->precision = (umd_precision)choice(str_of(json, "train.precision", &hold), k ? k->choices : "");
     out->threads = int_of(json, "train.threads", &hold);
+    out->recompute = bool_of(json, "train.recompute", &hold);
 
     /* eval.* */
     const cJSON *ev = json_path_get(json, "eval");

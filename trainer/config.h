@@ -47,6 +47,7 @@ typedef struct {
     umd_device device;
     umd_precision precision;
     int threads;            /* 0 = every core */
+    int recompute;          /* train.recompute: blocks run again in the backward (model.h) */
 
     /* eval.* (UMD.md "Evaluation"); eval_on when the config has an eval block not disabled */
     int eval_on;

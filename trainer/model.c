@@ -194,6 +194,15 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     a->mo = takef(b, tok * w);
 }
 
+/* With train.recompute a block keeps only its input: the rest of what it saves lives in one
+ * scratch set shared by every block (sized for the larger of the two layouts), which the
+ * backward refills by running the block's forward again. */
+static void layout_block_input(bump *b, block_acts *a, const block_acts *scratch, const umd_dims *d,
+                               const seq_layout *sl) {
+    *a = *scratch;
+    a->x = takef(b, (size_t)sl->ntok * d->w);
+}
+
 /* Appends a segment of n rows (from row0) of T tokens to a layout. */
 static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int heads) {
     if (n <= 0) return;
@@ -209,7 +218,8 @@ static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int he
 }
 
 /* One replica's tensors (B = its rows) and its workspace. */
-static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_bytes) {
+static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_bytes,
+                           int recompute) {
     acts *A = &rp->A;
     size_t B = (size_t)rp->B, L = (size_t)d->L, P = (size_t)d->P, w = (size_t)d->w;
     size_t CHW = (size_t)d->C * d->H * d->W;
@@ -243,14 +253,27 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     A->rep = takef(b, B * w);
 
     size_t ne = (size_t)rp->enc.ntok;
-    for (int i = 0; i < d->depth; i++) layout_block(b, &A->enc[i], d, rp->B, &rp->enc);
+    block_acts scratch;
+    if (recompute) {
+        seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
+        if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
+        if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
+        layout_block(b, &scratch, d, rp->B, &big);
+    }
+    for (int i = 0; i < d->depth; i++) {
+        if (recompute) layout_block_input(b, &A->enc[i], &scratch, d, &rp->enc);
+        else layout_block(b, &A->enc[i], d, rp->B, &rp->enc);
+    }
     A->enc_xlast = takef(b, ne * w);
     A->enc_out = takef(b, ne * w);
     A->enc_mean = takef(b, ne);
     A->enc_rstd = takef(b, ne);
 
     size_t Td = (size_t)d->T_dec;
-    for (int i = 0; i < d->dec_depth; i++) layout_block(b, &A->dec[i], d, rp->B, &rp->dec);
+    for (int i = 0; i < d->dec_depth; i++) {
+        if (recompute) layout_block_input(b, &A->dec[i], &scratch, d, &rp->dec);
+        else layout_block(b, &A->dec[i], d, rp->B, &rp->dec);
+    }
     A->dec_xlast = takef(b, B * Td * w);
     A->fmod = takef(b, B * 2 * w);
     A->fin = takef(b, B * L * w);
@@ -288,7 +311,7 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     m->sqrt_1m_abar = takef(&b, (size_t)m->d.T);
     m->adam_args = take(&b, sizeof(umd_adamw_args));
     m->grad_sumsq = take(&b, sizeof(double));
-    for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes);
+    for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute);
     return b.off;
 }
 
@@ -406,8 +429,9 @@ static void split_rows(umd_model *m) {
     }
 }
 
-int umd_model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape,
-                  const umd_ops *ops, char *err, size_t errlen) {
+/* umd_model_new, or with measure not NULL only its sizes (nothing allocated but the context). */
+static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape,
+                     const umd_ops *ops, umd_sizes *measure, char *err, size_t errlen) {
     umd_model *m = NULL;
     double *abar = NULL;  /* owned: schedule scratch */
     float *consts = NULL; /* owned: sqrt tables before upload */
@@ -478,10 +502,16 @@ int umd_model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape
 
     size_t nf = m->sizes.nfloats;
     m->ema_on = cfg->ema > 0;
+    m->recompute = cfg->recompute;
     m->sizes.params = nf * sizeof(float);
     m->sizes.grads = (size_t)m->nrep * nf * sizeof(float);
     m->sizes.optim = (2 + (size_t)m->ema_on) * nf * sizeof(float) + (nf + 63) / 64 * 64;
     m->sizes.acts = layout_acts(m, NULL, ws);
+    if (measure) {
+        *measure = m->sizes;
+        umd_model_destroy(&m);
+        return 0;
+    }
 
     m->params = ops->alloc(m->ctx, m->sizes.params);
     m->grads = ops->alloc(m->ctx, m->sizes.grads);
@@ -543,6 +573,18 @@ fail:
     return rc;
 }
 
+int umd_model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape,
+                  const umd_ops *ops, char *err, size_t errlen) {
+    return model_new(out, cfg, shape, ops, NULL, err, errlen);
+}
+
+int umd_model_measure(umd_sizes *out, const umd_config *cfg, const umd_shape *shape,
+                      const umd_ops *ops, char *err, size_t errlen) {
+    umd_model *m = NULL;
+    memset(out, 0, sizeof *out);
+    return model_new(&m, cfg, shape, ops, out, err, errlen);
+}
+
 void umd_model_destroy(umd_model **pm) {
     if (!pm || !*pm) return;
     umd_model *m = *pm;
@@ -597,11 +639,12 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
     const double MiB = 1048576.0;
     snprintf(buf, n,
              "arenas: params %.2fM (%.1f MiB), grads %.1f MiB (%d replica%s), optimiser %.1f MiB "
-             "(m, v%s, decay mask), activations %.1f MiB (batch %d: %d clean rows x %d tokens, %d "
+             "(m, v%s, decay mask), activations %.1f MiB%s (batch %d: %d clean rows x %d tokens, %d "
              "noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
-             (double)s->acts / MiB, d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
+             (double)s->acts / MiB, m->recompute ? ", blocks recomputed in the backward" : "",
+             d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),
              m->ops->ctx_threads(m->ctx) > 1 ? "s" : "");
 }

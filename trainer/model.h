@@ -4,7 +4,8 @@
  * Memory: one arena each for parameters, gradients, optimiser state (AdamW m and v, the EMA when
  * train.ema > 0, the decay mask) and activations (every saved tensor of one step for the
  * configured batch, the step's inputs and randomness, the backward's temporaries and the ops'
- * workspace). All four are allocated by umd_model_new from sizes computed in one place
+ * workspace). With train.recompute a transformer block saves only its input, and the rest of
+ * what it saves goes to one scratch set that the backward refills block by block (objective.c). All four are allocated by umd_model_new from sizes computed in one place
  * (umd_model_sizes); a step allocates nothing.
  *
  * Threads: the step runs as one replica per thread of the CPU backend (never more than B), each
@@ -78,6 +79,10 @@ typedef struct {
 int umd_model_new(umd_model **out, const umd_config *cfg, const umd_shape *shape,
                   const umd_ops *ops, char *err, size_t errlen);
 void umd_model_destroy(umd_model **m); /* accepts NULL, NULLs the pointer */
+/* The arenas umd_model_new would allocate for these arguments, without allocating them (the
+ * backend's context is made, for its workspace size, and destroyed). 0 or as umd_model_new. */
+int umd_model_measure(umd_sizes *out, const umd_config *cfg, const umd_shape *shape,
+                      const umd_ops *ops, char *err, size_t errlen);
 
 const umd_dims *umd_model_dims(const umd_model *m);
 const umd_sizes *umd_model_sizes(const umd_model *m);

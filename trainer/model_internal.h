@@ -154,6 +154,7 @@ struct umd_model {
     umd_sizes sizes;
     float label_dropout;
     int ema_on;
+    int recompute;          /* train.recompute: blocks keep their input only (model.c) */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

@@ -22,7 +22,10 @@
  * attention and projection outputs, the residual in between, fc1's output before GELU, and fc2's
  * output: about 10 w + F floats per token. Only attention's probabilities (from lse) and GELU's
  * output (from fc1's, inside the MLP op) are recomputed; the backward's temporaries are shared by
- * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward. */
+ * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward.
+ * With train.recompute a block keeps only its input (w floats per token): the rest goes to one
+ * scratch set, and the backward runs each block's forward again before its backward (the last
+ * decoder block's is still there), for about a third more arithmetic per step. */
 #include <stddef.h>
 #include "model.h"
 #include "model_internal.h"
@@ -31,9 +34,10 @@
 
 /* x += g1 * Attn(LN1(x) (1 + s1) + h1);  x += g2 * MLP(LN2(x) (1 + s2) + h2) with
  * (h1, s1, g1, h2, s2, g2) = ada(cond) per batch row. a->x holds the input tokens of the layout's
- * segments; the output goes to out. The Linears and GELU run once over every token; LayerNorm
- * with modulation, attention and the gates per segment. */
-static void block_forward(umd_model *m, replica *rp, const block_params *bp, block_acts *a,
+ * segments; the output goes to out (NULL: not written, when the backward refills what the block
+ * saves). The Linears and GELU run once over every token; LayerNorm with modulation, attention
+ * and the gates per segment. */
+static void block_forward(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
                           const seq_layout *sl, float *out) {
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
@@ -64,7 +68,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, blo
     }
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
                d->F, w);
-    for (int k = 0; k < sl->nseg; k++) {
+    for (int k = 0; out && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
                              a->mod + (long)s->row0 * w6 + 5 * w, w6, s->n, s->T, w);
@@ -72,10 +76,14 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, blo
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
- * input. Parameter gradients go to gp; the conditioning's gradient (B, w) is added to A->dcond. */
+ * input. Parameter gradients go to gp; the conditioning's gradient (B, w) is added to A->dcond.
+ * refill: run the block's forward again first (train.recompute: what the block saves lives in a
+ * scratch set that later blocks overwrote); the ops are deterministic, so it refills the same
+ * values. */
 static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                            const block_params *gp, const block_acts *a, const seq_layout *sl,
-                           float *D) {
+                           float *D, int refill) {
+    if (refill) block_forward(m, rp, bp, a, sl, NULL);
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;
@@ -175,7 +183,7 @@ static void encoder_backward(umd_model *m, replica *rp) {
                      A->enc_xlast, A->enc_mean, A->enc_rstd, m->P.enc_norm_w, m->P.enc_norm_b, NULL,
                      0, (int)sl->ntok, 1, w, w, w, 0);
     for (int i = d->depth - 1; i >= 0; i--)
-        block_backward(m, rp, &m->P.enc[i], &rp->G.enc[i], &A->enc[i], sl, A->denc);
+        block_backward(m, rp, &m->P.enc[i], &rp->G.enc[i], &A->enc[i], sl, A->denc, m->recompute);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->gather_tokens_bwd(c, A->demb + (size_t)s->row0 * L * w, rp->G.pos, rp->G.cls,
@@ -269,8 +277,10 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
                      A->dec_xlast + w, A->fmean, A->frstd, P->dec_norm_w, P->dec_norm_b, A->fmod,
                      2 * w, B, L, w, (long)Td * w, (long)L * w, 0);
     o->linear_bwd(c, A->dcond, G->fmod_w, G->fmod_b, A->dfmod, A->cond, P->fmod_w, B, 2 * w, w, 0);
+    /* with train.recompute the last decoder block's saved tensors are still in the scratch set */
     for (int i = d->dec_depth - 1; i >= 0; i--)
-        block_backward(m, rp, &P->dec[i], &G->dec[i], &A->dec[i], &rp->dec, A->ddec);
+        block_backward(m, rp, &P->dec[i], &G->dec[i], &A->dec[i], &rp->dec, A->ddec,
+                       m->recompute && i < d->dec_depth - 1);
     encoder_backward(m, rp);
     o->linear_bwd(c, NULL, G->patch_w, G->patch_b, A->demb, A->xin, P->patch_w, B * L, w, PP, 0);
 

@@ -3,8 +3,9 @@
  * parameters and batch, its randomness drawn by each backend's own Philox ops; the losses and
  * every gradient at step 0 in fp32, tf32 and bf16; a 10-step loss curve with AdamW in fp32; a
  * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
- * graph against the same steps op by op (bit for bit); and umd_run end to end with train.device
- * "cuda", op by op and recorded. Without a visible CUDA device every test reports SKIP.
+ * graph against the same steps op by op (bit for bit); train.recompute against keeping every
+ * block's tensors (bit for bit); and umd_run end to end with train.device "cuda", op by op and
+ * recorded. Without a visible CUDA device every test reports SKIP.
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -252,6 +253,48 @@ static void graph_parity(int math) {
     umd_model_destroy(&g);
 }
 
+/* train.recompute on the device: blocks run again in the backward and give the same bits (the
+ * kernels are deterministic), in less device memory. */
+static void test_cuda_recompute_bf16(void) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.depth = 3;
+    cfg.dec_depth = 3;
+    umd_model *a = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
+    cfg.recompute = 1;
+    umd_model *b = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
+    T_REQUIRE(a && b);
+    umd_model_init(a, cfg.seed);
+    umd_model_init(b, cfg.seed);
+    size_t peak_a = 0, peak_b = 0, used, total;
+    umd_cuda_memory(umd_model_ctx(a), &peak_a, &used, &total);
+    umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
+    printf("  device arenas %zu bytes, with recompute %zu\n", peak_a, peak_b);
+    T_CHECK(peak_b < peak_a);
+    size_t nf = umd_model_sizes(a)->nfloats;
+    float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
+    for (int k = 0; k < 3; k++) {
+        load_same_batch(a, b, &cfg, 500 + (uint32_t)k);
+        umd_model_draw(a, cfg.seed, k);
+        umd_model_draw(b, cfg.seed, k);
+        umd_losses la, lb;
+        umd_model_step(a, 1, &la);
+        umd_model_step(b, 1, &lb);
+        T_REQUIRE(device_ok(a) && device_ok(b));
+        umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
+        umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
+        T_CHECK_MSG(la.loss == lb.loss, "step %d: loss %.9g, with recompute %.9g", k, la.loss, lb.loss);
+        T_CHECK_MSG(memcmp(ga, gb, nf * sizeof(float)) == 0, "step %d: the gradients differ", k);
+        umd_optim_step(a, &cfg, k, umd_lr_at(&cfg, k), NULL);
+        umd_optim_step(b, &cfg, k, umd_lr_at(&cfg, k), NULL);
+    }
+    free(ga);
+    free(gb);
+    umd_model_destroy(&a);
+    umd_model_destroy(&b);
+}
+
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
 
@@ -374,6 +417,7 @@ int main(void) {
     T_RUN(test_cuda_curve_bf16_200_steps);
     T_RUN(test_cuda_graph_parity_fp32);
     T_RUN(test_cuda_graph_parity_bf16);
+    T_RUN(test_cuda_recompute_bf16);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

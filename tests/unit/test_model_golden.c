@@ -87,8 +87,10 @@ static double cfg_num(const golden *g, const char *key) {
     return cJSON_GetObjectItem(cJSON_GetObjectItem(g->header, "config"), key)->valuedouble;
 }
 
-/* The backend of the golden models: the CPU's, or a copy of it that claims to record. */
+/* The backend of the golden models: the CPU's, or a copy of it that claims to record; and
+ * train.recompute for them. */
 static const umd_ops *golden_ops;
+static int golden_recompute;
 
 static umd_model *golden_model(const golden *g, umd_config *cfg, int threads) {
     memset(cfg, 0, sizeof *cfg);
@@ -116,6 +118,7 @@ static umd_model *golden_model(const golden *g, umd_config *cfg, int threads) {
     cfg->adam_eps = cfg_num(g, "eps");
     cfg->clip = cfg_num(g, "clip");
     cfg->threads = threads;
+    cfg->recompute = golden_recompute;
     umd_shape shape = {(int)cfg_num(g, "channels"), (int)cfg_num(g, "height"),
                        (int)cfg_num(g, "width_px"), (int)cfg_num(g, "classes"), cfg->batch};
     char err[256];
@@ -302,6 +305,46 @@ static void test_model_golden_loss_curve_recording_refused(void) {
     golden_ops = NULL;
 }
 
+/* train.recompute: the blocks keep only their inputs and run again in the backward; the same
+ * losses, gradients and updates bit for bit, in a smaller activation arena. */
+static void golden_recompute_same(int threads) {
+    golden g;
+    char err[256];
+    int rc = golden_open(&g, GOLDEN_PATH, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  %s\n", err), 0));
+    umd_config cfg, cfg2;
+    umd_model *a = golden_model(&g, &cfg, threads);
+    golden_recompute = 1;
+    umd_model *b = golden_model(&g, &cfg2, threads);
+    golden_recompute = 0;
+    T_REQUIRE(a && b);
+    const umd_sizes *sa = umd_model_sizes(a), *sb = umd_model_sizes(b);
+    printf("  %d thread(s): activations %.2f MiB, with recompute %.2f MiB\n", threads,
+           (double)sa->acts / 1048576.0, (double)sb->acts / 1048576.0);
+    T_CHECK(sb->acts < sa->acts);
+    size_t nf = sa->nfloats;
+    for (int k = 0; k < cfg.steps; k++) {
+        T_REQUIRE(load_step(&g, a, k) == 0 && load_step(&g, b, k) == 0);
+        umd_losses la, lb;
+        umd_model_step(a, 1, &la);
+        umd_model_step(b, 1, &lb);
+        T_CHECK_MSG(la.loss == lb.loss && la.loss_eps == lb.loss_eps && la.loss_x0 == lb.loss_x0 &&
+                        la.loss_clean == lb.loss_clean,
+                    "step %d: loss %.9g, with recompute %.9g", k, la.loss, lb.loss);
+        T_CHECK_MSG(memcmp(umd_model_grads(a), umd_model_grads(b), nf * sizeof(float)) == 0,
+                    "step %d: the gradients differ", k);
+        umd_optim_step(a, &cfg, k, umd_lr_at(&cfg, k), NULL);
+        umd_optim_step(b, &cfg2, k, umd_lr_at(&cfg2, k), NULL);
+    }
+    T_CHECK(memcmp(umd_model_params(a), umd_model_params(b), nf * sizeof(float)) == 0);
+    umd_model_destroy(&a);
+    umd_model_destroy(&b);
+    golden_close(&g);
+}
+
+static void test_model_golden_recompute(void) { golden_recompute_same(1); }
+static void test_model_golden_recompute_two_replicas(void) { golden_recompute_same(2); }
+
 int main(void) {
     T_RUN(test_model_golden_gradients);
     T_RUN(test_model_golden_gradients_two_replicas);
@@ -309,5 +352,7 @@ int main(void) {
     T_RUN(test_model_golden_loss_curve_two_replicas);
     T_RUN(test_model_golden_loss_curve_stepper);
     T_RUN(test_model_golden_loss_curve_recording_refused);
+    T_RUN(test_model_golden_recompute);
+    T_RUN(test_model_golden_recompute_two_replicas);
     return t_done();
 }

@@ -1,6 +1,7 @@
 /* test_model_grad.c: finite-difference checks of the whole UMD model's gradients on a tiny config:
- * the clean branch alone (MAE), the noisy branch alone (MaskDiT-like), DiT (no masking), and a
- * mixed batch with labels. umdq-uses: umd common */
+ * the clean branch alone (MAE), the noisy branch alone (MaskDiT-like), DiT (no masking), a
+ * mixed batch with labels, and train.recompute (the same gradients, bit for bit). umdq-uses: umd
+ * common */
 #include <stdio.h>
 #include <stdlib.h>
 #include "t.h"
@@ -192,6 +193,53 @@ static void test_model_grad_one_row_two_threads(void) {
     check_model(&cfg, 0, 6000);
 }
 
+/* train.recompute with several decoder blocks (the golden model has one): every block but the last
+ * decoder block runs again in the backward, and the gradients are the same bits; the finite
+ * differences agree too. */
+static void recompute_same(int threads, uint32_t key) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = threads;
+    cfg.labels = 1;
+    cfg.depth = 3;
+    cfg.dec_depth = 3;
+    umd_shape shape = {2, 8, 8, 5, cfg.batch};
+    char err[256] = "";
+    umd_model *m[2] = {NULL, NULL};
+    for (int r = 0; r < 2; r++) {
+        cfg.recompute = r;
+        T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0 ||
+                  (printf("  %s\n", err), 0));
+        umd_model_init(m[r], cfg.seed);
+        fx_randomize(m[r], key);
+    }
+    float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
+    fx_batch(x, y, cfg.batch, 2, 8, 8, 5, key + 100);
+    umd_losses l[2];
+    for (int r = 0; r < 2; r++) {
+        umd_model_load_batch(m[r], x, y);
+        umd_model_draw(m[r], cfg.seed, 3);
+        umd_model_step(m[r], 1, &l[r]);
+    }
+    printf("  %d thread(s): loss %.9f / %.9f; activations %zu / %zu bytes\n", threads, l[0].loss,
+           l[1].loss, umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts);
+    T_CHECK(l[0].loss == l[1].loss);
+    T_CHECK(umd_model_sizes(m[1])->acts < umd_model_sizes(m[0])->acts);
+    T_CHECK_MSG(memcmp(umd_model_grads(m[0]), umd_model_grads(m[1]),
+                       umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0,
+                "the gradients differ with train.recompute");
+    free(x);
+    free(y);
+    umd_model_destroy(&m[0]);
+    umd_model_destroy(&m[1]);
+    cfg.recompute = 1;
+    check_model(&cfg, 5, key + 200);
+}
+
+static void test_model_grad_recompute(void) { recompute_same(1, 6000); }
+static void test_model_grad_recompute_two_replicas(void) { recompute_same(2, 7000); }
+
 int main(void) {
     T_RUN(test_model_grad_clean_branch);
     T_RUN(test_model_grad_noisy_branch);
@@ -199,5 +247,7 @@ int main(void) {
     T_RUN(test_model_grad_mixed_with_labels);
     T_RUN(test_model_grad_two_replicas);
     T_RUN(test_model_grad_one_row_two_threads);
+    T_RUN(test_model_grad_recompute);
+    T_RUN(test_model_grad_recompute_two_replicas);
     return t_done();
 }
