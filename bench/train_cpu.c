@@ -8,7 +8,7 @@
  * compares the best median step time of each side, and the best single step of each.
  *
  *   train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] [--no-twin]
- *             [--twin PATH] [--python PATH]
+ *             [--twin PATH] [--python PATH] [--recompute (train.recompute)]
  *
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
@@ -42,7 +42,7 @@ static double median(double *v, int n) {
 }
 
 typedef struct {
-    int steps, warmup, rounds, threads, batch, twin;
+    int steps, warmup, rounds, threads, batch, twin, recompute;
     const char *twin_path, *python;
 } bench_args;
 
@@ -53,11 +53,13 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     a->threads = 2;
     a->batch = 128;
     a->twin = 1;
+    a->recompute = 0;
     a->twin_path = "bench/pytorch_twin.py";
     a->python = "/usr/bin/python3";
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--no-twin")) { a->twin = 0; continue; }
+        if (!strcmp(o, "--recompute")) { a->recompute = 1; continue; }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) a->steps = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
@@ -73,7 +75,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         return 0;
 usage:
     fprintf(stderr, "usage: train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] "
-                    "[--no-twin] [--twin PATH] [--python PATH]\n");
+                    "[--no-twin] [--twin PATH] [--python PATH] [--recompute]\n");
     return 2;
 }
 
@@ -111,10 +113,11 @@ int main(int argc, char **argv) {
     char json[1024];
     snprintf(json, sizeof json,
              "{\"data\": %s, \"model\": {\"patch\": 4, \"width\": 192, \"depth\": 6, \"dec_depth\": 2,"
-             " \"heads\": 3}, \"train\": {\"batch\": %d, \"steps\": %d, \"threads\": %d}}",
+             " \"heads\": 3}, \"train\": {\"batch\": %d, \"steps\": %d, \"threads\": %d,"
+             " \"recompute\": %s}}",
              have_fmnist ? "{\"dataset\": \"fashion-mnist\"}"
                          : "{\"dataset\": \"synthetic\", \"image_size\": 28, \"train_size\": 4096}",
-             a.batch, total, a.threads);
+             a.batch, total, a.threads, a.recompute ? "true" : "false");
     cJSON *root = cJSON_Parse(json);
     errlist *errs = errlist_new();
     umd_config cfg;

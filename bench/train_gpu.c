@@ -12,6 +12,8 @@
  *             [--profile]     (then three more steps with the device time of every op, per step)
  *             [--graph]       (steps after the first replay a recording of the step: a CUDA
  *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
+ *             [--recompute]   (train.recompute: blocks keep their input only and run again in
+ *                              the backward)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor)
  *
@@ -88,6 +90,8 @@ static double step_flops(const umd_dims *d) {
     return 6.0 * mac;
 }
 
+static int recompute; /* --recompute: train.recompute */
+
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
                    double ceiling, int profile) {
     char json[1024], err[512];
@@ -95,9 +99,9 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
              "{\"data\": {\"dataset\": \"synthetic\", \"image_size\": %d, \"channels\": %d},"
              " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
              " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"steps\": %d,"
-             " \"device\": \"cuda\", \"precision\": \"%s\"}}",
+             " \"device\": \"cuda\", \"precision\": \"%s\", \"recompute\": %s}}",
              bc->size, bc->channels, bc->width, bc->depth, bc->dec_depth, bc->heads, batch,
-             warmup + steps, precision);
+             warmup + steps, precision, recompute ? "true" : "false");
     cJSON *root = cJSON_Parse(json);
     errlist *errs = errlist_new();
     umd_config cfg;
@@ -150,7 +154,8 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     }
     if (rc == 0) {
         umd_model_losses(m, &L);
-        snprintf(shown, sizeof shown, "%s%s", precision, sp.recorded ? " graph" : "");
+        snprintf(shown, sizeof shown, "%s%s%s", precision, sp.recorded ? " graph" : "",
+                 recompute ? " recompute" : "");
         precision = shown;
         qsort(t + warmup, (size_t)steps, sizeof *t, cmp_double);
         double med = steps % 2 ? t[warmup + steps / 2]
@@ -268,6 +273,10 @@ int main(int argc, char **argv) {
             linears = 1;
             continue;
         }
+        if (!strcmp(o, "--recompute")) {
+            recompute = 1;
+            continue;
+        }
         if (!strcmp(o, "--graph")) {
             setenv("UMDQ_CUDA_GRAPH", "1", 1); /* read by every context made from now on */
             continue;
@@ -327,6 +336,6 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--linears]\n");
+                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--linears]\n");
     return 2;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh (make gpu-check): on a GPU machine, build the CUDA backend for sm_90, run the
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
-# recorded steps against steps op by op) and the GPU benchmark, op by op and with the step
-# recorded as a CUDA graph (bf16), and print a short table. Finishes in under 5 minutes on an H100.
+# recorded steps against steps op by op, train.recompute against keeping every block's tensors),
+# the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
+# CUDA graph (bf16), and B/4 with train.recompute; and print a short table. Finishes in under 5 minutes on an H100.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
 #   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-BINS="tests/test_cuda_ops tests/test_cuda_model bench/train_gpu lib/umdq/libumd_cuda.so"
+BINS="tests/test_cuda_ops tests/test_cuda_model bench/train_gpu bench/train_memory lib/umdq/libumd_cuda.so"
 
 if [ $mode = bundle ]; then
   mkdir -p "$dir/lib" || exit 1
@@ -106,6 +107,10 @@ echo "| test                       | pass| fail| skip| time |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo
+echo "== memory: train_memory (the arenas, without and with train.recompute)"
+timeout -k 10 60 "$(bin bench/train_memory)" 2>&1 | tee "$LOGS/train_memory.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
 echo "== benchmark: train_gpu --steps $steps"
 timeout -k 10 300 "$(bin bench/train_gpu)" --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
@@ -113,6 +118,11 @@ echo
 echo "== benchmark: train_gpu --graph --precision bf16 (the step recorded once and replayed)"
 timeout -k 10 200 "$(bin bench/train_gpu)" --graph --precision bf16 --steps "$steps" --warmup 3 2>&1 |
   tee "$LOGS/train_gpu_graph.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute (train.recompute's memory and speed)"
+timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --recompute --steps "$steps" \
+  --warmup 3 2>&1 | tee "$LOGS/train_gpu_recompute.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"

@@ -1,0 +1,112 @@
+/* train_memory.c: the trainer's memory on the PERF.md configs (S/4 on 28x28x1 and 32x32x3, B/4 on
+ * 64x64x3, batch 256), with every block's activations kept (the baseline, measured in the same
+ * run) and with train.recompute (each block keeps its input and runs again in the backward). It
+ * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
+ * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
+ * shown apart, since a device's differs), and, where a CUDA device is visible, with the CUDA
+ * bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
+ * torch.compile, PERF.md, H200) is quoted for comparison.
+ *
+ *   train_memory [--batch B]
+ *
+ * umdq-uses: umd common */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "config.h"
+#include "cuda/umd_cuda.h"
+#include "errlist.h"
+#include "model.h"
+#include "ops.h"
+
+typedef struct {
+    const char *label;
+    int size, channels, width, depth, dec_depth, heads;
+    double torch_gib; /* PERF.md: PyTorch bf16 + torch.compile peak, batch 256 */
+} mem_config;
+
+static const mem_config CONFIGS[] = {
+    {"S/4 28x28x1", 28, 1, 384, 12, 4, 6, 2.7},
+    {"S/4 32x32x3", 32, 3, 384, 12, 4, 6, 3.3},
+    {"B/4 64x64x3", 64, 3, 768, 12, 4, 12, 21.0},
+};
+
+static const double GiB = 1073741824.0;
+
+/* The arenas of one config; device "cpu" (one thread) or "cuda" (bf16). */
+static int measure(const mem_config *mc, int batch, int recompute, const char *device,
+                   umd_sizes *out) {
+    char json[1024], err[512];
+    snprintf(json, sizeof json,
+             "{\"data\": {\"dataset\": \"synthetic\", \"image_size\": %d, \"channels\": %d},"
+             " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
+             " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"threads\": 1,"
+             " \"device\": \"%s\", \"precision\": \"%s\", \"recompute\": %s}}",
+             mc->size, mc->channels, mc->width, mc->depth, mc->dec_depth, mc->heads, batch, device,
+             strcmp(device, "cuda") == 0 ? "bf16" : "fp32", recompute ? "true" : "false");
+    cJSON *root = cJSON_Parse(json);
+    errlist *errs = errlist_new();
+    umd_config cfg;
+    if (!root || !errs || umd_config_parse(root, &cfg, errs) != 0) {
+        errlist_format(errs, err, sizeof err);
+        fprintf(stderr, "train_memory: config: %s\n", err);
+        cJSON_Delete(root);
+        errlist_destroy(&errs);
+        return -1;
+    }
+    cJSON_Delete(root);
+    errlist_destroy(&errs);
+    const umd_ops *ops = strcmp(device, "cuda") == 0 ? umd_ops_cuda(UMD_MATH_BF16) : umd_ops_cpu();
+    umd_shape shape = {mc->channels, mc->size, mc->size, 10, batch};
+    if (!ops || umd_model_measure(out, &cfg, &shape, ops, err, sizeof err) != 0) {
+        fprintf(stderr, "train_memory: %s on %s: %s\n", mc->label, device, ops ? err : "no CUDA build");
+        return -1;
+    }
+    return 0;
+}
+
+static double total(const umd_sizes *s) { return (double)(s->params + s->grads + s->optim + s->acts); }
+
+int main(int argc, char **argv) {
+    int batch = 256;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: train_memory [--batch B]\n");
+            return 2;
+        }
+    }
+    if (batch < 1) {
+        fprintf(stderr, "train_memory: --batch must be at least 1\n");
+        return 2;
+    }
+    char why[256];
+    int gpu = umd_cuda_devices(why, sizeof why) > 0;
+    printf("the trainer's arenas at batch %d: parameters, gradients and optimiser state, then the "
+           "activations; without and with train.recompute\n", batch);
+    printf("| config | device | params+grads+optim GiB | activations GiB | total GiB | with recompute: "
+           "activations GiB | total GiB | ratio | PyTorch bf16+compile GiB |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
+        for (int dev = 0; dev < 1 + gpu; dev++) {
+            const char *device = dev ? "cuda" : "cpu";
+            umd_sizes a, b;
+            if (measure(&CONFIGS[i], batch, 0, device, &a) || measure(&CONFIGS[i], batch, 1, device, &b)) {
+                rc = 1;
+                continue;
+            }
+            /* the CPU's workspace is not a device's: left out of the CPU rows */
+            double ws_a = dev ? 0 : (double)a.workspace, ws_b = dev ? 0 : (double)b.workspace;
+            double ta = total(&a) - ws_a, tb = total(&b) - ws_b;
+            printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n", CONFIGS[i].label,
+                   dev ? "cuda bf16 (workspace in)" : "layout (no workspace)",
+                   (double)(a.params + a.grads + a.optim) / GiB, ((double)a.acts - ws_a) / GiB,
+                   ta / GiB, ((double)b.acts - ws_b) / GiB, tb / GiB, tb / ta,
+                   CONFIGS[i].torch_gib);
+        }
+    }
+    if (!gpu) printf("(no CUDA device: %s; the device rows need one)\n", why);
+    return rc;
+}
