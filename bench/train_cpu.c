@@ -20,7 +20,6 @@
 #include <unistd.h>
 #include "config.h"
 #include "data.h"
-#include "errlist.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
@@ -118,12 +117,9 @@ int main(int argc, char **argv) {
              have_fmnist ? "{\"dataset\": \"fashion-mnist\"}"
                          : "{\"dataset\": \"synthetic\", \"image_size\": 28, \"train_size\": 4096}",
              a.batch, total, a.threads, a.recompute ? "true" : "false");
-    cJSON *root = cJSON_Parse(json);
-    errlist *errs = errlist_new();
     umd_config cfg;
     char err[512];
-    if (!root || !errs || umd_config_parse(root, &cfg, errs) != 0) {
-        errlist_format(errs, err, sizeof err);
+    if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_cpu: config: %s\n", err);
         return 1;
     }
@@ -206,7 +202,5 @@ int main(int argc, char **argv) {
     free(times);
     umd_model_destroy(&m);
     umd_split_free(&train);
-    errlist_destroy(&errs);
-    cJSON_Delete(root);
     return rc;
 }

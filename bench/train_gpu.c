@@ -39,14 +39,12 @@
  * on its way into a GEMM (twice: forward and backward), the GEMMs write fp32, and attention
  * reads fp32 q, k, v. bf16 activations end to end would halve those bytes and drop the
  * conversions. */
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "config.h"
 #include "cuda/umd_cuda.h"
-#include "errlist.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
@@ -102,16 +100,11 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
              " \"device\": \"cuda\", \"precision\": \"%s\", \"recompute\": %s}}",
              bc->size, bc->channels, bc->width, bc->depth, bc->dec_depth, bc->heads, batch,
              warmup + steps, precision, recompute ? "true" : "false");
-    cJSON *root = cJSON_Parse(json);
-    errlist *errs = errlist_new();
     umd_config cfg;
-    if (!root || !errs || umd_config_parse(root, &cfg, errs) != 0) {
-        errlist_format(errs, err, sizeof err);
+    if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_gpu: config: %s\n", err);
         return 1;
     }
-    cJSON_Delete(root);
-    errlist_destroy(&errs);
     int math = cfg.precision == UMD_PRECISION_BF16 ? UMD_MATH_BF16
                : cfg.precision == UMD_PRECISION_TF32 ? UMD_MATH_TF32 : UMD_MATH_FP32;
     const umd_ops *ops = umd_ops_cuda(math);

@@ -10,13 +10,11 @@
  *   train_memory [--batch B]
  *
  * umdq-uses: umd common */
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "config.h"
 #include "cuda/umd_cuda.h"
-#include "errlist.h"
 #include "model.h"
 #include "ops.h"
 
@@ -45,18 +43,11 @@ static int measure(const mem_config *mc, int batch, int recompute, const char *d
              " \"device\": \"%s\", \"precision\": \"%s\", \"recompute\": %s}}",
              mc->size, mc->channels, mc->width, mc->depth, mc->dec_depth, mc->heads, batch, device,
              strcmp(device, "cuda") == 0 ? "bf16" : "fp32", recompute ? "true" : "false");
-    cJSON *root = cJSON_Parse(json);
-    errlist *errs = errlist_new();
     umd_config cfg;
-    if (!root || !errs || umd_config_parse(root, &cfg, errs) != 0) {
-        errlist_format(errs, err, sizeof err);
+    if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: config: %s\n", err);
-        cJSON_Delete(root);
-        errlist_destroy(&errs);
         return -1;
     }
-    cJSON_Delete(root);
-    errlist_destroy(&errs);
     const umd_ops *ops = strcmp(device, "cuda") == 0 ? umd_ops_cuda(UMD_MATH_BF16) : umd_ops_cpu();
     umd_shape shape = {mc->channels, mc->size, mc->size, 10, batch};
     if (!ops || umd_model_measure(out, &cfg, &shape, ops, err, sizeof err) != 0) {

@@ -269,3 +269,20 @@ int umd_config_check_data(const umd_config *c, int h, int w, int channels, errli
                     "multiples of 4, the data set has %dx%d (set it to 0 for no FID)", h, w);
     return errlist_count(errs) > before ? UMDQ_EINVAL : 0;
 }
+
+int umd_config_parse_text(const char *json, umd_config *out, char *err, size_t errlen) {
+    cJSON *root = cJSON_Parse(json);
+    if (!root) {
+        snprintf(err, errlen, "not valid JSON");
+        return UMDQ_EINVAL;
+    }
+    errlist *errs = errlist_new();
+    int rc = errs ? umd_config_parse(root, out, errs) : UMDQ_ENOMEM;
+    if (rc) {
+        if (errs) errlist_format(errs, err, errlen);
+        else snprintf(err, errlen, "out of memory");
+    }
+    cJSON_Delete(root);
+    errlist_destroy(&errs);
+    return rc;
+}

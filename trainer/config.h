@@ -72,6 +72,9 @@ typedef struct {
  * Adds one errlist entry per bad key path; returns 0 or UMDQ_EINVAL. */
 int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs);
 
+/* The same from JSON text, the errors as one line in err (benchmarks and tools). */
+int umd_config_parse_text(const char *json, umd_config *out, char *err, size_t errlen);
+
 /* Checks that need the data set's shape (H, W divisible by patch, ...). */
 int umd_config_check_data(const umd_config *c, int h, int w, int channels, errlist *errs);
 

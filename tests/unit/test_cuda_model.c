@@ -62,6 +62,17 @@ static void load_same_batch(umd_model *a, umd_model *b, const umd_config *cfg, u
     free(x);
 }
 
+/* The same batch (fixture key) and step k's draws into both models, then a step with backward
+ * on each. */
+static void step_both(umd_model *a, umd_model *b, const umd_config *cfg, uint32_t key, int k,
+                      umd_losses *la, umd_losses *lb) {
+    load_same_batch(a, b, cfg, key);
+    umd_model_draw(a, cfg->seed, k);
+    umd_model_draw(b, cfg->seed, k);
+    umd_model_step(a, 1, la);
+    umd_model_step(b, 1, lb);
+}
+
 static int device_ok(umd_model *m) {
     const umd_ops *o = umd_model_ops(m);
     char err[512];
@@ -106,12 +117,8 @@ static void step_parity(int math, double loss_tol, double grad_tol, double floor
     fx_randomize(c, 100);
     copy_params(g, c);
     for (int step = 0; step < 3; step++) {
-        load_same_batch(c, g, &cfg, 200 + (uint32_t)step);
-        umd_model_draw(c, cfg.seed, step);
-        umd_model_draw(g, cfg.seed, step);
         umd_losses lc, lg;
-        umd_model_step(c, 1, &lc);
-        umd_model_step(g, 1, &lg);
+        step_both(c, g, &cfg, 200 + (uint32_t)step, step, &lc, &lg);
         T_REQUIRE(device_ok(g));
         char where[200] = "";
         double worst = compare_grads(g, c, floor, where, sizeof where);
@@ -145,12 +152,8 @@ static void curve(int math, int steps, int window, double tol) {
     umd_model_init(g, cfg.seed);
     double sc = 0, sg = 0, first_c = 0, last_c = 0, worst = 0;
     for (int k = 0; k < steps; k++) {
-        load_same_batch(c, g, &cfg, 300 + (uint32_t)(k % 8)); /* 8 batches, again and again */
-        umd_model_draw(c, cfg.seed, k);
-        umd_model_draw(g, cfg.seed, k);
-        umd_losses lc, lg;
-        umd_model_step(c, 1, &lc);
-        umd_model_step(g, 1, &lg);
+        umd_losses lc, lg; /* 8 batches, again and again */
+        step_both(c, g, &cfg, 300 + (uint32_t)(k % 8), k, &lc, &lg);
         umd_optim_stats stc, stg;
         umd_optim_step(c, &cfg, k, umd_lr_at(&cfg, k), &stc);
         umd_optim_step(g, &cfg, k, umd_lr_at(&cfg, k), &stg);
@@ -275,12 +278,8 @@ static void test_cuda_recompute_bf16(void) {
     size_t nf = umd_model_sizes(a)->nfloats;
     float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
     for (int k = 0; k < 3; k++) {
-        load_same_batch(a, b, &cfg, 500 + (uint32_t)k);
-        umd_model_draw(a, cfg.seed, k);
-        umd_model_draw(b, cfg.seed, k);
         umd_losses la, lb;
-        umd_model_step(a, 1, &la);
-        umd_model_step(b, 1, &lb);
+        step_both(a, b, &cfg, 500 + (uint32_t)k, k, &la, &lb);
         T_REQUIRE(device_ok(a) && device_ok(b));
         umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
