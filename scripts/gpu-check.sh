@@ -3,7 +3,8 @@
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
-# CUDA graph (bf16), and B/4 with train.recompute; and print a short table. Finishes in under 5 minutes on an H100.
+# CUDA graph (bf16), and B/4 with train.recompute; and print a short table. Finishes in under 5
+# minutes on an H100.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
 #   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) mode=prebuilt; dir=${2:?--prebuilt needs a directory}; shift ;;
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
