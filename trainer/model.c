@@ -518,10 +518,20 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->optim = ops->alloc(m->ctx, m->sizes.optim);
     m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
     if (!m->params || !m->grads || !m->optim || !m->acts_base) {
-        snprintf(err, errlen, "out of %s memory allocating the arenas (%.1f MiB)",
+        /* what train.recompute would need instead, when it is off */
+        size_t fixed = m->sizes.params + m->sizes.grads + m->sizes.optim, smaller = 0;
+        if (!m->recompute) {
+            m->recompute = 1;
+            smaller = fixed + layout_acts(m, NULL, ws);
+            m->recompute = 0;
+        }
+        char hint[96] = "";
+        if (smaller)
+            snprintf(hint, sizeof hint, "; with train.recompute they would take %.1f MiB",
+                     (double)smaller / 1048576.0);
+        snprintf(err, errlen, "out of %s memory allocating the arenas (%.1f MiB)%s",
                  strcmp(ops->name, "cpu") != 0 ? "device" : "host",
-                 (double)(m->sizes.params + m->sizes.grads + m->sizes.optim + m->sizes.acts) /
-                     1048576.0);
+                 (double)(fixed + m->sizes.acts) / 1048576.0, hint);
         rc = UMDQ_ENOMEM;
         goto fail;
     }

@@ -9,6 +9,7 @@
 #include "model.h"
 #include "ops.h"
 #include "test_model_fixtures.h"
+#include "umdq.h"
 
 
 static double loss_now(umd_model *m) {
@@ -237,6 +238,39 @@ static void recompute_same(int threads, uint32_t key) {
     check_model(&cfg, 5, key + 200);
 }
 
+/* A backend with little memory: umd_model_new fails with UMDQ_ENOMEM, the arenas' size, and what
+ * train.recompute would need, which is less. */
+static void *small_alloc(umd_ctx *c, size_t bytes) {
+    return bytes > 200000 ? NULL : umd_ops_cpu()->alloc(c, bytes);
+}
+
+static void test_model_grad_out_of_memory_names_recompute(void) {
+    static umd_ops small;
+    small = *umd_ops_cpu();
+    small.alloc = small_alloc;
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.threads = 1;
+    cfg.depth = 3;
+    cfg.dec_depth = 3;
+    umd_shape shape = {2, 8, 8, 0, cfg.batch};
+    char err[256] = "";
+    umd_model *m = NULL;
+    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
+    printf("  %s\n", err);
+    T_CHECK(m == NULL);
+    T_CONTAINS(err, "out of host memory allocating the arenas (");
+    double all = 0, less = 0;
+    const char *at = strstr(err, "with train.recompute they would take ");
+    T_REQUIRE(at && sscanf(strchr(err, '(') + 1, "%lf", &all) == 1 &&
+              sscanf(at + strlen("with train.recompute they would take "), "%lf", &less) == 1);
+    T_CHECK(less > 0 && less < all);
+    /* already on: no hint */
+    cfg.recompute = 1;
+    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
+    T_CHECK(strstr(err, "train.recompute") == NULL);
+}
+
 static void test_model_grad_recompute(void) { recompute_same(1, 6000); }
 static void test_model_grad_recompute_two_replicas(void) { recompute_same(2, 7000); }
 
@@ -249,5 +283,6 @@ int main(void) {
     T_RUN(test_model_grad_one_row_two_threads);
     T_RUN(test_model_grad_recompute);
     T_RUN(test_model_grad_recompute_two_replicas);
+    T_RUN(test_model_grad_out_of_memory_names_recompute);
     return t_done();
 }
