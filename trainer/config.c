@@ -60,10 +60,12 @@ static int choice(const char *s, const char *choices) {
 }
 
 /* Keys that say how or where a run happens, not what it computes: a checkpoint taken under one
- * value resumes under another (another worker, thread count, device or log cadence; the
- * evaluation, which reads the trained weights and changes none). */
+ * value resumes under another (another worker, thread count, device or log cadence; recomputing
+ * the blocks or not, which gives the same bits; the evaluation, which reads the trained weights
+ * and changes none). */
 static const char *const run_only_keys[] = {"name", "stall_timeout", "train.threads", "train.device",
-                                            "train.log_every", "train.ckpt_every", "eval", NULL};
+                                            "train.log_every", "train.ckpt_every",
+                                            "train.recompute", "eval", NULL};
 
 /* SHA-256 hex of the canonical config with "kind" and "seed" present and the run-only keys left
  * out: the identity a checkpoint records. */

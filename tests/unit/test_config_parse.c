@@ -202,9 +202,10 @@ static void test_config_hash(void) {
     sha256_hex(canonical, strlen(canonical), hex);
     T_EQ_STR(a.hash, hex);
     /* where and how a run happens does not change what it computes: a checkpoint taken with one
-     * thread count, device, log cadence or label resumes under another */
+     * thread count, device, log cadence, label or recompute setting resumes under another */
     T_EQ_INT(parse("{\"name\": \"x\", \"stall_timeout\": 60, \"train\": {\"threads\": 2, \"device\": \"cpu\", "
-                   "\"log_every\": 7, \"ckpt_every\": 9}}", &b, NULL), 0);
+                   "\"log_every\": 7, \"ckpt_every\": 9, \"recompute\": true}}", &b, NULL), 0);
+    T_CHECK(b.recompute == 1);
     T_EQ_STR(a.hash, b.hash);
 }
 
