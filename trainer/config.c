@@ -184,7 +184,9 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
     k = schema_find("train.precision");
     out->precision = (umd_precision)choice(str_of(json, "train.precision", &hold), k ? k->choices : "");
     out->threads = int_of(json, "train.threads", &hold);
-    out->recompute = bool_of(json, "train.recompute", &hold);
+    const cJSON *rec = json_path_get(json, "train.recompute");
+    out->recompute = cJSON_IsTrue(rec);
+    out->recompute_set = cJSON_IsBool(rec);
 
     /* eval.* */
     const cJSON *ev = json_path_get(json, "eval");

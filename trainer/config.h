@@ -48,6 +48,8 @@ typedef struct {
     umd_precision precision;
     int threads;            /* 0 = every core */
     int recompute;          /* train.recompute: blocks run again in the backward (model.h) */
+    int recompute_set;      /* 1 when the config named train.recompute (else umd_model_new turns
+                               it on when the arenas do not fit without) */
 
     /* eval.* (UMD.md "Evaluation"); eval_on when the config has an eval block not disabled */
     int eval_on;

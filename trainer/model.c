@@ -517,6 +517,14 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->grads = ops->alloc(m->ctx, m->sizes.grads);
     m->optim = ops->alloc(m->ctx, m->sizes.optim);
     m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
+    if (m->params && m->grads && m->optim && !m->acts_base && !cfg->recompute_set &&
+        !m->recompute) {
+        /* train.recompute unset and the activations do not fit: recompute the blocks (the
+         * same results in a fraction of the memory) */
+        m->recompute = m->recompute_auto = 1;
+        m->sizes.acts = layout_acts(m, NULL, ws);
+        m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
+    }
     if (!m->params || !m->grads || !m->optim || !m->acts_base) {
         /* what train.recompute would need instead, when it is off */
         size_t fixed = m->sizes.params + m->sizes.grads + m->sizes.optim, smaller = 0;
@@ -529,6 +537,8 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
         if (smaller)
             snprintf(hint, sizeof hint, "; with train.recompute they would take %.1f MiB",
                      (double)smaller / 1048576.0);
+        else if (m->recompute_auto)
+            snprintf(hint, sizeof hint, ", even with the blocks recomputed (train.recompute)");
         snprintf(err, errlen, "out of %s memory allocating the arenas (%.1f MiB)%s",
                  strcmp(ops->name, "cpu") != 0 ? "device" : "host",
                  (double)(fixed + m->sizes.acts) / 1048576.0, hint);
@@ -653,7 +663,10 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
              "noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
-             (double)s->acts / MiB, m->recompute ? ", blocks recomputed in the backward" : "",
+             (double)s->acts / MiB,
+             m->recompute_auto ? ", blocks recomputed in the backward (the arenas do not fit without)"
+             : m->recompute   ? ", blocks recomputed in the backward"
+                              : "",
              d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),
              m->ops->ctx_threads(m->ctx) > 1 ? "s" : "");

@@ -155,6 +155,7 @@ struct umd_model {
     float label_dropout;
     int ema_on;
     int recompute;          /* train.recompute: blocks keep their input only (model.c) */
+    int recompute_auto;     /* recompute turned on because the arenas did not fit without */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

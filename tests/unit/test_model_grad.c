@@ -238,13 +238,16 @@ static void recompute_same(int threads, uint32_t key) {
     check_model(&cfg, 5, key + 200);
 }
 
-/* A backend with little memory: umd_model_new fails with UMDQ_ENOMEM, the arenas' size, and what
- * train.recompute would need, which is less. */
+/* A backend with little memory: no allocation above small_limit bytes succeeds. */
+static size_t small_limit;
 static void *small_alloc(umd_ctx *c, size_t bytes) {
-    return bytes > 200000 ? NULL : umd_ops_cpu()->alloc(c, bytes);
+    return bytes > small_limit ? NULL : umd_ops_cpu()->alloc(c, bytes);
 }
 
-static void test_model_grad_out_of_memory_names_recompute(void) {
+/* Activations that fit only with train.recompute: unset, it is turned on (and said so); false,
+ * umd_model_new fails with UMDQ_ENOMEM, the arenas' size and what train.recompute would need;
+ * when nothing fits, the error says so too. */
+static void test_model_grad_recompute_when_memory_is_short(void) {
     static umd_ops small;
     small = *umd_ops_cpu();
     small.alloc = small_alloc;
@@ -255,7 +258,32 @@ static void test_model_grad_out_of_memory_names_recompute(void) {
     cfg.dec_depth = 3;
     umd_shape shape = {2, 8, 8, 0, cfg.batch};
     char err[256] = "";
+    umd_sizes plain, rec;
+    cfg.recompute = 0;
+    T_REQUIRE(umd_model_measure(&plain, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    cfg.recompute = 1;
+    T_REQUIRE(umd_model_measure(&rec, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    size_t biggest_other = plain.params > plain.grads ? plain.params : plain.grads;
+    if (plain.optim > biggest_other) biggest_other = plain.optim;
+    if (rec.acts > biggest_other) biggest_other = rec.acts;
+    T_REQUIRE(biggest_other < plain.acts);
+    small_limit = (biggest_other + plain.acts) / 2;
+
+    /* unset: on, said in the arenas' line */
+    cfg.recompute = 0;
+    cfg.recompute_set = 0;
     umd_model *m = NULL;
+    T_REQUIRE(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err) == 0 ||
+              (printf("  %s\n", err), 0));
+    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)rec.acts);
+    char line[512];
+    umd_model_describe(m, line, sizeof line);
+    printf("  %s\n", line);
+    T_CONTAINS(line, "blocks recomputed in the backward (the arenas do not fit without)");
+    umd_model_destroy(&m);
+
+    /* false: refused, with what it would take */
+    cfg.recompute_set = 1;
     T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
     printf("  %s\n", err);
     T_CHECK(m == NULL);
@@ -265,10 +293,16 @@ static void test_model_grad_out_of_memory_names_recompute(void) {
     T_REQUIRE(at && sscanf(strchr(err, '(') + 1, "%lf", &all) == 1 &&
               sscanf(at + strlen("with train.recompute they would take "), "%lf", &less) == 1);
     T_CHECK(less > 0 && less < all);
-    /* already on: no hint */
-    cfg.recompute = 1;
+
+    /* unset, and not even the smaller activations fit: said */
+    size_t fixed = plain.params > plain.grads ? plain.params : plain.grads;
+    if (plain.optim > fixed) fixed = plain.optim;
+    T_REQUIRE(fixed < rec.acts);
+    small_limit = fixed;
+    cfg.recompute_set = 0;
     T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
-    T_CHECK(strstr(err, "train.recompute") == NULL);
+    printf("  %s\n", err);
+    T_CONTAINS(err, "even with the blocks recomputed");
 }
 
 static void test_model_grad_recompute(void) { recompute_same(1, 6000); }
@@ -283,6 +317,6 @@ int main(void) {
     T_RUN(test_model_grad_one_row_two_threads);
     T_RUN(test_model_grad_recompute);
     T_RUN(test_model_grad_recompute_two_replicas);
-    T_RUN(test_model_grad_out_of_memory_names_recompute);
+    T_RUN(test_model_grad_recompute_when_memory_is_short);
     return t_done();
 }
