@@ -129,6 +129,7 @@ void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alp
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
 void cpu_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const float *b, int M,
                     int N, int K);
+/* As ops.h's linear_bwd; dW may also be NULL here (dx alone, for the MLP's backward). */
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
                     const float *W, int M, int N, int K, int dx_accumulate);
 void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,

@@ -90,13 +90,13 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
         if (dx) dx_rows(dx, dy, W, lo, hi, N, K, dx_accumulate ? 1.0f : 0.0f);
         /* dW: thread 0 onto dW, the others into their partials */
         float *dst = tid == 0 ? dW : (float *)cpu_ws(c, tid);
-        if (hi > lo)
+        if (dW && hi > lo)
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(hi - lo),
                         1.0f, dy + lo * (long)N, N, x + lo * (long)K, K, tid == 0 ? 1.0f : 0.0f, dst,
                         K);
-        else if (tid > 0)
+        else if (dW && tid > 0)
             memset(dst, 0, (size_t)N * K * sizeof(float));
-        if (team > 1) {
+        if (dW && team > 1) {
             _Pragma("omp barrier")
             long e0, e1;
             cpu_split((long)N * K, tid, team, &e0, &e1);
@@ -112,18 +112,6 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
                 for (long j = lo; j < hi; j++) db[j] += d[j];
             }
         }
-    });
-}
-
-/* dx (M, K) = dy (M, N) W (N, K): linear_bwd's dx, alone (the same team and row blocks). */
-static void linear_dx(umd_ctx *c, float *dx, const float *dy, const float *W, int M, int N, int K) {
-    if (M <= 0) return;
-    int nt = team_for(c, M, 2.0 * M * N * K);
-    if (nt > 1 && c->ws_per_thread < (size_t)N * K * sizeof(float)) nt = 1;
-    CPU_PARALLEL(nt, {
-        long lo, hi;
-        cpu_split(M, tid, team, &lo, &hi);
-        dx_rows(dx, dy, W, lo, hi, N, K, 0.0f);
     });
 }
 
@@ -145,7 +133,7 @@ void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, floa
     size_t n = (size_t)M * F;
     cpu_gelu_fwd(c, tmp, h, n);
     cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0);
-    linear_dx(c, tmp, dy, W2, M, w, F);
+    cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0); /* dx alone: dy W2 */
     cpu_gelu_bwd(c, tmp, tmp, h, n);
     cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0);
 }
