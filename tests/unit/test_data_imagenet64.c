@@ -39,14 +39,6 @@ static uint8_t pixel(int b, int k, int c, int y, int x) {
 }
 static int label(int b, int k) { return (97 * b + 13 * k) % 1000; } /* stored 1-based */
 
-static umd_config in64_config(const char *dir) {
-    umd_config c;
-    memset(&c, 0, sizeof c);
-    c.dataset = UMD_DATA_IMAGENET64;
-    snprintf(c.data_path, sizeof c.data_path, "%s", dir);
-    return c;
-}
-
 /* image k of batch b at row i of s, every byte */
 static int image_matches(const umd_split *s, int64_t i, int b, int k) {
     const uint8_t *p = s->pixels + (size_t)i * ROW;
@@ -58,7 +50,7 @@ static int image_matches(const umd_split *s, int64_t i, int b, int k) {
 }
 
 static void data_in64_load(void) {
-    umd_config c = in64_config(FIXTURES);
+    umd_config c = t_data_config(UMD_DATA_IMAGENET64, FIXTURES);
     umd_split tr, te;
     int rc = umd_data_load(&c, &tr, &te, err, sizeof err);
     T_REQUIRE(rc == 0 || !printf("# %s\n", err));
@@ -92,7 +84,7 @@ static void data_in64_load(void) {
 }
 
 static void data_in64_limit(void) {
-    umd_config c = in64_config(FIXTURES);
+    umd_config c = t_data_config(UMD_DATA_IMAGENET64, FIXTURES);
     umd_split tr;
     c.data_limit = 4; /* batches 1-3 and the first image of the deflated batch 4 */
     T_REQUIRE(umd_data_load(&c, &tr, NULL, err, sizeof err) == 0 || !printf("# %s\n", err));
@@ -133,7 +125,7 @@ static const char *copy_fixtures(const char *name) {
 }
 
 static void expect_refused(const char *dir, int rc_want, const char *file, const char *what) {
-    umd_config c = in64_config(dir);
+    umd_config c = t_data_config(UMD_DATA_IMAGENET64, dir);
     umd_split tr, te;
     memset(err, 0, sizeof err);
     int rc = umd_data_load(&c, &tr, &te, err, sizeof err);

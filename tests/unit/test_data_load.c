@@ -9,6 +9,7 @@
 #include <zlib.h>
 #include "data.h"
 #include "t.h"
+#include "t_umd.h"
 #include "umdq.h"
 
 static char tmpdir[256];
@@ -104,14 +105,6 @@ static void write_good_idx(int gz) {
                      2, -1, 0);
 }
 
-static umd_config idx_config(const char *dir) {
-    umd_config c;
-    memset(&c, 0, sizeof c);
-    c.dataset = UMD_DATA_MNIST;
-    snprintf(c.data_path, sizeof c.data_path, "%s", dir);
-    return c;
-}
-
 /* Load with cfg and expect failure with code rc whose message contains both needles. */
 static void expect_refused(const umd_config *cfg, int rc_want, const char *needle1, const char *needle2) {
     umd_split tr, te;
@@ -177,7 +170,7 @@ static void data_fmnist_real(void) {
 }
 
 static void check_good_idx(void) {
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     umd_split tr, te;
     int rc = umd_data_load(&c, &tr, &te, err, sizeof err);
     REQUIRE_OK(rc);
@@ -222,7 +215,7 @@ static void data_idx_truncated(void) {
     write_good_idx(1);
     /* train images declare 5 images of 3x4 = 60 bytes but hold 36 */
     write_idx_images(tmpdir, "train-images-idx3-ubyte.gz", 1, 0x803, 5, 3, 4, 36);
-    c = idx_config(tmpdir);
+    c = t_data_config(UMD_DATA_MNIST, tmpdir);
     expect_refused(&c, UMDQ_EFORMAT, "train-images-idx3-ubyte.gz: truncated",
                    "expected 60 bytes of pixels, got 36");
     /* the same as a plain file (the .gz is removed so the plain one is found) */
@@ -252,7 +245,7 @@ static void data_idx_truncated(void) {
 static void data_idx_wrong_magic(void) {
     tmp_make();
     write_good_idx(0);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     /* an image file where the labels should be */
     write_idx_images(tmpdir, "train-labels-idx1-ubyte", 0, 0x803, 5, 3, 4, SIZE_MAX);
     expect_refused(&c, UMDQ_EFORMAT, "train-labels-idx1-ubyte: wrong magic 0x00000803", "image file");
@@ -268,7 +261,7 @@ static void data_idx_wrong_magic(void) {
 static void data_idx_bad_dims(void) {
     tmp_make();
     write_good_idx(0);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     write_idx_images(tmpdir, "train-images-idx3-ubyte", 0, 0x803, 5, 0, 4, SIZE_MAX);
     expect_refused(&c, UMDQ_EFORMAT, "train-images-idx3-ubyte: bad image size 0x4", NULL);
     write_idx_images(tmpdir, "train-images-idx3-ubyte", 0, 0x803, 0, 3, 4, SIZE_MAX);
@@ -288,7 +281,7 @@ static void data_idx_bad_dims(void) {
 static void data_idx_count_mismatch(void) {
     tmp_make();
     write_good_idx(1);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     write_idx_labels(tmpdir, "train-labels-idx1-ubyte.gz", 1, 0x801, 4, -1, 0);
     expect_refused(&c, UMDQ_EFORMAT, "train-labels-idx1-ubyte.gz: holds 4 labels but",
                    "train-images-idx3-ubyte.gz holds 5 images");
@@ -298,7 +291,7 @@ static void data_idx_count_mismatch(void) {
 static void data_idx_bad_label(void) {
     tmp_make();
     write_good_idx(0);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     write_idx_labels(tmpdir, "t10k-labels-idx1-ubyte", 0, 0x801, 2, 1, 10);
     expect_refused(&c, UMDQ_EFORMAT, "t10k-labels-idx1-ubyte: label 10 of image 1 is out of range", NULL);
     tmp_remove();
@@ -307,7 +300,7 @@ static void data_idx_bad_label(void) {
 static void data_idx_trailing_and_damaged(void) {
     tmp_make();
     write_good_idx(0);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     /* 5 images declared, 6 present */
     write_idx_images(tmpdir, "train-images-idx3-ubyte", 0, 0x803, 6, 3, 4, SIZE_MAX);
     char path[512];
@@ -341,7 +334,7 @@ static void data_idx_missing(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/t10k-labels-idx1-ubyte", tmpdir);
     unlink(path);
-    umd_config c = idx_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_MNIST, tmpdir);
     expect_refused(&c, UMDQ_ENOTFOUND, "t10k-labels-idx1-ubyte(.gz): not found", tmpdir);
     c.data_path[0] = 0;
     expect_refused(&c, UMDQ_EINVAL, "data.path", "mnist");
@@ -373,16 +366,8 @@ static void write_good_cifar(const char *dir) {
     write_cifar(dir, "test_batch.bin.gz", 1, 4, 100, SIZE_MAX);
 }
 
-static umd_config cifar_config(const char *dir) {
-    umd_config c;
-    memset(&c, 0, sizeof c);
-    c.dataset = UMD_DATA_CIFAR10;
-    snprintf(c.data_path, sizeof c.data_path, "%s", dir);
-    return c;
-}
-
 static void check_good_cifar(const char *dir) {
-    umd_config c = cifar_config(dir);
+    umd_config c = t_data_config(UMD_DATA_CIFAR10, dir);
     umd_split tr, te;
     int rc = umd_data_load(&c, &tr, &te, err, sizeof err);
     REQUIRE_OK(rc);
@@ -432,7 +417,7 @@ static void data_cifar_refused(void) {
     char path[512];
     tmp_make();
     write_good_cifar(tmpdir);
-    umd_config c = cifar_config(tmpdir);
+    umd_config c = t_data_config(UMD_DATA_CIFAR10, tmpdir);
     /* one and a half records */
     write_cifar(tmpdir, "test_batch.bin.gz", 1, 2, 0, 3073 + 1500);
     expect_refused(&c, UMDQ_EFORMAT, "test_batch.bin.gz: truncated", "the last record has 1500 bytes");
