@@ -14,6 +14,8 @@
  *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
  *             [--recompute]   (train.recompute: blocks keep their input only and run again in
  *                              the backward)
+ *             [--fused-norm]  (each gated residual and the LayerNorm after it in one kernel, as
+ *                              UMDQ_CUDA_FUSED_NORM=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor)
  *
@@ -274,6 +276,10 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_GRAPH", "1", 1); /* read by every context made from now on */
             continue;
         }
+        if (!strcmp(o, "--fused-norm")) {
+            setenv("UMDQ_CUDA_FUSED_NORM", "1", 1); /* likewise */
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -311,6 +317,10 @@ int main(int argc, char **argv) {
            attn && !strcmp(attn, "fused")  ? "fused TF32 kernels (head widths 32, 64), else GEMMs"
            : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
+    const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
+    printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s\n",
+           fg && !strcmp(fg, "1") ? "yes" : "no",
+           fn && !strcmp(fn, "1") ? "one kernel" : "two kernels");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -329,6 +339,7 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--linears]\n");
+                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--fused-norm] "
+                    "[--linears]\n");
     return 2;
 }

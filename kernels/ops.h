@@ -187,6 +187,16 @@ typedef struct umd_ops {
                               const float *y, const float *gate, int gate_stride, int n, int T,
                               int w);
 
+    /* The gated residual and the LayerNorm that reads it, in one pass over memory: xo = x +
+     * gate[b] * y (as gate_residual_fwd), then out, mean, rstd = layernorm_fwd of xo, modulated
+     * when mod is not NULL. Every token tensor packed (n, T, w); gate row b at gate + b *
+     * gate_stride, mod row b at mod + b * mod_stride. The same bits as the two ops one after the
+     * other. xo may alias x. */
+    void (*residual_layernorm_fwd)(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+                                   const float *x, const float *y, const float *gate,
+                                   int gate_stride, const float *gamma, const float *beta,
+                                   const float *mod, int mod_stride, int n, int T, int w);
+
     /* ---- attention --------------------------------------------------------------------------------- */
     /* qkv (n, T, 3, heads, hd) -> out (n, T, heads, hd): softmax(q k^T / sqrt(hd)) v per sequence
      * and head, no mask. What is saved for the backward is lse (n, heads, T), each score row's

@@ -149,6 +149,10 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *
                            const float *gate, int gate_stride, int n, int T, int w);
 void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const float *y,
                            const float *gate, int gate_stride, int n, int T, int w);
+void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+                                const float *x, const float *y, const float *gate,
+                                int gate_stride, const float *gamma, const float *beta,
+                                const float *mod, int mod_stride, int n, int T, int w);
 /* attention.c */
 void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                        int heads, int hd);

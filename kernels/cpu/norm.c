@@ -11,6 +11,38 @@
 
 #define LN_EPS 1e-6f
 
+/* One row of layernorm_fwd: its mean and rstd, then the affine, modulated (shift NULL: not) row. */
+static inline void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
+                              const float *gamma, const float *beta, const float *shift,
+                              const float *scale, int w) {
+    float s = 0.0f;
+    _Pragma("omp simd reduction(+:s)")
+    for (int i = 0; i < w; i++) s += xr[i];
+    float mu = s / (float)w;
+    float v = 0.0f;
+    _Pragma("omp simd reduction(+:v)")
+    for (int i = 0; i < w; i++) {
+        float d = xr[i] - mu;
+        v += d * d;
+    }
+    float rs = 1.0f / sqrtf(v / (float)w + LN_EPS);
+    *mean_r = mu;
+    *rstd_r = rs;
+    if (shift) {
+        for (int i = 0; i < w; i++) {
+            float y = (xr[i] - mu) * rs * gamma[i] + beta[i];
+            yr[i] = y * (1.0f + scale[i]) + shift[i];
+        }
+    } else {
+        for (int i = 0; i < w; i++) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
+    }
+}
+
+/* One row of gate_residual_fwd; o may alias x. */
+static inline void gate_row(float *o, const float *xr, const float *g, const float *yr, int w) {
+    for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
+}
+
 void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
                        int n, int T, int w, long x_stride, long out_stride) {
@@ -20,30 +52,30 @@ void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const f
         for (long b = lo; b < hi; b++) {
             const float *shift = mod ? mod + b * mod_stride : NULL;
             const float *scale = mod ? shift + w : NULL;
+            for (int t = 0; t < T; t++)
+                ln_fwd_row(out + b * out_stride + (long)t * w, mean + b * T + t, rstd + b * T + t,
+                           x + b * x_stride + (long)t * w, gamma, beta, shift, scale, w);
+        }
+    });
+}
+
+/* Each row gated, then normalised while it is still in cache. */
+void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+                                const float *x, const float *y, const float *gate,
+                                int gate_stride, const float *gamma, const float *beta,
+                                const float *mod, int mod_stride, int n, int T, int w) {
+    CPU_PARALLEL(cpu_team(c, 2.0 * n * T * w), {
+        long lo, hi;
+        cpu_split(n, tid, team, &lo, &hi);
+        for (long b = lo; b < hi; b++) {
+            const float *g = gate + b * gate_stride;
+            const float *shift = mod ? mod + b * mod_stride : NULL;
+            const float *scale = mod ? shift + w : NULL;
             for (int t = 0; t < T; t++) {
-                const float *xr = x + b * x_stride + (long)t * w;
-                float *yr = out + b * out_stride + (long)t * w;
-                float s = 0.0f;
-                _Pragma("omp simd reduction(+:s)")
-                for (int i = 0; i < w; i++) s += xr[i];
-                float mu = s / (float)w;
-                float v = 0.0f;
-                _Pragma("omp simd reduction(+:v)")
-                for (int i = 0; i < w; i++) {
-                    float d = xr[i] - mu;
-                    v += d * d;
-                }
-                float rs = 1.0f / sqrtf(v / (float)w + LN_EPS);
-                mean[b * T + t] = mu;
-                rstd[b * T + t] = rs;
-                if (mod) {
-                    for (int i = 0; i < w; i++) {
-                        float y = (xr[i] - mu) * rs * gamma[i] + beta[i];
-                        yr[i] = y * (1.0f + scale[i]) + shift[i];
-                    }
-                } else {
-                    for (int i = 0; i < w; i++) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
-                }
+                long r = b * T + t;
+                gate_row(xo + r * w, x + r * w, g, y + r * w, w);
+                ln_fwd_row(out + r * w, mean + r, rstd + r, xo + r * w, gamma, beta, shift, scale,
+                           w);
             }
         }
     });
@@ -147,10 +179,7 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *
         long lo, hi;
         cpu_split(rows, tid, team, &lo, &hi);
         for (long r = lo; r < hi; r++) {
-            const float *g = gate + (r / T) * gate_stride;
-            const float *xr = x + r * w, *yr = y + r * w;
-            float *o = out + r * w;
-            for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
+            gate_row(out + r * w, x + r * w, gate + (r / T) * gate_stride, y + r * w, w);
         }
     });
 }

@@ -119,6 +119,7 @@ static const umd_ops cpu_ops = {
     .layernorm_bwd = cpu_layernorm_bwd,
     .gate_residual_fwd = cpu_gate_residual_fwd,
     .gate_residual_bwd = cpu_gate_residual_bwd,
+    .residual_layernorm_fwd = cpu_residual_layernorm_fwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
     .embed_rows_fwd = cpu_embed_rows_fwd,

@@ -87,6 +87,8 @@ struct umd_ctx {
     __nv_bfloat16 *bf_a, *bf_b, *bf_w; /* bf16 stages (BF16_STAGE, BF16_STAGE, max_weight) */
     size_t bf_w_len;
     size_t bf_stage;           /* bf16 values of bf_a and of bf_b */
+    int fused_norm;            /* residual_layernorm_fwd in one kernel (UMDQ_CUDA_FUSED_NORM=1),
+                                  else as gate_residual_fwd then layernorm_fwd */
     /* recording (ops.h's record_begin): on only with UMDQ_CUDA_GRAPH=1 */
     int graphs;                /* record_begin records (else it answers UMDQ_EUNSUPPORTED) */
     int recording;             /* the stream is being captured */
@@ -242,6 +244,10 @@ void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float 
 void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
                             const float *y, const float *gate, int gate_stride, int n, int T,
                             int w);
+void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+                                 const float *x, const float *y, const float *gate,
+                                 int gate_stride, const float *gamma, const float *beta,
+                                 const float *mod, int mod_stride, int n, int T, int w);
 void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                         int heads, int hd);
 void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,

@@ -1,4 +1,5 @@
-/* norm.cu: LayerNorm with affine and adaLN modulation (forward, backward) and the gated residual.
+/* norm.cu: LayerNorm with affine and adaLN modulation (forward, backward), the gated residual, and
+ * the two in one pass.
  *
  * Shapes: R = n T token rows of w floats; row t of sequence b at x + b x_stride + t w (likewise
  * out, dout at out_stride, dx at x_stride); mod row b at mod + b mod_stride, shift [0, w) then
@@ -37,6 +38,11 @@
  *                    token lanes of 32 threads, each thread a group of 4 columns over the tokens
  *                    lane, lane + 8, ...: dy = dout gate, and dgate summed, the lanes added in lane
  *                    order. Floor: dout, y read, dy written, 3 R w 4 bytes (606 MB).
+ *   residual_layernorm_fwd  (UMDQ_CUDA_FUSED_NORM=1) gate_residual_fwd's arithmetic into the
+ *                    registers of layernorm_fwd's warp per row: x, y read, xo and out written, 4 R
+ *                    w 4 bytes (808 MB) against the two kernels' 5 (1010 MB), and one launch. Off
+ *                    (the default until it has run on a device), and for rows wider than 1024,
+ *                    the op is the two kernels.
  * Measured (H200, B/4 bf16 step, train_gpu --profile, ms per step against the three-pass kernels
  * in the same run): layernorm_bwd 5.6 vs 17.0, layernorm_fwd 3.3 vs 3.7, gate_residual_bwd 3.5
  * vs 5.0, gate_residual_fwd 3.1 vs 4.8.
@@ -93,16 +99,15 @@ __device__ static inline void store4(float *p, int c, int w, const float v[4]) {
 
 /* ---- forward -------------------------------------------------------------------------------- */
 
-/* One row by one warp, the row in K groups of registers. */
+/* One row by one warp, the row already in K groups of registers (0 past w). */
 template <int K, bool V>
-__device__ static void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
-                                  const float *gamma, const float *beta, const float *shift,
-                                  const float *scale, int w, int lane) {
-    float xv[K][4];
+__device__ __forceinline__ static void ln_fwd_regs(float *yr, float *mean_r, float *rstd_r,
+                                                   const float (&xv)[K][4], const float *gamma,
+                                                   const float *beta, const float *shift,
+                                                   const float *scale, int w, int lane) {
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        load4<V>(xv[k], xr, (k * 32 + lane) * 4, w);
 #pragma unroll
         for (int j = 0; j < 4; j++) s += xv[k][j]; /* 0 past w */
     }
@@ -141,6 +146,17 @@ __device__ static void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const
         }
         store4<V>(yr, c, w, o);
     }
+}
+
+/* One row by one warp: the row read into K groups of registers, then normalised. */
+template <int K, bool V>
+__device__ static void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
+                                  const float *gamma, const float *beta, const float *shift,
+                                  const float *scale, int w, int lane) {
+    float xv[K][4];
+#pragma unroll
+    for (int k = 0; k < K; k++) load4<V>(xv[k], xr, (k * 32 + lane) * 4, w);
+    ln_fwd_regs<K, V>(yr, mean_r, rstd_r, xv, gamma, beta, shift, scale, w, lane);
 }
 
 /* A warp per token row, w <= K * 128. */
@@ -564,10 +580,11 @@ __global__ static void k_gate_fwd(float *out, const float *x, const float *y, co
                 const float4 v = *reinterpret_cast<const float4 *>(y + e + i);
                 const float4 q = *reinterpret_cast<const float4 *>(g + i);
                 *reinterpret_cast<float4 *>(out + e + i) =
-                    make_float4(a.x + q.x * v.x, a.y + q.y * v.y, a.z + q.z * v.z, a.w + q.w * v.w);
+                    make_float4(__fmaf_rn(q.x, v.x, a.x), __fmaf_rn(q.y, v.y, a.y),
+                                __fmaf_rn(q.z, v.z, a.z), __fmaf_rn(q.w, v.w, a.w));
             }
         } else {
-            for (int i = lane; i < w; i += 32) out[e + i] = x[e + i] + g[i] * y[e + i];
+            for (int i = lane; i < w; i += 32) out[e + i] = __fmaf_rn(g[i], y[e + i], x[e + i]);
         }
     }
 }
@@ -583,6 +600,89 @@ extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, c
     k_gate_fwd<<<cuda_blocks((size_t)rows, THREADS / 32), THREADS, 0, c->stream>>>(
         out, x, y, gate, gate_stride, T, w, rows, vec);
     CUDA_LAUNCHED(c, "gate_residual_fwd");
+}
+
+/* ---- gated residual and LayerNorm in one pass ------------------------------------------------ */
+
+/* A warp per token row: x, y and the gate row read into registers, xo = x + gate y (the same
+ * single-rounding fma as k_gate_fwd) written, then the row normalised from the registers as
+ * k_ln_fwd_regs does: x and y read once, xo and out written once, 4 R w 4 bytes instead of the
+ * two kernels' 5. */
+template <int K>
+__global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
+    k_res_ln_fwd(float *xo, float *out, float *mean, float *rstd, const float *x, const float *y,
+                 const float *gate, int gate_stride, const float *gamma, const float *beta,
+                 const float *mod, int mod_stride, int n, int T, int w) {
+    const long r = (long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (r >= (long)n * T) return;
+    const long b = r / T, e = r * w;
+    const float *g = gate + b * gate_stride;
+    const float *shift = mod ? mod + b * mod_stride : NULL;
+    const float *scale = mod ? shift + w : NULL;
+    float xv[K][4];
+    if ((w & 3) == 0 && aligned16(x + e) && aligned16(y + e) && aligned16(xo + e) &&
+        aligned16(out + e) && aligned16(g) && aligned16(gamma) && aligned16(beta) &&
+        (!shift || aligned16(shift))) {
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int c = (k * 32 + lane) * 4;
+            float yv[4], gv[4];
+            load4<true>(xv[k], x + e, c, w);
+            load4<true>(yv, y + e, c, w);
+            load4<true>(gv, g, c, w);
+#pragma unroll
+            for (int j = 0; j < 4; j++) xv[k][j] = __fmaf_rn(gv[j], yv[j], xv[k][j]); /* 0 past w */
+            store4<true>(xo + e, c, w, xv[k]);
+        }
+        ln_fwd_regs<K, true>(out + e, mean + r, rstd + r, xv, gamma, beta, shift, scale, w, lane);
+    } else {
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int c = (k * 32 + lane) * 4;
+            float yv[4], gv[4];
+            load4<false>(xv[k], x + e, c, w);
+            load4<false>(yv, y + e, c, w);
+            load4<false>(gv, g, c, w);
+#pragma unroll
+            for (int j = 0; j < 4; j++) xv[k][j] = __fmaf_rn(gv[j], yv[j], xv[k][j]);
+            store4<false>(xo + e, c, w, xv[k]);
+        }
+        ln_fwd_regs<K, false>(out + e, mean + r, rstd + r, xv, gamma, beta, shift, scale, w, lane);
+    }
+}
+
+#define RES_LN_FWD(K)                                                                              \
+    k_res_ln_fwd<K><<<blocks, THREADS, 0, c->stream>>>(xo, out, mean, rstd, x, y, gate,            \
+                                                       gate_stride, gamma, beta, mod, mod_stride,  \
+                                                       n, T, w)
+
+extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean,
+                                            float *rstd, const float *x, const float *y,
+                                            const float *gate, int gate_stride,
+                                            const float *gamma, const float *beta,
+                                            const float *mod, int mod_stride, int n, int T,
+                                            int w) {
+    CUDA_OP(c);
+    const long rows = (long)n * T;
+    if (rows <= 0 || w <= 0) return;
+    const unsigned blocks = cuda_blocks((size_t)rows, THREADS / 32);
+    switch (c->fused_norm && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0) {
+    case 1: RES_LN_FWD(1); break;
+    case 2: RES_LN_FWD(2); break;
+    case 3: RES_LN_FWD(3); break;
+    case 4: RES_LN_FWD(4); break;
+    case 5: RES_LN_FWD(5); break;
+    case 6: RES_LN_FWD(6); break;
+    case 7: RES_LN_FWD(7); break;
+    case 8: RES_LN_FWD(8); break;
+    default: /* the two kernels (rows wider than the registers hold, or the fusion switched off) */
+        cuda_gate_residual_fwd(c, xo, x, y, gate, gate_stride, n, T, w);
+        cuda_layernorm_fwd(c, out, mean, rstd, xo, gamma, beta, mod, mod_stride, n, T, w,
+                           (long)T * w, (long)T * w);
+        return;
+    }
+    CUDA_LAUNCHED(c, "residual_layernorm_fwd");
 }
 
 /* The columns c .. c + 3 of one sequence (dy, dout, y at its row 0; g, dg its gate rows) over the

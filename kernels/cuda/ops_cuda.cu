@@ -54,6 +54,8 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
     {
         const char *g = getenv("UMDQ_CUDA_GRAPH");
         c->graphs = g && strcmp(g, "1") == 0;
+        const char *f = getenv("UMDQ_CUDA_FUSED_NORM");
+        c->fused_norm = f && strcmp(f, "1") == 0;
     }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
@@ -367,6 +369,7 @@ static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
     X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
     X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(mlp_fwd) X(mlp_bwd)      \
     X(layernorm_fwd) X(layernorm_bwd) X(gate_residual_fwd) X(gate_residual_bwd)                    \
+    X(residual_layernorm_fwd)                                                                      \
     X(attention_fwd) X(attention_bwd)                                                              \
     X(embed_rows_fwd) X(embed_rows_bwd) X(gather_tokens_fwd) X(gather_tokens_bwd)                 \
     X(decoder_input_fwd) X(decoder_input_bwd) X(token_mean_fwd) X(token_mean_bwd) X(mse_masked)   \

@@ -25,7 +25,7 @@ static char no_gpu[400];
 
 static const umd_limits LIM = {8, 1025, 160, 4, 1024, 256 * 256};
 
-#define MAXP 64
+#define MAXP 128
 static void *dev_ptrs[MAXP], *host_ptrs[MAXP];
 static int ndev, nhost;
 
@@ -515,6 +515,66 @@ static void test_cuda_layernorm(void) {
     cleanup();
 }
 
+/* residual_layernorm_fwd: the gated residual and the LayerNorm after it. Against the CPU, and
+ * with UMDQ_CUDA_FUSED_NORM=1 (one kernel) against the default context's two kernels bit for bit,
+ * at widths of one to eight register groups, a width that is not a multiple of 4 (the scalar
+ * path), one past the registers (the two kernels in either context), with and without modulation,
+ * and in place (xo = x). Outputs poisoned first. */
+static void test_cuda_residual_layernorm(void) {
+    need_gpu(UMD_MATH_FP32);
+    char err[512] = "";
+    umd_ctx *fc = NULL;
+    setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
+    int rc = GPU->ctx_new(&fc, 1, err, sizeof err);
+    unsetenv("UMDQ_CUDA_FUSED_NORM");
+    T_REQUIRE(rc == 0);
+    const int shapes[][3] = {{3, 5, 16}, {2, 65, 160}, {8, 1, 33}, {2, 257, 768}, {1, 3, 1024},
+                             {2, 4, 1100}}; /* n T w */
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int n = shapes[s][0], T = shapes[s][1], w = shapes[s][2], ms = 6 * w;
+        const size_t nt = (size_t)n * T * w, nr = (size_t)n * T, nm = (size_t)n * ms;
+        float *x = h_randn(nt, 60, 1.0f), *y = h_randn(nt, 61, 1.0f), *mod = h_randn(nm, 62, 0.3f);
+        float *gamma = h_randn((size_t)w, 63, 0.3f), *beta = h_randn((size_t)w, 64, 0.3f);
+        for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+        float *dx_ = d_f(x, nt), *dy_ = d_f(y, nt), *dmod_ = d_f(mod, nm);
+        float *dgam = d_f(gamma, (size_t)w), *dbet = d_f(beta, (size_t)w);
+        for (int usemod = 0; usemod < 2; usemod++) {
+            const float *md = usemod ? mod + 3 * w : NULL, *dmd = usemod ? dmod_ + 3 * w : NULL;
+            float *xo = h_nan(nt), *out = h_nan(nt), *mean = h_nan(nr), *rstd = h_nan(nr);
+            CPU->residual_layernorm_fwd(cc, xo, out, mean, rstd, x, y, mod + 2 * w, ms, gamma, beta,
+                                        md, ms, n, T, w);
+            /* outputs[0] the default context's, [1] the fused context's, [2] fused in place */
+            float *d[3][4];
+            for (int k = 0; k < 3; k++) {
+                d[k][0] = d_f(k == 2 ? x : h_nan(nt), nt);
+                d[k][1] = d_f(h_nan(nt), nt);
+                d[k][2] = d_f(h_nan(nr), nr);
+                d[k][3] = d_f(h_nan(nr), nr);
+                GPU->residual_layernorm_fwd(k ? fc : gc, d[k][0], d[k][1], d[k][2], d[k][3],
+                                            k == 2 ? d[k][0] : dx_, dy_, dmod_ + 2 * w, ms, dgam,
+                                            dbet, dmd, ms, n, T, w);
+            }
+            T_EQ_INT(GPU->status(fc, err, sizeof err), 0);
+            same("residual_layernorm_fwd xo", d[1][0], xo, nt, 1e-6, 0);
+            same("residual_layernorm_fwd out", d[1][1], out, nt, 1e-5, 0);
+            same("residual_layernorm_fwd mean", d[1][2], mean, nr, 1e-5, 0);
+            same("residual_layernorm_fwd rstd", d[1][3], rstd, nr, 1e-5, 0);
+            for (int k = 1; k < 3; k++) {
+                for (int j = 0; j < 4; j++) {
+                    size_t len = (j < 2 ? nt : nr) * sizeof(float);
+                    const void *a = h_down(d[0][j], len), *b = h_down(d[k][j], len);
+                    T_CHECK_MSG(memcmp(a, b, len) == 0,
+                                "fused%s output %d differs from the two kernels' (w %d, mod %d)",
+                                k == 2 ? " in place" : "", j, w, usemod);
+                }
+            }
+        }
+        cleanup();
+    }
+    GPU->ctx_destroy(&fc);
+    cleanup();
+}
+
 /* ---- attention ----------------------------------------------------------------------------------- */
 
 /* One attention forward + backward of (n, T, heads, hd) on the GPU context g against the CPU;
@@ -787,6 +847,7 @@ int main(void) {
     T_RUN(test_cuda_mlp_tf32);
     T_RUN(test_cuda_mlp_bf16);
     T_RUN(test_cuda_layernorm);
+    T_RUN(test_cuda_residual_layernorm);
     T_RUN(test_cuda_attention_fp32);
     T_RUN(test_cuda_attention_tf32);
     T_RUN(test_cuda_attention_bf16);

@@ -290,6 +290,53 @@ static void test_kernels_gate_residual(void) {
     free(s.x); free(s.y); free(s.g); free(s.out); free(s.R); free(dy); free(dg); free(dgm); free(xc);
 }
 
+static void same_bits(const char *what, const float *a, const float *b, size_t n, int which);
+
+/* residual_layernorm_fwd equals gate_residual_fwd then layernorm_fwd bit for bit: with and
+ * without modulation, widths that are and are not multiples of 4, 1 and 2 threads, xo aliasing x
+ * (as the trainer never does, but the op allows); its outputs are poisoned first, so an element it
+ * does not write fails. */
+static void test_kernels_residual_layernorm(void) {
+    ctx_setup();
+    static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 17, 64}, {4, 9, 130}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int n = shapes[k][0], T = shapes[k][1], w = shapes[k][2], st = 6 * w;
+        const size_t N = (size_t)n * T * w, R = (size_t)n * T;
+        float *x = randn(N, 40 + (uint32_t)k, 1.0f), *y = randn(N, 50 + (uint32_t)k, 1.0f);
+        float *mod = randn((size_t)n * st, 60 + (uint32_t)k, 0.5f);
+        float *g = randn((size_t)w, 70 + (uint32_t)k, 1.0f), *b = randn((size_t)w, 80, 0.3f);
+        float *xo = malloc(N * sizeof *xo), *out = malloc(N * sizeof *out);
+        float *mean = malloc(R * sizeof *mean), *rstd = malloc(R * sizeof *rstd);
+        float *xo2 = zeros(N), *out2 = zeros(N), *mean2 = zeros(R), *rstd2 = zeros(R);
+        for (int use_mod = 0; use_mod < 2; use_mod++) {
+            const float *md = use_mod ? mod + 3 * w : NULL;
+            for (int threads = 1; threads <= 2; threads++) {
+                umd_ctx *c = threads == 1 ? C1 : C2;
+                O->gate_residual_fwd(c, xo2, x, y, mod + 2 * w, st, n, T, w);
+                O->layernorm_fwd(c, out2, mean2, rstd2, xo2, g, b, md, st, n, T, w, (long)T * w,
+                                 (long)T * w);
+                for (size_t i = 0; i < N; i++) xo[i] = out[i] = NAN;
+                for (size_t i = 0; i < R; i++) mean[i] = rstd[i] = NAN;
+                O->residual_layernorm_fwd(c, xo, out, mean, rstd, x, y, mod + 2 * w, st, g, b, md,
+                                          st, n, T, w);
+                int which = (int)k * 100 + use_mod * 10 + threads;
+                same_bits("xo", xo, xo2, N, which);
+                same_bits("out", out, out2, N, which);
+                same_bits("mean", mean, mean2, R, which);
+                same_bits("rstd", rstd, rstd2, R, which);
+                /* in place: xo = x */
+                memcpy(xo, x, N * sizeof *xo);
+                O->residual_layernorm_fwd(c, xo, out, mean, rstd, xo, y, mod + 2 * w, st, g, b, md,
+                                          st, n, T, w);
+                same_bits("xo in place", xo, xo2, N, which);
+                same_bits("out in place", out, out2, N, which);
+            }
+        }
+        free(x); free(y); free(mod); free(g); free(b); free(xo); free(out); free(mean); free(rstd);
+        free(xo2); free(out2); free(mean2); free(rstd2);
+    }
+}
+
 /* ---- activations ----------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -843,6 +890,7 @@ int main(void) {
     T_RUN(test_kernels_linear);
     T_RUN(test_kernels_layernorm);
     T_RUN(test_kernels_gate_residual);
+    T_RUN(test_kernels_residual_layernorm);
     T_RUN(test_kernels_activations);
     T_RUN(test_kernels_mlp);
     T_RUN(test_kernels_attention);
