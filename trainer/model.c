@@ -194,13 +194,14 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     a->mo = takef(b, tok * w);
 }
 
-/* With train.recompute a block keeps only its input: the rest of what it saves lives in one
- * scratch set shared by every block (sized for the larger of the two layouts), which the
- * backward refills by running the block's forward again. */
+/* With train.recompute a block keeps only its input and its (B, 6w) modulation: the rest of what
+ * it saves lives in one scratch set shared by every block (sized for the larger of the two
+ * layouts), which the backward refills by running the block's forward again. */
 static void layout_block_input(bump *b, block_acts *a, const block_acts *scratch, const umd_dims *d,
-                               const seq_layout *sl) {
+                               int B, const seq_layout *sl) {
     *a = *scratch;
     a->x = takef(b, (size_t)sl->ntok * d->w);
+    a->mod = takef(b, (size_t)B * 6 * d->w);
 }
 
 /* Appends a segment of n rows (from row0) of T tokens to a layout. */
@@ -261,7 +262,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
         layout_block(b, &scratch, d, rp->B, &big);
     }
     for (int i = 0; i < d->depth; i++) {
-        if (recompute) layout_block_input(b, &A->enc[i], &scratch, d, &rp->enc);
+        if (recompute) layout_block_input(b, &A->enc[i], &scratch, d, rp->B, &rp->enc);
         else layout_block(b, &A->enc[i], d, rp->B, &rp->enc);
     }
     A->enc_xlast = takef(b, ne * w);
@@ -271,7 +272,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
 
     size_t Td = (size_t)d->T_dec;
     for (int i = 0; i < d->dec_depth; i++) {
-        if (recompute) layout_block_input(b, &A->dec[i], &scratch, d, &rp->dec);
+        if (recompute) layout_block_input(b, &A->dec[i], &scratch, d, rp->B, &rp->dec);
         else layout_block(b, &A->dec[i], d, rp->B, &rp->dec);
     }
     A->dec_xlast = takef(b, B * Td * w);

@@ -23,28 +23,52 @@
  * output: about 10 w + F floats per token. Only attention's probabilities (from lse) and GELU's
  * output (from fc1's, inside the MLP op) are recomputed; the backward's temporaries are shared by
  * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward.
- * With train.recompute a block keeps only its input (w floats per token): the rest goes to one
- * scratch set, and the backward runs each block's forward again before its backward (the last
- * decoder block's is still there), for about a third more arithmetic per step. */
+ * With train.recompute a block keeps only its input (w floats per token) and its modulation: the
+ * rest goes to one scratch set, and the backward runs each block's forward again before its
+ * backward (the last decoder block's is still there), for about a third more arithmetic per step.
+ *
+ * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
+ * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
+ * norm; each block's modulation is computed before its stack runs, so the next one's is there. */
 #include <stddef.h>
 #include "model.h"
 #include "model_internal.h"
 
 /* ---- one block ------------------------------------------------------------------------------- */
 
-/* x += g1 * Attn(LN1(x) (1 + s1) + h1);  x += g2 * MLP(LN2(x) (1 + s2) + h2) with
- * (h1, s1, g1, h2, s2, g2) = ada(cond) per batch row. a->x holds the input tokens of the layout's
- * segments; the output goes to out (NULL: not written, when the backward refills what the block
- * saves). The Linears and GELU run once over every token; LayerNorm with modulation, attention
- * and the gates per segment. */
+/* The LayerNorm that reads a block's output (the next block's norm1, or the encoder's final norm),
+ * run as one op with the block's last gated residual (residual_layernorm_fwd). */
+typedef struct {
+    float *out, *mean, *rstd;  /* at the layout's token 0 */
+    const float *gamma, *beta;
+    const float *mod;          /* (B, 6w) modulation at batch row 0 (its shift and scale lead), or
+                                  NULL: none */
+} norm_after;
+
+/* Each block's modulation (h1, s1, g1, h2, s2, g2) = ada(cond), per batch row, for a stack of
+ * blocks, before the first of them runs: a block's last residual and the next block's norm1 then
+ * run as one op. Every block keeps its own (B, 6w), also with train.recompute. */
+static void stack_mods(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
+                       int count) {
+    const int w = m->d.w;
+    for (int i = 0; i < count; i++)
+        m->ops->linear_fwd(rp->ctx, a[i].mod, rp->A.cond, bp[i].ada_w, bp[i].ada_b, rp->B, 6 * w,
+                           w);
+}
+
+/* x += g1 * Attn(LN1(x) (1 + s1) + h1);  x += g2 * MLP(LN2(x) (1 + s2) + h2) with the block's
+ * modulation (stack_mods). a->x holds the input tokens of the layout's segments. normed: LN1's
+ * output and statistics are already in a (the previous block's next). The output goes to out,
+ * together with next's LayerNorm of it when next is not NULL (out NULL: nothing is written, when
+ * the backward refills what the block saves). The Linears run once over every token; LayerNorm
+ * with modulation, attention and the gates per segment. */
 static void block_forward(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
-                          const seq_layout *sl, float *out) {
+                          const seq_layout *sl, int normed, float *out, const norm_after *next) {
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;
     const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
-    o->linear_fwd(c, a->mod, rp->A.cond, bp->ada_w, bp->ada_b, rp->B, w6, w);
-    for (int k = 0; k < sl->nseg; k++) {
+    for (int k = 0; !normed && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->layernorm_fwd(c, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
                          a->x + s->tok0 * w, bp->n1_w, bp->n1_b, a->mod + (long)s->row0 * w6, w6,
@@ -60,18 +84,44 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         const float *mod = a->mod + (long)s->row0 * w6;
-        o->gate_residual_fwd(c, a->x2 + s->tok0 * w, a->x + s->tok0 * w, a->ao + s->tok0 * w,
-                             mod + 2 * w, w6, s->n, s->T, w);
-        o->layernorm_fwd(c, a->m2 + s->tok0 * w, a->mean2 + s->tok0, a->rstd2 + s->tok0,
-                         a->x2 + s->tok0 * w, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n, s->T, w,
-                         (long)s->T * w, (long)s->T * w);
+        o->residual_layernorm_fwd(c, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w, a->mean2 + s->tok0,
+                                  a->rstd2 + s->tok0, a->x + s->tok0 * w, a->ao + s->tok0 * w,
+                                  mod + 2 * w, w6, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n,
+                                  s->T, w);
     }
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
                d->F, w);
     for (int k = 0; out && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
-                             a->mod + (long)s->row0 * w6 + 5 * w, w6, s->n, s->T, w);
+        const float *gate = a->mod + (long)s->row0 * w6 + 5 * w;
+        if (next)
+            o->residual_layernorm_fwd(c, out + s->tok0 * w, next->out + s->tok0 * w,
+                                      next->mean + s->tok0, next->rstd + s->tok0,
+                                      a->x2 + s->tok0 * w, a->mo + s->tok0 * w, gate, w6,
+                                      next->gamma, next->beta,
+                                      next->mod ? next->mod + (long)s->row0 * w6 : NULL, w6, s->n,
+                                      s->T, w);
+        else
+            o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
+                                 gate, w6, s->n, s->T, w);
+    }
+}
+
+/* Runs a stack of blocks over a layout: their modulations, then each block, block i's output into
+ * block i + 1's input with block i + 1's norm1 in the same op; the last block's output into last
+ * (with last_norm's LayerNorm of it when not NULL). */
+static void stack_forward(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
+                          int count, const seq_layout *sl, float *last,
+                          const norm_after *last_norm) {
+    stack_mods(m, rp, bp, a, count);
+    for (int i = 0; i < count; i++) {
+        if (i + 1 < count) {
+            const norm_after next = {a[i + 1].m1, a[i + 1].mean1, a[i + 1].rstd1, bp[i + 1].n1_w,
+                                     bp[i + 1].n1_b, a[i + 1].mod};
+            block_forward(m, rp, &bp[i], &a[i], sl, i > 0, a[i + 1].x, &next);
+        } else {
+            block_forward(m, rp, &bp[i], &a[i], sl, i > 0, last, last_norm);
+        }
     }
 }
 
@@ -83,7 +133,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
 static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                            const block_params *gp, const block_acts *a, const seq_layout *sl,
                            float *D, int refill) {
-    if (refill) block_forward(m, rp, bp, a, sl, NULL);
+    if (refill) block_forward(m, rp, bp, a, sl, 0, NULL, NULL);
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;
@@ -145,12 +195,10 @@ static void encoder_forward(umd_model *m, replica *rp) {
                              m->P.pos, m->P.cls, A->order + (size_t)s->row0 * L, s->n, L, s->keep,
                              d->ncls, w);
     }
-    for (int i = 0; i < d->depth; i++)
-        block_forward(m, rp, &m->P.enc[i], &A->enc[i], sl,
-                      i + 1 < d->depth ? A->enc[i + 1].x : A->enc_xlast);
-    /* the final LayerNorm has no modulation: one call over every token */
-    o->layernorm_fwd(c, A->enc_out, A->enc_mean, A->enc_rstd, A->enc_xlast, m->P.enc_norm_w,
-                     m->P.enc_norm_b, NULL, 0, (int)sl->ntok, 1, w, w, w);
+    /* the final LayerNorm (no modulation) runs with the last block's residual */
+    const norm_after fin = {A->enc_out, A->enc_mean, A->enc_rstd, m->P.enc_norm_w, m->P.enc_norm_b,
+                            NULL};
+    stack_forward(m, rp, m->P.enc, A->enc, d->depth, sl, A->enc_xlast, &fin);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->token_mean_fwd(c, A->rep + (size_t)s->row0 * w, A->enc_out + s->tok0 * w, s->n, s->T,
@@ -235,9 +283,7 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
 
     /* decoder over all rows, final norm and modulation without the rep token, head */
     const int Td = d->T_dec;
-    for (int i = 0; i < d->dec_depth; i++)
-        block_forward(m, rp, &P->dec[i], &A->dec[i], &rp->dec,
-                      i + 1 < d->dec_depth ? A->dec[i + 1].x : A->dec_xlast);
+    stack_forward(m, rp, P->dec, A->dec, d->dec_depth, &rp->dec, A->dec_xlast, NULL);
     o->linear_fwd(c, A->fmod, A->cond, P->fmod_w, P->fmod_b, B, 2 * w, w);
     o->layernorm_fwd(c, A->fin, A->fmean, A->frstd, A->dec_xlast + w, P->dec_norm_w, P->dec_norm_b,
                      A->fmod, 2 * w, B, L, w, (long)Td * w, (long)L * w);

@@ -256,25 +256,30 @@ static void graph_parity(int math) {
     umd_model_destroy(&g);
 }
 
-/* train.recompute on the device: blocks run again in the backward and give the same bits (the
- * kernels are deterministic), in less device memory. */
-static void test_cuda_recompute_bf16(void) {
+/* A bf16 model against a second one made with train.recompute (blocks run again in the
+ * backward) and/or UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the LayerNorm after it in one
+ * kernel): the same losses, gradients and parameters, bit for bit, over 3 steps with AdamW (the
+ * kernels are deterministic, and the fused kernel rounds as the two it replaces); with
+ * recompute, in less device memory. */
+static void same_bits_bf16(int recompute, int fused) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
     cfg.depth = 3;
     cfg.dec_depth = 3;
     umd_model *a = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
-    cfg.recompute = 1;
+    cfg.recompute = recompute;
+    if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
     umd_model *b = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
+    unsetenv("UMDQ_CUDA_FUSED_NORM");
     T_REQUIRE(a && b);
     umd_model_init(a, cfg.seed);
     umd_model_init(b, cfg.seed);
     size_t peak_a = 0, peak_b = 0, used, total;
     umd_cuda_memory(umd_model_ctx(a), &peak_a, &used, &total);
     umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
-    printf("  device arenas %zu bytes, with recompute %zu\n", peak_a, peak_b);
-    T_CHECK(peak_b < peak_a);
+    printf("  device arenas %zu bytes, the other model's %zu\n", peak_a, peak_b);
+    if (recompute) T_CHECK(peak_b < peak_a);
     size_t nf = umd_model_sizes(a)->nfloats;
     float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
     for (int k = 0; k < 3; k++) {
@@ -283,16 +288,24 @@ static void test_cuda_recompute_bf16(void) {
         T_REQUIRE(device_ok(a) && device_ok(b));
         umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
-        T_CHECK_MSG(la.loss == lb.loss, "step %d: loss %.9g, with recompute %.9g", k, la.loss, lb.loss);
+        T_CHECK_MSG(la.loss == lb.loss, "step %d: loss %.9g, the other model's %.9g", k, la.loss,
+                    lb.loss);
         T_CHECK_MSG(memcmp(ga, gb, nf * sizeof(float)) == 0, "step %d: the gradients differ", k);
         umd_optim_step(a, &cfg, k, umd_lr_at(&cfg, k), NULL);
         umd_optim_step(b, &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
+    umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_params(a), nf * sizeof(float));
+    umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_params(b), nf * sizeof(float));
+    T_CHECK_MSG(memcmp(ga, gb, nf * sizeof(float)) == 0, "the parameters differ after 3 updates");
     free(ga);
     free(gb);
     umd_model_destroy(&a);
     umd_model_destroy(&b);
 }
+
+static void test_cuda_recompute_bf16(void) { same_bits_bf16(1, 0); }
+static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(0, 1); }
+static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(1, 1); }
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
@@ -417,6 +430,8 @@ int main(void) {
     T_RUN(test_cuda_graph_parity_fp32);
     T_RUN(test_cuda_graph_parity_bf16);
     T_RUN(test_cuda_recompute_bf16);
+    T_RUN(test_cuda_fused_norm_bf16);
+    T_RUN(test_cuda_fused_norm_recompute_bf16);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);
