@@ -121,8 +121,8 @@ timeout -k 10 200 "$(bin bench/train_gpu)" --graph --precision bf16 --steps "$st
   tee "$LOGS/train_gpu_graph.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm (gated residual + LayerNorm in one kernel; against the b64 bf16 row above)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --steps "$steps" \
+echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
+timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --profile --steps "$steps" \
   --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo

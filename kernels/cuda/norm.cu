@@ -59,6 +59,18 @@
 #define LN_TILE 64        /* rows of a backward tile when the workspace holds enough tiles */
 #define GATE_LANES 8      /* token lanes of a gate_residual backward block */
 
+/* Runs LAUNCH(K) for rows of K register groups (K = 1 .. 8: k) and returns 1; 0 for any other k. */
+#define LN_BY_GROUPS(k, LAUNCH)                                                                    \
+    ((k) == 1   ? (LAUNCH(1), 1)                                                                   \
+     : (k) == 2 ? (LAUNCH(2), 1)                                                                   \
+     : (k) == 3 ? (LAUNCH(3), 1)                                                                   \
+     : (k) == 4 ? (LAUNCH(4), 1)                                                                   \
+     : (k) == 5 ? (LAUNCH(5), 1)                                                                   \
+     : (k) == 6 ? (LAUNCH(6), 1)                                                                   \
+     : (k) == 7 ? (LAUNCH(7), 1)                                                                   \
+     : (k) == 8 ? (LAUNCH(8), 1)                                                                   \
+                : 0)
+
 __device__ static inline float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -229,19 +241,9 @@ extern "C" void cuda_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *r
     long rows = (long)n * T;
     if (rows <= 0) return;
     const unsigned blocks = cuda_blocks((size_t)rows, THREADS / 32);
-    switch (w >= 1 && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0) {
-    case 1: LN_FWD_REGS(1); break;
-    case 2: LN_FWD_REGS(2); break;
-    case 3: LN_FWD_REGS(3); break;
-    case 4: LN_FWD_REGS(4); break;
-    case 5: LN_FWD_REGS(5); break;
-    case 6: LN_FWD_REGS(6); break;
-    case 7: LN_FWD_REGS(7); break;
-    case 8: LN_FWD_REGS(8); break;
-    default:
+    if (!LN_BY_GROUPS(w >= 1 && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, LN_FWD_REGS))
         k_ln_fwd<<<blocks, THREADS, 0, c->stream>>>(out, mean, rstd, x, gamma, beta, mod,
                                                     mod_stride, n, T, w, x_stride, out_stride);
-    }
     CUDA_LAUNCHED(c, "layernorm_fwd");
 }
 
@@ -530,16 +532,7 @@ extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *
         per_seq = (T + tile_rows - 1) / tile_rows;
         const unsigned tiles = (unsigned)(n * per_seq);
         const size_t smem = (size_t)(2 + 2 * LN_WARPS) * w * sizeof(float); /* <= 40 KiB */
-        switch ((w + 127) / 128) {
-        case 1: LN_BWD_TILE(1); break;
-        case 2: LN_BWD_TILE(2); break;
-        case 3: LN_BWD_TILE(3); break;
-        case 4: LN_BWD_TILE(4); break;
-        case 5: LN_BWD_TILE(5); break;
-        case 6: LN_BWD_TILE(6); break;
-        case 7: LN_BWD_TILE(7); break;
-        default: LN_BWD_TILE(8); break;
-        }
+        LN_BY_GROUPS((w + 127) / 128, LN_BWD_TILE); /* 1 .. 8 groups: w <= LN_REG_WIDTH */
         k_ln_bwd_reduce<<<(w + 31) / 32, dim3(32, 32), 0, c->stream>>>(
             dgamma, dbeta, dmod, c->partials, gamma, beta, mod, mod_stride, n, (int)per_seq, w);
         CUDA_LAUNCHED(c, "layernorm_bwd");
@@ -608,6 +601,26 @@ extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, c
  * single-rounding fma as k_gate_fwd) written, then the row normalised from the registers as
  * k_ln_fwd_regs does: x and y read once, xo and out written once, 4 R w 4 bytes instead of the
  * two kernels' 5. */
+template <int K, bool V>
+__device__ static void res_ln_row(float *xo, float *out, float *mean_r, float *rstd_r,
+                                  const float *x, const float *y, const float *g,
+                                  const float *gamma, const float *beta, const float *shift,
+                                  const float *scale, int w, int lane) {
+    float xv[K][4];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int c = (k * 32 + lane) * 4;
+        float yv[4], gv[4];
+        load4<V>(xv[k], x, c, w);
+        load4<V>(yv, y, c, w);
+        load4<V>(gv, g, c, w);
+#pragma unroll
+        for (int j = 0; j < 4; j++) xv[k][j] = __fmaf_rn(gv[j], yv[j], xv[k][j]); /* 0 past w */
+        store4<V>(xo, c, w, xv[k]);
+    }
+    ln_fwd_regs<K, V>(out, mean_r, rstd_r, xv, gamma, beta, shift, scale, w, lane);
+}
+
 template <int K>
 __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
     k_res_ln_fwd(float *xo, float *out, float *mean, float *rstd, const float *x, const float *y,
@@ -620,36 +633,14 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
     const float *g = gate + b * gate_stride;
     const float *shift = mod ? mod + b * mod_stride : NULL;
     const float *scale = mod ? shift + w : NULL;
-    float xv[K][4];
     if ((w & 3) == 0 && aligned16(x + e) && aligned16(y + e) && aligned16(xo + e) &&
         aligned16(out + e) && aligned16(g) && aligned16(gamma) && aligned16(beta) &&
-        (!shift || aligned16(shift))) {
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int c = (k * 32 + lane) * 4;
-            float yv[4], gv[4];
-            load4<true>(xv[k], x + e, c, w);
-            load4<true>(yv, y + e, c, w);
-            load4<true>(gv, g, c, w);
-#pragma unroll
-            for (int j = 0; j < 4; j++) xv[k][j] = __fmaf_rn(gv[j], yv[j], xv[k][j]); /* 0 past w */
-            store4<true>(xo + e, c, w, xv[k]);
-        }
-        ln_fwd_regs<K, true>(out + e, mean + r, rstd + r, xv, gamma, beta, shift, scale, w, lane);
-    } else {
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int c = (k * 32 + lane) * 4;
-            float yv[4], gv[4];
-            load4<false>(xv[k], x + e, c, w);
-            load4<false>(yv, y + e, c, w);
-            load4<false>(gv, g, c, w);
-#pragma unroll
-            for (int j = 0; j < 4; j++) xv[k][j] = __fmaf_rn(gv[j], yv[j], xv[k][j]);
-            store4<false>(xo + e, c, w, xv[k]);
-        }
-        ln_fwd_regs<K, false>(out + e, mean + r, rstd + r, xv, gamma, beta, shift, scale, w, lane);
-    }
+        (!shift || aligned16(shift)))
+        res_ln_row<K, true>(xo + e, out + e, mean + r, rstd + r, x + e, y + e, g, gamma, beta,
+                            shift, scale, w, lane);
+    else
+        res_ln_row<K, false>(xo + e, out + e, mean + r, rstd + r, x + e, y + e, g, gamma, beta,
+                             shift, scale, w, lane);
 }
 
 #define RES_LN_FWD(K)                                                                              \
@@ -667,16 +658,8 @@ extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, f
     const long rows = (long)n * T;
     if (rows <= 0 || w <= 0) return;
     const unsigned blocks = cuda_blocks((size_t)rows, THREADS / 32);
-    switch (c->fused_norm && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0) {
-    case 1: RES_LN_FWD(1); break;
-    case 2: RES_LN_FWD(2); break;
-    case 3: RES_LN_FWD(3); break;
-    case 4: RES_LN_FWD(4); break;
-    case 5: RES_LN_FWD(5); break;
-    case 6: RES_LN_FWD(6); break;
-    case 7: RES_LN_FWD(7); break;
-    case 8: RES_LN_FWD(8); break;
-    default: /* the two kernels (rows wider than the registers hold, or the fusion switched off) */
+    if (!LN_BY_GROUPS(c->fused_norm && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, RES_LN_FWD)) {
+        /* the two kernels: rows wider than the registers hold, or the fusion switched off */
         cuda_gate_residual_fwd(c, xo, x, y, gate, gate_stride, n, T, w);
         cuda_layernorm_fwd(c, out, mean, rstd, xo, gamma, beta, mod, mod_stride, n, T, w,
                            (long)T * w, (long)T * w);
