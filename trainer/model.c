@@ -174,11 +174,12 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
 
 /* One block's saved tensors (objective.c): 10 w + F floats per token, the LayerNorm statistics and
  * the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd and mlp_bwd
- * recompute it from h). */
+ * recompute it from h). B = 0: the scratch set of train.recompute, without the input and the
+ * modulation (every block keeps its own). */
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl) {
     size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
-    a->x = takef(b, tok * w);
-    a->mod = takef(b, (size_t)B * 6 * w);
+    a->x = B > 0 ? takef(b, tok * w) : NULL;
+    a->mod = B > 0 ? takef(b, (size_t)B * 6 * w) : NULL;
     a->mean1 = takef(b, tok);
     a->rstd1 = takef(b, tok);
     a->m1 = takef(b, tok * w);
@@ -259,7 +260,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
         seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
         if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
         if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
-        layout_block(b, &scratch, d, rp->B, &big);
+        layout_block(b, &scratch, d, 0, &big);
     }
     for (int i = 0; i < d->depth; i++) {
         if (recompute) layout_block_input(b, &A->enc[i], &scratch, d, rp->B, &rp->enc);

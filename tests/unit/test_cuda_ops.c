@@ -517,9 +517,9 @@ static void test_cuda_layernorm(void) {
 
 /* residual_layernorm_fwd: the gated residual and the LayerNorm after it. Against the CPU, and
  * with UMDQ_CUDA_FUSED_NORM=1 (one kernel) against the default context's two kernels bit for bit,
- * at widths of one to eight register groups, a width that is not a multiple of 4 (the scalar
- * path), one past the registers (the two kernels in either context), with and without modulation,
- * and in place (xo = x). Outputs poisoned first. */
+ * at widths of each of one to eight register groups, a width that is not a multiple of 4 and rows
+ * that are not 16-byte aligned (the scalar path), one past the registers (the two kernels in
+ * either context), with and without modulation, and in place (xo = x). Outputs poisoned first. */
 static void test_cuda_residual_layernorm(void) {
     need_gpu(UMD_MATH_FP32);
     char err[512] = "";
@@ -528,26 +528,32 @@ static void test_cuda_residual_layernorm(void) {
     int rc = GPU->ctx_new(&fc, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_FUSED_NORM");
     T_REQUIRE(rc == 0);
-    const int shapes[][3] = {{3, 5, 16}, {2, 65, 160}, {8, 1, 33}, {2, 257, 768}, {1, 3, 1024},
-                             {2, 4, 1100}}; /* n T w */
+    /* n T w, then the offset in floats of every token tensor (1: rows not 16-byte aligned) */
+    const int shapes[][4] = {{3, 5, 16, 0},  {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
+                             {1, 7, 512, 0}, {3, 3, 640, 0},  {2, 257, 768, 0}, {1, 5, 896, 0},
+                             {1, 3, 1024, 0}, {2, 4, 1100, 0}, {3, 6, 64, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        const int n = shapes[s][0], T = shapes[s][1], w = shapes[s][2], ms = 6 * w;
+        const int n = shapes[s][0], T = shapes[s][1], w = shapes[s][2], off = shapes[s][3];
+        const int ms = 6 * w;
         const size_t nt = (size_t)n * T * w, nr = (size_t)n * T, nm = (size_t)n * ms;
-        float *x = h_randn(nt, 60, 1.0f), *y = h_randn(nt, 61, 1.0f), *mod = h_randn(nm, 62, 0.3f);
+        float *x = h_randn(nt + off, 60, 1.0f), *y = h_randn(nt + off, 61, 1.0f);
+        float *mod = h_randn(nm, 62, 0.3f);
         float *gamma = h_randn((size_t)w, 63, 0.3f), *beta = h_randn((size_t)w, 64, 0.3f);
         for (int i = 0; i < w; i++) gamma[i] += 1.0f;
-        float *dx_ = d_f(x, nt), *dy_ = d_f(y, nt), *dmod_ = d_f(mod, nm);
+        float *dx_ = d_f(x, nt + off) + off, *dy_ = d_f(y, nt + off) + off, *dmod_ = d_f(mod, nm);
         float *dgam = d_f(gamma, (size_t)w), *dbet = d_f(beta, (size_t)w);
+        x += off;
+        y += off;
         for (int usemod = 0; usemod < 2; usemod++) {
             const float *md = usemod ? mod + 3 * w : NULL, *dmd = usemod ? dmod_ + 3 * w : NULL;
             float *xo = h_nan(nt), *out = h_nan(nt), *mean = h_nan(nr), *rstd = h_nan(nr);
             CPU->residual_layernorm_fwd(cc, xo, out, mean, rstd, x, y, mod + 2 * w, ms, gamma, beta,
                                         md, ms, n, T, w);
-            /* outputs[0] the default context's, [1] the fused context's, [2] fused in place */
+            /* outputs of [0] the default context, [1] the fused one, [2] the fused one in place */
             float *d[3][4];
             for (int k = 0; k < 3; k++) {
-                d[k][0] = d_f(k == 2 ? x : h_nan(nt), nt);
-                d[k][1] = d_f(h_nan(nt), nt);
+                d[k][0] = d_f(k == 2 ? x - off : h_nan(nt + off), nt + off) + off;
+                d[k][1] = d_f(h_nan(nt + off), nt + off) + off;
                 d[k][2] = d_f(h_nan(nr), nr);
                 d[k][3] = d_f(h_nan(nr), nr);
                 GPU->residual_layernorm_fwd(k ? fc : gc, d[k][0], d[k][1], d[k][2], d[k][3],
@@ -572,7 +578,6 @@ static void test_cuda_residual_layernorm(void) {
         cleanup();
     }
     GPU->ctx_destroy(&fc);
-    cleanup();
 }
 
 /* ---- attention ----------------------------------------------------------------------------------- */
@@ -828,6 +833,8 @@ static void test_cuda_record(void) {
 
 int main(void) {
     char err[256];
+    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch it on where they mean to */
+    unsetenv("UMDQ_CUDA_GRAPH");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
     if (CPU->ctx_new(&cc, 1, err, sizeof err) != 0) return 1;

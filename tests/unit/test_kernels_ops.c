@@ -326,10 +326,14 @@ static void test_kernels_residual_layernorm(void) {
                 same_bits("rstd", rstd, rstd2, R, which);
                 /* in place: xo = x */
                 memcpy(xo, x, N * sizeof *xo);
+                for (size_t i = 0; i < N; i++) out[i] = NAN;
+                for (size_t i = 0; i < R; i++) mean[i] = rstd[i] = NAN;
                 O->residual_layernorm_fwd(c, xo, out, mean, rstd, xo, y, mod + 2 * w, st, g, b, md,
                                           st, n, T, w);
                 same_bits("xo in place", xo, xo2, N, which);
                 same_bits("out in place", out, out2, N, which);
+                same_bits("mean in place", mean, mean2, R, which);
+                same_bits("rstd in place", rstd, rstd2, R, which);
             }
         }
         free(x); free(y); free(mod); free(g); free(b); free(xo); free(out); free(mean); free(rstd);
