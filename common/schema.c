@@ -164,6 +164,7 @@ static int value_problem(const schema_key *k, const cJSON *v, char *msg, size_t 
         return 1;
     case SCHEMA_ENUM: {
         if (cJSON_IsString(v) && enum_has(k->choices, v->valuestring)) return 0;
+        if ((k->flags & SCHEMA_OR_BOOL) && cJSON_IsBool(v)) return 0;
         char list[160];
         size_t len = 0;
         list[0] = 0;
@@ -174,7 +175,8 @@ static int value_problem(const schema_key *k, const cJSON *v, char *msg, size_t 
             p = bar ? bar + 1 : NULL;
         }
         describe(v, got, sizeof got);
-        snprintf(msg, n, "must be one of %s, got %s", list, got);
+        snprintf(msg, n, "must be %sone of %s, got %s",
+                 (k->flags & SCHEMA_OR_BOOL) ? "true, false or " : "", list, got);
         return 1;
     }
     case SCHEMA_FREE:

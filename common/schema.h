@@ -28,7 +28,8 @@ enum {
     SCHEMA_UMD_ONLY = 1 << 4,     /* read by the trainer (kind "command" may carry them for its template) */
     SCHEMA_COMMAND_ONLY = 1 << 5, /* only for kind "command" */
     SCHEMA_NOT_IN_SWEEP = 1 << 6, /* set by the system in a sweep (e.g. "seed": use "seeds") */
-    SCHEMA_RESERVED = 1 << 7      /* named so the error can say it is not available yet */
+    SCHEMA_RESERVED = 1 << 7,     /* named so the error can say it is not available yet */
+    SCHEMA_OR_BOOL = 1 << 8       /* SCHEMA_ENUM: true and false are values too */
 };
 
 typedef struct {

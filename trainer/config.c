@@ -185,8 +185,12 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
     out->precision = (umd_precision)choice(str_of(json, "train.precision", &hold), k ? k->choices : "");
     out->threads = int_of(json, "train.threads", &hold);
     const cJSON *rec = json_path_get(json, "train.recompute");
-    out->recompute = cJSON_IsTrue(rec);
-    out->recompute_set = cJSON_IsBool(rec);
+    out->recompute = cJSON_IsTrue(rec) ? UMD_RECOMPUTE_FULL
+                     : cJSON_IsString(rec) && !strcmp(rec->valuestring, "full") ? UMD_RECOMPUTE_FULL
+                     : cJSON_IsString(rec) && !strcmp(rec->valuestring, "partial")
+                         ? UMD_RECOMPUTE_PARTIAL
+                         : UMD_RECOMPUTE_OFF;
+    out->recompute_set = cJSON_IsBool(rec) || cJSON_IsString(rec);
 
     /* eval.* */
     const cJSON *ev = json_path_get(json, "eval");

@@ -19,6 +19,14 @@ typedef enum { UMD_SCHEDULE_COSINE, UMD_SCHEDULE_LINEAR } umd_schedule;
 typedef enum { UMD_DEVICE_AUTO, UMD_DEVICE_CPU, UMD_DEVICE_CUDA } umd_device;
 typedef enum { UMD_PRECISION_FP32, UMD_PRECISION_TF32, UMD_PRECISION_BF16 } umd_precision;
 
+/* train.recompute: what a transformer block keeps for the backward (model.h). */
+enum {
+    UMD_RECOMPUTE_OFF = 0,     /* everything it saves */
+    UMD_RECOMPUTE_FULL = 1,    /* its input: the backward runs the whole block again */
+    UMD_RECOMPUTE_PARTIAL = 2  /* all but the LayerNorm outputs, the residual and fc1's output,
+                                  which the backward computes again */
+};
+
 typedef struct {
     /* data.* */
     umd_dataset_kind dataset;
@@ -47,7 +55,7 @@ typedef struct {
     umd_device device;
     umd_precision precision;
     int threads;            /* 0 = every core */
-    int recompute;          /* train.recompute: blocks run again in the backward (model.h) */
+    int recompute;          /* train.recompute: UMD_RECOMPUTE_* (model.h) */
     int recompute_set;      /* 1 when the config named train.recompute (else umd_model_new turns
                                it on when the arenas do not fit without) */
 

@@ -181,7 +181,10 @@ static void range_text(const schema_key *k, char *buf, size_t n) {
         snprintf(buf, n, "%c%s, %s%c", (k->flags & SCHEMA_MIN_OPEN) ? '(' : '[', lo, hi,
                  (k->flags & (SCHEMA_MAX_OPEN | SCHEMA_NO_MAX)) ? ')' : ']');
         break;
-    case SCHEMA_ENUM: snprintf(buf, n, "%s", k->choices ? k->choices : ""); break;
+    case SCHEMA_ENUM:
+        snprintf(buf, n, "%s%s", k->choices ? k->choices : "",
+                 (k->flags & SCHEMA_OR_BOOL) ? "|true|false" : "");
+        break;
     case SCHEMA_BOOL: snprintf(buf, n, "true|false"); break;
     default: snprintf(buf, n, "-"); break;
     }

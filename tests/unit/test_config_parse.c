@@ -205,8 +205,38 @@ static void test_config_hash(void) {
      * thread count, device, log cadence, label or recompute setting resumes under another */
     T_EQ_INT(parse("{\"name\": \"x\", \"stall_timeout\": 60, \"train\": {\"threads\": 2, \"device\": \"cpu\", "
                    "\"log_every\": 7, \"ckpt_every\": 9, \"recompute\": true}}", &b, NULL), 0);
-    T_CHECK(b.recompute == 1);
+    T_CHECK(b.recompute == UMD_RECOMPUTE_FULL && b.recompute_set);
     T_EQ_STR(a.hash, b.hash);
+    T_EQ_INT(parse("{\"train\": {\"recompute\": \"partial\"}}", &b, NULL), 0);
+    T_CHECK(b.recompute == UMD_RECOMPUTE_PARTIAL && b.recompute_set);
+    T_EQ_STR(a.hash, b.hash);
+}
+
+/* train.recompute: true, false, "full", "partial" or "off"; unset is unset (umd_model_new picks);
+ * anything else is refused, naming the choices. */
+static void test_config_recompute(void) {
+    umd_config c;
+    static const struct { const char *v; int mode; } ok[] = {
+        {"true", UMD_RECOMPUTE_FULL},      {"false", UMD_RECOMPUTE_OFF},
+        {"\"full\"", UMD_RECOMPUTE_FULL}, {"\"partial\"", UMD_RECOMPUTE_PARTIAL},
+        {"\"off\"", UMD_RECOMPUTE_OFF}};
+    char text[128];
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        snprintf(text, sizeof text, "{\"train\": {\"recompute\": %s}}", ok[i].v);
+        T_EQ_INT(parse(text, &c, NULL), 0);
+        T_CHECK_MSG(c.recompute == ok[i].mode && c.recompute_set, "%s: mode %d", ok[i].v,
+                    c.recompute);
+    }
+    T_EQ_INT(parse("{}", &c, NULL), 0);
+    T_CHECK(c.recompute == UMD_RECOMPUTE_OFF && !c.recompute_set);
+    errlist *e = NULL;
+    T_EQ_INT(parse("{\"train\": {\"recompute\": \"half\"}}", &c, &e), UMDQ_EINVAL);
+    T_EQ_STR(msg_for(e, "train.recompute"),
+             "must be true, false or one of \"full\", \"partial\", \"off\", got \"half\"");
+    errlist_destroy(&e);
+    T_EQ_INT(parse("{\"train\": {\"recompute\": 1}}", &c, &e), UMDQ_EINVAL);
+    T_CONTAINS(msg_for(e, "train.recompute"), "must be true, false or one of");
+    errlist_destroy(&e);
 }
 
 static void test_config_check_data(void) {
@@ -224,6 +254,7 @@ static void test_config_check_data(void) {
 }
 
 int main(void) {
+    T_RUN(test_config_recompute);
     T_RUN(test_config_defaults);
     T_RUN(test_config_values);
     T_RUN(test_config_errors);
