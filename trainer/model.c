@@ -172,37 +172,38 @@ static void *take(bump *b, size_t bytes) {
 static float *takef(bump *b, size_t n) { return take(b, n * sizeof(float)); }
 static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); }
 
-/* One block's saved tensors (objective.c): 10 w + F floats per token, the LayerNorm statistics and
- * the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd and mlp_bwd
- * recompute it from h). B = 0: the scratch set of train.recompute, without the input and the
- * modulation (every block keeps its own). */
-static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl) {
-    size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
-    a->x = B > 0 ? takef(b, tok * w) : NULL;
-    a->mod = B > 0 ? takef(b, (size_t)B * 6 * w) : NULL;
-    a->mean1 = takef(b, tok);
-    a->rstd1 = takef(b, tok);
-    a->m1 = takef(b, tok * w);
-    a->qkv = takef(b, tok * 3 * w);
-    a->lse = takef(b, (size_t)sl->nlse);
-    a->att = takef(b, tok * w);
-    a->ao = takef(b, tok * w);
-    a->x2 = takef(b, tok * w);
-    a->mean2 = takef(b, tok);
-    a->rstd2 = takef(b, tok);
-    a->m2 = takef(b, tok * w);
-    a->h = takef(b, tok * d->F);
-    a->mo = takef(b, tok * w);
-}
+/* A block's saved tensors (objective.c), in three parts: 10 w + F floats per token, the LayerNorm
+ * statistics and the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd
+ * and mlp_bwd recompute it from h).
+ *   BLOCK_INPUT     x and the modulation: every block keeps its own
+ *   BLOCK_PRODUCTS  qkv, lse, the attention output and the outputs of proj and fc2: what only a
+ *                   matrix product or attention makes again
+ *   BLOCK_REFILL    both LayerNorms' outputs and statistics, the residual x2 and fc1's output h
+ * With train.recompute "full" only BLOCK_INPUT is a block's own, with "partial" BLOCK_INPUT and
+ * BLOCK_PRODUCTS are; the other parts live in one scratch set shared by every block (sized for
+ * the larger of the two layouts), which the backward refills by running the block again. */
+enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_REFILL = 4, BLOCK_ALL = 7 };
 
-/* With train.recompute a block keeps only its input and its (B, 6w) modulation: the rest of what
- * it saves lives in one scratch set shared by every block (sized for the larger of the two
- * layouts), which the backward refills by running the block's forward again. */
-static void layout_block_input(bump *b, block_acts *a, const block_acts *scratch, const umd_dims *d,
-                               int B, const seq_layout *sl) {
-    *a = *scratch;
-    a->x = takef(b, (size_t)sl->ntok * d->w);
-    a->mod = takef(b, (size_t)B * 6 * d->w);
+static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
+                         int parts) {
+    size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
+#define PART(field, p, n) if (parts & (p)) a->field = takef(b, (n))
+    PART(x, BLOCK_INPUT, tok * w);
+    PART(mod, BLOCK_INPUT, (size_t)B * 6 * w);
+    PART(mean1, BLOCK_REFILL, tok);
+    PART(rstd1, BLOCK_REFILL, tok);
+    PART(m1, BLOCK_REFILL, tok * w);
+    PART(qkv, BLOCK_PRODUCTS, tok * 3 * w);
+    PART(lse, BLOCK_PRODUCTS, (size_t)sl->nlse);
+    PART(att, BLOCK_PRODUCTS, tok * w);
+    PART(ao, BLOCK_PRODUCTS, tok * w);
+    PART(x2, BLOCK_REFILL, tok * w);
+    PART(mean2, BLOCK_REFILL, tok);
+    PART(rstd2, BLOCK_REFILL, tok);
+    PART(m2, BLOCK_REFILL, tok * w);
+    PART(h, BLOCK_REFILL, tok * d->F);
+    PART(mo, BLOCK_PRODUCTS, tok * w);
+#undef PART
 }
 
 /* Appends a segment of n rows (from row0) of T tokens to a layout. */
@@ -255,16 +256,21 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     A->rep = takef(b, B * w);
 
     size_t ne = (size_t)rp->enc.ntok;
+    /* what each block keeps; the rest in the scratch set */
+    const int own = recompute == UMD_RECOMPUTE_FULL      ? BLOCK_INPUT
+                    : recompute == UMD_RECOMPUTE_PARTIAL ? BLOCK_INPUT | BLOCK_PRODUCTS
+                                                         : BLOCK_ALL;
     block_acts scratch;
-    if (recompute) {
+    memset(&scratch, 0, sizeof scratch);
+    if (own != BLOCK_ALL) {
         seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
         if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
         if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
-        layout_block(b, &scratch, d, 0, &big);
+        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own);
     }
     for (int i = 0; i < d->depth; i++) {
-        if (recompute) layout_block_input(b, &A->enc[i], &scratch, d, rp->B, &rp->enc);
-        else layout_block(b, &A->enc[i], d, rp->B, &rp->enc);
+        A->enc[i] = scratch;
+        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own);
     }
     A->enc_xlast = takef(b, ne * w);
     A->enc_out = takef(b, ne * w);
@@ -273,8 +279,8 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
 
     size_t Td = (size_t)d->T_dec;
     for (int i = 0; i < d->dec_depth; i++) {
-        if (recompute) layout_block_input(b, &A->dec[i], &scratch, d, rp->B, &rp->dec);
-        else layout_block(b, &A->dec[i], d, rp->B, &rp->dec);
+        A->dec[i] = scratch;
+        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own);
     }
     A->dec_xlast = takef(b, B * Td * w);
     A->fmod = takef(b, B * 2 * w);
@@ -519,27 +525,33 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->grads = ops->alloc(m->ctx, m->sizes.grads);
     m->optim = ops->alloc(m->ctx, m->sizes.optim);
     m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
-    if (m->params && m->grads && m->optim && !m->acts_base && !cfg->recompute_set &&
-        !m->recompute) {
-        /* train.recompute unset and the activations do not fit: recompute the blocks (the
-         * same results in a fraction of the memory) */
-        m->recompute = m->recompute_auto = 1;
+    /* train.recompute unset and the activations do not fit: recompute parts of the blocks, then
+     * whole blocks (the same results in less memory) */
+    static const int lighter[] = {UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
+    for (int k = 0; k < 2 && m->params && m->grads && m->optim && !m->acts_base &&
+                    !cfg->recompute_set; k++) {
+        m->recompute = lighter[k];
+        m->recompute_auto = 1;
         m->sizes.acts = layout_acts(m, NULL, ws);
         m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
     }
     if (!m->params || !m->grads || !m->optim || !m->acts_base) {
-        /* what train.recompute would need instead, when it is off */
-        size_t fixed = m->sizes.params + m->sizes.grads + m->sizes.optim, smaller = 0;
-        if (!m->recompute) {
-            m->recompute = 1;
-            smaller = fixed + layout_acts(m, NULL, ws);
-            m->recompute = 0;
+        /* what the lighter train.recompute modes would need instead */
+        size_t fixed = m->sizes.params + m->sizes.grads + m->sizes.optim;
+        char hint[160] = "";
+        size_t at = 0;
+        const int was = m->recompute;
+        for (int k = 0; k < 2 && !m->recompute_auto; k++) {
+            if (was == lighter[k] || (was == UMD_RECOMPUTE_FULL && k == 0)) continue;
+            m->recompute = lighter[k];
+            size_t need = fixed + layout_acts(m, NULL, ws);
+            at += (size_t)snprintf(hint + at, sizeof hint - at,
+                                   at ? ", with \"%s\" %.1f MiB"
+                                      : "; with train.recompute \"%s\" they would take %.1f MiB",
+                                   k ? "full" : "partial", (double)need / 1048576.0);
         }
-        char hint[96] = "";
-        if (smaller)
-            snprintf(hint, sizeof hint, "; with train.recompute they would take %.1f MiB",
-                     (double)smaller / 1048576.0);
-        else if (m->recompute_auto)
+        m->recompute = was;
+        if (m->recompute_auto)
             snprintf(hint, sizeof hint, ", even with the blocks recomputed (train.recompute)");
         snprintf(err, errlen, "out of %s memory allocating the arenas (%.1f MiB)%s",
                  strcmp(ops->name, "cpu") != 0 ? "device" : "host",
@@ -661,14 +673,16 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
     const double MiB = 1048576.0;
     snprintf(buf, n,
              "arenas: params %.2fM (%.1f MiB), grads %.1f MiB (%d replica%s), optimiser %.1f MiB "
-             "(m, v%s, decay mask), activations %.1f MiB%s (batch %d: %d clean rows x %d tokens, %d "
+             "(m, v%s, decay mask), activations %.1f MiB%s%s (batch %d: %d clean rows x %d tokens, %d "
              "noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
              (double)s->acts / MiB,
-             m->recompute_auto ? ", blocks recomputed in the backward (the arenas do not fit without)"
-             : m->recompute   ? ", blocks recomputed in the backward"
-                              : "",
+             m->recompute == UMD_RECOMPUTE_FULL      ? ", blocks recomputed in the backward"
+             : m->recompute == UMD_RECOMPUTE_PARTIAL ? ", norms, residuals and fc1 recomputed in "
+                                                       "the backward"
+                                                     : "",
+             m->recompute_auto ? " (the arenas do not fit without)" : "",
              d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),
              m->ops->ctx_threads(m->ctx) > 1 ? "s" : "");

@@ -154,7 +154,7 @@ struct umd_model {
     umd_sizes sizes;
     float label_dropout;
     int ema_on;
-    int recompute;          /* train.recompute: blocks keep their input only (model.c) */
+    int recompute;          /* train.recompute: UMD_RECOMPUTE_* (what a block keeps, model.c) */
     int recompute_auto;     /* recompute turned on because the arenas did not fit without */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */

@@ -23,9 +23,12 @@
  * output: about 10 w + F floats per token. Only attention's probabilities (from lse) and GELU's
  * output (from fc1's, inside the MLP op) are recomputed; the backward's temporaries are shared by
  * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward.
- * With train.recompute a block keeps only its input (w floats per token) and its modulation: the
- * rest goes to one scratch set, and the backward runs each block's forward again before its
- * backward (the last decoder block's is still there), for about a third more arithmetic per step.
+ * With train.recompute "full" a block keeps only its input (w floats per token) and its
+ * modulation: the rest goes to one scratch set, and the backward runs each block's forward again
+ * before its backward (the last decoder block's is still there), for about a third more
+ * arithmetic per step. With "partial" it also keeps qkv, the lse, the attention output and the
+ * outputs of proj and fc2 (6 w floats per token), and the backward runs only the LayerNorms, the
+ * residual and fc1 again: about a ninth more arithmetic, for 7 w floats per token less.
  *
  * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
  * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
@@ -125,15 +128,38 @@ static void stack_forward(umd_model *m, replica *rp, const block_params *bp, con
     }
 }
 
+/* train.recompute "partial": the block's LayerNorms, its residual x2 and fc1's output h again, from
+ * what it kept (its input, the modulation and the attention branch's output ao), as
+ * block_forward made them. */
+static void block_refill_partial(umd_model *m, replica *rp, const block_params *bp,
+                                 const block_acts *a, const seq_layout *sl) {
+    const umd_ops *o = m->ops;
+    umd_ctx *c = rp->ctx;
+    const int w = m->d.w, w6 = 6 * w;
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        const float *mod = a->mod + (long)s->row0 * w6;
+        o->layernorm_fwd(c, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
+                         a->x + s->tok0 * w, bp->n1_w, bp->n1_b, mod, w6, s->n, s->T, w,
+                         (long)s->T * w, (long)s->T * w);
+        o->residual_layernorm_fwd(c, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w, a->mean2 + s->tok0,
+                                  a->rstd2 + s->tok0, a->x + s->tok0 * w, a->ao + s->tok0 * w,
+                                  mod + 2 * w, w6, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n,
+                                  s->T, w);
+    }
+    o->linear_fwd(c, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, w);
+}
+
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
  * input. Parameter gradients go to gp; the conditioning's gradient (B, w) is added to A->dcond.
- * refill: run the block's forward again first (train.recompute: what the block saves lives in a
- * scratch set that later blocks overwrote); the ops are deterministic, so it refills the same
- * values. */
+ * refill (UMD_RECOMPUTE_*): run the block's forward again first, whole or in part (what the
+ * block saves lives partly in a scratch set that later blocks overwrote); the ops are
+ * deterministic, so it refills the same values (mlp_fwd's h is linear_fwd's on either backend). */
 static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                            const block_params *gp, const block_acts *a, const seq_layout *sl,
                            float *D, int refill) {
-    if (refill) block_forward(m, rp, bp, a, sl, 0, NULL, NULL);
+    if (refill == UMD_RECOMPUTE_FULL) block_forward(m, rp, bp, a, sl, 0, NULL, NULL);
+    else if (refill == UMD_RECOMPUTE_PARTIAL) block_refill_partial(m, rp, bp, a, sl);
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;
@@ -326,7 +352,7 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
     /* with train.recompute the last decoder block's saved tensors are still in the scratch set */
     for (int i = d->dec_depth - 1; i >= 0; i--)
         block_backward(m, rp, &P->dec[i], &G->dec[i], &A->dec[i], &rp->dec, A->ddec,
-                       m->recompute && i < d->dec_depth - 1);
+                       i < d->dec_depth - 1 ? m->recompute : UMD_RECOMPUTE_OFF);
     encoder_backward(m, rp);
     o->linear_bwd(c, NULL, G->patch_w, G->patch_b, A->demb, A->xin, P->patch_w, B * L, w, PP, 0);
 

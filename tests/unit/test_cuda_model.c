@@ -256,8 +256,8 @@ static void graph_parity(int math) {
     umd_model_destroy(&g);
 }
 
-/* A bf16 model against a second one made with train.recompute (blocks run again in the
- * backward) and/or UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the LayerNorm after it in one
+/* A bf16 model against a second one made with train.recompute (UMD_RECOMPUTE_*: blocks run
+ * again in the backward, whole or in part) and/or UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the LayerNorm after it in one
  * kernel): the same losses, gradients and parameters, bit for bit, over 3 steps with AdamW (the
  * kernels are deterministic, and the fused kernel rounds as the two it replaces); with
  * recompute, in less device memory. */
@@ -303,9 +303,13 @@ static void same_bits_bf16(int recompute, int fused) {
     umd_model_destroy(&b);
 }
 
-static void test_cuda_recompute_bf16(void) { same_bits_bf16(1, 0); }
-static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(0, 1); }
-static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(1, 1); }
+static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0); }
+static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0); }
+static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1); }
+static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1); }
+static void test_cuda_fused_norm_recompute_partial_bf16(void) {
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1);
+}
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
@@ -432,8 +436,10 @@ int main(void) {
     T_RUN(test_cuda_graph_parity_fp32);
     T_RUN(test_cuda_graph_parity_bf16);
     T_RUN(test_cuda_recompute_bf16);
+    T_RUN(test_cuda_recompute_partial_bf16);
     T_RUN(test_cuda_fused_norm_bf16);
     T_RUN(test_cuda_fused_norm_recompute_bf16);
+    T_RUN(test_cuda_fused_norm_recompute_partial_bf16);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -305,22 +305,24 @@ static void test_model_golden_loss_curve_recording_refused(void) {
     golden_ops = NULL;
 }
 
-/* train.recompute: the blocks keep only their inputs and run again in the backward; the same
+/* train.recompute: the blocks keep only their inputs ("full") or all but what the LayerNorms, the
+ * residual and fc1 make ("partial"), and run again in the backward, whole or in part; the same
  * losses, gradients and updates bit for bit, in a smaller activation arena. */
-static void golden_recompute_same(int threads) {
+static void golden_recompute_same(int threads, int mode) {
     golden g;
     char err[256];
     int rc = golden_open(&g, GOLDEN_PATH, err, sizeof err);
     T_REQUIRE(rc == 0 || (printf("  %s\n", err), 0));
     umd_config cfg, cfg2;
     umd_model *a = golden_model(&g, &cfg, threads);
-    golden_recompute = 1;
+    golden_recompute = mode;
     umd_model *b = golden_model(&g, &cfg2, threads);
     golden_recompute = 0;
     T_REQUIRE(a && b);
     const umd_sizes *sa = umd_model_sizes(a), *sb = umd_model_sizes(b);
-    printf("  %d thread(s): activations %.2f MiB, with recompute %.2f MiB\n", threads,
-           (double)sa->acts / 1048576.0, (double)sb->acts / 1048576.0);
+    printf("  %d thread(s): activations %.2f MiB, with recompute %s %.2f MiB\n", threads,
+           (double)sa->acts / 1048576.0, mode == UMD_RECOMPUTE_FULL ? "full" : "partial",
+           (double)sb->acts / 1048576.0);
     T_CHECK(sb->acts < sa->acts);
     size_t nf = sa->nfloats;
     for (int k = 0; k < cfg.steps; k++) {
@@ -342,8 +344,16 @@ static void golden_recompute_same(int threads) {
     golden_close(&g);
 }
 
-static void test_model_golden_recompute(void) { golden_recompute_same(1); }
-static void test_model_golden_recompute_two_replicas(void) { golden_recompute_same(2); }
+static void test_model_golden_recompute(void) { golden_recompute_same(1, UMD_RECOMPUTE_FULL); }
+static void test_model_golden_recompute_two_replicas(void) {
+    golden_recompute_same(2, UMD_RECOMPUTE_FULL);
+}
+static void test_model_golden_recompute_partial(void) {
+    golden_recompute_same(1, UMD_RECOMPUTE_PARTIAL);
+}
+static void test_model_golden_recompute_partial_two_replicas(void) {
+    golden_recompute_same(2, UMD_RECOMPUTE_PARTIAL);
+}
 
 int main(void) {
     T_RUN(test_model_golden_gradients);
@@ -354,5 +364,7 @@ int main(void) {
     T_RUN(test_model_golden_loss_curve_recording_refused);
     T_RUN(test_model_golden_recompute);
     T_RUN(test_model_golden_recompute_two_replicas);
+    T_RUN(test_model_golden_recompute_partial);
+    T_RUN(test_model_golden_recompute_partial_two_replicas);
     return t_done();
 }

@@ -195,8 +195,8 @@ static void test_model_grad_one_row_two_threads(void) {
 }
 
 /* train.recompute with several decoder blocks (the golden model has one): every block but the last
- * decoder block runs again in the backward, and the gradients are the same bits; the finite
- * differences agree too. */
+ * decoder block runs again in the backward, whole ("full") or in part ("partial"), and the
+ * gradients are the same bits as without; the finite differences agree too. */
 static void recompute_same(int threads, uint32_t key) {
     umd_config cfg;
     fx_config(&cfg);
@@ -206,9 +206,10 @@ static void recompute_same(int threads, uint32_t key) {
     cfg.dec_depth = 3;
     umd_shape shape = {2, 8, 8, 5, cfg.batch};
     char err[256] = "";
-    umd_model *m[2] = {NULL, NULL};
-    for (int r = 0; r < 2; r++) {
-        cfg.recompute = r;
+    static const int modes[3] = {UMD_RECOMPUTE_OFF, UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
+    umd_model *m[3] = {NULL, NULL, NULL};
+    for (int r = 0; r < 3; r++) {
+        cfg.recompute = modes[r];
         T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0 ||
                   (printf("  %s\n", err), 0));
         umd_model_init(m[r], cfg.seed);
@@ -217,25 +218,30 @@ static void recompute_same(int threads, uint32_t key) {
     float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
     fx_batch(x, y, cfg.batch, 2, 8, 8, 5, key + 100);
-    umd_losses l[2];
-    for (int r = 0; r < 2; r++) {
+    umd_losses l[3];
+    for (int r = 0; r < 3; r++) {
         umd_model_load_batch(m[r], x, y);
         umd_model_draw(m[r], cfg.seed, 3);
         umd_model_step(m[r], 1, &l[r]);
     }
-    printf("  %d thread(s): loss %.9f / %.9f; activations %zu / %zu bytes\n", threads, l[0].loss,
-           l[1].loss, umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts);
-    T_CHECK(l[0].loss == l[1].loss);
+    printf("  %d thread(s): loss %.9f / %.9f / %.9f; activations %zu / %zu / %zu bytes (off, "
+           "partial, full)\n", threads, l[0].loss, l[1].loss, l[2].loss,
+           umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts, umd_model_sizes(m[2])->acts);
     T_CHECK(umd_model_sizes(m[1])->acts < umd_model_sizes(m[0])->acts);
-    T_CHECK_MSG(memcmp(umd_model_grads(m[0]), umd_model_grads(m[1]),
-                       umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0,
-                "the gradients differ with train.recompute");
+    T_CHECK(umd_model_sizes(m[2])->acts < umd_model_sizes(m[1])->acts);
+    for (int r = 1; r < 3; r++) {
+        T_CHECK(l[0].loss == l[r].loss);
+        T_CHECK_MSG(memcmp(umd_model_grads(m[0]), umd_model_grads(m[r]),
+                           umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0,
+                    "the gradients differ with train.recompute %s", r == 1 ? "partial" : "full");
+    }
     free(x);
     free(y);
-    umd_model_destroy(&m[0]);
-    umd_model_destroy(&m[1]);
-    cfg.recompute = 1;
+    for (int r = 0; r < 3; r++) umd_model_destroy(&m[r]);
+    cfg.recompute = UMD_RECOMPUTE_FULL;
     check_model(&cfg, 5, key + 200);
+    cfg.recompute = UMD_RECOMPUTE_PARTIAL;
+    check_model(&cfg, 5, key + 300);
 }
 
 /* A backend with little memory: no allocation above small_limit bytes succeeds. */
@@ -244,9 +250,17 @@ static void *small_alloc(umd_ctx *c, size_t bytes) {
     return bytes > small_limit ? NULL : umd_ops_cpu()->alloc(c, bytes);
 }
 
-/* Activations that fit only with train.recompute: unset, it is turned on (and said so); false,
- * umd_model_new fails with UMDQ_ENOMEM, the arenas' size and what train.recompute would need;
- * when nothing fits, the error says so too. */
+/* The MiB figure after `key` in s, or -1. */
+static double mib_after(const char *s, const char *key) {
+    const char *at = strstr(s, key);
+    double v = -1;
+    if (!at || sscanf(at + strlen(key), "%lf", &v) != 1) return -1;
+    return v;
+}
+
+/* Activations that do not fit: unset, train.recompute "partial" is turned on where that fits,
+ * else "full" (and the arenas' line says so); set, umd_model_new fails with UMDQ_ENOMEM, the
+ * arenas' size and what the lighter modes would need; when nothing fits, the error says so. */
 static void test_model_grad_recompute_when_memory_is_short(void) {
     static umd_ops small;
     small = *umd_ops_cpu();
@@ -257,48 +271,66 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     cfg.depth = 3;
     cfg.dec_depth = 3;
     umd_shape shape = {2, 8, 8, 0, cfg.batch};
-    char err[256] = "";
-    umd_sizes plain, rec;
-    cfg.recompute = 0;
+    char err[320] = "", line[512];
+    umd_sizes plain, part, full;
+    cfg.recompute = UMD_RECOMPUTE_OFF;
     T_REQUIRE(umd_model_measure(&plain, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
-    cfg.recompute = 1;
-    T_REQUIRE(umd_model_measure(&rec, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
-    size_t biggest_other = plain.params > plain.grads ? plain.params : plain.grads;
-    if (plain.optim > biggest_other) biggest_other = plain.optim;
-    if (rec.acts > biggest_other) biggest_other = rec.acts;
-    T_REQUIRE(biggest_other < plain.acts);
-    small_limit = (biggest_other + plain.acts) / 2;
-
-    /* unset: on, said in the arenas' line */
-    cfg.recompute = 0;
-    cfg.recompute_set = 0;
+    cfg.recompute = UMD_RECOMPUTE_PARTIAL;
+    T_REQUIRE(umd_model_measure(&part, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    cfg.recompute = UMD_RECOMPUTE_FULL;
+    T_REQUIRE(umd_model_measure(&full, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    size_t fixed = plain.params > plain.grads ? plain.params : plain.grads;
+    if (plain.optim > fixed) fixed = plain.optim;
+    T_REQUIRE(fixed < full.acts && full.acts < part.acts && part.acts < plain.acts);
     umd_model *m = NULL;
+
+    /* unset, room for "partial" but not for every tensor: partial, said in the arenas' line */
+    small_limit = (part.acts + plain.acts) / 2;
+    cfg.recompute = UMD_RECOMPUTE_OFF;
+    cfg.recompute_set = 0;
     T_REQUIRE(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err) == 0 ||
               (printf("  %s\n", err), 0));
-    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)rec.acts);
-    char line[512];
+    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)part.acts);
     umd_model_describe(m, line, sizeof line);
     printf("  %s\n", line);
-    T_CONTAINS(line, "blocks recomputed in the backward (the arenas do not fit without)");
+    T_CONTAINS(line, "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
+                     "without)");
     umd_model_destroy(&m);
 
-    /* false: refused, with what it would take */
+    /* false there: refused, with what each lighter mode would take */
     cfg.recompute_set = 1;
     T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
     printf("  %s\n", err);
     T_CHECK(m == NULL);
     T_CONTAINS(err, "out of host memory allocating the arenas (");
-    double all = 0, less = 0;
-    const char *at = strstr(err, "with train.recompute they would take ");
-    T_REQUIRE(at && sscanf(strchr(err, '(') + 1, "%lf", &all) == 1 &&
-              sscanf(at + strlen("with train.recompute they would take "), "%lf", &less) == 1);
-    T_CHECK(less > 0 && less < all);
+    double all = mib_after(err, "arenas (");
+    double p = mib_after(err, "with train.recompute \"partial\" they would take ");
+    double f = mib_after(err, "with \"full\" ");
+    T_CHECK_MSG(f > 0 && f < p && p < all, "full %g, partial %g, all %g MiB", f, p, all);
 
-    /* unset, and not even the smaller activations fit: said */
-    size_t fixed = plain.params > plain.grads ? plain.params : plain.grads;
-    if (plain.optim > fixed) fixed = plain.optim;
-    T_REQUIRE(fixed < rec.acts);
+    /* unset, room only for "full": full */
+    small_limit = (full.acts + part.acts) / 2;
+    cfg.recompute_set = 0;
+    T_REQUIRE(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err) == 0 ||
+              (printf("  %s\n", err), 0));
+    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)full.acts);
+    umd_model_describe(m, line, sizeof line);
+    printf("  %s\n", line);
+    T_CONTAINS(line, "blocks recomputed in the backward (the arenas do not fit without)");
+    umd_model_destroy(&m);
+
+    /* "partial" there: refused, with what "full" would take */
+    cfg.recompute = UMD_RECOMPUTE_PARTIAL;
+    cfg.recompute_set = 1;
+    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
+    printf("  %s\n", err);
+    f = mib_after(err, "with train.recompute \"full\" they would take ");
+    T_CHECK(f > 0 && f < mib_after(err, "arenas ("));
+    T_CHECK(strstr(err, "\"partial\" they") == NULL);
+
+    /* unset, and not even the smallest activations fit: said */
     small_limit = fixed;
+    cfg.recompute = UMD_RECOMPUTE_OFF;
     cfg.recompute_set = 0;
     T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
     printf("  %s\n", err);

@@ -189,19 +189,23 @@ static void test_train_resume_exact(void) {
     int rc = run_config(SYN_CONFIG(", \"lr\": 0.002, \"ckpt_every\": 3"), full, NULL, &s1, err, sizeof err);
     T_REQUIRE(rc == 0 || (printf("  %s\n", err), 0));
     T_EQ_INT(s1.checkpoints, 3); /* steps 3, 6 and the end */
-    /* the same config stopped after 5 steps (checkpoint at the stop), then resumed */
+    /* the same config stopped after 5 steps (checkpoint at the stop), then resumed; the first
+     * part with train.recompute "partial" */
     s2.stop_at = 5;
-    rc = run_config(SYN_CONFIG(", \"lr\": 0.002, \"ckpt_every\": 3"), part, NULL, &s2, err, sizeof err);
+    rc = run_config(SYN_CONFIG(", \"lr\": 0.002, \"ckpt_every\": 3, \"recompute\": \"partial\""), part,
+                    NULL, &s2, err, sizeof err);
     T_EQ_INT(rc, UMDQ_ECANCELLED);
     T_CONTAINS(err, "step 5");
     T_CHECK(!files_equal(ff, fp));
-    /* resumed with train.recompute on: the same config for a checkpoint, the same bits */
+    /* resumed with train.recompute "full" (true): the same config for a checkpoint, the same
+     * bits as the run that kept every tensor */
     rc = run_config(SYN_CONFIG(", \"lr\": 0.002, \"ckpt_every\": 3, \"recompute\": true"), part, fp,
                     &s3, err, sizeof err);
     T_REQUIRE(rc == 0 || (printf("  %s\n", err), 0));
     T_EQ_INT(s3.last_step, 8);
     T_EQ_INT(s3.progress_calls, 3); /* steps 6, 7, 8 */
     T_CHECK_MSG(files_equal(ff, fp), "the resumed run's parameters, moments or EMA differ");
+    for (int s = 1; s <= 5; s++) T_CHECK(s1.loss[s] == s2.loss[s]);
     for (int s = 6; s <= 8; s++) T_CHECK(s1.loss[s] == s3.loss[s]);
     /* another config's checkpoint is refused */
     seen s4 = {0};
