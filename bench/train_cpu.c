@@ -8,7 +8,8 @@
  * compares the best median step time of each side, and the best single step of each.
  *
  *   train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] [--no-twin]
- *             [--twin PATH] [--python PATH] [--recompute (train.recompute)]
+ *             [--twin PATH] [--python PATH] [--recompute (train.recompute "full")]
+ *             [--recompute-partial (train.recompute "partial")]
  *
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
@@ -58,7 +59,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--no-twin")) { a->twin = 0; continue; }
-        if (!strcmp(o, "--recompute")) { a->recompute = 1; continue; }
+        if (!strcmp(o, "--recompute")) { a->recompute = UMD_RECOMPUTE_FULL; continue; }
+        if (!strcmp(o, "--recompute-partial")) { a->recompute = UMD_RECOMPUTE_PARTIAL; continue; }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) a->steps = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
@@ -74,7 +76,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         return 0;
 usage:
     fprintf(stderr, "usage: train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] "
-                    "[--no-twin] [--twin PATH] [--python PATH] [--recompute]\n");
+                    "[--no-twin] [--twin PATH] [--python PATH] [--recompute] [--recompute-partial]\n");
     return 2;
 }
 
@@ -113,10 +115,13 @@ int main(int argc, char **argv) {
     snprintf(json, sizeof json,
              "{\"data\": %s, \"model\": {\"patch\": 4, \"width\": 192, \"depth\": 6, \"dec_depth\": 2,"
              " \"heads\": 3}, \"train\": {\"batch\": %d, \"steps\": %d, \"threads\": %d,"
-             " \"recompute\": %s}}",
+             " \"recompute\": \"%s\"}}",
              have_fmnist ? "{\"dataset\": \"fashion-mnist\"}"
                          : "{\"dataset\": \"synthetic\", \"image_size\": 28, \"train_size\": 4096}",
-             a.batch, total, a.threads, a.recompute ? "true" : "false");
+             a.batch, total, a.threads,
+             a.recompute == UMD_RECOMPUTE_FULL      ? "full"
+             : a.recompute == UMD_RECOMPUTE_PARTIAL ? "partial"
+                                                    : "off");
     umd_config cfg;
     char err[512];
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {

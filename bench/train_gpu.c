@@ -12,8 +12,10 @@
  *             [--profile]     (then three more steps with the device time of every op, per step)
  *             [--graph]       (steps after the first replay a recording of the step: a CUDA
  *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
- *             [--recompute]   (train.recompute: blocks keep their input only and run again in
- *                              the backward)
+ *             [--recompute]   (train.recompute "full": blocks keep their input only and run
+ *                              again in the backward)
+ *             [--recompute-partial]  (train.recompute "partial": LayerNorms, residual and fc1 run
+ *                              again in the backward)
  *             [--fused-norm]  (each gated residual and the LayerNorm after it in one kernel, as
  *                              UMDQ_CUDA_FUSED_NORM=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
@@ -90,7 +92,12 @@ static double step_flops(const umd_dims *d) {
     return 6.0 * mac;
 }
 
-static int recompute; /* --recompute: train.recompute */
+static int recompute; /* --recompute, --recompute-partial: train.recompute (UMD_RECOMPUTE_*) */
+static const char *recompute_name(void) {
+    return recompute == UMD_RECOMPUTE_FULL      ? "full"
+           : recompute == UMD_RECOMPUTE_PARTIAL ? "partial"
+                                                : "off";
+}
 
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
                    double ceiling, int profile) {
@@ -99,9 +106,9 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
              "{\"data\": {\"dataset\": \"synthetic\", \"image_size\": %d, \"channels\": %d},"
              " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
              " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"steps\": %d,"
-             " \"device\": \"cuda\", \"precision\": \"%s\", \"recompute\": %s}}",
+             " \"device\": \"cuda\", \"precision\": \"%s\", \"recompute\": \"%s\"}}",
              bc->size, bc->channels, bc->width, bc->depth, bc->dec_depth, bc->heads, batch,
-             warmup + steps, precision, recompute ? "true" : "false");
+             warmup + steps, precision, recompute_name());
     umd_config cfg;
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_gpu: config: %s\n", err);
@@ -149,8 +156,8 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     }
     if (rc == 0) {
         umd_model_losses(m, &L);
-        snprintf(shown, sizeof shown, "%s%s%s", precision, sp.recorded ? " graph" : "",
-                 recompute ? " recompute" : "");
+        snprintf(shown, sizeof shown, "%s%s%s%s", precision, sp.recorded ? " graph" : "",
+                 recompute ? " recompute " : "", recompute ? recompute_name() : "");
         precision = shown;
         qsort(t + warmup, (size_t)steps, sizeof *t, cmp_double);
         double med = steps % 2 ? t[warmup + steps / 2]
@@ -268,8 +275,12 @@ int main(int argc, char **argv) {
             linears = 1;
             continue;
         }
+        if (!strcmp(o, "--recompute-partial")) {
+            recompute = UMD_RECOMPUTE_PARTIAL;
+            continue;
+        }
         if (!strcmp(o, "--recompute")) {
-            recompute = 1;
+            recompute = UMD_RECOMPUTE_FULL;
             continue;
         }
         if (!strcmp(o, "--graph")) {
@@ -339,7 +350,8 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--fused-norm] "
+                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
+                    "[--fused-norm] "
                     "[--linears]\n");
     return 2;
 }

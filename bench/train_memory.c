@@ -1,6 +1,8 @@
 /* train_memory.c: the trainer's memory on the PERF.md configs (S/4 on 28x28x1 and 32x32x3, B/4 on
  * 64x64x3, batch 256), with every block's activations kept (the baseline, measured in the same
- * run) and with train.recompute (each block keeps its input and runs again in the backward). It
+ * run) and with train.recompute "partial" (each block keeps all but its LayerNorms', residual's
+ * and fc1's outputs, which run again in the backward) and "full" (each block keeps its input and
+ * runs again whole). It
  * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
  * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
  * shown apart, since a device's differs), and, where a CUDA device is visible, with the CUDA
@@ -33,16 +35,16 @@ static const mem_config CONFIGS[] = {
 static const double GiB = 1073741824.0;
 
 /* The arenas of one config; device "cpu" (one thread) or "cuda" (bf16). */
-static int measure(const mem_config *mc, int batch, int recompute, const char *device,
+static int measure(const mem_config *mc, int batch, const char *recompute, const char *device,
                    umd_sizes *out) {
     char json[1024], err[512];
     snprintf(json, sizeof json,
              "{\"data\": {\"dataset\": \"synthetic\", \"image_size\": %d, \"channels\": %d},"
              " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
              " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"threads\": 1,"
-             " \"device\": \"%s\", \"precision\": \"%s\", \"recompute\": %s}}",
+             " \"device\": \"%s\", \"precision\": \"%s\", \"recompute\": \"%s\"}}",
              mc->size, mc->channels, mc->width, mc->depth, mc->dec_depth, mc->heads, batch, device,
-             strcmp(device, "cuda") == 0 ? "bf16" : "fp32", recompute ? "true" : "false");
+             strcmp(device, "cuda") == 0 ? "bf16" : "fp32", recompute);
     umd_config cfg;
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: config: %s\n", err);
@@ -75,27 +77,34 @@ int main(int argc, char **argv) {
     char why[256];
     int gpu = umd_cuda_devices(why, sizeof why) > 0;
     printf("the trainer's arenas at batch %d: parameters, gradients and optimiser state, then the "
-           "activations; without and with train.recompute\n", batch);
-    printf("| config | device | params+grads+optim GiB | activations GiB | total GiB | with recompute: "
-           "activations GiB | total GiB | ratio | PyTorch bf16+compile GiB |\n");
-    printf("|---|---|---|---|---|---|---|---|---|\n");
+           "activations; without train.recompute, and with \"partial\" and \"full\"\n", batch);
+    printf("| config | device | params+grads+optim GiB | activations GiB | total GiB | partial: "
+           "activations GiB | total GiB | ratio | full: activations GiB | total GiB | ratio | "
+           "PyTorch bf16+compile GiB |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
         for (int dev = 0; dev < 1 + gpu; dev++) {
             const char *device = dev ? "cuda" : "cpu";
-            umd_sizes a, b;
-            if (measure(&CONFIGS[i], batch, 0, device, &a) || measure(&CONFIGS[i], batch, 1, device, &b)) {
+            static const char *const modes[3] = {"off", "partial", "full"};
+            umd_sizes s[3];
+            int bad = 0;
+            for (int k = 0; k < 3; k++) bad |= measure(&CONFIGS[i], batch, modes[k], device, &s[k]);
+            if (bad) {
                 rc = 1;
                 continue;
             }
             /* the CPU's workspace is not a device's: left out of the CPU rows */
-            double ws_a = dev ? 0 : (double)a.workspace, ws_b = dev ? 0 : (double)b.workspace;
-            double ta = total(&a) - ws_a, tb = total(&b) - ws_b;
-            printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n", CONFIGS[i].label,
-                   dev ? "cuda bf16 (workspace in)" : "layout (no workspace)",
-                   (double)(a.params + a.grads + a.optim) / GiB, ((double)a.acts - ws_a) / GiB,
-                   ta / GiB, ((double)b.acts - ws_b) / GiB, tb / GiB, tb / ta,
-                   CONFIGS[i].torch_gib);
+            double acts[3], tot[3];
+            for (int k = 0; k < 3; k++) {
+                double ws = dev ? 0 : (double)s[k].workspace;
+                acts[k] = ((double)s[k].acts - ws) / GiB;
+                tot[k] = (total(&s[k]) - ws) / GiB;
+            }
+            printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx | %.1f |\n",
+                   CONFIGS[i].label, dev ? "cuda bf16 (workspace in)" : "layout (no workspace)",
+                   (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0], acts[1],
+                   tot[1], tot[1] / tot[0], acts[2], tot[2], tot[2] / tot[0], CONFIGS[i].torch_gib);
         }
     }
     if (!gpu) printf("(no CUDA device: %s; the device rows need one)\n", why);

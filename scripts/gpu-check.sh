@@ -126,10 +126,12 @@ timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-n
   --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute (train.recompute's memory and speed)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --recompute --steps "$steps" \
-  --warmup 3 2>&1 | tee "$LOGS/train_gpu_recompute.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial (train.recompute's memory and speed)"
+for mode in --recompute --recompute-partial; do
+  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $mode --steps "$steps" \
+    --warmup 3 2>&1 | tee "$LOGS/train_gpu$mode.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+done
 echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"
 exit $failed
