@@ -258,6 +258,21 @@ static double mib_after(const char *s, const char *key) {
     return v;
 }
 
+/* A model on the small backend: its activations take `acts` bytes, and its arenas' line says
+ * `said`. */
+static void chosen_when_short(const umd_config *cfg, const umd_shape *shape, const umd_ops *ops,
+                              size_t acts, const char *said) {
+    char err[320] = "", line[512];
+    umd_model *m = NULL;
+    T_REQUIRE(umd_model_new(&m, cfg, shape, ops, err, sizeof err) == 0 ||
+              (printf("  %s\n", err), 0));
+    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)acts);
+    umd_model_describe(m, line, sizeof line);
+    printf("  %s\n", line);
+    T_CONTAINS(line, said);
+    umd_model_destroy(&m);
+}
+
 /* Activations that do not fit: unset, train.recompute "partial" is turned on where that fits,
  * else "full" (and the arenas' line says so); set, umd_model_new fails with UMDQ_ENOMEM, the
  * arenas' size and what the lighter modes would need; when nothing fits, the error says so. */
@@ -271,7 +286,7 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     cfg.depth = 3;
     cfg.dec_depth = 3;
     umd_shape shape = {2, 8, 8, 0, cfg.batch};
-    char err[320] = "", line[512];
+    char err[320] = "";
     umd_sizes plain, part, full;
     cfg.recompute = UMD_RECOMPUTE_OFF;
     T_REQUIRE(umd_model_measure(&plain, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
@@ -288,14 +303,9 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     small_limit = (part.acts + plain.acts) / 2;
     cfg.recompute = UMD_RECOMPUTE_OFF;
     cfg.recompute_set = 0;
-    T_REQUIRE(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err) == 0 ||
-              (printf("  %s\n", err), 0));
-    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)part.acts);
-    umd_model_describe(m, line, sizeof line);
-    printf("  %s\n", line);
-    T_CONTAINS(line, "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
-                     "without)");
-    umd_model_destroy(&m);
+    chosen_when_short(&cfg, &shape, &small, part.acts,
+                      "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
+                      "without)");
 
     /* false there: refused, with what each lighter mode would take */
     cfg.recompute_set = 1;
@@ -311,13 +321,8 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     /* unset, room only for "full": full */
     small_limit = (full.acts + part.acts) / 2;
     cfg.recompute_set = 0;
-    T_REQUIRE(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err) == 0 ||
-              (printf("  %s\n", err), 0));
-    T_EQ_INT((long)umd_model_sizes(m)->acts, (long)full.acts);
-    umd_model_describe(m, line, sizeof line);
-    printf("  %s\n", line);
-    T_CONTAINS(line, "blocks recomputed in the backward (the arenas do not fit without)");
-    umd_model_destroy(&m);
+    chosen_when_short(&cfg, &shape, &small, full.acts,
+                      "blocks recomputed in the backward (the arenas do not fit without)");
 
     /* "partial" there: refused, with what "full" would take */
     cfg.recompute = UMD_RECOMPUTE_PARTIAL;
