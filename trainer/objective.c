@@ -59,6 +59,33 @@ static void stack_mods(umd_model *m, replica *rp, const block_params *bp, const 
                            w);
 }
 
+/* LN1 of the block's input with its modulation (h1, s1) into m1, mean1, rstd1, per segment. */
+static void block_norm1(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
+                        const seq_layout *sl) {
+    const int w = m->d.w, w6 = 6 * w;
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        m->ops->layernorm_fwd(rp->ctx, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
+                              a->x + s->tok0 * w, bp->n1_w, bp->n1_b, a->mod + (long)s->row0 * w6,
+                              w6, s->n, s->T, w, (long)s->T * w, (long)s->T * w);
+    }
+}
+
+/* The attention branch's residual x2 = x + g1 ao, and LN2 of it with (h2, s2) into m2, mean2,
+ * rstd2, per segment. */
+static void block_norm2(umd_model *m, replica *rp, const block_params *bp, const block_acts *a,
+                        const seq_layout *sl) {
+    const int w = m->d.w, w6 = 6 * w;
+    for (int k = 0; k < sl->nseg; k++) {
+        const seq_seg *s = &sl->seg[k];
+        const float *mod = a->mod + (long)s->row0 * w6;
+        m->ops->residual_layernorm_fwd(rp->ctx, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w,
+                                       a->mean2 + s->tok0, a->rstd2 + s->tok0, a->x + s->tok0 * w,
+                                       a->ao + s->tok0 * w, mod + 2 * w, w6, bp->n2_w, bp->n2_b,
+                                       mod + 3 * w, w6, s->n, s->T, w);
+    }
+}
+
 /* x += g1 * Attn(LN1(x) (1 + s1) + h1);  x += g2 * MLP(LN2(x) (1 + s2) + h2) with the block's
  * modulation (stack_mods). a->x holds the input tokens of the layout's segments. normed: LN1's
  * output and statistics are already in a (the previous block's next). The output goes to out,
@@ -71,12 +98,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;
     const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
-    for (int k = 0; !normed && k < sl->nseg; k++) {
-        const seq_seg *s = &sl->seg[k];
-        o->layernorm_fwd(c, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
-                         a->x + s->tok0 * w, bp->n1_w, bp->n1_b, a->mod + (long)s->row0 * w6, w6,
-                         s->n, s->T, w, (long)s->T * w, (long)s->T * w);
-    }
+    if (!normed) block_norm1(m, rp, bp, a, sl);
     o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
@@ -84,14 +106,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
                          s->n, s->T, d->heads, d->hd);
     }
     o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w);
-    for (int k = 0; k < sl->nseg; k++) {
-        const seq_seg *s = &sl->seg[k];
-        const float *mod = a->mod + (long)s->row0 * w6;
-        o->residual_layernorm_fwd(c, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w, a->mean2 + s->tok0,
-                                  a->rstd2 + s->tok0, a->x + s->tok0 * w, a->ao + s->tok0 * w,
-                                  mod + 2 * w, w6, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n,
-                                  s->T, w);
-    }
+    block_norm2(m, rp, bp, a, sl);
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
                d->F, w);
     for (int k = 0; out && k < sl->nseg; k++) {
@@ -133,21 +148,9 @@ static void stack_forward(umd_model *m, replica *rp, const block_params *bp, con
  * block_forward made them. */
 static void block_refill_partial(umd_model *m, replica *rp, const block_params *bp,
                                  const block_acts *a, const seq_layout *sl) {
-    const umd_ops *o = m->ops;
-    umd_ctx *c = rp->ctx;
-    const int w = m->d.w, w6 = 6 * w;
-    for (int k = 0; k < sl->nseg; k++) {
-        const seq_seg *s = &sl->seg[k];
-        const float *mod = a->mod + (long)s->row0 * w6;
-        o->layernorm_fwd(c, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
-                         a->x + s->tok0 * w, bp->n1_w, bp->n1_b, mod, w6, s->n, s->T, w,
-                         (long)s->T * w, (long)s->T * w);
-        o->residual_layernorm_fwd(c, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w, a->mean2 + s->tok0,
-                                  a->rstd2 + s->tok0, a->x + s->tok0 * w, a->ao + s->tok0 * w,
-                                  mod + 2 * w, w6, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n,
-                                  s->T, w);
-    }
-    o->linear_fwd(c, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, w);
+    block_norm1(m, rp, bp, a, sl);
+    block_norm2(m, rp, bp, a, sl);
+    m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w);
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
