@@ -118,10 +118,7 @@ int main(int argc, char **argv) {
              " \"recompute\": \"%s\"}}",
              have_fmnist ? "{\"dataset\": \"fashion-mnist\"}"
                          : "{\"dataset\": \"synthetic\", \"image_size\": 28, \"train_size\": 4096}",
-             a.batch, total, a.threads,
-             a.recompute == UMD_RECOMPUTE_FULL      ? "full"
-             : a.recompute == UMD_RECOMPUTE_PARTIAL ? "partial"
-                                                    : "off");
+             a.batch, total, a.threads, umd_recompute_name(a.recompute));
     umd_config cfg;
     char err[512];
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {

@@ -93,11 +93,7 @@ static double step_flops(const umd_dims *d) {
 }
 
 static int recompute; /* --recompute, --recompute-partial: train.recompute (UMD_RECOMPUTE_*) */
-static const char *recompute_name(void) {
-    return recompute == UMD_RECOMPUTE_FULL      ? "full"
-           : recompute == UMD_RECOMPUTE_PARTIAL ? "partial"
-                                                : "off";
-}
+
 
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
                    double ceiling, int profile) {
@@ -108,7 +104,7 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
              " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"steps\": %d,"
              " \"device\": \"cuda\", \"precision\": \"%s\", \"recompute\": \"%s\"}}",
              bc->size, bc->channels, bc->width, bc->depth, bc->dec_depth, bc->heads, batch,
-             warmup + steps, precision, recompute_name());
+             warmup + steps, precision, umd_recompute_name(recompute));
     umd_config cfg;
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_gpu: config: %s\n", err);
@@ -157,7 +153,7 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     if (rc == 0) {
         umd_model_losses(m, &L);
         snprintf(shown, sizeof shown, "%s%s%s%s", precision, sp.recorded ? " graph" : "",
-                 recompute ? " recompute " : "", recompute ? recompute_name() : "");
+                 recompute ? " recompute " : "", recompute ? umd_recompute_name(recompute) : "");
         precision = shown;
         qsort(t + warmup, (size_t)steps, sizeof *t, cmp_double);
         double med = steps % 2 ? t[warmup + steps / 2]

@@ -26,6 +26,10 @@ enum {
     UMD_RECOMPUTE_PARTIAL = 2  /* all but the LayerNorm outputs, the residual and fc1's output,
                                   which the backward computes again */
 };
+/* A train.recompute mode as the config spells it: "off", "full", "partial". */
+static inline const char *umd_recompute_name(int mode) {
+    return mode == UMD_RECOMPUTE_FULL ? "full" : mode == UMD_RECOMPUTE_PARTIAL ? "partial" : "off";
+}
 
 typedef struct {
     /* data.* */

@@ -548,7 +548,7 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
             at += (size_t)snprintf(hint + at, sizeof hint - at,
                                    at ? ", with \"%s\" %.1f MiB"
                                       : "; with train.recompute \"%s\" they would take %.1f MiB",
-                                   k ? "full" : "partial", (double)need / 1048576.0);
+                                   umd_recompute_name(lighter[k]), (double)need / 1048576.0);
         }
         m->recompute = was;
         if (m->recompute_auto)
