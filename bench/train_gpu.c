@@ -18,6 +18,9 @@
  *                              again in the backward)
  *             [--fused-norm]  (each gated residual and the LayerNorm after it in one kernel, as
  *                              UMDQ_CUDA_FUSED_NORM=1 does for a job)
+ *             [--bf16-operands]  (bf16 contexts keep the LayerNorm outputs that feed a Linear or
+ *                              the MLP in bf16, the GEMMs reading them without a conversion, as
+ *                              UMDQ_CUDA_BF16_OPERANDS=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor)
  *
@@ -238,8 +241,8 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
                     if (ops->status(c, err, sizeof err)) break;
                     ms[pass] = now_s();
                 }
-                if (pass == 0) ops->linear_fwd(c, y, x, W, b, (int)M, N, K);
-                else ops->linear_bwd(c, dx, dW, db, y, x, W, (int)M, N, K, 0);
+                if (pass == 0) ops->linear_fwd(c, y, x, W, b, (int)M, N, K, UMD_F32);
+                else ops->linear_bwd(c, dx, dW, db, y, x, W, (int)M, N, K, 0, UMD_F32);
             }
             if (ops->status(c, err, sizeof err)) {
                 fprintf(stderr, "train_gpu: --linears: %s\n", err);
@@ -287,6 +290,10 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_FUSED_NORM", "1", 1); /* likewise */
             continue;
         }
+        if (!strcmp(o, "--bf16-operands")) {
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1); /* likewise (bf16 contexts only) */
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -325,9 +332,12 @@ int main(int argc, char **argv) {
            : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
-    printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s\n",
+    const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS");
+    printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
+           "LayerNorm outputs into products: %s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
-           fn && !strcmp(fn, "1") ? "one kernel" : "two kernels");
+           fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
+           fo && !strcmp(fo, "1") ? "bf16 (bf16 runs)" : "fp32");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -347,7 +357,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] "
+                    "[--fused-norm] [--bf16-operands] "
                     "[--linears]\n");
     return 2;
 }

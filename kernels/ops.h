@@ -22,6 +22,14 @@
  *     (a LayerNorm runs once per segment of the encoder's batch, the cls and position gradients
  *     gather from both kinds of rows), and the conditioning vector feeds every block. Gradients
  *     of activations are overwritten unless the op takes an `accumulate` flag.
+ *   - Operand tensors: a tensor that only matrix products read (the LayerNorm outputs the model
+ *     feeds to a Linear or the MLP) may be stored in the context's operand type, operand_bytes(c)
+ *     bytes an element: 4 (fp32) or 2 (bf16, the fp32 value rounded to nearest even, as a bf16
+ *     GEMM operand is). The ops that write or read one take a flag, UMD_OPND (else UMD_F32), and
+ *     a void pointer; shapes and strides count elements either way. In a context whose operand
+ *     type is fp32 the flag changes nothing. A context with bf16 operands saves a conversion
+ *     pass per product operand and half the tensor's memory, with the same results as rounding
+ *     the operand on its way into a bf16 GEMM.
  *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
  *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
  *     consecutive elements share one draw). Results are bit-identical for a given thread count;
@@ -53,6 +61,9 @@ typedef struct {
     int max_patches;  /* L, tokens per image (the keep-order sort) */
     long max_weight;  /* the largest Linear weight, N * K floats (per-thread gradient partials) */
 } umd_limits;
+
+/* The storage of a tensor an op writes or reads as a matrix-product operand (see Conventions). */
+enum { UMD_F32 = 0, UMD_OPND = 1 };
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -88,6 +99,8 @@ typedef struct umd_ops {
     /* Copies between host memory and backend memory. */
     void (*upload)(umd_ctx *c, void *dst, const void *src, size_t bytes);
     void (*download)(umd_ctx *c, void *dst_host, const void *src, size_t bytes);
+    /* Bytes of an element of an operand tensor in this context: 4 (fp32) or 2 (bf16). */
+    size_t (*operand_bytes)(const umd_ctx *c);
 
     /* ---- elementwise ---------------------------------------------------------------------------- */
     void (*fill)(umd_ctx *c, float *x, size_t n, float value);
@@ -143,35 +156,37 @@ typedef struct umd_ops {
     /* C (M, N) = alpha op(A) op(B) + beta C, row-major, op = transpose when trans != 0. */
     void (*gemm)(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
-    /* y (M, N) = x (M, K) W^T + b; b may be NULL. */
-    void (*linear_fwd)(umd_ctx *c, float *y, const float *x, const float *W, const float *b,
-                       int M, int N, int K);
+    /* y (M, N) = x (M, K) W^T + b; b may be NULL. x is an operand tensor when x_type is UMD_OPND. */
+    void (*linear_fwd)(umd_ctx *c, float *y, const void *x, const float *W, const float *b,
+                       int M, int N, int K, int x_type);
     /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,
-     * db (N) += column sums of dy (db may be NULL). */
-    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
-                       const float *W, int M, int N, int K, int dx_accumulate);
+     * db (N) += column sums of dy (db may be NULL); x typed as in linear_fwd. */
+    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
+                       const float *W, int M, int N, int K, int dx_accumulate, int x_type);
     /* A transformer MLP, fc1 -> GELU-tanh (as gelu_fwd) -> fc2, over M tokens of width w with
      * hidden width F: h (M, F) = x (M, w) W1^T + b1 (kept for the backward), y (M, w) = gelu(h)
      * W2^T + b2. W1 (F, w), W2 (w, F); b1 (F), b2 (w) may be NULL. tmp (M, F) is scratch the op
      * may overwrite (a backend that runs fc2 on gelu(h) in fp32 materialises it there), so the
-     * caller never keeps gelu(h). */
-    void (*mlp_fwd)(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
-                    const float *b1, const float *W2, const float *b2, int M, int F, int w);
+     * caller never keeps gelu(h). x typed as in linear_fwd; h's values are linear_fwd's. */
+    void (*mlp_fwd)(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+                    const float *b1, const float *W2, const float *b2, int M, int F, int w,
+                    int x_type);
     /* The backward of mlp_fwd from dy (M, w), the forward's x and h: dW2 (w, F) += dy^T gelu(h),
      * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
      * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage). */
     void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                    const float *dy, const float *x, const float *h, const float *W1,
-                    const float *W2, float *tmp, int M, int F, int w);
+                    const float *dy, const void *x, const float *h, const float *W1,
+                    const float *W2, float *tmp, int M, int F, int w, int x_type);
 
     /* ---- normalisation and adaLN ------------------------------------------------------------------ */
     /* LayerNorm over w (eps 1e-6, biased variance) with affine gamma, beta, then, when mod is not
      * NULL, y * (1 + scale[b]) + shift[b]. x: n sequences of T tokens at x_stride; out likewise at
-     * out_stride; mean, rstd (n * T) saved for the backward. */
-    void (*layernorm_fwd)(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+     * out_stride; mean, rstd (n * T) saved for the backward. out is an operand tensor when
+     * out_type is UMD_OPND (the backward never reads it). */
+    void (*layernorm_fwd)(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, const float *mod, int mod_stride,
-                          int n, int T, int w, long x_stride, long out_stride);
+                          int n, int T, int w, long x_stride, long out_stride, int out_type);
     /* The backward of layernorm_fwd: dx (x_stride layout) = or += (dx_accumulate); dgamma, dbeta
      * (w) +=; dmod's (shift, scale) rows = (mod_stride layout; ignored when mod is NULL). */
     void (*layernorm_bwd)(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
@@ -191,11 +206,12 @@ typedef struct umd_ops {
      * gate[b] * y (as gate_residual_fwd), then out, mean, rstd = layernorm_fwd of xo, modulated
      * when mod is not NULL. Every token tensor packed (n, T, w); gate row b at gate + b *
      * gate_stride, mod row b at mod + b * mod_stride. The same bits as the two ops one after the
-     * other. xo may alias x. */
-    void (*residual_layernorm_fwd)(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+     * other. xo may alias x. out typed as in layernorm_fwd. */
+    void (*residual_layernorm_fwd)(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
                                    const float *x, const float *y, const float *gate,
                                    int gate_stride, const float *gamma, const float *beta,
-                                   const float *mod, int mod_stride, int n, int T, int w);
+                                   const float *mod, int mod_stride, int n, int T, int w,
+                                   int out_type);
 
     /* ---- attention --------------------------------------------------------------------------------- */
     /* qkv (n, T, 3, heads, hd) -> out (n, T, heads, hd): softmax(q k^T / sqrt(hd)) v per sequence
@@ -302,7 +318,11 @@ UMD_HOSTDEV float umd_adamw_shrink(float lr, float weight_decay) {
 #endif
 }
 
-/* The CPU backend (C, OpenMP across rows and heads, OpenBLAS GEMMs). Never NULL. */
+/* The CPU backend (C, OpenMP across rows and heads, OpenBLAS GEMMs). Never NULL. Its operand
+ * tensors are fp32. */
 const umd_ops *umd_ops_cpu(void);
+/* The same with bf16 operand tensors (the products still run in fp32, on the operands widened
+ * back): the model's layout of a bf16 device context, checkable on any machine. Never NULL. */
+const umd_ops *umd_ops_cpu_bf16(void);
 
 #endif

@@ -3,8 +3,8 @@
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
-# CUDA graph (bf16), and B/4 with train.recompute; and print a short table. Finishes in under 5
-# minutes on an H100.
+# CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors and with train.recompute;
+# and print a short table. Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
 #   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
@@ -124,6 +124,16 @@ echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
 timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --profile --steps "$steps" \
   --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product in bf16, read by its GEMMs without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
+timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --profile \
+  --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --fused-norm --recompute-partial (the switches together)"
+timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --fused-norm \
+  --recompute-partial --steps "$steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial (train.recompute's memory and speed)"

@@ -157,22 +157,27 @@ static void view_free(model_params *mp) {
 
 /* ---- activation layout ------------------------------------------------------------------------- */
 
-/* A bump allocator over the activation arena: with base NULL it only measures. */
+/* A bump allocator over the activation arena: with base NULL it only measures. Every tensor
+ * starts 256 bytes from the last (the arena's own alignment on a device): the alignment cuBLASLt's
+ * algorithm choice assumes of every GEMM operand, bf16 operand tensors included. */
 typedef struct {
     char *base;
     size_t off;
 } bump;
 
+#define TENSOR_ALIGN 256
+
 static void *take(bump *b, size_t bytes) {
     size_t at = b->off;
-    b->off += (bytes + 63) / 64 * 64;
+    b->off += (bytes + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
     return b->base ? b->base + at : NULL;
 }
 
 static float *takef(bump *b, size_t n) { return take(b, n * sizeof(float)); }
 static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); }
 
-/* A block's saved tensors (objective.c), in three parts: 10 w + F floats per token, the LayerNorm
+/* A block's saved tensors (objective.c), in three parts: 10 w + F floats per token (8 w + F and
+ * 2 w operand elements: m1 and m2, bf16 in a context with bf16 operands), the LayerNorm
  * statistics and the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd
  * and mlp_bwd recompute it from h).
  *   BLOCK_INPUT     x and the modulation: every block keeps its own
@@ -185,14 +190,15 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
 enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_REFILL = 4, BLOCK_ALL = 7 };
 
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
-                         int parts) {
+                         int parts, size_t opnd) {
     size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
 #define PART(field, p, n) if (parts & (p)) a->field = takef(b, (n))
+#define OPND_PART(field, p, n) if (parts & (p)) a->field = take(b, (n) * opnd)
     PART(x, BLOCK_INPUT, tok * w);
     PART(mod, BLOCK_INPUT, (size_t)B * 6 * w);
     PART(mean1, BLOCK_REFILL, tok);
     PART(rstd1, BLOCK_REFILL, tok);
-    PART(m1, BLOCK_REFILL, tok * w);
+    OPND_PART(m1, BLOCK_REFILL, tok * w);
     PART(qkv, BLOCK_PRODUCTS, tok * 3 * w);
     PART(lse, BLOCK_PRODUCTS, (size_t)sl->nlse);
     PART(att, BLOCK_PRODUCTS, tok * w);
@@ -200,10 +206,11 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     PART(x2, BLOCK_REFILL, tok * w);
     PART(mean2, BLOCK_REFILL, tok);
     PART(rstd2, BLOCK_REFILL, tok);
-    PART(m2, BLOCK_REFILL, tok * w);
+    OPND_PART(m2, BLOCK_REFILL, tok * w);
     PART(h, BLOCK_REFILL, tok * d->F);
     PART(mo, BLOCK_PRODUCTS, tok * w);
 #undef PART
+#undef OPND_PART
 }
 
 /* Appends a segment of n rows (from row0) of T tokens to a layout. */
@@ -222,7 +229,7 @@ static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int he
 
 /* One replica's tensors (B = its rows) and its workspace. */
 static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_bytes,
-                           int recompute) {
+                           int recompute, size_t opnd) {
     acts *A = &rp->A;
     size_t B = (size_t)rp->B, L = (size_t)d->L, P = (size_t)d->P, w = (size_t)d->w;
     size_t CHW = (size_t)d->C * d->H * d->W;
@@ -266,11 +273,11 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
         seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
         if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
         if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
-        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own);
+        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own, opnd);
     }
     for (int i = 0; i < d->depth; i++) {
         A->enc[i] = scratch;
-        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own);
+        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own, opnd);
     }
     A->enc_xlast = takef(b, ne * w);
     A->enc_out = takef(b, ne * w);
@@ -280,11 +287,11 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     size_t Td = (size_t)d->T_dec;
     for (int i = 0; i < d->dec_depth; i++) {
         A->dec[i] = scratch;
-        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own);
+        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own, opnd);
     }
     A->dec_xlast = takef(b, B * Td * w);
     A->fmod = takef(b, B * 2 * w);
-    A->fin = takef(b, B * L * w);
+    A->fin = take(b, B * L * w * opnd);
     A->fmean = takef(b, B * L);
     A->frstd = takef(b, B * L);
     A->pred = takef(b, B * L * 2 * P);
@@ -319,7 +326,8 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     m->sqrt_1m_abar = takef(&b, (size_t)m->d.T);
     m->adam_args = take(&b, sizeof(umd_adamw_args));
     m->grad_sumsq = take(&b, sizeof(double));
-    for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute);
+    for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute,
+                                                   m->opnd);
     return b.off;
 }
 
@@ -456,6 +464,7 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
 
     rc = ops->ctx_new(&m->ctx, cfg->threads, err, errlen);
     if (rc) goto fail;
+    m->opnd = ops->operand_bytes(m->ctx);
 
     /* parameter table and offsets */
     int cap = table_capacity(d);

@@ -36,19 +36,20 @@ typedef struct {
     float *head_w, *head_b;              /* (2P, w), (2P) */
 } model_params;
 
-/* What one block saves for its backward; ntok = the tokens of its seq_layout. */
+/* What one block saves for its backward; ntok = the tokens of its seq_layout. The operand tensors
+ * (ops.h) hold umd_model.opnd bytes an element: index them with opnd_at. */
 typedef struct {
     float *x;                  /* (ntok, w) block input */
     float *mod;                /* (B, 6w) adaLN output, by batch row */
     float *mean1, *rstd1;      /* (ntok) */
-    float *m1;                 /* (ntok, w) LN1 modulated: attention input */
+    void *m1;                  /* (ntok, w) operand tensor: LN1 modulated, the qkv input */
     float *qkv;                /* (ntok, 3w) */
     float *lse;                /* per segment (n, heads, T) attention row log-sum-exps, nlse floats */
     float *att;                /* (ntok, w) attention output before proj */
     float *ao;                 /* (ntok, w) proj output */
     float *x2;                 /* (ntok, w) after the attention residual */
     float *mean2, *rstd2;      /* (ntok) */
-    float *m2;                 /* (ntok, w) LN2 modulated: MLP input */
+    void *m2;                  /* (ntok, w) operand tensor: LN2 modulated, the MLP input */
     float *h;                  /* (ntok, F) fc1 output, before GELU (the MLP recomputes GELU) */
     float *mo;                 /* (ntok, w) fc2 output */
 } block_acts;
@@ -100,7 +101,8 @@ typedef struct {
     block_acts *dec;                   /* (dec_depth) host array, owned by the model */
     float *dec_xlast;                  /* (B, 1 + L, w) last decoder block's output */
     float *fmod;                       /* (B, 2w) final (shift, scale) */
-    float *fin;                        /* (B, L, w) dec_norm + final modulation, rep dropped */
+    void *fin;                         /* (B, L, w) operand tensor: dec_norm + final modulation,
+                                          rep dropped; the head's input */
     float *fmean, *frstd;              /* (B*L) */
     float *pred;                       /* (B, L, 2P) head output: (pi, pj, [x0 C | eps C]) */
     /* backward temporaries (maxtok = the larger of the encoder's and the decoder's tokens) */
@@ -156,6 +158,7 @@ struct umd_model {
     int ema_on;
     int recompute;          /* train.recompute: UMD_RECOMPUTE_* (what a block keeps, model.c) */
     int recompute_auto;     /* recompute turned on because the arenas did not fit without */
+    size_t opnd;            /* bytes of an operand tensor's element (ops->operand_bytes) */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */
@@ -172,5 +175,8 @@ struct umd_model {
     int nrep;
     replica *rep;           /* owned (nrep) */
 };
+
+/* Element i of an operand tensor of the model. */
+static inline void *opnd_at(const umd_model *m, void *t, size_t i) { return (char *)t + i * m->opnd; }
 
 #endif

@@ -30,6 +30,10 @@
  * outputs of proj and fc2 (6 w floats per token), and the backward runs only the LayerNorms, the
  * residual and fc1 again: about a ninth more arithmetic, for 7 w floats per token less.
  *
+ * The LayerNorm outputs that only matrix products read (each block's m1 and m2, the head's input)
+ * are operand tensors (ops.h): bf16 in a context with bf16 operands, where the products would
+ * round them on their way in anyway; the same results, half their bytes, no conversion pass.
+ *
  * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
  * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
  * norm; each block's modulation is computed before its stack runs, so the next one's is there. */
@@ -42,7 +46,9 @@
 /* The LayerNorm that reads a block's output (the next block's norm1, or the encoder's final norm),
  * run as one op with the block's last gated residual (residual_layernorm_fwd). */
 typedef struct {
-    float *out, *mean, *rstd;  /* at the layout's token 0 */
+    void *out;                 /* at the layout's token 0, stored as out_type says */
+    int out_type;              /* UMD_OPND: a block's m1; UMD_F32: the encoder's output */
+    float *mean, *rstd;
     const float *gamma, *beta;
     const float *mod;          /* (B, 6w) modulation at batch row 0 (its shift and scale lead), or
                                   NULL: none */
@@ -56,7 +62,7 @@ static void stack_mods(umd_model *m, replica *rp, const block_params *bp, const 
     const int w = m->d.w;
     for (int i = 0; i < count; i++)
         m->ops->linear_fwd(rp->ctx, a[i].mod, rp->A.cond, bp[i].ada_w, bp[i].ada_b, rp->B, 6 * w,
-                           w);
+                           w, UMD_F32);
 }
 
 /* LN1 of the block's input with its modulation (h1, s1) into m1, mean1, rstd1, per segment. */
@@ -65,9 +71,10 @@ static void block_norm1(umd_model *m, replica *rp, const block_params *bp, const
     const int w = m->d.w, w6 = 6 * w;
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        m->ops->layernorm_fwd(rp->ctx, a->m1 + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0,
-                              a->x + s->tok0 * w, bp->n1_w, bp->n1_b, a->mod + (long)s->row0 * w6,
-                              w6, s->n, s->T, w, (long)s->T * w, (long)s->T * w);
+        m->ops->layernorm_fwd(rp->ctx, opnd_at(m, a->m1, s->tok0 * w), a->mean1 + s->tok0,
+                              a->rstd1 + s->tok0, a->x + s->tok0 * w, bp->n1_w, bp->n1_b,
+                              a->mod + (long)s->row0 * w6, w6, s->n, s->T, w, (long)s->T * w,
+                              (long)s->T * w, UMD_OPND);
     }
 }
 
@@ -79,10 +86,10 @@ static void block_norm2(umd_model *m, replica *rp, const block_params *bp, const
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         const float *mod = a->mod + (long)s->row0 * w6;
-        m->ops->residual_layernorm_fwd(rp->ctx, a->x2 + s->tok0 * w, a->m2 + s->tok0 * w,
+        m->ops->residual_layernorm_fwd(rp->ctx, a->x2 + s->tok0 * w, opnd_at(m, a->m2, s->tok0 * w),
                                        a->mean2 + s->tok0, a->rstd2 + s->tok0, a->x + s->tok0 * w,
                                        a->ao + s->tok0 * w, mod + 2 * w, w6, bp->n2_w, bp->n2_b,
-                                       mod + 3 * w, w6, s->n, s->T, w);
+                                       mod + 3 * w, w6, s->n, s->T, w, UMD_OPND);
     }
 }
 
@@ -99,29 +106,31 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     const umd_dims *d = &m->d;
     const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
     if (!normed) block_norm1(m, rp, bp, a, sl);
-    o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w);
+    o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w, UMD_OPND);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->attention_fwd(c, a->att + s->tok0 * w, a->lse + s->lse0, a->qkv + s->tok0 * 3 * w,
                          s->n, s->T, d->heads, d->hd);
     }
-    o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w);
+    o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w, UMD_F32);
     block_norm2(m, rp, bp, a, sl);
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
-               d->F, w);
+               d->F, w, UMD_OPND);
     for (int k = 0; out && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         const float *gate = a->mod + (long)s->row0 * w6 + 5 * w;
-        if (next)
-            o->residual_layernorm_fwd(c, out + s->tok0 * w, next->out + s->tok0 * w,
-                                      next->mean + s->tok0, next->rstd + s->tok0,
-                                      a->x2 + s->tok0 * w, a->mo + s->tok0 * w, gate, w6,
-                                      next->gamma, next->beta,
+        if (next) {
+            void *nout = next->out_type == UMD_OPND ? opnd_at(m, next->out, s->tok0 * w)
+                                                    : (float *)next->out + s->tok0 * w;
+            o->residual_layernorm_fwd(c, out + s->tok0 * w, nout, next->mean + s->tok0,
+                                      next->rstd + s->tok0, a->x2 + s->tok0 * w,
+                                      a->mo + s->tok0 * w, gate, w6, next->gamma, next->beta,
                                       next->mod ? next->mod + (long)s->row0 * w6 : NULL, w6, s->n,
-                                      s->T, w);
-        else
+                                      s->T, w, next->out_type);
+        } else {
             o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
                                  gate, w6, s->n, s->T, w);
+        }
     }
 }
 
@@ -134,8 +143,8 @@ static void stack_forward(umd_model *m, replica *rp, const block_params *bp, con
     stack_mods(m, rp, bp, a, count);
     for (int i = 0; i < count; i++) {
         if (i + 1 < count) {
-            const norm_after next = {a[i + 1].m1, a[i + 1].mean1, a[i + 1].rstd1, bp[i + 1].n1_w,
-                                     bp[i + 1].n1_b, a[i + 1].mod};
+            const norm_after next = {a[i + 1].m1, UMD_OPND, a[i + 1].mean1, a[i + 1].rstd1,
+                                     bp[i + 1].n1_w, bp[i + 1].n1_b, a[i + 1].mod};
             block_forward(m, rp, &bp[i], &a[i], sl, i > 0, a[i + 1].x, &next);
         } else {
             block_forward(m, rp, &bp[i], &a[i], sl, i > 0, last, last_norm);
@@ -150,7 +159,8 @@ static void block_refill_partial(umd_model *m, replica *rp, const block_params *
                                  const block_acts *a, const seq_layout *sl) {
     block_norm1(m, rp, bp, a, sl);
     block_norm2(m, rp, bp, a, sl);
-    m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w);
+    m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w,
+                       UMD_OPND);
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
@@ -178,7 +188,7 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
     }
     /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
-               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w);
+               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w, UMD_OPND);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;
@@ -190,13 +200,15 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
         o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 2 * w, D + s->tok0 * w,
                              a->ao + s->tok0 * w, a->mod + r + 2 * w, w6, s->n, s->T, w);
     }
-    o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0);
+    o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0,
+                  UMD_F32);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w, a->qkv + s->tok0 * 3 * w,
                          a->att + s->tok0 * w, a->lse + s->lse0, s->n, s->T, d->heads, d->hd);
     }
-    o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0);
+    o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,
+                  UMD_OPND);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;
@@ -205,7 +217,8 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                          bp->n1_b, a->mod + r, w6, s->n, s->T, w, seq, seq, 1);
     }
     /* adaLN, over every batch row at once */
-    o->linear_bwd(c, A->dcond, gp->ada_w, gp->ada_b, dmod, A->cond, bp->ada_w, rp->B, w6, w, 1);
+    o->linear_bwd(c, A->dcond, gp->ada_w, gp->ada_b, dmod, A->cond, bp->ada_w, rp->B, w6, w, 1,
+                  UMD_F32);
 }
 
 /* ---- encoder ------------------------------------------------------------------------------------ */
@@ -225,8 +238,8 @@ static void encoder_forward(umd_model *m, replica *rp) {
                              d->ncls, w);
     }
     /* the final LayerNorm (no modulation) runs with the last block's residual */
-    const norm_after fin = {A->enc_out, A->enc_mean, A->enc_rstd, m->P.enc_norm_w, m->P.enc_norm_b,
-                            NULL};
+    const norm_after fin = {A->enc_out,      UMD_F32,         A->enc_mean, A->enc_rstd,
+                            m->P.enc_norm_w, m->P.enc_norm_b, NULL};
     stack_forward(m, rp, m->P.enc, A->enc, d->depth, sl, A->enc_xlast, &fin);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
@@ -294,29 +307,29 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
 
     /* conditioning */
     o->timestep_embed(c, A->temb, A->t_net, B, w);
-    o->linear_fwd(c, A->th1, A->temb, P->t_fc1_w, P->t_fc1_b, B, 2 * w, w);
+    o->linear_fwd(c, A->th1, A->temb, P->t_fc1_w, P->t_fc1_b, B, 2 * w, w, UMD_F32);
     o->silu_fwd(c, A->ta1, A->th1, (size_t)B * 2 * w);
-    o->linear_fwd(c, A->temb2, A->ta1, P->t_fc2_w, P->t_fc2_b, B, w, 2 * w);
+    o->linear_fwd(c, A->temb2, A->ta1, P->t_fc2_w, P->t_fc2_b, B, w, 2 * w, UMD_F32);
     if (d->labels) {
         o->embed_rows_fwd(c, A->ytab, P->y_table, A->y_used, B, w);
-        o->linear_fwd(c, A->yh1, A->ytab, P->y_fc1_w, P->y_fc1_b, B, 2 * w, w);
+        o->linear_fwd(c, A->yh1, A->ytab, P->y_fc1_w, P->y_fc1_b, B, 2 * w, w, UMD_F32);
         o->silu_fwd(c, A->ya1, A->yh1, (size_t)B * 2 * w);
-        o->linear_fwd(c, A->yemb, A->ya1, P->y_fc2_w, P->y_fc2_b, B, w, 2 * w);
+        o->linear_fwd(c, A->yemb, A->ya1, P->y_fc2_w, P->y_fc2_b, B, w, 2 * w, UMD_F32);
         o->add(c, A->csum, A->temb2, A->yemb, (size_t)B * w);
     }
     o->silu_fwd(c, A->cond, A->csum, (size_t)B * w);
 
     /* encoder (visible tokens only), then the decoder's input rows */
-    o->linear_fwd(c, A->emb, A->xin, P->patch_w, P->patch_b, B * L, w, PP);
+    o->linear_fwd(c, A->emb, A->xin, P->patch_w, P->patch_b, B * L, w, PP, UMD_F32);
     encoder_forward(m, rp);
 
     /* decoder over all rows, final norm and modulation without the rep token, head */
     const int Td = d->T_dec;
     stack_forward(m, rp, P->dec, A->dec, d->dec_depth, &rp->dec, A->dec_xlast, NULL);
-    o->linear_fwd(c, A->fmod, A->cond, P->fmod_w, P->fmod_b, B, 2 * w, w);
+    o->linear_fwd(c, A->fmod, A->cond, P->fmod_w, P->fmod_b, B, 2 * w, w, UMD_F32);
     o->layernorm_fwd(c, A->fin, A->fmean, A->frstd, A->dec_xlast + w, P->dec_norm_w, P->dec_norm_b,
-                     A->fmod, 2 * w, B, L, w, (long)Td * w, (long)L * w);
-    o->linear_fwd(c, A->pred, A->fin, P->head_w, P->head_b, B * L, 2 * PP, w);
+                     A->fmod, 2 * w, B, L, w, (long)Td * w, (long)L * w, UMD_OPND);
+    o->linear_fwd(c, A->pred, A->fin, P->head_w, P->head_b, B * L, 2 * PP, w, UMD_OPND);
 
     /* losses over the whole batch's counts; their gradients go straight into dpred */
     const int pp = d->p * d->p;
@@ -346,30 +359,34 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
     const model_params *G = &rp->G;
     o->fill(c, rp->grads, m->sizes.nfloats, 0.0f);
     o->linear_bwd(c, A->dfin, G->head_w, G->head_b, A->dpred, A->fin, P->head_w, B * L, 2 * PP, w,
-                  0);
+                  0, UMD_OPND);
     o->fill(c, A->ddec, (size_t)B * Td * w, 0.0f); /* the rep token's rows stay 0 */
     o->layernorm_bwd(c, A->ddec + w, G->dec_norm_w, G->dec_norm_b, A->dfmod, A->dfin,
                      A->dec_xlast + w, A->fmean, A->frstd, P->dec_norm_w, P->dec_norm_b, A->fmod,
                      2 * w, B, L, w, (long)Td * w, (long)L * w, 0);
-    o->linear_bwd(c, A->dcond, G->fmod_w, G->fmod_b, A->dfmod, A->cond, P->fmod_w, B, 2 * w, w, 0);
+    o->linear_bwd(c, A->dcond, G->fmod_w, G->fmod_b, A->dfmod, A->cond, P->fmod_w, B, 2 * w, w, 0,
+                  UMD_F32);
     /* with train.recompute the last decoder block's saved tensors are still in the scratch set */
     for (int i = d->dec_depth - 1; i >= 0; i--)
         block_backward(m, rp, &P->dec[i], &G->dec[i], &A->dec[i], &rp->dec, A->ddec,
                        i < d->dec_depth - 1 ? m->recompute : UMD_RECOMPUTE_OFF);
     encoder_backward(m, rp);
-    o->linear_bwd(c, NULL, G->patch_w, G->patch_b, A->demb, A->xin, P->patch_w, B * L, w, PP, 0);
+    o->linear_bwd(c, NULL, G->patch_w, G->patch_b, A->demb, A->xin, P->patch_w, B * L, w, PP, 0,
+                  UMD_F32);
 
     /* conditioning */
     o->silu_bwd(c, A->dcsum, A->dcond, A->csum, (size_t)B * w);
-    o->linear_bwd(c, A->d2w, G->t_fc2_w, G->t_fc2_b, A->dcsum, A->ta1, P->t_fc2_w, B, w, 2 * w, 0);
+    o->linear_bwd(c, A->d2w, G->t_fc2_w, G->t_fc2_b, A->dcsum, A->ta1, P->t_fc2_w, B, w, 2 * w, 0,
+                  UMD_F32);
     o->silu_bwd(c, A->d2w, A->d2w, A->th1, (size_t)B * 2 * w);
-    o->linear_bwd(c, NULL, G->t_fc1_w, G->t_fc1_b, A->d2w, A->temb, P->t_fc1_w, B, 2 * w, w, 0);
+    o->linear_bwd(c, NULL, G->t_fc1_w, G->t_fc1_b, A->d2w, A->temb, P->t_fc1_w, B, 2 * w, w, 0,
+                  UMD_F32);
     if (d->labels) {
         o->linear_bwd(c, A->d2w, G->y_fc2_w, G->y_fc2_b, A->dcsum, A->ya1, P->y_fc2_w, B, w,
-                      2 * w, 0);
+                      2 * w, 0, UMD_F32);
         o->silu_bwd(c, A->d2w, A->d2w, A->yh1, (size_t)B * 2 * w);
         o->linear_bwd(c, A->dw, G->y_fc1_w, G->y_fc1_b, A->d2w, A->ytab, P->y_fc1_w, B, 2 * w, w,
-                      0);
+                      0, UMD_F32);
         o->embed_rows_bwd(c, G->y_table, A->dw, A->y_used, B, w);
     }
 }

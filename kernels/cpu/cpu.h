@@ -32,7 +32,15 @@ struct umd_ctx {
     char *ws;               /* workspace (borrowed from the caller's activation arena) */
     size_t ws_bytes;
     size_t ws_per_thread;   /* bytes of each thread's slice; slice t starts at ws + t * ws_per_thread */
+    int opnd_bf16;          /* operand tensors in bf16 (umd_ops_cpu_bf16) */
+    size_t widen_bytes;     /* the tail of each slice that widens bf16 operands (cpu_widen), or 0 */
 };
+
+/* Floats of a thread's widening scratch (2 MiB): a bf16 operand's rows are widened to fp32 there,
+ * a block at a time, before the sgemm that reads them. A whole row block of linear.c (512 rows)
+ * up to 1024 wide, so the blocks, and the forward's bits, are those of the fp32 op; rows up to
+ * this wide. */
+#define CPU_WIDEN_FLOATS (512 * 1024)
 
 /* The team for an op of about `work` multiply-adds or element updates: one thread below 32k
  * (starting a team costs microseconds, and far more when the cores are shared and a waiting
@@ -77,8 +85,32 @@ static inline int cpu_team(const umd_ctx *c, double work) {
     } while (0)
 #endif
 
-/* Thread t's slice of the workspace. */
+/* Thread t's slice of the workspace, and the bytes of it the ops may use from its start. */
 static inline void *cpu_ws(umd_ctx *c, int t) { return c->ws + (size_t)t * c->ws_per_thread; }
+static inline size_t cpu_ws_bytes(const umd_ctx *c) { return c->ws_per_thread - c->widen_bytes; }
+/* Thread t's widening scratch (CPU_WIDEN_FLOATS), the end of its slice; contexts with bf16
+ * operands only. */
+static inline float *cpu_widen(umd_ctx *c, int t) {
+    return (float *)(c->ws + (size_t)(t + 1) * c->ws_per_thread - c->widen_bytes);
+}
+
+/* bf16 <-> fp32: round to nearest even (a NaN stays a quiet NaN), as a device converts a GEMM
+ * operand; widening is exact. */
+static inline uint16_t cpu_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float cpu_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+/* Whether a tensor typed t (UMD_F32, UMD_OPND) is stored in bf16 in this context. */
+static inline int cpu_is_bf16(const umd_ctx *c, int t) { return t == UMD_OPND && c->opnd_bf16; }
 
 /* [lo, hi) of thread t among nt over n items, contiguous and balanced. */
 static inline void cpu_split(long n, int t, int nt, long *lo, long *hi) {
@@ -127,20 +159,21 @@ static inline float cpu_expf(float x) {
 /* linear.c */
 void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
-void cpu_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const float *b, int M,
-                    int N, int K);
+void cpu_linear_fwd(umd_ctx *c, float *y, const void *x, const float *W, const float *b, int M,
+                    int N, int K, int x_type);
 /* As ops.h's linear_bwd; dW may also be NULL here (dx alone, for the MLP's backward). */
-void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
-                    const float *W, int M, int N, int K, int dx_accumulate);
-void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
-                 const float *b1, const float *W2, const float *b2, int M, int F, int w);
+void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
+                    const float *W, int M, int N, int K, int dx_accumulate, int x_type);
+void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+                 const float *b1, const float *W2, const float *b2, int M, int F, int w,
+                 int x_type);
 void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                 const float *dy, const float *x, const float *h, const float *W1, const float *W2,
-                 float *tmp, int M, int F, int w);
+                 const float *dy, const void *x, const float *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w, int x_type);
 /* norm.c */
-void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
-                       int n, int T, int w, long x_stride, long out_stride);
+                       int n, int T, int w, long x_stride, long out_stride, int out_type);
 void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
                        const float *dout, const float *x, const float *mean, const float *rstd,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
@@ -149,10 +182,11 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *
                            const float *gate, int gate_stride, int n, int T, int w);
 void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const float *y,
                            const float *gate, int gate_stride, int n, int T, int w);
-void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
                                 const float *x, const float *y, const float *gate,
                                 int gate_stride, const float *gamma, const float *beta,
-                                const float *mod, int mod_stride, int n, int T, int w);
+                                const float *mod, int mod_stride, int n, int T, int w,
+                                int out_type);
 /* attention.c */
 void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                        int heads, int hd);

@@ -15,12 +15,19 @@
  * blocks are each worth 10-15% over sgemm-then-add on whole halves, and splitting dW's sum over M
  * beats splitting its N rows by about 5%.
  * Numerics: plain fp32 sgemm; sums over M of up to a few thousand rows in fp32 (as PyTorch).
+ * A bf16 operand x (umd_ops_cpu_bf16) is widened to fp32 a block of rows at a time into the
+ * thread's scratch (cpu_widen) and the same sgemm reads it: up to 1024 wide the blocks are the
+ * fp32 op's, so the forward gives the fp32 op's bits on the widened values; in dW the sum over a
+ * thread's rows runs a block at a time (beta 1), another association than one sgemm over them
+ * all.
  *
  * The MLP (mlp_fwd, mlp_bwd) is the composition of these Linears with elementwise.c's GELU,
  * gelu(h) materialised in the caller's tmp: the results are those of the separate ops, bit for
  * bit. Its backward needs gelu(h) (for dW2) and dy W2 (for dh) in turn, never at once, so one
  * (M, F) scratch serves both: gelu(h) into tmp, dW2 and db2, then tmp = dy W2 (the same row
  * blocks as linear_bwd's dx), GELU's backward in place, then fc1's backward. */
+#include <stdio.h>
+#include <stdlib.h>
 #include "blas.h"
 #include "cpu.h"
 
@@ -52,18 +59,47 @@ void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alp
     });
 }
 
-void cpu_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const float *b, int M,
-                    int N, int K) {
+/* Rows of a bf16 operand (K wide) widened at a time: a row block (K <= 1024), or fewer to fit the
+ * scratch. */
+static long widen_rows(int K) {
+    long r = CPU_WIDEN_FLOATS / (K > 0 ? K : 1);
+    return r < ROW_BLOCK ? r : ROW_BLOCK;
+}
+
+/* Rows [r0, r1) of the bf16 operand x (K wide) widened into thread tid's scratch. */
+static const float *widen(umd_ctx *c, int tid, const uint16_t *x, long r0, long r1, int K) {
+    float *dst = cpu_widen(c, tid);
+    const uint16_t *src = x + r0 * (long)K;
+    const long n = (r1 - r0) * (long)K;
+    for (long i = 0; i < n; i++) dst[i] = cpu_from_bf16(src[i]);
+    return dst;
+}
+
+/* A bf16 operand wider than the scratch is a caller's error the op cannot return. */
+static void check_widen(int K) {
+    if (K > CPU_WIDEN_FLOATS) {
+        fprintf(stderr, "umdq: cpu backend: a bf16 operand row of %d values is wider than %d\n", K,
+                CPU_WIDEN_FLOATS);
+        abort();
+    }
+}
+
+void cpu_linear_fwd(umd_ctx *c, float *y, const void *xv, const float *W, const float *b, int M,
+                    int N, int K, int x_type) {
     if (M <= 0) return;
+    const int bf16 = cpu_is_bf16(c, x_type);
+    if (bf16) check_widen(K);
+    const long block = bf16 ? widen_rows(K) : ROW_BLOCK;
     CPU_PARALLEL(team_for(c, M, 2.0 * M * N * K), {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
-        for (long r0 = lo; r0 < hi; r0 += ROW_BLOCK) {
-            long r1 = r0 + ROW_BLOCK < hi ? r0 + ROW_BLOCK : hi;
+        for (long r0 = lo; r0 < hi; r0 += block) {
+            long r1 = r0 + block < hi ? r0 + block : hi;
             if (b)
                 for (long r = r0; r < r1; r++) memcpy(y + r * (long)N, b, (size_t)N * sizeof(float));
+            const float *xr = bf16 ? widen(c, tid, xv, r0, r1, K) : (const float *)xv + r0 * (long)K;
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_TRANS, (int)(r1 - r0), N, K,
-                        1.0f, x + r0 * (long)K, K, W, K, b ? 1.0f : 0.0f, y + r0 * (long)N, N);
+                        1.0f, xr, K, W, K, b ? 1.0f : 0.0f, y + r0 * (long)N, N);
         }
     });
 }
@@ -78,19 +114,36 @@ static void dx_rows(float *dx, const float *dy, const float *W, long lo, long hi
     }
 }
 
-void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
-                    const float *W, int M, int N, int K, int dx_accumulate) {
+/* dW (N, K) = or += (beta) dy^T x over rows [lo, hi), x a bf16 operand widened a block at a time. */
+static void dw_rows_bf16(umd_ctx *c, int tid, float *dW, const float *dy, const uint16_t *x,
+                         long lo, long hi, int N, int K, float beta) {
+    const long block = widen_rows(K);
+    for (long r0 = lo; r0 < hi; r0 += block) {
+        long r1 = r0 + block < hi ? r0 + block : hi;
+        cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(r1 - r0),
+                    1.0f, dy + r0 * (long)N, N, widen(c, tid, x, r0, r1, K), K,
+                    r0 == lo ? beta : 1.0f, dW, K);
+    }
+}
+
+void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *xv,
+                    const float *W, int M, int N, int K, int dx_accumulate, int x_type) {
     if (M <= 0) return;
+    const int bf16 = dW && cpu_is_bf16(c, x_type);
+    if (bf16) check_widen(K);
+    const float *x = xv;
     int nt = team_for(c, M, 2.0 * M * N * K);
     /* the partials need the workspace: a thread-count-wide slice of N * K floats each */
-    if (nt > 1 && c->ws_per_thread < (size_t)N * K * sizeof(float)) nt = 1;
+    if (nt > 1 && cpu_ws_bytes(c) < (size_t)N * K * sizeof(float)) nt = 1;
     CPU_PARALLEL(nt, {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
         if (dx) dx_rows(dx, dy, W, lo, hi, N, K, dx_accumulate ? 1.0f : 0.0f);
         /* dW: thread 0 onto dW, the others into their partials */
         float *dst = tid == 0 ? dW : (float *)cpu_ws(c, tid);
-        if (dW && hi > lo)
+        if (dW && hi > lo && bf16)
+            dw_rows_bf16(c, tid, dst, dy, xv, lo, hi, N, K, tid == 0 ? 1.0f : 0.0f);
+        else if (dW && hi > lo)
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(hi - lo),
                         1.0f, dy + lo * (long)N, N, x + lo * (long)K, K, tid == 0 ? 1.0f : 0.0f, dst,
                         K);
@@ -116,24 +169,25 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
 }
 
 /* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. */
-void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
-                 const float *b1, const float *W2, const float *b2, int M, int F, int w) {
+void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+                 const float *b1, const float *W2, const float *b2, int M, int F, int w,
+                 int x_type) {
     if (M <= 0) return;
-    cpu_linear_fwd(c, h, x, W1, b1, M, F, w);
+    cpu_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
     cpu_gelu_fwd(c, tmp, h, (size_t)M * F);
-    cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F);
+    cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
 }
 
 /* tmp = gelu(h): dW2, db2; tmp = dy W2; tmp *= gelu'(h) (= dh); dW1, db1 and dx = dh W1. dy is
  * last read by the second step, so dx may alias it. */
 void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                 const float *dy, const float *x, const float *h, const float *W1, const float *W2,
-                 float *tmp, int M, int F, int w) {
+                 const float *dy, const void *x, const float *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w, int x_type) {
     if (M <= 0) return;
     size_t n = (size_t)M * F;
     cpu_gelu_fwd(c, tmp, h, n);
-    cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0);
-    cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0); /* dx alone: dy W2 */
+    cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
+    cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0, UMD_F32); /* dx alone: dy W2 */
     cpu_gelu_bwd(c, tmp, tmp, h, n);
-    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0);
+    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
 }

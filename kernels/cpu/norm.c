@@ -11,10 +11,8 @@
 
 #define LN_EPS 1e-6f
 
-/* One row of layernorm_fwd: its mean and rstd, then the affine, modulated (shift NULL: not) row. */
-static inline void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
-                              const float *gamma, const float *beta, const float *shift,
-                              const float *scale, int w) {
+/* A row's mean and rstd. */
+static inline void ln_stats(float *mean_r, float *rstd_r, const float *xr, int w) {
     float s = 0.0f;
     _Pragma("omp simd reduction(+:s)")
     for (int i = 0; i < w; i++) s += xr[i];
@@ -25,17 +23,51 @@ static inline void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const flo
         float d = xr[i] - mu;
         v += d * d;
     }
-    float rs = 1.0f / sqrtf(v / (float)w + LN_EPS);
     *mean_r = mu;
-    *rstd_r = rs;
-    if (shift) {
-        for (int i = 0; i < w; i++) {
-            float y = (xr[i] - mu) * rs * gamma[i] + beta[i];
-            yr[i] = y * (1.0f + scale[i]) + shift[i];
-        }
-    } else {
-        for (int i = 0; i < w; i++) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
-    }
+    *rstd_r = 1.0f / sqrtf(v / (float)w + LN_EPS);
+}
+
+/* The affine, modulated (shift NULL: not) row from its statistics, each value through STORE(i, v):
+ * one expression for both storages, so a bf16 operand row is the fp32 row rounded. */
+#define LN_ROW_OUT(STORE)                                                                      \
+    do {                                                                                       \
+        if (shift) {                                                                           \
+            for (int i = 0; i < w; i++) {                                                      \
+                float y = (xr[i] - mu) * rs * gamma[i] + beta[i];                              \
+                STORE(i, y * (1.0f + scale[i]) + shift[i]);                                    \
+            }                                                                                  \
+        } else {                                                                               \
+            for (int i = 0; i < w; i++) STORE(i, (xr[i] - mu) * rs * gamma[i] + beta[i]);      \
+        }                                                                                      \
+    } while (0)
+#define STORE_F32(i, v) (yr[i] = (v))
+#define STORE_BF16(i, v) (yr[i] = cpu_to_bf16(v))
+
+/* One row of layernorm_fwd: its mean and rstd, then the row, into fp32 (ln_fwd_row) or a bf16
+ * operand row (ln_fwd_row_bf16). */
+static inline void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
+                              const float *gamma, const float *beta, const float *shift,
+                              const float *scale, int w) {
+    ln_stats(mean_r, rstd_r, xr, w);
+    const float mu = *mean_r, rs = *rstd_r;
+    LN_ROW_OUT(STORE_F32);
+}
+static inline void ln_fwd_row_bf16(uint16_t *yr, float *mean_r, float *rstd_r, const float *xr,
+                                   const float *gamma, const float *beta, const float *shift,
+                                   const float *scale, int w) {
+    ln_stats(mean_r, rstd_r, xr, w);
+    const float mu = *mean_r, rs = *rstd_r;
+    LN_ROW_OUT(STORE_BF16);
+}
+
+/* Row r (offset in elements) of out, in out's storage. */
+static inline void ln_out_row(void *out, int bf16, long r, float *mean_r, float *rstd_r,
+                              const float *xr, const float *gamma, const float *beta,
+                              const float *shift, const float *scale, int w) {
+    if (bf16)
+        ln_fwd_row_bf16((uint16_t *)out + r, mean_r, rstd_r, xr, gamma, beta, shift, scale, w);
+    else
+        ln_fwd_row((float *)out + r, mean_r, rstd_r, xr, gamma, beta, shift, scale, w);
 }
 
 /* One row of gate_residual_fwd; o may alias x. */
@@ -43,9 +75,10 @@ static inline void gate_row(float *o, const float *xr, const float *g, const flo
     for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
 }
 
-void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
-                       int n, int T, int w, long x_stride, long out_stride) {
+                       int n, int T, int w, long x_stride, long out_stride, int out_type) {
+    const int bf16 = cpu_is_bf16(c, out_type);
     CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
         long lo, hi;
         cpu_split(n, tid, team, &lo, &hi);
@@ -53,17 +86,20 @@ void cpu_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const f
             const float *shift = mod ? mod + b * mod_stride : NULL;
             const float *scale = mod ? shift + w : NULL;
             for (int t = 0; t < T; t++)
-                ln_fwd_row(out + b * out_stride + (long)t * w, mean + b * T + t, rstd + b * T + t,
-                           x + b * x_stride + (long)t * w, gamma, beta, shift, scale, w);
+                ln_out_row(out, bf16, b * out_stride + (long)t * w, mean + b * T + t,
+                           rstd + b * T + t, x + b * x_stride + (long)t * w, gamma, beta, shift,
+                           scale, w);
         }
     });
 }
 
 /* Each row gated, then normalised while it is still in cache. */
-void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
                                 const float *x, const float *y, const float *gate,
                                 int gate_stride, const float *gamma, const float *beta,
-                                const float *mod, int mod_stride, int n, int T, int w) {
+                                const float *mod, int mod_stride, int n, int T, int w,
+                                int out_type) {
+    const int bf16 = cpu_is_bf16(c, out_type);
     CPU_PARALLEL(cpu_team(c, 2.0 * n * T * w), {
         long lo, hi;
         cpu_split(n, tid, team, &lo, &hi);
@@ -74,8 +110,8 @@ void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, 
             for (int t = 0; t < T; t++) {
                 long r = b * T + t;
                 gate_row(xo + r * w, x + r * w, g, y + r * w, w);
-                ln_fwd_row(out + r * w, mean + r, rstd + r, xo + r * w, gamma, beta, shift, scale,
-                           w);
+                ln_out_row(out, bf16, r * w, mean + r, rstd + r, xo + r * w, gamma, beta, shift,
+                           scale, w);
             }
         }
     });

@@ -6,7 +6,7 @@
 #include "cpu.h"
 #include "umdq.h"
 
-static int ctx_new(umd_ctx **out, int threads, char *err, size_t errlen) {
+static int ctx_new_typed(umd_ctx **out, int threads, int opnd_bf16, char *err, size_t errlen) {
     *out = NULL;
     if (threads < 0 || threads > CPU_MAX_THREADS) {
         snprintf(err, errlen, "threads must be in [0, %d], got %d", CPU_MAX_THREADS, threads);
@@ -19,12 +19,21 @@ static int ctx_new(umd_ctx **out, int threads, char *err, size_t errlen) {
     }
     int procs = omp_get_num_procs();
     c->threads = threads > 0 ? threads : (procs > 0 ? procs : 1);
+    c->opnd_bf16 = opnd_bf16;
+    c->widen_bytes = opnd_bf16 ? CPU_WIDEN_FLOATS * sizeof(float) : 0;
     if (c->threads > CPU_MAX_THREADS) c->threads = CPU_MAX_THREADS;
     /* Our own teams split every GEMM; OpenBLAS runs single-threaded inside each team member.
      * (This is process-wide OpenBLAS state.) */
     openblas_set_num_threads(1);
     *out = c;
     return 0;
+}
+
+static int ctx_new(umd_ctx **out, int threads, char *err, size_t errlen) {
+    return ctx_new_typed(out, threads, 0, err, errlen);
+}
+static int ctx_new_bf16(umd_ctx **out, int threads, char *err, size_t errlen) {
+    return ctx_new_typed(out, threads, 1, err, errlen);
 }
 
 static void ctx_destroy(umd_ctx **c) {
@@ -49,8 +58,9 @@ static size_t per_thread_bytes(const umd_limits *lim) {
     return (b + 63) / 64 * 64 + 64;
 }
 
+/* Each thread's slice ends with its widening scratch when the operands are bf16 (cpu_widen). */
 static size_t workspace_bytes(const umd_ctx *c, const umd_limits *lim) {
-    return per_thread_bytes(lim) * (size_t)c->threads;
+    return (per_thread_bytes(lim) + c->widen_bytes) * (size_t)c->threads;
 }
 
 static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
@@ -58,6 +68,8 @@ static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
     c->ws_bytes = bytes;
     c->ws_per_thread = c->threads > 0 ? bytes / (size_t)c->threads / 64 * 64 : 0;
 }
+
+static size_t operand_bytes(const umd_ctx *c) { return c->opnd_bf16 ? 2 : 4; }
 
 static void *mem_alloc(umd_ctx *c, size_t bytes) {
     (void)c;
@@ -94,6 +106,7 @@ static const umd_ops cpu_ops = {
     .release = mem_release,
     .upload = mem_upload,
     .download = mem_download,
+    .operand_bytes = operand_bytes,
     .fill = cpu_fill,
     .copy = cpu_copy,
     .add = cpu_add,
@@ -137,3 +150,17 @@ static const umd_ops cpu_ops = {
 };
 
 const umd_ops *umd_ops_cpu(void) { return &cpu_ops; }
+
+/* The same ops; only the context differs (its operand type and workspace). */
+const umd_ops *umd_ops_cpu_bf16(void) {
+    static umd_ops t;
+    static int made;
+    #pragma omp critical(umd_ops_cpu_bf16)
+    if (!made) {
+        t = cpu_ops;
+        t.name = "cpu-bf16";
+        t.ctx_new = ctx_new_bf16;
+        made = 1;
+    }
+    return &t;
+}

@@ -89,6 +89,8 @@ struct umd_ctx {
     size_t bf_stage;           /* bf16 values of bf_a and of bf_b */
     int fused_norm;            /* residual_layernorm_fwd in one kernel (UMDQ_CUDA_FUSED_NORM=1),
                                   else as gate_residual_fwd then layernorm_fwd */
+    int opnd_bf16;             /* operand tensors (ops.h) are bf16: bf16 math with
+                                  UMDQ_CUDA_BF16_OPERANDS=1, else fp32 */
     /* recording (ops.h's record_begin): on only with UMDQ_CUDA_GRAPH=1 */
     int graphs;                /* record_begin records (else it answers UMDQ_EUNSUPPORTED) */
     int recording;             /* the stream is being captured */
@@ -106,6 +108,11 @@ struct umd_ctx {
     int failed;
     char err[512];
 };
+
+/* 1 when a tensor of this type (UMD_F32, UMD_OPND) is stored in bf16 in this context. */
+static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
+    return type == UMD_OPND && c->opnd_bf16;
+}
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
 void cuda_fail(umd_ctx *c, const char *op, const char *what);
@@ -223,18 +230,19 @@ void cuda_noise_mix(umd_ctx *c, float *xt, const float *x0, const float *eps, co
 void cuda_timestep_embed(umd_ctx *c, float *out, const int32_t *t_net, int n, int w);
 void cuda_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
-void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W, const float *b, int M,
-                     int N, int K);
-void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const float *x,
-                     const float *W, int M, int N, int K, int dx_accumulate);
-void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x, const float *W1,
-                  const float *b1, const float *W2, const float *b2, int M, int F, int w);
+void cuda_linear_fwd(umd_ctx *c, float *y, const void *x, const float *W, const float *b, int M,
+                     int N, int K, int x_type);
+void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
+                     const float *W, int M, int N, int K, int dx_accumulate, int x_type);
+void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
+                  int x_type);
 void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                  const float *dy, const float *x, const float *h, const float *W1, const float *W2,
-                  float *tmp, int M, int F, int w);
-void cuda_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd, const float *x,
+                  const float *dy, const void *x, const float *h, const float *W1, const float *W2,
+                  float *tmp, int M, int F, int w, int x_type);
+void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
-                        int n, int T, int w, long x_stride, long out_stride);
+                        int n, int T, int w, long x_stride, long out_stride, int out_type);
 void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
                         const float *dout, const float *x, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
@@ -244,10 +252,11 @@ void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float 
 void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
                             const float *y, const float *gate, int gate_stride, int n, int T,
                             int w);
-void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean, float *rstd,
+void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
                                  const float *x, const float *y, const float *gate,
                                  int gate_stride, const float *gamma, const float *beta,
-                                 const float *mod, int mod_stride, int n, int T, int w);
+                                 const float *mod, int mod_stride, int n, int T, int w,
+                                 int out_type);
 void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
                         int heads, int hd);
 void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,

@@ -17,7 +17,17 @@
  * kept in the context); where cuBLASLt has no algorithm it fills y with the bias rows and
  * accumulates a cublasGemmEx product onto them (beta 1). The bias gradient is a gemv of dy^T against a vector of ones (deterministic, unlike atomics); in bf16, where dy is converted whole,
  * the conversion kernel sums the columns in the same pass (partials per chunk of rows, added in
- * order: deterministic too). */
+ * order: deterministic too).
+ *
+ * Operand tensors (ops.h): in a context with bf16 operands (bf16 math and
+ * UMDQ_CUDA_BF16_OPERANDS=1, off by default until it has run on a device) an x passed as
+ * UMD_OPND is already bf16, packed (M, K), rounded where the stage's conversion would have
+ * rounded it: linear_fwd hands it to the GEMM as its A operand instead of bf_a, linear_bwd to
+ * dW = dy^T x instead of bf_b, whole or a chunk of rows at a time (offsets in bf16 elements),
+ * with the same chunks and GEMM shapes as an fp32 x, so the results are the same bits, one
+ * conversion pass fewer. The paths that read x in fp32 (weights beyond the bf16 stage) cannot
+ * take one: they fail the context, naming the op and the shape. */
+#include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
 #include "umd_cuda.h"
@@ -247,18 +257,43 @@ int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K) {
     return bf16_weights_fit(c, N, K) && chunk_rows(c, M, N, K) == M;
 }
 
-extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const float *W,
-                                const float *b, int M, int N, int K) {
+/* A bf16 operand x met a product whose weights do not fit the bf16 stage (that path reads x in
+ * fp32): the context fails rather than read bf16 as fp32. 1 when it did. */
+static int opnd_unfit(umd_ctx *c, const char *op, int xbf, int M, int N, int K) {
+    if (!xbf || bf16_weights_fit(c, N, K)) return 0;
+    char what[200];
+    snprintf(what, sizeof what,
+             "x (%d, %d) is a bf16 operand, and weights (%d, %d) do not fit the bf16 stage (%zu "
+             "values): the fp32 path cannot read it",
+             M, K, N, K, c->bf_w ? c->bf_w_len : (size_t)0);
+    cuda_fail(c, op, what);
+    return 1;
+}
+
+/* x's rows [r0, r1) of K as a bf16 GEMM operand: the operand tensor itself (xbf), else converted
+ * into the stage. */
+static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat16 *stage,
+                                        const void *x, int xbf, long r0, long r1, int K) {
+    if (xbf) return (const __nv_bfloat16 *)x + r0 * K;
+    cuda_to_bf16(c, op, stage, (const float *)x + r0 * K, r1 - r0, K, K);
+    return stage;
+}
+
+extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const void *xv, const float *W,
+                                const float *b, int M, int N, int K, int x_type) {
     CUDA_OP(c);
     if (M <= 0 || N <= 0) return;
+    const int xbf = cuda_opnd_bf16(c, x_type);
+    if (opnd_unfit(c, "linear_fwd", xbf, M, N, K)) return;
+    const float *x = (const float *)xv; /* read only where x is fp32 (!xbf) */
     if (bf16_weights_fit(c, N, K)) {
         cuda_to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
         long R = chunk_rows(c, M, K, K);
         long r0 = 0;
         for (; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
-            cuda_to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
-            if (cuda_lt_linear(c, y + r0 * N, c->bf_a, c->bf_w, b, (int)(r1 - r0), N, K, 1)) break;
+            const __nv_bfloat16 *a = x_bf16_rows(c, "linear_fwd", c->bf_a, xv, xbf, r0, r1, K);
+            if (cuda_lt_linear(c, y + r0 * N, a, c->bf_w, b, (int)(r1 - r0), N, K, 1)) break;
         }
         if (r0 >= M) return;
         /* no cuBLASLt plan: the rest as below (bias rows, then the product onto them) */
@@ -275,9 +310,9 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const float *x, const floa
         long R = chunk_rows(c, M, K, K);
         for (long r0 = 0; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
-            cuda_to_bf16(c, "linear_fwd", c->bf_a, x + r0 * K, r1 - r0, K, K);
+            const __nv_bfloat16 *a = x_bf16_rows(c, "linear_fwd", c->bf_a, xv, xbf, r0, r1, K);
             cuda_gemm_ex(c, "linear_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, (int)(r1 - r0), N, K,
-                    1.0f, c->bf_a, K, c->bf_w, K, beta, y + r0 * N, N);
+                    1.0f, a, K, c->bf_w, K, beta, y + r0 * N, N);
         }
         return;
     }
@@ -400,10 +435,13 @@ void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M
 }
 
 extern "C" void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy,
-                                const float *x, const float *W, int M, int N, int K,
-                                int dx_accumulate) {
+                                const void *xv, const float *W, int M, int N, int K,
+                                int dx_accumulate, int x_type) {
     CUDA_OP(c);
     if (M <= 0 || N <= 0) return;
+    const int xbf = cuda_opnd_bf16(c, x_type);
+    if (opnd_unfit(c, "linear_bwd", xbf, M, N, K)) return;
+    const float *x = (const float *)xv; /* read only where x is fp32 (!xbf) */
     float bx = dx_accumulate ? 1.0f : 0.0f;
     if (bf16_weights_fit(c, N, K)) {
         if (dx) cuda_to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
@@ -415,12 +453,12 @@ extern "C" void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, con
             long r1 = r0 + R < M ? r0 + R : M;
             int rows = (int)(r1 - r0);
             if (!dy_staged) cuda_to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
-            cuda_to_bf16(c, "linear_bwd", c->bf_b, x + r0 * K, rows, K, K);
+            const __nv_bfloat16 *xb = x_bf16_rows(c, "linear_bwd", c->bf_b, xv, xbf, r0, r1, K);
             if (dx)
                 cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, rows, K, N, 1.0f,
                         c->bf_a, N, c->bf_w, K, bx, dx + r0 * K, K);
             cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, N, K, rows, 1.0f,
-                    c->bf_a, N, c->bf_b, K, 1.0f, dW, K);
+                    c->bf_a, N, xb, K, 1.0f, dW, K);
         }
     } else {
         if (dx)

@@ -31,22 +31,27 @@
  * deterministic). When the partials cannot hold the chunks, dh goes
  * through tmp in fp32 and db1 is a gemv against the workspace's ones.
  * Numerics: GELU and its derivative are elementwise.cu's expressions (cuda_gelu_tanh*); dh is
- * summed in fp32 before its rounding to bf16, and the GEMMs accumulate in fp32. */
+ * summed in fp32 before its rounding to bf16, and the GEMMs accumulate in fp32.
+ *
+ * Operand tensors (ops.h): where x is one and the context's operands are bf16 (bf16 math and
+ * UMDQ_CUDA_BF16_OPERANDS=1), x is already bf16, rounded as its conversion would have: fc1 reads
+ * it as its A operand (linear_fwd) and dW1 = dh^T x reads it in place of bf_a (the "x -> bf16"
+ * above is skipped), the same GEMMs on the same bits. The separate ops take it on to linear.cu. */
 #include "cuda_internal.h"
 
-extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const float *x,
+extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x,
                              const float *W1, const float *b1, const float *W2, const float *b2,
-                             int M, int F, int w) {
+                             int M, int F, int w, int x_type) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     if (!cuda_bf16_whole(c, M, F, w)) {
-        cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
+        cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
         cuda_gelu_fwd(c, tmp, h, (size_t)M * F);
-        cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F);
+        cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
         return;
     }
-    /* h = fc1(x) (x in bf_a, W1 in bf_w); bf_b <- bf16(gelu(h)) (M, F) */
-    cuda_linear_fwd(c, h, x, W1, b1, M, F, w);
+    /* h = fc1(x) (x in bf_a, or the bf16 operand itself; W1 in bf_w); bf_b <- bf16(gelu(h)) */
+    cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
     cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, (size_t)M * F);
     if (c->failed) return;
     /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
@@ -62,18 +67,18 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const f
 }
 
 extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                             const float *dy, const float *x, const float *h, const float *W1,
-                             const float *W2, float *tmp, int M, int F, int w) {
+                             const float *dy, const void *x, const float *h, const float *W1,
+                             const float *W2, float *tmp, int M, int F, int w, int x_type) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     const size_t n = (size_t)M * F;
     if (!cuda_bf16_whole(c, M, F, w)) {
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
         cuda_gelu_fwd(c, tmp, h, n);
-        cuda_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0);
+        cuda_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
         cuda_gemm_rm(c, "mlp_bwd", 0, 0, M, F, w, 1.0f, dy, w, W2, F, 0.0f, tmp, F);
         cuda_gelu_bwd(c, tmp, tmp, h, n);
-        cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0);
+        cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
         return;
     }
     /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
@@ -97,13 +102,18 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
         cuda_to_bf16(c, "mlp_bwd", c->bf_b, tmp, M, F, F);
         if (db1) cuda_colsum_gemv(c, "mlp_bwd", db1, tmp, M, F);
     }
-    /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise) */
-    cuda_to_bf16(c, "mlp_bwd", c->bf_a, x, M, w, w);
+    /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16
+     * operand x is read where it is */
+    const void *xs = x;
+    if (!cuda_opnd_bf16(c, x_type)) {
+        cuda_to_bf16(c, "mlp_bwd", c->bf_a, (const float *)x, M, w, w);
+        xs = c->bf_a;
+    }
     if (dx) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_w, W1, F, w, w);
         cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f, c->bf_b, F,
                      c->bf_w, w, 0.0f, dx, w);
     }
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, F, w, M, 1.0f, c->bf_b, F,
-                 c->bf_a, w, 1.0f, dW1, w);
+                 xs, w, 1.0f, dW1, w);
 }

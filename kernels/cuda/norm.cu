@@ -43,6 +43,13 @@
  *                    w 4 bytes (808 MB) against the two kernels' 5 (1010 MB), and one launch. Off
  *                    (the default until it has run on a device), and for rows wider than 1024,
  *                    the op is the two kernels.
+ * Operand outputs: layernorm_fwd and residual_layernorm_fwd write `out` as bf16 when it is an
+ * operand tensor (UMD_OPND) of a context with bf16 operands (bf16 math and
+ * UMDQ_CUDA_BF16_OPERANDS=1, off by default until it has run on a device): every path above
+ * (the register kernels, the wide rows, the two kernels) computes the fp32 value as before and
+ * rounds it to nearest even in the store, the rounding the GEMM's conversion would do, so a
+ * product reads the same bits; out's bytes halve (B/4: 101 MB instead of 202 MB a LayerNorm).
+ * Mean, rstd and xo stay fp32, and an fp32 out is the same kernel code as before.
  * Measured (H200, B/4 bf16 step, train_gpu --profile, ms per step against the three-pass kernels
  * in the same run): layernorm_bwd 5.6 vs 17.0, layernorm_fwd 3.3 vs 3.7, gate_residual_bwd 3.5
  * vs 5.0, gate_residual_fwd 3.1 vs 4.8.
@@ -109,11 +116,41 @@ __device__ static inline void store4(float *p, int c, int w, const float v[4]) {
     }
 }
 
+/* The same into a bf16 operand tensor, each value rounded to nearest even (as the GEMMs' own
+ * conversion, linear.cu's bf16x4, rounds it). V: one 8-byte store (p + c 8-byte aligned). */
+template <bool V>
+__device__ static inline void store4(__nv_bfloat16 *p, int c, int w, const float v[4]) {
+    if (V) {
+        if (c < w) {
+            __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]);
+            __nv_bfloat162 hi = __floats2bfloat162_rn(v[2], v[3]);
+            *reinterpret_cast<uint2 *>(p + c) =
+                make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (c + j < w) p[c + j] = __float2bfloat16(v[j]);
+    }
+}
+
+/* One value of an output row: fp32, or a bf16 operand rounded to nearest even. */
+template <class T> __device__ static inline T out_value(float v);
+template <> __device__ inline float out_value<float>(float v) { return v; }
+template <> __device__ inline __nv_bfloat16 out_value<__nv_bfloat16>(float v) {
+    return __float2bfloat16(v);
+}
+
+/* A row of an output type aligned for store4's vector form: 16 bytes for fp32, 8 for bf16. */
+template <class T> __device__ static inline bool aligned_out(const T *p) {
+    return ((uintptr_t)p & (4 * sizeof(T) - 1)) == 0;
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 
-/* One row by one warp, the row already in K groups of registers (0 past w). */
-template <int K, bool V>
-__device__ __forceinline__ static void ln_fwd_regs(float *yr, float *mean_r, float *rstd_r,
+/* One row by one warp, the row already in K groups of registers (0 past w); yr fp32 or bf16. */
+template <int K, bool V, class OutT>
+__device__ __forceinline__ static void ln_fwd_regs(OutT *yr, float *mean_r, float *rstd_r,
                                                    const float (&xv)[K][4], const float *gamma,
                                                    const float *beta, const float *shift,
                                                    const float *scale, int w, int lane) {
@@ -161,8 +198,8 @@ __device__ __forceinline__ static void ln_fwd_regs(float *yr, float *mean_r, flo
 }
 
 /* One row by one warp: the row read into K groups of registers, then normalised. */
-template <int K, bool V>
-__device__ static void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
+template <int K, bool V, class OutT>
+__device__ static void ln_fwd_row(OutT *yr, float *mean_r, float *rstd_r, const float *xr,
                                   const float *gamma, const float *beta, const float *shift,
                                   const float *scale, int w, int lane) {
     float xv[K][4];
@@ -171,10 +208,10 @@ __device__ static void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const
     ln_fwd_regs<K, V>(yr, mean_r, rstd_r, xv, gamma, beta, shift, scale, w, lane);
 }
 
-/* A warp per token row, w <= K * 128. */
-template <int K>
+/* A warp per token row, w <= K * 128; out fp32 or a bf16 operand tensor (OutT). */
+template <int K, class OutT>
 __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
-    k_ln_fwd_regs(float *out, float *mean, float *rstd, const float *x,
+    k_ln_fwd_regs(OutT *out, float *mean, float *rstd, const float *x,
                                      const float *gamma, const float *beta, const float *mod,
                                      int mod_stride, int n, int T, int w, long x_stride,
                                      long out_stride) {
@@ -183,11 +220,11 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
     if (r >= (long)n * T) return;
     const long b = r / T, t = r % T;
     const float *xr = x + b * x_stride + t * w;
-    float *yr = out + b * out_stride + t * w;
+    OutT *yr = out + b * out_stride + t * w;
     const float *shift = mod ? mod + b * mod_stride : NULL;
     const float *scale = mod ? shift + w : NULL;
     /* w % 4 == 0 and shift aligned make scale aligned */
-    if ((w & 3) == 0 && aligned16(xr) && aligned16(yr) && aligned16(gamma) && aligned16(beta) &&
+    if ((w & 3) == 0 && aligned16(xr) && aligned_out(yr) && aligned16(gamma) && aligned16(beta) &&
         (!shift || aligned16(shift)))
         ln_fwd_row<K, true>(yr, mean + r, rstd + r, xr, gamma, beta, shift, scale, w, lane);
     else
@@ -195,7 +232,8 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
 }
 
 /* Rows wider than LN_REG_WIDTH: a warp per token row, the row read three times. */
-__global__ static void k_ln_fwd(float *out, float *mean, float *rstd, const float *x,
+template <class OutT>
+__global__ static void k_ln_fwd(OutT *out, float *mean, float *rstd, const float *x,
                                 const float *gamma, const float *beta, const float *mod,
                                 int mod_stride, int n, int T, int w, long x_stride,
                                 long out_stride) {
@@ -204,7 +242,7 @@ __global__ static void k_ln_fwd(float *out, float *mean, float *rstd, const floa
     if (r >= (long)n * T) return;
     long b = r / T, t = r % T;
     const float *xr = x + b * x_stride + t * w;
-    float *yr = out + b * out_stride + t * w;
+    OutT *yr = out + b * out_stride + t * w;
     float s = 0.0f;
     for (int i = lane; i < w; i += 32) s += xr[i];
     float mu = warp_sum(s) / (float)w;
@@ -222,10 +260,11 @@ __global__ static void k_ln_fwd(float *out, float *mean, float *rstd, const floa
         const float *shift = mod + b * mod_stride, *scale = shift + w;
         for (int i = lane; i < w; i += 32) {
             float y = (xr[i] - mu) * rs * gamma[i] + beta[i];
-            yr[i] = y * (1.0f + scale[i]) + shift[i];
+            yr[i] = out_value<OutT>(y * (1.0f + scale[i]) + shift[i]);
         }
     } else {
-        for (int i = lane; i < w; i += 32) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
+        for (int i = lane; i < w; i += 32)
+            yr[i] = out_value<OutT>((xr[i] - mu) * rs * gamma[i] + beta[i]);
     }
 }
 
@@ -233,17 +272,29 @@ __global__ static void k_ln_fwd(float *out, float *mean, float *rstd, const floa
     k_ln_fwd_regs<K><<<blocks, THREADS, 0, c->stream>>>(out, mean, rstd, x, gamma, beta, mod,     \
                                                         mod_stride, n, T, w, x_stride, out_stride)
 
-extern "C" void cuda_layernorm_fwd(umd_ctx *c, float *out, float *mean, float *rstd,
-                                   const float *x, const float *gamma, const float *beta,
-                                   const float *mod, int mod_stride, int n, int T, int w,
-                                   long x_stride, long out_stride) {
-    CUDA_OP(c);
-    long rows = (long)n * T;
-    if (rows <= 0) return;
-    const unsigned blocks = cuda_blocks((size_t)rows, THREADS / 32);
+template <class OutT>
+static void ln_fwd(umd_ctx *c, OutT *out, float *mean, float *rstd, const float *x,
+                   const float *gamma, const float *beta, const float *mod, int mod_stride, int n,
+                   int T, int w, long x_stride, long out_stride) {
+    const unsigned blocks = cuda_blocks((size_t)n * T, THREADS / 32);
     if (!LN_BY_GROUPS(w >= 1 && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, LN_FWD_REGS))
         k_ln_fwd<<<blocks, THREADS, 0, c->stream>>>(out, mean, rstd, x, gamma, beta, mod,
                                                     mod_stride, n, T, w, x_stride, out_stride);
+}
+
+extern "C" void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd,
+                                   const float *x, const float *gamma, const float *beta,
+                                   const float *mod, int mod_stride, int n, int T, int w,
+                                   long x_stride, long out_stride, int out_type) {
+    CUDA_OP(c);
+    long rows = (long)n * T;
+    if (rows <= 0) return;
+    if (cuda_opnd_bf16(c, out_type))
+        ln_fwd(c, (__nv_bfloat16 *)out, mean, rstd, x, gamma, beta, mod, mod_stride, n, T, w,
+               x_stride, out_stride);
+    else
+        ln_fwd(c, (float *)out, mean, rstd, x, gamma, beta, mod, mod_stride, n, T, w, x_stride,
+               out_stride);
     CUDA_LAUNCHED(c, "layernorm_fwd");
 }
 
@@ -601,8 +652,8 @@ extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, c
  * single-rounding fma as k_gate_fwd) written, then the row normalised from the registers as
  * k_ln_fwd_regs does: x and y read once, xo and out written once, 4 R w 4 bytes instead of the
  * two kernels' 5. */
-template <int K, bool V>
-__device__ static void res_ln_row(float *xo, float *out, float *mean_r, float *rstd_r,
+template <int K, bool V, class OutT>
+__device__ static void res_ln_row(float *xo, OutT *out, float *mean_r, float *rstd_r,
                                   const float *x, const float *y, const float *g,
                                   const float *gamma, const float *beta, const float *shift,
                                   const float *scale, int w, int lane) {
@@ -621,9 +672,9 @@ __device__ static void res_ln_row(float *xo, float *out, float *mean_r, float *r
     ln_fwd_regs<K, V>(out, mean_r, rstd_r, xv, gamma, beta, shift, scale, w, lane);
 }
 
-template <int K>
+template <int K, class OutT>
 __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
-    k_res_ln_fwd(float *xo, float *out, float *mean, float *rstd, const float *x, const float *y,
+    k_res_ln_fwd(float *xo, OutT *out, float *mean, float *rstd, const float *x, const float *y,
                  const float *gate, int gate_stride, const float *gamma, const float *beta,
                  const float *mod, int mod_stride, int n, int T, int w) {
     const long r = (long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -634,7 +685,7 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
     const float *shift = mod ? mod + b * mod_stride : NULL;
     const float *scale = mod ? shift + w : NULL;
     if ((w & 3) == 0 && aligned16(x + e) && aligned16(y + e) && aligned16(xo + e) &&
-        aligned16(out + e) && aligned16(g) && aligned16(gamma) && aligned16(beta) &&
+        aligned_out(out + e) && aligned16(g) && aligned16(gamma) && aligned16(beta) &&
         (!shift || aligned16(shift)))
         res_ln_row<K, true>(xo + e, out + e, mean + r, rstd + r, x + e, y + e, g, gamma, beta,
                             shift, scale, w, lane);
@@ -648,21 +699,36 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
                                                        gate_stride, gamma, beta, mod, mod_stride,  \
                                                        n, T, w)
 
-extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, float *out, float *mean,
+/* The one kernel for rows of up to LN_REG_WIDTH (1), else nothing (0). */
+template <class OutT>
+static int res_ln_fwd(umd_ctx *c, float *xo, OutT *out, float *mean, float *rstd, const float *x,
+                      const float *y, const float *gate, int gate_stride, const float *gamma,
+                      const float *beta, const float *mod, int mod_stride, int n, int T, int w) {
+    const unsigned blocks = cuda_blocks((size_t)n * T, THREADS / 32);
+    return LN_BY_GROUPS(w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, RES_LN_FWD);
+}
+
+extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean,
                                             float *rstd, const float *x, const float *y,
                                             const float *gate, int gate_stride,
                                             const float *gamma, const float *beta,
                                             const float *mod, int mod_stride, int n, int T,
-                                            int w) {
+                                            int w, int out_type) {
     CUDA_OP(c);
     const long rows = (long)n * T;
     if (rows <= 0 || w <= 0) return;
-    const unsigned blocks = cuda_blocks((size_t)rows, THREADS / 32);
-    if (!LN_BY_GROUPS(c->fused_norm && w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, RES_LN_FWD)) {
+    const int fused =
+        c->fused_norm &&
+        (cuda_opnd_bf16(c, out_type)
+             ? res_ln_fwd(c, xo, (__nv_bfloat16 *)out, mean, rstd, x, y, gate, gate_stride, gamma,
+                          beta, mod, mod_stride, n, T, w)
+             : res_ln_fwd(c, xo, (float *)out, mean, rstd, x, y, gate, gate_stride, gamma, beta,
+                          mod, mod_stride, n, T, w));
+    if (!fused) {
         /* the two kernels: rows wider than the registers hold, or the fusion switched off */
         cuda_gate_residual_fwd(c, xo, x, y, gate, gate_stride, n, T, w);
         cuda_layernorm_fwd(c, out, mean, rstd, xo, gamma, beta, mod, mod_stride, n, T, w,
-                           (long)T * w, (long)T * w);
+                           (long)T * w, (long)T * w, out_type);
         return;
     }
     CUDA_LAUNCHED(c, "residual_layernorm_fwd");

@@ -56,6 +56,10 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         c->graphs = g && strcmp(g, "1") == 0;
         const char *f = getenv("UMDQ_CUDA_FUSED_NORM");
         c->fused_norm = f && strcmp(f, "1") == 0;
+        /* bf16 operand tensors only where the GEMMs read bf16 anyway: the LayerNorm rounds its
+         * output where the GEMM's conversion would have, so the results are the same bits */
+        const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS");
+        c->opnd_bf16 = math == UMD_MATH_BF16 && o && strcmp(o, "1") == 0;
     }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
@@ -132,6 +136,8 @@ static int ctx_threads(const umd_ctx *c) {
     (void)c;
     return 1;
 }
+
+static size_t operand_bytes(const umd_ctx *c) { return c->opnd_bf16 ? 2 : 4; }
 
 static size_t align256(size_t b) { return (b + 255) / 256 * 256; }
 
@@ -417,7 +423,8 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
 #define CUDA_TABLE(var, ctxnew)                                                                    \
     static const umd_ops var = {"cuda", ctxnew, ctx_destroy, ctx_threads, workspace_bytes,         \
                                 set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
-                                CUDA_OPS(OP_TIMED) ctx_status, rec_begin, rec_end, rec_replay}
+                                operand_bytes, CUDA_OPS(OP_TIMED) ctx_status, rec_begin, rec_end,  \
+                                rec_replay}
 
 CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);
 CUDA_TABLE(cuda_tf32_ops, ctx_new_tf32);

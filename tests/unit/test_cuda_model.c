@@ -3,9 +3,10 @@
  * parameters and batch, its randomness drawn by each backend's own Philox ops; the losses and
  * every gradient at step 0 in fp32, tf32 and bf16; a 10-step loss curve with AdamW in fp32; a
  * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
- * graph against the same steps op by op (bit for bit); train.recompute against keeping every
- * block's tensors (bit for bit); and umd_run end to end with train.device "cuda", op by op and
- * recorded. Without a visible CUDA device every test reports SKIP.
+ * graph against the same steps op by op (bit for bit); train.recompute, the fused norm and bf16
+ * operand tensors against the default model (bit for bit); and umd_run end to end with
+ * train.device "cuda", op by op and recorded. Without a visible CUDA device every test reports
+ * SKIP.
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -257,29 +258,49 @@ static void graph_parity(int math) {
 }
 
 /* A bf16 model against a second one made with train.recompute (UMD_RECOMPUTE_*: blocks run
- * again in the backward, whole or in part) and/or UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the LayerNorm after it in one
- * kernel): the same losses, gradients and parameters, bit for bit, over 3 steps with AdamW (the
- * kernels are deterministic, and the fused kernel rounds as the two it replaces); with
- * recompute, in less device memory. */
-static void same_bits_bf16(int recompute, int fused) {
+ * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the
+ * LayerNorm after it in one kernel) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
+ * feed a product stored in bf16, rounded where the GEMM's conversion would round them): the
+ * same losses, gradients and parameters, bit for bit, over 3 steps with AdamW (the kernels are
+ * deterministic, the fused kernel rounds as the two it replaces, and a bf16 operand is the bits
+ * the GEMM read before); with recompute or bf16 operands, in less device memory, and with bf16
+ * operands in a smaller activation arena than the same model's with fp32 ones
+ * (umd_model_measure). */
+static void same_bits_bf16(int recompute, int fused, int operands) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
     cfg.depth = 3;
     cfg.dec_depth = 3;
-    umd_model *a = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
+    const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+    umd_model *a = new_model(&cfg, ops);
     cfg.recompute = recompute;
     if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
-    umd_model *b = new_model(&cfg, umd_ops_cuda(UMD_MATH_BF16));
+    if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+    umd_model *b = new_model(&cfg, ops);
     unsetenv("UMDQ_CUDA_FUSED_NORM");
+    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     T_REQUIRE(a && b);
+    T_EQ_INT(ops->operand_bytes(umd_model_ctx(a)), 4);
+    T_EQ_INT(ops->operand_bytes(umd_model_ctx(b)), operands ? 2 : 4);
     umd_model_init(a, cfg.seed);
     umd_model_init(b, cfg.seed);
     size_t peak_a = 0, peak_b = 0, used, total;
     umd_cuda_memory(umd_model_ctx(a), &peak_a, &used, &total);
     umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
     printf("  device arenas %zu bytes, the other model's %zu\n", peak_a, peak_b);
-    if (recompute) T_CHECK(peak_b < peak_a);
+    if (recompute || operands) T_CHECK(peak_b < peak_a);
+    if (operands) {
+        /* the same model (train.recompute included) measured with fp32 operands */
+        umd_shape shape = {2, 8, 8, 5, cfg.batch};
+        umd_sizes fp32;
+        char err[256];
+        T_REQUIRE(umd_model_measure(&fp32, &cfg, &shape, ops, err, sizeof err) == 0 ||
+                  (printf("  umd_model_measure: %s\n", err), 0));
+        printf("  activation arena %zu bytes with bf16 operands, %zu with fp32 ones\n",
+               umd_model_sizes(b)->acts, fp32.acts);
+        T_CHECK(umd_model_sizes(b)->acts < fp32.acts);
+    }
     size_t nf = umd_model_sizes(a)->nfloats;
     float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
     for (int k = 0; k < 3; k++) {
@@ -303,12 +324,21 @@ static void same_bits_bf16(int recompute, int fused) {
     umd_model_destroy(&b);
 }
 
-static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0); }
-static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0); }
-static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1); }
-static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1); }
+static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 0); }
+static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 0); }
+static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 0); }
+static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1, 0); }
 static void test_cuda_fused_norm_recompute_partial_bf16(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 0);
+}
+static void test_cuda_bf16_operands(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1); }
+static void test_cuda_bf16_operands_fused_norm(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 1); }
+static void test_cuda_bf16_operands_recompute(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 1); }
+static void test_cuda_bf16_operands_recompute_partial(void) {
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1);
+}
+static void test_cuda_bf16_operands_fused_norm_recompute_partial(void) {
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 1);
 }
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
@@ -425,7 +455,8 @@ static void test_cuda_out_of_memory(void) {
 
 int main(void) {
     char err[256];
-    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch it on where they mean to */
+    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
+    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_GRAPH");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     T_RUN(test_cuda_step_parity_fp32);
@@ -440,6 +471,11 @@ int main(void) {
     T_RUN(test_cuda_fused_norm_bf16);
     T_RUN(test_cuda_fused_norm_recompute_bf16);
     T_RUN(test_cuda_fused_norm_recompute_partial_bf16);
+    T_RUN(test_cuda_bf16_operands);
+    T_RUN(test_cuda_bf16_operands_fused_norm);
+    T_RUN(test_cuda_bf16_operands_recompute);
+    T_RUN(test_cuda_bf16_operands_recompute_partial);
+    T_RUN(test_cuda_bf16_operands_fused_norm_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -162,6 +162,107 @@ static void same_i32(const char *what, const int32_t *d, const int32_t *h, size_
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu integers differ", what, bad, n);
 }
 
+/* ---- bf16 operand tensors: helpers ------------------------------------------------------------ */
+
+/* fp32 -> bf16 rounded to nearest even (as __float2bfloat16; the inputs here are finite), and
+ * back (exact). */
+static uint16_t bf16_rne(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf16_widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* n values of 0xffff (a bf16 NaN): an operand output the op fails to write stays so. */
+static uint16_t *h_nan16(size_t n) {
+    uint16_t *x = hkeep(malloc((n ? n : 1) * sizeof *x));
+    for (size_t i = 0; i < n; i++) x[i] = 0xffffu;
+    return x;
+}
+
+/* A CUDA context of its own in math m, made with UMDQ_CUDA_BF16_OPERANDS=1 (operands) and
+ * UMDQ_CUDA_FUSED_NORM=1 (fused) as asked (read when a context is made), with a workspace for
+ * lim when lim is not NULL (*ws; released by ctx_free). Buffers come from gc (d_up): every
+ * context of the process reads device memory alike. */
+static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, void **ws) {
+    const umd_ops *o = umd_ops_cuda(m);
+    char err[512];
+    umd_ctx *c = NULL;
+    if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+    if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
+    int rc = o->ctx_new(&c, 1, err, sizeof err);
+    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    unsetenv("UMDQ_CUDA_FUSED_NORM");
+    T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
+    *ws = NULL;
+    if (lim) {
+        size_t b = o->workspace_bytes(c, lim);
+        *ws = o->alloc(c, b);
+        T_REQUIRE(*ws);
+        o->set_workspace(c, *ws, b);
+    }
+    return c;
+}
+
+static void ctx_free(umd_ctx **c, void *ws) {
+    GPU->release(*c, ws);
+    GPU->ctx_destroy(c);
+}
+
+/* Waits for a context's queued ops (its own stream: gc's downloads do not wait for them). */
+static void ctx_ok(umd_ctx *c) {
+    char err[512];
+    int rc = GPU->status(c, err, sizeof err);
+    T_REQUIRE(rc == 0 || (printf("  device: %s\n", err), 0));
+}
+
+/* The n fp32 values at d (device) and at ref (device) bit for bit, every one of ref finite (the
+ * outputs start as NaN: an op that wrote nothing matches nothing). The copies are freed at once
+ * (some of these tensors are tens of MB). */
+static void same_bits(const char *what, const float *d, const float *ref, size_t n) {
+    gpu_ok();
+    float *g = malloc((n ? n : 1) * sizeof *g), *r = malloc((n ? n : 1) * sizeof *r);
+    T_REQUIRE(g && r);
+    GPU->download(gc, g, d, n * sizeof *g);
+    GPU->download(gc, r, ref, n * sizeof *r);
+    size_t bad = 0, first = 0, nonfinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(r[i])) nonfinite++;
+        if (memcmp(&g[i], &r[i], sizeof(float)) != 0 && !bad++) first = i;
+    }
+    if (bad)
+        printf("  %s: %zu of %zu differ, first [%zu] %.9g vs %.9g\n", what, bad, n, first,
+               g[first], r[first]);
+    free(g);
+    free(r);
+    T_CHECK_MSG(nonfinite == 0, "%s: %zu reference values not written or not finite", what,
+                nonfinite);
+    T_CHECK_MSG(bad == 0, "%s: %zu of %zu values differ from the default context's", what, bad, n);
+}
+
+/* The n bf16 values at d (device) against the expected halves e (host) bit for bit. */
+static void same_bf16(const char *what, const void *d, const uint16_t *e, size_t n) {
+    gpu_ok();
+    uint16_t *g = malloc((n ? n : 1) * sizeof *g);
+    T_REQUIRE(g);
+    GPU->download(gc, g, d, n * sizeof *g);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (g[i] != e[i] && !bad++) first = i;
+    if (bad)
+        printf("  %s: %zu of %zu differ, first [%zu] 0x%04x (%.9g) vs 0x%04x (%.9g)\n", what, bad,
+               n, first, g[first], bf16_widen(g[first]), e[first], bf16_widen(e[first]));
+    free(g);
+    T_CHECK_MSG(bad == 0, "%s: %zu of %zu bf16 values differ from the rounded fp32 output", what,
+                bad, n);
+}
+
 /* ---- elementwise and optimiser ---------------------------------------------------------------- */
 
 static void test_cuda_elementwise(void) {
@@ -357,8 +458,8 @@ static void dense_layers(int m) {
         float *dx_ = d_f(x, (size_t)M * K), *dW_ = d_f(W, (size_t)N * K), *db_ = d_f(b, (size_t)N);
         for (int bias = 0; bias < 2; bias++) {
             float *y = h_nan((size_t)M * N), *dy = d_f(y, (size_t)M * N);
-            CPU->linear_fwd(cc, y, x, W, bias ? b : NULL, M, N, K);
-            GPU->linear_fwd(gc, dy, dx_, dW_, bias ? db_ : NULL, M, N, K);
+            CPU->linear_fwd(cc, y, x, W, bias ? b : NULL, M, N, K, UMD_F32);
+            GPU->linear_fwd(gc, dy, dx_, dW_, bias ? db_ : NULL, M, N, K, UMD_F32);
             same_math("linear_fwd", dy, y, (size_t)M * N);
         }
         float *g = h_randn((size_t)M * N, 36, 1.0f), *dg = d_f(g, (size_t)M * N);
@@ -366,14 +467,14 @@ static void dense_layers(int m) {
             float *gx = acc ? h_randn((size_t)M * K, 37, 1.0f) : h_nan((size_t)M * K);
             float *gW = h_randn((size_t)N * K, 38, 1.0f), *gb = h_randn((size_t)N, 39, 1.0f);
             float *dgx = d_f(gx, (size_t)M * K), *dgW = d_f(gW, (size_t)N * K), *dgb = d_f(gb, (size_t)N);
-            CPU->linear_bwd(cc, gx, gW, acc ? NULL : gb, g, x, W, M, N, K, acc);
-            GPU->linear_bwd(gc, dgx, dgW, acc ? NULL : dgb, dg, dx_, dW_, M, N, K, acc);
+            CPU->linear_bwd(cc, gx, gW, acc ? NULL : gb, g, x, W, M, N, K, acc, UMD_F32);
+            GPU->linear_bwd(gc, dgx, dgW, acc ? NULL : dgb, dg, dx_, dW_, M, N, K, acc, UMD_F32);
             same_math("linear_bwd dx", dgx, gx, (size_t)M * K);
             same_math("linear_bwd dW", dgW, gW, (size_t)N * K);
             same("linear_bwd db", dgb, gb, (size_t)N, 1e-5, 0);
             /* no dx wanted */
-            CPU->linear_bwd(cc, NULL, gW, gb, g, x, W, M, N, K, 0);
-            GPU->linear_bwd(gc, NULL, dgW, dgb, dg, dx_, dW_, M, N, K, 0);
+            CPU->linear_bwd(cc, NULL, gW, gb, g, x, W, M, N, K, 0, UMD_F32);
+            GPU->linear_bwd(gc, NULL, dgW, dgb, dg, dx_, dW_, M, N, K, 0, UMD_F32);
             same_math("linear_bwd dW (no dx)", dgW, gW, (size_t)N * K);
             same("linear_bwd db (no dx)", dgb, gb, (size_t)N, 1e-5, 0);
         }
@@ -416,9 +517,10 @@ static void mlp_layers(int m) {
             int bias = v > 0, alias = v == 2;
             float *y = h_nan(Mw), *h = h_nan(MF), *tmp = h_nan(MF);
             float *d_y = d_f(y, Mw), *d_h = d_f(h, MF), *d_tmp = d_f(tmp, MF);
-            CPU->mlp_fwd(cc, y, h, tmp, x, W1, bias ? b1 : NULL, W2, bias ? b2 : NULL, M, F, w);
+            CPU->mlp_fwd(cc, y, h, tmp, x, W1, bias ? b1 : NULL, W2, bias ? b2 : NULL, M, F, w,
+                         UMD_F32);
             GPU->mlp_fwd(gc, d_y, d_h, d_tmp, d_x, d_W1, bias ? d_b1 : NULL, d_W2,
-                         bias ? d_b2 : NULL, M, F, w);
+                         bias ? d_b2 : NULL, M, F, w, UMD_F32);
             same_math("mlp_fwd h", d_h, h, MF);
             same("mlp_fwd y", d_y, y, Mw, t2, nw);
             float *gx = alias ? h_copy(dy, Mw) : h_nan(Mw);
@@ -428,9 +530,9 @@ static void mlp_layers(int m) {
             float *d_gb1 = d_f(gb1, (size_t)F), *d_gb2 = d_f(gb2, (size_t)w);
             float *d_hc = d_f(h, MF), *d_tmp2 = d_f(h_nan(MF), MF);
             CPU->mlp_bwd(cc, gx, gW1, bias ? gb1 : NULL, gW2, bias ? gb2 : NULL, alias ? gx : dy, x,
-                         h, W1, W2, tmp, M, F, w);
+                         h, W1, W2, tmp, M, F, w, UMD_F32);
             GPU->mlp_bwd(gc, d_gx, d_gW1, bias ? d_gb1 : NULL, d_gW2, bias ? d_gb2 : NULL,
-                         alias ? d_gx : d_dy, d_x, d_hc, d_W1, d_W2, d_tmp2, M, F, w);
+                         alias ? d_gx : d_dy, d_x, d_hc, d_W1, d_W2, d_tmp2, M, F, w, UMD_F32);
             same("mlp_bwd dx", d_gx, gx, Mw, t2, nw);
             same("mlp_bwd dW1", d_gW1, gW1, Fw, tsum, nw);
             same("mlp_bwd dW2", d_gW2, gW2, Fw, tsum, nw);
@@ -444,6 +546,260 @@ static void mlp_layers(int m) {
 static void test_cuda_mlp_fp32(void) { mlp_layers(UMD_MATH_FP32); }
 static void test_cuda_mlp_tf32(void) { mlp_layers(UMD_MATH_TF32); }
 static void test_cuda_mlp_bf16(void) { mlp_layers(UMD_MATH_BF16); }
+
+/* ---- bf16 operand tensors into the products ------------------------------------------------------- */
+
+/* The limits of the operand tests' two contexts: a bf16 stage of 40000 x 410 values (rows x
+ * max(max_width, max_weight / max_width)), so a (25700, 640) x and a (33000, 512) MLP hidden go
+ * in two chunks of rows, whose second starts 256-byte aligned as the stage does; rows enough for
+ * the bias gradients' gemv over those shapes. */
+static const umd_limits OPND_LIM = {40000, 1, 160, 4, 1024, 256 * 256};
+
+/* x (n) drawn on the host and rounded to bf16 there: *half the bf16 values (for the operand
+ * context), the returned floats their widening (for the default one): both contexts' GEMMs read
+ * the same bf16 operand, one converted into its stage, the other as it is. */
+static float *h_bf16_values(size_t n, uint32_t key, uint16_t **half) {
+    float *x = h_randn(n, key, 1.0f);
+    uint16_t *h = hkeep(malloc((n ? n : 1) * sizeof *h));
+    for (size_t i = 0; i < n; i++) {
+        h[i] = bf16_rne(x[i]);
+        x[i] = bf16_widen(h[i]);
+    }
+    *half = h;
+    return x;
+}
+
+/* linear_fwd and linear_bwd with a bf16 operand x (UMD_OPND in a bf16 context made with
+ * UMDQ_CUDA_BF16_OPERANDS=1) against the same ops in a default bf16 context on x's fp32
+ * widening, bit for bit: y with and without the bias; dx written and accumulated, dW, db; dW
+ * without dx and db. Shapes that are not multiples of the GEMM tiles, and one whose x is staged
+ * in two chunks of rows, forward and backward (OPND_LIM). Outputs start as NaN, accumulated ones
+ * from the same random values. */
+static void test_cuda_linear_bf16_operands(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
+    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    const int shapes[][3] = {{37, 53, 61},     {128, 96, 200}, {300, 160, 48},
+                             {1, 7, 5},        {1025, 256, 160}, {25700, 96, 640}}; /* M N K */
+    for (int s = 0; s < 6; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
+        const uint32_t key = 800 + 10 * (uint32_t)s;
+        uint16_t *xh;
+        float *x = h_bf16_values(MK, key, &xh);
+        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
+        float *g = h_randn(MN, key + 3, 1.0f);
+        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N), *d_g = d_f(g, MN);
+        const void *d_xh = d_up(xh, MK * sizeof *xh);
+        char what[96];
+        for (int bias = 0; bias < 2; bias++) {
+            const float *poison = h_nan(MN);
+            float *y0 = d_f(poison, MN), *y1 = d_f(poison, MN);
+            GPU->linear_fwd(dc, y0, d_x, d_W, bias ? d_b : NULL, M, N, K, UMD_F32);
+            GPU->linear_fwd(oc, y1, d_xh, d_W, bias ? d_b : NULL, M, N, K, UMD_OPND);
+            ctx_ok(dc);
+            ctx_ok(oc);
+            snprintf(what, sizeof what, "linear_fwd y (%d x %d x %d, bias %d)", M, N, K, bias);
+            same_bits(what, y1, y0, MN);
+        }
+        for (int acc = 0; acc < 2; acc++) {
+            float *gx = acc ? h_randn(MK, key + 4, 1.0f) : h_nan(MK);
+            float *gW = h_randn(NK, key + 5, 1.0f), *gb = h_randn((size_t)N, key + 6, 1.0f);
+            float *dx[2], *dW[2], *db[2];
+            for (int k = 0; k < 2; k++) {
+                dx[k] = d_f(gx, MK);
+                dW[k] = d_f(gW, NK);
+                db[k] = d_f(gb, (size_t)N);
+            }
+            GPU->linear_bwd(dc, dx[0], dW[0], db[0], d_g, d_x, d_W, M, N, K, acc, UMD_F32);
+            GPU->linear_bwd(oc, dx[1], dW[1], db[1], d_g, d_xh, d_W, M, N, K, acc, UMD_OPND);
+            ctx_ok(dc);
+            ctx_ok(oc);
+            snprintf(what, sizeof what, "linear_bwd dx (%d x %d x %d, acc %d)", M, N, K, acc);
+            same_bits(what, dx[1], dx[0], MK);
+            snprintf(what, sizeof what, "linear_bwd dW (%d x %d x %d, acc %d)", M, N, K, acc);
+            same_bits(what, dW[1], dW[0], NK);
+            snprintf(what, sizeof what, "linear_bwd db (%d x %d x %d, acc %d)", M, N, K, acc);
+            same_bits(what, db[1], db[0], (size_t)N);
+            /* no dx, no db: dW alone */
+            GPU->linear_bwd(dc, NULL, dW[0], NULL, d_g, d_x, d_W, M, N, K, 0, UMD_F32);
+            GPU->linear_bwd(oc, NULL, dW[1], NULL, d_g, d_xh, d_W, M, N, K, 0, UMD_OPND);
+            ctx_ok(dc);
+            ctx_ok(oc);
+            snprintf(what, sizeof what, "linear_bwd dW, no dx (%d x %d x %d)", M, N, K);
+            same_bits(what, dW[1], dW[0], NK);
+        }
+        cleanup();
+    }
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+}
+
+/* mlp_fwd and mlp_bwd with a bf16 operand x against the same ops in a default bf16 context on
+ * x's fp32 widening, bit for bit (as test_cuda_linear_bf16_operands): h, y; dx, dW1, dW2, db1,
+ * db2, without biases, with them, and with dx aliasing dy. The backward runs from the default
+ * context's h in both. Shapes as mlp_layers' on the fused path (gelu(h) only in the stages),
+ * and one with too many rows for the stages whole: the separate ops, x in two chunks of rows in
+ * dW1's product. */
+static void test_cuda_mlp_bf16_operands(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
+    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    const int shapes[][3] = {{37, 61, 24}, {300, 256, 64}, {1025, 200, 160},
+                             {1, 7, 5},    {20, 9, 33},    {33000, 512, 128}}; /* M F w */
+    for (int s = 0; s < 6; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 900 + 20 * (uint32_t)s;
+        uint16_t *xh;
+        float *x = h_bf16_values(Mw, key, &xh);
+        float *W1 = h_randn(Fw, key + 1, 0.2f), *W2 = h_randn(Fw, key + 2, 0.2f);
+        float *dy = h_randn(Mw, key + 3, 1.0f);
+        float *b1 = h_randn((size_t)F, key + 4, 0.5f), *b2 = h_randn((size_t)w, key + 5, 0.5f);
+        float *d_x = d_f(x, Mw), *d_W1 = d_f(W1, Fw), *d_W2 = d_f(W2, Fw), *d_dy = d_f(dy, Mw);
+        float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
+        const void *d_xh = d_up(xh, Mw * sizeof *xh);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        char what[96];
+        for (int v = 0; v < 3; v++) {
+            const int bias = v > 0, alias = v == 2;
+            float *y[2], *h[2], *tmp[2];
+            for (int k = 0; k < 2; k++) {
+                y[k] = d_f(nanMw, Mw);
+                h[k] = d_f(nanMF, MF);
+                tmp[k] = d_f(nanMF, MF);
+            }
+            GPU->mlp_fwd(dc, y[0], h[0], tmp[0], d_x, d_W1, bias ? d_b1 : NULL, d_W2,
+                         bias ? d_b2 : NULL, M, F, w, UMD_F32);
+            GPU->mlp_fwd(oc, y[1], h[1], tmp[1], d_xh, d_W1, bias ? d_b1 : NULL, d_W2,
+                         bias ? d_b2 : NULL, M, F, w, UMD_OPND);
+            ctx_ok(dc);
+            ctx_ok(oc);
+            snprintf(what, sizeof what, "mlp_fwd h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, h[1], h[0], MF);
+            snprintf(what, sizeof what, "mlp_fwd y (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, y[1], y[0], Mw);
+            float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+            float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            float *dx[2], *dW1[2], *dW2[2], *db1[2], *db2[2];
+            for (int k = 0; k < 2; k++) {
+                dx[k] = d_f(alias ? dy : nanMw, Mw);
+                dW1[k] = d_f(gW1, Fw);
+                dW2[k] = d_f(gW2, Fw);
+                db1[k] = d_f(gb1, (size_t)F);
+                db2[k] = d_f(gb2, (size_t)w);
+                GPU->upload(gc, tmp[k], nanMF, MF * sizeof(float));
+            }
+            GPU->mlp_bwd(dc, dx[0], dW1[0], bias ? db1[0] : NULL, dW2[0], bias ? db2[0] : NULL,
+                         alias ? dx[0] : d_dy, d_x, h[0], d_W1, d_W2, tmp[0], M, F, w, UMD_F32);
+            GPU->mlp_bwd(oc, dx[1], dW1[1], bias ? db1[1] : NULL, dW2[1], bias ? db2[1] : NULL,
+                         alias ? dx[1] : d_dy, d_xh, h[0], d_W1, d_W2, tmp[1], M, F, w, UMD_OPND);
+            ctx_ok(dc);
+            ctx_ok(oc);
+            snprintf(what, sizeof what, "mlp_bwd dx (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, dx[1], dx[0], Mw);
+            snprintf(what, sizeof what, "mlp_bwd dW1 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, dW1[1], dW1[0], Fw);
+            snprintf(what, sizeof what, "mlp_bwd dW2 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, dW2[1], dW2[0], Fw);
+            snprintf(what, sizeof what, "mlp_bwd db1 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, db1[1], db1[0], (size_t)F);
+            snprintf(what, sizeof what, "mlp_bwd db2 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits(what, db2[1], db2[0], (size_t)w);
+        }
+        cleanup();
+    }
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+}
+
+/* UMDQ_CUDA_BF16_OPERANDS=1 gives bf16 operand tensors to bf16 contexts only: operand_bytes 2
+ * there, 4 everywhere else, and in a TF32 context made with it UMD_OPND changes nothing
+ * (layernorm_fwd, linear_fwd, linear_bwd: the default TF32 context's bits). In a bf16 context
+ * with bf16 operands, a product whose weights do not fit the bf16 stage (here: no workspace)
+ * cannot read a bf16 x: linear_fwd, linear_bwd, mlp_fwd and mlp_bwd fail the context, naming the
+ * op and x's shape. */
+static void test_cuda_bf16_operands_contexts(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws;
+    const int maths[] = {UMD_MATH_FP32, UMD_MATH_TF32, UMD_MATH_BF16};
+    for (int i = 0; i < 3; i++) {
+        umd_ctx *on = ctx_with(maths[i], 1, 0, NULL, &ws);
+        umd_ctx *off = ctx_with(maths[i], 0, 0, NULL, &ws);
+        T_EQ_INT(GPU->operand_bytes(on), maths[i] == UMD_MATH_BF16 ? 2 : 4);
+        T_EQ_INT(GPU->operand_bytes(off), 4);
+        ctx_free(&on, NULL);
+        ctx_free(&off, NULL);
+    }
+    {
+        umd_ctx *on = ctx_with(UMD_MATH_TF32, 1, 0, NULL, &ws);
+        umd_ctx *off = ctx_with(UMD_MATH_TF32, 0, 0, NULL, &ws);
+        const int n = 2, T = 9, w = 160, N = 24, M = n * T;
+        const size_t nt = (size_t)M * w, nw = (size_t)N * w, ny = (size_t)M * N;
+        float *x = h_randn(nt, 95, 1.0f), *gamma = h_randn((size_t)w, 96, 0.3f);
+        float *beta = h_randn((size_t)w, 97, 0.3f), *W = h_randn(nw, 98, 0.2f);
+        float *g = h_randn(ny, 99, 1.0f);
+        float *d_x = d_f(x, nt), *d_gam = d_f(gamma, (size_t)w), *d_bet = d_f(beta, (size_t)w);
+        float *d_W = d_f(W, nw), *d_g = d_f(g, ny);
+        float *o[2], *mean[2], *rstd[2], *y[2], *dx[2], *dW[2];
+        for (int k = 0; k < 2; k++) {
+            umd_ctx *c = k ? on : off;
+            const int type = k ? UMD_OPND : UMD_F32;
+            o[k] = d_f(h_nan(nt), nt);
+            mean[k] = d_f(h_nan((size_t)M), (size_t)M);
+            rstd[k] = d_f(h_nan((size_t)M), (size_t)M);
+            y[k] = d_f(h_nan(ny), ny);
+            dx[k] = d_f(h_nan(nt), nt);
+            dW[k] = d_f(W, nw);
+            GPU->layernorm_fwd(c, o[k], mean[k], rstd[k], d_x, d_gam, d_bet, NULL, 0, n, T, w,
+                               (long)T * w, (long)T * w, type);
+            GPU->linear_fwd(c, y[k], o[k], d_W, NULL, M, N, w, type);
+            GPU->linear_bwd(c, dx[k], dW[k], NULL, d_g, o[k], d_W, M, N, w, 0, type);
+            ctx_ok(c);
+        }
+        same_bits("tf32 layernorm_fwd out, UMD_OPND", o[1], o[0], nt);
+        same_bits("tf32 linear_fwd y, UMD_OPND", y[1], y[0], ny);
+        same_bits("tf32 linear_bwd dx, UMD_OPND", dx[1], dx[0], nt);
+        same_bits("tf32 linear_bwd dW, UMD_OPND", dW[1], dW[0], nw);
+        cleanup();
+        ctx_free(&on, NULL);
+        ctx_free(&off, NULL);
+    }
+    const char *names[] = {"linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd"};
+    for (int op = 0; op < 4; op++) {
+        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, NULL, &ws);
+        const int M = 4, N = 8, K = 8; /* the MLP: F = N, w = K */
+        uint16_t *xh;
+        h_bf16_values((size_t)M * K, 100, &xh);
+        const void *d_xh = d_up(xh, (size_t)M * K * sizeof *xh);
+        float *W = d_f(h_randn((size_t)N * K, 101, 0.2f), (size_t)N * K);
+        float *W2 = d_f(h_randn((size_t)N * K, 102, 0.2f), (size_t)N * K);
+        float *dy = d_f(h_randn((size_t)M * N, 103, 1.0f), (size_t)M * N);
+        float *y = d_f(h_nan((size_t)M * N), (size_t)M * N);
+        float *dx = d_f(h_nan((size_t)M * K), (size_t)M * K);
+        float *h = d_f(h_randn((size_t)M * N, 104, 1.0f), (size_t)M * N);
+        float *tmp = d_f(h_nan((size_t)M * N), (size_t)M * N);
+        float *dW = d_f(h_randn((size_t)N * K, 105, 1.0f), (size_t)N * K);
+        float *dW2 = d_f(h_randn((size_t)N * K, 106, 1.0f), (size_t)N * K);
+        if (op == 0) GPU->linear_fwd(c, y, d_xh, W, NULL, M, N, K, UMD_OPND);
+        if (op == 1) GPU->linear_bwd(c, dx, dW, NULL, dy, d_xh, W, M, N, K, 0, UMD_OPND);
+        if (op == 2) GPU->mlp_fwd(c, dx, y, tmp, d_xh, W, NULL, W2, NULL, M, N, K, UMD_OPND);
+        if (op == 3)
+            GPU->mlp_bwd(c, dx, dW, NULL, dW2, NULL, dy, d_xh, h, W, W2, tmp, M, N, K, UMD_OPND);
+        char err[512] = "";
+        int rc = GPU->status(c, err, sizeof err);
+        printf("  %s with a bf16 x and no bf16 stage: %s\n", names[op], err);
+        T_CHECK_MSG(rc != 0, "%s read a bf16 operand on the fp32 path", names[op]);
+        T_CONTAINS(err, op % 2 ? "linear_bwd" : "linear_fwd");
+        T_CONTAINS(err, "bf16 operand");
+        T_CONTAINS(err, "(4, 8)");
+        cleanup();
+        ctx_free(&c, NULL);
+    }
+}
 
 /* ---- normalisation ------------------------------------------------------------------------------ */
 
@@ -469,8 +825,10 @@ static void test_cuda_layernorm(void) {
                 for (long k = 0; k < (long)T * w; k++) out[b * os + k] = NAN;
             GPU->upload(gc, dout_, out, no * 4);
             const float *md = usemod ? mod : NULL, *dmd = usemod ? dmod_ : NULL;
-            CPU->layernorm_fwd(cc, out, mean, rstd, x, gamma, beta, md, ms, n, T, w, xs, os);
-            GPU->layernorm_fwd(gc, dout_, dmean, drstd, dx_, dgam, dbet, dmd, ms, n, T, w, xs, os);
+            CPU->layernorm_fwd(cc, out, mean, rstd, x, gamma, beta, md, ms, n, T, w, xs, os,
+                               UMD_F32);
+            GPU->layernorm_fwd(gc, dout_, dmean, drstd, dx_, dgam, dbet, dmd, ms, n, T, w, xs, os,
+                               UMD_F32);
             same("layernorm_fwd out", dout_, out, no, 1e-5, 0);
             same("layernorm_fwd mean", dmean, mean, (size_t)n * T, 1e-5, 0);
             same("layernorm_fwd rstd", drstd, rstd, (size_t)n * T, 1e-5, 0);
@@ -548,7 +906,7 @@ static void test_cuda_residual_layernorm(void) {
             const float *md = usemod ? mod + 3 * w : NULL, *dmd = usemod ? dmod_ + 3 * w : NULL;
             float *xo = h_nan(nt), *out = h_nan(nt), *mean = h_nan(nr), *rstd = h_nan(nr);
             CPU->residual_layernorm_fwd(cc, xo, out, mean, rstd, x, y, mod + 2 * w, ms, gamma, beta,
-                                        md, ms, n, T, w);
+                                        md, ms, n, T, w, UMD_F32);
             /* outputs of [0] the default context, [1] the fused one, [2] the fused one in place */
             float *d[3][4];
             for (int k = 0; k < 3; k++) {
@@ -558,7 +916,7 @@ static void test_cuda_residual_layernorm(void) {
                 d[k][3] = d_f(h_nan(nr), nr);
                 GPU->residual_layernorm_fwd(k ? fc : gc, d[k][0], d[k][1], d[k][2], d[k][3],
                                             k == 2 ? d[k][0] : dx_, dy_, dmod_ + 2 * w, ms, dgam,
-                                            dbet, dmd, ms, n, T, w);
+                                            dbet, dmd, ms, n, T, w, UMD_F32);
             }
             T_EQ_INT(GPU->status(fc, err, sizeof err), 0);
             same("residual_layernorm_fwd xo", d[1][0], xo, nt, 1e-6, 0);
@@ -578,6 +936,158 @@ static void test_cuda_residual_layernorm(void) {
         cleanup();
     }
     GPU->ctx_destroy(&fc);
+}
+
+/* ---- bf16 operand tensors ----------------------------------------------------------------------- */
+
+/* The expected bf16 operand output: e[i] = ref[i] rounded to nearest even, for n values from at
+ * (the rest of e keeps its poison); the count of ref values that are not finite (not written). */
+static size_t expect_bf16(uint16_t *e, const float *ref, size_t at, size_t n) {
+    size_t bad = 0;
+    for (size_t i = at; i < at + n; i++) {
+        if (!isfinite(ref[i])) bad++;
+        e[i] = bf16_rne(ref[i]);
+    }
+    return bad;
+}
+
+/* layernorm_fwd of (n, T, w) at strides T w + 7 (x) and T w + 3 (out), every tensor `off`
+ * elements past its allocation: [0] the default bf16 context with UMD_F32 (the reference), [1]
+ * the same with UMD_OPND (operands fp32 there: the same fp32 bits), [2] the operand context
+ * with UMD_F32 (fp32, the same bits), and the operand context with UMD_OPND: out in bf16, the
+ * reference rounded; mean and rstd the reference's bits every time; the gaps between sequences
+ * stay poisoned. */
+static void ln_operand_shape(umd_ctx *dc, umd_ctx *oc, int n, int T, int w, int off, int usemod) {
+    const long xs = (long)T * w + 7, os = (long)T * w + 3;
+    const int ms = 6 * w;
+    const size_t nx = (size_t)n * xs + off, no = (size_t)n * os + off, nr = (size_t)n * T,
+                 nm = (size_t)n * ms;
+    float *x = h_randn(nx, 40, 2.0f), *gamma = h_randn((size_t)w, 41, 0.3f);
+    float *beta = h_randn((size_t)w, 42, 0.3f), *mod = h_randn(nm, 43, 0.3f);
+    for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+    for (size_t i = 0; i < nx; i++) x[i] += 0.5f; /* rows away from zero mean */
+    float *d_x = d_f(x, nx) + off, *d_gam = d_f(gamma, (size_t)w), *d_bet = d_f(beta, (size_t)w);
+    float *d_mod = d_f(mod, nm);
+    const float *dmd = usemod ? d_mod + 3 * w : NULL;
+    float *o32[3], *mean[4], *rstd[4];
+    for (int k = 0; k < 4; k++) {
+        if (k < 3) o32[k] = d_f(h_nan(no), no);
+        mean[k] = d_f(h_nan(nr), nr);
+        rstd[k] = d_f(h_nan(nr), nr);
+    }
+    uint16_t *o16 = d_up(h_nan16(no), no * sizeof(uint16_t));
+    GPU->layernorm_fwd(dc, o32[0] + off, mean[0], rstd[0], d_x, d_gam, d_bet, dmd, ms, n, T, w, xs,
+                       os, UMD_F32);
+    GPU->layernorm_fwd(dc, o32[1] + off, mean[1], rstd[1], d_x, d_gam, d_bet, dmd, ms, n, T, w, xs,
+                       os, UMD_OPND);
+    GPU->layernorm_fwd(oc, o32[2] + off, mean[2], rstd[2], d_x, d_gam, d_bet, dmd, ms, n, T, w, xs,
+                       os, UMD_F32);
+    GPU->layernorm_fwd(oc, o16 + off, mean[3], rstd[3], d_x, d_gam, d_bet, dmd, ms, n, T, w, xs, os,
+                       UMD_OPND);
+    ctx_ok(dc);
+    ctx_ok(oc);
+    char what[96];
+    for (int k = 1; k < 4; k++) {
+        if (k < 3)
+            for (int b = 0; b < n; b++) {
+                snprintf(what, sizeof what, "layernorm_fwd out [%d] (w %d, mod %d, seq %d)", k, w,
+                         usemod, b);
+                same_bits(what, o32[k] + off + b * os, o32[0] + off + b * os, (size_t)T * w);
+            }
+        snprintf(what, sizeof what, "layernorm_fwd mean [%d] (w %d, mod %d)", k, w, usemod);
+        same_bits(what, mean[k], mean[0], nr);
+        snprintf(what, sizeof what, "layernorm_fwd rstd [%d] (w %d, mod %d)", k, w, usemod);
+        same_bits(what, rstd[k], rstd[0], nr);
+    }
+    const float *ref = h_down(o32[0], no * sizeof(float));
+    uint16_t *e = h_nan16(no);
+    size_t unwritten = 0;
+    for (int b = 0; b < n; b++) unwritten += expect_bf16(e, ref, off + b * os, (size_t)T * w);
+    T_CHECK_MSG(unwritten == 0, "layernorm_fwd (w %d): %zu reference values not finite", w,
+                unwritten);
+    snprintf(what, sizeof what, "layernorm_fwd bf16 out (w %d, mod %d, offset %d)", w, usemod, off);
+    same_bf16(what, o16, e, no);
+}
+
+/* residual_layernorm_fwd of (n, T, w), every token tensor `off` elements past its allocation:
+ * the default bf16 context with UMD_F32 (the reference) against the operand context with
+ * UMD_OPND, apart and in place (xo = x): xo, mean, rstd the reference's bits, out the
+ * reference's out rounded to bf16. */
+static void res_ln_operand_shape(umd_ctx *dc, umd_ctx *oc, int n, int T, int w, int off,
+                                 int usemod) {
+    const int ms = 6 * w;
+    const size_t nt = (size_t)n * T * w, nr = (size_t)n * T, nm = (size_t)n * ms;
+    float *x = h_randn(nt + off, 60, 1.0f), *y = h_randn(nt + off, 61, 1.0f);
+    float *mod = h_randn(nm, 62, 0.3f);
+    float *gamma = h_randn((size_t)w, 63, 0.3f), *beta = h_randn((size_t)w, 64, 0.3f);
+    for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+    float *d_x = d_f(x, nt + off) + off, *d_y = d_f(y, nt + off) + off, *d_mod = d_f(mod, nm);
+    float *d_gam = d_f(gamma, (size_t)w), *d_bet = d_f(beta, (size_t)w);
+    const float *dmd = usemod ? d_mod + 3 * w : NULL;
+    /* [0] the reference, [1] the operand context, [2] the operand context in place */
+    float *xo[3], *mean[3], *rstd[3];
+    void *out[3];
+    for (int k = 0; k < 3; k++) {
+        xo[k] = d_f(k == 2 ? x : h_nan(nt + off), nt + off) + off;
+        out[k] = k == 0 ? (void *)(d_f(h_nan(nt + off), nt + off) + off)
+                        : (void *)((uint16_t *)d_up(h_nan16(nt + off), (nt + off) * 2) + off);
+        mean[k] = d_f(h_nan(nr), nr);
+        rstd[k] = d_f(h_nan(nr), nr);
+        GPU->residual_layernorm_fwd(k ? oc : dc, xo[k], out[k], mean[k], rstd[k],
+                                    k == 2 ? xo[k] : d_x, d_y, d_mod + 2 * w, ms, d_gam, d_bet, dmd,
+                                    ms, n, T, w, k ? UMD_OPND : UMD_F32);
+    }
+    ctx_ok(dc);
+    ctx_ok(oc);
+    const float *ref = h_down(out[0], nt * sizeof(float));
+    uint16_t *e = h_nan16(nt);
+    T_CHECK_MSG(expect_bf16(e, ref, 0, nt) == 0,
+                "residual_layernorm_fwd (w %d): reference values not finite", w);
+    char what[96];
+    for (int k = 1; k < 3; k++) {
+        const char *how = k == 2 ? " in place" : "";
+        snprintf(what, sizeof what, "residual_layernorm_fwd%s xo (w %d, mod %d)", how, w, usemod);
+        same_bits(what, xo[k], xo[0], nt);
+        snprintf(what, sizeof what, "residual_layernorm_fwd%s mean (w %d, mod %d)", how, w, usemod);
+        same_bits(what, mean[k], mean[0], nr);
+        snprintf(what, sizeof what, "residual_layernorm_fwd%s rstd (w %d, mod %d)", how, w, usemod);
+        same_bits(what, rstd[k], rstd[0], nr);
+        snprintf(what, sizeof what, "residual_layernorm_fwd%s bf16 out (w %d, mod %d, offset %d)",
+                 how, w, usemod, off);
+        same_bf16(what, out[k], e, nt);
+    }
+}
+
+/* layernorm_fwd and residual_layernorm_fwd writing a bf16 operand tensor (UMD_OPND in a bf16
+ * context made with UMDQ_CUDA_BF16_OPERANDS=1) against the same op in a default bf16 context,
+ * bit for bit (ln_operand_shape, res_ln_operand_shape), at widths of one to eight register
+ * groups, past them (the wide-row kernel; the residual's two kernels), widths that are not
+ * multiples of 4, 32 or 128, and rows that are not aligned (the scalar paths: bf16 rows at odd
+ * strides, and an offset of one element), with and without modulation; once more with
+ * UMDQ_CUDA_FUSED_NORM=1 in both contexts (the residual's one kernel). */
+static void test_cuda_layernorm_bf16_operands(void) {
+    need_gpu(UMD_MATH_BF16);
+    /* n T w, then the offset in elements of every tensor (1: rows not aligned) */
+    const int shapes[][4] = {{3, 5, 16, 0},   {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
+                             {1, 7, 100, 0},  {3, 3, 640, 0},  {2, 5, 768, 0}, {1, 3, 1024, 0},
+                             {2, 4, 1100, 0}, {2, 3, 1030, 0}, {3, 6, 64, 1},  {2, 5, 250, 1}};
+    for (int fused = 0; fused < 2; fused++) {
+        void *ws;
+        umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, fused, NULL, &ws);
+        umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, fused, NULL, &ws);
+        T_EQ_INT(GPU->operand_bytes(dc), 4);
+        T_EQ_INT(GPU->operand_bytes(oc), 2);
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int usemod = 0; usemod < 2; usemod++) {
+                const int n = shapes[s][0], T = shapes[s][1], w = shapes[s][2], off = shapes[s][3];
+                ln_operand_shape(dc, oc, n, T, w, off, usemod);
+                cleanup();
+                res_ln_operand_shape(dc, oc, n, T, w, off, usemod);
+                cleanup();
+            }
+        ctx_free(&dc, NULL);
+        ctx_free(&oc, NULL);
+    }
 }
 
 /* ---- attention ----------------------------------------------------------------------------------- */
@@ -833,7 +1343,8 @@ static void test_cuda_record(void) {
 
 int main(void) {
     char err[256];
-    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch it on where they mean to */
+    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
+    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_GRAPH");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
@@ -853,8 +1364,12 @@ int main(void) {
     T_RUN(test_cuda_mlp_fp32);
     T_RUN(test_cuda_mlp_tf32);
     T_RUN(test_cuda_mlp_bf16);
+    T_RUN(test_cuda_linear_bf16_operands);
+    T_RUN(test_cuda_mlp_bf16_operands);
+    T_RUN(test_cuda_bf16_operands_contexts);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
+    T_RUN(test_cuda_layernorm_bf16_operands);
     T_RUN(test_cuda_attention_fp32);
     T_RUN(test_cuda_attention_tf32);
     T_RUN(test_cuda_attention_bf16);

@@ -99,7 +99,7 @@ typedef struct {
 
 static double lin_J(void *s_) {
     lin_state *s = s_;
-    O->linear_fwd(C1, s->y, s->x, s->W, s->b, s->M, s->N, s->K);
+    O->linear_fwd(C1, s->y, s->x, s->W, s->b, s->M, s->N, s->K, UMD_F32);
     return dot(s->y, s->R, (size_t)s->M * s->N);
 }
 
@@ -113,7 +113,7 @@ static void test_kernels_linear(void) {
     s.y = zeros(MN);
     s.R = randn(MN, 4, 1.0f);
     /* forward against a plain loop */
-    O->linear_fwd(C2, s.y, s.x, s.W, s.b, s.M, s.N, s.K);
+    O->linear_fwd(C2, s.y, s.x, s.W, s.b, s.M, s.N, s.K, UMD_F32);
     double maxerr = 0;
     for (int i = 0; i < s.M; i++)
         for (int j = 0; j < s.N; j++) {
@@ -124,18 +124,18 @@ static void test_kernels_linear(void) {
     T_CHECK_MSG(maxerr < 1e-5, "linear forward error %g", maxerr);
     /* backward: dx written, then accumulated; dW, db accumulated */
     float *dx = randn(MK, 5, 1.0f), *dW = zeros(NK), *db = zeros((size_t)s.N);
-    O->linear_bwd(C2, dx, dW, db, s.R, s.x, s.W, s.M, s.N, s.K, 0);
+    O->linear_bwd(C2, dx, dW, db, s.R, s.x, s.W, s.M, s.N, s.K, 0, UMD_F32);
     fd_check("linear dx", s.x, MK, dx, lin_J, &s, 20, 1e-2f, 1e-3, 10);
     fd_check("linear dW", s.W, NK, dW, lin_J, &s, 20, 1e-2f, 1e-3, 11);
     fd_check("linear db", s.b, (size_t)s.N, db, lin_J, &s, 10, 1e-2f, 1e-3, 12);
     float *dx2 = malloc(MK * sizeof *dx2);
     memcpy(dx2, dx, MK * sizeof *dx2);
     float *dW2 = zeros(NK), *db2 = zeros((size_t)s.N);
-    O->linear_bwd(C2, dx2, dW2, db2, s.R, s.x, s.W, s.M, s.N, s.K, 1);
+    O->linear_bwd(C2, dx2, dW2, db2, s.R, s.x, s.W, s.M, s.N, s.K, 1, UMD_F32);
     int acc_ok = 1;
     for (size_t i = 0; i < MK; i++) acc_ok &= fabsf(dx2[i] - 2 * dx[i]) <= 1e-5f * (1 + fabsf(dx[i]));
     T_CHECK_MSG(acc_ok, "linear dx_accumulate does not add");
-    O->linear_bwd(C2, NULL, dW2, NULL, s.R, s.x, s.W, s.M, s.N, s.K, 0);
+    O->linear_bwd(C2, NULL, dW2, NULL, s.R, s.x, s.W, s.M, s.N, s.K, 0, UMD_F32);
     for (size_t i = 0; i < NK; i++) acc_ok &= fabsf(dW2[i] - 2 * dW[i]) <= 1e-5f * (1 + fabsf(dW[i]));
     T_CHECK_MSG(acc_ok, "linear dW does not accumulate");
     /* gemm, transposed operands, alpha and beta */
@@ -167,7 +167,7 @@ typedef struct {
 static double ln_J(void *s_) {
     ln_state *s = s_;
     O->layernorm_fwd(C1, s->out, s->mean, s->rstd, s->x, s->g, s->b, s->use_mod ? s->mod : NULL,
-                     s->mod_stride, s->n, s->T, s->w, s->xs, s->os);
+                     s->mod_stride, s->n, s->T, s->w, s->xs, s->os, UMD_F32);
     return dot(s->out, s->R, (size_t)s->n * s->os);
 }
 
@@ -193,7 +193,7 @@ static void layernorm_case(int use_mod, int strided) {
     float *dxbuf = zeros(nx), *dg = zeros((size_t)s.w), *db = zeros((size_t)s.w);
     float *dmod = zeros((size_t)s.n * s.mod_stride);
     O->layernorm_fwd(C2, s.out, s.mean, s.rstd, s.x, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride,
-                     s.n, s.T, s.w, s.xs, s.os);
+                     s.n, s.T, s.w, s.xs, s.os, UMD_F32);
     /* forward against a plain double loop */
     double maxerr = 0;
     for (int b = 0; b < s.n; b++)
@@ -314,11 +314,11 @@ static void test_kernels_residual_layernorm(void) {
                 umd_ctx *c = threads == 1 ? C1 : C2;
                 O->gate_residual_fwd(c, xo2, x, y, mod + 2 * w, st, n, T, w);
                 O->layernorm_fwd(c, out2, mean2, rstd2, xo2, g, b, md, st, n, T, w, (long)T * w,
-                                 (long)T * w);
+                                 (long)T * w, UMD_F32);
                 for (size_t i = 0; i < N; i++) xo[i] = out[i] = NAN;
                 for (size_t i = 0; i < R; i++) mean[i] = rstd[i] = NAN;
                 O->residual_layernorm_fwd(c, xo, out, mean, rstd, x, y, mod + 2 * w, st, g, b, md,
-                                          st, n, T, w);
+                                          st, n, T, w, UMD_F32);
                 int which = (int)k * 100 + use_mod * 10 + threads;
                 same_bits("xo", xo, xo2, N, which);
                 same_bits("out", out, out2, N, which);
@@ -329,7 +329,7 @@ static void test_kernels_residual_layernorm(void) {
                 for (size_t i = 0; i < N; i++) out[i] = NAN;
                 for (size_t i = 0; i < R; i++) mean[i] = rstd[i] = NAN;
                 O->residual_layernorm_fwd(c, xo, out, mean, rstd, xo, y, mod + 2 * w, st, g, b, md,
-                                          st, n, T, w);
+                                          st, n, T, w, UMD_F32);
                 same_bits("xo in place", xo, xo2, N, which);
                 same_bits("out in place", out, out2, N, which);
                 same_bits("mean in place", mean, mean2, R, which);
@@ -415,20 +415,20 @@ static void test_kernels_mlp(void) {
                 float *h = zeros(MF), *hg = zeros(MF), *y = zeros(Mw), *tH = zeros(MF);
                 float *dx = zeros(Mw), *dW1 = randn(Fw, k + 6, 1.0f), *dW2 = randn(Fw, k + 7, 1.0f);
                 float *db1 = randn((size_t)F, k + 8, 1.0f), *db2 = randn((size_t)w, k + 9, 1.0f);
-                O->linear_fwd(C, h, x, W1, b1, M, F, w);
+                O->linear_fwd(C, h, x, W1, b1, M, F, w, UMD_F32);
                 O->gelu_fwd(C, hg, h, MF);
-                O->linear_fwd(C, y, hg, W2, b2, M, w, F);
-                O->linear_bwd(C, tH, dW2, bias ? db2 : NULL, dy, hg, W2, M, w, F, 0);
+                O->linear_fwd(C, y, hg, W2, b2, M, w, F, UMD_F32);
+                O->linear_bwd(C, tH, dW2, bias ? db2 : NULL, dy, hg, W2, M, w, F, 0, UMD_F32);
                 O->gelu_bwd(C, tH, tH, h, MF);
-                O->linear_bwd(C, dx, dW1, bias ? db1 : NULL, tH, x, W1, M, F, w, 0);
+                O->linear_bwd(C, dx, dW1, bias ? db1 : NULL, tH, x, W1, M, F, w, 0, UMD_F32);
                 /* the fused ops, from the same starting values */
                 float *h2 = zeros(MF), *y2 = zeros(Mw), *tmp = randn(MF, k + 10, 1.0f);
                 float *dW1b = randn(Fw, k + 6, 1.0f), *dW2b = randn(Fw, k + 7, 1.0f);
                 float *db1b = randn((size_t)F, k + 8, 1.0f), *db2b = randn((size_t)w, k + 9, 1.0f);
                 float *dyb = randn(Mw, k + 3, 1.0f), *dx2 = v == 2 ? dyb : zeros(Mw);
-                O->mlp_fwd(C, y2, h2, tmp, x, W1, b1, W2, b2, M, F, w);
+                O->mlp_fwd(C, y2, h2, tmp, x, W1, b1, W2, b2, M, F, w, UMD_F32);
                 O->mlp_bwd(C, dx2, dW1b, bias ? db1b : NULL, dW2b, bias ? db2b : NULL, dyb, x, h2,
-                           W1, W2, tmp, M, F, w);
+                           W1, W2, tmp, M, F, w, UMD_F32);
                 int c = s * 100 + t * 10 + v;
                 same_bits("mlp h", h2, h, MF, c);
                 same_bits("mlp y", y2, y, Mw, c);
@@ -442,6 +442,202 @@ static void test_kernels_mlp(void) {
                 free(tmp); free(dW1b); free(dW2b); free(db1b); free(db2b); free(dyb);
                 if (v != 2) free(dx2);
             }
+}
+
+/* ---- operand tensors in bf16 (umd_ops_cpu_bf16) ----------------------------------------------------- */
+
+/* Round to nearest even by comparing the two bf16 neighbours (another derivation than the
+ * backend's carry trick); finite inputs. */
+static uint16_t ref_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    float flo, fhi;
+    memcpy(&flo, &lo, sizeof flo);
+    memcpy(&fhi, &hi, sizeof fhi);
+    double dlo = fabs((double)f - flo), dhi = fabs((double)fhi - f);
+    if (dlo < dhi || (dlo == dhi && ((lo >> 16) & 1u) == 0)) return (uint16_t)(lo >> 16);
+    return (uint16_t)(hi >> 16);
+}
+static float ref_widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* x's values rounded to bf16: the halves, and their fp32 widening. */
+static void bf16_pair(const float *x, size_t n, uint16_t **half, float **wide) {
+    *half = malloc(n * sizeof **half);
+    *wide = malloc(n * sizeof **wide);
+    for (size_t i = 0; i < n; i++) (*wide)[i] = ref_widen((*half)[i] = ref_bf16(x[i]));
+}
+
+static void near_rel(const char *what, const float *a, const float *b, size_t n, double tol,
+                     int which) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    T_CHECK_MSG(sqrt(num) <= tol * sqrt(den) + 1e-30, "%s: relative error %g (case %03d)", what,
+                sqrt(num / (den + 1e-300)), which);
+}
+
+/* A context with bf16 operand tensors: the LayerNorms write the fp32 row rounded to bf16 (and
+ * everything else as the fp32 context does), and the products that read a bf16 operand give the
+ * results of the fp32 ops on its widened values: the same bits in the forward and in dx, and
+ * within fp32 rounding in dW (its sum over rows runs a widened block at a time). 1 and 2
+ * threads; rows wider than fit one widening block, and non-multiples of everything. */
+static void test_kernels_bf16_operands(void) {
+    ctx_setup();
+    char err[128];
+    const umd_ops *B16 = umd_ops_cpu_bf16();
+    T_EQ_STR(B16->name, "cpu-bf16");
+    umd_ctx *Cb[2];
+    void *ws[2];
+    umd_limits lim = {64, 64, 512, 8, 256, 512 * 512};
+    for (int t = 0; t < 2; t++) {
+        T_REQUIRE(B16->ctx_new(&Cb[t], t + 1, err, sizeof err) == 0);
+        size_t bytes = B16->workspace_bytes(Cb[t], &lim);
+        T_REQUIRE((ws[t] = B16->alloc(Cb[t], bytes)) != NULL);
+        B16->set_workspace(Cb[t], ws[t], bytes);
+    }
+    T_EQ_INT(O->operand_bytes(C1), 4);
+    T_EQ_INT(B16->operand_bytes(Cb[0]), 2);
+
+    /* LayerNorm and residual + LayerNorm */
+    static const int ln_shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 17, 64}, {4, 9, 130}};
+    for (size_t k = 0; k < sizeof ln_shapes / sizeof *ln_shapes; k++) {
+        const int n = ln_shapes[k][0], T = ln_shapes[k][1], w = ln_shapes[k][2], st = 6 * w;
+        const size_t N = (size_t)n * T * w, R = (size_t)n * T;
+        float *x = randn(N, 400 + (uint32_t)k, 1.0f), *y = randn(N, 410 + (uint32_t)k, 1.0f);
+        for (size_t i = 0; i < N; i++) x[i] += 0.5f;
+        float *mod = randn((size_t)n * st, 420 + (uint32_t)k, 0.5f);
+        float *g = randn((size_t)w, 430 + (uint32_t)k, 1.0f), *b = randn((size_t)w, 440, 0.3f);
+        float *out = zeros(N), *mean = zeros(R), *rstd = zeros(R), *xo = zeros(N);
+        float *mean2 = malloc(R * sizeof *mean2), *rstd2 = malloc(R * sizeof *rstd2);
+        float *xo2 = malloc(N * sizeof *xo2), *out32 = malloc(N * sizeof *out32);
+        uint16_t *o16 = malloc(N * sizeof *o16);
+        for (int use_mod = 0; use_mod < 2; use_mod++)
+            for (int t = 0; t < 2; t++) {
+                const float *md = use_mod ? mod + 3 * w : NULL;
+                int which = (int)k * 100 + use_mod * 10 + t;
+                for (int fused = 0; fused < 2; fused++) {
+                    if (fused)
+                        O->residual_layernorm_fwd(C1, xo, out, mean, rstd, x, y, mod + 2 * w, st, g,
+                                                  b, md, st, n, T, w, UMD_F32);
+                    else
+                        O->layernorm_fwd(C1, out, mean, rstd, x, g, b, md, st, n, T, w,
+                                         (long)T * w, (long)T * w, UMD_F32);
+                    memset(o16, 0xff, N * sizeof *o16); /* NaN halves: unwritten ones fail */
+                    for (size_t i = 0; i < R; i++) mean2[i] = rstd2[i] = NAN;
+                    for (size_t i = 0; i < N; i++) xo2[i] = out32[i] = NAN;
+                    if (fused)
+                        B16->residual_layernorm_fwd(Cb[t], xo2, o16, mean2, rstd2, x, y,
+                                                    mod + 2 * w, st, g, b, md, st, n, T, w,
+                                                    UMD_OPND);
+                    else
+                        B16->layernorm_fwd(Cb[t], o16, mean2, rstd2, x, g, b, md, st, n, T, w,
+                                           (long)T * w, (long)T * w, UMD_OPND);
+                    int ok = 1;
+                    for (size_t i = 0; i < N; i++) ok &= o16[i] == ref_bf16(out[i]);
+                    T_CHECK_MSG(ok, "%s: bf16 output is not the fp32 one rounded (case %03d)",
+                                fused ? "residual_layernorm_fwd" : "layernorm_fwd", which);
+                    same_bits("bf16 context mean", mean2, mean, R, which);
+                    same_bits("bf16 context rstd", rstd2, rstd, R, which);
+                    if (fused) same_bits("bf16 context xo", xo2, xo, N, which);
+                    /* UMD_F32 in a bf16 context: fp32, as ever */
+                    if (fused)
+                        B16->residual_layernorm_fwd(Cb[t], xo2, out32, mean2, rstd2, x, y,
+                                                    mod + 2 * w, st, g, b, md, st, n, T, w,
+                                                    UMD_F32);
+                    else
+                        B16->layernorm_fwd(Cb[t], out32, mean2, rstd2, x, g, b, md, st, n, T, w,
+                                           (long)T * w, (long)T * w, UMD_F32);
+                    same_bits("bf16 context, fp32 output", out32, out, N, which);
+                }
+            }
+        free(x); free(y); free(mod); free(g); free(b); free(out); free(mean); free(rstd);
+        free(xo); free(mean2); free(rstd2); free(xo2); free(out32); free(o16);
+    }
+
+    /* Linear and MLP on a bf16 x: (M, N, K); K = 300 widens 218 rows a block */
+    static const int lin_shapes[][3] = {{1, 1, 1}, {37, 24, 19}, {700, 33, 300}, {530, 16, 64}};
+    for (size_t k = 0; k < sizeof lin_shapes / sizeof *lin_shapes; k++) {
+        const int M = lin_shapes[k][0], N = lin_shapes[k][1], K = lin_shapes[k][2];
+        const size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
+        float *x = randn(MK, 500 + (uint32_t)k, 1.0f), *xw;
+        uint16_t *xh;
+        bf16_pair(x, MK, &xh, &xw);
+        float *W = randn(NK, 510 + (uint32_t)k, 0.3f), *bias = randn((size_t)N, 520, 0.5f);
+        float *dy = randn(MN, 530 + (uint32_t)k, 1.0f);
+        float *y = zeros(MN), *y2 = malloc(MN * sizeof *y2);
+        float *dx = randn(MK, 540, 1.0f), *dx2 = malloc(MK * sizeof *dx2);
+        float *dW = randn(NK, 550, 1.0f), *dW2 = malloc(NK * sizeof *dW2);
+        float *db = randn((size_t)N, 560, 1.0f), *db2 = malloc((size_t)N * sizeof *db2);
+        float *dx0 = malloc(MK * sizeof *dx0), *dW0 = malloc(NK * sizeof *dW0);
+        float *db0 = malloc((size_t)N * sizeof *db0);
+        memcpy(dx0, dx, MK * sizeof *dx);
+        memcpy(dW0, dW, NK * sizeof *dW);
+        memcpy(db0, db, (size_t)N * sizeof *db);
+        for (int t = 0; t < 2; t++) {
+            umd_ctx *cf = t ? C2 : C1;
+            int which = (int)k * 10 + t;
+            O->linear_fwd(cf, y, xw, W, bias, M, N, K, UMD_F32);
+            for (size_t i = 0; i < MN; i++) y2[i] = NAN;
+            B16->linear_fwd(Cb[t], y2, xh, W, bias, M, N, K, UMD_OPND);
+            same_bits("linear_fwd on a bf16 x", y2, y, MN, which);
+            for (int acc = 0; acc < 2; acc++) {
+                memcpy(dx, dx0, MK * sizeof *dx);
+                memcpy(dW, dW0, NK * sizeof *dW);
+                memcpy(db, db0, (size_t)N * sizeof *db);
+                memcpy(dx2, dx0, MK * sizeof *dx);
+                memcpy(dW2, dW0, NK * sizeof *dW);
+                memcpy(db2, db0, (size_t)N * sizeof *db);
+                O->linear_bwd(cf, dx, dW, db, dy, xw, W, M, N, K, acc, UMD_F32);
+                B16->linear_bwd(Cb[t], dx2, dW2, db2, dy, xh, W, M, N, K, acc, UMD_OPND);
+                same_bits("linear_bwd dx on a bf16 x", dx2, dx, MK, which * 10 + acc);
+                same_bits("linear_bwd db on a bf16 x", db2, db, (size_t)N, which * 10 + acc);
+                near_rel("linear_bwd dW on a bf16 x", dW2, dW, NK, 1e-6, which * 10 + acc);
+            }
+        }
+        /* the MLP with hidden width N */
+        const int F = N, w = K;
+        float *W1 = randn(NK, 570 + (uint32_t)k, 0.3f), *W2 = randn(NK, 580 + (uint32_t)k, 0.3f);
+        float *b1 = randn((size_t)F, 590, 0.5f), *b2 = randn((size_t)w, 600, 0.5f);
+        float *gy = randn(MK, 610 + (uint32_t)k, 1.0f);
+        float *h = zeros(MN), *h2 = zeros(MN), *tmp = zeros(MN), *my = zeros(MK), *my2 = zeros(MK);
+        float *mdx = zeros(MK), *mdx2 = zeros(MK);
+        float *dW1 = zeros(NK), *dW1b = zeros(NK), *dW2a = zeros(NK), *dW2b = zeros(NK);
+        float *db1 = zeros((size_t)F), *db1b = zeros((size_t)F), *db2a = zeros((size_t)w);
+        float *db2b = zeros((size_t)w);
+        for (int t = 0; t < 2; t++) {
+            umd_ctx *cf = t ? C2 : C1;
+            int which = (int)k * 10 + t;
+            O->mlp_fwd(cf, my, h, tmp, xw, W1, b1, W2, b2, M, F, w, UMD_F32);
+            B16->mlp_fwd(Cb[t], my2, h2, tmp, xh, W1, b1, W2, b2, M, F, w, UMD_OPND);
+            same_bits("mlp_fwd h on a bf16 x", h2, h, MN, which);
+            same_bits("mlp_fwd y on a bf16 x", my2, my, MK, which);
+            O->mlp_bwd(cf, mdx, dW1, db1, dW2a, db2a, gy, xw, h, W1, W2, tmp, M, F, w, UMD_F32);
+            B16->mlp_bwd(Cb[t], mdx2, dW1b, db1b, dW2b, db2b, gy, xh, h2, W1, W2, tmp, M, F, w,
+                         UMD_OPND);
+            same_bits("mlp_bwd dx on a bf16 x", mdx2, mdx, MK, which);
+            same_bits("mlp_bwd db1 on a bf16 x", db1b, db1, (size_t)F, which);
+            same_bits("mlp_bwd dW2 on a bf16 x", dW2b, dW2a, NK, which);
+            same_bits("mlp_bwd db2 on a bf16 x", db2b, db2a, (size_t)w, which);
+            near_rel("mlp_bwd dW1 on a bf16 x", dW1b, dW1, NK, 1e-6, which);
+        }
+        free(x); free(xw); free(xh); free(W); free(bias); free(dy); free(y); free(y2); free(dx);
+        free(dx2); free(dW); free(dW2); free(db); free(db2); free(dx0); free(dW0); free(db0);
+        free(W1); free(W2); free(b1); free(b2); free(gy); free(h); free(h2); free(tmp); free(my);
+        free(my2); free(mdx); free(mdx2); free(dW1); free(dW1b); free(dW2a); free(dW2b); free(db1);
+        free(db1b); free(db2a); free(db2b);
+    }
+    for (int t = 0; t < 2; t++) {
+        B16->release(Cb[t], ws[t]);
+        B16->ctx_destroy(&Cb[t]);
+    }
 }
 
 /* ---- attention ------------------------------------------------------------------------------------- */
@@ -904,6 +1100,7 @@ int main(void) {
     T_RUN(test_kernels_noise_and_time);
     T_RUN(test_kernels_random);
     T_RUN(test_kernels_optimiser);
+    T_RUN(test_kernels_bf16_operands);
     O->release(C1, WS1);
     O->release(C2, WS2);
     O->ctx_destroy(&C1);

@@ -197,7 +197,7 @@ static void test_model_grad_one_row_two_threads(void) {
 /* train.recompute with several decoder blocks (the golden model has one): every block but the last
  * decoder block runs again in the backward, whole ("full") or in part ("partial"), and the
  * gradients are the same bits as without; the finite differences agree too. */
-static void recompute_same(int threads, uint32_t key) {
+static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int fd) {
     umd_config cfg;
     fx_config(&cfg);
     cfg.threads = threads;
@@ -210,7 +210,7 @@ static void recompute_same(int threads, uint32_t key) {
     umd_model *m[3] = {NULL, NULL, NULL};
     for (int r = 0; r < 3; r++) {
         cfg.recompute = modes[r];
-        T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0 ||
+        T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, ops, err, sizeof err) == 0 ||
                   (printf("  %s\n", err), 0));
         umd_model_init(m[r], cfg.seed);
         fx_randomize(m[r], key);
@@ -224,8 +224,8 @@ static void recompute_same(int threads, uint32_t key) {
         umd_model_draw(m[r], cfg.seed, 3);
         umd_model_step(m[r], 1, &l[r]);
     }
-    printf("  %d thread(s): loss %.9f / %.9f / %.9f; activations %zu / %zu / %zu bytes (off, "
-           "partial, full)\n", threads, l[0].loss, l[1].loss, l[2].loss,
+    printf("  %s, %d thread(s): loss %.9f / %.9f / %.9f; activations %zu / %zu / %zu bytes (off, "
+           "partial, full)\n", ops->name, threads, l[0].loss, l[1].loss, l[2].loss,
            umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts, umd_model_sizes(m[2])->acts);
     T_CHECK(umd_model_sizes(m[1])->acts < umd_model_sizes(m[0])->acts);
     T_CHECK(umd_model_sizes(m[2])->acts < umd_model_sizes(m[1])->acts);
@@ -238,10 +238,93 @@ static void recompute_same(int threads, uint32_t key) {
     free(x);
     free(y);
     for (int r = 0; r < 3; r++) umd_model_destroy(&m[r]);
+    if (!fd) return;
     cfg.recompute = UMD_RECOMPUTE_FULL;
     check_model(&cfg, 5, key + 200);
     cfg.recompute = UMD_RECOMPUTE_PARTIAL;
     check_model(&cfg, 5, key + 300);
+}
+static void recompute_same(int threads, uint32_t key) {
+    recompute_same_on(umd_ops_cpu(), threads, key, 1);
+}
+
+/* A tensor's bytes in the activation arena (model.c: 256-byte steps). */
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+/* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context lays them out: each
+ * block's m1 and m2 and the head's input take half the bytes (the arenas shrink by exactly that),
+ * the loss and every gradient stay within bf16 rounding of the fp32 model's, and train.recompute's
+ * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
+static void test_model_grad_bf16_operands(void) {
+    umd_config cfg;
+    fx_config(&cfg);
+    cfg.labels = 1;
+    cfg.depth = 3;
+    cfg.dec_depth = 3;
+    cfg.threads = 1;
+    umd_shape shape = {2, 8, 8, 5, cfg.batch};
+    char err[256] = "";
+    /* the arenas, one replica */
+    umd_sizes s32, s16;
+    T_REQUIRE(umd_model_measure(&s32, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    T_REQUIRE(umd_model_measure(&s16, &cfg, &shape, umd_ops_cpu_bf16(), err, sizeof err) == 0);
+    umd_model *m32 = NULL;
+    T_REQUIRE(umd_model_new(&m32, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    const umd_dims *d = umd_model_dims(m32);
+    size_t enc = (size_t)d->n_clean * d->T_clean + (size_t)d->n_noisy * d->T_noisy;
+    size_t dec = (size_t)d->B * d->T_dec, w = (size_t)d->w;
+    size_t saved = 2 * (size_t)d->depth * (round256(enc * w * 4) - round256(enc * w * 2)) +
+                   2 * (size_t)d->dec_depth * (round256(dec * w * 4) - round256(dec * w * 2)) +
+                   round256((size_t)d->B * d->L * w * 4) - round256((size_t)d->B * d->L * w * 2);
+    printf("  activations without the workspace: fp32 %zu, bf16 operands %zu bytes (%zu saved)\n",
+           s32.acts - s32.workspace, s16.acts - s16.workspace, saved);
+    T_EQ_INT(s32.acts - s32.workspace - (s16.acts - s16.workspace), saved);
+    T_EQ_INT(s16.nfloats, s32.nfloats);
+    umd_model_destroy(&m32);
+
+    /* against the fp32 model, on two replicas */
+    cfg.threads = 2;
+    umd_model *m[2] = {NULL, NULL};
+    for (int r = 0; r < 2; r++) {
+        T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, r ? umd_ops_cpu_bf16() : umd_ops_cpu(), err,
+                                sizeof err) == 0 ||
+                  (printf("  %s\n", err), 0));
+        umd_model_init(m[r], cfg.seed);
+        fx_randomize(m[r], 8100);
+    }
+    float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
+    fx_batch(x, y, cfg.batch, 2, 8, 8, 5, 8200);
+    umd_losses l[2];
+    for (int r = 0; r < 2; r++) {
+        umd_model_load_batch(m[r], x, y);
+        umd_model_draw(m[r], cfg.seed, 3);
+        umd_model_step(m[r], 1, &l[r]);
+    }
+    T_CHECK(l[1].loss != l[0].loss); /* the operands were rounded */
+    T_NEAR(l[1].loss, l[0].loss, 0, 1e-2);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < umd_model_ntensors(m[0]); i++) {
+        const umd_tensor *t = umd_model_tensor(m[0], i);
+        const float *g32 = umd_model_grads(m[0]) + t->offset, *g16 = umd_model_grads(m[1]) + t->offset;
+        double num = 0, den = 0;
+        for (size_t k = 0; k < t->size; k++) {
+            num += ((double)g16[k] - g32[k]) * ((double)g16[k] - g32[k]);
+            den += (double)g32[k] * g32[k];
+        }
+        double e = sqrt(num / (den + 1e-300));
+        if (e > worst) worst = e, worst_name = t->name;
+    }
+    printf("  loss fp32 %.9f, bf16 operands %.9f; worst gradient relative error %.2e (%s)\n",
+           l[0].loss, l[1].loss, worst, worst_name);
+    T_CHECK_MSG(worst < 1e-2, "gradient %s off by %.2e relative", worst_name, worst);
+    free(x);
+    free(y);
+    for (int r = 0; r < 2; r++) umd_model_destroy(&m[r]);
+
+    recompute_same_on(umd_ops_cpu_bf16(), 1, 8300, 0);
+    recompute_same_on(umd_ops_cpu_bf16(), 2, 8400, 0);
 }
 
 /* A backend with little memory: no allocation above small_limit bytes succeeds. */
@@ -355,5 +438,6 @@ int main(void) {
     T_RUN(test_model_grad_recompute);
     T_RUN(test_model_grad_recompute_two_replicas);
     T_RUN(test_model_grad_recompute_when_memory_is_short);
+    T_RUN(test_model_grad_bf16_operands);
     return t_done();
 }

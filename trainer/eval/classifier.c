@@ -235,13 +235,13 @@ static void forward(umd_classifier *c, int n) {
     const umd_ops *o = c->ops;
     umd_ctx *x = c->ctx;
     o->upload(x, c->tok, c->htok, (size_t)n * c->L1 * c->K1 * sizeof(float));
-    o->linear_fwd(x, c->h1, c->tok, c->P.W1, c->P.b1, n * c->L1, C1, c->K1);
+    o->linear_fwd(x, c->h1, c->tok, c->P.W1, c->P.b1, n * c->L1, C1, c->K1, UMD_F32);
     o->gelu_fwd(x, c->a1, c->h1, (size_t)n * c->L1 * C1);
-    o->linear_fwd(x, c->h2, c->a1, c->P.W2, c->P.b2, n * c->L2, C2, 4 * C1);
+    o->linear_fwd(x, c->h2, c->a1, c->P.W2, c->P.b2, n * c->L2, C2, 4 * C1, UMD_F32);
     o->gelu_fwd(x, c->a2, c->h2, (size_t)n * c->L2 * C2);
-    o->linear_fwd(x, c->h3, c->a2, c->P.W3, c->P.b3, n, HID, c->L2 * C2);
+    o->linear_fwd(x, c->h3, c->a2, c->P.W3, c->P.b3, n, HID, c->L2 * C2, UMD_F32);
     o->gelu_fwd(x, c->a3, c->h3, (size_t)n * HID);
-    o->linear_fwd(x, c->logits, c->a3, c->P.W4, c->P.b4, n, c->classes, HID);
+    o->linear_fwd(x, c->logits, c->a3, c->P.W4, c->P.b4, n, c->classes, HID, UMD_F32);
 }
 
 size_t umd_classifier_input_size(const umd_classifier *c) {
@@ -315,13 +315,13 @@ int umd_classifier_train(umd_classifier *c, const umd_split *train, const umd_sp
         /* the logits' buffer takes their gradient */
         o->fill(x, c->grads, c->nfloats, 0);
         o->upload(x, c->logits, c->hlog, (size_t)n * c->classes * sizeof(float));
-        o->linear_bwd(x, c->d3, c->G.W4, c->G.b4, c->logits, c->a3, c->P.W4, n, c->classes, HID, 0);
+        o->linear_bwd(x, c->d3, c->G.W4, c->G.b4, c->logits, c->a3, c->P.W4, n, c->classes, HID, 0, UMD_F32);
         o->gelu_bwd(x, c->d3, c->d3, c->h3, (size_t)n * HID);
-        o->linear_bwd(x, c->d2, c->G.W3, c->G.b3, c->d3, c->a2, c->P.W3, n, HID, c->L2 * C2, 0);
+        o->linear_bwd(x, c->d2, c->G.W3, c->G.b3, c->d3, c->a2, c->P.W3, n, HID, c->L2 * C2, 0, UMD_F32);
         o->gelu_bwd(x, c->d2, c->d2, c->h2, (size_t)n * c->L2 * C2);
-        o->linear_bwd(x, c->d1, c->G.W2, c->G.b2, c->d2, c->a1, c->P.W2, n * c->L2, C2, 4 * C1, 0);
+        o->linear_bwd(x, c->d1, c->G.W2, c->G.b2, c->d2, c->a1, c->P.W2, n * c->L2, C2, 4 * C1, 0, UMD_F32);
         o->gelu_bwd(x, c->d1, c->d1, c->h1, (size_t)n * c->L1 * C1);
-        o->linear_bwd(x, NULL, c->G.W1, c->G.b1, c->d1, c->tok, c->P.W1, n * c->L1, C1, c->K1, 0);
+        o->linear_bwd(x, NULL, c->G.W1, c->G.b1, c->d1, c->tok, c->P.W1, n * c->L1, C1, c->K1, 0, UMD_F32);
         double lr = t < warm ? LR * (double)(t + 1) / (double)warm
                              : LR * 0.5 * (1 + cos(M_PI * (double)(t - warm) / (double)(total - warm)));
         umd_adamw_args a;
