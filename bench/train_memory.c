@@ -5,8 +5,9 @@
  * runs again whole). It
  * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
  * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
- * shown apart, since a device's differs), and, where a CUDA device is visible, with the CUDA
- * bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
+ * shown apart, since a device's differs), the same with bf16 operand tensors (umd_ops_cpu_bf16:
+ * the layout of a bf16 CUDA context with UMDQ_CUDA_BF16_OPERANDS=1), and, where a CUDA device is
+ * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
  *
  *   train_memory [--batch B]
@@ -34,7 +35,8 @@ static const mem_config CONFIGS[] = {
 
 static const double GiB = 1073741824.0;
 
-/* The arenas of one config; device "cpu" (one thread) or "cuda" (bf16). */
+/* The arenas of one config; device "cpu" (one thread; "cpu-bf16": bf16 operands) or "cuda"
+ * (bf16). */
 static int measure(const mem_config *mc, int batch, const char *recompute, const char *device,
                    umd_sizes *out) {
     char json[1024], err[512];
@@ -43,14 +45,17 @@ static int measure(const mem_config *mc, int batch, const char *recompute, const
              " \"model\": {\"patch\": 4, \"width\": %d, \"depth\": %d, \"dec_depth\": %d, \"heads\": %d},"
              " \"umd\": {\"labels\": true}, \"train\": {\"batch\": %d, \"threads\": 1,"
              " \"device\": \"%s\", \"precision\": \"%s\", \"recompute\": \"%s\"}}",
-             mc->size, mc->channels, mc->width, mc->depth, mc->dec_depth, mc->heads, batch, device,
+             mc->size, mc->channels, mc->width, mc->depth, mc->dec_depth, mc->heads, batch,
+             strcmp(device, "cuda") == 0 ? "cuda" : "cpu",
              strcmp(device, "cuda") == 0 ? "bf16" : "fp32", recompute);
     umd_config cfg;
     if (umd_config_parse_text(json, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: config: %s\n", err);
         return -1;
     }
-    const umd_ops *ops = strcmp(device, "cuda") == 0 ? umd_ops_cuda(UMD_MATH_BF16) : umd_ops_cpu();
+    const umd_ops *ops = strcmp(device, "cuda") == 0       ? umd_ops_cuda(UMD_MATH_BF16)
+                         : strcmp(device, "cpu-bf16") == 0 ? umd_ops_cpu_bf16()
+                                                            : umd_ops_cpu();
     umd_shape shape = {mc->channels, mc->size, mc->size, 10, batch};
     if (!ops || umd_model_measure(out, &cfg, &shape, ops, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: %s on %s: %s\n", mc->label, device, ops ? err : "no CUDA build");
@@ -84,8 +89,9 @@ int main(int argc, char **argv) {
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
-        for (int dev = 0; dev < 1 + gpu; dev++) {
-            const char *device = dev ? "cuda" : "cpu";
+        for (int dev = 0; dev < 2 + gpu; dev++) {
+            static const char *const devices[3] = {"cpu", "cpu-bf16", "cuda"};
+            const char *device = devices[dev];
             static const char *const modes[3] = {"off", "partial", "full"};
             umd_sizes s[3];
             int bad = 0;
@@ -97,12 +103,15 @@ int main(int argc, char **argv) {
             /* the CPU's workspace is not a device's: left out of the CPU rows */
             double acts[3], tot[3];
             for (int k = 0; k < 3; k++) {
-                double ws = dev ? 0 : (double)s[k].workspace;
+                double ws = dev < 2 ? (double)s[k].workspace : 0;
                 acts[k] = ((double)s[k].acts - ws) / GiB;
                 tot[k] = (total(&s[k]) - ws) / GiB;
             }
             printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx | %.1f |\n",
-                   CONFIGS[i].label, dev ? "cuda bf16 (workspace in)" : "layout (no workspace)",
+                   CONFIGS[i].label,
+                   dev == 2   ? "cuda bf16 (workspace in)"
+                   : dev == 1 ? "layout, bf16 operands (no workspace)"
+                              : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0], acts[1],
                    tot[1], tot[1] / tot[0], acts[2], tot[2], tot[2] / tot[0], CONFIGS[i].torch_gib);
         }
