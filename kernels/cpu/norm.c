@@ -43,31 +43,20 @@ static inline void ln_stats(float *mean_r, float *rstd_r, const float *xr, int w
 #define STORE_F32(i, v) (yr[i] = (v))
 #define STORE_BF16(i, v) (yr[i] = cpu_to_bf16(v))
 
-/* One row of layernorm_fwd: its mean and rstd, then the row, into fp32 (ln_fwd_row) or a bf16
- * operand row (ln_fwd_row_bf16). */
-static inline void ln_fwd_row(float *yr, float *mean_r, float *rstd_r, const float *xr,
-                              const float *gamma, const float *beta, const float *shift,
-                              const float *scale, int w) {
-    ln_stats(mean_r, rstd_r, xr, w);
-    const float mu = *mean_r, rs = *rstd_r;
-    LN_ROW_OUT(STORE_F32);
-}
-static inline void ln_fwd_row_bf16(uint16_t *yr, float *mean_r, float *rstd_r, const float *xr,
-                                   const float *gamma, const float *beta, const float *shift,
-                                   const float *scale, int w) {
-    ln_stats(mean_r, rstd_r, xr, w);
-    const float mu = *mean_r, rs = *rstd_r;
-    LN_ROW_OUT(STORE_BF16);
-}
-
-/* Row r (offset in elements) of out, in out's storage. */
+/* One row of layernorm_fwd, row r (offset in elements) of out: its mean and rstd, then the row,
+ * into fp32 or (bf16) a bf16 operand row. */
 static inline void ln_out_row(void *out, int bf16, long r, float *mean_r, float *rstd_r,
                               const float *xr, const float *gamma, const float *beta,
                               const float *shift, const float *scale, int w) {
-    if (bf16)
-        ln_fwd_row_bf16((uint16_t *)out + r, mean_r, rstd_r, xr, gamma, beta, shift, scale, w);
-    else
-        ln_fwd_row((float *)out + r, mean_r, rstd_r, xr, gamma, beta, shift, scale, w);
+    ln_stats(mean_r, rstd_r, xr, w);
+    const float mu = *mean_r, rs = *rstd_r;
+    if (bf16) {
+        uint16_t *yr = (uint16_t *)out + r;
+        LN_ROW_OUT(STORE_BF16);
+    } else {
+        float *yr = (float *)out + r;
+        LN_ROW_OUT(STORE_F32);
+    }
 }
 
 /* One row of gate_residual_fwd; o may alias x. */

@@ -8,6 +8,7 @@
  * operands, relative to the tensor's largest value.
  * Random streams, keep orders, timesteps and labels must match bit for bit (normals: within an
  * ulp). Without a visible CUDA device every test reports SKIP. umdq-uses: umd common */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "t.h"
@@ -162,22 +163,7 @@ static void same_i32(const char *what, const int32_t *d, const int32_t *h, size_
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu integers differ", what, bad, n);
 }
 
-/* ---- bf16 operand tensors: helpers ------------------------------------------------------------ */
-
-/* fp32 -> bf16 rounded to nearest even (as __float2bfloat16; the inputs here are finite), and
- * back (exact). */
-static uint16_t bf16_rne(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf16_widen(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+/* ---- bf16 operand tensors: helpers (fx_bf16, fx_widen: test_model_fixtures.h) ------------------ */
 
 /* n values of 0xffff (a bf16 NaN): an operand output the op fails to write stays so. */
 static uint16_t *h_nan16(size_t n) {
@@ -246,6 +232,25 @@ static void same_bits(const char *what, const float *d, const float *ref, size_t
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu values differ from the default context's", what, bad, n);
 }
 
+/* Both contexts' queued work done without a failure. */
+static void ctx_ok2(umd_ctx *a, umd_ctx *b) {
+    ctx_ok(a);
+    ctx_ok(b);
+}
+
+/* same_bits, the name of what is compared made from a printf format. */
+static void same_bits_fmt(const float *got, const float *want, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void same_bits_fmt(const float *got, const float *want, size_t n, const char *fmt, ...) {
+    char what[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    same_bits(what, got, want, n);
+}
+
+
 /* The n bf16 values at d (device) against the expected halves e (host) bit for bit. */
 static void same_bf16(const char *what, const void *d, const uint16_t *e, size_t n) {
     gpu_ok();
@@ -257,7 +262,7 @@ static void same_bf16(const char *what, const void *d, const uint16_t *e, size_t
         if (g[i] != e[i] && !bad++) first = i;
     if (bad)
         printf("  %s: %zu of %zu differ, first [%zu] 0x%04x (%.9g) vs 0x%04x (%.9g)\n", what, bad,
-               n, first, g[first], bf16_widen(g[first]), e[first], bf16_widen(e[first]));
+               n, first, g[first], fx_widen(g[first]), e[first], fx_widen(e[first]));
     free(g);
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu bf16 values differ from the rounded fp32 output", what,
                 bad, n);
@@ -562,11 +567,17 @@ static float *h_bf16_values(size_t n, uint32_t key, uint16_t **half) {
     float *x = h_randn(n, key, 1.0f);
     uint16_t *h = hkeep(malloc((n ? n : 1) * sizeof *h));
     for (size_t i = 0; i < n; i++) {
-        h[i] = bf16_rne(x[i]);
-        x[i] = bf16_widen(h[i]);
+        h[i] = fx_bf16(x[i]);
+        x[i] = fx_widen(h[i]);
     }
     *half = h;
     return x;
+}
+
+/* A default bf16 context (dc) and one with bf16 operands (oc), both for OPND_LIM. */
+static void opnd_contexts(umd_ctx **dc, void **dws, umd_ctx **oc, void **ows) {
+    *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, dws);
+    *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, ows);
 }
 
 /* linear_fwd and linear_bwd with a bf16 operand x (UMD_OPND in a bf16 context made with
@@ -578,8 +589,8 @@ static float *h_bf16_values(size_t n, uint32_t key, uint16_t **half) {
 static void test_cuda_linear_bf16_operands(void) {
     need_gpu(UMD_MATH_BF16);
     void *dws, *ows;
-    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
-    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    umd_ctx *dc, *oc;
+    opnd_contexts(&dc, &dws, &oc, &ows);
     const int shapes[][3] = {{37, 53, 61},     {128, 96, 200}, {300, 160, 48},
                              {1, 7, 5},        {1025, 256, 160}, {25700, 96, 640}}; /* M N K */
     for (int s = 0; s < 6; s++) {
@@ -592,16 +603,13 @@ static void test_cuda_linear_bf16_operands(void) {
         float *g = h_randn(MN, key + 3, 1.0f);
         float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N), *d_g = d_f(g, MN);
         const void *d_xh = d_up(xh, MK * sizeof *xh);
-        char what[96];
         for (int bias = 0; bias < 2; bias++) {
             const float *poison = h_nan(MN);
             float *y0 = d_f(poison, MN), *y1 = d_f(poison, MN);
             GPU->linear_fwd(dc, y0, d_x, d_W, bias ? d_b : NULL, M, N, K, UMD_F32);
             GPU->linear_fwd(oc, y1, d_xh, d_W, bias ? d_b : NULL, M, N, K, UMD_OPND);
-            ctx_ok(dc);
-            ctx_ok(oc);
-            snprintf(what, sizeof what, "linear_fwd y (%d x %d x %d, bias %d)", M, N, K, bias);
-            same_bits(what, y1, y0, MN);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(y1, y0, MN, "linear_fwd y (%d x %d x %d, bias %d)", M, N, K, bias);
         }
         for (int acc = 0; acc < 2; acc++) {
             float *gx = acc ? h_randn(MK, key + 4, 1.0f) : h_nan(MK);
@@ -614,21 +622,15 @@ static void test_cuda_linear_bf16_operands(void) {
             }
             GPU->linear_bwd(dc, dx[0], dW[0], db[0], d_g, d_x, d_W, M, N, K, acc, UMD_F32);
             GPU->linear_bwd(oc, dx[1], dW[1], db[1], d_g, d_xh, d_W, M, N, K, acc, UMD_OPND);
-            ctx_ok(dc);
-            ctx_ok(oc);
-            snprintf(what, sizeof what, "linear_bwd dx (%d x %d x %d, acc %d)", M, N, K, acc);
-            same_bits(what, dx[1], dx[0], MK);
-            snprintf(what, sizeof what, "linear_bwd dW (%d x %d x %d, acc %d)", M, N, K, acc);
-            same_bits(what, dW[1], dW[0], NK);
-            snprintf(what, sizeof what, "linear_bwd db (%d x %d x %d, acc %d)", M, N, K, acc);
-            same_bits(what, db[1], db[0], (size_t)N);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(dx[1], dx[0], MK, "linear_bwd dx (%d x %d x %d, acc %d)", M, N, K, acc);
+            same_bits_fmt(dW[1], dW[0], NK, "linear_bwd dW (%d x %d x %d, acc %d)", M, N, K, acc);
+            same_bits_fmt(db[1], db[0], (size_t)N, "linear_bwd db (%d x %d x %d, acc %d)", M, N, K, acc);
             /* no dx, no db: dW alone */
             GPU->linear_bwd(dc, NULL, dW[0], NULL, d_g, d_x, d_W, M, N, K, 0, UMD_F32);
             GPU->linear_bwd(oc, NULL, dW[1], NULL, d_g, d_xh, d_W, M, N, K, 0, UMD_OPND);
-            ctx_ok(dc);
-            ctx_ok(oc);
-            snprintf(what, sizeof what, "linear_bwd dW, no dx (%d x %d x %d)", M, N, K);
-            same_bits(what, dW[1], dW[0], NK);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(dW[1], dW[0], NK, "linear_bwd dW, no dx (%d x %d x %d)", M, N, K);
         }
         cleanup();
     }
@@ -645,8 +647,8 @@ static void test_cuda_linear_bf16_operands(void) {
 static void test_cuda_mlp_bf16_operands(void) {
     need_gpu(UMD_MATH_BF16);
     void *dws, *ows;
-    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
-    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    umd_ctx *dc, *oc;
+    opnd_contexts(&dc, &dws, &oc, &ows);
     const int shapes[][3] = {{37, 61, 24}, {300, 256, 64}, {1025, 200, 160},
                              {1, 7, 5},    {20, 9, 33},    {33000, 512, 128}}; /* M F w */
     for (int s = 0; s < 6; s++) {
@@ -662,7 +664,6 @@ static void test_cuda_mlp_bf16_operands(void) {
         float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
         const void *d_xh = d_up(xh, Mw * sizeof *xh);
         const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
-        char what[96];
         for (int v = 0; v < 3; v++) {
             const int bias = v > 0, alias = v == 2;
             float *y[2], *h[2], *tmp[2];
@@ -675,12 +676,9 @@ static void test_cuda_mlp_bf16_operands(void) {
                          bias ? d_b2 : NULL, M, F, w, UMD_F32);
             GPU->mlp_fwd(oc, y[1], h[1], tmp[1], d_xh, d_W1, bias ? d_b1 : NULL, d_W2,
                          bias ? d_b2 : NULL, M, F, w, UMD_OPND);
-            ctx_ok(dc);
-            ctx_ok(oc);
-            snprintf(what, sizeof what, "mlp_fwd h (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, h[1], h[0], MF);
-            snprintf(what, sizeof what, "mlp_fwd y (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, y[1], y[0], Mw);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(h[1], h[0], MF, "mlp_fwd h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(y[1], y[0], Mw, "mlp_fwd y (%d x %d x %d, variant %d)", M, F, w, v);
             float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
             float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
             float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
@@ -697,18 +695,12 @@ static void test_cuda_mlp_bf16_operands(void) {
                          alias ? dx[0] : d_dy, d_x, h[0], d_W1, d_W2, tmp[0], M, F, w, UMD_F32);
             GPU->mlp_bwd(oc, dx[1], dW1[1], bias ? db1[1] : NULL, dW2[1], bias ? db2[1] : NULL,
                          alias ? dx[1] : d_dy, d_xh, h[0], d_W1, d_W2, tmp[1], M, F, w, UMD_OPND);
-            ctx_ok(dc);
-            ctx_ok(oc);
-            snprintf(what, sizeof what, "mlp_bwd dx (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, dx[1], dx[0], Mw);
-            snprintf(what, sizeof what, "mlp_bwd dW1 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, dW1[1], dW1[0], Fw);
-            snprintf(what, sizeof what, "mlp_bwd dW2 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, dW2[1], dW2[0], Fw);
-            snprintf(what, sizeof what, "mlp_bwd db1 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, db1[1], db1[0], (size_t)F);
-            snprintf(what, sizeof what, "mlp_bwd db2 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits(what, db2[1], db2[0], (size_t)w);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(dx[1], dx[0], Mw, "mlp_bwd dx (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(dW1[1], dW1[0], Fw, "mlp_bwd dW1 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(dW2[1], dW2[0], Fw, "mlp_bwd dW2 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(db1[1], db1[0], (size_t)F, "mlp_bwd db1 (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(db2[1], db2[0], (size_t)w, "mlp_bwd db2 (%d x %d x %d, variant %d)", M, F, w, v);
         }
         cleanup();
     }
@@ -946,7 +938,7 @@ static size_t expect_bf16(uint16_t *e, const float *ref, size_t at, size_t n) {
     size_t bad = 0;
     for (size_t i = at; i < at + n; i++) {
         if (!isfinite(ref[i])) bad++;
-        e[i] = bf16_rne(ref[i]);
+        e[i] = fx_bf16(ref[i]);
     }
     return bad;
 }

@@ -446,31 +446,11 @@ static void test_kernels_mlp(void) {
 
 /* ---- operand tensors in bf16 (umd_ops_cpu_bf16) ----------------------------------------------------- */
 
-/* Round to nearest even by comparing the two bf16 neighbours (another derivation than the
- * backend's carry trick); finite inputs. */
-static uint16_t ref_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
-    float flo, fhi;
-    memcpy(&flo, &lo, sizeof flo);
-    memcpy(&fhi, &hi, sizeof fhi);
-    double dlo = fabs((double)f - flo), dhi = fabs((double)fhi - f);
-    if (dlo < dhi || (dlo == dhi && ((lo >> 16) & 1u) == 0)) return (uint16_t)(lo >> 16);
-    return (uint16_t)(hi >> 16);
-}
-static float ref_widen(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* x's values rounded to bf16: the halves, and their fp32 widening. */
 static void bf16_pair(const float *x, size_t n, uint16_t **half, float **wide) {
     *half = malloc(n * sizeof **half);
     *wide = malloc(n * sizeof **wide);
-    for (size_t i = 0; i < n; i++) (*wide)[i] = ref_widen((*half)[i] = ref_bf16(x[i]));
+    for (size_t i = 0; i < n; i++) (*wide)[i] = fx_widen((*half)[i] = fx_bf16(x[i]));
 }
 
 static void near_rel(const char *what, const float *a, const float *b, size_t n, double tol,
@@ -482,6 +462,20 @@ static void near_rel(const char *what, const float *a, const float *b, size_t n,
     }
     T_CHECK_MSG(sqrt(num) <= tol * sqrt(den) + 1e-30, "%s: relative error %g (case %03d)", what,
                 sqrt(num / (den + 1e-300)), which);
+}
+
+/* residual_layernorm_fwd (fused) or layernorm_fwd of x over packed (n, T, w) rows, the gate and
+ * modulation rows (md: shift, scale; NULL: none) 6w apart, out typed as `type`. */
+static void ln_op(const umd_ops *o, umd_ctx *c, int fused, float *xo, void *out, float *mean,
+                  float *rstd, const float *x, const float *y, const float *gate, const float *g,
+                  const float *b, const float *md, int n, int T, int w, int type) {
+    const int st = 6 * w;
+    if (fused)
+        o->residual_layernorm_fwd(c, xo, out, mean, rstd, x, y, gate, st, g, b, md, st, n, T, w,
+                                  type);
+    else
+        o->layernorm_fwd(c, out, mean, rstd, x, g, b, md, st, n, T, w, (long)T * w, (long)T * w,
+                         type);
 }
 
 /* A context with bf16 operand tensors: the LayerNorms write the fp32 row rounded to bf16 (and
@@ -524,37 +518,23 @@ static void test_kernels_bf16_operands(void) {
                 const float *md = use_mod ? mod + 3 * w : NULL;
                 int which = (int)k * 100 + use_mod * 10 + t;
                 for (int fused = 0; fused < 2; fused++) {
-                    if (fused)
-                        O->residual_layernorm_fwd(C1, xo, out, mean, rstd, x, y, mod + 2 * w, st, g,
-                                                  b, md, st, n, T, w, UMD_F32);
-                    else
-                        O->layernorm_fwd(C1, out, mean, rstd, x, g, b, md, st, n, T, w,
-                                         (long)T * w, (long)T * w, UMD_F32);
+                    ln_op(O, C1, fused, xo, out, mean, rstd, x, y, mod + 2 * w, g, b, md, n, T,
+                          w, UMD_F32);
                     memset(o16, 0xff, N * sizeof *o16); /* NaN halves: unwritten ones fail */
                     for (size_t i = 0; i < R; i++) mean2[i] = rstd2[i] = NAN;
                     for (size_t i = 0; i < N; i++) xo2[i] = out32[i] = NAN;
-                    if (fused)
-                        B16->residual_layernorm_fwd(Cb[t], xo2, o16, mean2, rstd2, x, y,
-                                                    mod + 2 * w, st, g, b, md, st, n, T, w,
-                                                    UMD_OPND);
-                    else
-                        B16->layernorm_fwd(Cb[t], o16, mean2, rstd2, x, g, b, md, st, n, T, w,
-                                           (long)T * w, (long)T * w, UMD_OPND);
+                    ln_op(B16, Cb[t], fused, xo2, o16, mean2, rstd2, x, y, mod + 2 * w, g, b, md,
+                          n, T, w, UMD_OPND);
                     int ok = 1;
-                    for (size_t i = 0; i < N; i++) ok &= o16[i] == ref_bf16(out[i]);
+                    for (size_t i = 0; i < N; i++) ok &= o16[i] == fx_bf16(out[i]);
                     T_CHECK_MSG(ok, "%s: bf16 output is not the fp32 one rounded (case %03d)",
                                 fused ? "residual_layernorm_fwd" : "layernorm_fwd", which);
                     same_bits("bf16 context mean", mean2, mean, R, which);
                     same_bits("bf16 context rstd", rstd2, rstd, R, which);
                     if (fused) same_bits("bf16 context xo", xo2, xo, N, which);
                     /* UMD_F32 in a bf16 context: fp32, as ever */
-                    if (fused)
-                        B16->residual_layernorm_fwd(Cb[t], xo2, out32, mean2, rstd2, x, y,
-                                                    mod + 2 * w, st, g, b, md, st, n, T, w,
-                                                    UMD_F32);
-                    else
-                        B16->layernorm_fwd(Cb[t], out32, mean2, rstd2, x, g, b, md, st, n, T, w,
-                                           (long)T * w, (long)T * w, UMD_F32);
+                    ln_op(B16, Cb[t], fused, xo2, out32, mean2, rstd2, x, y, mod + 2 * w, g, b,
+                          md, n, T, w, UMD_F32);
                     same_bits("bf16 context, fp32 output", out32, out, N, which);
                 }
             }

@@ -91,4 +91,27 @@ static void fx_batch(float *x, int32_t *y, int B, int C, int H, int W, int class
         for (int b = 0; b < B; b++) y[b] = (int32_t)(fx_unit(key + 1, (uint64_t)b) * (float)classes) % classes;
 }
 
+/* fp32 -> bf16 rounded to nearest even, by comparing the two bf16 neighbours (a derivation of its
+ * own, not the backends' carry trick; finite inputs), and back (exact): the reference of the
+ * bf16 operand tensors. */
+static inline uint16_t fx_bf16(float f) __attribute__((unused));
+static inline uint16_t fx_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    float flo, fhi;
+    memcpy(&flo, &lo, sizeof flo);
+    memcpy(&fhi, &hi, sizeof fhi);
+    double dlo = fabs((double)f - flo), dhi = fabs((double)fhi - f);
+    if (dlo < dhi || (dlo == dhi && ((lo >> 16) & 1u) == 0)) return (uint16_t)(lo >> 16);
+    return (uint16_t)(hi >> 16);
+}
+static inline float fx_widen(uint16_t h) __attribute__((unused));
+static inline float fx_widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 #endif

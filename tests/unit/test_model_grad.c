@@ -194,16 +194,22 @@ static void test_model_grad_one_row_two_threads(void) {
     check_model(&cfg, 0, 6000);
 }
 
+/* The fixture with labels and 3 encoder and 3 decoder blocks (the golden model has one decoder
+ * block), on `threads` threads. */
+static void deep_config(umd_config *cfg, int threads) {
+    fx_config(cfg);
+    cfg->threads = threads;
+    cfg->labels = 1;
+    cfg->depth = 3;
+    cfg->dec_depth = 3;
+}
+
 /* train.recompute with several decoder blocks (the golden model has one): every block but the last
  * decoder block runs again in the backward, whole ("full") or in part ("partial"), and the
  * gradients are the same bits as without; the finite differences agree too. */
 static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int fd) {
     umd_config cfg;
-    fx_config(&cfg);
-    cfg.threads = threads;
-    cfg.labels = 1;
-    cfg.depth = 3;
-    cfg.dec_depth = 3;
+    deep_config(&cfg, threads);
     umd_shape shape = {2, 8, 8, 5, cfg.batch};
     char err[256] = "";
     static const int modes[3] = {UMD_RECOMPUTE_OFF, UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
@@ -257,11 +263,7 @@ static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
  * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
 static void test_model_grad_bf16_operands(void) {
     umd_config cfg;
-    fx_config(&cfg);
-    cfg.labels = 1;
-    cfg.depth = 3;
-    cfg.dec_depth = 3;
-    cfg.threads = 1;
+    deep_config(&cfg, 1);
     umd_shape shape = {2, 8, 8, 5, cfg.batch};
     char err[256] = "";
     /* the arenas, one replica */
