@@ -19,10 +19,12 @@
  *             [--fused-norm]  (each gated residual and the LayerNorm after it in one kernel, as
  *                              UMDQ_CUDA_FUSED_NORM=1 does for a job)
  *             [--bf16-operands]  (bf16 contexts keep the LayerNorm outputs that feed a Linear or
- *                              the MLP in bf16, the GEMMs reading them without a conversion, as
- *                              UMDQ_CUDA_BF16_OPERANDS=1 does for a job)
+ *                              the MLP in bf16, the GEMMs reading them without a conversion, and
+ *                              qkv where the mma attention takes it (head width 64), written bf16
+ *                              by its Linear, as UMDQ_CUDA_BF16_OPERANDS=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
- *                              calls each, against its FLOP floor)
+ *                              calls each, against its FLOP floor; with --bf16-operands in bf16
+ *                              the qkv forward writes a bf16 y, as the model's does)
  *
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
@@ -234,6 +236,9 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
     int rc = 0;
     for (int i = 0; i < 4 && rc == 0; i++) {
         int N = lin[i].N, K = lin[i].K;
+        /* the qkv Linear of an operand context writes its y bf16 (into dx: the backward reads
+         * y as an fp32 dy) */
+        const int ybf = i == 0 && ops->operand_bytes(c) == 2;
         double f = 2.0 * M * N * K, ms[2];
         for (int pass = 0; pass < 2; pass++) {
             for (int r = -1; r < reps; r++) {
@@ -241,7 +246,8 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
                     if (ops->status(c, err, sizeof err)) break;
                     ms[pass] = now_s();
                 }
-                if (pass == 0) ops->linear_fwd(c, y, x, W, b, (int)M, N, K, UMD_F32);
+                if (pass == 0) ops->linear_fwd(c, ybf ? (void *)dx : (void *)y, x, W, b, (int)M, N,
+                                               K, ybf ? UMD_OPND_Y : UMD_F32);
                 else ops->linear_bwd(c, dx, dW, db, y, x, W, (int)M, N, K, 0, UMD_F32);
             }
             if (ops->status(c, err, sizeof err)) {
@@ -253,7 +259,8 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
         }
         if (rc) break;
         double floor_f = f / (ceiling * 1e12) * 1e3;
-        printf("| %s | %d x %d | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", lin[i].name, N, K,
+        printf("| %s%s | %d x %d | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", lin[i].name,
+               ybf ? " (bf16 y)" : "", N, K,
                ms[0], f / ms[0] / 1e9, ms[0] / floor_f, ms[1], 2 * f / ms[1] / 1e9,
                ms[1] / (2 * floor_f));
     }
@@ -334,7 +341,7 @@ int main(int argc, char **argv) {
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
-           "LayerNorm outputs into products: %s\n",
+           "LayerNorm outputs (and qkv at head width 64) into products: %s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
            fo && !strcmp(fo, "1") ? "bf16 (bf16 runs)" : "fp32");

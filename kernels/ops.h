@@ -23,13 +23,14 @@
  *     gather from both kinds of rows), and the conditioning vector feeds every block. Gradients
  *     of activations are overwritten unless the op takes an `accumulate` flag.
  *   - Operand tensors: a tensor that only matrix products read (the LayerNorm outputs the model
- *     feeds to a Linear or the MLP) may be stored in the context's operand type, operand_bytes(c)
- *     bytes an element: 4 (fp32) or 2 (bf16, the fp32 value rounded to nearest even, as a bf16
- *     GEMM operand is). The ops that write or read one take a flag, UMD_OPND (else UMD_F32), and
- *     a void pointer; shapes and strides count elements either way. In a context whose operand
- *     type is fp32 the flag changes nothing. A context with bf16 operands saves a conversion
- *     pass per product operand and half the tensor's memory, with the same results as rounding
- *     the operand on its way into a bf16 GEMM.
+ *     feeds to a Linear or the MLP, and qkv where attention_operand says so) may be stored in
+ *     the context's operand type, operand_bytes(c) bytes an element: 4 (fp32) or 2 (bf16, the
+ *     fp32 value rounded to nearest even, as a bf16 GEMM operand is). The ops that write or read
+ *     one take a flag, UMD_OPND (else UMD_F32), and a void pointer; shapes and strides count
+ *     elements either way. In a context whose operand type is fp32 the flag changes nothing. A
+ *     context with bf16 operands saves a conversion pass per product operand and half the
+ *     tensor's memory, with the same results as rounding the operand on its way into a bf16
+ *     product.
  *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
  *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
  *     consecutive elements share one draw). Results are bit-identical for a given thread count;
@@ -62,8 +63,9 @@ typedef struct {
     long max_weight;  /* the largest Linear weight, N * K floats (per-thread gradient partials) */
 } umd_limits;
 
-/* The storage of a tensor an op writes or reads as a matrix-product operand (see Conventions). */
-enum { UMD_F32 = 0, UMD_OPND = 1 };
+/* The storage of a tensor an op writes or reads as a matrix-product operand (see Conventions);
+ * linear_fwd's flags also say it of y (UMD_OPND_Y). */
+enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2 };
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -156,9 +158,10 @@ typedef struct umd_ops {
     /* C (M, N) = alpha op(A) op(B) + beta C, row-major, op = transpose when trans != 0. */
     void (*gemm)(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
-    /* y (M, N) = x (M, K) W^T + b; b may be NULL. x is an operand tensor when x_type is UMD_OPND. */
-    void (*linear_fwd)(umd_ctx *c, float *y, const void *x, const float *W, const float *b,
-                       int M, int N, int K, int x_type);
+    /* y (M, N) = x (M, K) W^T + b; b may be NULL. types: x is an operand tensor with UMD_OPND,
+     * y with UMD_OPND_Y (the fp32 result, bias added, rounded once). */
+    void (*linear_fwd)(umd_ctx *c, void *y, const void *x, const float *W, const float *b,
+                       int M, int N, int K, int types);
     /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,
      * db (N) += column sums of dy (db may be NULL); x typed as in linear_fwd. */
     void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
@@ -218,13 +221,19 @@ typedef struct umd_ops {
      * and head, no mask. What is saved for the backward is lse (n, heads, T), each score row's
      * log-sum-exp, lse[i] = log sum_j exp(q_i k_j / sqrt(hd)), never the (T, T) probabilities: the
      * backward recomputes them as P_ij = exp(q_i k_j / sqrt(hd) - lse[i]). */
-    void (*attention_fwd)(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                          int heads, int hd);
+    void (*attention_fwd)(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
+                          int heads, int hd, int qkv_type);
     /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd), given the forward's qkv, out
      * and lse. The softmax backward's row term rowsum(P * dP) equals the row dot of dout and out,
      * which is why out is passed. */
-    void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                          const float *out, const float *lse, int n, int T, int heads, int hd);
+    void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+                          const float *out, const float *lse, int n, int T, int heads, int hd,
+                          int qkv_type);
+    /* 1 when attention_fwd and attention_bwd take qkv as an operand tensor (UMD_OPND) at head
+     * width hd in this context, with the results of its fp32 values rounded to the operand type
+     * (their products round q, k and v so); else 0, and qkv must be fp32. A model stores qkv,
+     * the qkv Linear's output (UMD_OPND_Y), as an operand only where this says 1. */
+    int (*attention_operand)(const umd_ctx *c, int hd);
 
     /* ---- tokens ----------------------------------------------------------------------------------- */
     /* out (n, w) = table[idx[b]] ; backward dtable[idx[b]] += dout[b]. */

@@ -126,7 +126,7 @@ timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-n
   --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product in bf16, read by its GEMMs without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
 timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --profile \
   --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1

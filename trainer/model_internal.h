@@ -43,7 +43,7 @@ typedef struct {
     float *mod;                /* (B, 6w) adaLN output, by batch row */
     float *mean1, *rstd1;      /* (ntok) */
     void *m1;                  /* (ntok, w) operand tensor: LN1 modulated, the qkv input */
-    float *qkv;                /* (ntok, 3w) */
+    void *qkv;                 /* (ntok, 3w) operand tensor where umd_model.qkv_type says */
     float *lse;                /* per segment (n, heads, T) attention row log-sum-exps, nlse floats */
     float *att;                /* (ntok, w) attention output before proj */
     float *ao;                 /* (ntok, w) proj output */
@@ -159,6 +159,8 @@ struct umd_model {
     int recompute;          /* train.recompute: UMD_RECOMPUTE_* (what a block keeps, model.c) */
     int recompute_auto;     /* recompute turned on because the arenas did not fit without */
     size_t opnd;            /* bytes of an operand tensor's element (ops->operand_bytes) */
+    int qkv_type;           /* UMD_OPND where attention takes qkv as one (attention_operand),
+                               else UMD_F32 */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */
@@ -176,7 +178,14 @@ struct umd_model {
     replica *rep;           /* owned (nrep) */
 };
 
-/* Element i of an operand tensor of the model. */
+/* Element i of an operand tensor of the model; of a tensor typed `type` (UMD_OPND, UMD_F32). */
 static inline void *opnd_at(const umd_model *m, void *t, size_t i) { return (char *)t + i * m->opnd; }
+static inline void *typed_at(const umd_model *m, void *t, int type, size_t i) {
+    return type == UMD_OPND ? opnd_at(m, t, i) : (void *)((float *)t + i);
+}
+/* Bytes of an element of a tensor typed `type`. */
+static inline size_t typed_bytes(const umd_model *m, int type) {
+    return type == UMD_OPND ? m->opnd : sizeof(float);
+}
 
 #endif

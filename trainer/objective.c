@@ -32,7 +32,9 @@
  *
  * The LayerNorm outputs that only matrix products read (each block's m1 and m2, the head's input)
  * are operand tensors (ops.h): bf16 in a context with bf16 operands, where the products would
- * round them on their way in anyway; the same results, half their bytes, no conversion pass.
+ * round them on their way in anyway; the same results, half their bytes, no conversion pass. So
+ * is qkv where the context's attention takes it as one (attention_operand: its products round
+ * q, k and v likewise), written so by the qkv Linear.
  *
  * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
  * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
@@ -106,11 +108,13 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     const umd_dims *d = &m->d;
     const int w = d->w, w6 = 6 * w, M = (int)sl->ntok;
     if (!normed) block_norm1(m, rp, bp, a, sl);
-    o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w, UMD_OPND);
+    o->linear_fwd(c, a->qkv, a->m1, bp->qkv_w, bp->qkv_b, M, 3 * w, w,
+                  UMD_OPND | (m->qkv_type == UMD_OPND ? UMD_OPND_Y : 0));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_fwd(c, a->att + s->tok0 * w, a->lse + s->lse0, a->qkv + s->tok0 * 3 * w,
-                         s->n, s->T, d->heads, d->hd);
+        o->attention_fwd(c, a->att + s->tok0 * w, a->lse + s->lse0,
+                         typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w), s->n, s->T, d->heads,
+                         d->hd, m->qkv_type);
     }
     o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w, UMD_F32);
     block_norm2(m, rp, bp, a, sl);
@@ -120,8 +124,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
         const seq_seg *s = &sl->seg[k];
         const float *gate = a->mod + (long)s->row0 * w6 + 5 * w;
         if (next) {
-            void *nout = next->out_type == UMD_OPND ? opnd_at(m, next->out, s->tok0 * w)
-                                                    : (float *)next->out + s->tok0 * w;
+            void *nout = typed_at(m, next->out, next->out_type, s->tok0 * w);
             o->residual_layernorm_fwd(c, out + s->tok0 * w, nout, next->mean + s->tok0,
                                       next->rstd + s->tok0, a->x2 + s->tok0 * w,
                                       a->mo + s->tok0 * w, gate, w6, next->gamma, next->beta,
@@ -204,8 +207,9 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                   UMD_F32);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w, a->qkv + s->tok0 * 3 * w,
-                         a->att + s->tok0 * w, a->lse + s->lse0, s->n, s->T, d->heads, d->hd);
+        o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w,
+                         typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w), a->att + s->tok0 * w,
+                         a->lse + s->lse0, s->n, s->T, d->heads, d->hd, m->qkv_type);
     }
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,
                   UMD_OPND);

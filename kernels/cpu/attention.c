@@ -15,6 +15,10 @@
  * zeros, so the T-wide products run on whole vectors; transposed left operands (P^T, dS^T) are
  * read through strides.
  *
+ * A bf16 operand qkv (umd_ops_cpu_bf16) is widened a pair at a time into the thread's scratch
+ * (cpu_widen), and the same code runs on it with its own row stride: the fp32 op's bits on the
+ * widened values.
+ *
  * Parallelisation: over (sequence, head) pairs, static chunks; each pair writes its own slices of
  * out / dqkv / lse, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
  * (deterministic for any thread count); softmax subtracts the row maximum before exp (cpu_expf,
@@ -109,16 +113,35 @@ static inline __attribute__((always_inline)) void prefetch_pair(const float *bas
             for (int d = 0; d < hd; d += 16) __builtin_prefetch(p0 + j * row + part * W + d, 0, 2);
 }
 
+/* A pair's q, k and v from a bf16 operand qkv, widened into the thread's scratch as T rows of
+ * (q, k, v), 3 hd floats a row: *row is set to that stride. */
+static const float *widen_pair(umd_ctx *c, int tid, const uint16_t *qkv, long b, int h, int T,
+                               int heads, int hd, long *row) {
+    const long W = (long)heads * hd;
+    float *dst = cpu_widen(c, tid);
+    for (int t = 0; t < T; t++)
+        for (int part = 0; part < 3; part++) {
+            const uint16_t *src = qkv + ((b * T + t) * 3 + part) * W + (long)h * hd;
+            float *d = dst + ((long)t * 3 + part) * hd;
+            for (int e = 0; e < hd; e++) d[e] = cpu_from_bf16(src[e]);
+        }
+    *row = 3L * hd;
+    return dst;
+}
+
 /* Per thread: (hd, Tp) K^T or V^T, then two (T, Tp) tiles: scores / P and dP / dS. */
 size_t cpu_attention_ws_floats(int T, int hd) {
     size_t Tp = (size_t)round8(T);
     return (size_t)hd * Tp + 2 * (size_t)T * Tp + 64;
 }
 
-void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                       int heads, int hd) {
+void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkvv, int n, int T,
+                       int heads, int hd, int qkv_type) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv */
+    const int bf16 = cpu_is_bf16(c, qkv_type);
+    const float *qkv = qkvv;
+    if (bf16) cpu_check_widen(3L * T * hd, "attention_fwd");
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, (double)pairs * T * T * hd), {
@@ -129,11 +152,15 @@ void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int
         for (long pr = lo; pr < hi; pr++) {
             long b = pr / heads;
             int h = (int)(pr % heads);
-            const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
+            /* q, k, v rows qr floats apart: qkv's own, or the pair widened */
+            long qr = row;
+            const float *q = bf16 ? widen_pair(c, tid, qkvv, b, h, T, heads, hd, &qr)
+                                  : qkv + b * T * row + (long)h * hd;
+            const float *k = q + (bf16 ? hd : W), *v = q + (bf16 ? 2L * hd : 2L * W);
             float *l = lse + (b * heads + h) * (long)T;
-            if (pr + 1 < hi) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
-            transpose_pad(kt, k, row, T, Tp, hd);
-            mm(T, Tp, hd, q, row, 1, kt, Tp, s, Tp, 0);
+            if (pr + 1 < hi && !bf16) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
+            transpose_pad(kt, k, qr, T, Tp, hd);
+            mm(T, Tp, hd, q, qr, 1, kt, Tp, s, Tp, 0);
             for (int i = 0; i < T; i++) {
                 float *si = s + (long)i * Tp;
                 float mx = si[0];
@@ -151,15 +178,19 @@ void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int
                 for (int j = T; j < Tp; j++) si[j] = 0.0f;
                 l[i] = mx * scale + logf(sum);
             }
-            mm(T, hd, T, s, Tp, 1, v, row, out + b * T * (long)W + (long)h * hd, W, 0);
+            mm(T, hd, T, s, Tp, 1, v, qr, out + b * T * (long)W + (long)h * hd, W, 0);
         }
     });
 }
 
-void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                       const float *out, const float *lse, int n, int T, int heads, int hd) {
+void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
+                       const float *out, const float *lse, int n, int T, int heads, int hd,
+                       int qkv_type) {
     const int W = heads * hd, Tp = round8(T);
-    const long row = 3L * W;
+    const long row = 3L * W; /* floats between tokens in qkv and dqkv */
+    const int bf16 = cpu_is_bf16(c, qkv_type);
+    const float *qkv = qkvv;
+    if (bf16) cpu_check_widen(3L * T * hd, "attention_bwd");
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, 2.5 * pairs * T * T * hd), {
@@ -171,24 +202,27 @@ void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *
         for (long pr = lo; pr < hi; pr++) {
             long b = pr / heads;
             int h = (int)(pr % heads);
-            const float *q = qkv + b * T * row + (long)h * hd, *k = q + W, *v = q + 2L * W;
+            long qr = row; /* q, k, v rows apart, as in the forward */
+            const float *q = bf16 ? widen_pair(c, tid, qkvv, b, h, T, heads, hd, &qr)
+                                  : qkv + b * T * row + (long)h * hd;
+            const float *k = q + (bf16 ? hd : W), *v = q + (bf16 ? 2L * hd : 2L * W);
             const float *g = dout + b * T * (long)W + (long)h * hd; /* dO, rows at stride W */
             const float *o = out + b * T * (long)W + (long)h * hd;  /* O, rows at stride W */
             const float *l = lse + (b * heads + h) * (long)T;
             float *dq = dqkv + b * T * row + (long)h * hd, *dk = dq + W, *dv = dq + 2L * W;
             if (pr + 1 < hi) {
-                prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
+                if (!bf16) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
                 prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
             }
-            transpose_pad(kv, k, row, T, Tp, hd);
-            mm(T, Tp, hd, q, row, 1, kv, Tp, P, Tp, 0); /* S */
+            transpose_pad(kv, k, qr, T, Tp, hd);
+            mm(T, Tp, hd, q, qr, 1, kv, Tp, P, Tp, 0); /* S */
             for (int i = 0; i < T; i++) {
                 float *pi = P + (long)i * Tp;
                 const float li = l[i];
                 _Pragma("omp simd")
                 for (int j = 0; j < T; j++) pi[j] = cpu_expf(pi[j] * scale - li);
             }
-            transpose_pad(kv, v, row, T, Tp, hd);
+            transpose_pad(kv, v, qr, T, Tp, hd);
             mm(T, Tp, hd, g, W, 1, kv, Tp, ds, Tp, 0); /* dP */
             for (int i = 0; i < T; i++) {
                 const float *pi = P + (long)i * Tp, *gi = g + (long)i * W, *oi = o + (long)i * W;
@@ -199,8 +233,8 @@ void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *
                 for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - D) * scale;
             }
             mm(T, hd, T, P, 1, Tp, g, W, dv, row, 0);    /* dV = P^T dO */
-            mm(T, hd, T, ds, Tp, 1, k, row, dq, row, 0); /* dQ = dS K */
-            mm(T, hd, T, ds, 1, Tp, q, row, dk, row, 0); /* dK = dS^T Q */
+            mm(T, hd, T, ds, Tp, 1, k, qr, dq, row, 0); /* dQ = dS K */
+            mm(T, hd, T, ds, 1, Tp, q, qr, dk, row, 0); /* dK = dS^T Q */
         }
     });
 }

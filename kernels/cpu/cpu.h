@@ -14,6 +14,8 @@
 #define UMDQ_KERNELS_CPU_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ops.h"
 
@@ -36,11 +38,12 @@ struct umd_ctx {
     size_t widen_bytes;     /* the tail of each slice that widens bf16 operands (cpu_widen), or 0 */
 };
 
-/* Floats of a thread's widening scratch (2 MiB): a bf16 operand's rows are widened to fp32 there,
- * a block at a time, before the sgemm that reads them. A whole row block of linear.c (512 rows)
- * up to 1024 wide, so the blocks, and the forward's bits, are those of the fp32 op; rows up to
- * this wide. */
-#define CPU_WIDEN_FLOATS (512 * 1024)
+/* Floats of a thread's widening scratch (8 MiB): a bf16 operand's rows are widened to fp32 there,
+ * a block at a time, before the sgemm that reads them (and a bf16 y's rows are computed there
+ * before they are rounded); one attention pair's q, k and v likewise. A whole row block of
+ * linear.c (512 rows) of x and y up to 4096 values wide together, so the blocks, and the
+ * forward's bits, are those of the fp32 op; rows up to this wide. */
+#define CPU_WIDEN_FLOATS (2048 * 1024)
 
 /* The team for an op of about `work` multiply-adds or element updates: one thread below 32k
  * (starting a team costs microseconds, and far more when the cores are shared and a waiting
@@ -109,6 +112,15 @@ static inline float cpu_from_bf16(uint16_t h) {
     memcpy(&f, &u, sizeof f);
     return f;
 }
+/* n values to widen at once beyond the scratch: a caller's error the op cannot return. */
+static inline void cpu_check_widen(long n, const char *op) {
+    if (n > CPU_WIDEN_FLOATS) {
+        fprintf(stderr, "umdq: cpu backend: %s: %ld bf16 operand values at once, more than %d\n",
+                op, n, CPU_WIDEN_FLOATS);
+        abort();
+    }
+}
+
 /* Whether a tensor typed t (UMD_F32, UMD_OPND) is stored in bf16 in this context. */
 static inline int cpu_is_bf16(const umd_ctx *c, int t) { return t == UMD_OPND && c->opnd_bf16; }
 
@@ -159,8 +171,8 @@ static inline float cpu_expf(float x) {
 /* linear.c */
 void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
-void cpu_linear_fwd(umd_ctx *c, float *y, const void *x, const float *W, const float *b, int M,
-                    int N, int K, int x_type);
+void cpu_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const float *b, int M,
+                    int N, int K, int types);
 /* As ops.h's linear_bwd; dW may also be NULL here (dx alone, for the MLP's backward). */
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                     const float *W, int M, int N, int K, int dx_accumulate, int x_type);
@@ -188,10 +200,11 @@ void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, f
                                 const float *mod, int mod_stride, int n, int T, int w,
                                 int out_type);
 /* attention.c */
-void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                       int heads, int hd);
-void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                       const float *out, const float *lse, int n, int T, int heads, int hd);
+void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
+                       int heads, int hd, int qkv_type);
+void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+                       const float *out, const float *lse, int n, int T, int heads, int hd,
+                       int qkv_type);
 size_t cpu_attention_ws_floats(int T, int hd);
 /* elementwise.c */
 void cpu_fill(umd_ctx *c, float *x, size_t n, float value);

@@ -16,18 +16,17 @@
  * beats splitting its N rows by about 5%.
  * Numerics: plain fp32 sgemm; sums over M of up to a few thousand rows in fp32 (as PyTorch).
  * A bf16 operand x (umd_ops_cpu_bf16) is widened to fp32 a block of rows at a time into the
- * thread's scratch (cpu_widen) and the same sgemm reads it: up to 1024 wide the blocks are the
- * fp32 op's, so the forward gives the fp32 op's bits on the widened values; in dW the sum over a
- * thread's rows runs a block at a time (beta 1), another association than one sgemm over them
- * all.
+ * thread's scratch (cpu_widen) and the same sgemm reads it; a bf16 y is computed there in fp32
+ * and rounded once. While x and y together are at most 4096 wide the blocks are the fp32 op's,
+ * so the forward gives the fp32 op's bits on the widened values (rounded, for a bf16 y); in dW
+ * the sum over a thread's rows runs a block at a time (beta 1), another association than one
+ * sgemm over them all.
  *
  * The MLP (mlp_fwd, mlp_bwd) is the composition of these Linears with elementwise.c's GELU,
  * gelu(h) materialised in the caller's tmp: the results are those of the separate ops, bit for
  * bit. Its backward needs gelu(h) (for dW2) and dy W2 (for dh) in turn, never at once, so one
  * (M, F) scratch serves both: gelu(h) into tmp, dW2 and db2, then tmp = dy W2 (the same row
  * blocks as linear_bwd's dx), GELU's backward in place, then fc1's backward. */
-#include <stdio.h>
-#include <stdlib.h>
 #include "blas.h"
 #include "cpu.h"
 
@@ -59,8 +58,8 @@ void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alp
     });
 }
 
-/* Rows of a bf16 operand (K wide) widened at a time: a row block (K <= 1024), or fewer to fit the
- * scratch. */
+/* Rows of bf16 operands (K values a row together) widened at a time: a row block (K <= 4096), or
+ * fewer to fit the scratch. */
 static long widen_rows(int K) {
     long r = CPU_WIDEN_FLOATS / (K > 0 ? K : 1);
     return r < ROW_BLOCK ? r : ROW_BLOCK;
@@ -75,31 +74,34 @@ static const float *widen(umd_ctx *c, int tid, const uint16_t *x, long r0, long 
     return dst;
 }
 
-/* A bf16 operand wider than the scratch is a caller's error the op cannot return. */
-static void check_widen(int K) {
-    if (K > CPU_WIDEN_FLOATS) {
-        fprintf(stderr, "umdq: cpu backend: a bf16 operand row of %d values is wider than %d\n", K,
-                CPU_WIDEN_FLOATS);
-        abort();
-    }
+/* The bf16 rows (N wide) of y's rows [r0, r1) from their fp32 values in f. */
+static void round_rows(uint16_t *y, const float *f, long r0, long r1, int N) {
+    uint16_t *dst = y + r0 * (long)N;
+    const long n = (r1 - r0) * (long)N;
+    for (long i = 0; i < n; i++) dst[i] = cpu_to_bf16(f[i]);
 }
 
-void cpu_linear_fwd(umd_ctx *c, float *y, const void *xv, const float *W, const float *b, int M,
-                    int N, int K, int x_type) {
+void cpu_linear_fwd(umd_ctx *c, void *yv, const void *xv, const float *W, const float *b, int M,
+                    int N, int K, int types) {
     if (M <= 0) return;
-    const int bf16 = cpu_is_bf16(c, x_type);
-    if (bf16) check_widen(K);
-    const long block = bf16 ? widen_rows(K) : ROW_BLOCK;
+    const int xb = cpu_is_bf16(c, types & UMD_OPND), yb = cpu_is_bf16(c, (types & UMD_OPND_Y) ? UMD_OPND : 0);
+    /* the scratch holds a block's widened x, then its fp32 y */
+    const int per_row = (xb ? K : 0) + (yb ? N : 0);
+    if (per_row) cpu_check_widen(per_row, "linear_fwd");
+    const long block = per_row ? widen_rows(per_row) : ROW_BLOCK;
     CPU_PARALLEL(team_for(c, M, 2.0 * M * N * K), {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
         for (long r0 = lo; r0 < hi; r0 += block) {
             long r1 = r0 + block < hi ? r0 + block : hi;
+            const float *xr = xb ? widen(c, tid, xv, r0, r1, K) : (const float *)xv + r0 * (long)K;
+            float *yr = yb ? cpu_widen(c, tid) + (xb ? (r1 - r0) * (long)K : 0)
+                           : (float *)yv + r0 * (long)N;
             if (b)
-                for (long r = r0; r < r1; r++) memcpy(y + r * (long)N, b, (size_t)N * sizeof(float));
-            const float *xr = bf16 ? widen(c, tid, xv, r0, r1, K) : (const float *)xv + r0 * (long)K;
+                for (long r = 0; r < r1 - r0; r++) memcpy(yr + r * (long)N, b, (size_t)N * sizeof(float));
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_NO_TRANS, CPU_BLAS_TRANS, (int)(r1 - r0), N, K,
-                        1.0f, xr, K, W, K, b ? 1.0f : 0.0f, y + r0 * (long)N, N);
+                        1.0f, xr, K, W, K, b ? 1.0f : 0.0f, yr, N);
+            if (yb) round_rows(yv, yr, r0, r1, N);
         }
     });
 }
@@ -130,7 +132,7 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
                     const float *W, int M, int N, int K, int dx_accumulate, int x_type) {
     if (M <= 0) return;
     const int bf16 = dW && cpu_is_bf16(c, x_type);
-    if (bf16) check_widen(K);
+    if (bf16) cpu_check_widen(K, "linear_bwd");
     const float *x = xv;
     int nt = team_for(c, M, 2.0 * M * N * K);
     /* the partials need the workspace: a thread-count-wide slice of N * K floats each */
@@ -173,7 +175,7 @@ void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, cons
                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
                  int x_type) {
     if (M <= 0) return;
-    cpu_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
+    cpu_linear_fwd(c, h, x, W1, b1, M, F, w, x_type & UMD_OPND);
     cpu_gelu_fwd(c, tmp, h, (size_t)M * F);
     cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
 }

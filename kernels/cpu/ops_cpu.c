@@ -71,6 +71,12 @@ static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
 
 static size_t operand_bytes(const umd_ctx *c) { return c->opnd_bf16 ? 2 : 4; }
 
+/* Attention widens a bf16 qkv a pair at a time, at any head width. */
+static int attention_operand(const umd_ctx *c, int hd) {
+    (void)hd;
+    return c->opnd_bf16;
+}
+
 static void *mem_alloc(umd_ctx *c, size_t bytes) {
     (void)c;
     size_t n = (bytes + 63) / 64 * 64;
@@ -135,6 +141,7 @@ static const umd_ops cpu_ops = {
     .residual_layernorm_fwd = cpu_residual_layernorm_fwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .attention_operand = attention_operand,
     .embed_rows_fwd = cpu_embed_rows_fwd,
     .embed_rows_bwd = cpu_embed_rows_bwd,
     .gather_tokens_fwd = cpu_gather_tokens_fwd,

@@ -20,8 +20,15 @@
  * 64 in bf16 ones: bf16 contexts run head width 64 on the bf16 tensor-core kernels of
  * mma_attention.cu. umd_cuda_set_attention (or UMDQ_CUDA_ATTENTION=gemm|fused|mma) chooses:
  * gemm sends everything here, fused sends TF32 and bf16 contexts with head widths 32 and 64 to
- * flash_attention.cu's TF32 kernels. */
+ * flash_attention.cu's TF32 kernels.
+ * Operand tensors (ops.h): qkv is one only where the mma kernels take it, bf16 (they read the
+ * bf16 values their conversion would have made): attention_operand says so for a head width
+ * (cuda_mma_attention_mode, the dispatch's own test of the context, and bf16 operands). This
+ * path and the fused one read fp32 q, k, v: a bf16 qkv that would reach them (the mode switched
+ * after the model was laid out, shapes beyond the mma kernels') fails the context, naming the
+ * op, the head width and the mode. */
 #include <math.h>
+#include <stdio.h>
 #include "cuda_internal.h"
 
 __device__ static inline float warp_sum(float v) {
@@ -120,14 +127,37 @@ static int head_group(const umd_ctx *c, int n, int T, int heads, int tiles) {
     return g < (size_t)heads ? (int)g : heads;
 }
 
-extern "C" void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n,
-                                   int T, int heads, int hd) {
+extern "C" int cuda_attention_operand(const umd_ctx *c, int hd) {
+    return cuda_mma_attention_mode(c, hd) && cuda_opnd_bf16(c, UMD_OPND);
+}
+
+/* A bf16 qkv (qbf) met the fused or the GEMM path, which read fp32: the context fails rather than
+ * read bf16 as fp32. 1 when it did. */
+static int qkv_unreadable(umd_ctx *c, const char *op, int qbf, int n, int T, int heads, int hd) {
+    if (!qbf) return 0;
+    const char *mode = c->attn_mode == UMD_ATTN_MMA     ? "mma"
+                       : c->attn_mode == UMD_ATTN_FUSED ? "fused"
+                                                        : "gemm";
+    char what[256];
+    snprintf(what, sizeof what,
+             "qkv is a bf16 operand, and attention at head width %d (attention mode %s; n %d, T %d, "
+             "heads %d) runs on the %s path, which reads fp32 qkv (only the mma kernels read bf16)",
+             hd, mode, n, T, heads, cuda_flash_usable(c, n, T, heads, hd) ? "fused" : "GEMM");
+    cuda_fail(c, op, what);
+    return 1;
+}
+
+extern "C" void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkvv, int n,
+                                   int T, int heads, int hd, int qkv_type) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
+    const int qbf = cuda_opnd_bf16(c, qkv_type);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        cuda_mma_attention_fwd(c, out, lse, qkv, n, T, heads);
+        cuda_mma_attention_fwd(c, out, lse, qkvv, n, T, heads, qbf);
         return;
     }
+    if (qkv_unreadable(c, "attention_fwd", qbf, n, T, heads, hd)) return;
+    const float *qkv = (const float *)qkvv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_fwd(c, out, lse, qkv, n, T, heads, hd);
         return;
@@ -183,15 +213,18 @@ __global__ static void k_softmax_bwd(float *S, float *dS, const float *lse, cons
     }
 }
 
-extern "C" void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
+extern "C" void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
                                    const float *out, const float *lse, int n, int T, int heads,
-                                   int hd) {
+                                   int hd, int qkv_type) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
+    const int qbf = cuda_opnd_bf16(c, qkv_type);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        cuda_mma_attention_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads);
+        cuda_mma_attention_bwd(c, dqkv, dout, qkvv, out, lse, n, T, heads, qbf);
         return;
     }
+    if (qkv_unreadable(c, "attention_bwd", qbf, n, T, heads, hd)) return;
+    const float *qkv = (const float *)qkvv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads, hd);
         return;

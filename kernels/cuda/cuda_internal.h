@@ -51,7 +51,7 @@
 /* A cuBLASLt matmul planned for one shape (linear_fwd with its bias epilogue): descriptors and the
  * heuristic's algorithm, kept for the life of the context (the shapes of a model are few). */
 typedef struct {
-    int M, N, K, bf16, bias;      /* the key (math is the context's) */
+    int M, N, K, bf16, bias, ybf16; /* the key (math is the context's); ybf16: y (D) is bf16 */
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -109,7 +109,8 @@ struct umd_ctx {
     char err[512];
 };
 
-/* 1 when a tensor of this type (UMD_F32, UMD_OPND) is stored in bf16 in this context. */
+/* 1 when a tensor of this type (UMD_F32, UMD_OPND) is stored in bf16 in this context (linear_fwd's
+ * flags are taken apart first: UMD_OPND_Y says it of y). */
 static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
     return type == UMD_OPND && c->opnd_bf16;
 }
@@ -146,7 +147,8 @@ void cuda_gemm_rm(umd_ctx *c, const char *op, int transA, int transB, int M, int
  *   cuda_bias_colsum_bf16 dst (M, N) bf16 <- dy, and db (N) += dy's column sums in the same pass;
  *                         -1 (nothing done) when the workspace's partials cannot hold the chunks
  *   cuda_lt_linear        y (M, N) = x W^T + b on cuBLASLt with the bias epilogue; bf16 1: x, W
- *                         bf16, 0: fp32 in the context's math; -1 (nothing done) without a plan
+ *                         bf16, 0: fp32 in the context's math; ybf16 1: y bf16 (bf16 x, W only),
+ *                         the fp32 result rounded once, 0: fp32; -1 (nothing done) without a plan
  *   cuda_bf16_whole       1 when this is a bf16 context and an (M, max(N, K)) operand and the
  *                         (N, K) weight fit its stages whole (c->bf_a, c->bf_b, c->bf_w) */
 void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct, int transA,
@@ -163,8 +165,8 @@ int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const floa
 /* db (N) += the column sums of d (M, N) (a gemv against the workspace's ones); y (M, N) rows = b. */
 void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N);
 void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M, int N);
-int cuda_lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const float *b, int M, int N,
-                   int K, int bf16);
+int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const float *b, int M, int N,
+                   int K, int bf16, int ybf16);
 int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
 
 /* GELU-tanh as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) (the CPU's form: no cancellation
@@ -187,12 +189,16 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
                           float alpha, const float *A, long lda, long sA, const float *B, long ldb,
                           long sB, float beta, float *C, long ldc, long sC, int count);
 
-/* bf16 contexts, head width 64 (mma_attention.cu): usable for these shapes, and the two passes. */
+/* bf16 contexts, head width 64 (mma_attention.cu): the context's choice of them at head width hd
+ * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
+ * usable for these shapes (that choice, and the shapes within the kernels' grid and the
+ * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor. */
+int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
-void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                            int heads);
-void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                            const float *out, const float *lse, int n, int T, int heads);
+void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
+                            int heads, int qbf);
+void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+                            const float *out, const float *lse, int n, int T, int heads, int qbf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);
@@ -230,8 +236,8 @@ void cuda_noise_mix(umd_ctx *c, float *xt, const float *x0, const float *eps, co
 void cuda_timestep_embed(umd_ctx *c, float *out, const int32_t *t_net, int n, int w);
 void cuda_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
-void cuda_linear_fwd(umd_ctx *c, float *y, const void *x, const float *W, const float *b, int M,
-                     int N, int K, int x_type);
+void cuda_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const float *b, int M,
+                     int N, int K, int types);
 void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                      const float *W, int M, int N, int K, int dx_accumulate, int x_type);
 void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
@@ -257,10 +263,12 @@ void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, 
                                  int gate_stride, const float *gamma, const float *beta,
                                  const float *mod, int mod_stride, int n, int T, int w,
                                  int out_type);
-void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                        int heads, int hd);
-void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                        const float *out, const float *lse, int n, int T, int heads, int hd);
+void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
+                        int heads, int hd, int qkv_type);
+void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+                        const float *out, const float *lse, int n, int T, int heads, int hd,
+                        int qkv_type);
+int cuda_attention_operand(const umd_ctx *c, int hd);
 void cuda_embed_rows_fwd(umd_ctx *c, float *out, const float *table, const int32_t *idx, int n,
                          int w);
 void cuda_embed_rows_bwd(umd_ctx *c, float *dtable, const float *dout, const int32_t *idx, int n,

@@ -26,7 +26,20 @@
  * dW = dy^T x instead of bf_b, whole or a chunk of rows at a time (offsets in bf16 elements),
  * with the same chunks and GEMM shapes as an fp32 x, so the results are the same bits, one
  * conversion pass fewer. The paths that read x in fp32 (weights beyond the bf16 stage) cannot
- * take one: they fail the context, naming the op and the shape. */
+ * take one: they fail the context, naming the op and the shape.
+ * linear_fwd also writes y as one (UMD_OPND_Y: the qkv Linear, whose output only attention's
+ * products read): cuBLASLt's D is then bf16 (C likewise, unread: beta 0), the epilogue adding
+ * the fp32 bias (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE CUDA_R_32F) to the fp32 accumulator and
+ * rounding the sum once, to nearest even: the value an fp32 y would hold, rounded
+ * (test_cuda_ops checks it bit for bit against the host's rounding). cublasLt.h documents the
+ * bias as of D's type outside the IMMA and fp8 kernels; a bf16 bias would round b before the
+ * sum, so the fp32 one is asked for, and where no algorithm takes it the context fails. The
+ * plan is keyed by y's type too, and takes the fp32 plan's algorithm of the same shape where
+ * cuBLASLt accepts it for the bf16 output (cublasLtMatmulAlgoCheck), so the sums run in the
+ * same order as the default context's; else the heuristic's. Neither may split K and add the
+ * parts in the output type (bf16 partial sums). Chunks of rows as for an fp32 y (offsets in
+ * bf16 elements). A bf16 y never gets fp32 written into it: without such a plan, or with
+ * weights beyond the bf16 stage, the context fails, naming the op and the shape. */
 #include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
@@ -180,20 +193,41 @@ __global__ static void k_bias_rows(float *y, const float *b, long M, int N) {
             y[r * N + j] = b[j];
 }
 
+/* 1 when the algorithm splits K and adds the parts in the output type (in place in D, or through
+ * the workspace in D's type): with a bf16 D, partial sums rounded to bf16. */
+static int sums_in_output(const cublasLtMatmulAlgo_t *a) {
+    int32_t splits = 1;
+    uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+    size_t got;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                             sizeof splits, &got) ||
+        cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                             sizeof scheme, &got))
+        return 0;
+    return splits > 1 && (scheme == CUBLASLT_REDUCTION_SCHEME_INPLACE ||
+                          scheme == CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+}
+
 /* The plan of y (M, N) = x (M, K) W^T (+ b) as cuBLASLt sees it (column-major): D (N, M) =
- * op_T(W as (K, N)) x^T (K, M), the bias a length-N vector over D's rows. NULL when the table is
- * full (the caller then uses cublasGemmEx). */
-static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias) {
+ * op_T(W as (K, N)) x^T (K, M), the bias a length-N fp32 vector over D's rows; D fp32, or bf16
+ * (ybf16: x and W bf16 too), the fp32 plan's algorithm then where cuBLASLt accepts it, and no
+ * algorithm that adds split-K parts in bf16. NULL when the table is full (the caller then uses
+ * cublasGemmEx, or fails for a bf16 D). */
+static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias, int ybf16) {
     for (int i = 0; i < c->nplans; i++) {
         lt_plan *p = &c->plans[i];
-        if (p->M == M && p->N == N && p->K == K && p->bf16 == bf16 && p->bias == bias) return p;
+        if (p->M == M && p->N == N && p->K == K && p->bf16 == bf16 && p->bias == bias &&
+            p->ybf16 == ybf16)
+            return p;
     }
+    /* the fp32 output's plan first (its own slot): its algorithm is the one to match */
+    const lt_plan *f = ybf16 ? lt_plan_for(c, M, N, K, bf16, bias, 0) : NULL;
     if (c->nplans == CUDA_LT_PLANS) return NULL;
     lt_plan *p = &c->plans[c->nplans++];
     memset(p, 0, sizeof *p);
-    p->M = M, p->N = N, p->K = K, p->bf16 = bf16, p->bias = bias;
+    p->M = M, p->N = N, p->K = K, p->bf16 = bf16, p->bias = bias, p->ybf16 = ybf16;
     cublasComputeType_t ct = bf16 ? CUBLAS_COMPUTE_32F : compute_type(c);
-    cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F, dt = ybf16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     cudaDataType_t bias_type = CUDA_R_32F;
@@ -209,10 +243,24 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias)
                                                 &bias_type, sizeof bias_type)) ||
         cublasLtMatrixLayoutCreate(&p->a, ab, K, N, K) ||
         cublasLtMatrixLayoutCreate(&p->b, ab, K, M, K) ||
-        cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, N, M, N) ||
-        cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatrixLayoutCreate(&p->d, dt, N, M, N)) {
+        p->usable = 0;
+        return p;
+    }
+    if (f && f->usable && !sums_in_output(&f->algo) &&
+        cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &f->algo, &res) ==
+            CUBLAS_STATUS_SUCCESS &&
+        res.workspaceSize <= wsb) {
+        p->algo = f->algo;
+        p->usable = 1;
+        return p;
+    }
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* bf16 D: fp32 parts only */
+    if (cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
                                              sizeof wsb) ||
+        (ybf16 && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                       &schemes, sizeof schemes)) ||
         cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
                                        &found) ||
         found < 1) {
@@ -226,10 +274,11 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias)
 }
 
 /* y (M, N) = x (M, K) W^T + b (b may be NULL) through cuBLASLt with the bias epilogue; x and W
- * in fp32 or (bf16 != 0) bf16. 0, or -1 when cuBLASLt has no plan for it (nothing was done). */
-int cuda_lt_linear(umd_ctx *c, float *y, const void *x, const void *W, const float *b, int M,
-                     int N, int K, int bf16) {
-    lt_plan *p = lt_plan_for(c, M, N, K, bf16, b != NULL);
+ * in fp32 or (bf16 != 0) bf16, y fp32 or (ybf16 != 0, bf16 x and W only) bf16. 0, or -1 when
+ * cuBLASLt has no plan for it (nothing was done). */
+int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const float *b, int M,
+                     int N, int K, int bf16, int ybf16) {
+    lt_plan *p = lt_plan_for(c, M, N, K, bf16, b != NULL, ybf16);
     if (!p || !p->usable) return -1;
     if (b && cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                             &b, sizeof b), "linear_fwd"))
@@ -270,6 +319,26 @@ static int opnd_unfit(umd_ctx *c, const char *op, int xbf, int M, int N, int K) 
     return 1;
 }
 
+/* A bf16 operand y met a product that cannot write one: weights beyond the bf16 stage (that path
+ * writes fp32), or (lt 1) no cuBLASLt plan with a bf16 output for rows of it. The context fails
+ * rather than write fp32 into a bf16 tensor. 1 when it did. */
+static int y_unfit(umd_ctx *c, int ybf, int lt, long rows, int M, int N, int K) {
+    if (!ybf || (!lt && bf16_weights_fit(c, N, K))) return 0;
+    char what[240];
+    if (lt)
+        snprintf(what, sizeof what,
+                 "y (%d, %d) is a bf16 operand, and cuBLASLt has no algorithm writing bf16 with an "
+                 "fp32 bias for %ld rows of it (K %d): no other path writes bf16",
+                 M, N, rows, K);
+    else
+        snprintf(what, sizeof what,
+                 "y (%d, %d) is a bf16 operand, and weights (%d, %d) do not fit the bf16 stage (%zu "
+                 "values): the fp32 path cannot write it",
+                 M, N, N, K, c->bf_w ? c->bf_w_len : (size_t)0);
+    cuda_fail(c, "linear_fwd", what);
+    return 1;
+}
+
 /* x's rows [r0, r1) of K as a bf16 GEMM operand: the operand tensor itself (xbf), else converted
  * into the stage. */
 static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat16 *stage,
@@ -279,13 +348,15 @@ static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat1
     return stage;
 }
 
-extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const void *xv, const float *W,
-                                const float *b, int M, int N, int K, int x_type) {
+extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const float *W,
+                                const float *b, int M, int N, int K, int types) {
     CUDA_OP(c);
     if (M <= 0 || N <= 0) return;
-    const int xbf = cuda_opnd_bf16(c, x_type);
-    if (opnd_unfit(c, "linear_fwd", xbf, M, N, K)) return;
+    const int xbf = cuda_opnd_bf16(c, types & UMD_OPND);
+    const int ybf = cuda_opnd_bf16(c, (types & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
+    if (opnd_unfit(c, "linear_fwd", xbf, M, N, K) || y_unfit(c, ybf, 0, M, M, N, K)) return;
     const float *x = (const float *)xv; /* read only where x is fp32 (!xbf) */
+    float *y = (float *)yv;             /* written only where y is fp32 (!ybf) */
     if (bf16_weights_fit(c, N, K)) {
         cuda_to_bf16(c, "linear_fwd", c->bf_w, W, N, K, K);
         long R = chunk_rows(c, M, K, K);
@@ -293,11 +364,13 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, float *y, const void *xv, const floa
         for (; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
             const __nv_bfloat16 *a = x_bf16_rows(c, "linear_fwd", c->bf_a, xv, xbf, r0, r1, K);
-            if (cuda_lt_linear(c, y + r0 * N, a, c->bf_w, b, (int)(r1 - r0), N, K, 1)) break;
+            void *yr = ybf ? (void *)((__nv_bfloat16 *)yv + r0 * N) : (void *)(y + r0 * N);
+            if (cuda_lt_linear(c, yr, a, c->bf_w, b, (int)(r1 - r0), N, K, 1, ybf)) break;
         }
         if (r0 >= M) return;
+        if (y_unfit(c, ybf, 1, (r0 + R < M ? r0 + R : M) - r0, M, N, K)) return;
         /* no cuBLASLt plan: the rest as below (bias rows, then the product onto them) */
-    } else if (cuda_lt_linear(c, y, x, W, b, M, N, K, 0) == 0) {
+    } else if (cuda_lt_linear(c, y, x, W, b, M, N, K, 0, 0) == 0) {
         return;
     }
     if (b) {

@@ -56,7 +56,7 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const v
     if (c->failed) return;
     /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
     cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
-    if (cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1) == 0) return;
+    if (cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1, 0) == 0) return;
     /* no cuBLASLt plan: bias rows, then the product onto them */
     if (b2) {
         cuda_bias_rows(c, "mlp_fwd", y, b2, M, w);

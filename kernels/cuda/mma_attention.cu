@@ -18,7 +18,12 @@
  *            strip's own fragments read straight from global memory;
  *   tiled    (longer sequences): a block per 64 rows, a warp per 16; the other operand's 64-row
  *            tiles come through an fp32 staging buffer by cp.async while the warps compute on the
- *            previous tile, then are converted to bf16.
+ *            previous tile, then are converted to bf16 (a bf16 qkv's rows are staged as they
+ *            are, half the bytes, and copied into the bf16 tile).
+ * q, k and v come from qkv either fp32, rounded to bf16 on their way into the fragments and tiles,
+ * or as an operand tensor (ops.h; attention_operand) already bf16, read as they are: every kernel
+ * is a template on qkv's element type, and the two give the same bits, the bf16 values being
+ * those the rounding makes. dO, O, lse and every output stay fp32.
  * Per strip: forward S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
  * O rescaled by 2^(m_old - m_new)), O += P V, and at the end O / l and lse = (m + log2 l) ln 2.
  * Backward, as two kernels so that no float is added atomically (deterministic):
@@ -28,14 +33,16 @@
  *   dK dV  per tile of 64 queries: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T, dV += P^T dO,
  *          dK += dS^T Q.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
- * Bytes (resident): q, k, v, out and dout read once per pass (the tiled kernels re-read the
- * looped-over operand once per 64-row block, from L2); lse and D O(T).
+ * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
+ * where qkv is a bf16 operand tensor, else 4 (the tiled kernels re-read the looped-over operand
+ * once per 64-row block, from L2); lse and D O(T).
  * Tiles past T: rows are staged as zeros, score columns past T are -inf (P = 0), query rows past
  * T are never written; 8-column groups wholly past T are skipped.
- * Numerics: Q, K, V, dO, P and dS are rounded to bf16 as operands; the softmax statistics, the
- * accumulators and every output are fp32. */
+ * Numerics: Q, K, V, dO, P and dS are rounded to bf16 as operands (Q, K, V already are in a bf16
+ * qkv); the softmax statistics, the accumulators and every output are fp32. */
 #include <math.h>
 #include <stdint.h>
+#include <type_traits>
 #include "cuda_internal.h"
 
 #define MA_HD 64          /* head width */
@@ -126,6 +133,22 @@ __device__ static inline void global_afrags(uint32_t a[4][4], const float *x, lo
     }
 }
 
+/* The same from rows of a bf16 operand tensor (rows ld elements apart): each pair as it is, the
+ * bits pack2 makes of its widening (zero pairs past T, as pack2(0, 0)). */
+__device__ static inline void global_afrags(uint32_t a[4][4], const bf16 *x, long ld, int r0, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int ra = r0 + g, rb = ra + 8;
+    const bf16 *pa = x + (long)ra * ld, *pb = x + (long)rb * ld;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+        const int c = ks * 16 + 2 * t;
+        a[ks][0] = ra < T ? *reinterpret_cast<const uint32_t *>(pa + c) : 0u;
+        a[ks][1] = rb < T ? *reinterpret_cast<const uint32_t *>(pb + c) : 0u;
+        a[ks][2] = ra < T ? *reinterpret_cast<const uint32_t *>(pa + c + 8) : 0u;
+        a[ks][3] = rb < T ? *reinterpret_cast<const uint32_t *>(pb + c + 8) : 0u;
+    }
+}
+
 /* C strip (16 x 64) += X (16 x 64, fragments a) Y^T with Y the rows y0 .. y0 + 63 of y (row-major,
  * 64 wide); column groups from `groups` on are left alone. */
 template <class L>
@@ -203,6 +226,32 @@ __device__ static inline void convert_tile(bf16 *dst, const float *f) {
         *reinterpret_cast<uint2 *>(dst + r * MA_LD + 4 * c4) =
             make_uint2(pack2(v.x, v.y), pack2(v.z, v.w));
     }
+}
+
+/* A bf16 operand's tile in the same staging buffer: rows [r0, r0 + 64) of src (rows ld elements
+ * apart, 16-byte aligned) packed 64 bf16 (128 bytes, 8 copies of 16) a row into the first half
+ * of f, rows at or past T zero-filled; then copied as they are into the padded bf16 tile. */
+__device__ static inline void issue_tile(float *f, const bf16 *src, long ld, int r0, int T) {
+    bf16 *h = reinterpret_cast<bf16 *>(f);
+    for (int e = threadIdx.x; e < MA_TILE * (MA_HD / 8); e += MA_WARPS * 32) {
+        int r = e / (MA_HD / 8), c8 = e % (MA_HD / 8);
+        bool in = r0 + r < T;
+        cp_async16(h + r * MA_HD + 8 * c8, in ? src + (long)(r0 + r) * ld + 8 * c8 : src, in);
+    }
+}
+__device__ static inline void copy_tile(bf16 *dst, const float *f) {
+    const bf16 *h = reinterpret_cast<const bf16 *>(f);
+    for (int e = threadIdx.x; e < MA_TILE * (MA_HD / 8); e += MA_WARPS * 32) {
+        int r = e / (MA_HD / 8), c8 = e % (MA_HD / 8);
+        *reinterpret_cast<uint4 *>(dst + r * MA_LD + 8 * c8) =
+            *reinterpret_cast<const uint4 *>(h + r * MA_HD + 8 * c8);
+    }
+}
+
+/* dst (64, MA_LD) bf16 <- the staging tile f, filled by issue_tile from an operand of type QT. */
+template <class QT> __device__ static inline void unstage_tile(bf16 *dst, const float *f) {
+    if constexpr (std::is_same<QT, bf16>::value) copy_tile(dst, f);
+    else convert_tile(dst, f);
 }
 
 __device__ static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -408,17 +457,29 @@ __device__ static inline void load_resident(bf16 *dst, const float *src, long ld
     }
 }
 
+/* The same from a bf16 operand tensor (rows ld elements apart, 16-byte aligned): 8 values a step,
+ * as they are; one 16-byte chunk of the swizzled row each. */
+__device__ static inline void load_resident(bf16 *dst, const bf16 *src, long ld, int T, int Tr) {
+    for (int e = threadIdx.x; e < Tr * (MA_HD / 8); e += MA_WARPS * 32) {
+        int r = e / (MA_HD / 8), c8 = e % (MA_HD / 8);
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r < T) v = *reinterpret_cast<const uint4 *>(src + (long)r * ld + 8 * c8);
+        *reinterpret_cast<uint4 *>(dst + lay_swz::at(r, 8 * c8)) = v;
+    }
+}
+
 #define RS_CARVE                                                                                   \
     extern __shared__ __align__(16) unsigned char ma_smem[];                                       \
     const int Tr = (T + 15) / 16 * 16;                                                             \
     bf16 *rA = reinterpret_cast<bf16 *>(ma_smem), *rB = rA + (long)Tr * MA_HD;
 
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2) {
+k_res_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
@@ -434,13 +495,14 @@ k_res_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
     }
 }
 
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const float *qkv,
+k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const float *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
@@ -463,14 +525,15 @@ k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const fl
     }
 }
 
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse, const float *D,
+k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     RS_CARVE
     float *sL = reinterpret_cast<float *>(rB + (long)Tr * MA_HD), *sD = sL + Tr + MA_TILE;
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const float sl2 = scale * LOG2E;
@@ -503,13 +566,14 @@ k_res_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
  * A block per 64 rows of one (sequence, head), a warp per 16 of them; the tiles of the other
  * operand travel through the fp32 staging (cp.async, double-buffered against the compute). */
 
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2) {
+k_mma_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const int r0 = warp * 16;
     const bool active = q0 + r0 < T;
 
@@ -518,7 +582,7 @@ k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
     cp_commit();
     cp_wait_all();
     __syncthreads();
-    convert_tile(sA, fA);
+    unstage_tile<QT>(sA, fA);
     __syncthreads();
     load_afrags<lay_pad>(qa, sA, r0);
     issue_tile(fA, base + W, row, 0, T);
@@ -531,8 +595,8 @@ k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
     for (int k0 = 0; k0 < T; k0 += MA_TILE) {
         cp_wait_all();
         __syncthreads(); /* tile k0 staged; the previous bf16 tiles (or Q's) no longer read */
-        convert_tile(sA, fA);
-        convert_tile(sB, fB);
+        unstage_tile<QT>(sA, fA);
+        unstage_tile<QT>(sB, fB);
         __syncthreads();
         if (k0 + MA_TILE < T) {
             issue_tile(fA, base + W, row, k0 + MA_TILE, T);
@@ -547,14 +611,15 @@ k_mma_fwd(float *out, float *lse, const float *qkv, int T, int heads, float sl2)
 }
 
 /* dQ of 64 queries; first D = rowsum(dO O) of them, written to D for the dK dV kernel. */
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const float *qkv,
+k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const float *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
@@ -567,7 +632,7 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const fl
     cp_commit();
     cp_wait_all();
     __syncthreads();
-    convert_tile(sA, fA);
+    unstage_tile<QT>(sA, fA);
     convert_tile(sB, fB);
     __syncthreads();
     uint32_t qa[4][4], ga[4][4];
@@ -585,8 +650,8 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const fl
     for (int k0 = 0; k0 < T; k0 += MA_TILE) {
         cp_wait_all();
         __syncthreads();
-        convert_tile(sA, fA);
-        convert_tile(sB, fB);
+        unstage_tile<QT>(sA, fA);
+        unstage_tile<QT>(sB, fB);
         __syncthreads();
         if (k0 + MA_TILE < T) {
             issue_tile(fA, base + W, row, k0 + MA_TILE, T);
@@ -599,8 +664,9 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const fl
 }
 
 /* dK and dV of 64 keys (after k_mma_bwd_q has written D). */
+template <class QT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse, const float *D,
+k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     MA_CARVE
     /* fX[0, 128): the staging of lse and D; sL, sD: the tile's, in the form used */
@@ -608,7 +674,7 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
     const int warp = threadIdx.x >> 5;
     const int k0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
-    const float *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const float *Lb = lse + ((long)b * heads + h) * T, *Db = D + ((long)b * heads + h) * T;
     const int r0 = warp * 16;
@@ -620,8 +686,8 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
     cp_commit();
     cp_wait_all();
     __syncthreads();
-    convert_tile(sA, fA);
-    convert_tile(sB, fB);
+    unstage_tile<QT>(sA, fA);
+    unstage_tile<QT>(sB, fB);
     __syncthreads();
     uint32_t ka[4][4], va[4][4];
     load_afrags<lay_pad>(ka, sA, r0);
@@ -641,7 +707,7 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
     for (int q0 = 0; q0 < T; q0 += MA_TILE) {
         cp_wait_all();
         __syncthreads();
-        convert_tile(sA, fA);
+        unstage_tile<QT>(sA, fA);
         convert_tile(sB, fB);
         for (int i = threadIdx.x; i < MA_TILE; i += MA_WARPS * 32) {
             bool in = q0 + i < T;
@@ -666,61 +732,83 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse,
 
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 
-/* The kernels' dynamic shared memory limits, set once per process (one device per process). */
+/* The kernels' dynamic shared memory limits, set once per process (one device per process), for
+ * both element types of qkv. */
+template <class QT> static int mma_setup_type(umd_ctx *c) {
+    const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT>, a, res), "attention");
+}
+
 static int mma_setup(umd_ctx *c) {
     static int done = 0;
     if (done) return 0;
-    const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
-    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    if (cuda_check(c, cudaFuncSetAttribute(k_mma_fwd, a, tiled), "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q, a, tiled), "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv, a, tiled), "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_res_fwd, a, res), "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q, a, res), "attention") ||
-        cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv, a, res), "attention"))
-        return -1;
+    if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c)) return -1;
     done = 1;
     return 0;
 }
 
-int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd) {
-    return c->attn_mode == UMD_ATTN_MMA && c->math == UMD_MATH_BF16 && hd == MA_HD && n > 0 &&
-           T > 0 && n <= 65535 && heads <= 65535 && c->attn_d &&
-           (size_t)n * heads * T <= c->attn_d_floats;
+/* The context's choice of these kernels at head width hd; the dispatch (attention.cu) and
+ * attention_operand both ask it. */
+int cuda_mma_attention_mode(const umd_ctx *c, int hd) {
+    return c->attn_mode == UMD_ATTN_MMA && c->math == UMD_MATH_BF16 && hd == MA_HD;
 }
 
-void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const float *qkv, int n, int T,
-                            int heads) {
-    if (mma_setup(c)) return;
+int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd) {
+    return cuda_mma_attention_mode(c, hd) && n > 0 && T > 0 && n <= 65535 && heads <= 65535 &&
+           c->attn_d && (size_t)n * heads * T <= c->attn_d_floats;
+}
+
+template <class QT>
+static void mma_fwd(umd_ctx *c, float *out, float *lse, const QT *qkv, int n, int T, int heads) {
     const float sl2 = LOG2E / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
-        k_res_fwd<<<dim3((unsigned)heads, (unsigned)n), MA_WARPS * 32, resident_smem(T), c->stream>>>(
-            out, lse, qkv, T, heads, sl2);
+        k_res_fwd<QT><<<dim3((unsigned)heads, (unsigned)n), MA_WARPS * 32, resident_smem(T),
+                        c->stream>>>(out, lse, qkv, T, heads, sl2);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-        k_mma_fwd<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads, sl2);
+        k_mma_fwd<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads, sl2);
     }
     CUDA_LAUNCHED(c, "attention_fwd");
 }
 
-void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const float *qkv,
-                            const float *out, const float *lse, int n, int T, int heads) {
-    if (mma_setup(c)) return;
+template <class QT>
+static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const float *out,
+                    const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
         dim3 grid((unsigned)heads, (unsigned)n);
-        k_res_bwd_q<<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(dqkv, c->attn_d, dout, out,
-                                                                          qkv, lse, T, heads, scale);
+        k_res_bwd_q<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        k_res_bwd_kv<<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(dqkv, dout, qkv, lse,
-                                                                           c->attn_d, T, heads, scale);
+        k_res_bwd_kv<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-        k_mma_bwd_q<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out, qkv,
-                                                                lse, T, heads, scale);
+        k_mma_bwd_q<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out,
+                                                                    qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        k_mma_bwd_kv<<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, dout, qkv, lse, c->attn_d, T,
-                                                                 heads, scale);
+        k_mma_bwd_kv<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, dout, qkv, lse,
+                                                                     c->attn_d, T, heads, scale);
     }
     CUDA_LAUNCHED(c, "attention_bwd");
+}
+
+void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
+                            int heads, int qbf) {
+    if (mma_setup(c)) return;
+    if (qbf) mma_fwd(c, out, lse, (const bf16 *)qkv, n, T, heads);
+    else mma_fwd(c, out, lse, (const float *)qkv, n, T, heads);
+}
+
+void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+                            const float *out, const float *lse, int n, int T, int heads, int qbf) {
+    if (mma_setup(c)) return;
+    if (qbf) mma_bwd(c, dqkv, dout, (const bf16 *)qkv, out, lse, n, T, heads);
+    else mma_bwd(c, dqkv, dout, (const float *)qkv, out, lse, n, T, heads);
 }

@@ -21,12 +21,14 @@ extern "C" {
  * and optimiser state. */
 enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
 
-/* Operand tensors (ops.h: the LayerNorm outputs only products read) are fp32 in every context but
- * a bf16 one made with UMDQ_CUDA_BF16_OPERANDS=1 in the environment: there they are bf16
- * (operand_bytes 2), written rounded by the LayerNorms and read as they are by the GEMMs, with
- * the same bits as the default context, one conversion pass fewer per product and half those
- * tensors' memory. Off by default until it has run on a device (test_cuda_ops and
- * test_cuda_model check it against the default bit for bit; bench/train_gpu --bf16-operands). */
+/* Operand tensors (ops.h: the LayerNorm outputs only products read, and qkv where
+ * attention_operand says so: the mma attention, head width 64) are fp32 in every context but a
+ * bf16 one made with UMDQ_CUDA_BF16_OPERANDS=1 in the environment: there they are bf16
+ * (operand_bytes 2), written rounded by the LayerNorms and the qkv Linear and read as they are
+ * by the GEMMs and the attention kernels, with the same bits as the default context, one
+ * conversion pass fewer per product and half those tensors' memory. Off by default until it has
+ * run on a device (test_cuda_ops and test_cuda_model check it against the default bit for bit;
+ * bench/train_gpu --bf16-operands). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);
@@ -90,7 +92,7 @@ typedef struct {
     int (*profile)(umd_ctx *c, int on);
     void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
 } umd_cuda_api;
-#define UMD_CUDA_API_VERSION 4
+#define UMD_CUDA_API_VERSION 5
 #define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus

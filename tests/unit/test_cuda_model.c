@@ -4,7 +4,8 @@
  * every gradient at step 0 in fp32, tf32 and bf16; a 10-step loss curve with AdamW in fp32; a
  * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
  * graph against the same steps op by op (bit for bit); train.recompute, the fused norm and bf16
- * operand tensors against the default model (bit for bit); and umd_run end to end with
+ * operand tensors (the LayerNorm outputs into products, and qkv where attention takes it)
+ * against the default model (bit for bit); and umd_run end to end with
  * train.device "cuda", op by op and recorded. Without a visible CUDA device every test reports
  * SKIP.
  * umdq-uses: umd common */
@@ -257,21 +258,45 @@ static void graph_parity(int math) {
     umd_model_destroy(&g);
 }
 
+/* The first element where two copies a and b of a model's arena (nf floats, m's tensors) differ,
+ * as "name[k] a vs b" into out; 0 when none does. */
+static int first_difference(umd_model *m, const float *a, const float *b, size_t nf, char *out,
+                            size_t n) {
+    if (memcmp(a, b, nf * sizeof(float)) == 0) return 0;
+    snprintf(out, n, "somewhere outside the tensors");
+    for (int i = 0; i < umd_model_ntensors(m); i++) {
+        const umd_tensor *t = umd_model_tensor(m, i);
+        for (size_t k = 0; k < t->size; k++)
+            if (memcmp(&a[t->offset + k], &b[t->offset + k], sizeof(float)) != 0) {
+                snprintf(out, n, "%s[%zu] %.9g vs %.9g", t->name, k, a[t->offset + k],
+                         b[t->offset + k]);
+                return 1;
+            }
+    }
+    return 1;
+}
+
 /* A bf16 model against a second one made with train.recompute (UMD_RECOMPUTE_*: blocks run
  * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the
  * LayerNorm after it in one kernel) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
- * feed a product stored in bf16, rounded where the GEMM's conversion would round them): the
- * same losses, gradients and parameters, bit for bit, over 3 steps with AdamW (the kernels are
- * deterministic, the fused kernel rounds as the two it replaces, and a bf16 operand is the bits
- * the GEMM read before); with recompute or bf16 operands, in less device memory, and with bf16
- * operands in a smaller activation arena than the same model's with fp32 ones
- * (umd_model_measure). */
-static void same_bits_bf16(int recompute, int fused, int operands) {
+ * feed a product stored in bf16, rounded where the GEMM's conversion would round them, and, where
+ * attention_operand says so, qkv: the qkv Linear writes it bf16, its fp32 result rounded once,
+ * and the mma attention kernels read it as they read the rounded fp32 one): the same losses,
+ * gradients and parameters, bit for bit, over 3 steps with AdamW (the kernels are deterministic,
+ * the fused kernel rounds as the two it replaces, and a bf16 operand is the bits its product read
+ * before); with recompute or bf16 operands, in less device memory, and with bf16 operands in a
+ * smaller activation arena than the same model's with fp32 ones (umd_model_measure). hd64: width
+ * 128 in 2 heads of 64, where attention_operand says 1 for the operand context (qkv bf16), else
+ * the fixture's 2 heads of 8 (qkv stays fp32). Where the bits part, the first of losses,
+ * gradients and parameters to differ is said, with the tensor: qkv's bf16 store (cuBLASLt's) is
+ * the step these tests cannot check on the CPU. */
+static void same_bits_bf16(int recompute, int fused, int operands, int hd64) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
     cfg.depth = 3;
     cfg.dec_depth = 3;
+    if (hd64) cfg.width = 128;
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
     umd_model *a = new_model(&cfg, ops);
     cfg.recompute = recompute;
@@ -283,12 +308,18 @@ static void same_bits_bf16(int recompute, int fused, int operands) {
     T_REQUIRE(a && b);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(a)), 4);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(b)), operands ? 2 : 4);
+    /* the mma kernels are the contexts' attention unless UMDQ_CUDA_ATTENTION says otherwise */
+    const char *am = getenv("UMDQ_CUDA_ATTENTION");
+    const int mma = !am || (strcmp(am, "gemm") != 0 && strcmp(am, "fused") != 0);
+    const int hd = cfg.width / cfg.heads;
+    T_EQ_INT(ops->attention_operand(umd_model_ctx(a), hd), 0);
+    T_EQ_INT(ops->attention_operand(umd_model_ctx(b), hd), operands && mma && hd == 64);
     umd_model_init(a, cfg.seed);
     umd_model_init(b, cfg.seed);
     size_t peak_a = 0, peak_b = 0, used, total;
     umd_cuda_memory(umd_model_ctx(a), &peak_a, &used, &total);
     umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
-    printf("  device arenas %zu bytes, the other model's %zu\n", peak_a, peak_b);
+    printf("  head width %d: device arenas %zu bytes, the other model's %zu\n", hd, peak_a, peak_b);
     if (recompute || operands) T_CHECK(peak_b < peak_a);
     if (operands) {
         /* the same model (train.recompute included) measured with fp32 operands */
@@ -303,42 +334,58 @@ static void same_bits_bf16(int recompute, int fused, int operands) {
     }
     size_t nf = umd_model_sizes(a)->nfloats;
     float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
+    char first[320] = "", where[200];
     for (int k = 0; k < 3; k++) {
         umd_losses la, lb;
         step_both(a, b, &cfg, 500 + (uint32_t)k, k, &la, &lb);
         T_REQUIRE(device_ok(a) && device_ok(b));
         umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
-        T_CHECK_MSG(la.loss == lb.loss, "step %d: loss %.9g, the other model's %.9g", k, la.loss,
-                    lb.loss);
-        T_CHECK_MSG(memcmp(ga, gb, nf * sizeof(float)) == 0, "step %d: the gradients differ", k);
+        const int losses = la.loss == lb.loss && la.loss_eps == lb.loss_eps &&
+                           la.loss_x0 == lb.loss_x0 && la.loss_clean == lb.loss_clean;
+        if (!losses && !first[0])
+            snprintf(first, sizeof first, "the losses at step %d (%.9g, the other model's %.9g)", k,
+                     la.loss, lb.loss);
+        T_CHECK_MSG(losses, "step %d: loss %.9g, the other model's %.9g", k, la.loss, lb.loss);
+        const int grads = !first_difference(a, ga, gb, nf, where, sizeof where);
+        if (!grads && !first[0]) snprintf(first, sizeof first, "the gradients at step %d: %s", k, where);
+        T_CHECK_MSG(grads, "step %d: the gradients differ, first at %s", k, where);
         umd_optim_step(a, &cfg, k, umd_lr_at(&cfg, k), NULL);
         umd_optim_step(b, &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
     umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_params(a), nf * sizeof(float));
     umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_params(b), nf * sizeof(float));
-    T_CHECK_MSG(memcmp(ga, gb, nf * sizeof(float)) == 0, "the parameters differ after 3 updates");
+    const int params = !first_difference(a, ga, gb, nf, where, sizeof where);
+    if (!params && !first[0]) snprintf(first, sizeof first, "the parameters after 3 updates: %s", where);
+    T_CHECK_MSG(params, "the parameters differ after 3 updates, first at %s", where);
+    if (first[0]) printf("  the first to differ: %s\n", first);
     free(ga);
     free(gb);
     umd_model_destroy(&a);
     umd_model_destroy(&b);
 }
 
-static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 0); }
-static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 0); }
-static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 0); }
-static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1, 0); }
+static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 0, 0); }
+static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 0, 0); }
+static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 0, 0); }
+static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1, 0, 0); }
 static void test_cuda_fused_norm_recompute_partial_bf16(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 0);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 0, 0);
 }
-static void test_cuda_bf16_operands(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1); }
-static void test_cuda_bf16_operands_fused_norm(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 1); }
-static void test_cuda_bf16_operands_recompute(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 1); }
+/* bf16 operands at head width 64: qkv among them */
+static void test_cuda_bf16_operands(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1, 1); }
+static void test_cuda_bf16_operands_fused_norm(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 1, 1); }
+static void test_cuda_bf16_operands_recompute(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 1, 1); }
 static void test_cuda_bf16_operands_recompute_partial(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1, 1);
 }
 static void test_cuda_bf16_operands_fused_norm_recompute_partial(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 1);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 1, 1);
+}
+/* and at the fixture's head width 8, where qkv stays fp32 */
+static void test_cuda_bf16_operands_narrow_heads(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1, 0); }
+static void test_cuda_bf16_operands_narrow_heads_recompute_partial(void) {
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1, 0);
 }
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
@@ -476,6 +523,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_recompute);
     T_RUN(test_cuda_bf16_operands_recompute_partial);
     T_RUN(test_cuda_bf16_operands_fused_norm_recompute_partial);
+    T_RUN(test_cuda_bf16_operands_narrow_heads);
+    T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -268,6 +268,48 @@ static void same_bf16(const char *what, const void *d, const uint16_t *e, size_t
                 bad, n);
 }
 
+/* The n bf16 values at d (device) against the fp32 values at ref (device) rounded to nearest even
+ * on the host (fx_bf16), bit for bit, every one of ref finite. Mismatches are counted, the first
+ * printed with the fp32 value it should have rounded, and split into those on a tie (the fp32
+ * value halfway between two bf16) and those one bf16 step off: a store rounding otherwise than
+ * to nearest even shows on ties, a sum taken in another order one step off anywhere. */
+static void same_rounded(const char *what, const void *d, const float *ref, size_t n) {
+    gpu_ok();
+    uint16_t *g = malloc((n ? n : 1) * sizeof *g);
+    float *r = malloc((n ? n : 1) * sizeof *r);
+    T_REQUIRE(g && r);
+    GPU->download(gc, g, d, n * sizeof *g);
+    GPU->download(gc, r, ref, n * sizeof *r);
+    size_t bad = 0, first = 0, ties = 0, step = 0, nonfinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(r[i])) {
+            nonfinite++;
+            continue;
+        }
+        const uint16_t e = fx_bf16(r[i]);
+        if (g[i] == e) continue;
+        if (!bad++) first = i;
+        uint32_t u;
+        memcpy(&u, &r[i], sizeof u);
+        if ((u & 0xffffu) == 0x8000u) ties++;
+        if (g[i] == (uint16_t)(e + 1) || g[i] == (uint16_t)(e - 1)) step++;
+    }
+    if (bad) {
+        uint32_t u;
+        memcpy(&u, &r[first], sizeof u);
+        printf("  %s: %zu of %zu differ (%zu on ties, %zu one bf16 step off), first [%zu] 0x%04x "
+               "(%.9g) vs 0x%04x (%.9g), the fp32 value %.9g (0x%08x)\n",
+               what, bad, n, ties, step, first, g[first], fx_widen(g[first]), fx_bf16(r[first]),
+               fx_widen(fx_bf16(r[first])), r[first], u);
+    }
+    free(g);
+    free(r);
+    T_CHECK_MSG(nonfinite == 0, "%s: %zu reference values not written or not finite", what,
+                nonfinite);
+    T_CHECK_MSG(bad == 0, "%s: %zu of %zu bf16 values differ from the default context's fp32 "
+                "values rounded", what, bad, n);
+}
+
 /* ---- elementwise and optimiser ---------------------------------------------------------------- */
 
 static void test_cuda_elementwise(void) {
@@ -636,6 +678,76 @@ static void test_cuda_linear_bf16_operands(void) {
     }
     ctx_free(&dc, dws);
     ctx_free(&oc, ows);
+}
+
+/* linear_fwd writing y as a bf16 operand tensor (UMD_OPND_Y in a bf16 context made with
+ * UMDQ_CUDA_BF16_OPERANDS=1: the qkv Linear's output), from an fp32 x and from a bf16 operand x
+ * (UMD_OPND | UMD_OPND_Y), against the default bf16 context's fp32 y on the same bf16 values
+ * rounded to nearest even on the host, bit for bit (same_rounded), with and without the bias:
+ * shapes that are not multiples of the GEMM tiles, a qkv Linear's (N = 3 K), and two whose x goes
+ * in two chunks of rows (OPND_LIM), the second chunk's y 256-byte aligned, then one whose is
+ * not. The bf16 outputs start as 0xffff. In the default context UMD_OPND_Y changes nothing (y
+ * fp32, the same bits). In an operand context without a workspace (weights beyond the bf16
+ * stage: the fp32 path) the context fails, naming the op and y's shape, and y stays as it was. */
+static void test_cuda_linear_bf16_y(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc, *oc;
+    opnd_contexts(&dc, &dws, &oc, &ows);
+    const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
+                             {1088, 384, 128}, {32100, 128, 512}, {25700, 96, 640}}; /* M N K */
+    for (int s = 0; s < 7; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
+        const uint32_t key = 1000 + 10 * (uint32_t)s;
+        uint16_t *xh;
+        float *x = h_bf16_values(MK, key, &xh);
+        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
+        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N);
+        const void *d_xh = d_up(xh, MK * sizeof *xh);
+        const float *nan32 = h_nan(MN);
+        const uint16_t *nan16 = h_nan16(MN);
+        for (int bias = 0; bias < 2; bias++) {
+            const float *bb = bias ? d_b : NULL;
+            float *y0 = d_f(nan32, MN), *y3 = d_f(nan32, MN);
+            void *y1 = d_up(nan16, MN * sizeof *nan16), *y2 = d_up(nan16, MN * sizeof *nan16);
+            GPU->linear_fwd(dc, y0, d_x, d_W, bb, M, N, K, UMD_F32);
+            GPU->linear_fwd(dc, y3, d_x, d_W, bb, M, N, K, UMD_OPND_Y);
+            GPU->linear_fwd(oc, y1, d_x, d_W, bb, M, N, K, UMD_OPND_Y);
+            GPU->linear_fwd(oc, y2, d_xh, d_W, bb, M, N, K, UMD_OPND | UMD_OPND_Y);
+            ctx_ok2(dc, oc);
+            same_bits_fmt(y3, y0, MN, "linear_fwd y, UMD_OPND_Y in the default context (%d x %d x %d, "
+                          "bias %d)", M, N, K, bias);
+            char what[128];
+            snprintf(what, sizeof what, "linear_fwd bf16 y, fp32 x (%d x %d x %d, bias %d)", M, N, K,
+                     bias);
+            same_rounded(what, y1, y0, MN);
+            snprintf(what, sizeof what, "linear_fwd bf16 y, bf16 x (%d x %d x %d, bias %d)", M, N, K,
+                     bias);
+            same_rounded(what, y2, y0, MN);
+        }
+        cleanup();
+    }
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+    void *ws;
+    umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, NULL, &ws);
+    const int M = 4, N = 8, K = 8;
+    float *x = d_f(h_randn((size_t)M * K, 1090, 1.0f), (size_t)M * K);
+    float *W = d_f(h_randn((size_t)N * K, 1091, 0.2f), (size_t)N * K);
+    const uint16_t *nan16 = h_nan16((size_t)M * N);
+    void *y = d_up(nan16, (size_t)M * N * sizeof *nan16);
+    GPU->linear_fwd(c, y, x, W, NULL, M, N, K, UMD_OPND_Y);
+    char err[512] = "";
+    int rc = GPU->status(c, err, sizeof err);
+    printf("  linear_fwd with a bf16 y and no bf16 stage: %s\n", err);
+    T_CHECK_MSG(rc != 0, "linear_fwd wrote a bf16 y on the fp32 path");
+    T_CONTAINS(err, "linear_fwd");
+    T_CONTAINS(err, "bf16 operand");
+    T_CONTAINS(err, "y (4, 8)");
+    same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
+    cleanup();
+    ctx_free(&c, NULL);
 }
 
 /* mlp_fwd and mlp_bwd with a bf16 operand x against the same ops in a default bf16 context on
@@ -1092,15 +1204,15 @@ static void attention_shape(umd_ctx *g_ctx, int m, int n, int T, int heads, int 
            nl = (size_t)n * heads * T;
     float *qkv = h_randn(nq, key, 1.0f), *out = h_nan(no), *lse = h_nan(nl);
     float *dq = d_f(qkv, nq), *dout_ = d_f(out, no), *dlse = d_f(lse, nl);
-    CPU->attention_fwd(cc, out, lse, qkv, n, T, heads, hd);
-    GPU->attention_fwd(g_ctx, dout_, dlse, dq, n, T, heads, hd);
+    CPU->attention_fwd(cc, out, lse, qkv, n, T, heads, hd, UMD_F32);
+    GPU->attention_fwd(g_ctx, dout_, dlse, dq, n, T, heads, hd, UMD_F32);
     char err[256];
     T_REQUIRE(GPU->status(g_ctx, err, sizeof err) == 0 || (printf("  device: %s\n", err), 0));
     same("attention_fwd out", dout_, out, no, tol, m != UMD_MATH_FP32);
     same("attention_fwd lse", dlse, lse, nl, tol, 0);
     float *g = h_randn(no, key + 1, 1.0f), *dg = d_f(g, no), *gq = h_nan(nq), *dgq = d_f(gq, nq);
-    CPU->attention_bwd(cc, gq, g, qkv, out, lse, n, T, heads, hd);
-    GPU->attention_bwd(g_ctx, dgq, dg, dq, dout_, dlse, n, T, heads, hd);
+    CPU->attention_bwd(cc, gq, g, qkv, out, lse, n, T, heads, hd, UMD_F32);
+    GPU->attention_bwd(g_ctx, dgq, dg, dq, dout_, dlse, n, T, heads, hd, UMD_F32);
     T_REQUIRE(GPU->status(g_ctx, err, sizeof err) == 0 || (printf("  device: %s\n", err), 0));
     same("attention_bwd dqkv", dgq, gq, nq, tol, m != UMD_MATH_FP32);
 }
@@ -1147,6 +1259,133 @@ static void test_cuda_attention_head_groups(void) {
     cleanup();
     GPU->release(g2, ws);
     GPU->ctx_destroy(&g2);
+}
+
+/* The limits of the bf16 qkv tests' contexts: up to 3 sequences of 1025 tokens, 3 heads of 64. */
+static const umd_limits QKV_LIM = {3, 1025, 192, 3, 1024, 256 * 256};
+
+/* attention_fwd and attention_bwd with qkv a bf16 operand tensor (UMD_OPND in a bf16 context made
+ * with UMDQ_CUDA_BF16_OPERANDS=1: the mma kernels read it as it is) against a default bf16
+ * context on its fp32 widening (the kernels round it on their way in), bit for bit: out, lse and
+ * dqkv at head width 64, several sequences and heads, over the resident kernels (T up to 384: a
+ * lone row, partial strips, whole and partial tiles) and the tiled ones (385 and past: partial
+ * tiles, 1025). Both backwards run from the default context's out and lse. The operand context
+ * on the fp32 qkv (UMD_F32) gives the same bits too. Outputs start as NaN. */
+static void test_cuda_attention_bf16_qkv(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &QKV_LIM, &dws);
+    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &QKV_LIM, &ows);
+    T_REQUIRE(umd_cuda_set_attention(dc, UMD_ATTN_MMA) == 0);
+    T_REQUIRE(umd_cuda_set_attention(oc, UMD_ATTN_MMA) == 0);
+    T_EQ_INT(GPU->attention_operand(oc, 64), 1);
+    const int Ts[] = {1, 5, 64, 65, 257, 384, 385, 400, 1025}, hd = 64;
+    for (int s = 0; s < 9; s++) {
+        const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 1100 + 10 * (uint32_t)s;
+        uint16_t *qh;
+        float *q = h_bf16_values(nq, key, &qh);
+        float *d_q = d_f(q, nq), *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        const float *nan_o = h_nan(no), *nan_l = h_nan(nl), *nan_q = h_nan(nq);
+        /* [0] the default context, [1] the operand context on the bf16 qkv, [2] on the fp32 one */
+        float *out[3], *lse[3], *dq[3];
+        for (int k = 0; k < 3; k++) {
+            out[k] = d_f(nan_o, no);
+            lse[k] = d_f(nan_l, nl);
+            dq[k] = d_f(nan_q, nq);
+        }
+        GPU->attention_fwd(dc, out[0], lse[0], d_q, n, T, heads, hd, UMD_F32);
+        GPU->attention_fwd(oc, out[1], lse[1], d_qh, n, T, heads, hd, UMD_OPND);
+        GPU->attention_fwd(oc, out[2], lse[2], d_q, n, T, heads, hd, UMD_F32);
+        ctx_ok2(dc, oc);
+        GPU->attention_bwd(dc, dq[0], d_g, d_q, out[0], lse[0], n, T, heads, hd, UMD_F32);
+        GPU->attention_bwd(oc, dq[1], d_g, d_qh, out[0], lse[0], n, T, heads, hd, UMD_OPND);
+        GPU->attention_bwd(oc, dq[2], d_g, d_q, out[0], lse[0], n, T, heads, hd, UMD_F32);
+        ctx_ok2(dc, oc);
+        for (int k = 1; k < 3; k++) {
+            const char *how = k == 1 ? "bf16 qkv" : "fp32 qkv in the operand context";
+            same_bits_fmt(out[k], out[0], no, "attention_fwd out, %s (n %d, T %d, heads %d)", how, n,
+                          T, heads);
+            same_bits_fmt(lse[k], lse[0], nl, "attention_fwd lse, %s (n %d, T %d, heads %d)", how, n,
+                          T, heads);
+            same_bits_fmt(dq[k], dq[0], nq, "attention_bwd dqkv, %s (n %d, T %d, heads %d)", how, n,
+                          T, heads);
+        }
+        cleanup();
+    }
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+}
+
+/* attention_operand is 1 exactly where the mma kernels take qkv as a bf16 operand: a bf16 context
+ * made with UMDQ_CUDA_BF16_OPERANDS=1, attention mode mma, head width 64; 0 at other widths, in a
+ * bf16 context without the switch, in fp32 and TF32 contexts made with it, and after
+ * umd_cuda_set_attention to gemm or fused (1 again back on mma). A bf16 qkv that meets the GEMM
+ * or the fused path (the mode switched, or a head width the mma kernels do not take) fails the
+ * context, naming the op, the head width and the mode. */
+static void test_cuda_attention_operand(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws;
+    umd_ctx *on = ctx_with(UMD_MATH_BF16, 1, 0, NULL, &ws);
+    umd_ctx *off = ctx_with(UMD_MATH_BF16, 0, 0, NULL, &ws);
+    T_REQUIRE(umd_cuda_set_attention(on, UMD_ATTN_MMA) == 0);
+    T_REQUIRE(umd_cuda_set_attention(off, UMD_ATTN_MMA) == 0);
+    T_EQ_INT(GPU->attention_operand(on, 64), 1);
+    const int widths[] = {8, 16, 32, 80, 128};
+    for (int i = 0; i < 5; i++) T_EQ_INT(GPU->attention_operand(on, widths[i]), 0);
+    T_EQ_INT(GPU->attention_operand(off, 64), 0);
+    T_REQUIRE(umd_cuda_set_attention(on, UMD_ATTN_GEMM) == 0);
+    T_EQ_INT(GPU->attention_operand(on, 64), 0);
+    T_REQUIRE(umd_cuda_set_attention(on, UMD_ATTN_FUSED) == 0);
+    T_EQ_INT(GPU->attention_operand(on, 64), 0);
+    T_REQUIRE(umd_cuda_set_attention(on, UMD_ATTN_MMA) == 0);
+    T_EQ_INT(GPU->attention_operand(on, 64), 1);
+    ctx_free(&on, NULL);
+    ctx_free(&off, NULL);
+    const int maths[] = {UMD_MATH_FP32, UMD_MATH_TF32};
+    for (int i = 0; i < 2; i++) {
+        umd_ctx *c = ctx_with(maths[i], 1, 0, NULL, &ws);
+        T_REQUIRE(umd_cuda_set_attention(c, UMD_ATTN_MMA) == 0);
+        T_EQ_INT(umd_ops_cuda(maths[i])->attention_operand(c, 64), 0);
+        ctx_free(&c, NULL);
+    }
+    static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
+    const struct {
+        int mode, hd, bwd;
+        const char *op, *mode_name;
+    } cases[] = {{UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
+                 {UMD_ATTN_FUSED, 64, 1, "attention_bwd", "attention mode fused"},
+                 {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
+                 {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
+    for (int i = 0; i < 4; i++) {
+        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &lim, &ws);
+        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
+        const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
+        const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
+                     nl = (size_t)n * heads * T;
+        uint16_t *qh;
+        h_bf16_values(nq, 1200 + (uint32_t)i, &qh);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        float *out = d_f(h_nan(no), no), *lse = d_f(h_nan(nl), nl), *dq = d_f(h_nan(nq), nq);
+        float *g = d_f(h_randn(no, 1210 + (uint32_t)i, 1.0f), no);
+        if (cases[i].bwd) GPU->attention_bwd(c, dq, g, d_qh, out, lse, n, T, heads, hd, UMD_OPND);
+        else GPU->attention_fwd(c, out, lse, d_qh, n, T, heads, hd, UMD_OPND);
+        char err[512] = "", width[32];
+        int rc = GPU->status(c, err, sizeof err);
+        printf("  %s with a bf16 qkv (%s, head width %d): %s\n", cases[i].op, cases[i].mode_name, hd,
+               err);
+        T_CHECK_MSG(rc != 0, "%s read a bf16 qkv on a path that reads fp32", cases[i].op);
+        T_CONTAINS(err, cases[i].op);
+        T_CONTAINS(err, "bf16 operand");
+        snprintf(width, sizeof width, "head width %d", hd);
+        T_CONTAINS(err, width);
+        T_CONTAINS(err, cases[i].mode_name);
+        cleanup();
+        ctx_free(&c, ws);
+    }
 }
 /* ---- tokens and losses ------------------------------------------------------------------------- */
 
@@ -1357,6 +1596,7 @@ int main(void) {
     T_RUN(test_cuda_mlp_tf32);
     T_RUN(test_cuda_mlp_bf16);
     T_RUN(test_cuda_linear_bf16_operands);
+    T_RUN(test_cuda_linear_bf16_y);
     T_RUN(test_cuda_mlp_bf16_operands);
     T_RUN(test_cuda_bf16_operands_contexts);
     T_RUN(test_cuda_layernorm);
@@ -1366,6 +1606,8 @@ int main(void) {
     T_RUN(test_cuda_attention_tf32);
     T_RUN(test_cuda_attention_bf16);
     T_RUN(test_cuda_attention_head_groups);
+    T_RUN(test_cuda_attention_bf16_qkv);
+    T_RUN(test_cuda_attention_operand);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);

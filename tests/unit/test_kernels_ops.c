@@ -478,10 +478,11 @@ static void ln_op(const umd_ops *o, umd_ctx *c, int fused, float *xo, void *out,
                          type);
 }
 
-/* A context with bf16 operand tensors: the LayerNorms write the fp32 row rounded to bf16 (and
- * everything else as the fp32 context does), and the products that read a bf16 operand give the
- * results of the fp32 ops on its widened values: the same bits in the forward and in dx, and
- * within fp32 rounding in dW (its sum over rows runs a widened block at a time). 1 and 2
+/* A context with bf16 operand tensors: the LayerNorms and a Linear with a bf16 y write the fp32
+ * rows rounded to bf16 (and everything else as the fp32 context does), and the products that
+ * read a bf16 operand, attention's on a bf16 qkv included, give the results of the fp32 ops on
+ * its widened values: the same bits in the forwards, in dx and in dqkv, and within fp32
+ * rounding in dW (its sum over rows runs a widened block at a time). 1 and 2
  * threads; rows wider than fit one widening block, and non-multiples of everything. */
 static void test_kernels_bf16_operands(void) {
     ctx_setup();
@@ -568,6 +569,18 @@ static void test_kernels_bf16_operands(void) {
             for (size_t i = 0; i < MN; i++) y2[i] = NAN;
             B16->linear_fwd(Cb[t], y2, xh, W, bias, M, N, K, UMD_OPND);
             same_bits("linear_fwd on a bf16 x", y2, y, MN, which);
+            /* y as an operand too, from the fp32 x and from the bf16 one: the fp32 y rounded */
+            uint16_t *y16 = malloc(MN * sizeof *y16);
+            for (int xo = 0; xo < 2; xo++) {
+                memset(y16, 0xff, MN * sizeof *y16);
+                B16->linear_fwd(Cb[t], y16, xo ? (const void *)xh : xw, W, bias, M, N, K,
+                                UMD_OPND_Y | (xo ? UMD_OPND : 0));
+                int ok = 1;
+                for (size_t i = 0; i < MN; i++) ok &= y16[i] == fx_bf16(y[i]);
+                T_CHECK_MSG(ok, "linear_fwd's bf16 y is not the fp32 one rounded (case %03d, x %s)",
+                            which, xo ? "bf16" : "fp32");
+            }
+            free(y16);
             for (int acc = 0; acc < 2; acc++) {
                 memcpy(dx, dx0, MK * sizeof *dx);
                 memcpy(dW, dW0, NK * sizeof *dW);
@@ -614,6 +627,39 @@ static void test_kernels_bf16_operands(void) {
         free(my2); free(mdx); free(mdx2); free(dW1); free(dW1b); free(dW2a); free(dW2b); free(db1);
         free(db1b); free(db2a); free(db2b);
     }
+    /* attention on a bf16 qkv: the fp32 op's bits on the widened values, at any head width */
+    T_EQ_INT(B16->attention_operand(Cb[0], 64), 1);
+    T_EQ_INT(B16->attention_operand(Cb[1], 24), 1);
+    T_EQ_INT(O->attention_operand(C1, 64), 0);
+    static const int att_shapes[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
+    for (size_t k = 0; k < sizeof att_shapes / sizeof *att_shapes; k++) {
+        const int n = att_shapes[k][0], T = att_shapes[k][1], heads = att_shapes[k][2];
+        const int hd = att_shapes[k][3], W = heads * hd;
+        const size_t nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W, nl = (size_t)n * heads * T;
+        float *qkv = randn(nq, 700 + (uint32_t)k, 1.0f), *qw;
+        uint16_t *qh;
+        bf16_pair(qkv, nq, &qh, &qw);
+        float *g = randn(no, 710 + (uint32_t)k, 1.0f);
+        float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq);
+        float *out2 = malloc(no * sizeof *out2), *lse2 = malloc(nl * sizeof *lse2);
+        float *dq2 = malloc(nq * sizeof *dq2);
+        for (int t = 0; t < 2; t++) {
+            umd_ctx *cf = t ? C2 : C1;
+            int which = (int)k * 10 + t;
+            O->attention_fwd(cf, out, lse, qw, n, T, heads, hd, UMD_F32);
+            O->attention_bwd(cf, dq, g, qw, out, lse, n, T, heads, hd, UMD_F32);
+            for (size_t i = 0; i < no; i++) out2[i] = NAN;
+            for (size_t i = 0; i < nl; i++) lse2[i] = NAN;
+            for (size_t i = 0; i < nq; i++) dq2[i] = NAN;
+            B16->attention_fwd(Cb[t], out2, lse2, qh, n, T, heads, hd, UMD_OPND);
+            B16->attention_bwd(Cb[t], dq2, g, qh, out, lse, n, T, heads, hd, UMD_OPND);
+            same_bits("attention_fwd out on a bf16 qkv", out2, out, no, which);
+            same_bits("attention_fwd lse on a bf16 qkv", lse2, lse, nl, which);
+            same_bits("attention_bwd dqkv on a bf16 qkv", dq2, dq, nq, which);
+        }
+        free(qkv); free(qw); free(qh); free(g); free(out); free(lse); free(dq); free(out2);
+        free(lse2); free(dq2);
+    }
     for (int t = 0; t < 2; t++) {
         B16->release(Cb[t], ws[t]);
         B16->ctx_destroy(&Cb[t]);
@@ -629,7 +675,7 @@ typedef struct {
 
 static double att_J(void *s_) {
     att_state *s = s_;
-    O->attention_fwd(C1, s->out, s->lse, s->qkv, s->n, s->T, s->heads, s->hd);
+    O->attention_fwd(C1, s->out, s->lse, s->qkv, s->n, s->T, s->heads, s->hd, UMD_F32);
     return dot(s->out, s->R, (size_t)s->n * s->T * s->heads * s->hd);
 }
 
@@ -643,7 +689,7 @@ static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
     s.out = zeros(no);
     s.lse = zeros((size_t)s.n * s.heads * s.T);
     s.R = randn(no, key + 1, 1.0f);
-    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd);
+    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd, UMD_F32);
     /* forward against a double reference */
     double maxerr = 0, lse_err = 0;
     for (int b = 0; b < s.n; b++)
@@ -670,14 +716,14 @@ static void attention_case(int n, int T, int heads, int hd, uint32_t key) {
     T_CHECK_MSG(maxerr < 1e-5, "attention forward error %g", maxerr);
     T_CHECK_MSG(lse_err < 1e-5, "attention log-sum-exp error %g", lse_err);
     float *dqkv = zeros(nq);
-    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd, UMD_F32);
     fd_check("attention dqkv", s.qkv, nq, dqkv, att_J, &s, 60, 1e-2f, 3e-3, key + 2);
     /* one thread computes the same bits (pairs are independent); the checks above left out
      * and lse of a perturbed input, so both runs start from a fresh forward */
     float *d1 = zeros(nq);
-    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd);
-    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
-    O->attention_bwd(C1, d1, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd);
+    O->attention_fwd(C2, s.out, s.lse, s.qkv, s.n, s.T, s.heads, s.hd, UMD_F32);
+    O->attention_bwd(C2, dqkv, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd, UMD_F32);
+    O->attention_bwd(C1, d1, s.R, s.qkv, s.out, s.lse, s.n, s.T, s.heads, s.hd, UMD_F32);
     T_CHECK(memcmp(d1, dqkv, nq * sizeof *d1) == 0);
     free(s.qkv); free(s.out); free(s.lse); free(s.R); free(dqkv); free(d1);
 }

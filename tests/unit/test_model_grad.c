@@ -258,7 +258,8 @@ static void recompute_same(int threads, uint32_t key) {
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
 
 /* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context lays them out: each
- * block's m1 and m2 and the head's input take half the bytes (the arenas shrink by exactly that),
+ * block's m1, m2 and qkv and the head's input take half the bytes (the arenas shrink by exactly
+ * that),
  * the loss and every gradient stay within bf16 rounding of the fp32 model's, and train.recompute's
  * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
 static void test_model_grad_bf16_operands(void) {
@@ -275,9 +276,15 @@ static void test_model_grad_bf16_operands(void) {
     const umd_dims *d = umd_model_dims(m32);
     size_t enc = (size_t)d->n_clean * d->T_clean + (size_t)d->n_noisy * d->T_noisy;
     size_t dec = (size_t)d->B * d->T_dec, w = (size_t)d->w;
-    size_t saved = 2 * (size_t)d->depth * (round256(enc * w * 4) - round256(enc * w * 2)) +
-                   2 * (size_t)d->dec_depth * (round256(dec * w * 4) - round256(dec * w * 2)) +
-                   round256((size_t)d->B * d->L * w * 4) - round256((size_t)d->B * d->L * w * 2);
+    /* per block m1, m2 (w each) and qkv (3 w: attention takes it as an operand here) */
+    T_CHECK(umd_ops_cpu_bf16()->attention_operand != NULL);
+    size_t saved = 0;
+    for (int width = 1; width <= 3; width += 2) {
+        int count = width == 1 ? 2 : 1;
+        saved += count * (size_t)d->depth * (round256(enc * width * w * 4) - round256(enc * width * w * 2));
+        saved += count * (size_t)d->dec_depth * (round256(dec * width * w * 4) - round256(dec * width * w * 2));
+    }
+    saved += round256((size_t)d->B * d->L * w * 4) - round256((size_t)d->B * d->L * w * 2);
     printf("  activations without the workspace: fp32 %zu, bf16 operands %zu bytes (%zu saved)\n",
            s32.acts - s32.workspace, s16.acts - s16.workspace, saved);
     T_EQ_INT(s32.acts - s32.workspace - (s16.acts - s16.workspace), saved);
