@@ -109,43 +109,28 @@ __device__ static inline void load_afrags(uint32_t a[4][4], const bf16 *x, int r
     }
 }
 
-/* The same from rows of fp32 in global memory (rows ld floats apart; rows at or past T zero). */
-__device__ static inline void global_afrags(uint32_t a[4][4], const float *x, long ld, int r0, int T) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int ra = r0 + g, rb = ra + 8;
-    const float *pa = x + (long)ra * ld, *pb = x + (long)rb * ld;
-#pragma unroll
-    for (int ks = 0; ks < 4; ks++) {
-        const int c = ks * 16 + 2 * t;
-        float2 u0 = make_float2(0.f, 0.f), u1 = u0, u2 = u0, u3 = u0;
-        if (ra < T) {
-            u0 = *reinterpret_cast<const float2 *>(pa + c);
-            u2 = *reinterpret_cast<const float2 *>(pa + c + 8);
-        }
-        if (rb < T) {
-            u1 = *reinterpret_cast<const float2 *>(pb + c);
-            u3 = *reinterpret_cast<const float2 *>(pb + c + 8);
-        }
-        a[ks][0] = pack2(u0.x, u0.y);
-        a[ks][1] = pack2(u1.x, u1.y);
-        a[ks][2] = pack2(u2.x, u2.y);
-        a[ks][3] = pack2(u3.x, u3.y);
-    }
+/* The bf16 pair at p, as an A fragment register: two fp32 values rounded (pack2), or a bf16
+ * operand's pair as it is (the same bits for its widened values). */
+__device__ static inline uint32_t pair_at(const float *p) {
+    float2 u = *reinterpret_cast<const float2 *>(p);
+    return pack2(u.x, u.y);
 }
+__device__ static inline uint32_t pair_at(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
-/* The same from rows of a bf16 operand tensor (rows ld elements apart): each pair as it is, the
- * bits pack2 makes of its widening (zero pairs past T, as pack2(0, 0)). */
-__device__ static inline void global_afrags(uint32_t a[4][4], const bf16 *x, long ld, int r0, int T) {
+/* The same from rows in global memory, fp32 or a bf16 operand tensor (rows ld elements apart;
+ * rows at or past T zero, as pack2(0, 0)). */
+template <class QT>
+__device__ static inline void global_afrags(uint32_t a[4][4], const QT *x, long ld, int r0, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int ra = r0 + g, rb = ra + 8;
-    const bf16 *pa = x + (long)ra * ld, *pb = x + (long)rb * ld;
+    const QT *pa = x + (long)ra * ld, *pb = x + (long)rb * ld;
 #pragma unroll
     for (int ks = 0; ks < 4; ks++) {
         const int c = ks * 16 + 2 * t;
-        a[ks][0] = ra < T ? *reinterpret_cast<const uint32_t *>(pa + c) : 0u;
-        a[ks][1] = rb < T ? *reinterpret_cast<const uint32_t *>(pb + c) : 0u;
-        a[ks][2] = ra < T ? *reinterpret_cast<const uint32_t *>(pa + c + 8) : 0u;
-        a[ks][3] = rb < T ? *reinterpret_cast<const uint32_t *>(pb + c + 8) : 0u;
+        a[ks][0] = ra < T ? pair_at(pa + c) : 0u;
+        a[ks][1] = rb < T ? pair_at(pb + c) : 0u;
+        a[ks][2] = ra < T ? pair_at(pa + c + 8) : 0u;
+        a[ks][3] = rb < T ? pair_at(pb + c + 8) : 0u;
     }
 }
 
