@@ -143,5 +143,34 @@ for mode in --recompute --recompute-partial; do
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 done
 echo
+# The opt-in switches, each with its bit-for-bit tests and its B/4 bf16 row against the plain one:
+# what turning one on by default needs (README, "On a GPU").
+echo "== switches (B/4 bf16 against the plain row; tests: PASS/FAIL of the ones that check the switch)"
+b64_row() { # log -> "ms img/s ratio arena" of its b64 bf16 row
+  awk -F'|' '$2 ~ /B\/4|b64/ && $3 ~ /bf16/ {gsub(/ /, "", $5); gsub(/ /, "", $6); gsub(/ /, "", $9); gsub(/ /, "", $12);
+    print $5, $6, $12, $9; exit}' "$1" 2>/dev/null
+}
+tests_of() { # pattern -> "P pass, F fail" over both test logs
+  local p f
+  p=$(cat "$LOGS"/test_cuda_ops.log "$LOGS"/test_cuda_model.log 2>/dev/null | grep -cE "^PASS test_cuda_($1)")
+  f=$(cat "$LOGS"/test_cuda_ops.log "$LOGS"/test_cuda_model.log 2>/dev/null | grep -cE "^FAIL test_cuda_($1)")
+  echo "$p pass, $f fail"
+}
+plain=$(b64_row "$LOGS/train_gpu.log")
+echo "| switch | tests | ms/step | img/s | vs PyTorch | arena GiB |"
+echo "|---|---|---|---|---|---|"
+printf '| %s | %s | %s |\n' "none" "-" "$(echo "${plain:-- - - -}" | tr ' ' '|' | sed 's/|/ | /g')"
+sw_row() { # name, test pattern, log
+  local r; r=$(b64_row "$3")
+  printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - -}" | sed 's/ / | /g')"
+}
+sw_row "UMDQ_CUDA_GRAPH=1 (graph rows above)" "record|graph_parity_.*" "$LOGS/train_gpu_graph.log"
+sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_gpu_fused_norm.log"
+sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
+  "$LOGS/train_gpu_bf16_operands.log"
+sw_row "operands + fused norm + recompute partial" "bf16_operands_fused_norm_recompute_partial" "$LOGS/train_gpu_bf16_operands_all.log"
+sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
+sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"
+echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"
 exit $failed
