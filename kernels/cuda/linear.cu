@@ -35,11 +35,12 @@
  * bias as of D's type outside the IMMA and fp8 kernels; a bf16 bias would round b before the
  * sum, so the fp32 one is asked for, and where no algorithm takes it the context fails. The
  * plan is keyed by y's type too, and takes the fp32 plan's algorithm of the same shape where
- * cuBLASLt accepts it for the bf16 output (cublasLtMatmulAlgoCheck), so the sums run in the
- * same order as the default context's; else the heuristic's. Neither may split K and add the
- * parts in the output type (bf16 partial sums). Chunks of rows as for an fp32 y (offsets in
- * bf16 elements). A bf16 y never gets fp32 written into it: without such a plan, or with
- * weights beyond the bf16 stage, the context fails, naming the op and the shape. */
+ * cuBLASLt accepts it for the bf16 output (its id and configuration initialised on the bf16
+ * types, as an algo descriptor carries its data types; cublasLtMatmulAlgoCheck), so the sums
+ * run in the same order as the default context's; else the heuristic's. Neither may split K
+ * and add the parts in the output type (bf16 partial sums). Chunks of rows as for an fp32 y
+ * (offsets in bf16 elements). A bf16 y never gets fp32 written into it: without such a plan,
+ * or with weights beyond the bf16 stage, the context fails, naming the op and the shape. */
 #include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
@@ -208,6 +209,34 @@ static int sums_in_output(const cublasLtMatmulAlgo_t *a) {
                           scheme == CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
 }
 
+/* dst = the algorithm src (a plan's, made for other C and D types) on these types: its id and
+ * every configuration attribute. An algo descriptor carries the data types it was initialised
+ * for (cublasLtMatmulAlgoInit), and cublasLtMatmulAlgoCheck refuses one whose types are not the
+ * descriptors' (CUBLAS_STATUS_INVALID_VALUE), so the fp32 plan's algo cannot be checked as it is
+ * against a bf16 D. 0, or -1 when cuBLASLt refuses a step. */
+static int algo_on_types(umd_ctx *c, const cublasLtMatmulAlgo_t *src, cublasComputeType_t ct,
+                         cudaDataType_t ab, cudaDataType_t cd, cublasLtMatmulAlgo_t *dst) {
+    static const cublasLtMatmulAlgoConfigAttributes_t attrs[] = {
+        CUBLASLT_ALGO_CONFIG_TILE_ID,          CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+        CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING,
+        CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION,    CUBLASLT_ALGO_CONFIG_STAGES_ID,
+        CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID,   CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID};
+    int32_t id = 0;
+    size_t got = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(src, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &got) ||
+        cublasLtMatmulAlgoInit(c->lt, ct, CUDA_R_32F, ab, ab, cd, cd, id, dst))
+        return -1;
+    for (size_t i = 0; i < sizeof attrs / sizeof *attrs; i++) {
+        uint64_t v = 0;
+        size_t n = 0; /* the attribute's own size (uint16_t, int32_t or uint32_t) */
+        if (cublasLtMatmulAlgoConfigGetAttribute(src, attrs[i], NULL, 0, &n) || n == 0 ||
+            n > sizeof v || cublasLtMatmulAlgoConfigGetAttribute(src, attrs[i], &v, n, &got) ||
+            cublasLtMatmulAlgoConfigSetAttribute(dst, attrs[i], &v, n))
+            return -1;
+    }
+    return 0;
+}
+
 /* The plan of y (M, N) = x (M, K) W^T (+ b) as cuBLASLt sees it (column-major): D (N, M) =
  * op_T(W as (K, N)) x^T (K, M), the bias a length-N fp32 vector over D's rows; D fp32, or bf16
  * (ybf16: x and W bf16 too), the fp32 plan's algorithm then where cuBLASLt accepts it, and no
@@ -247,11 +276,13 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias,
         p->usable = 0;
         return p;
     }
+    cublasLtMatmulAlgo_t same;
     if (f && f->usable && !sums_in_output(&f->algo) &&
-        cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &f->algo, &res) ==
+        algo_on_types(c, &f->algo, ct, ab, dt, &same) == 0 &&
+        cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &same, &res) ==
             CUBLAS_STATUS_SUCCESS &&
         res.workspaceSize <= wsb) {
-        p->algo = f->algo;
+        p->algo = same;
         p->usable = 1;
         return p;
     }
