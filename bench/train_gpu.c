@@ -22,6 +22,10 @@
  *                              the MLP in bf16, the GEMMs reading them without a conversion, and
  *                              qkv where the mma attention takes it (head width 64), written bf16
  *                              by its Linear, as UMDQ_CUDA_BF16_OPERANDS=1 does for a job)
+ *             [--bf16-mlp]    (also the MLP's hidden state h in bf16, written rounded by fc1 and
+ *                              read so by GELU and its backward, as bf16 autocast keeps it: other
+ *                              results than the default's, as UMDQ_CUDA_BF16_MLP=1 does for a
+ *                              job; implies --bf16-operands)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv forward writes a bf16 y, as the model's does)
@@ -301,6 +305,12 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1); /* likewise (bf16 contexts only) */
             continue;
         }
+        if (!strcmp(o, "--bf16-mlp")) {
+            /* likewise; a context reads it only with bf16 operands */
+            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -339,12 +349,14 @@ int main(int argc, char **argv) {
            : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
-    const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS");
+    const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
+    const int opnd = fo && !strcmp(fo, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
-           "LayerNorm outputs (and qkv at head width 64) into products: %s\n",
+           "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
-           fo && !strcmp(fo, "1") ? "bf16 (bf16 runs)" : "fp32");
+           opnd ? "bf16 (bf16 runs)" : "fp32",
+           opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -364,7 +376,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] [--bf16-operands] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] "
                     "[--linears]\n");
     return 2;
 }

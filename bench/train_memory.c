@@ -5,8 +5,9 @@
  * runs again whole). It
  * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
  * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
- * shown apart, since a device's differs), the same with bf16 operand tensors (umd_ops_cpu_bf16:
- * the layout of a bf16 CUDA context with UMDQ_CUDA_BF16_OPERANDS=1), and, where a CUDA device is
+ * shown apart, since a device's differs), the same with bf16 operand tensors and MLP state
+ * (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with UMDQ_CUDA_BF16_OPERANDS=1 and
+ * UMDQ_CUDA_BF16_MLP=1, at head width 64), and, where a CUDA device is
  * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
  *
@@ -110,7 +111,7 @@ int main(int argc, char **argv) {
             printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx | %.1f |\n",
                    CONFIGS[i].label,
                    dev == 2   ? "cuda bf16 (workspace in)"
-                   : dev == 1 ? "layout, bf16 operands (no workspace)"
+                   : dev == 1 ? "layout, bf16 operands and MLP state (no workspace)"
                               : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0], acts[1],
                    tot[1], tot[1] / tot[0], acts[2], tot[2], tot[2] / tot[0], CONFIGS[i].torch_gib);

@@ -64,8 +64,8 @@ typedef struct {
 } umd_limits;
 
 /* The storage of a tensor an op writes or reads as a matrix-product operand (see Conventions);
- * linear_fwd's flags also say it of y (UMD_OPND_Y). */
-enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2 };
+ * linear_fwd's flags also say it of y (UMD_OPND_Y), the MLP's of its hidden state h (UMD_OPND_H). */
+enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4 };
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -170,17 +170,24 @@ typedef struct umd_ops {
      * hidden width F: h (M, F) = x (M, w) W1^T + b1 (kept for the backward), y (M, w) = gelu(h)
      * W2^T + b2. W1 (F, w), W2 (w, F); b1 (F), b2 (w) may be NULL. tmp (M, F) is scratch the op
      * may overwrite (a backend that runs fc2 on gelu(h) in fp32 materialises it there), so the
-     * caller never keeps gelu(h). x typed as in linear_fwd; h's values are linear_fwd's. */
-    void (*mlp_fwd)(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+     * caller never keeps gelu(h). types: x is an operand tensor with UMD_OPND; h is kept in
+     * the operand type with UMD_OPND_H (linear_fwd's y with UMD_OPND_Y), where hidden_operand
+     * says the context does so. h's values are linear_fwd's. */
+    void (*mlp_fwd)(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
                     const float *b1, const float *W2, const float *b2, int M, int F, int w,
-                    int x_type);
+                    int types);
     /* The backward of mlp_fwd from dy (M, w), the forward's x and h: dW2 (w, F) += dy^T gelu(h),
      * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
-     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage). */
+     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage).
+     * x and h typed by `types` as in mlp_fwd. */
     void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                    const float *dy, const void *x, const float *h, const float *W1,
-                    const float *W2, float *tmp, int M, int F, int w, int x_type);
+                    const float *dy, const void *x, const void *h, const float *W1,
+                    const float *W2, float *tmp, int M, int F, int w, int types);
+    /* 1 when this context's MLP keeps h in bf16 (UMD_OPND_H): not an operand tensor (GELU and its
+     * backward read h too, and compute on its rounded values, as bf16 autocast keeps it), so the
+     * results are those of h rounded to bf16, not the fp32 ones; 0: h is fp32. */
+    int (*hidden_operand)(const umd_ctx *c);
 
     /* ---- normalisation and adaLN ------------------------------------------------------------------ */
     /* LayerNorm over w (eps 1e-6, biased variance) with affine gamma, beta, then, when mod is not

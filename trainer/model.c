@@ -177,8 +177,8 @@ static float *takef(bump *b, size_t n) { return take(b, n * sizeof(float)); }
 static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); }
 
 /* A block's saved tensors (objective.c), in three parts: 10 w + F floats per token (8 w + F and
- * 2 w operand elements: m1 and m2, bf16 in a context with bf16 operands, and qkv's 3 w where
- * attention takes it as one), the LayerNorm
+ * 2 w operand elements: m1 and m2, bf16 in a context with bf16 operands, qkv's 3 w where
+ * attention takes it as one, and h's F where the MLP keeps it in bf16), the LayerNorm
  * statistics and the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd
  * and mlp_bwd recompute it from h).
  *   BLOCK_INPUT     x and the modulation: every block keeps its own
@@ -191,7 +191,7 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
 enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_REFILL = 4, BLOCK_ALL = 7 };
 
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
-                         int parts, size_t opnd, size_t qkv_bytes) {
+                         int parts, size_t opnd, size_t qkv_bytes, size_t h_bytes) {
     size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
 #define PART(field, p, n) if (parts & (p)) a->field = takef(b, (n))
 #define OPND_PART(field, p, n) if (parts & (p)) a->field = take(b, (n) * opnd)
@@ -208,7 +208,7 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
     PART(mean2, BLOCK_REFILL, tok);
     PART(rstd2, BLOCK_REFILL, tok);
     OPND_PART(m2, BLOCK_REFILL, tok * w);
-    PART(h, BLOCK_REFILL, tok * d->F);
+    if (parts & BLOCK_REFILL) a->h = take(b, tok * d->F * h_bytes);
     PART(mo, BLOCK_PRODUCTS, tok * w);
 #undef PART
 #undef OPND_PART
@@ -230,7 +230,7 @@ static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int he
 
 /* One replica's tensors (B = its rows) and its workspace. */
 static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_bytes,
-                           int recompute, size_t opnd, size_t qkv_bytes) {
+                           int recompute, size_t opnd, size_t qkv_bytes, size_t h_bytes) {
     acts *A = &rp->A;
     size_t B = (size_t)rp->B, L = (size_t)d->L, P = (size_t)d->P, w = (size_t)d->w;
     size_t CHW = (size_t)d->C * d->H * d->W;
@@ -274,11 +274,11 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
         seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
         if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
         if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
-        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own, opnd, qkv_bytes);
+        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own, opnd, qkv_bytes, h_bytes);
     }
     for (int i = 0; i < d->depth; i++) {
         A->enc[i] = scratch;
-        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own, opnd, qkv_bytes);
+        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own, opnd, qkv_bytes, h_bytes);
     }
     A->enc_xlast = takef(b, ne * w);
     A->enc_out = takef(b, ne * w);
@@ -288,7 +288,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     size_t Td = (size_t)d->T_dec;
     for (int i = 0; i < d->dec_depth; i++) {
         A->dec[i] = scratch;
-        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own, opnd, qkv_bytes);
+        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own, opnd, qkv_bytes, h_bytes);
     }
     A->dec_xlast = takef(b, B * Td * w);
     A->fmod = takef(b, B * 2 * w);
@@ -328,7 +328,8 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     m->adam_args = take(&b, sizeof(umd_adamw_args));
     m->grad_sumsq = take(&b, sizeof(double));
     for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute,
-                                                   m->opnd, typed_bytes(m, m->qkv_type));
+                                                   m->opnd, typed_bytes(m, m->qkv_type),
+                                                   typed_bytes(m, m->h_type));
     return b.off;
 }
 
@@ -467,6 +468,7 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     if (rc) goto fail;
     m->opnd = ops->operand_bytes(m->ctx);
     m->qkv_type = ops->attention_operand(m->ctx, m->d.hd) ? UMD_OPND : UMD_F32;
+    m->h_type = ops->hidden_operand(m->ctx) ? UMD_OPND : UMD_F32;
 
     /* parameter table and offsets */
     int cap = table_capacity(d);
@@ -684,8 +686,8 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
     const double MiB = 1048576.0;
     snprintf(buf, n,
              "arenas: params %.2fM (%.1f MiB), grads %.1f MiB (%d replica%s), optimiser %.1f MiB "
-             "(m, v%s, decay mask), activations %.1f MiB%s%s (batch %d: %d clean rows x %d tokens, %d "
-             "noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
+             "(m, v%s, decay mask), activations %.1f MiB%s%s%s%s%s (batch %d: %d clean rows x %d "
+             "tokens, %d noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
              (double)s->acts / MiB,
@@ -694,6 +696,9 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
                                                        "the backward"
                                                      : "",
              m->recompute_auto ? " (the arenas do not fit without)" : "",
+             m->opnd == 2 ? ", bf16 LayerNorm outputs" : "",
+             m->opnd == 2 && m->qkv_type == UMD_OPND ? ", bf16 qkv" : "",
+             m->opnd == 2 && m->h_type == UMD_OPND ? ", bf16 MLP state" : "",
              d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),
              m->ops->ctx_threads(m->ctx) > 1 ? "s" : "");

@@ -50,7 +50,8 @@ typedef struct {
     float *x2;                 /* (ntok, w) after the attention residual */
     float *mean2, *rstd2;      /* (ntok) */
     void *m2;                  /* (ntok, w) operand tensor: LN2 modulated, the MLP input */
-    float *h;                  /* (ntok, F) fc1 output, before GELU (the MLP recomputes GELU) */
+    void *h;                   /* (ntok, F) fc1 output, before GELU (the MLP recomputes GELU);
+                                  bf16 where umd_model.h_type says */
     float *mo;                 /* (ntok, w) fc2 output */
 } block_acts;
 
@@ -161,6 +162,8 @@ struct umd_model {
     size_t opnd;            /* bytes of an operand tensor's element (ops->operand_bytes) */
     int qkv_type;           /* UMD_OPND where attention takes qkv as one (attention_operand),
                                else UMD_F32 */
+    int h_type;             /* UMD_OPND where the MLP keeps h in bf16 (hidden_operand), else
+                               UMD_F32 */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

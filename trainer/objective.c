@@ -34,7 +34,9 @@
  * are operand tensors (ops.h): bf16 in a context with bf16 operands, where the products would
  * round them on their way in anyway; the same results, half their bytes, no conversion pass. So
  * is qkv where the context's attention takes it as one (attention_operand: its products round
- * q, k and v likewise), written so by the qkv Linear.
+ * q, k and v likewise), written so by the qkv Linear. Where the context's MLP keeps its hidden
+ * state h in bf16 (hidden_operand), fc1 writes it so and GELU reads the rounded values: not the
+ * fp32 results then, but those of bf16 autocast.
  *
  * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
  * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
@@ -55,6 +57,9 @@ typedef struct {
     const float *mod;          /* (B, 6w) modulation at batch row 0 (its shift and scale lead), or
                                   NULL: none */
 } norm_after;
+
+/* The MLP's flags: its input m2 an operand tensor, h kept in bf16 where the context does so. */
+static int mlp_types(const umd_model *m) { return UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_H : 0); }
 
 /* Each block's modulation (h1, s1, g1, h2, s2, g2) = ada(cond), per batch row, for a stack of
  * blocks, before the first of them runs: a block's last residual and the next block's norm1 then
@@ -119,7 +124,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w, UMD_F32);
     block_norm2(m, rp, bp, a, sl);
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
-               d->F, w, UMD_OPND);
+               d->F, w, mlp_types(m));
     for (int k = 0; out && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         const float *gate = a->mod + (long)s->row0 * w6 + 5 * w;
@@ -163,7 +168,7 @@ static void block_refill_partial(umd_model *m, replica *rp, const block_params *
     block_norm1(m, rp, bp, a, sl);
     block_norm2(m, rp, bp, a, sl);
     m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w,
-                       UMD_OPND);
+                       UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y : 0));
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
@@ -191,7 +196,7 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
     }
     /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
-               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w, UMD_OPND);
+               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w, mlp_types(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;

@@ -112,6 +112,11 @@ static inline float cpu_from_bf16(uint16_t h) {
     memcpy(&f, &u, sizeof f);
     return f;
 }
+/* dst (n) = src's bf16 values widened. */
+static inline void cpu_widen_n(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = cpu_from_bf16(src[i]);
+}
+
 /* n values to widen at once beyond the scratch: a caller's error the op cannot return. */
 static inline void cpu_check_widen(long n, const char *op) {
     if (n > CPU_WIDEN_FLOATS) {
@@ -176,12 +181,12 @@ void cpu_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const fl
 /* As ops.h's linear_bwd; dW may also be NULL here (dx alone, for the MLP's backward). */
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                     const float *W, int M, int N, int K, int dx_accumulate, int x_type);
-void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+void cpu_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
-                 int x_type);
+                 int types);
 void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                 const float *dy, const void *x, const float *h, const float *W1, const float *W2,
-                 float *tmp, int M, int F, int w, int x_type);
+                 const float *dy, const void *x, const void *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w, int types);
 /* norm.c */
 void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,

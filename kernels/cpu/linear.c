@@ -170,26 +170,53 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
     });
 }
 
-/* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. */
-void cpu_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+/* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. A bf16 h (UMD_OPND_H in a context with bf16
+ * operands) is fc1's y rounded (UMD_OPND_Y), and GELU reads it widened back into tmp: the fp32
+ * ops' bits on the rounded h. */
+void cpu_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
-                 int x_type) {
+                 int types) {
     if (M <= 0) return;
-    cpu_linear_fwd(c, h, x, W1, b1, M, F, w, x_type & UMD_OPND);
-    cpu_gelu_fwd(c, tmp, h, (size_t)M * F);
+    const size_t n = (size_t)M * F;
+    const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
+    cpu_linear_fwd(c, h, x, W1, b1, M, F, w, (types & UMD_OPND) | (hb ? UMD_OPND_Y : 0));
+    if (hb) {
+        cpu_widen_n(tmp, h, n);
+        cpu_gelu_fwd(c, tmp, tmp, n);
+    } else {
+        cpu_gelu_fwd(c, tmp, h, n);
+    }
     cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
 }
 
 /* tmp = gelu(h): dW2, db2; tmp = dy W2; tmp *= gelu'(h) (= dh); dW1, db1 and dx = dh W1. dy is
- * last read by the second step, so dx may alias it. */
+ * last read by the second step, so dx may alias it. A bf16 h is widened into tmp for gelu(h), and
+ * for gelu'(h) a block of rows at a time into the widening scratch (tmp then holds dy W2). */
 void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                 const float *dy, const void *x, const float *h, const float *W1, const float *W2,
-                 float *tmp, int M, int F, int w, int x_type) {
+                 const float *dy, const void *x, const void *h, const float *W1, const float *W2,
+                 float *tmp, int M, int F, int w, int types) {
     if (M <= 0) return;
-    size_t n = (size_t)M * F;
-    cpu_gelu_fwd(c, tmp, h, n);
+    const size_t n = (size_t)M * F;
+    const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
+    if (hb) {
+        cpu_widen_n(tmp, h, n);
+        cpu_gelu_fwd(c, tmp, tmp, n);
+    } else {
+        cpu_gelu_fwd(c, tmp, h, n);
+    }
     cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
     cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0, UMD_F32); /* dx alone: dy W2 */
-    cpu_gelu_bwd(c, tmp, tmp, h, n);
-    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
+    if (hb) {
+        cpu_check_widen(F, "mlp_bwd");
+        const long rows = CPU_WIDEN_FLOATS / F;
+        for (long r0 = 0; r0 < M; r0 += rows) {
+            const long r1 = r0 + rows < M ? r0 + rows : M;
+            float *hw = cpu_widen(c, 0);
+            cpu_widen_n(hw, (const uint16_t *)h + r0 * F, (size_t)(r1 - r0) * F);
+            cpu_gelu_bwd(c, tmp + r0 * F, tmp + r0 * F, hw, (size_t)(r1 - r0) * F);
+        }
+    } else {
+        cpu_gelu_bwd(c, tmp, tmp, h, n);
+    }
+    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, types & UMD_OPND);
 }

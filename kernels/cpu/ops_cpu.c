@@ -71,6 +71,9 @@ static void set_workspace(umd_ctx *c, void *ws, size_t bytes) {
 
 static size_t operand_bytes(const umd_ctx *c) { return c->opnd_bf16 ? 2 : 4; }
 
+/* The MLP keeps h in bf16 where the operands are. */
+static int hidden_operand(const umd_ctx *c) { return c->opnd_bf16; }
+
 /* Attention widens a bf16 qkv a pair at a time, at any head width. */
 static int attention_operand(const umd_ctx *c, int hd) {
     (void)hd;
@@ -134,6 +137,7 @@ static const umd_ops cpu_ops = {
     .linear_bwd = cpu_linear_bwd,
     .mlp_fwd = cpu_mlp_fwd,
     .mlp_bwd = cpu_mlp_bwd,
+    .hidden_operand = hidden_operand,
     .layernorm_fwd = cpu_layernorm_fwd,
     .layernorm_bwd = cpu_layernorm_bwd,
     .gate_residual_fwd = cpu_gate_residual_fwd,

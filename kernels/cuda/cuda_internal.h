@@ -91,6 +91,8 @@ struct umd_ctx {
                                   else as gate_residual_fwd then layernorm_fwd */
     int opnd_bf16;             /* operand tensors (ops.h) are bf16: bf16 math with
                                   UMDQ_CUDA_BF16_OPERANDS=1, else fp32 */
+    int hidden_bf16;           /* the MLP keeps h in bf16 where asked (UMD_OPND_H): bf16
+                                  operands and UMDQ_CUDA_BF16_MLP=1 (hidden_operand), else fp32 */
     /* recording (ops.h's record_begin): on only with UMDQ_CUDA_GRAPH=1 */
     int graphs;                /* record_begin records (else it answers UMDQ_EUNSUPPORTED) */
     int recording;             /* the stream is being captured */
@@ -110,7 +112,7 @@ struct umd_ctx {
 };
 
 /* 1 when a tensor of this type (UMD_F32, UMD_OPND) is stored in bf16 in this context (linear_fwd's
- * flags are taken apart first: UMD_OPND_Y says it of y). */
+ * and the MLP's flags are taken apart first: UMD_OPND_Y says it of y, UMD_OPND_H of h). */
 static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
     return type == UMD_OPND && c->opnd_bf16;
 }
@@ -157,11 +159,18 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
 void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                   int cols, long ld);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
-/* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd). */
-void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *h, size_t n);
-/* The same for dy = g * gelu'(h) elementwise (the MLP's GELU backward fused into the pass). */
+/* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd); h fp32, or bf16 (hbf: the MLP's hidden
+ * state where the context keeps it so), whose values are widened first. */
+void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const void *h, int hbf,
+                       size_t n);
+/* The same for dy = g * gelu'(h) elementwise (the MLP's GELU backward fused into the pass); h as
+ * in cuda_gelu_to_bf16. */
 int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
-                           const float *h, long M, int N);
+                           const void *h, int hbf, long M, int N);
+/* dst (n) fp32 = g * gelu'(h) with h bf16, widened (gelu_bwd's expression; dst may alias g): the
+ * GELU backward through tmp of an MLP whose h is bf16. */
+void cuda_dgelu_bf16h(umd_ctx *c, const char *op, float *dst, const float *g,
+                      const __nv_bfloat16 *h, size_t n);
 /* db (N) += the column sums of d (M, N) (a gemv against the workspace's ones); y (M, N) rows = b. */
 void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N);
 void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M, int N);
@@ -240,12 +249,13 @@ void cuda_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const f
                      int N, int K, int types);
 void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                      const float *W, int M, int N, int K, int dx_accumulate, int x_type);
-void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x, const float *W1,
+void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
                   const float *b1, const float *W2, const float *b2, int M, int F, int w,
-                  int x_type);
+                  int types);
 void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                  const float *dy, const void *x, const float *h, const float *W1, const float *W2,
-                  float *tmp, int M, int F, int w, int x_type);
+                  const float *dy, const void *x, const void *h, const float *W1, const float *W2,
+                  float *tmp, int M, int F, int w, int types);
+int cuda_hidden_operand(const umd_ctx *c);
 void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int out_type);

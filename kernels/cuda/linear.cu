@@ -66,7 +66,11 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
 
 /* The values a conversion to bf16 reads, element i of a flat (rows, cols) operand: src_plain the
  * floats themselves, src_gelu gelu(h) (the MLP's fc2 input, mlp.cu), src_dgelu g gelu'(h) (its
- * GELU backward). at4 reads 4 from a 16-byte aligned i. */
+ * GELU backward); src_gelu16 and src_dgelu16 the same from a bf16 h (the MLP's hidden state
+ * where the context keeps it in bf16), its values widened (exactly) before the same expressions,
+ * so they give the bits the fp32 sources give on the widened values. at4 reads 4 from an i that
+ * is a multiple of 4: 16 bytes of an fp32 tensor, 8 of a bf16 one, aligned() saying whether the
+ * base is. */
 struct src_plain {
     const float *a;
     __device__ float at(long i) const { return a[i]; }
@@ -92,6 +96,34 @@ struct src_dgelu {
                            a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
     }
     bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 15) == 0; }
+};
+/* 4 bf16 from an 8-byte aligned p, widened: element k is the low half of word k / 2 when k is
+ * even (little-endian, the layout bf16x4 below stores), the high half when it is odd. */
+__device__ static inline float4 widen4(const __nv_bfloat16 *p) {
+    uint2 u = *reinterpret_cast<const uint2 *>(p);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+struct src_gelu16 {
+    const __nv_bfloat16 *h;
+    __device__ float at(long i) const { return cuda_gelu_tanh(__bfloat162float(h[i])); }
+    __device__ float4 at4(long i) const {
+        float4 x = widen4(h + i);
+        return make_float4(cuda_gelu_tanh(x.x), cuda_gelu_tanh(x.y), cuda_gelu_tanh(x.z),
+                           cuda_gelu_tanh(x.w));
+    }
+    bool aligned() const { return ((uintptr_t)h & 7) == 0; }
+};
+struct src_dgelu16 {
+    const float *g;
+    const __nv_bfloat16 *h;
+    __device__ float at(long i) const { return g[i] * cuda_gelu_tanh_grad(__bfloat162float(h[i])); }
+    __device__ float4 at4(long i) const {
+        float4 a = *reinterpret_cast<const float4 *>(g + i), x = widen4(h + i);
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return ((uintptr_t)g & 15) == 0 && ((uintptr_t)h & 7) == 0; }
 };
 
 __device__ static inline uint2 bf16x4(float4 v) {
@@ -122,9 +154,27 @@ template <class S> static void convert(umd_ctx *c, const char *op, __nv_bfloat16
     CUDA_LAUNCHED(c, op);
 }
 
-void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *h, size_t n) {
+void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const void *h, int hbf,
+                       size_t n) {
     if (c->failed || n == 0) return;
-    convert(c, op, dst, src_gelu{h}, n);
+    if (hbf) convert(c, op, dst, src_gelu16{(const __nv_bfloat16 *)h}, n);
+    else convert(c, op, dst, src_gelu{(const float *)h}, n);
+}
+
+/* dst (n) fp32 <- src, one element a thread (grid-stride): each thread reads its element before
+ * writing it, so dst may alias what src reads at the same index. */
+template <class S> __global__ static void k_eval(float *dst, S src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src.at((long)i);
+}
+
+void cuda_dgelu_bf16h(umd_ctx *c, const char *op, float *dst, const float *g,
+                      const __nv_bfloat16 *h, size_t n) {
+    if (c->failed || n == 0) return;
+    unsigned grid = cuda_blocks(n, THREADS);
+    k_eval<<<grid < 65536 ? grid : 65536, THREADS, 0, c->stream>>>(dst, src_dgelu16{g, h}, n);
+    CUDA_LAUNCHED(c, op);
 }
 
 /* dst (rows, cols) packed bf16 <- src rows at stride ld floats: flat when the rows are packed,
@@ -426,10 +476,11 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const floa
 
 /* Column sums fused into a conversion to bf16: dst (M, N) bf16 <- v, and partials[chunk][j] =
  * the sum of v[r][j] over the chunk's rows r, where v is dy itself (src_plain) or dy * gelu'(h)
- * (src_dgelu: the GELU backward of the MLP, mlp.cu). Two layouts:
+ * (src_dgelu, src_dgelu16: the GELU backward of the MLP, mlp.cu). Two layouts:
  *   k_colsum_bf16    a thread per column, a grid row per chunk, rows in order (any N, alignment)
- *   k_colsum_bf16_4  N % 4 == 0 and 16-byte aligned rows: a block of 32 x 8 threads over 128
- *                    columns (4 per thread: float4 loads, 8-byte bf16 stores); row lane y takes
+ *   k_colsum_bf16_4  N % 4 == 0 and aligned rows (the source's aligned(): 16 bytes of fp32, 8
+ *                    of a bf16 h): a block of 32 x 8 threads over 128 columns (4 per thread:
+ *                    float4 loads, 4-wide loads of a bf16 h, 8-byte bf16 stores); row lane y takes
  *                    rows y, y + 8, ... of the chunk, and the 8 lane sums are added in lane order
  * then k_colsum_add adds the chunks' partials into db in chunk order: deterministic, no atomics. */
 template <class S>
@@ -516,8 +567,10 @@ int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float
 }
 
 int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
-                           const float *h, long M, int N) {
-    return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, h}, M, N);
+                           const void *h, int hbf, long M, int N) {
+    if (hbf)
+        return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu16{g, (const __nv_bfloat16 *)h}, M, N);
+    return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, (const float *)h}, M, N);
 }
 
 void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N) {

@@ -36,23 +36,67 @@
  * Operand tensors (ops.h): where x is one and the context's operands are bf16 (bf16 math and
  * UMDQ_CUDA_BF16_OPERANDS=1), x is already bf16, rounded as its conversion would have: fc1 reads
  * it as its A operand (linear_fwd) and dW1 = dh^T x reads it in place of bf_a (the "x -> bf16"
- * above is skipped), the same GEMMs on the same bits. The separate ops take it on to linear.cu. */
+ * above is skipped), the same GEMMs on the same bits. The separate ops take it on to linear.cu.
+ *
+ * The hidden state in bf16 (UMD_OPND_H, where hidden_operand says 1: a context with bf16
+ * operands made with UMDQ_CUDA_BF16_MLP=1 too): h is stored as bf16 (half its bytes, kept for
+ * the backward), as bf16 autocast keeps fc1's output. Not an operand tensor: GELU and its
+ * derivative read h too, so the results are those of h rounded, not the default context's.
+ *   forward   fc1 writes h bf16 (linear_fwd with UMD_OPND_Y: cuBLASLt's bf16 D, the fp32 sum with
+ *             b1 rounded once, the fp32 plan's algorithm: h is the default context's h rounded);
+ *             the GELU kernel into bf_b reads it widened (linear.cu's src_gelu16)
+ *   backward  bf16(gelu(h)) likewise; the dgelu + db1 pass reads it widened (src_dgelu16), and
+ *             so does the GELU backward through tmp where the partials do not hold the chunks
+ *             or there is no db1 (cuda_dgelu_bf16h, gelu_bwd's expression)
+ * Every one of them computes the fp32 expression on the widened value, so the backward is, bit
+ * for bit, the default context's on an fp32 h holding those values (test_cuda_ops). train.recompute
+ * "partial" refills h with the same linear_fwd (UMD_OPND | UMD_OPND_Y): the same bits. The
+ * separate ops read h in fp32: where the stages do not hold the operands whole, a bf16 h fails
+ * the context, naming the op and the shapes. Without UMD_OPND_H, or in any other context, h is
+ * fp32 as above. */
+#include <stdio.h>
 #include "cuda_internal.h"
 
-extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const void *x,
+extern "C" int cuda_hidden_operand(const umd_ctx *c) { return c->hidden_bf16; }
+
+/* 1 when h is bf16 for this call: the context keeps it so and the caller says it is. */
+static int hidden_bf16(const umd_ctx *c, int types) {
+    return c->hidden_bf16 && (types & UMD_OPND_H) != 0;
+}
+
+/* A bf16 h met the separate ops (the operands do not fit the bf16 stages whole), which read and
+ * write h in fp32: the context fails rather than read bf16 as fp32. */
+static void hidden_unfit(umd_ctx *c, const char *op, int M, int F, int w) {
+    char what[320];
+    snprintf(what, sizeof what,
+             "h (%d, %d) is bf16 (UMDQ_CUDA_BF16_MLP), and (%d, %d) operands with weights (%d, %d) "
+             "do not fit the bf16 stages whole (%zu values, %zu of weights): the separate ops "
+             "read h in fp32",
+             M, F, M, F > w ? F : w, F, w, c->bf_a ? c->bf_stage : (size_t)0,
+             c->bf_w ? c->bf_w_len : (size_t)0);
+    cuda_fail(c, op, what);
+}
+
+extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x,
                              const float *W1, const float *b1, const float *W2, const float *b2,
-                             int M, int F, int w, int x_type) {
+                             int M, int F, int w, int types) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
+    const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
     if (!cuda_bf16_whole(c, M, F, w)) {
+        if (hbf) {
+            hidden_unfit(c, "mlp_fwd", M, F, w);
+            return;
+        }
         cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
-        cuda_gelu_fwd(c, tmp, h, (size_t)M * F);
+        cuda_gelu_fwd(c, tmp, (const float *)h, (size_t)M * F);
         cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
         return;
     }
-    /* h = fc1(x) (x in bf_a, or the bf16 operand itself; W1 in bf_w); bf_b <- bf16(gelu(h)) */
-    cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
-    cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, (size_t)M * F);
+    /* h = fc1(x) (x in bf_a, or the bf16 operand itself; W1 in bf_w; h written bf16 where it is
+     * kept so); bf_b <- bf16(gelu(h)) */
+    cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type | (hbf ? UMD_OPND_Y : 0));
+    cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, hbf, (size_t)M * F);
     if (c->failed) return;
     /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
     cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
@@ -67,17 +111,23 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, float *h, float *tmp, const v
 }
 
 extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                             const float *dy, const void *x, const float *h, const float *W1,
-                             const float *W2, float *tmp, int M, int F, int w, int x_type) {
+                             const float *dy, const void *x, const void *h, const float *W1,
+                             const float *W2, float *tmp, int M, int F, int w, int types) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     const size_t n = (size_t)M * F;
+    const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
     if (!cuda_bf16_whole(c, M, F, w)) {
+        if (hbf) {
+            hidden_unfit(c, "mlp_bwd", M, F, w);
+            return;
+        }
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
-        cuda_gelu_fwd(c, tmp, h, n);
+        const float *hf = (const float *)h;
+        cuda_gelu_fwd(c, tmp, hf, n);
         cuda_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
         cuda_gemm_rm(c, "mlp_bwd", 0, 0, M, F, w, 1.0f, dy, w, W2, F, 0.0f, tmp, F);
-        cuda_gelu_bwd(c, tmp, tmp, h, n);
+        cuda_gelu_bwd(c, tmp, tmp, hf, n);
         cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
         return;
     }
@@ -87,7 +137,7 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
         if (db2) cuda_colsum_gemv(c, "mlp_bwd", db2, dy, M, w);
     }
     /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
-    cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, n);
+    cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, hbf, n);
     if (c->failed) return;
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, c->bf_a, w,
                  c->bf_b, F, 1.0f, dW2, F);
@@ -96,9 +146,11 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
                  c->bf_w, F, 0.0f, tmp, F);
     /* bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1 += its column sums in the
-     * same pass; without db1, or when the partials are too small, dh in fp32 in tmp, then staged */
-    if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, M, F) != 0) {
-        cuda_gelu_bwd(c, tmp, tmp, h, n);
+     * same pass; without db1, or when the partials are too small, dh in fp32 in tmp, then staged
+     * (a bf16 h read widened there too) */
+    if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, hbf, M, F) != 0) {
+        if (hbf) cuda_dgelu_bf16h(c, "mlp_bwd", tmp, tmp, (const __nv_bfloat16 *)h, n);
+        else cuda_gelu_bwd(c, tmp, tmp, (const float *)h, n);
         cuda_to_bf16(c, "mlp_bwd", c->bf_b, tmp, M, F, F);
         if (db1) cuda_colsum_gemv(c, "mlp_bwd", db1, tmp, M, F);
     }

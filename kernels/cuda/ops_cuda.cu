@@ -61,6 +61,11 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
          * conversion would have, so the results are the same bits */
         const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS");
         c->opnd_bf16 = math == UMD_MATH_BF16 && o && strcmp(o, "1") == 0;
+        /* the MLP's h in bf16 only on top of them (fc1 writes it as the qkv Linear writes qkv);
+         * unlike them it changes the results (GELU and its derivative read h rounded), so it is
+         * a switch of its own */
+        const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
+        c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
     }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
@@ -371,12 +376,13 @@ static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
  * With profiling on (umd_cuda_profile), every op call is bracketed by two CUDA events on the
  * stream (no synchronisation in the op); the pairs are resolved into per-op totals when the ring
  * fills and when the report is asked for. Off, an op costs one branch more. The ops that enqueue
- * work, in ops.h's order, in two runs around attention_operand (a question about the context,
- * answered on the host: not timed). */
+ * work, in ops.h's order, in three runs around hidden_operand and attention_operand (questions
+ * about the context, answered on the host: not timed). */
 #define CUDA_OPS_A(X)                                                                              \
     X(fill) X(copy) X(add) X(gelu_fwd) X(gelu_bwd) X(silu_fwd) X(silu_bwd) X(rand_uniform)         \
     X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
-    X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(mlp_fwd) X(mlp_bwd)      \
+    X(noise_mix) X(timestep_embed) X(gemm) X(linear_fwd) X(linear_bwd) X(mlp_fwd) X(mlp_bwd)
+#define CUDA_OPS_N(X)                                                                              \
     X(layernorm_fwd) X(layernorm_bwd) X(gate_residual_fwd) X(gate_residual_bwd)                    \
     X(residual_layernorm_fwd)                                                                      \
     X(attention_fwd) X(attention_bwd)
@@ -384,7 +390,7 @@ static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
     X(embed_rows_fwd) X(embed_rows_bwd) X(gather_tokens_fwd) X(gather_tokens_bwd)                 \
     X(decoder_input_fwd) X(decoder_input_bwd) X(token_mean_fwd) X(token_mean_bwd) X(mse_masked)   \
     X(sumsq) X(adamw) X(ema)
-#define CUDA_OPS(X) CUDA_OPS_A(X) CUDA_OPS_B(X)
+#define CUDA_OPS(X) CUDA_OPS_A(X) CUDA_OPS_N(X) CUDA_OPS_B(X)
 
 #define OP_ENUM(n) OP_##n,
 enum { CUDA_OPS(OP_ENUM) OP_COUNT };
@@ -428,7 +434,8 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
 #define CUDA_TABLE(var, ctxnew)                                                                    \
     static const umd_ops var = {"cuda", ctxnew, ctx_destroy, ctx_threads, workspace_bytes,         \
                                 set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
-                                operand_bytes, CUDA_OPS_A(OP_TIMED) cuda_attention_operand,        \
+                                operand_bytes, CUDA_OPS_A(OP_TIMED) cuda_hidden_operand,           \
+                                CUDA_OPS_N(OP_TIMED) cuda_attention_operand,                       \
                                 CUDA_OPS_B(OP_TIMED) ctx_status, rec_begin, rec_end, rec_replay}
 
 CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);

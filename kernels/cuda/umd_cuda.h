@@ -28,7 +28,15 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * by the GEMMs and the attention kernels, with the same bits as the default context, one
  * conversion pass fewer per product and half those tensors' memory. Off by default until it has
  * run on a device (test_cuda_ops and test_cuda_model check it against the default bit for bit;
- * bench/train_gpu --bf16-operands). */
+ * bench/train_gpu --bf16-operands).
+ * On top of them, UMDQ_CUDA_BF16_MLP=1 (read with UMDQ_CUDA_BF16_OPERANDS=1, in bf16 contexts
+ * only) keeps the MLP's hidden state h = fc1(x) in bf16 too (hidden_operand 1, UMD_OPND_H;
+ * mlp.cu): fc1 writes it rounded, as the qkv Linear writes qkv, and GELU and its backward read
+ * the rounded values, as PyTorch's bf16 autocast keeps h. That changes the results (they are
+ * those of h rounded, close to the default's, not its bits), so it is a switch of its own; off
+ * by default until it has run on a device (test_cuda_ops against the default context's ops on
+ * the rounded h, bit for bit; test_cuda_model against the default model within bf16 tolerance;
+ * bench/train_gpu --bf16-mlp). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);
@@ -92,7 +100,7 @@ typedef struct {
     int (*profile)(umd_ctx *c, int on);
     void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
 } umd_cuda_api;
-#define UMD_CUDA_API_VERSION 5
+#define UMD_CUDA_API_VERSION 6
 #define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus

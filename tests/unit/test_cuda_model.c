@@ -5,9 +5,10 @@
  * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
  * graph against the same steps op by op (bit for bit); train.recompute, the fused norm and bf16
  * operand tensors (the LayerNorm outputs into products, and qkv where attention takes it)
- * against the default model (bit for bit); and umd_run end to end with
- * train.device "cuda", op by op and recorded. Without a visible CUDA device every test reports
- * SKIP.
+ * against the default model (bit for bit); the MLP's hidden state in bf16 against the default
+ * model (within bf16 tolerance) and with train.recompute against without (bit for bit); and
+ * umd_run end to end with train.device "cuda", op by op and recorded. Without a visible CUDA
+ * device every test reports SKIP.
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -388,6 +389,149 @@ static void test_cuda_bf16_operands_narrow_heads_recompute_partial(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1, 0);
 }
 
+/* ---- the MLP's hidden state in bf16 ------------------------------------------------------------- */
+
+/* The same batch (fixture key) and step k's draws into each of n models, then a step with backward
+ * on each; l[i] the losses of models[i]. */
+static void step_each(umd_model **models, int n, const umd_config *cfg, uint32_t key, int k,
+                      umd_losses *l) {
+    const int B = cfg->batch;
+    float *x = malloc((size_t)B * 2 * 8 * 8 * sizeof(float));
+    int32_t y[64];
+    fx_batch(x, y, B, 2, 8, 8, 5, key);
+    for (int i = 0; i < n; i++) {
+        umd_model_load_batch(models[i], x, y);
+        umd_model_draw(models[i], cfg->seed, k);
+        umd_model_step(models[i], 1, &l[i]);
+    }
+    free(x);
+}
+
+/* The worst over m's tensors of the relative L2 error of the gradients g against ref (host
+ * copies of two models' gradient arenas, nf floats each, m's layout), with the tensor into
+ * worst_name. A tensor whose reference is all zeros must be all zeros. */
+static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char *worst_name,
+                            size_t n) {
+    double worst = 0;
+    for (int i = 0; i < umd_model_ntensors(m); i++) {
+        const umd_tensor *t = umd_model_tensor(m, i);
+        double num = 0, den = 0;
+        for (size_t k = 0; k < t->size; k++) {
+            const double a = g[t->offset + k], b = ref[t->offset + k];
+            num += isfinite(a) ? (a - b) * (a - b) : INFINITY;
+            den += b * b;
+        }
+        const double e = sqrt(num) / (sqrt(den) + 1e-30);
+        if (e > worst || i == 0) {
+            worst = e;
+            snprintf(worst_name, n, "%s (%zu values, reference norm %.3g)", t->name, t->size,
+                     sqrt(den));
+        }
+    }
+    return worst;
+}
+
+/* The MLP's hidden state in bf16 (a context made with UMDQ_CUDA_BF16_OPERANDS=1 and
+ * UMDQ_CUDA_BF16_MLP=1: hidden_operand 1, so the model stores h in bf16 and passes UMD_OPND_H)
+ * against the default bf16 model, from the same random parameters (fx_randomize: every path
+ * carries gradient from the first step) and batches, over 3 steps with AdamW: the losses within
+ * 1e-2 relative and every gradient tensor within 2e-2 relative L2 of the default's at each step
+ * (GELU and its backward read h rounded, as bf16 autocast has it: close, not the same bits);
+ * the device arenas smaller than those of the model with bf16 operands alone (h at half its
+ * bytes), train.recompute the same in both. With train.recompute (partial: fc1 runs again in
+ * the backward and writes h bf16 as the forward did) the model with both switches is also, bit
+ * for bit, that model without recompute: losses and gradients at every step, parameters after
+ * the 3 updates. Width 128 in 2 heads of 64, as the operand tests (qkv a bf16 operand too). */
+static void bf16_mlp(int recompute) {
+    need_gpu();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.depth = 3;
+    cfg.dec_depth = 3;
+    cfg.width = 128;
+    const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+    umd_model *c = new_model(&cfg, umd_ops_cpu()); /* the parameters' source */
+    umd_model *a = new_model(&cfg, ops);           /* the default bf16 model */
+    cfg.recompute = recompute;
+    setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+    umd_model *o = new_model(&cfg, ops); /* bf16 operands alone: the arena to undercut */
+    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+    umd_model *b = new_model(&cfg, ops); /* both switches, train.recompute as asked */
+    cfg.recompute = UMD_RECOMPUTE_OFF;
+    umd_model *r = recompute != UMD_RECOMPUTE_OFF ? new_model(&cfg, ops) : NULL; /* without */
+    cfg.recompute = recompute;
+    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    unsetenv("UMDQ_CUDA_BF16_MLP");
+    T_REQUIRE(c && a && o && b && (r || recompute == UMD_RECOMPUTE_OFF));
+    T_EQ_INT(ops->hidden_operand(umd_model_ctx(a)), 0);
+    T_EQ_INT(ops->hidden_operand(umd_model_ctx(o)), 0);
+    T_EQ_INT(ops->hidden_operand(umd_model_ctx(b)), 1);
+    if (r) T_EQ_INT(ops->hidden_operand(umd_model_ctx(r)), 1);
+    size_t peak_o = 0, peak_b = 0, used, total;
+    umd_cuda_memory(umd_model_ctx(o), &peak_o, &used, &total);
+    umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
+    printf("  recompute %s: device arenas %zu bytes with h bf16, %zu with the operands alone; "
+           "activation arenas %zu and %zu bytes\n", umd_recompute_name(recompute), peak_b, peak_o,
+           umd_model_sizes(b)->acts, umd_model_sizes(o)->acts);
+    T_CHECK(peak_b < peak_o);
+    umd_model_destroy(&o);
+    fx_randomize(c, 100);
+    copy_params(a, c);
+    copy_params(b, c);
+    if (r) copy_params(r, c);
+    umd_model_destroy(&c);
+    umd_model *models[3] = {a, b, r};
+    const int nm = r ? 3 : 2;
+    size_t nf = umd_model_sizes(a)->nfloats;
+    float *ga = malloc(nf * sizeof(float)), *gb = malloc(nf * sizeof(float));
+    float *gr = malloc(nf * sizeof(float));
+    T_REQUIRE(ga && gb && gr);
+    char where[200];
+    for (int k = 0; k < 3; k++) {
+        umd_losses l[3];
+        step_each(models, nm, &cfg, 600 + (uint32_t)k, k, l);
+        T_REQUIRE(device_ok(a) && device_ok(b) && (!r || device_ok(r)));
+        umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
+        umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
+        const double worst = worst_grad_l2(a, gb, ga, where, sizeof where);
+        printf("  step %d: loss %.9f with h bf16, %.9f default (rel %.2e); worst gradient relative "
+               "L2 %.2e at %s\n", k, l[1].loss, l[0].loss, fabs(l[1].loss - l[0].loss) / l[0].loss,
+               worst, where);
+        T_NEAR(l[1].loss, l[0].loss, 0, 1e-2);
+        T_NEAR(l[1].loss_eps, l[0].loss_eps, 0, 1e-2);
+        T_NEAR(l[1].loss_x0, l[0].loss_x0, 0, 1e-2);
+        T_NEAR(l[1].loss_clean, l[0].loss_clean, 0, 1e-2);
+        T_CHECK_MSG(worst <= 2e-2, "step %d: gradient relative L2 error %.3g > 2e-2 at %s", k,
+                    worst, where);
+        if (r) {
+            umd_model_ops(r)->download(umd_model_ctx(r), gr, umd_model_grads(r), nf * sizeof(float));
+            T_CHECK_MSG(l[1].loss == l[2].loss && l[1].loss_eps == l[2].loss_eps &&
+                        l[1].loss_x0 == l[2].loss_x0 && l[1].loss_clean == l[2].loss_clean,
+                        "step %d: loss %.9g with recompute, %.9g without", k, l[1].loss, l[2].loss);
+            T_CHECK_MSG(!first_difference(b, gb, gr, nf, where, sizeof where),
+                        "step %d: the gradients differ with recompute and without, first at %s", k,
+                        where);
+        }
+        for (int i = 0; i < nm; i++) umd_optim_step(models[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
+    }
+    if (r) {
+        umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_params(b), nf * sizeof(float));
+        umd_model_ops(r)->download(umd_model_ctx(r), gr, umd_model_params(r), nf * sizeof(float));
+        T_CHECK_MSG(!first_difference(b, gb, gr, nf, where, sizeof where),
+                    "the parameters differ with recompute and without after 3 updates, first at %s",
+                    where);
+    }
+    free(ga);
+    free(gb);
+    free(gr);
+    umd_model_destroy(&a);
+    umd_model_destroy(&b);
+    if (r) umd_model_destroy(&r);
+}
+
+static void test_cuda_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF); }
+static void test_cuda_bf16_mlp_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL); }
+
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
 
@@ -504,6 +648,7 @@ int main(void) {
     char err[256];
     unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    unsetenv("UMDQ_CUDA_BF16_MLP");
     unsetenv("UMDQ_CUDA_GRAPH");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     T_RUN(test_cuda_step_parity_fp32);
@@ -525,6 +670,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_fused_norm_recompute_partial);
     T_RUN(test_cuda_bf16_operands_narrow_heads);
     T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
+    T_RUN(test_cuda_bf16_mlp);
+    T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

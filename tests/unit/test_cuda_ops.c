@@ -201,6 +201,15 @@ static void ctx_free(umd_ctx **c, void *ws) {
     GPU->ctx_destroy(c);
 }
 
+/* ctx_with, made with UMDQ_CUDA_BF16_MLP=1 as well (the MLP keeps h in bf16 where the context's
+ * operands are bf16; read when a context is made). */
+static umd_ctx *ctx_with_mlp(int m, int operands, const umd_limits *lim, void **ws) {
+    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+    umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
+    unsetenv("UMDQ_CUDA_BF16_MLP");
+    return c;
+}
+
 /* Waits for a context's queued ops (its own stream: gc's downloads do not wait for them). */
 static void ctx_ok(umd_ctx *c) {
     char err[512];
@@ -308,6 +317,38 @@ static void same_rounded(const char *what, const void *d, const float *ref, size
                 nonfinite);
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu bf16 values differ from the default context's fp32 "
                 "values rounded", what, bad, n);
+}
+
+/* The n fp32 values at d (device) against those at ref (device) in relative L2, every one of
+ * both finite: ||d - ref|| / ||ref - base|| <= tol, where base (host; NULL: zeros) holds what
+ * both accumulated onto, so that the increments are what is compared. For results that are
+ * close to another context's, not its bits. */
+static void near_l2(const char *what, const float *d, const float *ref, const float *base,
+                    size_t n, double tol) {
+    gpu_ok();
+    float *g = malloc((n ? n : 1) * sizeof *g), *r = malloc((n ? n : 1) * sizeof *r);
+    T_REQUIRE(g && r);
+    GPU->download(gc, g, d, n * sizeof *g);
+    GPU->download(gc, r, ref, n * sizeof *r);
+    double num = 0, den = 0;
+    size_t nonfinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(g[i]) || !isfinite(r[i])) {
+            nonfinite++;
+            continue;
+        }
+        const double e = (double)g[i] - r[i], v = (double)r[i] - (base ? base[i] : 0.0);
+        num += e * e;
+        den += v * v;
+    }
+    free(g);
+    free(r);
+    const double rel = sqrt(num) / (sqrt(den) + 1e-30);
+    if (nonfinite || rel > tol)
+        printf("  %s: relative L2 error %.3g (tolerance %.0e), %zu values not finite, n %zu\n",
+               what, rel, tol, nonfinite, n);
+    T_CHECK_MSG(nonfinite == 0, "%s: %zu values not written or not finite", what, nonfinite);
+    T_CHECK_MSG(rel <= tol, "%s: relative L2 error %.3g > %.0e", what, rel, tol);
 }
 
 /* ---- elementwise and optimiser ---------------------------------------------------------------- */
@@ -900,6 +941,239 @@ static void test_cuda_bf16_operands_contexts(void) {
         T_CONTAINS(err, op % 2 ? "linear_bwd" : "linear_fwd");
         T_CONTAINS(err, "bf16 operand");
         T_CONTAINS(err, "(4, 8)");
+        cleanup();
+        ctx_free(&c, NULL);
+    }
+}
+
+/* ---- the MLP's hidden state in bf16 ------------------------------------------------------------- */
+
+/* h's bf16 values at d (device, n) widened, uploaded as fp32: an h the default context reads. */
+static float *d_widened(const void *d, size_t n) {
+    const uint16_t *hb = h_down(d, n * sizeof *hb);
+    float *hw = hkeep(malloc((n ? n : 1) * sizeof *hw));
+    for (size_t i = 0; i < n; i++) hw[i] = fx_widen(hb[i]);
+    return d_f(hw, n);
+}
+
+/* mlp_fwd and mlp_bwd keeping h in bf16 (UMD_OPND_H in a bf16 context made with
+ * UMDQ_CUDA_BF16_OPERANDS=1 and UMDQ_CUDA_BF16_MLP=1) against the default bf16 context:
+ *   h is the default context's fp32 h rounded to nearest even, bit for bit (same_rounded: fc1
+ *     writes it with the bf16-y plan, which takes the fp32 plan's algorithm);
+ *   y is, bit for bit, the default context's gelu_fwd then linear_fwd (fc2) on h's values
+ *     widened (GELU of the same values, rounded into the same operand of the same product), and
+ *     within bf16 tolerance of its mlp_fwd's y (relative L2 1e-2: GELU read h rounded);
+ *   the backward is, bit for bit, the default context's mlp_bwd from an fp32 h holding those
+ *     widened values (every pass that reads h computes the fp32 expression on the widened
+ *     value: bf16(gelu(h)) for dW2, dh = g gelu'(h) with db1's column sums in the same order,
+ *     and without db1 dh through tmp as gelu_bwd computes it), and within bf16 tolerance of its
+ *     mlp_bwd from its own fp32 h (dx; dW1, dW2, db1, db2 by what they accumulated).
+ * Variants: no biases, x fp32 (fc1 converts it; the backward's dh through tmp); biases, x a bf16
+ * operand (UMD_OPND | UMD_OPND_H, as the model passes it); the same with dx aliasing dy. Shapes
+ * that are not multiples of the GEMM tiles or of 4 (the column sums' 4-wide kernel), one row, and
+ * a model's F = 4 w over 17 chunks of rows. Written outputs start as NaN (h as 0xffff), the
+ * gradients accumulate onto the same random values in every context. */
+static void test_cuda_mlp_bf16_hidden(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *hws;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
+    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+    T_EQ_INT(GPU->hidden_operand(hc), 1);
+    T_EQ_INT(GPU->hidden_operand(dc), 0);
+    const int shapes[][3] = {{37, 61, 24}, {300, 256, 64}, {1025, 200, 160},
+                             {1, 7, 5},    {20, 9, 33},    {4100, 512, 128}}; /* M F w */
+    for (int s = 0; s < 6; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 1300 + 20 * (uint32_t)s;
+        uint16_t *xh;
+        float *x = h_bf16_values(Mw, key, &xh);
+        float *W1 = h_randn(Fw, key + 1, 0.2f), *W2 = h_randn(Fw, key + 2, 0.2f);
+        float *dy = h_randn(Mw, key + 3, 1.0f);
+        float *b1 = h_randn((size_t)F, key + 4, 0.5f), *b2 = h_randn((size_t)w, key + 5, 0.5f);
+        float *d_x = d_f(x, Mw), *d_W1 = d_f(W1, Fw), *d_W2 = d_f(W2, Fw), *d_dy = d_f(dy, Mw);
+        float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
+        const void *d_xh = d_up(xh, Mw * sizeof *xh);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        const uint16_t *nan16 = h_nan16(MF);
+        for (int v = 0; v < 3; v++) {
+            const int bias = v > 0, alias = v == 2;
+            const float *B1 = bias ? d_b1 : NULL, *B2 = bias ? d_b2 : NULL;
+            const void *hx = v ? d_xh : (const void *)d_x; /* x as the bf16-h context reads it */
+            const int types = (v ? UMD_OPND : UMD_F32) | UMD_OPND_H;
+            float *y0 = d_f(nanMw, Mw), *h0 = d_f(nanMF, MF), *t0 = d_f(nanMF, MF);
+            float *y1 = d_f(nanMw, Mw), *t1 = d_f(nanMF, MF);
+            void *h1 = d_up(nan16, MF * sizeof *nan16);
+            GPU->mlp_fwd(dc, y0, h0, t0, d_x, d_W1, B1, d_W2, B2, M, F, w, UMD_F32);
+            GPU->mlp_fwd(hc, y1, h1, t1, hx, d_W1, B1, d_W2, B2, M, F, w, types);
+            ctx_ok2(dc, hc);
+            char what[160];
+            snprintf(what, sizeof what, "mlp_fwd bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_rounded(what, h1, h0, MF);
+            snprintf(what, sizeof what, "mlp_fwd y, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            near_l2(what, y1, y0, NULL, Mw, 1e-2);
+            /* the default context's ops on h's values widened */
+            float *d_hw = d_widened(h1, MF);
+            float *g2 = d_f(nanMF, MF), *y2 = d_f(nanMw, Mw);
+            GPU->gelu_fwd(dc, g2, d_hw, MF);
+            GPU->linear_fwd(dc, y2, g2, d_W2, B2, M, w, F, UMD_F32);
+            ctx_ok(dc);
+            same_bits_fmt(y1, y2, Mw, "mlp_fwd y, bf16 h, against gelu_fwd + linear_fwd on it "
+                          "(%d x %d x %d, variant %d)", M, F, w, v);
+            /* backward: 0 the default context from its h, 1 from the widened bf16 h, 2 the
+             * bf16-h context */
+            float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+            float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            float *dx[3], *dW1[3], *dW2[3], *db1[3], *db2[3], *tmp[3];
+            for (int k = 0; k < 3; k++) {
+                dx[k] = d_f(alias ? dy : nanMw, Mw);
+                dW1[k] = d_f(gW1, Fw);
+                dW2[k] = d_f(gW2, Fw);
+                db1[k] = d_f(gb1, (size_t)F);
+                db2[k] = d_f(gb2, (size_t)w);
+                tmp[k] = d_f(nanMF, MF);
+            }
+            for (int k = 0; k < 3; k++) {
+                umd_ctx *c = k < 2 ? dc : hc;
+                const void *hk = k == 0 ? (const void *)h0 : k == 1 ? (const void *)d_hw : h1;
+                GPU->mlp_bwd(c, dx[k], dW1[k], bias ? db1[k] : NULL, dW2[k], bias ? db2[k] : NULL,
+                             alias ? dx[k] : d_dy, k < 2 ? (const void *)d_x : hx, hk, d_W1, d_W2,
+                             tmp[k], M, F, w, k < 2 ? UMD_F32 : types);
+            }
+            ctx_ok2(dc, hc);
+            same_bits_fmt(dx[2], dx[1], Mw, "mlp_bwd dx, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(dW1[2], dW1[1], Fw, "mlp_bwd dW1, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(dW2[2], dW2[1], Fw, "mlp_bwd dW2, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(db1[2], db1[1], (size_t)F, "mlp_bwd db1, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            same_bits_fmt(db2[2], db2[1], (size_t)w, "mlp_bwd db2, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            snprintf(what, sizeof what, "mlp_bwd dx, bf16 h against fp32 h (%d x %d x %d, variant %d)",
+                     M, F, w, v);
+            near_l2(what, dx[2], dx[0], NULL, Mw, 1e-2);
+            snprintf(what, sizeof what, "mlp_bwd dW1, bf16 h against fp32 h (%d x %d x %d, variant %d)",
+                     M, F, w, v);
+            near_l2(what, dW1[2], dW1[0], gW1, Fw, 1e-2);
+            snprintf(what, sizeof what, "mlp_bwd dW2, bf16 h against fp32 h (%d x %d x %d, variant %d)",
+                     M, F, w, v);
+            near_l2(what, dW2[2], dW2[0], gW2, Fw, 1e-2);
+            if (bias) {
+                snprintf(what, sizeof what, "mlp_bwd db1, bf16 h against fp32 h (%d x %d x %d, "
+                         "variant %d)", M, F, w, v);
+                near_l2(what, db1[2], db1[0], gb1, (size_t)F, 1e-2);
+                snprintf(what, sizeof what, "mlp_bwd db2, bf16 h against fp32 h (%d x %d x %d, "
+                         "variant %d)", M, F, w, v);
+                near_l2(what, db2[2], db2[0], gb2, (size_t)w, 1e-2);
+            }
+        }
+        cleanup();
+    }
+    ctx_free(&dc, dws);
+    ctx_free(&hc, hws);
+}
+
+/* hidden_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1 and
+ * UMDQ_CUDA_BF16_MLP=1; 0 in a bf16 context with the operands alone, with the MLP switch alone
+ * (it needs them), with neither, and in fp32 and TF32 contexts made with both. Where it says 0,
+ * UMD_OPND_H means nothing: mlp_fwd and mlp_bwd give the bits they give without it, h fp32
+ * (the default bf16 context, one made with the MLP switch alone, a TF32 one made with both:
+ * the separate ops). In a context that keeps h in bf16, the separate ops (here: no workspace,
+ * so no bf16 stage) cannot take a bf16 h: mlp_fwd and mlp_bwd fail the context, naming the op,
+ * h's shape and the switch, and leave h and the gradients as they were. */
+static void test_cuda_hidden_operand(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws;
+    const struct {
+        int math, operands, mlp, want;
+    } cases[] = {{UMD_MATH_BF16, 1, 1, 1}, {UMD_MATH_BF16, 1, 0, 0}, {UMD_MATH_BF16, 0, 1, 0},
+                 {UMD_MATH_BF16, 0, 0, 0}, {UMD_MATH_FP32, 1, 1, 0}, {UMD_MATH_TF32, 1, 1, 0}};
+    for (int i = 0; i < 6; i++) {
+        const int m = cases[i].math, op = cases[i].operands;
+        umd_ctx *c = cases[i].mlp ? ctx_with_mlp(m, op, NULL, &ws) : ctx_with(m, op, 0, NULL, &ws);
+        const umd_ops *o = umd_ops_cuda(m);
+        T_CHECK_MSG(o->hidden_operand(c) == cases[i].want,
+                    "hidden_operand (math %d, operands %d, MLP switch %d): %d, want %d", m, op,
+                    cases[i].mlp, o->hidden_operand(c), cases[i].want);
+        T_EQ_INT(o->operand_bytes(c), m == UMD_MATH_BF16 && op ? 2 : 4);
+        ctx_free(&c, NULL);
+    }
+    {
+        static const umd_limits lim = {4, 16, 160, 2, 16, 4096};
+        const int M = 37, F = 64, w = 48;
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        float *d_x = d_f(h_randn(Mw, 1400, 1.0f), Mw), *d_W1 = d_f(h_randn(Fw, 1401, 0.2f), Fw);
+        float *d_W2 = d_f(h_randn(Fw, 1402, 0.2f), Fw), *d_dy = d_f(h_randn(Mw, 1403, 1.0f), Mw);
+        float *d_b1 = d_f(h_randn((size_t)F, 1404, 0.5f), (size_t)F);
+        float *d_b2 = d_f(h_randn((size_t)w, 1405, 0.5f), (size_t)w);
+        float *gW1 = h_randn(Fw, 1406, 1.0f), *gW2 = h_randn(Fw, 1407, 1.0f);
+        float *gb1 = h_randn((size_t)F, 1408, 1.0f), *gb2 = h_randn((size_t)w, 1409, 1.0f);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        const char *names[] = {"the default bf16 context", "a bf16 context with the MLP switch alone",
+                               "a TF32 context with both switches"};
+        for (int i = 0; i < 3; i++) {
+            void *cws;
+            const int m = i == 2 ? UMD_MATH_TF32 : UMD_MATH_BF16;
+            umd_ctx *c = i == 0 ? ctx_with(m, 0, 0, &lim, &cws) : ctx_with_mlp(m, i == 2, &lim, &cws);
+            T_EQ_INT(umd_ops_cuda(m)->hidden_operand(c), 0);
+            float *y[2], *h[2], *dx[2], *dW1[2], *dW2[2], *db1[2], *db2[2];
+            for (int k = 0; k < 2; k++) {
+                y[k] = d_f(nanMw, Mw);
+                h[k] = d_f(nanMF, MF);
+                dx[k] = d_f(nanMw, Mw);
+                dW1[k] = d_f(gW1, Fw);
+                dW2[k] = d_f(gW2, Fw);
+                db1[k] = d_f(gb1, (size_t)F);
+                db2[k] = d_f(gb2, (size_t)w);
+                float *tmp = d_f(nanMF, MF);
+                const int types = k ? UMD_OPND_H : UMD_F32;
+                GPU->mlp_fwd(c, y[k], h[k], tmp, d_x, d_W1, d_b1, d_W2, d_b2, M, F, w, types);
+                GPU->mlp_bwd(c, dx[k], dW1[k], db1[k], dW2[k], db2[k], d_dy, d_x, h[k], d_W1, d_W2,
+                             tmp, M, F, w, types);
+            }
+            ctx_ok(c);
+            same_bits_fmt(h[1], h[0], MF, "mlp_fwd h, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(y[1], y[0], Mw, "mlp_fwd y, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(dx[1], dx[0], Mw, "mlp_bwd dx, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(dW1[1], dW1[0], Fw, "mlp_bwd dW1, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(dW2[1], dW2[0], Fw, "mlp_bwd dW2, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(db1[1], db1[0], (size_t)F, "mlp_bwd db1, UMD_OPND_H in %s", names[i]);
+            same_bits_fmt(db2[1], db2[0], (size_t)w, "mlp_bwd db2, UMD_OPND_H in %s", names[i]);
+            ctx_free(&c, cws);
+        }
+        cleanup();
+    }
+    const char *names[] = {"mlp_fwd", "mlp_bwd"};
+    for (int op = 0; op < 2; op++) {
+        umd_ctx *c = ctx_with_mlp(UMD_MATH_BF16, 1, NULL, &ws);
+        const int M = 4, F = 8, w = 8;
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        uint16_t *xh, *hh;
+        h_bf16_values(Mw, 1410, &xh);
+        h_bf16_values(MF, 1411, &hh);
+        const void *d_xh = d_up(xh, Mw * sizeof *xh);
+        /* h: 0xffff where the forward would write it, bf16 values where the backward reads it */
+        const uint16_t *h0 = op ? hh : h_nan16(MF);
+        void *h = d_up(h0, MF * sizeof *h0);
+        float *W1 = d_f(h_randn(Fw, 1412, 0.2f), Fw), *W2 = d_f(h_randn(Fw, 1413, 0.2f), Fw);
+        float *dy = d_f(h_randn(Mw, 1414, 1.0f), Mw);
+        float *y = d_f(h_nan(Mw), Mw), *dx = d_f(h_nan(Mw), Mw), *tmp = d_f(h_nan(MF), MF);
+        const float *gW = h_randn(Fw, 1415, 1.0f);
+        float *dW1 = d_f(gW, Fw), *dW2 = d_f(gW, Fw), *dW_ref = d_f(gW, Fw);
+        if (op == 0)
+            GPU->mlp_fwd(c, y, h, tmp, d_xh, W1, NULL, W2, NULL, M, F, w, UMD_OPND | UMD_OPND_H);
+        else
+            GPU->mlp_bwd(c, dx, dW1, NULL, dW2, NULL, dy, d_xh, h, W1, W2, tmp, M, F, w,
+                         UMD_OPND | UMD_OPND_H);
+        char err[512] = "";
+        int rc = GPU->status(c, err, sizeof err);
+        printf("  %s with a bf16 h and no bf16 stage: %s\n", names[op], err);
+        T_CHECK_MSG(rc != 0, "%s took a bf16 h on the separate ops (fp32)", names[op]);
+        T_CONTAINS(err, names[op]);
+        T_CONTAINS(err, "h (4, 8)");
+        T_CONTAINS(err, "bf16");
+        T_CONTAINS(err, "UMDQ_CUDA_BF16_MLP");
+        same_bf16("h left alone", h, h0, MF);
+        same_bits("dW1 left alone", dW1, dW_ref, Fw);
+        same_bits("dW2 left alone", dW2, dW_ref, Fw);
         cleanup();
         ctx_free(&c, NULL);
     }
@@ -1576,6 +1850,7 @@ int main(void) {
     char err[256];
     unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    unsetenv("UMDQ_CUDA_BF16_MLP");
     unsetenv("UMDQ_CUDA_GRAPH");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
@@ -1599,6 +1874,8 @@ int main(void) {
     T_RUN(test_cuda_linear_bf16_y);
     T_RUN(test_cuda_mlp_bf16_operands);
     T_RUN(test_cuda_bf16_operands_contexts);
+    T_RUN(test_cuda_mlp_bf16_hidden);
+    T_RUN(test_cuda_hidden_operand);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
     T_RUN(test_cuda_layernorm_bf16_operands);

@@ -478,25 +478,71 @@ static void ln_op(const umd_ops *o, umd_ctx *c, int fused, float *xo, void *out,
                          type);
 }
 
+/* The MLP keeping h in bf16 (UMD_OPND_H) on a bf16 x, in the bf16 context cb, against the fp32
+ * ops in cf: h is fp32 fc1's h32 rounded; y, dx, db1, dW2 and db2 are the fp32 ops' bits on the
+ * widened h (GELU and its derivative read the rounded values); dW1 within fp32 rounding. */
+static void bf16_hidden_case(umd_ctx *cf, umd_ctx *cb, const umd_ops *B16, const float *xw,
+                             const uint16_t *xh, const float *h32, const float *W1,
+                             const float *b1, const float *W2, const float *b2, const float *gy,
+                             int M, int F, int w, int which) {
+    const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+    uint16_t *h16 = malloc(MF * sizeof *h16);
+    float *hw = malloc(MF * sizeof *hw), *g = zeros(MF), *tmp = zeros(MF);
+    float *y = malloc(Mw * sizeof *y), *yref = zeros(Mw);
+    memset(h16, 0xff, MF * sizeof *h16);
+    for (size_t i = 0; i < Mw; i++) y[i] = NAN;
+    B16->mlp_fwd(cb, y, h16, tmp, xh, W1, b1, W2, b2, M, F, w, UMD_OPND | UMD_OPND_H);
+    int ok = 1;
+    for (size_t i = 0; i < MF; i++) ok &= h16[i] == fx_bf16(h32[i]);
+    T_CHECK_MSG(ok, "mlp_fwd's bf16 h is not fc1's fp32 h rounded (case %03d)", which);
+    for (size_t i = 0; i < MF; i++) hw[i] = fx_widen(h16[i]);
+    O->gelu_fwd(cf, g, hw, MF);
+    O->linear_fwd(cf, yref, g, W2, b2, M, w, F, UMD_F32);
+    same_bits("mlp_fwd y on a bf16 h", y, yref, Mw, which);
+    float *d[2][5];
+    for (int k = 0; k < 2; k++) {
+        d[k][0] = zeros(Mw), d[k][1] = zeros(Fw), d[k][2] = zeros((size_t)F);
+        d[k][3] = zeros(Fw), d[k][4] = zeros((size_t)w);
+    }
+    O->mlp_bwd(cf, d[0][0], d[0][1], d[0][2], d[0][3], d[0][4], gy, xw, hw, W1, W2, tmp, M, F, w,
+               UMD_F32);
+    B16->mlp_bwd(cb, d[1][0], d[1][1], d[1][2], d[1][3], d[1][4], gy, xh, h16, W1, W2, tmp, M, F,
+                 w, UMD_OPND | UMD_OPND_H);
+    same_bits("mlp_bwd dx on a bf16 h", d[1][0], d[0][0], Mw, which);
+    near_rel("mlp_bwd dW1 on a bf16 h", d[1][1], d[0][1], Fw, 1e-6, which);
+    same_bits("mlp_bwd db1 on a bf16 h", d[1][2], d[0][2], (size_t)F, which);
+    same_bits("mlp_bwd dW2 on a bf16 h", d[1][3], d[0][3], Fw, which);
+    same_bits("mlp_bwd db2 on a bf16 h", d[1][4], d[0][4], (size_t)w, which);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 5; j++) free(d[k][j]);
+    free(h16); free(hw); free(g); free(tmp); free(y); free(yref);
+}
+
 /* A context with bf16 operand tensors: the LayerNorms and a Linear with a bf16 y write the fp32
  * rows rounded to bf16 (and everything else as the fp32 context does), and the products that
  * read a bf16 operand, attention's on a bf16 qkv included, give the results of the fp32 ops on
  * its widened values: the same bits in the forwards, in dx and in dqkv, and within fp32
- * rounding in dW (its sum over rows runs a widened block at a time). 1 and 2
+ * rounding in dW (its sum over rows runs a widened block at a time); so does the MLP with its h
+ * in bf16, on the rounded h (bf16_hidden_case). 1 and 2
  * threads; rows wider than fit one widening block, and non-multiples of everything. */
 static void test_kernels_bf16_operands(void) {
     ctx_setup();
     char err[128];
     const umd_ops *B16 = umd_ops_cpu_bf16();
     T_EQ_STR(B16->name, "cpu-bf16");
-    umd_ctx *Cb[2];
-    void *ws[2];
-    umd_limits lim = {64, 64, 512, 8, 256, 512 * 512};
+    /* bf16 contexts (Cb) and fp32 ones (Cf) of 1 and 2 threads, for the same limits: the ops
+     * then split their work alike (a dW partial that does not fit makes a team of one) */
+    umd_ctx *Cb[2], *Cf[2];
+    void *ws[2], *wf[2];
+    umd_limits lim = {64, 64, 512, 8, 256, 2000 * 16};
     for (int t = 0; t < 2; t++) {
         T_REQUIRE(B16->ctx_new(&Cb[t], t + 1, err, sizeof err) == 0);
-        size_t bytes = B16->workspace_bytes(Cb[t], &lim);
+        T_REQUIRE(O->ctx_new(&Cf[t], t + 1, err, sizeof err) == 0);
+        size_t bytes = B16->workspace_bytes(Cb[t], &lim), fbytes = O->workspace_bytes(Cf[t], &lim);
         T_REQUIRE((ws[t] = B16->alloc(Cb[t], bytes)) != NULL);
+        T_REQUIRE((wf[t] = O->alloc(Cf[t], fbytes)) != NULL);
         B16->set_workspace(Cb[t], ws[t], bytes);
+        O->set_workspace(Cf[t], wf[t], fbytes);
     }
     T_EQ_INT(O->operand_bytes(C1), 4);
     T_EQ_INT(B16->operand_bytes(Cb[0]), 2);
@@ -544,7 +590,9 @@ static void test_kernels_bf16_operands(void) {
     }
 
     /* Linear and MLP on a bf16 x: (M, N, K); K = 300 widens 218 rows a block */
-    static const int lin_shapes[][3] = {{1, 1, 1}, {37, 24, 19}, {700, 33, 300}, {530, 16, 64}};
+    /* (1100, 2000, 16): the MLP widens its bf16 h for gelu' in two blocks of rows */
+    static const int lin_shapes[][3] = {{1, 1, 1}, {37, 24, 19}, {700, 33, 300}, {530, 16, 64},
+                                        {1100, 2000, 16}};
     for (size_t k = 0; k < sizeof lin_shapes / sizeof *lin_shapes; k++) {
         const int M = lin_shapes[k][0], N = lin_shapes[k][1], K = lin_shapes[k][2];
         const size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
@@ -563,7 +611,7 @@ static void test_kernels_bf16_operands(void) {
         memcpy(dW0, dW, NK * sizeof *dW);
         memcpy(db0, db, (size_t)N * sizeof *db);
         for (int t = 0; t < 2; t++) {
-            umd_ctx *cf = t ? C2 : C1;
+            umd_ctx *cf = Cf[t];
             int which = (int)k * 10 + t;
             O->linear_fwd(cf, y, xw, W, bias, M, N, K, UMD_F32);
             for (size_t i = 0; i < MN; i++) y2[i] = NAN;
@@ -606,7 +654,7 @@ static void test_kernels_bf16_operands(void) {
         float *db1 = zeros((size_t)F), *db1b = zeros((size_t)F), *db2a = zeros((size_t)w);
         float *db2b = zeros((size_t)w);
         for (int t = 0; t < 2; t++) {
-            umd_ctx *cf = t ? C2 : C1;
+            umd_ctx *cf = Cf[t];
             int which = (int)k * 10 + t;
             O->mlp_fwd(cf, my, h, tmp, xw, W1, b1, W2, b2, M, F, w, UMD_F32);
             B16->mlp_fwd(Cb[t], my2, h2, tmp, xh, W1, b1, W2, b2, M, F, w, UMD_OPND);
@@ -620,6 +668,7 @@ static void test_kernels_bf16_operands(void) {
             same_bits("mlp_bwd dW2 on a bf16 x", dW2b, dW2a, NK, which);
             same_bits("mlp_bwd db2 on a bf16 x", db2b, db2a, (size_t)w, which);
             near_rel("mlp_bwd dW1 on a bf16 x", dW1b, dW1, NK, 1e-6, which);
+            bf16_hidden_case(cf, Cb[t], B16, xw, xh, h, W1, b1, W2, b2, gy, M, F, w, which);
         }
         free(x); free(xw); free(xh); free(W); free(bias); free(dy); free(y); free(y2); free(dx);
         free(dx2); free(dW); free(dW2); free(db); free(db2); free(dx0); free(dW0); free(db0);
@@ -631,6 +680,8 @@ static void test_kernels_bf16_operands(void) {
     T_EQ_INT(B16->attention_operand(Cb[0], 64), 1);
     T_EQ_INT(B16->attention_operand(Cb[1], 24), 1);
     T_EQ_INT(O->attention_operand(C1, 64), 0);
+    T_EQ_INT(B16->hidden_operand(Cb[0]), 1);
+    T_EQ_INT(O->hidden_operand(C1), 0);
     static const int att_shapes[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
     for (size_t k = 0; k < sizeof att_shapes / sizeof *att_shapes; k++) {
         const int n = att_shapes[k][0], T = att_shapes[k][1], heads = att_shapes[k][2];
@@ -644,7 +695,7 @@ static void test_kernels_bf16_operands(void) {
         float *out2 = malloc(no * sizeof *out2), *lse2 = malloc(nl * sizeof *lse2);
         float *dq2 = malloc(nq * sizeof *dq2);
         for (int t = 0; t < 2; t++) {
-            umd_ctx *cf = t ? C2 : C1;
+            umd_ctx *cf = Cf[t];
             int which = (int)k * 10 + t;
             O->attention_fwd(cf, out, lse, qw, n, T, heads, hd, UMD_F32);
             O->attention_bwd(cf, dq, g, qw, out, lse, n, T, heads, hd, UMD_F32);
@@ -663,6 +714,8 @@ static void test_kernels_bf16_operands(void) {
     for (int t = 0; t < 2; t++) {
         B16->release(Cb[t], ws[t]);
         B16->ctx_destroy(&Cb[t]);
+        O->release(Cf[t], wf[t]);
+        O->ctx_destroy(&Cf[t]);
     }
 }
 

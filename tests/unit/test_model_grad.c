@@ -4,6 +4,7 @@
  * common */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "t.h"
 #include "config.h"
 #include "model.h"
@@ -258,8 +259,8 @@ static void recompute_same(int threads, uint32_t key) {
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
 
 /* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context lays them out: each
- * block's m1, m2 and qkv and the head's input take half the bytes (the arenas shrink by exactly
- * that),
+ * block's m1, m2, qkv and MLP state h and the head's input take half the bytes (the arenas
+ * shrink by exactly that),
  * the loss and every gradient stay within bf16 rounding of the fp32 model's, and train.recompute's
  * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
 static void test_model_grad_bf16_operands(void) {
@@ -276,13 +277,14 @@ static void test_model_grad_bf16_operands(void) {
     const umd_dims *d = umd_model_dims(m32);
     size_t enc = (size_t)d->n_clean * d->T_clean + (size_t)d->n_noisy * d->T_noisy;
     size_t dec = (size_t)d->B * d->T_dec, w = (size_t)d->w;
-    /* per block m1, m2 (w each) and qkv (3 w: attention takes it as an operand here) */
-    T_CHECK(umd_ops_cpu_bf16()->attention_operand != NULL);
+    /* per block m1, m2 (w each), qkv (3 w: attention takes it as an operand here) and the MLP's
+     * h (F: kept in bf16 here too) */
+    static const size_t widths[4] = {1, 1, 3, 0}; /* in w; 0: F */
     size_t saved = 0;
-    for (int width = 1; width <= 3; width += 2) {
-        int count = width == 1 ? 2 : 1;
-        saved += count * (size_t)d->depth * (round256(enc * width * w * 4) - round256(enc * width * w * 2));
-        saved += count * (size_t)d->dec_depth * (round256(dec * width * w * 4) - round256(dec * width * w * 2));
+    for (int k = 0; k < 4; k++) {
+        size_t ew = widths[k] ? widths[k] * w : (size_t)d->F;
+        saved += (size_t)d->depth * (round256(enc * ew * 4) - round256(enc * ew * 2));
+        saved += (size_t)d->dec_depth * (round256(dec * ew * 4) - round256(dec * ew * 2));
     }
     saved += round256((size_t)d->B * d->L * w * 4) - round256((size_t)d->B * d->L * w * 2);
     printf("  activations without the workspace: fp32 %zu, bf16 operands %zu bytes (%zu saved)\n",
@@ -301,6 +303,12 @@ static void test_model_grad_bf16_operands(void) {
         umd_model_init(m[r], cfg.seed);
         fx_randomize(m[r], 8100);
     }
+    /* the job log's arenas line says what is kept in bf16 */
+    char line[512];
+    umd_model_describe(m[1], line, sizeof line);
+    T_CONTAINS(line, ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state (batch");
+    umd_model_describe(m[0], line, sizeof line);
+    T_CHECK(strstr(line, "bf16") == NULL);
     float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
     fx_batch(x, y, cfg.batch, 2, 8, 8, 5, 8200);
