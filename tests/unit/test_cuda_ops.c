@@ -185,6 +185,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     int rc = o->ctx_new(&c, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_FUSED_NORM");
+    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's, cleared before T_REQUIRE can jump out */
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
