@@ -792,6 +792,24 @@ static void test_cuda_linear_bf16_y(void) {
     ctx_free(&c, NULL);
 }
 
+/* An MLP case's inputs for (M, F, w), drawn from key, on the device: x rounded to bf16, as its
+ * fp32 widening (d_x) and as the bf16 values (d_xh); W1, W2, dy (also on the host, *dy), b1, b2. */
+static void mlp_inputs(int M, int F, int w, uint32_t key, float **d_x, const void **d_xh,
+                       float **d_W1, float **d_W2, float **d_dy, float **d_b1, float **d_b2,
+                       float **dy) {
+    const size_t Mw = (size_t)M * w, Fw = (size_t)F * w;
+    uint16_t *xh;
+    float *x = h_bf16_values(Mw, key, &xh);
+    *dy = h_randn(Mw, key + 3, 1.0f);
+    *d_x = d_f(x, Mw);
+    *d_xh = d_up(xh, Mw * sizeof *xh);
+    *d_W1 = d_f(h_randn(Fw, key + 1, 0.2f), Fw);
+    *d_W2 = d_f(h_randn(Fw, key + 2, 0.2f), Fw);
+    *d_dy = d_f(*dy, Mw);
+    *d_b1 = d_f(h_randn((size_t)F, key + 4, 0.5f), (size_t)F);
+    *d_b2 = d_f(h_randn((size_t)w, key + 5, 0.5f), (size_t)w);
+}
+
 /* mlp_fwd and mlp_bwd with a bf16 operand x against the same ops in a default bf16 context on
  * x's fp32 widening, bit for bit (as test_cuda_linear_bf16_operands): h, y; dx, dW1, dW2, db1,
  * db2, without biases, with them, and with dx aliasing dy. The backward runs from the default
@@ -809,14 +827,9 @@ static void test_cuda_mlp_bf16_operands(void) {
         const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
         const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
         const uint32_t key = 900 + 20 * (uint32_t)s;
-        uint16_t *xh;
-        float *x = h_bf16_values(Mw, key, &xh);
-        float *W1 = h_randn(Fw, key + 1, 0.2f), *W2 = h_randn(Fw, key + 2, 0.2f);
-        float *dy = h_randn(Mw, key + 3, 1.0f);
-        float *b1 = h_randn((size_t)F, key + 4, 0.5f), *b2 = h_randn((size_t)w, key + 5, 0.5f);
-        float *d_x = d_f(x, Mw), *d_W1 = d_f(W1, Fw), *d_W2 = d_f(W2, Fw), *d_dy = d_f(dy, Mw);
-        float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
-        const void *d_xh = d_up(xh, Mw * sizeof *xh);
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
         const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
         for (int v = 0; v < 3; v++) {
             const int bias = v > 0, alias = v == 2;
@@ -987,14 +1000,9 @@ static void test_cuda_mlp_bf16_hidden(void) {
         const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
         const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
         const uint32_t key = 1300 + 20 * (uint32_t)s;
-        uint16_t *xh;
-        float *x = h_bf16_values(Mw, key, &xh);
-        float *W1 = h_randn(Fw, key + 1, 0.2f), *W2 = h_randn(Fw, key + 2, 0.2f);
-        float *dy = h_randn(Mw, key + 3, 1.0f);
-        float *b1 = h_randn((size_t)F, key + 4, 0.5f), *b2 = h_randn((size_t)w, key + 5, 0.5f);
-        float *d_x = d_f(x, Mw), *d_W1 = d_f(W1, Fw), *d_W2 = d_f(W2, Fw), *d_dy = d_f(dy, Mw);
-        float *d_b1 = d_f(b1, (size_t)F), *d_b2 = d_f(b2, (size_t)w);
-        const void *d_xh = d_up(xh, Mw * sizeof *xh);
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
         const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
         const uint16_t *nan16 = h_nan16(MF);
         for (int v = 0; v < 3; v++) {
