@@ -120,11 +120,9 @@ static const float *widen_pair(umd_ctx *c, int tid, const uint16_t *qkv, long b,
     const long W = (long)heads * hd;
     float *dst = cpu_widen(c, tid);
     for (int t = 0; t < T; t++)
-        for (int part = 0; part < 3; part++) {
-            const uint16_t *src = qkv + ((b * T + t) * 3 + part) * W + (long)h * hd;
-            float *d = dst + ((long)t * 3 + part) * hd;
-            for (int e = 0; e < hd; e++) d[e] = cpu_from_bf16(src[e]);
-        }
+        for (int part = 0; part < 3; part++)
+            cpu_widen_n(dst + ((long)t * 3 + part) * hd,
+                        qkv + ((b * T + t) * 3 + part) * W + (long)h * hd, (size_t)hd);
     *row = 3L * hd;
     return dst;
 }

@@ -68,9 +68,7 @@ static long widen_rows(int K) {
 /* Rows [r0, r1) of the bf16 operand x (K wide) widened into thread tid's scratch. */
 static const float *widen(umd_ctx *c, int tid, const uint16_t *x, long r0, long r1, int K) {
     float *dst = cpu_widen(c, tid);
-    const uint16_t *src = x + r0 * (long)K;
-    const long n = (r1 - r0) * (long)K;
-    for (long i = 0; i < n; i++) dst[i] = cpu_from_bf16(src[i]);
+    cpu_widen_n(dst, x + r0 * (long)K, (size_t)(r1 - r0) * K);
     return dst;
 }
 
@@ -170,6 +168,12 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy
     });
 }
 
+/* tmp (n) = gelu(h), h fp32 or (hb) bf16, widened into tmp first. */
+static void gelu_of_h(umd_ctx *c, float *tmp, const void *h, int hb, size_t n) {
+    if (hb) cpu_widen_n(tmp, h, n);
+    cpu_gelu_fwd(c, tmp, hb ? tmp : (const float *)h, n);
+}
+
 /* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. A bf16 h (UMD_OPND_H in a context with bf16
  * operands) is fc1's y rounded (UMD_OPND_Y), and GELU reads it widened back into tmp: the fp32
  * ops' bits on the rounded h. */
@@ -180,12 +184,7 @@ void cpu_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const
     const size_t n = (size_t)M * F;
     const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
     cpu_linear_fwd(c, h, x, W1, b1, M, F, w, (types & UMD_OPND) | (hb ? UMD_OPND_Y : 0));
-    if (hb) {
-        cpu_widen_n(tmp, h, n);
-        cpu_gelu_fwd(c, tmp, tmp, n);
-    } else {
-        cpu_gelu_fwd(c, tmp, h, n);
-    }
+    gelu_of_h(c, tmp, h, hb, n);
     cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
 }
 
@@ -198,12 +197,7 @@ void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, floa
     if (M <= 0) return;
     const size_t n = (size_t)M * F;
     const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
-    if (hb) {
-        cpu_widen_n(tmp, h, n);
-        cpu_gelu_fwd(c, tmp, tmp, n);
-    } else {
-        cpu_gelu_fwd(c, tmp, h, n);
-    }
+    gelu_of_h(c, tmp, h, hb, n);
     cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
     cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0, UMD_F32); /* dx alone: dy W2 */
     if (hb) {
