@@ -26,6 +26,9 @@
  *                              read so by GELU and its backward, as bf16 autocast keeps it: other
  *                              results than the default's, as UMDQ_CUDA_BF16_MLP=1 does for a
  *                              job; implies --bf16-operands)
+ *             [--attn-narrow] (the mma attention's dK dV kernels step 32 queries at a time, in
+ *                              the registers of 3 blocks a multiprocessor: the same bits, as
+ *                              UMDQ_CUDA_ATTN_NARROW=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv forward writes a bf16 y, as the model's does)
@@ -311,6 +314,10 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
+        if (!strcmp(o, "--attn-narrow")) {
+            setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1); /* likewise (the mma attention's backward) */
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -350,13 +357,16 @@ int main(int argc, char **argv) {
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
+    const char *fa = getenv("UMDQ_CUDA_ATTN_NARROW");
     const int opnd = fo && !strcmp(fo, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
-           "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s\n",
+           "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
+           "mma attention's dK dV step: %s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
            opnd ? "bf16 (bf16 runs)" : "fp32",
-           opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32");
+           opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32",
+           fa && !strcmp(fa, "1") ? "32 queries" : "64 queries");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -376,7 +386,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-narrow] "
                     "[--linears]\n");
     return 2;
 }

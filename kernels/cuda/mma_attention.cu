@@ -31,7 +31,9 @@
  *          tile of 64 keys: S = Q K^T, dP = dO V^T, P = 2^(S s log2 e - lse log2 e),
  *          dS = P (dP - D) s, dQ += dS K;
  *   dK dV  per tile of 64 queries: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T, dV += P^T dO,
- *          dK += dS^T Q.
+ *          dK += dS^T Q; the tile in one piece, or (UMDQ_CUDA_ATTN_NARROW=1, attn_kv_narrow)
+ *          in two of 32 queries, which needs 168 registers a thread in place of about 230, so 3
+ *          blocks share a multiprocessor in place of 2: the same products in the same order.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4 (the tiled kernels re-read the looped-over operand
@@ -136,12 +138,12 @@ __device__ static inline void global_afrags(uint32_t a[4][4], const QT *x, long 
 
 /* C strip (16 x 64) += X (16 x 64, fragments a) Y^T with Y the rows y0 .. y0 + 63 of y (row-major,
  * 64 wide); column groups from `groups` on are left alone. */
-template <class L>
-__device__ static inline void strip_xyt(float c[8][4], const uint32_t a[4][4], const bf16 *y, int y0,
+template <class L, int NG = 8>
+__device__ static inline void strip_xyt(float (*c)[4], const uint32_t a[4][4], const bf16 *y, int y0,
                                         int groups) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
+    for (int nt = 0; nt < NG; nt++) {
         if (nt >= groups) break;
 #pragma unroll
         for (int ks = 0; ks < 4; ks++) {
@@ -153,11 +155,11 @@ __device__ static inline void strip_xyt(float c[8][4], const uint32_t a[4][4], c
 
 /* C strip (16 x 64) += P (16 x 64, the fp32 strip p packed to bf16) Y with Y the rows y0 ..
  * y0 + 63 of y (row-major); k-steps from `ksteps` on are skipped (their P columns are zero). */
-template <class L>
-__device__ static inline void strip_py(float c[8][4], const float p[8][4], const bf16 *y, int y0,
+template <class L, int NG = 8>
+__device__ static inline void strip_py(float c[8][4], const float (*p)[4], const bf16 *y, int y0,
                                        int ksteps) {
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < NG / 2; j++) {
         if (j >= ksteps) break;
         uint32_t a[4] = {pack2(p[2 * j][0], p[2 * j][1]), pack2(p[2 * j][2], p[2 * j][3]),
                          pack2(p[2 * j + 1][0], p[2 * j + 1][1]), pack2(p[2 * j + 1][2], p[2 * j + 1][3])};
@@ -365,34 +367,42 @@ __device__ static inline void bwdq_step(float dq[8][4], const uint32_t qa[4][4],
 
 /* dK dV: the warp's 16 keys (fragments ka of K, va of V) against queries q0 .. q0 + 63 at rows
  * y0 .. of Q and dO, with their base-2 lse and D at sL, sD (indexed by the query - q0; entries
- * past T: lse +inf, D 0): dV += P^T dO, dK += dS^T Q. */
-template <class L>
+ * past T: lse +inf, D 0): dV += P^T dO, dK += dS^T Q, over NQ queries at a time (64: the tile in
+ * one piece; 32: in two halves, half the score registers). Each accumulator takes its products
+ * in the same order either way (the tile's k-steps of 16 queries in turn), and every score is
+ * the same dot product, so the two give the same bits. */
+template <class L, int NQ>
 __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const uint32_t ka[4][4],
                                          const uint32_t va[4][4], const bf16 *Q, const bf16 *G, int y0,
                                          int q0, int T, const float *sL, const float *sD, float sl2,
                                          float scale) {
+    static_assert(NQ == 32 || NQ == 64, "a tile of 64 queries in one or two pieces");
     const int t = threadIdx.x & 3;
-    const int valid = imin(MA_TILE, T - q0), groups = (valid + 7) / 8;
-    float s[8][4], dp[8][4];
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-        dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-    }
-    strip_xyt<L>(s, ka, Q, y0, groups);  /* S^T = K Q^T */
-    strip_xyt<L>(dp, va, G, y0, groups); /* dP^T = V dO^T */
+    for (int h0 = 0; h0 < MA_TILE; h0 += NQ) {
+        const int valid = imin(NQ, T - q0 - h0), groups = (valid + 7) / 8;
+        if (valid <= 0) break;
+        float s[NQ / 8][4], dp[NQ / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int q = nt * 8 + 2 * t + (e & 1);
-            float p = exp2f(s[nt][e] * sl2 - sL[q]);
-            s[nt][e] = p;
-            dp[nt][e] = p * (dp[nt][e] - sD[q]) * scale;
+        for (int i = 0; i < NQ / 8; i++) {
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
         }
-    const int ksteps = (valid + 15) / 16;
-    strip_py<L>(dv, s, G, y0, ksteps);  /* dV += P^T dO */
-    strip_py<L>(dk, dp, Q, y0, ksteps); /* dK += dS^T Q */
+        strip_xyt<L, NQ / 8>(s, ka, Q, y0 + h0, groups);  /* S^T = K Q^T */
+        strip_xyt<L, NQ / 8>(dp, va, G, y0 + h0, groups); /* dP^T = V dO^T */
+#pragma unroll
+        for (int nt = 0; nt < NQ / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int q = h0 + nt * 8 + 2 * t + (e & 1);
+                float p = exp2f(s[nt][e] * sl2 - sL[q]);
+                s[nt][e] = p;
+                dp[nt][e] = p * (dp[nt][e] - sD[q]) * scale;
+            }
+        const int ksteps = (valid + 15) / 16;
+        strip_py<L, NQ / 8>(dv, s, G, y0 + h0, ksteps);  /* dV += P^T dO */
+        strip_py<L, NQ / 8>(dk, dp, Q, y0 + h0, ksteps); /* dK += dS^T Q */
+    }
 }
 
 /* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
@@ -426,6 +436,11 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, c
  * memory once; its 4 warps take strips of 16 rows in turn, each strip's own fragments coming
  * straight from global memory. No barrier after the load. Used up to MA_RESIDENT rows. */
 #define MA_RESIDENT 384
+
+/* The dK dV kernels come in two widths of step (bwdkv_step's NQ), the same bits either way: 64
+ * queries at a time, or 32 in a register budget that lets 3 blocks share a multiprocessor
+ * (65536 registers / (3 x 128 threads): 168 a thread; the 64-wide step takes about 230, 2 blocks). */
+__host__ __device__ constexpr int kv_min_blocks(int nq) { return nq == 32 ? 3 : 1; }
 static size_t resident_smem(int T) {
     size_t tr = (size_t)(T + 15) / 16 * 16;
     return 2 * tr * MA_HD * sizeof(bf16) + 2 * (tr + MA_TILE) * sizeof(float);
@@ -510,8 +525,8 @@ k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT
     }
 }
 
-template <class QT>
-__global__ static void __launch_bounds__(MA_WARPS * 32)
+template <class QT, int NQ>
+__global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
 k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     RS_CARVE
@@ -541,7 +556,7 @@ k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
             dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.0f;
         }
         for (int q0 = 0; q0 < T; q0 += MA_TILE)
-            bwdkv_step<lay_swz>(dk, dv, ka, va, rA, rB, q0, q0, T, sL + q0, sD + q0, sl2, scale);
+            bwdkv_step<lay_swz, NQ>(dk, dv, ka, va, rA, rB, q0, q0, T, sL + q0, sD + q0, sl2, scale);
         store_strip(dbase + W, row, dk, k, T);
         store_strip(dbase + 2 * W, row, dv, k, T);
     }
@@ -649,8 +664,8 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT
 }
 
 /* dK and dV of 64 keys (after k_mma_bwd_q has written D). */
-template <class QT>
-__global__ static void __launch_bounds__(MA_WARPS * 32)
+template <class QT, int NQ>
+__global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
 k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     MA_CARVE
@@ -707,7 +722,7 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
             issue_row(fX + MA_TILE, Db, q0 + MA_TILE, T);
             cp_commit();
         }
-        if (active) bwdkv_step<lay_pad>(dk, dv, ka, va, sA, sB, 0, q0, T, sL, sD, sl2, scale);
+        if (active) bwdkv_step<lay_pad, NQ>(dk, dv, ka, va, sA, sB, 0, q0, T, sL, sD, sl2, scale);
     }
     if (!active) return;
     float *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
@@ -724,10 +739,12 @@ template <class QT> static int mma_setup_type(umd_ctx *c) {
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
     return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT>, a, res), "attention");
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32>, a, res), "attention");
 }
 
 static int mma_setup(umd_ctx *c) {
@@ -771,15 +788,23 @@ static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, c
         k_res_bwd_q<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        k_res_bwd_kv<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
-            dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+        if (c->attn_kv_narrow)
+            k_res_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+        else
+            k_res_bwd_kv<QT, 64><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
         k_mma_bwd_q<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out,
                                                                     qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        k_mma_bwd_kv<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, dout, qkv, lse,
-                                                                     c->attn_d, T, heads, scale);
+        if (c->attn_kv_narrow)
+            k_mma_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+        else
+            k_mma_bwd_kv<QT, 64><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     }
     CUDA_LAUNCHED(c, "attention_bwd");
 }

@@ -66,6 +66,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
          * a switch of its own */
         const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
         c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
+        /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
+        const char *kv = getenv("UMDQ_CUDA_ATTN_NARROW");
+        c->attn_kv_narrow = kv && strcmp(kv, "1") == 0;
     }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {

@@ -36,7 +36,10 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * those of h rounded, close to the default's, not its bits), so it is a switch of its own; off
  * by default until it has run on a device (test_cuda_ops against the default context's ops on
  * the rounded h, bit for bit; test_cuda_model against the default model within bf16 tolerance;
- * bench/train_gpu --bf16-mlp). */
+ * bench/train_gpu --bf16-mlp).
+ * UMDQ_CUDA_ATTN_NARROW=1 makes the mma attention's dK dV kernels step 32 queries at a time in
+ * place of 64: the register budget of 3 blocks a multiprocessor in place of 2, the same bits
+ * (test_cuda_ops); off by default until it has run on a device (bench/train_gpu --attn-narrow). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);

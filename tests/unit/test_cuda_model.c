@@ -206,6 +206,7 @@ static void graph_parity(int math) {
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
     umd_model *g = new_model(&cfg, umd_ops_cuda(math));
     unsetenv("UMDQ_CUDA_GRAPH");
+    unsetenv("UMDQ_CUDA_ATTN_NARROW");
     T_REQUIRE(e && g);
     umd_model_init(e, cfg.seed);
     umd_model_init(g, cfg.seed);
@@ -278,20 +279,23 @@ static int first_difference(umd_model *m, const float *a, const float *b, size_t
 }
 
 /* A bf16 model against a second one made with train.recompute (UMD_RECOMPUTE_*: blocks run
- * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (each gated residual and the
- * LayerNorm after it in one kernel) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
+ * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (SW_FUSED: each gated residual
+ * and the LayerNorm after it in one kernel), UMDQ_CUDA_ATTN_NARROW=1 (SW_NARROW: the mma
+ * attention's dK dV kernel over 32 queries at a time) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
  * feed a product stored in bf16, rounded where the GEMM's conversion would round them, and, where
  * attention_operand says so, qkv: the qkv Linear writes it bf16, its fp32 result rounded once,
  * and the mma attention kernels read it as they read the rounded fp32 one): the same losses,
  * gradients and parameters, bit for bit, over 3 steps with AdamW (the kernels are deterministic,
- * the fused kernel rounds as the two it replaces, and a bf16 operand is the bits its product read
+ * the fused kernel rounds as the two it replaces, the narrow step makes the same products in the
+ * same order, and a bf16 operand is the bits its product read
  * before); with recompute or bf16 operands, in less device memory, and with bf16 operands in a
  * smaller activation arena than the same model's with fp32 ones (umd_model_measure). hd64: width
  * 128 in 2 heads of 64, where attention_operand says 1 for the operand context (qkv bf16), else
  * the fixture's 2 heads of 8 (qkv stays fp32). Where the bits part, the first of losses,
  * gradients and parameters to differ is said, with the tensor: qkv's bf16 store (cuBLASLt's) is
  * the step these tests cannot check on the CPU. */
-static void same_bits_bf16(int recompute, int fused, int operands, int hd64) {
+enum { SW_FUSED = 1, SW_NARROW = 2 }; /* UMDQ_CUDA_FUSED_NORM=1, UMDQ_CUDA_ATTN_NARROW=1 */
+static void same_bits_bf16(int recompute, int switches, int operands, int hd64) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
@@ -301,10 +305,12 @@ static void same_bits_bf16(int recompute, int fused, int operands, int hd64) {
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
     umd_model *a = new_model(&cfg, ops);
     cfg.recompute = recompute;
-    if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
+    if (switches & SW_FUSED) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
+    if (switches & SW_NARROW) setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1);
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     umd_model *b = new_model(&cfg, ops);
     unsetenv("UMDQ_CUDA_FUSED_NORM");
+    unsetenv("UMDQ_CUDA_ATTN_NARROW");
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     T_REQUIRE(a && b);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(a)), 4);
@@ -368,25 +374,31 @@ static void same_bits_bf16(int recompute, int fused, int operands, int hd64) {
 
 static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 0, 0); }
 static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 0, 0); }
-static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 0, 0); }
-static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 1, 0, 0); }
+static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_FUSED, 0, 0); }
+static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, SW_FUSED, 0, 0); }
 static void test_cuda_fused_norm_recompute_partial_bf16(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 0, 0);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_FUSED, 0, 0);
 }
 /* bf16 operands at head width 64: qkv among them */
 static void test_cuda_bf16_operands(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1, 1); }
-static void test_cuda_bf16_operands_fused_norm(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 1, 1, 1); }
+static void test_cuda_bf16_operands_fused_norm(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_FUSED, 1, 1); }
 static void test_cuda_bf16_operands_recompute(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 1, 1); }
 static void test_cuda_bf16_operands_recompute_partial(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1, 1);
 }
 static void test_cuda_bf16_operands_fused_norm_recompute_partial(void) {
-    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 1, 1, 1);
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_FUSED, 1, 1);
 }
 /* and at the fixture's head width 8, where qkv stays fp32 */
 static void test_cuda_bf16_operands_narrow_heads(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1, 0); }
 static void test_cuda_bf16_operands_narrow_heads_recompute_partial(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 1, 0);
+}
+
+/* the mma attention's dK dV step over 32 queries (head width 64), with fp32 and bf16 qkv */
+static void test_cuda_attn_narrow_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_NARROW, 0, 1); }
+static void test_cuda_attn_narrow_bf16_operands(void) {
+    same_bits_bf16(UMD_RECOMPUTE_OFF, SW_NARROW, 1, 1);
 }
 
 /* ---- the MLP's hidden state in bf16 ------------------------------------------------------------- */
@@ -670,6 +682,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_fused_norm_recompute_partial);
     T_RUN(test_cuda_bf16_operands_narrow_heads);
     T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
+    T_RUN(test_cuda_attn_narrow_bf16);
+    T_RUN(test_cuda_attn_narrow_bf16_operands);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_umd_run);

@@ -185,7 +185,8 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     int rc = o->ctx_new(&c, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's, cleared before T_REQUIRE can jump out */
+    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's and ctx_with_narrow's, cleared before */
+    unsetenv("UMDQ_CUDA_ATTN_NARROW"); /* T_REQUIRE can jump out */
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -1544,16 +1545,72 @@ static void test_cuda_attention_head_groups(void) {
     GPU->ctx_destroy(&g2);
 }
 
+/* ctx_with, made with UMDQ_CUDA_ATTN_NARROW=1 as well (the mma dK dV kernels step 32 queries at a
+ * time; read when a context is made). */
+static umd_ctx *ctx_with_narrow(int m, int operands, const umd_limits *lim, void **ws) {
+    setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1);
+    umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
+    unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    return c;
+}
+
+/* Attention in k contexts cs (qkv passed as types[k]: UMD_OPND reads its bf16 rounding) against
+ * the default bf16 context dc on the fp32 qkv, bit for bit: out and lse (where fwd), and dqkv
+ * from dc's out and lse, at head width 64 over the resident kernels (T up to 384: a lone row,
+ * partial strips, whole and partial tiles) and the tiled ones (385 and past: partial tiles,
+ * 1025), several sequences and heads. Outputs start as NaN. */
+static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *types,
+                                const char *const *hows, int k, int fwd, uint32_t key0) {
+    const int Ts[] = {1, 5, 64, 65, 257, 384, 385, 400, 1025}, hd = 64;
+    for (int s = 0; s < 9; s++) {
+        const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = key0 + 10 * (uint32_t)s;
+        uint16_t *qh;
+        float *q = h_bf16_values(nq, key, &qh);
+        float *d_q = d_f(q, nq), *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        const float *nan_o = h_nan(no), *nan_l = h_nan(nl), *nan_q = h_nan(nq);
+        float *out[4], *lse[4], *dq[4]; /* [0] dc's, [1 + i] cs[i]'s */
+        T_REQUIRE(k <= 3);
+        for (int i = 0; i <= k; i++) {
+            out[i] = d_f(nan_o, no);
+            lse[i] = d_f(nan_l, nl);
+            dq[i] = d_f(nan_q, nq);
+        }
+        GPU->attention_fwd(dc, out[0], lse[0], d_q, n, T, heads, hd, UMD_F32);
+        for (int i = 0; fwd && i < k; i++)
+            GPU->attention_fwd(cs[i], out[1 + i], lse[1 + i], types[i] == UMD_OPND ? d_qh : d_q, n,
+                               T, heads, hd, types[i]);
+        ctx_ok(dc);
+        GPU->attention_bwd(dc, dq[0], d_g, d_q, out[0], lse[0], n, T, heads, hd, UMD_F32);
+        for (int i = 0; i < k; i++)
+            GPU->attention_bwd(cs[i], dq[1 + i], d_g, types[i] == UMD_OPND ? d_qh : d_q, out[0],
+                               lse[0], n, T, heads, hd, types[i]);
+        ctx_ok(dc);
+        for (int i = 0; i < k; i++) {
+            ctx_ok(cs[i]);
+            if (fwd) {
+                same_bits_fmt(out[1 + i], out[0], no, "attention_fwd out, %s (n %d, T %d, heads %d)",
+                              hows[i], n, T, heads);
+                same_bits_fmt(lse[1 + i], lse[0], nl, "attention_fwd lse, %s (n %d, T %d, heads %d)",
+                              hows[i], n, T, heads);
+            }
+            same_bits_fmt(dq[1 + i], dq[0], nq, "attention_bwd dqkv, %s (n %d, T %d, heads %d)",
+                          hows[i], n, T, heads);
+        }
+        cleanup();
+    }
+}
+
 /* The limits of the bf16 qkv tests' contexts: up to 3 sequences of 1025 tokens, 3 heads of 64. */
 static const umd_limits QKV_LIM = {3, 1025, 192, 3, 1024, 256 * 256};
 
 /* attention_fwd and attention_bwd with qkv a bf16 operand tensor (UMD_OPND in a bf16 context made
  * with UMDQ_CUDA_BF16_OPERANDS=1: the mma kernels read it as it is) against a default bf16
- * context on its fp32 widening (the kernels round it on their way in), bit for bit: out, lse and
- * dqkv at head width 64, several sequences and heads, over the resident kernels (T up to 384: a
- * lone row, partial strips, whole and partial tiles) and the tiled ones (385 and past: partial
- * tiles, 1025). Both backwards run from the default context's out and lse. The operand context
- * on the fp32 qkv (UMD_F32) gives the same bits too. Outputs start as NaN. */
+ * context on its fp32 widening (the kernels round it on their way in), bit for bit
+ * (attention_same_bits). The operand context on the fp32 qkv (UMD_F32) gives the same bits too. */
 static void test_cuda_attention_bf16_qkv(void) {
     need_gpu(UMD_MATH_BF16);
     void *dws, *ows;
@@ -1562,44 +1619,33 @@ static void test_cuda_attention_bf16_qkv(void) {
     T_REQUIRE(umd_cuda_set_attention(dc, UMD_ATTN_MMA) == 0);
     T_REQUIRE(umd_cuda_set_attention(oc, UMD_ATTN_MMA) == 0);
     T_EQ_INT(GPU->attention_operand(oc, 64), 1);
-    const int Ts[] = {1, 5, 64, 65, 257, 384, 385, 400, 1025}, hd = 64;
-    for (int s = 0; s < 9; s++) {
-        const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
-        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
-                     nl = (size_t)n * heads * T;
-        const uint32_t key = 1100 + 10 * (uint32_t)s;
-        uint16_t *qh;
-        float *q = h_bf16_values(nq, key, &qh);
-        float *d_q = d_f(q, nq), *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
-        const void *d_qh = d_up(qh, nq * sizeof *qh);
-        const float *nan_o = h_nan(no), *nan_l = h_nan(nl), *nan_q = h_nan(nq);
-        /* [0] the default context, [1] the operand context on the bf16 qkv, [2] on the fp32 one */
-        float *out[3], *lse[3], *dq[3];
-        for (int k = 0; k < 3; k++) {
-            out[k] = d_f(nan_o, no);
-            lse[k] = d_f(nan_l, nl);
-            dq[k] = d_f(nan_q, nq);
-        }
-        GPU->attention_fwd(dc, out[0], lse[0], d_q, n, T, heads, hd, UMD_F32);
-        GPU->attention_fwd(oc, out[1], lse[1], d_qh, n, T, heads, hd, UMD_OPND);
-        GPU->attention_fwd(oc, out[2], lse[2], d_q, n, T, heads, hd, UMD_F32);
-        ctx_ok2(dc, oc);
-        GPU->attention_bwd(dc, dq[0], d_g, d_q, out[0], lse[0], n, T, heads, hd, UMD_F32);
-        GPU->attention_bwd(oc, dq[1], d_g, d_qh, out[0], lse[0], n, T, heads, hd, UMD_OPND);
-        GPU->attention_bwd(oc, dq[2], d_g, d_q, out[0], lse[0], n, T, heads, hd, UMD_F32);
-        ctx_ok2(dc, oc);
-        for (int k = 1; k < 3; k++) {
-            const char *how = k == 1 ? "bf16 qkv" : "fp32 qkv in the operand context";
-            same_bits_fmt(out[k], out[0], no, "attention_fwd out, %s (n %d, T %d, heads %d)", how, n,
-                          T, heads);
-            same_bits_fmt(lse[k], lse[0], nl, "attention_fwd lse, %s (n %d, T %d, heads %d)", how, n,
-                          T, heads);
-            same_bits_fmt(dq[k], dq[0], nq, "attention_bwd dqkv, %s (n %d, T %d, heads %d)", how, n,
-                          T, heads);
-        }
-        cleanup();
-    }
+    umd_ctx *const cs[] = {oc, oc};
+    const int types[] = {UMD_OPND, UMD_F32};
+    const char *const hows[] = {"bf16 qkv", "fp32 qkv in the operand context"};
+    attention_same_bits(dc, cs, types, hows, 2, 1, 1100);
     ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+}
+
+/* The mma backward with UMDQ_CUDA_ATTN_NARROW=1 (its dK dV kernels step 32 queries at a time, in
+ * the register budget of 3 blocks a multiprocessor) gives the default's dqkv bit for bit
+ * (attention_same_bits), on an fp32 qkv and, in a context with bf16 operands too, on a bf16 one;
+ * its forward is the default's kernel. */
+static void test_cuda_attention_narrow(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *nws, *ows;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &QKV_LIM, &dws);
+    umd_ctx *nc = ctx_with_narrow(UMD_MATH_BF16, 0, &QKV_LIM, &nws);
+    umd_ctx *oc = ctx_with_narrow(UMD_MATH_BF16, 1, &QKV_LIM, &ows);
+    T_REQUIRE(umd_cuda_set_attention(dc, UMD_ATTN_MMA) == 0);
+    T_REQUIRE(umd_cuda_set_attention(nc, UMD_ATTN_MMA) == 0);
+    T_REQUIRE(umd_cuda_set_attention(oc, UMD_ATTN_MMA) == 0);
+    umd_ctx *const cs[] = {nc, oc};
+    const int types[] = {UMD_F32, UMD_OPND};
+    const char *const hows[] = {"narrow dK dV", "narrow dK dV on a bf16 qkv"};
+    attention_same_bits(dc, cs, types, hows, 2, 0, 1300);
+    ctx_free(&dc, dws);
+    ctx_free(&nc, nws);
     ctx_free(&oc, ows);
 }
 
@@ -1861,6 +1907,7 @@ int main(void) {
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_BF16_MLP");
     unsetenv("UMDQ_CUDA_GRAPH");
+    unsetenv("UMDQ_CUDA_ATTN_NARROW");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
     if (CPU->ctx_new(&cc, 1, err, sizeof err) != 0) return 1;
@@ -1894,6 +1941,7 @@ int main(void) {
     T_RUN(test_cuda_attention_head_groups);
     T_RUN(test_cuda_attention_bf16_qkv);
     T_RUN(test_cuda_attention_operand);
+    T_RUN(test_cuda_attention_narrow);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);
