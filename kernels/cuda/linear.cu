@@ -39,8 +39,11 @@
  * types, as an algo descriptor carries its data types; cublasLtMatmulAlgoCheck), so the sums
  * run in the same order as the default context's; else the heuristic's. Neither may split K
  * and add the parts in the output type (bf16 partial sums). Chunks of rows as for an fp32 y
- * (offsets in bf16 elements). A bf16 y never gets fp32 written into it: without such a plan,
- * or with weights beyond the bf16 stage, the context fails, naming the op and the shape. */
+ * (offsets in bf16 elements). Where cuBLASLt refuses a bf16 D with an fp32 bias (no algorithm
+ * for it), each chunk's fp32 y is computed as the default context computes it, into the bf16
+ * stages' free bytes, and rounded into y (y_bf16_via_fp32): the same bits, one pass more.
+ * A bf16 y never gets fp32 written into it: where neither way has room or a plan, or with
+ * weights beyond the bf16 stage, the context fails, naming the op and the shape. */
 #include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
@@ -371,6 +374,16 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
     return 0;
 }
 
+/* Whether cuBLASLt writes a bf16 y (M, N) = x W^T (+ b) for this context: a plan with a bf16 D
+ * and an fp32 bias (cublasLt.h documents the bias as of D's type outside the IMMA and fp8
+ * kernels, so a library may refuse it), unless UMDQ_CUDA_LT_BF16_Y=0 made the context take the
+ * fp32 scratch below in its place (the tests of that path). */
+static int lt_writes_bf16(umd_ctx *c, int M, int N, int K, int bias) {
+    if (c->lt_bf16_y_off) return 0;
+    const lt_plan *p = lt_plan_for(c, M, N, K, 1, bias, 1);
+    return p && p->usable;
+}
+
 /* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. */
 static long chunk_rows(const umd_ctx *c, long M, int a, int b) {
     long wmax = a > b ? a : b;
@@ -422,6 +435,35 @@ static int y_unfit(umd_ctx *c, int ybf, int lt, long rows, int M, int N, int K) 
 
 /* x's rows [r0, r1) of K as a bf16 GEMM operand: the operand tensor itself (xbf), else converted
  * into the stage. */
+/* Rows r0 .. r1 of a bf16 y where cuBLASLt does not write one (lt_writes_bf16 0): the fp32 y
+ * rows exactly as the default context computes them (the same chunk, plan and bias epilogue, on
+ * the bf16 x rows a) into the stages' free bytes, then rounded to nearest even into y: the
+ * value an fp32 y holds, rounded, as the bf16 D would give. The scratch is bf_b, or bf_a and
+ * bf_b (adjacent in the workspace: ops_cuda.cu) where x is an operand and bf_a is free. The
+ * context fails, naming the op and the shapes, where the rows do not fit or cuBLASLt has no fp32
+ * plan for them either. 0, or -1 when it failed. */
+static int y_bf16_via_fp32(umd_ctx *c, void *yv, const __nv_bfloat16 *a, const float *b, long r0,
+                           long r1, int M, int N, int K, int xbf) {
+    float *f = (float *)(void *)(xbf ? c->bf_a : c->bf_b);
+    const size_t room = (xbf ? 2 : 1) * c->bf_stage * sizeof(__nv_bfloat16);
+    const long rows = r1 - r0;
+    if ((size_t)rows * N * sizeof(float) > room ||
+        cuda_lt_linear(c, f, a, c->bf_w, b, (int)rows, N, K, 1, 0) != 0) {
+        char what[260];
+        snprintf(what, sizeof what,
+                 "y (%d, %d) is a bf16 operand, cuBLASLt writes no bf16 with an fp32 bias here, and "
+                 "the fp32 rows of %ld of it (K %d) %s",
+                 M, N, rows, K,
+                 (size_t)rows * N * sizeof(float) > room ? "do not fit the bf16 stages"
+                                                         : "have no cuBLASLt plan either");
+        cuda_fail(c, "linear_fwd", what);
+        return -1;
+    }
+    cuda_to_bf16(c, "linear_fwd", (__nv_bfloat16 *)yv + r0 * N, f, rows, N, N);
+    c->y_via_fp32++;
+    return c->failed ? -1 : 0;
+}
+
 static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat16 *stage,
                                         const void *x, int xbf, long r0, long r1, int K) {
     if (xbf) return (const __nv_bfloat16 *)x + r0 * K;
@@ -445,6 +487,10 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const floa
         for (; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
             const __nv_bfloat16 *a = x_bf16_rows(c, "linear_fwd", c->bf_a, xv, xbf, r0, r1, K);
+            if (ybf && !lt_writes_bf16(c, (int)(r1 - r0), N, K, b != NULL)) {
+                if (y_bf16_via_fp32(c, yv, a, b, r0, r1, M, N, K, xbf)) return;
+                continue;
+            }
             void *yr = ybf ? (void *)((__nv_bfloat16 *)yv + r0 * N) : (void *)(y + r0 * N);
             if (cuda_lt_linear(c, yr, a, c->bf_w, b, (int)(r1 - r0), N, K, 1, ybf)) break;
         }

@@ -69,6 +69,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
         const char *kv = getenv("UMDQ_CUDA_ATTN_NARROW");
         c->attn_kv_narrow = kv && strcmp(kv, "1") == 0;
+        /* a bf16 y through the fp32 scratch, as where cuBLASLt has no bf16 D with an fp32 bias */
+        const char *ly = getenv("UMDQ_CUDA_LT_BF16_Y");
+        c->lt_bf16_y_off = ly && strcmp(ly, "0") == 0;
     }
     if ((e = cudaSetDevice(0)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
@@ -188,6 +191,7 @@ static size_t carve(umd_ctx *c, const umd_limits *lim, char *base) {
         stage = rows * wide;
         if (stage < (size_t)CUDA_BF16_STAGE) stage = CUDA_BF16_STAGE;
         if (stage > (size_t)CUDA_BF16_STAGE_MAX) stage = CUDA_BF16_STAGE_MAX;
+        /* bf_a then bf_b, adjacent: linear.cu's fp32 scratch for a bf16 y may span both */
         TAKE(bf_a, __nv_bfloat16, stage);
         TAKE(bf_b, __nv_bfloat16, stage);
         TAKE(bf_w, __nv_bfloat16, wl);
@@ -488,6 +492,11 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
     }
     for (int i = 0; i < OP_COUNT; i++)
         if (c->prof_calls[i] < 0) c->prof_calls[i] = -c->prof_calls[i];
+    if (c->y_via_fp32 > 0 && at < n)
+        snprintf(buf + at, n - at,
+                 " linear_fwd wrote %ld bf16 y chunks through the fp32 scratch (cuBLASLt: no bf16 D "
+                 "with an fp32 bias) since the context began;",
+                 c->y_via_fp32);
 }
 
 extern "C" const umd_ops *umd_ops_cuda(int math) {

@@ -186,7 +186,8 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_FUSED_NORM");
     unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's and ctx_with_narrow's, cleared before */
-    unsetenv("UMDQ_CUDA_ATTN_NARROW"); /* T_REQUIRE can jump out */
+    unsetenv("UMDQ_CUDA_ATTN_NARROW"); /* T_REQUIRE can jump out; */
+    unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -723,20 +724,15 @@ static void test_cuda_linear_bf16_operands(void) {
     ctx_free(&oc, ows);
 }
 
-/* linear_fwd writing y as a bf16 operand tensor (UMD_OPND_Y in a bf16 context made with
+/* linear_fwd writing y as a bf16 operand tensor (UMD_OPND_Y in oc, a bf16 context made with
  * UMDQ_CUDA_BF16_OPERANDS=1: the qkv Linear's output), from an fp32 x and from a bf16 operand x
- * (UMD_OPND | UMD_OPND_Y), against the default bf16 context's fp32 y on the same bf16 values
+ * (UMD_OPND | UMD_OPND_Y), against the default bf16 context dc's fp32 y on the same bf16 values
  * rounded to nearest even on the host, bit for bit (same_rounded), with and without the bias:
  * shapes that are not multiples of the GEMM tiles, a qkv Linear's (N = 3 K), and two whose x goes
  * in two chunks of rows (OPND_LIM), the second chunk's y 256-byte aligned, then one whose is
  * not. The bf16 outputs start as 0xffff. In the default context UMD_OPND_Y changes nothing (y
- * fp32, the same bits). In an operand context without a workspace (weights beyond the bf16
- * stage: the fp32 path) the context fails, naming the op and y's shape, and y stays as it was. */
-static void test_cuda_linear_bf16_y(void) {
-    need_gpu(UMD_MATH_BF16);
-    void *dws, *ows;
-    umd_ctx *dc, *oc;
-    opnd_contexts(&dc, &dws, &oc, &ows);
+ * fp32, the same bits). */
+static void linear_bf16_y_cases(umd_ctx *dc, umd_ctx *oc, const char *how) {
     const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
                              {1088, 384, 128}, {32100, 128, 512}, {25700, 96, 640}}; /* M N K */
     for (int s = 0; s < 7; s++) {
@@ -761,16 +757,27 @@ static void test_cuda_linear_bf16_y(void) {
             ctx_ok2(dc, oc);
             same_bits_fmt(y3, y0, MN, "linear_fwd y, UMD_OPND_Y in the default context (%d x %d x %d, "
                           "bias %d)", M, N, K, bias);
-            char what[128];
-            snprintf(what, sizeof what, "linear_fwd bf16 y, fp32 x (%d x %d x %d, bias %d)", M, N, K,
-                     bias);
+            char what[160];
+            snprintf(what, sizeof what, "linear_fwd bf16 y%s, fp32 x (%d x %d x %d, bias %d)", how, M,
+                     N, K, bias);
             same_rounded(what, y1, y0, MN);
-            snprintf(what, sizeof what, "linear_fwd bf16 y, bf16 x (%d x %d x %d, bias %d)", M, N, K,
-                     bias);
+            snprintf(what, sizeof what, "linear_fwd bf16 y%s, bf16 x (%d x %d x %d, bias %d)", how, M,
+                     N, K, bias);
             same_rounded(what, y2, y0, MN);
         }
         cleanup();
     }
+}
+
+/* linear_bf16_y_cases with cuBLASLt's bf16 D. In an operand context without a workspace
+ * (weights beyond the bf16 stage: the fp32 path) the context fails, naming the op and y's shape,
+ * and y stays as it was. */
+static void test_cuda_linear_bf16_y(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc, *oc;
+    opnd_contexts(&dc, &dws, &oc, &ows);
+    linear_bf16_y_cases(dc, oc, "");
     ctx_free(&dc, dws);
     ctx_free(&oc, ows);
     void *ws;
@@ -791,6 +798,42 @@ static void test_cuda_linear_bf16_y(void) {
     same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
     cleanup();
     ctx_free(&c, NULL);
+}
+
+/* linear_bf16_y_cases where cuBLASLt does not write the bf16 y (an operand context made with
+ * UMDQ_CUDA_LT_BF16_Y=0, as where it has no bf16 D with an fp32 bias): each chunk's fp32 y goes
+ * into the stages' free bytes and is rounded into y, the same bits. Where a chunk's fp32 rows do
+ * not fit those bytes (the smallest stages, CUDA_BF16_STAGE values: an fp32 x of K 1024 goes in
+ * chunks of 8192 rows, whose fp32 y of N 1024 is twice bf_b) the context fails, naming the op,
+ * and y stays as it was. */
+static void test_cuda_linear_bf16_y_via_fp32(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
+    setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    linear_bf16_y_cases(dc, oc, " via fp32");
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+    const umd_limits small = {8, 1, 1024, 1, 1024, 1024 * 1024};
+    void *ws;
+    setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+    umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &small, &ws);
+    const int M = 8200, N = 1024, K = 1024;
+    float *x = d_f(h_randn((size_t)M * K, 1190, 1.0f), (size_t)M * K);
+    float *W = d_f(h_randn((size_t)N * K, 1191, 0.2f), (size_t)N * K);
+    const uint16_t *nan16 = h_nan16((size_t)M * N);
+    void *y = d_up(nan16, (size_t)M * N * sizeof *nan16);
+    GPU->linear_fwd(c, y, x, W, NULL, M, N, K, UMD_OPND_Y);
+    char err[512] = "";
+    int rc = GPU->status(c, err, sizeof err);
+    printf("  linear_fwd with a bf16 y whose fp32 rows do not fit: %s\n", err);
+    T_CHECK_MSG(rc != 0, "linear_fwd wrote a bf16 y past its scratch");
+    T_CONTAINS(err, "linear_fwd");
+    T_CONTAINS(err, "do not fit");
+    same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
+    cleanup();
+    ctx_free(&c, ws);
 }
 
 /* An MLP case's inputs for (M, F, w), drawn from key, on the device: x rounded to bf16, as its
@@ -1908,6 +1951,7 @@ int main(void) {
     unsetenv("UMDQ_CUDA_BF16_MLP");
     unsetenv("UMDQ_CUDA_GRAPH");
     unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    unsetenv("UMDQ_CUDA_LT_BF16_Y");
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
     if (CPU->ctx_new(&cc, 1, err, sizeof err) != 0) return 1;
@@ -1928,6 +1972,7 @@ int main(void) {
     T_RUN(test_cuda_mlp_bf16);
     T_RUN(test_cuda_linear_bf16_operands);
     T_RUN(test_cuda_linear_bf16_y);
+    T_RUN(test_cuda_linear_bf16_y_via_fp32);
     T_RUN(test_cuda_mlp_bf16_operands);
     T_RUN(test_cuda_bf16_operands_contexts);
     T_RUN(test_cuda_mlp_bf16_hidden);
