@@ -384,11 +384,15 @@ static int lt_writes_bf16(umd_ctx *c, int M, int N, int K, int bias) {
     return p && p->usable;
 }
 
-/* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. */
+/* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. Where
+ * the rows go in chunks, a chunk is a multiple of 128 rows, so each chunk's rows start a multiple
+ * of 256 bytes into every fp32 and bf16 tensor of the product (the alignment cuBLASLt's
+ * algorithm choice assumes of its pointers), whatever the widths. */
 static long chunk_rows(const umd_ctx *c, long M, int a, int b) {
     long wmax = a > b ? a : b;
     long r = (long)c->bf_stage / (wmax > 0 ? wmax : 1);
-    return r < M ? r : M;
+    if (r >= M) return M;
+    return r >= 128 ? r - r % 128 : r;
 }
 
 static int bf16_weights_fit(const umd_ctx *c, int N, int K) {

@@ -729,8 +729,8 @@ static void test_cuda_linear_bf16_operands(void) {
  * (UMD_OPND | UMD_OPND_Y), against the default bf16 context dc's fp32 y on the same bf16 values
  * rounded to nearest even on the host, bit for bit (same_rounded), with and without the bias:
  * shapes that are not multiples of the GEMM tiles, a qkv Linear's (N = 3 K), and two whose x goes
- * in two chunks of rows (OPND_LIM), the second chunk's y 256-byte aligned, then one whose is
- * not. The bf16 outputs start as 0xffff. In the default context UMD_OPND_Y changes nothing (y
+ * in two chunks of rows (OPND_LIM; a chunk is a multiple of 128 rows, so the second starts 256
+ * bytes aligned in y of either type, whatever N). The bf16 outputs start as 0xffff. In the default context UMD_OPND_Y changes nothing (y
  * fp32, the same bits). */
 static void linear_bf16_y_cases(umd_ctx *dc, umd_ctx *oc, const char *how) {
     const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
