@@ -33,6 +33,11 @@
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv forward writes a bf16 y, as the model's does)
  *
+ *             [--attention]   (instead of steps: the bf16 attention alone, forward and backward,
+ *                              --steps calls each, at 1 + L, 1 + L/4 and 1 + L/2 tokens, with
+ *                              qkv fp32 or bf16 and the dK dV step over 64 or 32 queries,
+ *                              against its FLOP floor)
+ *
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
  *
@@ -275,8 +280,105 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
     return rc;
 }
 
+/* A bf16 context made with the environment switches of a --attention variant set for the moment
+ * (each context reads them when it is made), with a workspace for lim; NULL after a message. */
+static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, const umd_limits *lim) {
+    char err[512];
+    umd_ctx *c = NULL;
+    const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS"), *a = getenv("UMDQ_CUDA_ATTN_NARROW");
+    char *so = o ? strdup(o) : NULL, *sa = a ? strdup(a) : NULL;
+    setenv("UMDQ_CUDA_BF16_OPERANDS", operands ? "1" : "0", 1);
+    setenv("UMDQ_CUDA_ATTN_NARROW", narrow ? "1" : "0", 1);
+    int rc = ops->ctx_new(&c, 1, err, sizeof err);
+    if (so) setenv("UMDQ_CUDA_BF16_OPERANDS", so, 1);
+    else unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    if (sa) setenv("UMDQ_CUDA_ATTN_NARROW", sa, 1);
+    else unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    free(so);
+    free(sa);
+    if (rc != 0) {
+        fprintf(stderr, "train_gpu: --attention: %s\n", err);
+        return NULL;
+    }
+    size_t wsb = ops->workspace_bytes(c, lim);
+    void *ws = ops->alloc(c, wsb);
+    if (!ws) {
+        fprintf(stderr, "train_gpu: --attention: no device memory for the workspace\n");
+        ops->ctx_destroy(&c);
+        return NULL;
+    }
+    ops->set_workspace(c, ws, wsb);
+    return c;
+}
+
+/* --attention: the bf16 attention alone, forward and backward, at the config's head count and
+ * batch, for sequences of every token (the decoder's T = 1 + L) and of a quarter and a half of
+ * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in four variants: qkv
+ * fp32 or a bf16 operand (UMDQ_CUDA_BF16_OPERANDS=1, where attention_operand says so), each with
+ * the dK dV step over 64 or 32 queries (UMDQ_CUDA_ATTN_NARROW=1). FLOPs as the floor table
+ * counts them (forward 4 T^2 d a head, backward twice that), against the bf16 GEMM ceiling. */
+static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
+    const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+    const int L = (bc->size / 4) * (bc->size / 4), hd = bc->width / bc->heads, H = bc->heads;
+    const int Ts[] = {1 + L, 1 + L / 4, 1 + L / 2};
+    const umd_limits lim = {batch, 1 + L, bc->width, H, L, 4L * bc->width * bc->width};
+    const size_t nq = (size_t)batch * (1 + L) * 3 * bc->width, no = nq / 3;
+    const size_t nl = (size_t)batch * H * (1 + L);
+    printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
+           bc->label, batch, H, hd, ceiling);
+    printf("| T | qkv | dK dV step | fwd ms | fwd TFLOP/s | x floor | bwd ms | bwd TFLOP/s | x floor |\n"
+           "|---|---|---|---|---|---|---|---|---|\n");
+    int rc = 0;
+    for (int v = 0; v < 4 && rc == 0; v++) {
+        const int operands = v >= 2, narrow = v & 1;
+        umd_ctx *c = attention_ctx(ops, operands, narrow, &lim);
+        if (!c) return 1;
+        const int type = operands && ops->attention_operand(c, hd) ? UMD_OPND : UMD_F32;
+        float *q = ops->alloc(c, nq * 4), *dq = ops->alloc(c, nq * 4), *out = ops->alloc(c, no * 4);
+        float *g = ops->alloc(c, no * 4), *lse = ops->alloc(c, nl * 4);
+        void *qh = type == UMD_OPND ? ops->alloc(c, nq * 2) : NULL;
+        char err[512];
+        if (!q || !dq || !out || !g || !lse || (type == UMD_OPND && !qh)) {
+            fprintf(stderr, "train_gpu: --attention: out of device memory\n");
+            ops->ctx_destroy(&c);
+            return 1;
+        }
+        ops->fill(c, q, nq, 0.05f);
+        ops->fill(c, g, no, 0.01f);
+        if (qh) ops->fill(c, qh, nq / 2, 0.0f); /* bf16 pairs of +0.0: values do not change the time */
+        const void *qq = qh ? qh : (const void *)q;
+        for (int t = 0; t < 3 && rc == 0; t++) {
+            const int T = Ts[t];
+            double f = 4.0 * T * T * hd * H * batch, ms[2];
+            for (int pass = 0; pass < 2; pass++) {
+                for (int r = -1; r < reps; r++) {
+                    if (r == 0) {
+                        if (ops->status(c, err, sizeof err)) break;
+                        ms[pass] = now_s();
+                    }
+                    if (pass == 0) ops->attention_fwd(c, out, lse, qq, batch, T, H, hd, type);
+                    else ops->attention_bwd(c, dq, g, qq, out, lse, batch, T, H, hd, type);
+                }
+                if (ops->status(c, err, sizeof err)) {
+                    fprintf(stderr, "train_gpu: --attention: %s\n", err);
+                    rc = 1;
+                    break;
+                }
+                ms[pass] = (now_s() - ms[pass]) * 1e3 / reps;
+            }
+            if (rc) break;
+            double floor_f = f / (ceiling * 1e12) * 1e3;
+            printf("| %d | %s | %s | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", T,
+                   type == UMD_OPND ? "bf16" : "fp32", narrow ? "32" : "64", ms[0], f / ms[0] / 1e9,
+                   ms[0] / floor_f, ms[1], 2 * f / ms[1] / 1e9, ms[1] / (2 * floor_f));
+        }
+        ops->ctx_destroy(&c);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int steps = 10, warmup = 3, batch = 256, profile = 0, linears = 0;
+    int steps = 10, warmup = 3, batch = 256, profile = 0, linears = 0, attention = 0;
     const char *only = NULL, *precision = NULL;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -286,6 +388,10 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(o, "--linears")) {
             linears = 1;
+            continue;
+        }
+        if (!strcmp(o, "--attention")) {
+            attention = 1;
             continue;
         }
         if (!strcmp(o, "--recompute-partial")) {
@@ -378,6 +484,10 @@ int main(int argc, char **argv) {
         for (int p = 0; p < 2; p++) {
             const char *pr = precision ? precision : precs[p];
             if (precision && p > 0) break;
+            if (attention) {
+                rc |= run_attention(&CONFIGS[i], batch, steps, bf);
+                break;
+            }
             rc |= linears ? run_linears(&CONFIGS[i], pr, batch, steps, bf, tf32)
                           : run_one(&CONFIGS[i], pr, batch, warmup, steps, bf, profile);
         }
@@ -387,6 +497,6 @@ usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-narrow] "
-                    "[--linears]\n");
+                    "[--linears] [--attention]\n");
     return 2;
 }

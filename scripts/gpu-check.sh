@@ -4,7 +4,7 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
 # CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the narrow dK dV
-# step of the attention, with those switches together (the MLP's bf16 h among them) and with
+# step of the attention, the attention alone in its four variants, with those switches together (the MLP's bf16 h among them) and with
 # train.recompute; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
@@ -136,6 +136,10 @@ echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-narrow --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor: attention_bwd's device time against the --fused-norm profile above)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-narrow --profile \
   --steps "$steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn_narrow.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: train_gpu --attention (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries)"
+timeout -k 10 90 "$(bin bench/train_gpu)" --attention --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-narrow --recompute-partial (the switches together, the MLP's h in bf16 among them)"
