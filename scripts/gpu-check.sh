@@ -114,6 +114,9 @@ echo "== memory: train_memory (the arenas, without and with train.recompute)"
 timeout -k 10 60 "$(bin bench/train_memory)" 2>&1 | tee "$LOGS/train_memory.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
+# the rows of single switches: fewer steps (their medians against the plain row's), to keep
+# gpu-check within its 5 minutes
+sw_steps=$(( steps < 6 ? steps : 6 ))
 echo "== benchmark: train_gpu --steps $steps"
 timeout -k 10 300 "$(bin bench/train_gpu)" --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
@@ -124,18 +127,18 @@ timeout -k 10 200 "$(bin bench/train_gpu)" --graph --precision bf16 --steps "$st
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
-timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --profile --steps "$steps" \
+timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --profile --steps "$sw_steps" \
   --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
 timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --profile \
-  --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
+  --steps "$sw_steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-narrow --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor: attention_bwd's device time against the --fused-norm profile above)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-narrow --profile \
-  --steps "$steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn_narrow.log"
+  --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn_narrow.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --attention (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries)"
@@ -144,12 +147,12 @@ timeout -k 10 90 "$(bin bench/train_gpu)" --attention --steps "$steps" 2>&1 | te
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-narrow --recompute-partial (the switches together, the MLP's h in bf16 among them)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-  --fused-norm --attn-narrow --recompute-partial --steps "$steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
+  --fused-norm --attn-narrow --recompute-partial --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial (train.recompute's memory and speed)"
 for mode in --recompute --recompute-partial; do
-  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $mode --steps "$steps" \
+  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $mode --steps "$sw_steps" \
     --warmup 3 2>&1 | tee "$LOGS/train_gpu$mode.log"
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 done
