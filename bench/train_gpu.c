@@ -208,6 +208,63 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     return rc;
 }
 
+/* One op's forward (pass 0) and backward (pass 1) timed: one untimed call, then reps calls each,
+ * ms[pass] per call; call runs pass `pass` of the op that arg describes. 0, or 1 after a
+ * message naming the mode (the context failed). */
+typedef void (*pass_call)(const umd_ops *ops, umd_ctx *c, int pass, const void *arg);
+static int time_passes(const umd_ops *ops, umd_ctx *c, int reps, pass_call call, const void *arg,
+                       const char *mode, double ms[2]) {
+    char err[512];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int r = -1; r < reps; r++) {
+            if (r == 0) {
+                if (ops->status(c, err, sizeof err)) break;
+                ms[pass] = now_s();
+            }
+            call(ops, c, pass, arg);
+        }
+        if (ops->status(c, err, sizeof err)) {
+            fprintf(stderr, "train_gpu: %s: %s\n", mode, err);
+            return 1;
+        }
+        ms[pass] = (now_s() - ms[pass]) * 1e3 / reps;
+    }
+    return 0;
+}
+
+/* The table columns of time_passes' ms for an op of f forward FLOPs (the backward counted as
+ * twice them), against the FLOP floor at ceiling TFLOP/s, ending the row. */
+static void print_floor_cols(const double ms[2], double f, double ceiling) {
+    double floor_f = f / (ceiling * 1e12) * 1e3;
+    printf(" %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", ms[0], f / ms[0] / 1e9, ms[0] / floor_f,
+           ms[1], 2 * f / ms[1] / 1e9, ms[1] / (2 * floor_f));
+}
+
+typedef struct {
+    float *x, *y, *dx, *W, *dW, *b, *db;
+    int M, N, K, ybf;
+} linear_call;
+
+static void linear_pass(const umd_ops *ops, umd_ctx *c, int pass, const void *arg) {
+    const linear_call *a = arg;
+    if (pass == 0)
+        ops->linear_fwd(c, a->ybf ? (void *)a->dx : (void *)a->y, a->x, a->W, a->b, a->M, a->N, a->K,
+                        a->ybf ? UMD_OPND_Y : UMD_F32);
+    else ops->linear_bwd(c, a->dx, a->dW, a->db, a->y, a->x, a->W, a->M, a->N, a->K, 0, UMD_F32);
+}
+
+typedef struct {
+    float *out, *lse, *dq, *g;
+    const void *qkv;
+    int n, T, heads, hd, type;
+} attention_call;
+
+static void attention_pass(const umd_ops *ops, umd_ctx *c, int pass, const void *arg) {
+    const attention_call *a = arg;
+    if (pass == 0) ops->attention_fwd(c, a->out, a->lse, a->qkv, a->n, a->T, a->heads, a->hd, a->type);
+    else ops->attention_bwd(c, a->dq, a->g, a->qkv, a->out, a->lse, a->n, a->T, a->heads, a->hd, a->type);
+}
+
 /* --linears: each Linear of the config's blocks alone, at the decoder's M = batch x (1 + L) rows,
  * forward and backward (with dx and the bias), timed over `reps` calls after one, against its
  * FLOP floor at the measured bf16 ceiling (TF32's for tf32). Shows which product is far from it. */
@@ -252,29 +309,11 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
          * y as an fp32 dy) */
         const int ybf = i == 0 && ops->operand_bytes(c) == 2;
         double f = 2.0 * M * N * K, ms[2];
-        for (int pass = 0; pass < 2; pass++) {
-            for (int r = -1; r < reps; r++) {
-                if (r == 0) {
-                    if (ops->status(c, err, sizeof err)) break;
-                    ms[pass] = now_s();
-                }
-                if (pass == 0) ops->linear_fwd(c, ybf ? (void *)dx : (void *)y, x, W, b, (int)M, N,
-                                               K, ybf ? UMD_OPND_Y : UMD_F32);
-                else ops->linear_bwd(c, dx, dW, db, y, x, W, (int)M, N, K, 0, UMD_F32);
-            }
-            if (ops->status(c, err, sizeof err)) {
-                fprintf(stderr, "train_gpu: --linears: %s\n", err);
-                rc = 1;
-                break;
-            }
-            ms[pass] = (now_s() - ms[pass]) * 1e3 / reps;
-        }
+        const linear_call call = {x, y, dx, W, dW, b, db, (int)M, N, K, ybf};
+        rc = time_passes(ops, c, reps, linear_pass, &call, "--linears", ms);
         if (rc) break;
-        double floor_f = f / (ceiling * 1e12) * 1e3;
-        printf("| %s%s | %d x %d | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", lin[i].name,
-               ybf ? " (bf16 y)" : "", N, K,
-               ms[0], f / ms[0] / 1e9, ms[0] / floor_f, ms[1], 2 * f / ms[1] / 1e9,
-               ms[1] / (2 * floor_f));
+        printf("| %s%s | %d x %d |", lin[i].name, ybf ? " (bf16 y)" : "", N, K);
+        print_floor_cols(ms, f, ceiling);
     }
     ops->ctx_destroy(&c);
     return rc;
@@ -337,7 +376,6 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
         float *q = ops->alloc(c, nq * 4), *dq = ops->alloc(c, nq * 4), *out = ops->alloc(c, no * 4);
         float *g = ops->alloc(c, no * 4), *lse = ops->alloc(c, nl * 4);
         void *qh = type == UMD_OPND ? ops->alloc(c, nq * 2) : NULL;
-        char err[512];
         if (!q || !dq || !out || !g || !lse || (type == UMD_OPND && !qh)) {
             fprintf(stderr, "train_gpu: --attention: out of device memory\n");
             ops->ctx_destroy(&c);
@@ -350,27 +388,11 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
         for (int t = 0; t < 3 && rc == 0; t++) {
             const int T = Ts[t];
             double f = 4.0 * T * T * hd * H * batch, ms[2];
-            for (int pass = 0; pass < 2; pass++) {
-                for (int r = -1; r < reps; r++) {
-                    if (r == 0) {
-                        if (ops->status(c, err, sizeof err)) break;
-                        ms[pass] = now_s();
-                    }
-                    if (pass == 0) ops->attention_fwd(c, out, lse, qq, batch, T, H, hd, type);
-                    else ops->attention_bwd(c, dq, g, qq, out, lse, batch, T, H, hd, type);
-                }
-                if (ops->status(c, err, sizeof err)) {
-                    fprintf(stderr, "train_gpu: --attention: %s\n", err);
-                    rc = 1;
-                    break;
-                }
-                ms[pass] = (now_s() - ms[pass]) * 1e3 / reps;
-            }
+            const attention_call call = {out, lse, dq, g, qq, batch, T, H, hd, type};
+            rc = time_passes(ops, c, reps, attention_pass, &call, "--attention", ms);
             if (rc) break;
-            double floor_f = f / (ceiling * 1e12) * 1e3;
-            printf("| %d | %s | %s | %.3f | %.0f | %.2fx | %.3f | %.0f | %.2fx |\n", T,
-                   type == UMD_OPND ? "bf16" : "fp32", narrow ? "32" : "64", ms[0], f / ms[0] / 1e9,
-                   ms[0] / floor_f, ms[1], 2 * f / ms[1] / 1e9, ms[1] / (2 * floor_f));
+            printf("| %d | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32", narrow ? "32" : "64");
+            print_floor_cols(ms, f, ceiling);
         }
         ops->ctx_destroy(&c);
     }

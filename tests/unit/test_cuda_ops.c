@@ -769,6 +769,27 @@ static void linear_bf16_y_cases(umd_ctx *dc, umd_ctx *oc, const char *how) {
     }
 }
 
+/* linear_fwd of an fp32 x (M, K) into a bf16 y (M, N) that context c cannot write (why, for the
+ * log): the context fails, naming linear_fwd, a bf16 operand and `names`, and y stays as it was
+ * (0xffff). */
+static void bf16_y_refused(umd_ctx *c, int M, int N, int K, uint32_t key, const char *why,
+                           const char *names) {
+    float *x = d_f(h_randn((size_t)M * K, key, 1.0f), (size_t)M * K);
+    float *W = d_f(h_randn((size_t)N * K, key + 1, 0.2f), (size_t)N * K);
+    const uint16_t *nan16 = h_nan16((size_t)M * N);
+    void *y = d_up(nan16, (size_t)M * N * sizeof *nan16);
+    GPU->linear_fwd(c, y, x, W, NULL, M, N, K, UMD_OPND_Y);
+    char err[512] = "";
+    int rc = GPU->status(c, err, sizeof err);
+    printf("  linear_fwd with a bf16 y, %s: %s\n", why, err);
+    T_CHECK_MSG(rc != 0, "linear_fwd wrote a bf16 y it cannot (%s)", why);
+    T_CONTAINS(err, "linear_fwd");
+    T_CONTAINS(err, "bf16 operand");
+    T_CONTAINS(err, names);
+    same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
+    cleanup();
+}
+
 /* linear_bf16_y_cases with cuBLASLt's bf16 D. In an operand context without a workspace
  * (weights beyond the bf16 stage: the fp32 path) the context fails, naming the op and y's shape,
  * and y stays as it was. */
@@ -782,21 +803,7 @@ static void test_cuda_linear_bf16_y(void) {
     ctx_free(&oc, ows);
     void *ws;
     umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, NULL, &ws);
-    const int M = 4, N = 8, K = 8;
-    float *x = d_f(h_randn((size_t)M * K, 1090, 1.0f), (size_t)M * K);
-    float *W = d_f(h_randn((size_t)N * K, 1091, 0.2f), (size_t)N * K);
-    const uint16_t *nan16 = h_nan16((size_t)M * N);
-    void *y = d_up(nan16, (size_t)M * N * sizeof *nan16);
-    GPU->linear_fwd(c, y, x, W, NULL, M, N, K, UMD_OPND_Y);
-    char err[512] = "";
-    int rc = GPU->status(c, err, sizeof err);
-    printf("  linear_fwd with a bf16 y and no bf16 stage: %s\n", err);
-    T_CHECK_MSG(rc != 0, "linear_fwd wrote a bf16 y on the fp32 path");
-    T_CONTAINS(err, "linear_fwd");
-    T_CONTAINS(err, "bf16 operand");
-    T_CONTAINS(err, "y (4, 8)");
-    same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
-    cleanup();
+    bf16_y_refused(c, 4, 8, 8, 1090, "no bf16 stage", "y (4, 8)");
     ctx_free(&c, NULL);
 }
 
@@ -819,20 +826,7 @@ static void test_cuda_linear_bf16_y_via_fp32(void) {
     void *ws;
     setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
     umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &small, &ws);
-    const int M = 8200, N = 1024, K = 1024;
-    float *x = d_f(h_randn((size_t)M * K, 1190, 1.0f), (size_t)M * K);
-    float *W = d_f(h_randn((size_t)N * K, 1191, 0.2f), (size_t)N * K);
-    const uint16_t *nan16 = h_nan16((size_t)M * N);
-    void *y = d_up(nan16, (size_t)M * N * sizeof *nan16);
-    GPU->linear_fwd(c, y, x, W, NULL, M, N, K, UMD_OPND_Y);
-    char err[512] = "";
-    int rc = GPU->status(c, err, sizeof err);
-    printf("  linear_fwd with a bf16 y whose fp32 rows do not fit: %s\n", err);
-    T_CHECK_MSG(rc != 0, "linear_fwd wrote a bf16 y past its scratch");
-    T_CONTAINS(err, "linear_fwd");
-    T_CONTAINS(err, "do not fit");
-    same_bf16("linear_fwd bf16 y left alone", y, nan16, (size_t)M * N);
-    cleanup();
+    bf16_y_refused(c, 8200, 1024, 1024, 1190, "fp32 rows that do not fit", "do not fit");
     ctx_free(&c, ws);
 }
 
@@ -1650,24 +1644,30 @@ static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *type
 /* The limits of the bf16 qkv tests' contexts: up to 3 sequences of 1025 tokens, 3 heads of 64. */
 static const umd_limits QKV_LIM = {3, 1025, 192, 3, 1024, 256 * 256};
 
+/* A bf16 context for QKV_LIM with bf16 operands and UMDQ_CUDA_ATTN_NARROW=1 as asked, on the
+ * mma attention. */
+static umd_ctx *mma_ctx(int operands, int narrow, void **ws) {
+    umd_ctx *c = narrow ? ctx_with_narrow(UMD_MATH_BF16, operands, &QKV_LIM, ws)
+                        : ctx_with(UMD_MATH_BF16, operands, 0, &QKV_LIM, ws);
+    T_REQUIRE(umd_cuda_set_attention(c, UMD_ATTN_MMA) == 0);
+    return c;
+}
+
 /* attention_fwd and attention_bwd with qkv a bf16 operand tensor (UMD_OPND in a bf16 context made
  * with UMDQ_CUDA_BF16_OPERANDS=1: the mma kernels read it as it is) against a default bf16
  * context on its fp32 widening (the kernels round it on their way in), bit for bit
  * (attention_same_bits). The operand context on the fp32 qkv (UMD_F32) gives the same bits too. */
 static void test_cuda_attention_bf16_qkv(void) {
     need_gpu(UMD_MATH_BF16);
-    void *dws, *ows;
-    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &QKV_LIM, &dws);
-    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &QKV_LIM, &ows);
-    T_REQUIRE(umd_cuda_set_attention(dc, UMD_ATTN_MMA) == 0);
-    T_REQUIRE(umd_cuda_set_attention(oc, UMD_ATTN_MMA) == 0);
+    void *ws[2];
+    umd_ctx *dc = mma_ctx(0, 0, &ws[0]), *oc = mma_ctx(1, 0, &ws[1]);
     T_EQ_INT(GPU->attention_operand(oc, 64), 1);
     umd_ctx *const cs[] = {oc, oc};
     const int types[] = {UMD_OPND, UMD_F32};
     const char *const hows[] = {"bf16 qkv", "fp32 qkv in the operand context"};
     attention_same_bits(dc, cs, types, hows, 2, 1, 1100);
-    ctx_free(&dc, dws);
-    ctx_free(&oc, ows);
+    ctx_free(&dc, ws[0]);
+    ctx_free(&oc, ws[1]);
 }
 
 /* The mma backward with UMDQ_CUDA_ATTN_NARROW=1 (its dK dV kernels step 32 queries at a time, in
@@ -1676,20 +1676,15 @@ static void test_cuda_attention_bf16_qkv(void) {
  * its forward is the default's kernel. */
 static void test_cuda_attention_narrow(void) {
     need_gpu(UMD_MATH_BF16);
-    void *dws, *nws, *ows;
-    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &QKV_LIM, &dws);
-    umd_ctx *nc = ctx_with_narrow(UMD_MATH_BF16, 0, &QKV_LIM, &nws);
-    umd_ctx *oc = ctx_with_narrow(UMD_MATH_BF16, 1, &QKV_LIM, &ows);
-    T_REQUIRE(umd_cuda_set_attention(dc, UMD_ATTN_MMA) == 0);
-    T_REQUIRE(umd_cuda_set_attention(nc, UMD_ATTN_MMA) == 0);
-    T_REQUIRE(umd_cuda_set_attention(oc, UMD_ATTN_MMA) == 0);
+    void *ws[3];
+    umd_ctx *dc = mma_ctx(0, 0, &ws[0]), *nc = mma_ctx(0, 1, &ws[1]), *oc = mma_ctx(1, 1, &ws[2]);
     umd_ctx *const cs[] = {nc, oc};
     const int types[] = {UMD_F32, UMD_OPND};
     const char *const hows[] = {"narrow dK dV", "narrow dK dV on a bf16 qkv"};
     attention_same_bits(dc, cs, types, hows, 2, 0, 1300);
-    ctx_free(&dc, dws);
-    ctx_free(&nc, nws);
-    ctx_free(&oc, ows);
+    ctx_free(&dc, ws[0]);
+    ctx_free(&nc, ws[1]);
+    ctx_free(&oc, ws[2]);
 }
 
 /* attention_operand is 1 exactly where the mma kernels take qkv as a bf16 operand: a bf16 context
