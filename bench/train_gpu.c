@@ -31,7 +31,7 @@
  *                              UMDQ_CUDA_ATTN_NARROW=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
- *                              the qkv forward writes a bf16 y, as the model's does)
+ *                              the qkv Linear reads a bf16 x and writes a bf16 y, as the model's does)
  *
  *             [--attention]   (instead of steps: the bf16 attention alone, forward and backward,
  *                              --steps calls each, at 1 + L, 1 + L/4 and 1 + L/2 tokens, with
@@ -240,17 +240,28 @@ static void print_floor_cols(const double ms[2], double f, double ceiling) {
            ms[1], 2 * f / ms[1] / 1e9, ms[1] / (2 * floor_f));
 }
 
+/* A Linear's operands; xo is x as its flags say (UMD_OPND: a bf16 operand tensor), and y with
+ * UMD_OPND_Y goes into dx (the backward reads y as an fp32 dy). */
 typedef struct {
-    float *x, *y, *dx, *W, *dW, *b, *db;
-    int M, N, K, ybf;
+    const void *xo;
+    float *y, *dx, *W, *dW, *b, *db;
+    int M, N, K, types;
 } linear_call;
 
 static void linear_pass(const umd_ops *ops, umd_ctx *c, int pass, const void *arg) {
     const linear_call *a = arg;
     if (pass == 0)
-        ops->linear_fwd(c, a->ybf ? (void *)a->dx : (void *)a->y, a->x, a->W, a->b, a->M, a->N, a->K,
-                        a->ybf ? UMD_OPND_Y : UMD_F32);
-    else ops->linear_bwd(c, a->dx, a->dW, a->db, a->y, a->x, a->W, a->M, a->N, a->K, 0, UMD_F32);
+        ops->linear_fwd(c, (a->types & UMD_OPND_Y) ? (void *)a->dx : (void *)a->y, a->xo, a->W, a->b,
+                        a->M, a->N, a->K, a->types);
+    else
+        ops->linear_bwd(c, a->dx, a->dW, a->db, a->y, a->xo, a->W, a->M, a->N, a->K, 0,
+                        a->types & UMD_OPND);
+}
+
+/* Every buffer of p[0 .. n) back to c (NULL ones skipped), then c itself. */
+static void release_ctx(const umd_ops *ops, umd_ctx **c, void *const *p, int n) {
+    for (int i = 0; i < n; i++) ops->release(*c, p[i]);
+    ops->ctx_destroy(c);
 }
 
 typedef struct {
@@ -288,8 +299,13 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
     float *dx = ops->alloc(c, (size_t)M * F * 4), *W = ops->alloc(c, (size_t)F * w * 4);
     float *dW = ops->alloc(c, (size_t)F * w * 4), *b = ops->alloc(c, (size_t)F * 4);
     float *db = ops->alloc(c, (size_t)F * 4);
-    if (!ws || !x || !y || !dx || !W || !dW || !b || !db) {
+    /* the qkv Linear of an operand context reads a bf16 x and writes its y bf16, as the model's */
+    const int opnd = ops->operand_bytes(c) == 2;
+    void *xh = opnd ? ops->alloc(c, (size_t)M * w * 2) : NULL; /* zero: values do not change the time */
+    void *bufs[] = {ws, x, y, dx, W, dW, b, db, xh};
+    if (!ws || !x || !y || !dx || !W || !dW || !b || !db || (opnd && !xh)) {
         fprintf(stderr, "train_gpu: --linears: out of device memory\n");
+        release_ctx(ops, &c, bufs, 9);
         return 1;
     }
     ops->set_workspace(c, ws, wsb);
@@ -305,23 +321,23 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
     int rc = 0;
     for (int i = 0; i < 4 && rc == 0; i++) {
         int N = lin[i].N, K = lin[i].K;
-        /* the qkv Linear of an operand context writes its y bf16 (into dx: the backward reads
-         * y as an fp32 dy) */
-        const int ybf = i == 0 && ops->operand_bytes(c) == 2;
+        const int ybf = i == 0 && opnd;
         double f = 2.0 * M * N * K, ms[2];
-        const linear_call call = {x, y, dx, W, dW, b, db, (int)M, N, K, ybf};
+        const linear_call call = {ybf ? xh : (const void *)x, y, dx, W, dW, b, db, (int)M, N, K,
+                                  ybf ? UMD_OPND | UMD_OPND_Y : UMD_F32};
         rc = time_passes(ops, c, reps, linear_pass, &call, "--linears", ms);
         if (rc) break;
-        printf("| %s%s | %d x %d |", lin[i].name, ybf ? " (bf16 y)" : "", N, K);
+        printf("| %s%s | %d x %d |", lin[i].name, ybf ? " (bf16 x, y)" : "", N, K);
         print_floor_cols(ms, f, ceiling);
     }
-    ops->ctx_destroy(&c);
+    release_ctx(ops, &c, bufs, 9);
     return rc;
 }
 
 /* A bf16 context made with the environment switches of a --attention variant set for the moment
  * (each context reads them when it is made), with a workspace for lim; NULL after a message. */
-static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, const umd_limits *lim) {
+static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, const umd_limits *lim,
+                              void **ws) {
     char err[512];
     umd_ctx *c = NULL;
     const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS"), *a = getenv("UMDQ_CUDA_ATTN_NARROW");
@@ -340,13 +356,13 @@ static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, cons
         return NULL;
     }
     size_t wsb = ops->workspace_bytes(c, lim);
-    void *ws = ops->alloc(c, wsb);
-    if (!ws) {
+    *ws = ops->alloc(c, wsb);
+    if (!*ws) {
         fprintf(stderr, "train_gpu: --attention: no device memory for the workspace\n");
         ops->ctx_destroy(&c);
         return NULL;
     }
-    ops->set_workspace(c, ws, wsb);
+    ops->set_workspace(c, *ws, wsb);
     return c;
 }
 
@@ -360,9 +376,14 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
     const int L = (bc->size / 4) * (bc->size / 4), hd = bc->width / bc->heads, H = bc->heads;
     const int Ts[] = {1 + L, 1 + L / 4, 1 + L / 2};
-    const umd_limits lim = {batch, 1 + L, bc->width, H, L, 4L * bc->width * bc->width};
+    const umd_limits lim = {batch, 1 + L, bc->width, H, L, (long)4 * bc->width * bc->width};
     const size_t nq = (size_t)batch * (1 + L) * 3 * bc->width, no = nq / 3;
     const size_t nl = (size_t)batch * H * (1 + L);
+    if (hd != 64) { /* the GEMM path alone: no variants to compare */
+        printf("\n%s: heads of %d; the mma attention and its variants take 64: --attention skips it\n",
+               bc->label, hd);
+        return 0;
+    }
     printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
            bc->label, batch, H, hd, ceiling);
     printf("| T | qkv | dK dV step | fwd ms | fwd TFLOP/s | x floor | bwd ms | bwd TFLOP/s | x floor |\n"
@@ -370,20 +391,21 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     int rc = 0;
     for (int v = 0; v < 4 && rc == 0; v++) {
         const int operands = v >= 2, narrow = v & 1;
-        umd_ctx *c = attention_ctx(ops, operands, narrow, &lim);
+        void *ws;
+        umd_ctx *c = attention_ctx(ops, operands, narrow, &lim, &ws);
         if (!c) return 1;
         const int type = operands && ops->attention_operand(c, hd) ? UMD_OPND : UMD_F32;
         float *q = ops->alloc(c, nq * 4), *dq = ops->alloc(c, nq * 4), *out = ops->alloc(c, no * 4);
         float *g = ops->alloc(c, no * 4), *lse = ops->alloc(c, nl * 4);
-        void *qh = type == UMD_OPND ? ops->alloc(c, nq * 2) : NULL;
+        void *qh = type == UMD_OPND ? ops->alloc(c, nq * 2) : NULL; /* zero: values do not change the time */
+        void *bufs[] = {ws, q, dq, out, g, lse, qh};
         if (!q || !dq || !out || !g || !lse || (type == UMD_OPND && !qh)) {
             fprintf(stderr, "train_gpu: --attention: out of device memory\n");
-            ops->ctx_destroy(&c);
+            release_ctx(ops, &c, bufs, 7);
             return 1;
         }
         ops->fill(c, q, nq, 0.05f);
         ops->fill(c, g, no, 0.01f);
-        if (qh) ops->fill(c, qh, nq / 2, 0.0f); /* bf16 pairs of +0.0: values do not change the time */
         const void *qq = qh ? qh : (const void *)q;
         for (int t = 0; t < 3 && rc == 0; t++) {
             const int T = Ts[t];
@@ -394,7 +416,7 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
             printf("| %d | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32", narrow ? "32" : "64");
             print_floor_cols(ms, f, ceiling);
         }
-        ops->ctx_destroy(&c);
+        release_ctx(ops, &c, bufs, 7);
     }
     return rc;
 }
@@ -494,7 +516,7 @@ int main(int argc, char **argv) {
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
            opnd ? "bf16 (bf16 runs)" : "fp32",
            opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32",
-           fa && !strcmp(fa, "1") ? "32 queries" : "64 queries");
+           fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");

@@ -141,8 +141,8 @@ timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-na
   --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn_narrow.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --attention (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries)"
-timeout -k 10 90 "$(bin bench/train_gpu)" --attention --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
+echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries)"
+timeout -k 10 90 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-narrow --recompute-partial (the switches together, the MLP's h in bf16 among them)"
@@ -183,7 +183,7 @@ sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_g
 sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
   "$LOGS/train_gpu_bf16_operands.log"
 sw_row "UMDQ_CUDA_BF16_MLP=1 (B/4: the row below)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_bf16_operands_all.log"
-sw_row "UMDQ_CUDA_ATTN_NARROW=1" "attention_narrow" "$LOGS/train_gpu_attn_narrow.log"
+sw_row "UMDQ_CUDA_ATTN_NARROW=1" "attention_narrow|attn_narrow_.*" "$LOGS/train_gpu_attn_narrow.log"
 sw_row "operands + bf16 MLP + fused norm + narrow + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
   "$LOGS/train_gpu_bf16_operands_all.log"
 sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"

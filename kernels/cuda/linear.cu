@@ -385,9 +385,9 @@ static int lt_writes_bf16(umd_ctx *c, int M, int N, int K, int bias) {
 }
 
 /* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. Where
- * the rows go in chunks, a chunk is a multiple of 128 rows, so each chunk's rows start a multiple
- * of 256 bytes into every fp32 and bf16 tensor of the product (the alignment cuBLASLt's
- * algorithm choice assumes of its pointers), whatever the widths. */
+ * the rows go in chunks, a chunk is a multiple of 128 rows (where the stage holds that many), so
+ * each chunk's rows start a multiple of 256 bytes into every fp32 and bf16 tensor of the product
+ * (the alignment cuBLASLt's algorithm choice assumes of its pointers), whatever the widths. */
 static long chunk_rows(const umd_ctx *c, long M, int a, int b) {
     long wmax = a > b ? a : b;
     long r = (long)c->bf_stage / (wmax > 0 ? wmax : 1);
@@ -437,8 +437,6 @@ static int y_unfit(umd_ctx *c, int ybf, int lt, long rows, int M, int N, int K) 
     return 1;
 }
 
-/* x's rows [r0, r1) of K as a bf16 GEMM operand: the operand tensor itself (xbf), else converted
- * into the stage. */
 /* Rows r0 .. r1 of a bf16 y where cuBLASLt does not write one (lt_writes_bf16 0): the fp32 y
  * rows exactly as the default context computes them (the same chunk, plan and bias epilogue, on
  * the bf16 x rows a) into the stages' free bytes, then rounded to nearest even into y: the
@@ -468,6 +466,8 @@ static int y_bf16_via_fp32(umd_ctx *c, void *yv, const __nv_bfloat16 *a, const f
     return c->failed ? -1 : 0;
 }
 
+/* x's rows [r0, r1) of K as a bf16 GEMM operand: the operand tensor itself (xbf), else converted
+ * into the stage. */
 static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat16 *stage,
                                         const void *x, int xbf, long r0, long r1, int K) {
     if (xbf) return (const __nv_bfloat16 *)x + r0 * K;

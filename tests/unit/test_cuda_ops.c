@@ -1594,12 +1594,13 @@ static umd_ctx *ctx_with_narrow(int m, int operands, const umd_limits *lim, void
 /* Attention in k contexts cs (qkv passed as types[k]: UMD_OPND reads its bf16 rounding) against
  * the default bf16 context dc on the fp32 qkv, bit for bit: out and lse (where fwd), and dqkv
  * from dc's out and lse, at head width 64 over the resident kernels (T up to 384: a lone row,
- * partial strips, whole and partial tiles) and the tiled ones (385 and past: partial tiles,
- * 1025), several sequences and heads. Outputs start as NaN. */
+ * partial strips, whole tiles and tiles of at most 32 and of more than 32 rows) and the tiled
+ * ones (385 and past: partial tiles of either kind, 1025), several sequences and heads. Outputs
+ * start as NaN. */
 static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *types,
                                 const char *const *hows, int k, int fwd, uint32_t key0) {
-    const int Ts[] = {1, 5, 64, 65, 257, 384, 385, 400, 1025}, hd = 64;
-    for (int s = 0; s < 9; s++) {
+    const int Ts[] = {1, 5, 64, 65, 96, 120, 257, 384, 385, 440, 1025}, hd = 64;
+    for (int s = 0; s < (int)(sizeof Ts / sizeof *Ts); s++) {
         const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
         const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
                      nl = (size_t)n * heads * T;
