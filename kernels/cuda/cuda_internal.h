@@ -97,7 +97,8 @@ struct umd_ctx {
                                   operands and UMDQ_CUDA_BF16_MLP=1 (hidden_operand), else fp32 */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
-    long y_via_fp32;           /* chunks of a bf16 y written so (the profile report says it) */
+    long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
+                                  report says it) */
     /* recording (ops.h's record_begin): on only with UMDQ_CUDA_GRAPH=1 */
     int graphs;                /* record_begin records (else it answers UMDQ_EUNSUPPORTED) */
     int recording;             /* the stream is being captured */

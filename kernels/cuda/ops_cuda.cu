@@ -494,8 +494,8 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
         if (c->prof_calls[i] < 0) c->prof_calls[i] = -c->prof_calls[i];
     if (c->y_via_fp32 > 0 && at < n)
         snprintf(buf + at, n - at,
-                 " linear_fwd wrote %ld bf16 y chunks through the fp32 scratch (cuBLASLt: no bf16 D "
-                 "with an fp32 bias) since the context began;",
+                 " linear_fwd has put a bf16 y through the fp32 scratch (cuBLASLt: no bf16 D with "
+                 "an fp32 bias) %ld times since the context began (a recorded step counts once);",
                  c->y_via_fp32);
 }
 
