@@ -667,12 +667,7 @@ static void test_cuda_out_of_memory(void) {
 
 int main(void) {
     char err[256];
-    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
-    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    unsetenv("UMDQ_CUDA_BF16_MLP");
-    unsetenv("UMDQ_CUDA_GRAPH");
-    unsetenv("UMDQ_CUDA_ATTN_NARROW");
-    unsetenv("UMDQ_CUDA_LT_BF16_Y");
+    fx_cuda_switches_off();
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     T_RUN(test_cuda_step_parity_fp32);
     T_RUN(test_cuda_step_parity_tf32);

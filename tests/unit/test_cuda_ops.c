@@ -1942,12 +1942,7 @@ static void test_cuda_record(void) {
 
 int main(void) {
     char err[256];
-    unsetenv("UMDQ_CUDA_FUSED_NORM"); /* the tests switch these on where they mean to */
-    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    unsetenv("UMDQ_CUDA_BF16_MLP");
-    unsetenv("UMDQ_CUDA_GRAPH");
-    unsetenv("UMDQ_CUDA_ATTN_NARROW");
-    unsetenv("UMDQ_CUDA_LT_BF16_Y");
+    fx_cuda_switches_off();
     if (umd_cuda_devices(err, sizeof err) <= 0) snprintf(no_gpu, sizeof no_gpu, "%s", err);
     CPU = umd_ops_cpu();
     if (CPU->ctx_new(&cc, 1, err, sizeof err) != 0) return 1;

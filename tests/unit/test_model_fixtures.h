@@ -5,6 +5,7 @@
 #define UMDQ_TEST_MODEL_FIXTURES_H
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "config.h"
 #include "model.h"
@@ -20,6 +21,17 @@ static inline float fx_normal(uint32_t key, uint64_t i) {
 static inline float fx_unit(uint32_t key, uint64_t i) __attribute__((unused));
 static inline float fx_unit(uint32_t key, uint64_t i) {
     return philox_unit(philox_draw(0x5eedULL, PHILOX_TEST, key, i).v[2]);
+}
+
+/* The CUDA backend's environment switches (kernels/cuda/umd_cuda.h), cleared at the start of a
+ * GPU test program: the tests switch each on where they mean to, so one exported in the shell
+ * cannot make a test compare a path with itself. */
+static void fx_cuda_switches_off(void) __attribute__((unused));
+static void fx_cuda_switches_off(void) {
+    static const char *const vars[] = {"UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
+                                       "UMDQ_CUDA_BF16_MLP",   "UMDQ_CUDA_GRAPH",
+                                       "UMDQ_CUDA_ATTN_NARROW", "UMDQ_CUDA_LT_BF16_Y"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
 /* A tiny model: 8x8x2 images, patch 2 (L = 16), width 16, 2 heads, depth 2, dec_depth 1,
