@@ -26,9 +26,9 @@
  *                              read so by GELU and its backward, as bf16 autocast keeps it: other
  *                              results than the default's, as UMDQ_CUDA_BF16_MLP=1 does for a
  *                              job; implies --bf16-operands)
- *             [--attn-narrow] (the mma attention's dK dV kernels step 32 queries at a time, in
+ *             [--attn-kv32] (the mma attention's dK dV kernels step 32 queries at a time, in
  *                              the registers of 3 blocks a multiprocessor: the same bits, as
- *                              UMDQ_CUDA_ATTN_NARROW=1 does for a job)
+ *                              UMDQ_CUDA_ATTN_KV32=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv Linear reads a bf16 x and writes a bf16 y, as the model's does)
@@ -340,15 +340,15 @@ static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, cons
                               void **ws) {
     char err[512];
     umd_ctx *c = NULL;
-    const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS"), *a = getenv("UMDQ_CUDA_ATTN_NARROW");
+    const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS"), *a = getenv("UMDQ_CUDA_ATTN_KV32");
     char *so = o ? strdup(o) : NULL, *sa = a ? strdup(a) : NULL;
     setenv("UMDQ_CUDA_BF16_OPERANDS", operands ? "1" : "0", 1);
-    setenv("UMDQ_CUDA_ATTN_NARROW", narrow ? "1" : "0", 1);
+    setenv("UMDQ_CUDA_ATTN_KV32", narrow ? "1" : "0", 1);
     int rc = ops->ctx_new(&c, 1, err, sizeof err);
     if (so) setenv("UMDQ_CUDA_BF16_OPERANDS", so, 1);
     else unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    if (sa) setenv("UMDQ_CUDA_ATTN_NARROW", sa, 1);
-    else unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    if (sa) setenv("UMDQ_CUDA_ATTN_KV32", sa, 1);
+    else unsetenv("UMDQ_CUDA_ATTN_KV32");
     free(so);
     free(sa);
     if (rc != 0) {
@@ -370,7 +370,7 @@ static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, cons
  * batch, for sequences of every token (the decoder's T = 1 + L) and of a quarter and a half of
  * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in four variants: qkv
  * fp32 or a bf16 operand (UMDQ_CUDA_BF16_OPERANDS=1, where attention_operand says so), each with
- * the dK dV step over 64 or 32 queries (UMDQ_CUDA_ATTN_NARROW=1). FLOPs as the floor table
+ * the dK dV step over 64 or 32 queries (UMDQ_CUDA_ATTN_KV32=1). FLOPs as the floor table
  * counts them (forward 4 T^2 d a head, backward twice that), against the bf16 GEMM ceiling. */
 static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
@@ -464,8 +464,8 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
-        if (!strcmp(o, "--attn-narrow")) {
-            setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1); /* likewise (the mma attention's backward) */
+        if (!strcmp(o, "--attn-kv32")) {
+            setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* likewise (the mma attention's backward) */
             continue;
         }
         if (!v) goto usage;
@@ -507,7 +507,7 @@ int main(int argc, char **argv) {
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
-    const char *fa = getenv("UMDQ_CUDA_ATTN_NARROW");
+    const char *fa = getenv("UMDQ_CUDA_ATTN_KV32");
     const int opnd = fo && !strcmp(fo, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
            "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
@@ -540,7 +540,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-narrow] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-kv32] "
                     "[--linears] [--attention]\n");
     return 2;
 }

@@ -31,7 +31,7 @@
  *          tile of 64 keys: S = Q K^T, dP = dO V^T, P = 2^(S s log2 e - lse log2 e),
  *          dS = P (dP - D) s, dQ += dS K;
  *   dK dV  per tile of 64 queries: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T, dV += P^T dO,
- *          dK += dS^T Q; the tile in one piece, or (UMDQ_CUDA_ATTN_NARROW=1, attn_kv_narrow)
+ *          dK += dS^T Q; the tile in one piece, or (UMDQ_CUDA_ATTN_KV32=1, attn_kv32)
  *          in two of 32 queries, which needs 168 registers a thread in place of about 230, so 3
  *          blocks share a multiprocessor in place of 2: the same products in the same order.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
@@ -788,7 +788,7 @@ static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, c
         k_res_bwd_q<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (c->attn_kv_narrow)
+        if (c->attn_kv32)
             k_res_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
@@ -799,7 +799,7 @@ static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, c
         k_mma_bwd_q<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out,
                                                                     qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (c->attn_kv_narrow)
+        if (c->attn_kv32)
             k_mma_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else

@@ -67,8 +67,8 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
         c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
         /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
-        const char *kv = getenv("UMDQ_CUDA_ATTN_NARROW");
-        c->attn_kv_narrow = kv && strcmp(kv, "1") == 0;
+        const char *kv = getenv("UMDQ_CUDA_ATTN_KV32");
+        c->attn_kv32 = kv && strcmp(kv, "1") == 0;
         /* a bf16 y through the fp32 scratch, as where cuBLASLt has no bf16 D with an fp32 bias */
         const char *ly = getenv("UMDQ_CUDA_LT_BF16_Y");
         c->lt_bf16_y_off = ly && strcmp(ly, "0") == 0;

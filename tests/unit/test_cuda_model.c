@@ -206,7 +206,7 @@ static void graph_parity(int math) {
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
     umd_model *g = new_model(&cfg, umd_ops_cuda(math));
     unsetenv("UMDQ_CUDA_GRAPH");
-    unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    unsetenv("UMDQ_CUDA_ATTN_KV32");
     T_REQUIRE(e && g);
     umd_model_init(e, cfg.seed);
     umd_model_init(g, cfg.seed);
@@ -280,7 +280,7 @@ static int first_difference(umd_model *m, const float *a, const float *b, size_t
 
 /* A bf16 model against a second one made with train.recompute (UMD_RECOMPUTE_*: blocks run
  * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (SW_FUSED: each gated residual
- * and the LayerNorm after it in one kernel), UMDQ_CUDA_ATTN_NARROW=1 (SW_NARROW: the mma
+ * and the LayerNorm after it in one kernel), UMDQ_CUDA_ATTN_KV32=1 (SW_KV32: the mma
  * attention's dK dV kernel over 32 queries at a time), UMDQ_CUDA_LT_BF16_Y=0 (SW_Y_VIA_FP32: a bf16
  * y computed in fp32 and rounded, not by cuBLASLt) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
  * feed a product stored in bf16, rounded where the GEMM's conversion would round them, and, where
@@ -295,8 +295,8 @@ static int first_difference(umd_model *m, const float *a, const float *b, size_t
  * the fixture's 2 heads of 8 (qkv stays fp32). Where the bits part, the first of losses,
  * gradients and parameters to differ is said, with the tensor: qkv's bf16 store (cuBLASLt's) is
  * the step these tests cannot check on the CPU. */
-/* UMDQ_CUDA_FUSED_NORM=1, UMDQ_CUDA_ATTN_NARROW=1, UMDQ_CUDA_LT_BF16_Y=0 */
-enum { SW_FUSED = 1, SW_NARROW = 2, SW_Y_VIA_FP32 = 4 };
+/* UMDQ_CUDA_FUSED_NORM=1, UMDQ_CUDA_ATTN_KV32=1, UMDQ_CUDA_LT_BF16_Y=0 */
+enum { SW_FUSED = 1, SW_KV32 = 2, SW_Y_VIA_FP32 = 4 };
 static void same_bits_bf16(int recompute, int switches, int operands, int hd64) {
     need_gpu();
     umd_config cfg;
@@ -308,12 +308,12 @@ static void same_bits_bf16(int recompute, int switches, int operands, int hd64) 
     umd_model *a = new_model(&cfg, ops);
     cfg.recompute = recompute;
     if (switches & SW_FUSED) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
-    if (switches & SW_NARROW) setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1);
+    if (switches & SW_KV32) setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
     if (switches & SW_Y_VIA_FP32) setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     umd_model *b = new_model(&cfg, ops);
     unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    unsetenv("UMDQ_CUDA_ATTN_KV32");
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     T_REQUIRE(a && b);
@@ -405,9 +405,9 @@ static void test_cuda_bf16_operands_y_via_fp32(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_Y_VIA_FP32, 1, 1);
 }
 /* the mma attention's dK dV step over 32 queries (head width 64), with fp32 and bf16 qkv */
-static void test_cuda_attn_narrow_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_NARROW, 0, 1); }
-static void test_cuda_attn_narrow_bf16_operands(void) {
-    same_bits_bf16(UMD_RECOMPUTE_OFF, SW_NARROW, 1, 1);
+static void test_cuda_attn_kv32_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_KV32, 0, 1); }
+static void test_cuda_attn_kv32_bf16_operands(void) {
+    same_bits_bf16(UMD_RECOMPUTE_OFF, SW_KV32, 1, 1);
 }
 
 /* ---- the MLP's hidden state in bf16 ------------------------------------------------------------- */
@@ -689,8 +689,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_narrow_heads);
     T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
     T_RUN(test_cuda_bf16_operands_y_via_fp32);
-    T_RUN(test_cuda_attn_narrow_bf16);
-    T_RUN(test_cuda_attn_narrow_bf16_operands);
+    T_RUN(test_cuda_attn_kv32_bf16);
+    T_RUN(test_cuda_attn_kv32_bf16_operands);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_umd_run);

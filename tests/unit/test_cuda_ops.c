@@ -185,8 +185,8 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     int rc = o->ctx_new(&c, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's and ctx_with_narrow's, cleared before */
-    unsetenv("UMDQ_CUDA_ATTN_NARROW"); /* T_REQUIRE can jump out; */
+    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's and ctx_with_kv32's, cleared before */
+    unsetenv("UMDQ_CUDA_ATTN_KV32"); /* T_REQUIRE can jump out; */
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
@@ -1582,12 +1582,12 @@ static void test_cuda_attention_head_groups(void) {
     GPU->ctx_destroy(&g2);
 }
 
-/* ctx_with, made with UMDQ_CUDA_ATTN_NARROW=1 as well (the mma dK dV kernels step 32 queries at a
+/* ctx_with, made with UMDQ_CUDA_ATTN_KV32=1 as well (the mma dK dV kernels step 32 queries at a
  * time; read when a context is made). */
-static umd_ctx *ctx_with_narrow(int m, int operands, const umd_limits *lim, void **ws) {
-    setenv("UMDQ_CUDA_ATTN_NARROW", "1", 1);
+static umd_ctx *ctx_with_kv32(int m, int operands, const umd_limits *lim, void **ws) {
+    setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
     umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
-    unsetenv("UMDQ_CUDA_ATTN_NARROW");
+    unsetenv("UMDQ_CUDA_ATTN_KV32");
     return c;
 }
 
@@ -1645,10 +1645,10 @@ static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *type
 /* The limits of the bf16 qkv tests' contexts: up to 3 sequences of 1025 tokens, 3 heads of 64. */
 static const umd_limits QKV_LIM = {3, 1025, 192, 3, 1024, 256 * 256};
 
-/* A bf16 context for QKV_LIM with bf16 operands and UMDQ_CUDA_ATTN_NARROW=1 as asked, on the
+/* A bf16 context for QKV_LIM with bf16 operands and UMDQ_CUDA_ATTN_KV32=1 as asked, on the
  * mma attention. */
 static umd_ctx *mma_ctx(int operands, int narrow, void **ws) {
-    umd_ctx *c = narrow ? ctx_with_narrow(UMD_MATH_BF16, operands, &QKV_LIM, ws)
+    umd_ctx *c = narrow ? ctx_with_kv32(UMD_MATH_BF16, operands, &QKV_LIM, ws)
                         : ctx_with(UMD_MATH_BF16, operands, 0, &QKV_LIM, ws);
     T_REQUIRE(umd_cuda_set_attention(c, UMD_ATTN_MMA) == 0);
     return c;
@@ -1671,17 +1671,17 @@ static void test_cuda_attention_bf16_qkv(void) {
     ctx_free(&oc, ws[1]);
 }
 
-/* The mma backward with UMDQ_CUDA_ATTN_NARROW=1 (its dK dV kernels step 32 queries at a time, in
+/* The mma backward with UMDQ_CUDA_ATTN_KV32=1 (its dK dV kernels step 32 queries at a time, in
  * the register budget of 3 blocks a multiprocessor) gives the default's dqkv bit for bit
  * (attention_same_bits), on an fp32 qkv and, in a context with bf16 operands too, on a bf16 one;
  * its forward is the default's kernel. */
-static void test_cuda_attention_narrow(void) {
+static void test_cuda_attention_kv32(void) {
     need_gpu(UMD_MATH_BF16);
     void *ws[3];
     umd_ctx *dc = mma_ctx(0, 0, &ws[0]), *nc = mma_ctx(0, 1, &ws[1]), *oc = mma_ctx(1, 1, &ws[2]);
     umd_ctx *const cs[] = {nc, oc};
     const int types[] = {UMD_F32, UMD_OPND};
-    const char *const hows[] = {"narrow dK dV", "narrow dK dV on a bf16 qkv"};
+    const char *const hows[] = {"dK dV over 32 queries", "dK dV over 32 queries on a bf16 qkv"};
     attention_same_bits(dc, cs, types, hows, 2, 0, 1300);
     ctx_free(&dc, ws[0]);
     ctx_free(&nc, ws[1]);
@@ -1977,7 +1977,7 @@ int main(void) {
     T_RUN(test_cuda_attention_head_groups);
     T_RUN(test_cuda_attention_bf16_qkv);
     T_RUN(test_cuda_attention_operand);
-    T_RUN(test_cuda_attention_narrow);
+    T_RUN(test_cuda_attention_kv32);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);
