@@ -29,14 +29,17 @@
  *             [--attn-kv32] (the mma attention's dK dV kernels step 32 queries at a time, in
  *                              the registers of 3 blocks a multiprocessor: the same bits, as
  *                              UMDQ_CUDA_ATTN_KV32=1 does for a job)
+ *             [--attn-fwd32]  (each warp of the mma attention's resident forward takes 32 query
+ *                              rows, each K and V fragment read once for both tiles: the same
+ *                              bits, as UMDQ_CUDA_ATTN_FWD32=1 does for a job)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv Linear reads a bf16 x and writes a bf16 y, as the model's does)
  *
  *             [--attention]   (instead of steps: the bf16 attention alone, forward and backward,
  *                              --steps calls each, at 1 + L, 1 + L/4 and 1 + L/2 tokens, with
- *                              qkv fp32 or bf16 and the dK dV step over 64 or 32 queries,
- *                              against its FLOP floor)
+ *                              qkv fp32 or bf16 and each of the two attention switches, against
+ *                              its FLOP floor)
  *
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
@@ -334,23 +337,29 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
     return rc;
 }
 
-/* A bf16 context made with the environment switches of a --attention variant set for the moment
- * (each context reads them when it is made), with a workspace for lim; NULL after a message. */
-static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, const umd_limits *lim,
+/* The --attention variants: qkv a bf16 operand (UMDQ_CUDA_BF16_OPERANDS), the dK dV step over 32
+ * queries (UMDQ_CUDA_ATTN_KV32), the resident forward's warps over 32 rows (UMDQ_CUDA_ATTN_FWD32). */
+static const char *const ATTN_VARS[3] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_ATTN_KV32",
+                                         "UMDQ_CUDA_ATTN_FWD32"};
+
+/* A bf16 context made with the switches ATTN_VARS[i] = on[i] set for the moment (each context
+ * reads them when it is made), with a workspace for lim; NULL after a message. */
+static umd_ctx *attention_ctx(const umd_ops *ops, const int on[3], const umd_limits *lim,
                               void **ws) {
     char err[512];
     umd_ctx *c = NULL;
-    const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS"), *a = getenv("UMDQ_CUDA_ATTN_KV32");
-    char *so = o ? strdup(o) : NULL, *sa = a ? strdup(a) : NULL;
-    setenv("UMDQ_CUDA_BF16_OPERANDS", operands ? "1" : "0", 1);
-    setenv("UMDQ_CUDA_ATTN_KV32", narrow ? "1" : "0", 1);
+    char *saved[3];
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(ATTN_VARS[i]);
+        saved[i] = v ? strdup(v) : NULL;
+        setenv(ATTN_VARS[i], on[i] ? "1" : "0", 1);
+    }
     int rc = ops->ctx_new(&c, 1, err, sizeof err);
-    if (so) setenv("UMDQ_CUDA_BF16_OPERANDS", so, 1);
-    else unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    if (sa) setenv("UMDQ_CUDA_ATTN_KV32", sa, 1);
-    else unsetenv("UMDQ_CUDA_ATTN_KV32");
-    free(so);
-    free(sa);
+    for (int i = 0; i < 3; i++) {
+        if (saved[i]) setenv(ATTN_VARS[i], saved[i], 1);
+        else unsetenv(ATTN_VARS[i]);
+        free(saved[i]);
+    }
     if (rc != 0) {
         fprintf(stderr, "train_gpu: --attention: %s\n", err);
         return NULL;
@@ -368,10 +377,10 @@ static umd_ctx *attention_ctx(const umd_ops *ops, int operands, int narrow, cons
 
 /* --attention: the bf16 attention alone, forward and backward, at the config's head count and
  * batch, for sequences of every token (the decoder's T = 1 + L) and of a quarter and a half of
- * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in four variants: qkv
- * fp32 or a bf16 operand (UMDQ_CUDA_BF16_OPERANDS=1, where attention_operand says so), each with
- * the dK dV step over 64 or 32 queries (UMDQ_CUDA_ATTN_KV32=1). FLOPs as the floor table
- * counts them (forward 4 T^2 d a head, backward twice that), against the bf16 GEMM ceiling. */
+ * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in five variants: the
+ * default, with each attention switch alone (ATTN_VARS), then a bf16 qkv (where attention_operand
+ * says so) alone and with both switches. FLOPs as the floor table counts them (forward 4 T^2 d a
+ * head, backward twice that), against the bf16 GEMM ceiling. */
 static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
     const int L = (bc->size / 4) * (bc->size / 4), hd = bc->width / bc->heads, H = bc->heads;
@@ -386,15 +395,16 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     }
     printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
            bc->label, batch, H, hd, ceiling);
-    printf("| T | qkv | dK dV step | fwd ms | fwd TFLOP/s | x floor | bwd ms | bwd TFLOP/s | x floor |\n"
-           "|---|---|---|---|---|---|---|---|---|\n");
+    printf("| T | qkv | dK dV step | fwd rows a warp | fwd ms | fwd TFLOP/s | x floor | bwd ms | "
+           "bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int variants[5][3] = {{0, 0, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 0}, {1, 1, 1}};
     int rc = 0;
-    for (int v = 0; v < 4 && rc == 0; v++) {
-        const int operands = v >= 2, narrow = v & 1;
+    for (int v = 0; v < 5 && rc == 0; v++) {
+        const int *on = variants[v];
         void *ws;
-        umd_ctx *c = attention_ctx(ops, operands, narrow, &lim, &ws);
+        umd_ctx *c = attention_ctx(ops, on, &lim, &ws);
         if (!c) return 1;
-        const int type = operands && ops->attention_operand(c, hd) ? UMD_OPND : UMD_F32;
+        const int type = on[0] && ops->attention_operand(c, hd) ? UMD_OPND : UMD_F32;
         float *q = ops->alloc(c, nq * 4), *dq = ops->alloc(c, nq * 4), *out = ops->alloc(c, no * 4);
         float *g = ops->alloc(c, no * 4), *lse = ops->alloc(c, nl * 4);
         void *qh = type == UMD_OPND ? ops->alloc(c, nq * 2) : NULL; /* zero: values do not change the time */
@@ -413,7 +423,8 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
             const attention_call call = {out, lse, dq, g, qq, batch, T, H, hd, type};
             rc = time_passes(ops, c, reps, attention_pass, &call, "--attention", ms);
             if (rc) break;
-            printf("| %d | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32", narrow ? "32" : "64");
+            printf("| %d | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32", on[1] ? "32" : "64",
+                   on[2] && T <= 384 ? "32" : "16");
             print_floor_cols(ms, f, ceiling);
         }
         release_ctx(ops, &c, bufs, 7);
@@ -468,6 +479,10 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* likewise (the mma attention's backward) */
             continue;
         }
+        if (!strcmp(o, "--attn-fwd32")) {
+            setenv("UMDQ_CUDA_ATTN_FWD32", "1", 1); /* likewise (the mma attention's forward) */
+            continue;
+        }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
@@ -507,16 +522,17 @@ int main(int argc, char **argv) {
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
-    const char *fa = getenv("UMDQ_CUDA_ATTN_KV32");
+    const char *fa = getenv("UMDQ_CUDA_ATTN_KV32"), *ff = getenv("UMDQ_CUDA_ATTN_FWD32");
     const int opnd = fo && !strcmp(fo, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
            "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
-           "mma attention's dK dV step: %s\n",
+           "mma attention's dK dV step: %s; its resident forward's rows a warp: %s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
            opnd ? "bf16 (bf16 runs)" : "fp32",
            opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32",
-           fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries");
+           fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries",
+           ff && !strcmp(ff, "1") ? "32 (bf16, heads of 64)" : "16");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -540,7 +556,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-kv32] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;
 }

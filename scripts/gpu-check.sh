@@ -4,7 +4,7 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
 # CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the 32-query dK dV
-# step of the attention, the attention alone in its variants, with those switches together (the
+# step of the attention and its 32-row forward, the attention alone in its variants, with those switches together (the
 # MLP's bf16 h among them) and with train.recompute; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
@@ -136,18 +136,18 @@ timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-op
   --steps "$sw_steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-kv32 --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor: attention_bwd's device time against the --fused-norm profile above)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-kv32 --profile \
-  --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn_kv32.log"
+echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor, and its resident forward's warps over 32 rows: attention's device times against the --fused-norm profile above; each alone in --attention below)"
+timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile \
+  --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn32.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries)"
+echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
 timeout -k 10 90 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-kv32 --recompute-partial (the switches together, the MLP's h in bf16 among them)"
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial (the switches together, the MLP's h in bf16 among them)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-  --fused-norm --attn-kv32 --recompute-partial --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
+  --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial (train.recompute's memory and speed)"
@@ -183,8 +183,9 @@ sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_g
 sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
   "$LOGS/train_gpu_bf16_operands.log"
 sw_row "UMDQ_CUDA_BF16_MLP=1 (B/4: the row below)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_bf16_operands_all.log"
-sw_row "UMDQ_CUDA_ATTN_KV32=1" "attention_kv32|attn_kv32_.*" "$LOGS/train_gpu_attn_kv32.log"
-sw_row "operands + bf16 MLP + fused norm + kv32 + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
+sw_row "UMDQ_CUDA_ATTN_KV32=1 + UMDQ_CUDA_ATTN_FWD32=1 (each alone: --attention)" \
+  "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attn32.log"
+sw_row "operands + bf16 MLP + fused norm + kv32 + fwd32 + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
   "$LOGS/train_gpu_bf16_operands_all.log"
 sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
 sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"

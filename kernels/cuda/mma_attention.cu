@@ -15,7 +15,8 @@
  *   resident (T <= MA_RESIDENT, every model shape): a block per (sequence, head) loads the operand
  *            it loops over whole into shared memory once (K and V; Q and dO for dK dV; swizzled
  *            rows), then its 4 warps take strips of 16 rows in turn with no further barrier, each
- *            strip's own fragments read straight from global memory;
+ *            strip's own fragments read straight from global memory (the forward's strips 32 rows,
+ *            two tiles sharing each K and V fragment, with UMDQ_CUDA_ATTN_FWD32=1: attn_fwd32);
  *   tiled    (longer sequences): a block per 64 rows, a warp per 16; the other operand's 64-row
  *            tiles come through an fp32 staging buffer by cp.async while the warps compute on the
  *            previous tile, then are converted to bf16 (a bf16 qkv's rows are staged as they
@@ -254,18 +255,12 @@ __device__ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* ---- the steps of the kernels, per tile of 64 keys (forward, dQ) or queries (dK dV) ------------ */
 
-/* Forward: one warp's 16 query rows (fragments qa) against keys k0 .. k0 + 63, at rows y0 ..
- * y0 + 63 of K and V: the online softmax in base 2 (running max m, sum l; O rescaled by
- * 2^(m_old - m_new)) and O += P V. */
-template <class L>
-__device__ static inline void fwd_step(float o[8][4], float ml[4], const uint32_t qa[4][4],
-                                       const bf16 *K, const bf16 *V, int y0, int k0, int T, float sl2) {
+/* The online softmax of one 16-row tile's scores s (16 x 64, as strip_xyt leaves them) against
+ * keys k0 .. k0 + 63 in base 2: columns past T -inf, the running max m and sum l in ml, O
+ * rescaled by 2^(m_old - m_new); s becomes P. */
+__device__ static inline void softmax_step(float s[8][4], float o[8][4], float ml[4], int k0, int T,
+                                           float sl2) {
     const int t = threadIdx.x & 3;
-    const int valid = imin(MA_TILE, T - k0);
-    float s[8][4];
-#pragma unroll
-    for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-    strip_xyt<L>(s, qa, K, y0, (valid + 7) / 8);
     float mx0 = ml[0], mx1 = ml[1];
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
@@ -297,7 +292,78 @@ __device__ static inline void fwd_step(float o[8][4], float ml[4], const uint32_
     }
     ml[2] = ml[2] * a0 + ls0;
     ml[3] = ml[3] * a1 + ls1;
+}
+
+/* Forward: one warp's 16 query rows (fragments qa) against keys k0 .. k0 + 63, at rows y0 ..
+ * y0 + 63 of K and V: S = Q K^T, the online softmax (softmax_step) and O += P V. */
+template <class L>
+__device__ static inline void fwd_step(float o[8][4], float ml[4], const uint32_t qa[4][4],
+                                       const bf16 *K, const bf16 *V, int y0, int k0, int T, float sl2) {
+    const int valid = imin(MA_TILE, T - k0);
+    float s[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    strip_xyt<L>(s, qa, K, y0, (valid + 7) / 8);
+    softmax_step(s, o, ml, k0, T, sl2);
     strip_py<L>(o, s, V, y0, (valid + 15) / 16);
+}
+
+/* fwd_step for R tiles of 16 query rows at once (a warp's strip of 16 R rows; fragments qa[r],
+ * O and the statistics of tile r in o[r], ml[r]): every B fragment of K and V is read from
+ * shared memory once for the R tiles. Tiles from act on (wholly past T; act is the same in
+ * every lane) are skipped. Each tile gets fwd_step's products in fwd_step's order and the same
+ * softmax_step, so its rows get fwd_step's bits. */
+template <class L, int R>
+__device__ static inline void fwd_step_tiles(float o[R][8][4], float ml[R][4], const uint32_t qa[R][4][4],
+                                             const bf16 *K, const bf16 *V, int y0, int k0, int T,
+                                             float sl2, int act) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int valid = imin(MA_TILE, T - k0), groups = (valid + 7) / 8, ksteps = (valid + 15) / 16;
+    float s[R][8][4];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) s[r][i][0] = s[r][i][1] = s[r][i][2] = s[r][i][3] = 0.0f;
+    /* S = Q K^T, as strip_xyt */
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        if (nt >= groups) break;
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            const int rr = y0 + nt * 8 + g, k = ks * 16 + 2 * t;
+            const uint32_t b0 = lds32(K + L::at(rr, k)), b1 = lds32(K + L::at(rr, k + 8));
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r < act) mma16816(s[r][nt], qa[r][ks], b0, b1);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        if (r < act) softmax_step(s[r], o[r], ml[r], k0, T, sl2);
+    /* O += P V, as strip_py */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        if (j >= ksteps) break;
+        uint32_t a[R][4];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            a[r][0] = pack2(s[r][2 * j][0], s[r][2 * j][1]);
+            a[r][1] = pack2(s[r][2 * j][2], s[r][2 * j][3]);
+            a[r][2] = pack2(s[r][2 * j + 1][0], s[r][2 * j + 1][1]);
+            a[r][3] = pack2(s[r][2 * j + 1][2], s[r][2 * j + 1][3]);
+        }
+#pragma unroll
+        for (int dn = 0; dn < 8; dn += 2) {
+            uint32_t b[4];
+            ldsm_trans<L>(b, V, y0 + j * 16, dn * 8);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r < act) {
+                    mma16816(o[r][dn], a[r], b[0], b[1]);
+                    mma16816(o[r][dn + 1], a[r], b[2], b[3]);
+                }
+        }
+    }
 }
 
 /* Forward's end for the warp's rows q .. q + 15 (q + g and q + g + 8 for this lane): O / l and
@@ -473,25 +539,46 @@ __device__ static inline void load_resident(bf16 *dst, const bf16 *src, long ld,
     const int Tr = (T + 15) / 16 * 16;                                                             \
     bf16 *rA = reinterpret_cast<bf16 *>(ma_smem), *rB = rA + (long)Tr * MA_HD;
 
-template <class QT>
+/* The resident forward, each warp's strip R tiles of 16 query rows (R 1, or 2 with
+ * UMDQ_CUDA_ATTN_FWD32=1: fwd_step_tiles, each K and V fragment read once for both tiles). */
+template <class QT, int R>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_res_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    float *ob = out + (long)b * T * W + (long)h * MA_HD, *lb = lse + ((long)b * heads + h) * T;
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
-    for (int q = warp * 16; q < T; q += MA_WARPS * 16) {
-        uint32_t qa[4][4];
-        global_afrags(qa, base, row, q, T);
-        float o[8][4], ml[4] = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+    for (int q = warp * 16 * R; q < T; q += MA_WARPS * 16 * R) {
+        if constexpr (R == 1) {
+            uint32_t qa[4][4];
+            global_afrags(qa, base, row, q, T);
+            float o[8][4], ml[4] = {-INFINITY, -INFINITY, 0.0f, 0.0f};
 #pragma unroll
-        for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-        for (int k0 = 0; k0 < T; k0 += MA_TILE) fwd_step<lay_swz>(o, ml, qa, rA, rB, k0, k0, T, sl2);
-        fwd_store(out + (long)b * T * W + (long)h * MA_HD, lse + ((long)b * heads + h) * T, o, ml,
-                  W, q, T);
+            for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+            for (int k0 = 0; k0 < T; k0 += MA_TILE)
+                fwd_step<lay_swz>(o, ml, qa, rA, rB, k0, k0, T, sl2);
+            fwd_store(ob, lb, o, ml, W, q, T);
+        } else {
+            const int act = imin(R, (T - q + 15) / 16); /* tiles with a row below T */
+            uint32_t qa[R][4][4];
+            float o[R][8][4], ml[R][4];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                global_afrags(qa[r], base, row, q + 16 * r, T);
+                ml[r][0] = ml[r][1] = -INFINITY, ml[r][2] = ml[r][3] = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[r][i][0] = o[r][i][1] = o[r][i][2] = o[r][i][3] = 0.0f;
+            }
+            for (int k0 = 0; k0 < T; k0 += MA_TILE)
+                fwd_step_tiles<lay_swz, R>(o, ml, qa, rA, rB, k0, k0, T, sl2, act);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r < act) fwd_store(ob, lb, o[r], ml[r], W, q + 16 * r, T);
+        }
     }
 }
 
@@ -741,7 +828,8 @@ template <class QT> static int mma_setup_type(umd_ctx *c) {
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32>, a, res), "attention");
@@ -770,8 +858,13 @@ template <class QT>
 static void mma_fwd(umd_ctx *c, float *out, float *lse, const QT *qkv, int n, int T, int heads) {
     const float sl2 = LOG2E / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
-        k_res_fwd<QT><<<dim3((unsigned)heads, (unsigned)n), MA_WARPS * 32, resident_smem(T),
-                        c->stream>>>(out, lse, qkv, T, heads, sl2);
+        const dim3 grid((unsigned)heads, (unsigned)n);
+        if (c->attn_fwd32)
+            k_res_fwd<QT, 2><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
+                                                                                 heads, sl2);
+        else
+            k_res_fwd<QT, 1><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
+                                                                                 heads, sl2);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
         k_mma_fwd<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads, sl2);

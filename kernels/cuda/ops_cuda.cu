@@ -69,6 +69,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
         const char *kv = getenv("UMDQ_CUDA_ATTN_KV32");
         c->attn_kv32 = kv && strcmp(kv, "1") == 0;
+        /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
+        const char *f32 = getenv("UMDQ_CUDA_ATTN_FWD32");
+        c->attn_fwd32 = f32 && strcmp(f32, "1") == 0;
         /* a bf16 y through the fp32 scratch, as where cuBLASLt has no bf16 D with an fp32 bias */
         const char *ly = getenv("UMDQ_CUDA_LT_BF16_Y");
         c->lt_bf16_y_off = ly && strcmp(ly, "0") == 0;

@@ -40,6 +40,9 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * UMDQ_CUDA_ATTN_KV32=1 makes the mma attention's dK dV kernels step 32 queries at a time in
  * place of 64: the register budget of 3 blocks a multiprocessor in place of 2, the same bits
  * (test_cuda_ops); off by default until it has run on a device (bench/train_gpu --attn-kv32).
+ * UMDQ_CUDA_ATTN_FWD32=1 makes each warp of the resident mma forward (up to 384 tokens) take 32
+ * query rows in place of 16, each K and V fragment read from shared memory once for both tiles:
+ * the same bits (test_cuda_ops); off by default until it has run on a device (--attn-fwd32).
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path. */

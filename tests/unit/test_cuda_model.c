@@ -282,21 +282,22 @@ static int first_difference(umd_model *m, const float *a, const float *b, size_t
  * again in the backward, whole or in part), UMDQ_CUDA_FUSED_NORM=1 (SW_FUSED: each gated residual
  * and the LayerNorm after it in one kernel), UMDQ_CUDA_ATTN_KV32=1 (SW_KV32: the mma
  * attention's dK dV kernel over 32 queries at a time), UMDQ_CUDA_LT_BF16_Y=0 (SW_Y_VIA_FP32: a bf16
- * y computed in fp32 and rounded, not by cuBLASLt) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
+ * y computed in fp32 and rounded, not by cuBLASLt), UMDQ_CUDA_ATTN_FWD32=1 (SW_FWD32: the resident
+ * mma forward's warps over 32 query rows) and/or UMDQ_CUDA_BF16_OPERANDS=1 (the LayerNorm outputs that
  * feed a product stored in bf16, rounded where the GEMM's conversion would round them, and, where
  * attention_operand says so, qkv: the qkv Linear writes it bf16, its fp32 result rounded once,
  * and the mma attention kernels read it as they read the rounded fp32 one): the same losses,
  * gradients and parameters, bit for bit, over 3 steps with AdamW (the kernels are deterministic,
- * the fused kernel rounds as the two it replaces, the narrow step makes the same products in the
- * same order, and a bf16 operand is the bits its product read
+ * the fused kernel rounds as the two it replaces, the attention switches make the same products
+ * in the same order, and a bf16 operand is the bits its product read
  * before); with recompute or bf16 operands, in less device memory, and with bf16 operands in a
  * smaller activation arena than the same model's with fp32 ones (umd_model_measure). hd64: width
  * 128 in 2 heads of 64, where attention_operand says 1 for the operand context (qkv bf16), else
  * the fixture's 2 heads of 8 (qkv stays fp32). Where the bits part, the first of losses,
  * gradients and parameters to differ is said, with the tensor: qkv's bf16 store (cuBLASLt's) is
  * the step these tests cannot check on the CPU. */
-/* UMDQ_CUDA_FUSED_NORM=1, UMDQ_CUDA_ATTN_KV32=1, UMDQ_CUDA_LT_BF16_Y=0 */
-enum { SW_FUSED = 1, SW_KV32 = 2, SW_Y_VIA_FP32 = 4 };
+/* UMDQ_CUDA_FUSED_NORM=1, UMDQ_CUDA_ATTN_KV32=1, UMDQ_CUDA_LT_BF16_Y=0, UMDQ_CUDA_ATTN_FWD32=1 */
+enum { SW_FUSED = 1, SW_KV32 = 2, SW_Y_VIA_FP32 = 4, SW_FWD32 = 8 };
 static void same_bits_bf16(int recompute, int switches, int operands, int hd64) {
     need_gpu();
     umd_config cfg;
@@ -310,11 +311,13 @@ static void same_bits_bf16(int recompute, int switches, int operands, int hd64) 
     if (switches & SW_FUSED) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
     if (switches & SW_KV32) setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
     if (switches & SW_Y_VIA_FP32) setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+    if (switches & SW_FWD32) setenv("UMDQ_CUDA_ATTN_FWD32", "1", 1);
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     umd_model *b = new_model(&cfg, ops);
     unsetenv("UMDQ_CUDA_FUSED_NORM");
     unsetenv("UMDQ_CUDA_ATTN_KV32");
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
+    unsetenv("UMDQ_CUDA_ATTN_FWD32");
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     T_REQUIRE(a && b);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(a)), 4);
@@ -403,6 +406,11 @@ static void test_cuda_bf16_operands_narrow_heads_recompute_partial(void) {
  * bf16 D with an fp32 bias) */
 static void test_cuda_bf16_operands_y_via_fp32(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_Y_VIA_FP32, 1, 1);
+}
+/* the resident mma forward's warps over 32 query rows, with both attention switches and bf16 qkv */
+static void test_cuda_attn_fwd32_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_FWD32, 0, 1); }
+static void test_cuda_attn_fwd32_kv32_bf16_operands(void) {
+    same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_FWD32 | SW_KV32, 1, 1);
 }
 /* the mma attention's dK dV step over 32 queries (head width 64), with fp32 and bf16 qkv */
 static void test_cuda_attn_kv32_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_KV32, 0, 1); }
@@ -689,6 +697,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_narrow_heads);
     T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
     T_RUN(test_cuda_bf16_operands_y_via_fp32);
+    T_RUN(test_cuda_attn_fwd32_bf16);
+    T_RUN(test_cuda_attn_fwd32_kv32_bf16_operands);
     T_RUN(test_cuda_attn_kv32_bf16);
     T_RUN(test_cuda_attn_kv32_bf16_operands);
     T_RUN(test_cuda_bf16_mlp);

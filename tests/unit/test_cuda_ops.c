@@ -185,8 +185,9 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     int rc = o->ctx_new(&c, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_mlp's and ctx_with_kv32's, cleared before */
+    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_switch's, cleared before */
     unsetenv("UMDQ_CUDA_ATTN_KV32"); /* T_REQUIRE can jump out; */
+    unsetenv("UMDQ_CUDA_ATTN_FWD32");
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
@@ -204,13 +205,20 @@ static void ctx_free(umd_ctx **c, void *ws) {
     GPU->ctx_destroy(c);
 }
 
-/* ctx_with, made with UMDQ_CUDA_BF16_MLP=1 as well (the MLP keeps h in bf16 where the context's
- * operands are bf16; read when a context is made). */
-static umd_ctx *ctx_with_mlp(int m, int operands, const umd_limits *lim, void **ws) {
-    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+/* ctx_with, made with the switch `var`=1 as well (read when a context is made; ctx_with clears
+ * it before T_REQUIRE can jump out). */
+static umd_ctx *ctx_with_switch(const char *var, int m, int operands, const umd_limits *lim,
+                                void **ws) {
+    setenv(var, "1", 1);
     umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
-    unsetenv("UMDQ_CUDA_BF16_MLP");
+    unsetenv(var);
     return c;
+}
+
+/* ctx_with, made with UMDQ_CUDA_BF16_MLP=1 as well (the MLP keeps h in bf16 where the context's
+ * operands are bf16). */
+static umd_ctx *ctx_with_mlp(int m, int operands, const umd_limits *lim, void **ws) {
+    return ctx_with_switch("UMDQ_CUDA_BF16_MLP", m, operands, lim, ws);
 }
 
 /* Waits for a context's queued ops (its own stream: gc's downloads do not wait for them). */
@@ -1582,15 +1590,6 @@ static void test_cuda_attention_head_groups(void) {
     GPU->ctx_destroy(&g2);
 }
 
-/* ctx_with, made with UMDQ_CUDA_ATTN_KV32=1 as well (the mma dK dV kernels step 32 queries at a
- * time; read when a context is made). */
-static umd_ctx *ctx_with_kv32(int m, int operands, const umd_limits *lim, void **ws) {
-    setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
-    umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
-    unsetenv("UMDQ_CUDA_ATTN_KV32");
-    return c;
-}
-
 /* Attention in k contexts cs (qkv passed as types[k]: UMD_OPND reads its bf16 rounding) against
  * the default bf16 context dc on the fp32 qkv, bit for bit: out and lse (where fwd), and dqkv
  * from dc's out and lse, at head width 64 over the resident kernels (T up to 384: a lone row,
@@ -1645,11 +1644,11 @@ static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *type
 /* The limits of the bf16 qkv tests' contexts: up to 3 sequences of 1025 tokens, 3 heads of 64. */
 static const umd_limits QKV_LIM = {3, 1025, 192, 3, 1024, 256 * 256};
 
-/* A bf16 context for QKV_LIM with bf16 operands and UMDQ_CUDA_ATTN_KV32=1 as asked, on the
- * mma attention. */
-static umd_ctx *mma_ctx(int operands, int narrow, void **ws) {
-    umd_ctx *c = narrow ? ctx_with_kv32(UMD_MATH_BF16, operands, &QKV_LIM, ws)
-                        : ctx_with(UMD_MATH_BF16, operands, 0, &QKV_LIM, ws);
+/* A bf16 context for QKV_LIM with bf16 operands as asked and the switch `var`=1 (none: NULL), on
+ * the mma attention. */
+static umd_ctx *mma_ctx(int operands, const char *var, void **ws) {
+    umd_ctx *c = var ? ctx_with_switch(var, UMD_MATH_BF16, operands, &QKV_LIM, ws)
+                     : ctx_with(UMD_MATH_BF16, operands, 0, &QKV_LIM, ws);
     T_REQUIRE(umd_cuda_set_attention(c, UMD_ATTN_MMA) == 0);
     return c;
 }
@@ -1661,7 +1660,7 @@ static umd_ctx *mma_ctx(int operands, int narrow, void **ws) {
 static void test_cuda_attention_bf16_qkv(void) {
     need_gpu(UMD_MATH_BF16);
     void *ws[2];
-    umd_ctx *dc = mma_ctx(0, 0, &ws[0]), *oc = mma_ctx(1, 0, &ws[1]);
+    umd_ctx *dc = mma_ctx(0, NULL, &ws[0]), *oc = mma_ctx(1, NULL, &ws[1]);
     T_EQ_INT(GPU->attention_operand(oc, 64), 1);
     umd_ctx *const cs[] = {oc, oc};
     const int types[] = {UMD_OPND, UMD_F32};
@@ -1671,21 +1670,38 @@ static void test_cuda_attention_bf16_qkv(void) {
     ctx_free(&oc, ws[1]);
 }
 
+/* attention_same_bits of contexts made with the switch var=1, on an fp32 qkv and, with bf16
+ * operands too, on a bf16 one (fwd: the forwards compared too), against the default context. */
+static void attention_switch_same_bits(const char *var, const char *how, int fwd, uint32_t key) {
+    void *ws[3];
+    umd_ctx *dc = mma_ctx(0, NULL, &ws[0]), *nc = mma_ctx(0, var, &ws[1]), *oc = mma_ctx(1, var, &ws[2]);
+    umd_ctx *const cs[] = {nc, oc};
+    const int types[] = {UMD_F32, UMD_OPND};
+    char bf[160];
+    snprintf(bf, sizeof bf, "%s on a bf16 qkv", how);
+    const char *const hows[] = {how, bf};
+    attention_same_bits(dc, cs, types, hows, 2, fwd, key);
+    ctx_free(&dc, ws[0]);
+    ctx_free(&nc, ws[1]);
+    ctx_free(&oc, ws[2]);
+}
+
 /* The mma backward with UMDQ_CUDA_ATTN_KV32=1 (its dK dV kernels step 32 queries at a time, in
  * the register budget of 3 blocks a multiprocessor) gives the default's dqkv bit for bit
  * (attention_same_bits), on an fp32 qkv and, in a context with bf16 operands too, on a bf16 one;
  * its forward is the default's kernel. */
 static void test_cuda_attention_kv32(void) {
     need_gpu(UMD_MATH_BF16);
-    void *ws[3];
-    umd_ctx *dc = mma_ctx(0, 0, &ws[0]), *nc = mma_ctx(0, 1, &ws[1]), *oc = mma_ctx(1, 1, &ws[2]);
-    umd_ctx *const cs[] = {nc, oc};
-    const int types[] = {UMD_F32, UMD_OPND};
-    const char *const hows[] = {"dK dV over 32 queries", "dK dV over 32 queries on a bf16 qkv"};
-    attention_same_bits(dc, cs, types, hows, 2, 0, 1300);
-    ctx_free(&dc, ws[0]);
-    ctx_free(&nc, ws[1]);
-    ctx_free(&oc, ws[2]);
+    attention_switch_same_bits("UMDQ_CUDA_ATTN_KV32", "dK dV over 32 queries", 0, 1300);
+}
+
+/* The resident mma forward with UMDQ_CUDA_ATTN_FWD32=1 (each warp's strip two tiles of 16 query
+ * rows, each K and V fragment read once for both) gives the default's out and lse bit for bit
+ * (attention_same_bits; the tiled kernels past 384 tokens are the default's), on an fp32 qkv and
+ * on a bf16 one; and so the backward from them. */
+static void test_cuda_attention_fwd32(void) {
+    need_gpu(UMD_MATH_BF16);
+    attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
 }
 
 /* attention_operand is 1 exactly where the mma kernels take qkv as a bf16 operand: a bf16 context
@@ -1978,6 +1994,7 @@ int main(void) {
     T_RUN(test_cuda_attention_bf16_qkv);
     T_RUN(test_cuda_attention_operand);
     T_RUN(test_cuda_attention_kv32);
+    T_RUN(test_cuda_attention_fwd32);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);
