@@ -142,7 +142,7 @@ timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-kv
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
-timeout -k 10 90 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
+timeout -k 10 120 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial (the switches together, the MLP's h in bf16 among them)"

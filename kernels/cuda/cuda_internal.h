@@ -82,7 +82,7 @@ struct umd_ctx {
     float *attn_d;             /* (attn_d_floats) the fused attention backward's D = rowsum(dO O) */
     size_t attn_d_floats;      /* max_rows * max_heads * max_tokens */
     int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
-    int attn_kv32;        /* the mma dK dV kernels step 32 queries at a time (3 blocks a
+    int attn_kv32;             /* the mma dK dV kernels step 32 queries at a time (3 blocks a
                                   multiprocessor; the same bits): UMDQ_CUDA_ATTN_KV32=1 */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):

@@ -499,8 +499,9 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, c
 
 /* ---- resident kernels: a block per (sequence, head) holds the operand it loops over whole -------
  * (K and V, or Q and dO: 2 x Tr x 128 bytes, Tr = T rounded up to 16, swizzled), read from global
- * memory once; its 4 warps take strips of 16 rows in turn, each strip's own fragments coming
- * straight from global memory. No barrier after the load. Used up to MA_RESIDENT rows. */
+ * memory once; its 4 warps take strips of 16 rows in turn (32 in the forward with attn_fwd32),
+ * each strip's own fragments coming straight from global memory. No barrier after the load. Used
+ * up to MA_RESIDENT rows. */
 #define MA_RESIDENT 384
 
 /* The dK dV kernels come in two widths of step (bwdkv_step's NQ), the same bits either way: 64

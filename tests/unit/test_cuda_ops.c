@@ -1593,12 +1593,12 @@ static void test_cuda_attention_head_groups(void) {
 /* Attention in k contexts cs (qkv passed as types[k]: UMD_OPND reads its bf16 rounding) against
  * the default bf16 context dc on the fp32 qkv, bit for bit: out and lse (where fwd), and dqkv
  * from dc's out and lse, at head width 64 over the resident kernels (T up to 384: a lone row,
- * partial strips, whole tiles and tiles of at most 32 and of more than 32 rows) and the tiled
- * ones (385 and past: partial tiles of either kind, 1025), several sequences and heads. Outputs
- * start as NaN. */
+ * partial strips, whole tiles and tiles of at most 32 and of more than 32 rows; strips of 32
+ * rows whose second 16 are past T, whole or partial) and the tiled ones (385 and past: partial
+ * tiles of either kind, 1025), several sequences and heads. Outputs start as NaN. */
 static void attention_same_bits(umd_ctx *dc, umd_ctx *const *cs, const int *types,
                                 const char *const *hows, int k, int fwd, uint32_t key0) {
-    const int Ts[] = {1, 5, 64, 65, 96, 120, 257, 384, 385, 440, 1025}, hd = 64;
+    const int Ts[] = {1, 5, 48, 64, 65, 96, 120, 200, 257, 384, 385, 440, 1025}, hd = 64;
     for (int s = 0; s < (int)(sizeof Ts / sizeof *Ts); s++) {
         const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
         const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
@@ -1698,7 +1698,7 @@ static void test_cuda_attention_kv32(void) {
 /* The resident mma forward with UMDQ_CUDA_ATTN_FWD32=1 (each warp's strip two tiles of 16 query
  * rows, each K and V fragment read once for both) gives the default's out and lse bit for bit
  * (attention_same_bits; the tiled kernels past 384 tokens are the default's), on an fp32 qkv and
- * on a bf16 one; and so the backward from them. */
+ * on a bf16 one. */
 static void test_cuda_attention_fwd32(void) {
     need_gpu(UMD_MATH_BF16);
     attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
