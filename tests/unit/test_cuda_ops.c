@@ -856,6 +856,31 @@ static void mlp_inputs(int M, int F, int w, uint32_t key, float **d_x, const voi
     *d_b2 = d_f(h_randn((size_t)w, key + 5, 0.5f), (size_t)w);
 }
 
+/* The MLP backward's gradients on the device: dx from dx0's values (NaN, or dy's where dx
+ * aliases dy), dW1, dW2, db1, db2 from the accumulators' starting values gW1, gW2, gb1, gb2. */
+typedef struct {
+    float *dx, *dW1, *dW2, *db1, *db2;
+} mlp_grads;
+
+static mlp_grads mlp_grads_new(const float *dx0, const float *gW1, const float *gW2,
+                               const float *gb1, const float *gb2, int M, int F, int w) {
+    const size_t Fw = (size_t)F * w;
+    mlp_grads g = {d_f(dx0, (size_t)M * w), d_f(gW1, Fw), d_f(gW2, Fw), d_f(gb1, (size_t)F),
+                   d_f(gb2, (size_t)w)};
+    return g;
+}
+
+/* got's five gradients against want's, bit for bit; `tag` names the case in the messages. */
+static void mlp_grads_same(const mlp_grads *got, const mlp_grads *want, int M, int F, int w,
+                           const char *tag) {
+    const size_t Mw = (size_t)M * w, Fw = (size_t)F * w;
+    same_bits_fmt(got->dx, want->dx, Mw, "mlp_bwd dx%s", tag);
+    same_bits_fmt(got->dW1, want->dW1, Fw, "mlp_bwd dW1%s", tag);
+    same_bits_fmt(got->dW2, want->dW2, Fw, "mlp_bwd dW2%s", tag);
+    same_bits_fmt(got->db1, want->db1, (size_t)F, "mlp_bwd db1%s", tag);
+    same_bits_fmt(got->db2, want->db2, (size_t)w, "mlp_bwd db2%s", tag);
+}
+
 /* mlp_fwd and mlp_bwd with a bf16 operand x against the same ops in a default bf16 context on
  * x's fp32 widening, bit for bit (as test_cuda_linear_bf16_operands): h, y; dx, dW1, dW2, db1,
  * db2, without biases, with them, and with dx aliasing dy. The backward runs from the default
@@ -895,25 +920,19 @@ static void test_cuda_mlp_bf16_operands(void) {
             float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
             float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
             float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
-            float *dx[2], *dW1[2], *dW2[2], *db1[2], *db2[2];
+            mlp_grads g[2];
             for (int k = 0; k < 2; k++) {
-                dx[k] = d_f(alias ? dy : nanMw, Mw);
-                dW1[k] = d_f(gW1, Fw);
-                dW2[k] = d_f(gW2, Fw);
-                db1[k] = d_f(gb1, (size_t)F);
-                db2[k] = d_f(gb2, (size_t)w);
+                g[k] = mlp_grads_new(alias ? dy : nanMw, gW1, gW2, gb1, gb2, M, F, w);
                 GPU->upload(gc, tmp[k], nanMF, MF * sizeof(float));
             }
-            GPU->mlp_bwd(dc, dx[0], dW1[0], bias ? db1[0] : NULL, dW2[0], bias ? db2[0] : NULL,
-                         alias ? dx[0] : d_dy, d_x, h[0], d_W1, d_W2, tmp[0], M, F, w, UMD_F32);
-            GPU->mlp_bwd(oc, dx[1], dW1[1], bias ? db1[1] : NULL, dW2[1], bias ? db2[1] : NULL,
-                         alias ? dx[1] : d_dy, d_xh, h[0], d_W1, d_W2, tmp[1], M, F, w, UMD_OPND);
+            for (int k = 0; k < 2; k++)
+                GPU->mlp_bwd(k ? oc : dc, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, alias ? g[k].dx : d_dy, k ? d_xh : (const void *)d_x,
+                             h[0], d_W1, d_W2, tmp[k], M, F, w, k ? UMD_OPND : UMD_F32);
             ctx_ok2(dc, oc);
-            same_bits_fmt(dx[1], dx[0], Mw, "mlp_bwd dx (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(dW1[1], dW1[0], Fw, "mlp_bwd dW1 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(dW2[1], dW2[0], Fw, "mlp_bwd dW2 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(db1[1], db1[0], (size_t)F, "mlp_bwd db1 (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(db2[1], db2[0], (size_t)w, "mlp_bwd db2 (%d x %d x %d, variant %d)", M, F, w, v);
+            char tag[64];
+            snprintf(tag, sizeof tag, " (%d x %d x %d, variant %d)", M, F, w, v);
+            mlp_grads_same(&g[1], &g[0], M, F, w, tag);
         }
         cleanup();
     }
@@ -1080,44 +1099,40 @@ static void test_cuda_mlp_bf16_hidden(void) {
             float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
             float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
             float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
-            float *dx[3], *dW1[3], *dW2[3], *db1[3], *db2[3], *tmp[3];
+            mlp_grads g[3];
+            float *tmp[3];
             for (int k = 0; k < 3; k++) {
-                dx[k] = d_f(alias ? dy : nanMw, Mw);
-                dW1[k] = d_f(gW1, Fw);
-                dW2[k] = d_f(gW2, Fw);
-                db1[k] = d_f(gb1, (size_t)F);
-                db2[k] = d_f(gb2, (size_t)w);
+                g[k] = mlp_grads_new(alias ? dy : nanMw, gW1, gW2, gb1, gb2, M, F, w);
                 tmp[k] = d_f(nanMF, MF);
             }
             for (int k = 0; k < 3; k++) {
                 umd_ctx *c = k < 2 ? dc : hc;
                 const void *hk = k == 0 ? (const void *)h0 : k == 1 ? (const void *)d_hw : h1;
-                GPU->mlp_bwd(c, dx[k], dW1[k], bias ? db1[k] : NULL, dW2[k], bias ? db2[k] : NULL,
-                             alias ? dx[k] : d_dy, k < 2 ? (const void *)d_x : hx, hk, d_W1, d_W2,
-                             tmp[k], M, F, w, k < 2 ? UMD_F32 : types);
+                GPU->mlp_bwd(c, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, alias ? g[k].dx : d_dy,
+                             k < 2 ? (const void *)d_x : hx, hk, d_W1, d_W2, tmp[k], M, F, w,
+                             k < 2 ? UMD_F32 : types);
             }
             ctx_ok2(dc, hc);
-            same_bits_fmt(dx[2], dx[1], Mw, "mlp_bwd dx, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(dW1[2], dW1[1], Fw, "mlp_bwd dW1, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(dW2[2], dW2[1], Fw, "mlp_bwd dW2, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(db1[2], db1[1], (size_t)F, "mlp_bwd db1, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
-            same_bits_fmt(db2[2], db2[1], (size_t)w, "mlp_bwd db2, bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            char tag[64];
+            snprintf(tag, sizeof tag, ", bf16 h (%d x %d x %d, variant %d)", M, F, w, v);
+            mlp_grads_same(&g[2], &g[1], M, F, w, tag);
             snprintf(what, sizeof what, "mlp_bwd dx, bf16 h against fp32 h (%d x %d x %d, variant %d)",
                      M, F, w, v);
-            near_l2(what, dx[2], dx[0], NULL, Mw, 1e-2);
+            near_l2(what, g[2].dx, g[0].dx, NULL, Mw, 1e-2);
             snprintf(what, sizeof what, "mlp_bwd dW1, bf16 h against fp32 h (%d x %d x %d, variant %d)",
                      M, F, w, v);
-            near_l2(what, dW1[2], dW1[0], gW1, Fw, 1e-2);
+            near_l2(what, g[2].dW1, g[0].dW1, gW1, Fw, 1e-2);
             snprintf(what, sizeof what, "mlp_bwd dW2, bf16 h against fp32 h (%d x %d x %d, variant %d)",
                      M, F, w, v);
-            near_l2(what, dW2[2], dW2[0], gW2, Fw, 1e-2);
+            near_l2(what, g[2].dW2, g[0].dW2, gW2, Fw, 1e-2);
             if (bias) {
                 snprintf(what, sizeof what, "mlp_bwd db1, bf16 h against fp32 h (%d x %d x %d, "
                          "variant %d)", M, F, w, v);
-                near_l2(what, db1[2], db1[0], gb1, (size_t)F, 1e-2);
+                near_l2(what, g[2].db1, g[0].db1, gb1, (size_t)F, 1e-2);
                 snprintf(what, sizeof what, "mlp_bwd db2, bf16 h against fp32 h (%d x %d x %d, "
                          "variant %d)", M, F, w, v);
-                near_l2(what, db2[2], db2[0], gb2, (size_t)w, 1e-2);
+                near_l2(what, g[2].db2, g[0].db2, gb2, (size_t)w, 1e-2);
             }
         }
         cleanup();
@@ -1169,29 +1184,24 @@ static void test_cuda_hidden_operand(void) {
             const int m = i == 2 ? UMD_MATH_TF32 : UMD_MATH_BF16;
             umd_ctx *c = i == 0 ? ctx_with(m, 0, 0, &lim, &cws) : ctx_with_mlp(m, i == 2, &lim, &cws);
             T_EQ_INT(umd_ops_cuda(m)->hidden_operand(c), 0);
-            float *y[2], *h[2], *dx[2], *dW1[2], *dW2[2], *db1[2], *db2[2];
+            float *y[2], *h[2];
+            mlp_grads g[2];
             for (int k = 0; k < 2; k++) {
                 y[k] = d_f(nanMw, Mw);
                 h[k] = d_f(nanMF, MF);
-                dx[k] = d_f(nanMw, Mw);
-                dW1[k] = d_f(gW1, Fw);
-                dW2[k] = d_f(gW2, Fw);
-                db1[k] = d_f(gb1, (size_t)F);
-                db2[k] = d_f(gb2, (size_t)w);
+                g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
                 float *tmp = d_f(nanMF, MF);
                 const int types = k ? UMD_OPND_H : UMD_F32;
                 GPU->mlp_fwd(c, y[k], h[k], tmp, d_x, d_W1, d_b1, d_W2, d_b2, M, F, w, types);
-                GPU->mlp_bwd(c, dx[k], dW1[k], db1[k], dW2[k], db2[k], d_dy, d_x, h[k], d_W1, d_W2,
-                             tmp, M, F, w, types);
+                GPU->mlp_bwd(c, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_x, h[k],
+                             d_W1, d_W2, tmp, M, F, w, types);
             }
             ctx_ok(c);
             same_bits_fmt(h[1], h[0], MF, "mlp_fwd h, UMD_OPND_H in %s", names[i]);
             same_bits_fmt(y[1], y[0], Mw, "mlp_fwd y, UMD_OPND_H in %s", names[i]);
-            same_bits_fmt(dx[1], dx[0], Mw, "mlp_bwd dx, UMD_OPND_H in %s", names[i]);
-            same_bits_fmt(dW1[1], dW1[0], Fw, "mlp_bwd dW1, UMD_OPND_H in %s", names[i]);
-            same_bits_fmt(dW2[1], dW2[0], Fw, "mlp_bwd dW2, UMD_OPND_H in %s", names[i]);
-            same_bits_fmt(db1[1], db1[0], (size_t)F, "mlp_bwd db1, UMD_OPND_H in %s", names[i]);
-            same_bits_fmt(db2[1], db2[0], (size_t)w, "mlp_bwd db2, UMD_OPND_H in %s", names[i]);
+            char tag[96];
+            snprintf(tag, sizeof tag, ", UMD_OPND_H in %s", names[i]);
+            mlp_grads_same(&g[1], &g[0], M, F, w, tag);
             ctx_free(&c, cws);
         }
         cleanup();
