@@ -4,8 +4,9 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
 # CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the 32-query dK dV
-# step of the attention and its 32-row forward, the attention alone in its variants, with those switches together (the
-# MLP's bf16 h among them) and with train.recompute; and print a short table.
+# step of the attention and its 32-row forward, the attention alone in its variants, with those
+# switches together (the MLP's bf16 h among them), the same with train.recompute "partial", and
+# with train.recompute alone; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
@@ -145,7 +146,12 @@ echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: 
 timeout -k 10 120 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial (the switches together, the MLP's h in bf16 among them)"
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --fused-norm --attn-kv32 --attn-fwd32 (the switches together, the MLP's h in bf16 among them: the fastest step they make)"
+timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
+  --fused-norm --attn-kv32 --attn-fwd32 --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_switches_all.log"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo
+echo "== benchmark: the same with --recompute-partial (the smallest memory at the least arithmetic)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
   --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
@@ -182,10 +188,12 @@ sw_row "UMDQ_CUDA_GRAPH=1 (graph rows above)" "record|graph_parity_.*" "$LOGS/tr
 sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_gpu_fused_norm.log"
 sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
   "$LOGS/train_gpu_bf16_operands.log"
-sw_row "UMDQ_CUDA_BF16_MLP=1 (B/4: the row below)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_bf16_operands_all.log"
+sw_row "UMDQ_CUDA_BF16_MLP=1 (B/4: with the others, below)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_switches_all.log"
 sw_row "UMDQ_CUDA_ATTN_KV32=1 + UMDQ_CUDA_ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attn32.log"
-sw_row "operands + bf16 MLP + fused norm + kv32 + fwd32 + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
+sw_row "operands + bf16 MLP + fused norm + kv32 + fwd32" "bf16_operands.*|bf16_mlp.*|fused_norm.*|attn_kv32_.*|attn_fwd32_.*" \
+  "$LOGS/train_gpu_switches_all.log"
+sw_row "the same + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
   "$LOGS/train_gpu_bf16_operands_all.log"
 sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
 sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"
