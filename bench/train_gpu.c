@@ -26,6 +26,9 @@
  *                              read so by GELU and its backward, as bf16 autocast keeps it: other
  *                              results than the default's, as UMDQ_CUDA_BF16_MLP=1 does for a
  *                              job; implies --bf16-operands)
+ *             [--gelu-epilogue]  (also the MLP's GELU in cuBLASLt's epilogues: fc1 writes h and
+ *                              gelu(h) in one GEMM, GELU's backward is the epilogue of dy W2, as
+ *                              UMDQ_CUDA_GELU_EPILOGUE=1 does for a job; implies --bf16-mlp)
  *             [--attn-kv32] (the mma attention's dK dV kernels step 32 queries at a time, in
  *                              the registers of 3 blocks a multiprocessor: the same bits, as
  *                              UMDQ_CUDA_ATTN_KV32=1 does for a job)
@@ -475,6 +478,13 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
+        if (!strcmp(o, "--gelu-epilogue")) {
+            /* likewise; a context reads it only with the MLP's h in bf16 */
+            setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
+            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+            continue;
+        }
         if (!strcmp(o, "--attn-kv32")) {
             setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* likewise (the mma attention's backward) */
             continue;
@@ -523,14 +533,18 @@ int main(int argc, char **argv) {
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
     const char *fa = getenv("UMDQ_CUDA_ATTN_KV32"), *ff = getenv("UMDQ_CUDA_ATTN_FWD32");
-    const int opnd = fo && !strcmp(fo, "1");
+    const char *fe = getenv("UMDQ_CUDA_GELU_EPILOGUE");
+    const int opnd = fo && !strcmp(fo, "1"), hbf = opnd && fm && !strcmp(fm, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
            "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
-           "mma attention's dK dV step: %s; its resident forward's rows a warp: %s\n",
+           "MLP's GELU: %s; mma attention's dK dV step: %s; its resident forward's rows a warp: "
+           "%s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
            opnd ? "bf16 (bf16 runs)" : "fp32",
-           opnd && fm && !strcmp(fm, "1") ? "bf16 (bf16 runs)" : "fp32",
+           hbf ? "bf16 (bf16 runs)" : "fp32",
+           hbf && fe && !strcmp(fe, "1") ? "cuBLASLt epilogues where it has a plan (bf16 runs)"
+                                         : "staging passes",
            fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries",
            ff && !strcmp(ff, "1") ? "32 (bf16, heads of 64)" : "16");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
@@ -556,7 +570,7 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
-                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--attn-kv32] [--attn-fwd32] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;
 }

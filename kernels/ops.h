@@ -159,7 +159,10 @@ typedef struct umd_ops {
     void (*gemm)(umd_ctx *c, int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
     /* y (M, N) = x (M, K) W^T + b; b may be NULL. types: x is an operand tensor with UMD_OPND,
-     * y with UMD_OPND_Y (the fp32 result, bias added, rounded once). */
+     * y with UMD_OPND_Y (the fp32 result, bias added, rounded once). UMD_OPND_H as well says y is
+     * an MLP's hidden state h (fc1 run again: train.recompute), which then has the values mlp_fwd
+     * gives h in this context (a backend whose MLP computes h in a GEMM of its own, as the CUDA
+     * one with GELU in cuBLASLt's epilogue, takes that one here too). */
     void (*linear_fwd)(umd_ctx *c, void *y, const void *x, const float *W, const float *b,
                        int M, int N, int K, int types);
     /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,

@@ -168,7 +168,7 @@ static void block_refill_partial(umd_model *m, replica *rp, const block_params *
     block_norm1(m, rp, bp, a, sl);
     block_norm2(m, rp, bp, a, sl);
     m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w,
-                       UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y : 0));
+                       UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y | UMD_OPND_H : 0));
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its

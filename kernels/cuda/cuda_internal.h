@@ -50,8 +50,14 @@
 
 /* A cuBLASLt matmul planned for one shape (linear_fwd with its bias epilogue): descriptors and the
  * heuristic's algorithm, kept for the life of the context (the shapes of a model are few). */
+/* epi: LT_EPI_NONE for linear_fwd's plans (the bias epilogue or none); the others are the MLP's
+ * GEMMs with GELU in the epilogue (linear.cu, cuda_lt_gelu_fc1 and cuda_lt_dgelu: N = F, K = w). */
+enum { LT_EPI_NONE = 0, LT_EPI_GELU_AUX_BIAS = 1, LT_EPI_DGELU = 2, LT_EPI_DGELU_BGRAD = 3 };
 typedef struct {
     int M, N, K, bf16, bias, ybf16; /* the key (math is the context's); ybf16: y (D) is bf16 */
+    int epi;                      /* LT_EPI_*, part of the key */
+    int bgrad_bf16;               /* LT_EPI_DGELU_BGRAD: the bias gradient is bf16 (cuBLASLt took
+                                     no fp32 one), else fp32 */
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -98,6 +104,10 @@ struct umd_ctx {
                                   UMDQ_CUDA_BF16_OPERANDS=1, else fp32 */
     int hidden_bf16;           /* the MLP keeps h in bf16 where asked (UMD_OPND_H): bf16
                                   operands and UMDQ_CUDA_BF16_MLP=1 (hidden_operand), else fp32 */
+    int gelu_epi;              /* the MLP's GELU in cuBLASLt's epilogues where h is bf16:
+                                  UMDQ_CUDA_GELU_EPILOGUE=1 (with hidden_bf16; mlp.cu) */
+    long gelu_epi_gemms;       /* GEMMs queued with a GELU epilogue, and MLP passes that found no */
+    long gelu_epi_refused;     /* such plan (the staging passes instead); recordings once */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
@@ -186,6 +196,19 @@ void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M
 int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const float *b, int M, int N,
                    int K, int bf16, int ybf16);
 int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
+/* The MLP's GEMMs with GELU in cuBLASLt's epilogue (a context with gelu_epi, h bf16, operands
+ * whole in the stages; linear.cu):
+ *   cuda_lt_gelu_fc1  h (M, F) bf16 = x W1^T + b1 (the fp32 sum rounded once) and c->bf_b (M, F)
+ *                     = bf16(gelu(the fp32 sum)) in one GEMM (GELU_AUX_BIAS); x the bf16 operand
+ *                     itself (xbf) or fp32, staged into bf_a; W1 staged into bf_w
+ *   cuda_lt_dgelu     c->bf_b (M, F) = bf16((dy W2) * gelu'(h)) from dy in bf_a (M, w) and W2 in
+ *                     bf_w (w, F), staged by the caller, and db1 (F) += its column sums (DGELU_BGRAD,
+ *                     the sums cuBLASLt's, in fp32 or where it takes only that bf16); db1 may be NULL
+ * 0, or -1 when cuBLASLt has no such plan for the shape (nothing was queued): the caller takes the
+ * staging passes instead. */
+int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
+                     const float *b1, int M, int F, int w);
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w);
 
 /* GELU-tanh as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) (the CPU's form: no cancellation
  * of 1 + tanh u for negative x), and its derivative s + x s (1 - s) 2u', s = sigmoid(2u). The

@@ -298,8 +298,8 @@ static int algo_on_types(umd_ctx *c, const cublasLtMatmulAlgo_t *src, cublasComp
 static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias, int ybf16) {
     for (int i = 0; i < c->nplans; i++) {
         lt_plan *p = &c->plans[i];
-        if (p->M == M && p->N == N && p->K == K && p->bf16 == bf16 && p->bias == bias &&
-            p->ybf16 == ybf16)
+        if (p->epi == LT_EPI_NONE && p->M == M && p->N == N && p->K == K && p->bf16 == bf16 &&
+            p->bias == bias && p->ybf16 == ybf16)
             return p;
     }
     /* the fp32 output's plan first (its own slot): its algorithm is the one to match */
@@ -475,6 +475,131 @@ static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat1
     return stage;
 }
 
+/* ---- the MLP's GEMMs with GELU in the epilogue (UMDQ_CUDA_GELU_EPILOGUE=1) ----------------------
+ * Everything bf16 (operands, D, and the epilogue's auxiliary matrix, which is h: cuBLASLt's GELU
+ * input), fp32 accumulation and scale. Column-major, as cuBLASLt sees the row-major tensors:
+ *   fc1    D (F, M) = gelu(op_T(W1 as (w, F)) x^T (w, M) + b1), aux (F, M) = the sum before GELU
+ *          (GELU_AUX_BIAS: h, rounded once; D is the fc2 operand, into bf_b), b1 fp32
+ *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b), with
+ *          DGELU_BGRAD the bias gradient too: D's row sums (over the M tokens), db1's increment
+ * aux's leading dimension is F, which cuBLASLt wants a multiple of 8 (else no plan here). No
+ * algorithm that adds split-K parts in bf16. The results are not the staging passes' bits:
+ * cuBLASLt's GELU reads the fp32 sum where the staging reads h rounded, and sums db1 in its own
+ * order (deterministic for the plan); mlp.cu says how they relate. */
+static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
+    for (int i = 0; i < c->nplans; i++) {
+        lt_plan *p = &c->plans[i];
+        if (p->epi == epi && p->M == M && p->N == F && p->K == w) return p;
+    }
+    if (c->nplans == CUDA_LT_PLANS) return NULL;
+    lt_plan *p = &c->plans[c->nplans++];
+    memset(p, 0, sizeof *p);
+    p->M = M, p->N = F, p->K = w, p->epi = epi, p->bf16 = 1, p->ybf16 = 1;
+    p->bias = epi != LT_EPI_DGELU;
+    if (F % 8 != 0) return p; /* aux's leading dimension: no plan */
+    const int fwd = epi == LT_EPI_GELU_AUX_BIAS;
+    const cublasLtEpilogue_t e = fwd                        ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                 : epi == LT_EPI_DGELU_BGRAD ? CUBLASLT_EPILOGUE_DGELU_BGRAD
+                                                             : CUBLASLT_EPILOGUE_DGELU;
+    const cublasOperation_t tA = fwd ? CUBLAS_OP_T : CUBLAS_OP_N, tB = CUBLAS_OP_N;
+    const int64_t aux_ld = F;
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    size_t wsb = CUDA_LT_WORKSPACE;
+    /* the bias (gradient) in fp32 first; a bias gradient in bf16 where cuBLASLt takes only that */
+    const int tries = epi == LT_EPI_DGELU_BGRAD ? 2 : 1;
+    for (int t = 0; t < tries && !p->usable; t++) {
+        const cudaDataType_t bias_type = t == 0 ? CUDA_R_32F : CUDA_R_16BF;
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+        if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+        if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+        if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+        p->desc = NULL, p->a = p->b = p->d = NULL;
+        if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA) ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB) ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e) ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
+                                           sizeof aux_ld) ||
+            (p->bias && cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                       &bias_type, sizeof bias_type)) ||
+            (fwd ? cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, w, F, w)
+                 : cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, F, w, F)) ||
+            cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, w, M, w) ||
+            cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, F, M, F))
+            continue;
+        if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &wsb, sizeof wsb) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &schemes, sizeof schemes) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                           &found) == CUBLAS_STATUS_SUCCESS &&
+            found >= 1) {
+            p->algo = res.algo;
+            p->usable = 1;
+            p->bgrad_bf16 = t == 1;
+        }
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    }
+    return p;
+}
+
+static int lt_gelu_matmul(umd_ctx *c, const char *op, lt_plan *p, const void *A, const void *B,
+                          const void *bias, const void *aux) {
+    const float one = 1.0f, zero = 0.0f;
+    if (cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                       &aux, sizeof aux), op) ||
+        (bias && cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                                &bias, sizeof bias), op)))
+        return -1;
+    cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, A, p->a, B, p->b, &zero, c->bf_b, p->d,
+                                   c->bf_b, p->d, &p->algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),
+                 op);
+    c->gelu_epi_gemms++;
+    return 0;
+}
+
+int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
+                     const float *b1, int M, int F, int w) {
+    lt_plan *p = b1 ? lt_gelu_plan(c, LT_EPI_GELU_AUX_BIAS, M, F, w) : NULL;
+    if (!p || !p->usable) {
+        c->gelu_epi_refused++;
+        return -1;
+    }
+    const __nv_bfloat16 *xs = x_bf16_rows(c, op, c->bf_a, x, xbf, 0, M, w);
+    cuda_to_bf16(c, op, c->bf_w, W1, F, w, w);
+    lt_gelu_matmul(c, op, p, c->bf_w, xs, b1, h);
+    return 0;
+}
+
+/* db (n) += g (n), g fp32 or bf16 (widened). */
+__global__ static void k_add_vec(float *db, const void *g, int bf, int n) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n)
+        db[j] += bf ? __bfloat162float(((const __nv_bfloat16 *)g)[j]) : ((const float *)g)[j];
+}
+
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w) {
+    const int epi = db1 ? LT_EPI_DGELU_BGRAD : LT_EPI_DGELU;
+    /* db1's increment goes into the partials (free between ops) */
+    lt_plan *p = !db1 || c->partials_floats >= (size_t)F ? lt_gelu_plan(c, epi, M, F, w) : NULL;
+    if (!p || !p->usable) {
+        c->gelu_epi_refused++;
+        return -1;
+    }
+    if (lt_gelu_matmul(c, op, p, c->bf_w, c->bf_a, db1 ? (const void *)c->partials : NULL, h))
+        return 0;
+    if (db1) {
+        k_add_vec<<<cuda_blocks((size_t)F, THREADS), THREADS, 0, c->stream>>>(db1, c->partials,
+                                                                             p->bgrad_bf16, F);
+        CUDA_LAUNCHED(c, op);
+    }
+    return 0;
+}
+
 extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const float *W,
                                 const float *b, int M, int N, int K, int types) {
     CUDA_OP(c);
@@ -482,6 +607,11 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const floa
     const int xbf = cuda_opnd_bf16(c, types & UMD_OPND);
     const int ybf = cuda_opnd_bf16(c, (types & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
     if (opnd_unfit(c, "linear_fwd", xbf, M, N, K) || y_unfit(c, ybf, 0, M, M, N, K)) return;
+    /* an MLP's bf16 h (UMD_OPND_H: train.recompute's refill) where the MLP computes it with GELU
+     * in fc1's epilogue: the same plan, so the same h (its GELU output into bf_b, unread) */
+    if ((types & UMD_OPND_H) && ybf && c->hidden_bf16 && c->gelu_epi && cuda_bf16_whole(c, M, N, K) &&
+        cuda_lt_gelu_fc1(c, "linear_fwd", yv, xv, xbf, W, b, M, N, K) == 0)
+        return;
     const float *x = (const float *)xv; /* read only where x is fp32 (!xbf) */
     float *y = (float *)yv;             /* written only where y is fp32 (!ybf) */
     if (bf16_weights_fit(c, N, K)) {

@@ -53,7 +53,21 @@
  * "partial" refills h with the same linear_fwd (UMD_OPND | UMD_OPND_Y): the same bits. The
  * separate ops read h in fp32: where the stages do not hold the operands whole, a bf16 h fails
  * the context, naming the op and the shapes. Without UMD_OPND_H, or in any other context, h is
- * fp32 as above. */
+ * fp32 as above.
+ *
+ * GELU in cuBLASLt's epilogues (gelu_epi: a context with a bf16 h made with
+ * UMDQ_CUDA_GELU_EPILOGUE=1 too; linear.cu's cuda_lt_gelu_fc1, cuda_lt_dgelu):
+ *   forward   fc1 is one GEMM with GELU_AUX_BIAS: h (its auxiliary output) = the fp32 sum with b1
+ *             rounded once, and bf_b = bf16(gelu(that fp32 sum)); the GELU pass into bf_b is gone
+ *   backward  bf_b <- gelu(h) and dW2 as above; then one GEMM dy W2 with DGELU(_BGRAD) writes bf_b
+ *             = bf16((dy W2) * gelu'(h)) and db1's increment (cuBLASLt's row sums, into the
+ *             partials, then added into db1): no fp32 tmp written and read again
+ * cuBLASLt's GELU is its own (its tanh form, on the fp32 sum in the forward, where the backward's
+ * bf16(gelu(h)) for dW2 reads h rounded), and db1 is summed in its order: results within bf16
+ * tolerance of the staging passes' (test_cuda_ops), deterministic for a plan. Where cuBLASLt has
+ * no plan (F not a multiple of 8, no b1 in the forward, or none offered) the MLP takes the
+ * staging passes above, and counts it (the profile report). train.recompute refills h with
+ * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h. */
 #include <stdio.h>
 #include "cuda_internal.h"
 
@@ -94,9 +108,12 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const vo
         return;
     }
     /* h = fc1(x) (x in bf_a, or the bf16 operand itself; W1 in bf_w; h written bf16 where it is
-     * kept so); bf_b <- bf16(gelu(h)) */
-    cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type | (hbf ? UMD_OPND_Y : 0));
-    cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, hbf, (size_t)M * F);
+     * kept so); bf_b <- bf16(gelu(h)). With GELU in the epilogue, both in fc1's GEMM. */
+    if (!hbf || !c->gelu_epi ||
+        cuda_lt_gelu_fc1(c, "mlp_fwd", h, x, cuda_opnd_bf16(c, x_type), W1, b1, M, F, w) != 0) {
+        cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type | (hbf ? UMD_OPND_Y : 0));
+        cuda_gelu_to_bf16(c, "mlp_fwd", c->bf_b, h, hbf, (size_t)M * F);
+    }
     if (c->failed) return;
     /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
     cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
@@ -108,6 +125,23 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const vo
     }
     cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_b, F,
                  c->bf_w, F, b2 ? 1.0f : 0.0f, y, w);
+}
+
+/* The staging passes of the GELU backward (bf16 contexts, operands whole): tmp (M, F) = dy W2 from
+ * dy in bf_a and W2 in bf_w; bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1
+ * += its column sums in the same pass; without db1, or when the partials are too small, dh in
+ * fp32 in tmp, then staged (a bf16 h read widened there too). */
+static void mlp_bwd_dh(umd_ctx *c, float *db1, const void *h, int hbf, float *tmp, int M, int F,
+                       int w) {
+    const size_t n = (size_t)M * F;
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
+                 c->bf_w, F, 0.0f, tmp, F);
+    if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, hbf, M, F) != 0) {
+        if (hbf) cuda_dgelu_bf16h(c, "mlp_bwd", tmp, tmp, (const __nv_bfloat16 *)h, n);
+        else cuda_gelu_bwd(c, tmp, tmp, (const float *)h, n);
+        cuda_to_bf16(c, "mlp_bwd", c->bf_b, tmp, M, F, F);
+        if (db1) cuda_colsum_gemv(c, "mlp_bwd", db1, tmp, M, F);
+    }
 }
 
 extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
@@ -141,18 +175,13 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
     if (c->failed) return;
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, c->bf_a, w,
                  c->bf_b, F, 1.0f, dW2, F);
-    /* bf_w <- W2 (w, F); tmp (M, F) = dy W2 */
+    /* bf_w <- W2 (w, F); with GELU in the epilogue, bf_b <- dh = bf16((dy W2) * gelu'(h)) and db1
+     * += its column sums in that GEMM */
     cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
-    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
-                 c->bf_w, F, 0.0f, tmp, F);
-    /* bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1 += its column sums in the
-     * same pass; without db1, or when the partials are too small, dh in fp32 in tmp, then staged
-     * (a bf16 h read widened there too) */
-    if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, hbf, M, F) != 0) {
-        if (hbf) cuda_dgelu_bf16h(c, "mlp_bwd", tmp, tmp, (const __nv_bfloat16 *)h, n);
-        else cuda_gelu_bwd(c, tmp, tmp, (const float *)h, n);
-        cuda_to_bf16(c, "mlp_bwd", c->bf_b, tmp, M, F, F);
-        if (db1) cuda_colsum_gemv(c, "mlp_bwd", db1, tmp, M, F);
+    if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", h, db1, M, F, w) == 0) {
+        if (c->failed) return;
+    } else {
+        mlp_bwd_dh(c, db1, h, hbf, tmp, M, F, w);
     }
     /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16
      * operand x is read where it is */

@@ -66,6 +66,10 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
          * a switch of its own */
         const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
         c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
+        /* the MLP's GELU in cuBLASLt's epilogues, on top of h in bf16 (mlp.cu): fc1 writes h and
+         * the fc2 operand gelu(h) in one GEMM, and the GELU backward is the epilogue of dy W2 */
+        const char *ge = getenv("UMDQ_CUDA_GELU_EPILOGUE");
+        c->gelu_epi = c->hidden_bf16 && ge && strcmp(ge, "1") == 0;
         /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
         const char *kv = getenv("UMDQ_CUDA_ATTN_KV32");
         c->attn_kv32 = kv && strcmp(kv, "1") == 0;
@@ -495,6 +499,12 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
     }
     for (int i = 0; i < OP_COUNT; i++)
         if (c->prof_calls[i] < 0) c->prof_calls[i] = -c->prof_calls[i];
+    if (c->gelu_epi && at < n)
+        at += (size_t)snprintf(buf + at, n - at,
+                               " the MLP's GELU in cuBLASLt's epilogues: %ld GEMMs, %ld passes "
+                               "without such a plan (the staging passes instead) since the "
+                               "context began (a recorded step counts once);",
+                               c->gelu_epi_gemms, c->gelu_epi_refused);
     if (c->y_via_fp32 > 0 && at < n)
         snprintf(buf + at, n - at,
                  " linear_fwd has put a bf16 y through the fp32 scratch (cuBLASLt: no bf16 D with "

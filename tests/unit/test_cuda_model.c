@@ -471,7 +471,7 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
  * the backward and writes h bf16 as the forward did) the model with both switches is also, bit
  * for bit, that model without recompute: losses and gradients at every step, parameters after
  * the 3 updates. Width 128 in 2 heads of 64, as the operand tests (qkv a bf16 operand too). */
-static void bf16_mlp(int recompute) {
+static void bf16_mlp(int recompute, int gelu_epilogue) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
@@ -485,12 +485,14 @@ static void bf16_mlp(int recompute) {
     setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     umd_model *o = new_model(&cfg, ops); /* bf16 operands alone: the arena to undercut */
     setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+    if (gelu_epilogue) setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
     umd_model *b = new_model(&cfg, ops); /* both switches, train.recompute as asked */
     cfg.recompute = UMD_RECOMPUTE_OFF;
     umd_model *r = recompute != UMD_RECOMPUTE_OFF ? new_model(&cfg, ops) : NULL; /* without */
     cfg.recompute = recompute;
     unsetenv("UMDQ_CUDA_BF16_OPERANDS");
     unsetenv("UMDQ_CUDA_BF16_MLP");
+    unsetenv("UMDQ_CUDA_GELU_EPILOGUE");
     T_REQUIRE(c && a && o && b && (r || recompute == UMD_RECOMPUTE_OFF));
     T_EQ_INT(ops->hidden_operand(umd_model_ctx(a)), 0);
     T_EQ_INT(ops->hidden_operand(umd_model_ctx(o)), 0);
@@ -543,6 +545,13 @@ static void bf16_mlp(int recompute) {
         }
         for (int i = 0; i < nm; i++) umd_optim_step(models[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
+    if (gelu_epilogue) {
+        char rep[4096];
+        umd_cuda_profile_report(umd_model_ctx(b), 1, rep, sizeof rep);
+        const char *at = strstr(rep, "the MLP's GELU");
+        printf("  %s\n", at ? at : "(no GELU epilogue line in the profile report)");
+        T_CHECK(at != NULL);
+    }
     if (r) {
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_params(b), nf * sizeof(float));
         umd_model_ops(r)->download(umd_model_ctx(r), gr, umd_model_params(r), nf * sizeof(float));
@@ -558,8 +567,14 @@ static void bf16_mlp(int recompute) {
     if (r) umd_model_destroy(&r);
 }
 
-static void test_cuda_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF); }
-static void test_cuda_bf16_mlp_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL); }
+static void test_cuda_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF, 0); }
+static void test_cuda_bf16_mlp_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL, 0); }
+/* The same with the MLP's GELU in cuBLASLt's epilogues too (UMDQ_CUDA_GELU_EPILOGUE=1): against
+ * the default model within the same tolerances, and with train.recompute "partial" (fc1 refills
+ * h through the same epilogue plan) the same bits as without; the profile report's line says
+ * how many GEMMs took an epilogue. */
+static void test_cuda_gelu_epilogue_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF, 1); }
+static void test_cuda_gelu_epilogue_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL, 1); }
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
@@ -703,6 +718,8 @@ int main(void) {
     T_RUN(test_cuda_attn_kv32_bf16_operands);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
+    T_RUN(test_cuda_gelu_epilogue_bf16_mlp);
+    T_RUN(test_cuda_gelu_epilogue_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -189,6 +189,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     unsetenv("UMDQ_CUDA_ATTN_KV32"); /* T_REQUIRE can jump out; */
     unsetenv("UMDQ_CUDA_ATTN_FWD32");
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
+    unsetenv("UMDQ_CUDA_GELU_EPILOGUE");
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -1141,6 +1142,150 @@ static void test_cuda_mlp_bf16_hidden(void) {
     ctx_free(&hc, hws);
 }
 
+/* ---- the MLP's GELU in cuBLASLt's epilogues ------------------------------------------------------ */
+
+/* The GELU-epilogue counts of a context (its profile report's line): GEMMs queued with a GELU
+ * epilogue, and MLP passes that found no such plan. */
+static void gelu_counts(umd_ctx *c, long *gemms, long *refused) {
+    char buf[4096];
+    umd_cuda_profile_report(c, 1, buf, sizeof buf);
+    const char *at = strstr(buf, "GELU in cuBLASLt's epilogues: ");
+    T_REQUIRE(at || (printf("  no GELU epilogue line in: %s\n", buf), 0));
+    T_REQUIRE(sscanf(at, "GELU in cuBLASLt's epilogues: %ld GEMMs, %ld passes", gemms, refused) == 2);
+}
+
+/* mlp_fwd and mlp_bwd with GELU in cuBLASLt's epilogues (a context made with
+ * UMDQ_CUDA_BF16_OPERANDS=1, UMDQ_CUDA_BF16_MLP=1 and UMDQ_CUDA_GELU_EPILOGUE=1) against the
+ * bf16-h context without the epilogues (the staging passes), on the same inputs:
+ *   h within bf16 rounding of the staging context's (relative L2 1e-2: both the fp32 sum of fc1
+ *     rounded once, by possibly different algorithms), y within 1e-2 (the epilogue's GELU reads
+ *     the fp32 sum, the staging's h rounded);
+ *   linear_fwd with UMD_OPND | UMD_OPND_Y | UMD_OPND_H (train.recompute's refill of h) gives
+ *     the forward's h bit for bit (it takes the same plan);
+ *   the backward from the epilogue context's h within bf16 tolerance of the staging context's
+ *     from the same h (dx; dW1, dW2, db1, db2 by what they accumulated), and the same bits when
+ *     run again (deterministic);
+ *   where F is not a multiple of 8 (the auxiliary matrix's leading dimension) or there is no b1
+ *     (fc1's epilogue adds it), the MLP takes the staging passes: it counts a pass without a
+ *     plan, queues no epilogue GEMM there, and gives the staging context's bits.
+ * Where cuBLASLt has no plan for a shape whose F and biases allow one, the test says so (the
+ * results are then the staging passes', checked as above); the epilogue GEMMs queued are
+ * printed per shape. */
+static void test_cuda_mlp_gelu_epilogue(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *hws, *ews;
+    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+    setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
+    umd_ctx *ec = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &ews);
+    T_EQ_INT(GPU->hidden_operand(ec), 1);
+    const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {4100, 512, 128},
+                             {37, 61, 24},   {20, 9, 32},      {1, 8, 8}}; /* M F w */
+    long used_total = 0;
+    for (int s = 0; s < 6; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 1500 + 20 * (uint32_t)s;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        const uint16_t *nan16 = h_nan16(MF);
+        const int types = UMD_OPND | UMD_OPND_H;
+        for (int bias = 1; bias >= 0; bias--) {
+            const float *B1 = bias ? d_b1 : NULL, *B2 = bias ? d_b2 : NULL;
+            char tag[96];
+            snprintf(tag, sizeof tag, " (%d x %d x %d, %s)", M, F, w, bias ? "biases" : "no biases");
+            long g0, r0, g1, r1;
+            gelu_counts(ec, &g0, &r0);
+            float *y0 = d_f(nanMw, Mw), *t0 = d_f(nanMF, MF), *y1 = d_f(nanMw, Mw);
+            float *t1 = d_f(nanMF, MF);
+            void *h0 = d_up(nan16, MF * sizeof *nan16), *h1 = d_up(nan16, MF * sizeof *nan16);
+            void *h2 = d_up(nan16, MF * sizeof *nan16);
+            GPU->mlp_fwd(hc, y0, h0, t0, d_xh, d_W1, B1, d_W2, B2, M, F, w, types);
+            GPU->mlp_fwd(ec, y1, h1, t1, d_xh, d_W1, B1, d_W2, B2, M, F, w, types);
+            GPU->linear_fwd(ec, h2, d_xh, d_W1, B1, M, F, w, UMD_OPND | UMD_OPND_Y | UMD_OPND_H);
+            ctx_ok2(hc, ec);
+            gelu_counts(ec, &g1, &r1);
+            const int may = F % 8 == 0 && bias; /* fc1's epilogue may apply */
+            const long fwd_gemms = g1 - g0;
+            printf("  mlp_fwd%s: %ld GEMMs with a GELU epilogue (fc1 and its refill), %ld passes "
+                   "without a plan\n", tag, fwd_gemms, r1 - r0);
+            if (!may) {
+                T_CHECK_MSG(fwd_gemms == 0 && r1 - r0 == 2,
+                            "mlp_fwd%s: %ld epilogue GEMMs and %ld passes without a plan, want 0 "
+                            "and 2 (no plan here)", tag, fwd_gemms, r1 - r0);
+            } else {
+                T_CHECK_MSG((fwd_gemms == 2 && r1 == r0) || (fwd_gemms == 0 && r1 - r0 == 2),
+                            "mlp_fwd%s: %ld epilogue GEMMs, %ld passes without a plan: fc1 and its "
+                            "refill took different paths", tag, fwd_gemms, r1 - r0);
+                if (fwd_gemms == 0)
+                    printf("  mlp_fwd%s: cuBLASLt has no GELU_AUX_BIAS plan here: the staging "
+                           "passes ran\n", tag);
+            }
+            used_total += fwd_gemms;
+            float *w0 = d_widened(h0, MF), *w1 = d_widened(h1, MF), *w2 = d_widened(h2, MF);
+            char what[160];
+            snprintf(what, sizeof what, "mlp_fwd h, GELU epilogue against staging%s", tag);
+            near_l2(what, w1, w0, NULL, MF, 1e-2);
+            snprintf(what, sizeof what, "mlp_fwd y, GELU epilogue against staging%s", tag);
+            near_l2(what, y1, y0, NULL, Mw, 1e-2);
+            same_bits_fmt(w2, w1, MF, "linear_fwd's refill of h against mlp_fwd's%s", tag);
+            if (!fwd_gemms) {
+                same_bits_fmt(w1, w0, MF, "mlp_fwd h without an epilogue plan%s", tag);
+                same_bits_fmt(y1, y0, Mw, "mlp_fwd y without an epilogue plan%s", tag);
+            }
+            /* backward from the epilogue context's h: 0 staging, 1 and 2 the epilogue context */
+            float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+            float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            mlp_grads g[3];
+            gelu_counts(ec, &g0, &r0);
+            for (int k = 0; k < 3; k++) {
+                g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+                float *tmp = d_f(nanMF, MF);
+                GPU->mlp_bwd(k ? ec : hc, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, d_dy, d_xh, h1, d_W1, d_W2, tmp, M, F, w,
+                             types);
+            }
+            ctx_ok2(hc, ec);
+            gelu_counts(ec, &g1, &r1);
+            printf("  mlp_bwd%s: %ld GEMMs with a DGELU epilogue, %ld passes without a plan\n",
+                   tag, g1 - g0, r1 - r0);
+            if (F % 8 != 0)
+                T_CHECK_MSG(g1 == g0 && r1 - r0 == 2,
+                            "mlp_bwd%s: %ld DGELU GEMMs and %ld passes without a plan, want 0 and 2",
+                            tag, g1 - g0, r1 - r0);
+            else
+                T_CHECK_MSG((g1 - g0 == 2 && r1 == r0) || (g1 == g0 && r1 - r0 == 2),
+                            "mlp_bwd%s: %ld DGELU GEMMs, %ld passes without a plan over two runs",
+                            tag, g1 - g0, r1 - r0);
+            if (F % 8 == 0 && g1 == g0)
+                printf("  mlp_bwd%s: cuBLASLt has no %s plan here: the staging passes ran\n", tag,
+                       bias ? "DGELU_BGRAD" : "DGELU");
+            used_total += g1 - g0;
+            mlp_grads_same(&g[2], &g[1], M, F, w, tag);
+            if (g1 == g0) mlp_grads_same(&g[1], &g[0], M, F, w, tag);
+            snprintf(what, sizeof what, "mlp_bwd dx, GELU epilogue against staging%s", tag);
+            near_l2(what, g[1].dx, g[0].dx, NULL, Mw, 1e-2);
+            snprintf(what, sizeof what, "mlp_bwd dW1, GELU epilogue against staging%s", tag);
+            near_l2(what, g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
+            snprintf(what, sizeof what, "mlp_bwd dW2, GELU epilogue against staging%s", tag);
+            near_l2(what, g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
+            if (bias) {
+                snprintf(what, sizeof what, "mlp_bwd db1, GELU epilogue against staging%s", tag);
+                near_l2(what, g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
+                snprintf(what, sizeof what, "mlp_bwd db2, GELU epilogue against staging%s", tag);
+                near_l2(what, g[1].db2, g[0].db2, gb2, (size_t)w, 1e-2);
+            }
+        }
+        cleanup();
+    }
+    printf("  %ld GEMMs with a GELU epilogue over the shapes%s\n", used_total,
+           used_total ? "" : ": cuBLASLt took none here, so only the staging passes were checked");
+    ctx_free(&hc, hws);
+    ctx_free(&ec, ews);
+}
+
 /* hidden_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1 and
  * UMDQ_CUDA_BF16_MLP=1; 0 in a bf16 context with the operands alone, with the MLP switch alone
  * (it needs them), with neither, and in fp32 and TF32 contexts made with both. Where it says 0,
@@ -1994,6 +2139,7 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_contexts);
     T_RUN(test_cuda_mlp_bf16_hidden);
     T_RUN(test_cuda_hidden_operand);
+    T_RUN(test_cuda_mlp_gelu_epilogue);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
     T_RUN(test_cuda_layernorm_bf16_operands);
