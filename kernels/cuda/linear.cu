@@ -530,6 +530,15 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
             cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, w, M, w) ||
             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, F, M, F))
             continue;
+        /* the pointers' alignment counts in the heuristic: the workspace's own (256 bytes), as
+         * every h and bias gradient the calls pass */
+        const void *aux_at = c->bf_b, *bias_at = c->partials;
+        if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                           &aux_at, sizeof aux_at) ||
+            (p->bias && !fwd &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_at,
+                                            sizeof bias_at)))
+            continue;
         if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &wsb, sizeof wsb) == CUBLAS_STATUS_SUCCESS &&
