@@ -90,6 +90,9 @@ struct umd_ctx {
     int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
     int attn_kv32;             /* the mma dK dV kernels step 32 queries at a time (3 blocks a
                                   multiprocessor; the same bits): UMDQ_CUDA_ATTN_KV32=1 */
+    signed char kv32_res[48];  /* per T rounded up to 16 (up to 384) and qkv type: whether the
+                                  resident dK dV kernel steps 32 queries (1), or 64 (-1), 0 not
+                                  yet asked (mma_attention.cu, res_kv32) */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */

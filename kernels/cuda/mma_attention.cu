@@ -34,7 +34,9 @@
  *   dK dV  per tile of 64 queries: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T, dV += P^T dO,
  *          dK += dS^T Q; the tile in one piece, or (UMDQ_CUDA_ATTN_KV32=1, attn_kv32)
  *          in two of 32 queries, which needs 168 registers a thread in place of about 230, so 3
- *          blocks share a multiprocessor in place of 2: the same products in the same order.
+ *          blocks share a multiprocessor in place of 2: the same products in the same order
+ *          (the resident kernel only at the lengths where shared memory holds the third block:
+ *          res_kv32).
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4 (the tiled kernels re-read the looped-over operand
@@ -873,6 +875,30 @@ static void mma_fwd(umd_ctx *c, float *out, float *lse, const QT *qkv, int n, in
     CUDA_LAUNCHED(c, "attention_fwd");
 }
 
+/* Whether the resident dK dV kernel steps 32 queries at T tokens: with attn_kv32, where that
+ * fits more blocks on a multiprocessor than the 64-query step. Its resident K and V grow with T,
+ * and from about 289 tokens shared memory holds 2 blocks either way, which the 64-query step
+ * fills without the 32-query step's spill and extra instructions. The answer for each T rounded
+ * up to 16 is asked of the occupancy calculator once (a failed query keeps the switch's choice). */
+template <class QT> static int res_kv32(umd_ctx *c, int T) {
+    if (!c->attn_kv32) return 0;
+    const int slot = ((T + 15) / 16 - 1) * 2 + (sizeof(QT) == 2); /* bf16 qkv: odd slots */
+    if (slot < 0 || slot >= (int)sizeof c->kv32_res) return 1;
+    if (!c->kv32_res[slot]) {
+        int b32 = 0, b64 = 0;
+        const size_t smem = resident_smem(T);
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32>, MA_WARPS * 32,
+                                                          smem) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64>, MA_WARPS * 32,
+                                                          smem) != cudaSuccess) {
+            (void)cudaGetLastError(); /* not sticky: the query's own status */
+            b32 = 1, b64 = 0;
+        }
+        c->kv32_res[slot] = b32 > b64 ? 1 : -1;
+    }
+    return c->kv32_res[slot] > 0;
+}
+
 template <class QT>
 static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const float *out,
                     const float *lse, int n, int T, int heads) {
@@ -882,7 +908,7 @@ static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, c
         k_res_bwd_q<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (c->attn_kv32)
+        if (res_kv32<QT>(c, T))
             k_res_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else

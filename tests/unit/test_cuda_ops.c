@@ -1844,7 +1844,8 @@ static void attention_switch_same_bits(const char *var, const char *how, int fwd
 /* The mma backward with UMDQ_CUDA_ATTN_KV32=1 (its dK dV kernels step 32 queries at a time, in
  * the register budget of 3 blocks a multiprocessor) gives the default's dqkv bit for bit
  * (attention_same_bits), on an fp32 qkv and, in a context with bf16 operands too, on a bf16 one;
- * its forward is the default's kernel. */
+ * its forward is the default's kernel. The resident 32-query kernel runs at the lengths where it
+ * fits a third block (up to about 288 tokens: T = 5 .. 257 here), the tiled one past 384. */
 static void test_cuda_attention_kv32(void) {
     need_gpu(UMD_MATH_BF16);
     attention_switch_same_bits("UMDQ_CUDA_ATTN_KV32", "dK dV over 32 queries", 0, 1300);
