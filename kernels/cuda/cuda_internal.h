@@ -56,8 +56,8 @@ enum { LT_EPI_NONE = 0, LT_EPI_GELU_AUX_BIAS = 1, LT_EPI_DGELU = 2, LT_EPI_DGELU
 typedef struct {
     int M, N, K, bf16, bias, ybf16; /* the key (math is the context's); ybf16: y (D) is bf16 */
     int epi;                      /* LT_EPI_*, part of the key */
-    int bgrad_bf16;               /* LT_EPI_DGELU_BGRAD: the bias gradient is bf16 (cuBLASLt took
-                                     no fp32 one), else fp32 */
+    int bias_bf16;                /* GELU epilogues: the bias (GELU_AUX_BIAS) or its gradient
+                                     (DGELU_BGRAD) is bf16 (cuBLASLt took no fp32 one), else fp32 */
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;

@@ -479,9 +479,14 @@ static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat1
  * Everything bf16 (operands, D, and the epilogue's auxiliary matrix, which is h: cuBLASLt's GELU
  * input), fp32 accumulation and scale. Column-major, as cuBLASLt sees the row-major tensors:
  *   fc1    D (F, M) = gelu(op_T(W1 as (w, F)) x^T (w, M) + b1), aux (F, M) = the sum before GELU
- *          (GELU_AUX_BIAS: h, rounded once; D is the fc2 operand, into bf_b), b1 fp32
+ *          (GELU_AUX_BIAS: h, rounded once; D is the fc2 operand, into bf_b), b1 copied into the
+ *          partials in fp32, or rounded to bf16 where cuBLASLt takes only a bias of D's type (as
+ *          bf16 autocast rounds it)
  *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b), with
- *          DGELU_BGRAD the bias gradient too: D's row sums (over the M tokens), db1's increment
+ *          DGELU_BGRAD the bias gradient too: D's row sums (over the M tokens), db1's increment,
+ *          into the partials in fp32, or bf16 where cuBLASLt takes only that
+ * The bias and its gradient live in the partials (free between ops), 256-byte aligned as the
+ * heuristic is told, whatever the parameter's own alignment.
  * aux's leading dimension is F, which cuBLASLt wants a multiple of 8 (else no plan here). No
  * algorithm that adds split-K parts in bf16. The results are not the staging passes' bits:
  * cuBLASLt's GELU reads the fp32 sum where the staging reads h rounded, and sums db1 in its own
@@ -505,8 +510,8 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
     const int64_t aux_ld = F;
     const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     size_t wsb = CUDA_LT_WORKSPACE;
-    /* the bias (gradient) in fp32 first; a bias gradient in bf16 where cuBLASLt takes only that */
-    const int tries = epi == LT_EPI_DGELU_BGRAD ? 2 : 1;
+    /* the bias (gradient) in fp32 first, then in bf16 (D's type: what cublasLt.h documents) */
+    const int tries = p->bias ? 2 : 1;
     for (int t = 0; t < tries && !p->usable; t++) {
         const cudaDataType_t bias_type = t == 0 ? CUDA_R_32F : CUDA_R_16BF;
         cublasLtMatmulPreference_t pref = NULL;
@@ -535,7 +540,7 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
         const void *aux_at = c->bf_b, *bias_at = c->partials;
         if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                            &aux_at, sizeof aux_at) ||
-            (p->bias && !fwd &&
+            (p->bias &&
              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_at,
                                             sizeof bias_at)))
             continue;
@@ -549,7 +554,7 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
             found >= 1) {
             p->algo = res.algo;
             p->usable = 1;
-            p->bgrad_bf16 = t == 1;
+            p->bias_bf16 = t == 1;
         }
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
     }
@@ -573,14 +578,19 @@ static int lt_gelu_matmul(umd_ctx *c, const char *op, lt_plan *p, const void *A,
 
 int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
                      const float *b1, int M, int F, int w) {
-    lt_plan *p = b1 ? lt_gelu_plan(c, LT_EPI_GELU_AUX_BIAS, M, F, w) : NULL;
+    /* b1 goes into the partials (free between ops) */
+    lt_plan *p = b1 && c->partials_floats >= (size_t)F ? lt_gelu_plan(c, LT_EPI_GELU_AUX_BIAS, M, F, w)
+                                                       : NULL;
     if (!p || !p->usable) {
         c->gelu_epi_refused++;
         return -1;
     }
     const __nv_bfloat16 *xs = x_bf16_rows(c, op, c->bf_a, x, xbf, 0, M, w);
     cuda_to_bf16(c, op, c->bf_w, W1, F, w, w);
-    lt_gelu_matmul(c, op, p, c->bf_w, xs, b1, h);
+    if (p->bias_bf16) cuda_to_bf16(c, op, (__nv_bfloat16 *)(void *)c->partials, b1, 1, F, F);
+    else cuda_check(c, cudaMemcpyAsync(c->partials, b1, (size_t)F * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, c->stream), op);
+    lt_gelu_matmul(c, op, p, c->bf_w, xs, c->partials, h);
     return 0;
 }
 
@@ -603,7 +613,7 @@ int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, 
         return 0;
     if (db1) {
         k_add_vec<<<cuda_blocks((size_t)F, THREADS), THREADS, 0, c->stream>>>(db1, c->partials,
-                                                                             p->bgrad_bf16, F);
+                                                                             p->bias_bf16, F);
         CUDA_LAUNCHED(c, op);
     }
     return 0;

@@ -59,6 +59,7 @@
  * UMDQ_CUDA_GELU_EPILOGUE=1 too; linear.cu's cuda_lt_gelu_fc1, cuda_lt_dgelu):
  *   forward   fc1 is one GEMM with GELU_AUX_BIAS: h (its auxiliary output) = the fp32 sum with b1
  *             rounded once, and bf_b = bf16(gelu(that fp32 sum)); the GELU pass into bf_b is gone
+ *             (b1 in fp32, or rounded to bf16 first where cuBLASLt takes only a bias of D's type)
  *   backward  bf_b <- gelu(h) and dW2 as above; then one GEMM dy W2 with DGELU(_BGRAD) writes bf_b
  *             = bf16((dy W2) * gelu'(h)) and db1's increment (cuBLASLt's row sums, into the
  *             partials, then added into db1): no fp32 tmp written and read again

@@ -550,7 +550,9 @@ static void bf16_mlp(int recompute, int gelu_epilogue) {
         umd_cuda_profile_report(umd_model_ctx(b), 1, rep, sizeof rep);
         const char *at = strstr(rep, "the MLP's GELU");
         printf("  %s\n", at ? at : "(no GELU epilogue line in the profile report)");
-        T_CHECK(at != NULL);
+        long gemms = 0;
+        T_CHECK(at && sscanf(at, "the MLP's GELU in cuBLASLt's epilogues: %ld GEMMs", &gemms) == 1);
+        T_CHECK_MSG(gemms > 0, "no MLP GEMM took a GELU epilogue (F = %d)", cfg.mlp_ratio * cfg.width);
     }
     if (r) {
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_params(b), nf * sizeof(float));

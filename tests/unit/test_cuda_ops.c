@@ -1170,7 +1170,9 @@ static void gelu_counts(umd_ctx *c, long *gemms, long *refused) {
  *     plan, queues no epilogue GEMM there, and gives the staging context's bits.
  * Where cuBLASLt has no plan for a shape whose F and biases allow one, the test says so (the
  * results are then the staging passes', checked as above); the epilogue GEMMs queued are
- * printed per shape. */
+ * printed per shape. The first shape (M 300, F 256, w 64, the model's proportions) must take
+ * the epilogues with biases, forward and backward: a device that offers none fails here, so the
+ * switch is never taken for working where it does nothing. */
 static void test_cuda_mlp_gelu_epilogue(void) {
     need_gpu(UMD_MATH_BF16);
     void *hws, *ews;
@@ -1221,6 +1223,9 @@ static void test_cuda_mlp_gelu_epilogue(void) {
                 if (fwd_gemms == 0)
                     printf("  mlp_fwd%s: cuBLASLt has no GELU_AUX_BIAS plan here: the staging "
                            "passes ran\n", tag);
+                if (s == 0)
+                    T_CHECK_MSG(fwd_gemms == 2, "mlp_fwd%s: cuBLASLt took no GELU_AUX_BIAS plan "
+                                "(neither an fp32 nor a bf16 bias)", tag);
             }
             used_total += fwd_gemms;
             float *w0 = d_widened(h0, MF), *w1 = d_widened(h1, MF), *w2 = d_widened(h2, MF);
@@ -1262,6 +1267,10 @@ static void test_cuda_mlp_gelu_epilogue(void) {
             if (F % 8 == 0 && g1 == g0)
                 printf("  mlp_bwd%s: cuBLASLt has no %s plan here: the staging passes ran\n", tag,
                        bias ? "DGELU_BGRAD" : "DGELU");
+            if (s == 0)
+                T_CHECK_MSG(g1 - g0 == 2, "mlp_bwd%s: cuBLASLt took no %s plan", tag,
+                            bias ? "DGELU_BGRAD (neither an fp32 nor a bf16 bias gradient)"
+                                 : "DGELU");
             used_total += g1 - g0;
             mlp_grads_same(&g[2], &g[1], M, F, w, tag);
             if (g1 == g0) mlp_grads_same(&g[1], &g[0], M, F, w, tag);
