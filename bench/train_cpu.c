@@ -10,6 +10,7 @@
  *   train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] [--no-twin]
  *             [--twin PATH] [--python PATH] [--recompute (train.recompute "full")]
  *             [--recompute-partial (train.recompute "partial")]
+ *             [--recompute-norms (train.recompute "norms")]
  *
  * umdq-uses: umd common */
 #include <cjson/cJSON.h>
@@ -61,6 +62,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         if (!strcmp(o, "--no-twin")) { a->twin = 0; continue; }
         if (!strcmp(o, "--recompute")) { a->recompute = UMD_RECOMPUTE_FULL; continue; }
         if (!strcmp(o, "--recompute-partial")) { a->recompute = UMD_RECOMPUTE_PARTIAL; continue; }
+        if (!strcmp(o, "--recompute-norms")) { a->recompute = UMD_RECOMPUTE_NORMS; continue; }
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) a->steps = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
@@ -76,7 +78,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         return 0;
 usage:
     fprintf(stderr, "usage: train_cpu [--steps N] [--warmup N] [--rounds R] [--threads N] [--batch B] "
-                    "[--no-twin] [--twin PATH] [--python PATH] [--recompute] [--recompute-partial]\n");
+                    "[--no-twin] [--twin PATH] [--python PATH] [--recompute] [--recompute-partial] [--recompute-norms]\n");
     return 2;
 }
 

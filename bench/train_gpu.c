@@ -14,6 +14,8 @@
  *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
  *             [--recompute]   (train.recompute "full": blocks keep their input only and run
  *                              again in the backward)
+ *             [--recompute-norms]  (train.recompute "norms": LayerNorms and residual run again in
+ *                              the backward)
  *             [--recompute-partial]  (train.recompute "partial": LayerNorms, residual and fc1 run
  *                              again in the backward)
  *             [--fused-norm]  (each gated residual and the LayerNorm after it in one kernel, as
@@ -115,7 +117,8 @@ static double step_flops(const umd_dims *d) {
     return 6.0 * mac;
 }
 
-static int recompute; /* --recompute, --recompute-partial: train.recompute (UMD_RECOMPUTE_*) */
+/* --recompute, --recompute-partial, --recompute-norms: train.recompute (UMD_RECOMPUTE_*) */
+static int recompute;
 
 
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
@@ -452,6 +455,10 @@ int main(int argc, char **argv) {
             attention = 1;
             continue;
         }
+        if (!strcmp(o, "--recompute-norms")) {
+            recompute = UMD_RECOMPUTE_NORMS;
+            continue;
+        }
         if (!strcmp(o, "--recompute-partial")) {
             recompute = UMD_RECOMPUTE_PARTIAL;
             continue;
@@ -569,7 +576,7 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] "
+                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;

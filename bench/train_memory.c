@@ -1,8 +1,8 @@
 /* train_memory.c: the trainer's memory on the PERF.md configs (S/4 on 28x28x1 and 32x32x3, B/4 on
  * 64x64x3, batch 256), with every block's activations kept (the baseline, measured in the same
- * run) and with train.recompute "partial" (each block keeps all but its LayerNorms', residual's
- * and fc1's outputs, which run again in the backward) and "full" (each block keeps its input and
- * runs again whole). It
+ * run) and with train.recompute "norms" (each block keeps all but its LayerNorms' and residual's
+ * outputs, which run again in the backward), "partial" (fc1's output too) and "full" (each block
+ * keeps its input and runs again whole). It
  * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
  * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
  * shown apart, since a device's differs), the same with bf16 operand tensors and MLP state
@@ -83,38 +83,40 @@ int main(int argc, char **argv) {
     char why[256];
     int gpu = umd_cuda_devices(why, sizeof why) > 0;
     printf("the trainer's arenas at batch %d: parameters, gradients and optimiser state, then the "
-           "activations; without train.recompute, and with \"partial\" and \"full\"\n", batch);
-    printf("| config | device | params+grads+optim GiB | activations GiB | total GiB | partial: "
-           "activations GiB | total GiB | ratio | full: activations GiB | total GiB | ratio | "
-           "PyTorch bf16+compile GiB |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "activations; without train.recompute, and with \"norms\", \"partial\" and \"full\"\n",
+           batch);
+    printf("| config | device | params+grads+optim GiB | activations GiB | total GiB | norms: "
+           "activations GiB | total GiB | ratio | partial: activations GiB | total GiB | ratio | "
+           "full: activations GiB | total GiB | ratio | PyTorch bf16+compile GiB |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
         for (int dev = 0; dev < 2 + gpu; dev++) {
             static const char *const devices[3] = {"cpu", "cpu-bf16", "cuda"};
             const char *device = devices[dev];
-            static const char *const modes[3] = {"off", "partial", "full"};
-            umd_sizes s[3];
+            static const char *const modes[4] = {"off", "norms", "partial", "full"};
+            umd_sizes s[4];
             int bad = 0;
-            for (int k = 0; k < 3; k++) bad |= measure(&CONFIGS[i], batch, modes[k], device, &s[k]);
+            for (int k = 0; k < 4; k++) bad |= measure(&CONFIGS[i], batch, modes[k], device, &s[k]);
             if (bad) {
                 rc = 1;
                 continue;
             }
             /* the CPU's workspace is not a device's: left out of the CPU rows */
-            double acts[3], tot[3];
-            for (int k = 0; k < 3; k++) {
+            double acts[4], tot[4];
+            for (int k = 0; k < 4; k++) {
                 double ws = dev < 2 ? (double)s[k].workspace : 0;
                 acts[k] = ((double)s[k].acts - ws) / GiB;
                 tot[k] = (total(&s[k]) - ws) / GiB;
             }
-            printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx | %.1f |\n",
-                   CONFIGS[i].label,
+            printf("| %s | %s | %.2f | %.2f | %.2f |", CONFIGS[i].label,
                    dev == 2   ? "cuda bf16 (workspace in)"
                    : dev == 1 ? "layout, bf16 operands and MLP state (no workspace)"
                               : "layout (no workspace)",
-                   (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0], acts[1],
-                   tot[1], tot[1] / tot[0], acts[2], tot[2], tot[2] / tot[0], CONFIGS[i].torch_gib);
+                   (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0]);
+            for (int k = 1; k < 4; k++)
+                printf(" %.2f | %.2f | %.2fx |", acts[k], tot[k], tot[k] / tot[0]);
+            printf(" %.1f |\n", CONFIGS[i].torch_gib);
         }
     }
     if (!gpu) printf("(no CUDA device: %s; the device rows need one)\n", why);

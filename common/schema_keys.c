@@ -58,7 +58,7 @@ const schema_key umdq_job_schema[] = {
     {"train.device", SCHEMA_ENUM, 0, 0, U, "auto|cpu|cuda", "\"auto\"", "where to train: auto = the worker's device"},
     {"train.precision", SCHEMA_ENUM, 0, 0, U, "fp32|tf32|bf16", "\"fp32\"", "arithmetic (tf32 and bf16 need cuda)"},
     {"train.threads", SCHEMA_INT, 0, 1024, U, NULL, "0", "CPU threads (0 = every core)"},
-    {"train.recompute", SCHEMA_ENUM, 0, 0, U | SCHEMA_OR_BOOL, "full|partial|off", NULL, "run parts of each block again in the backward instead of keeping them: \"full\" (or true) keeps only each block's input, a fraction of the activation memory for about a third more arithmetic; \"partial\" keeps attention's tensors and runs the LayerNorms, the residual and fc1 again, about half the blocks' memory for about a ninth more; same results either way (default: off, \"partial\" then \"full\" when the arenas do not fit)"},
+    {"train.recompute", SCHEMA_ENUM, 0, 0, U | SCHEMA_OR_BOOL, "full|partial|norms|off", NULL, "run parts of each block again in the backward instead of keeping them: \"full\" (or true) keeps only each block's input, a fraction of the activation memory for about a third more arithmetic; \"partial\" keeps attention's tensors and runs the LayerNorms, the residual and fc1 again, about half the blocks' memory for about a ninth more; \"norms\" keeps fc1's output too and runs only the LayerNorms and the residual again, about a fifth of the blocks' memory for two LayerNorm passes; same results either way (default: off, \"norms\", \"partial\" then \"full\" when the arenas do not fit)"},
 
     /* evaluation runs when the config has an "eval" object ({} = every default) */
     {"eval.enabled", SCHEMA_BOOL, 0, 0, U, NULL, "true", "with an eval block: false skips the evaluation"},

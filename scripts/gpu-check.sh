@@ -6,7 +6,7 @@
 # CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the 32-query dK dV
 # step of the attention and its 32-row forward, the attention alone in its variants, with those
 # switches together (the MLP's bf16 h and its GELU epilogues among them), the same with
-# train.recompute "partial", and with train.recompute alone; and print a short table.
+# train.recompute "norms" and "partial", and with train.recompute alone; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
@@ -158,13 +158,16 @@ timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-op
   --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_switches_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-echo "== benchmark: the same with --recompute-partial (the smallest memory at the least arithmetic)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-  --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 --recompute-partial --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_bf16_operands_all.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
-echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial (train.recompute's memory and speed)"
-for mode in --recompute --recompute-partial; do
+for mode in --recompute-norms --recompute-partial; do
+  echo "== benchmark: the same with $mode ($([ $mode = --recompute-norms ] && echo "the LayerNorms and the residual again: memory for two LayerNorm passes" || echo "fc1 again too: the smallest memory at the least arithmetic"))"
+  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
+    --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 $mode --steps "$sw_steps" --warmup 2 2>&1 |
+    tee "$LOGS/train_gpu_switches_all$mode.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+  echo
+done
+echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial / --recompute-norms (train.recompute's memory and speed)"
+for mode in --recompute --recompute-partial --recompute-norms; do
   timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $mode --steps "$sw_steps" \
     --warmup 3 2>&1 | tee "$LOGS/train_gpu$mode.log"
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
@@ -173,9 +176,9 @@ echo
 # The opt-in switches, each with its bit-for-bit tests and its B/4 bf16 row against the plain one:
 # what turning one on by default needs (README, "On a GPU").
 echo "== switches (B/4 bf16 against the plain row; tests: PASS/FAIL of the ones that check the switch)"
-b64_row() { # log -> "ms img/s ratio arena" of its b64 bf16 row
-  awk -F'|' '$2 ~ /B\/4|b64/ && $3 ~ /bf16/ {gsub(/ /, "", $5); gsub(/ /, "", $6); gsub(/ /, "", $9); gsub(/ /, "", $12);
-    print $5, $6, $12, $9; exit}' "$1" 2>/dev/null
+b64_row() { # log -> "ms img/s ratio arena device" of its b64 bf16 row
+  awk -F'|' '$2 ~ /B\/4|b64/ && $3 ~ /bf16/ {gsub(/ /, "", $5); gsub(/ /, "", $6); gsub(/ /, "", $9); gsub(/ /, "", $10);
+    gsub(/ /, "", $12); print $5, $6, $12, $9, $10; exit}' "$1" 2>/dev/null
 }
 tests_of() { # pattern -> "P pass, F fail" over both test logs
   local p f
@@ -184,12 +187,12 @@ tests_of() { # pattern -> "P pass, F fail" over both test logs
   echo "$p pass, $f fail"
 }
 plain=$(b64_row "$LOGS/train_gpu.log")
-echo "| switch | tests | ms/step | img/s | vs PyTorch | arena GiB |"
-echo "|---|---|---|---|---|---|"
-printf '| %s | %s | %s |\n' "none" "-" "$(echo "${plain:-- - - -}" | tr ' ' '|' | sed 's/|/ | /g')"
+echo "| switch | tests | ms/step | img/s | vs PyTorch (3,119 img/s) | arenas' peak GiB (PyTorch's peak 21) | device in use GiB |"
+echo "|---|---|---|---|---|---|---|"
+printf '| %s | %s | %s |\n' "none" "-" "$(echo "${plain:-- - - - -}" | tr ' ' '|' | sed 's/|/ | /g')"
 sw_row() { # name, test pattern, log
   local r; r=$(b64_row "$3")
-  printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - -}" | sed 's/ / | /g')"
+  printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - - -}" | sed 's/ / | /g')"
 }
 sw_row "UMDQ_CUDA_GRAPH=1 (graph rows above)" "record|graph_parity_.*" "$LOGS/train_gpu_graph.log"
 sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_gpu_fused_norm.log"
@@ -201,10 +204,13 @@ sw_row "UMDQ_CUDA_ATTN_KV32=1 + UMDQ_CUDA_ATTN_FWD32=1 (each alone: --attention)
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attn32.log"
 sw_row "operands + bf16 MLP + GELU epilogue + fused norm + kv32 + fwd32" "bf16_operands.*|bf16_mlp.*|gelu_epilogue_.*|fused_norm.*|attn_kv32_.*|attn_fwd32_.*" \
   "$LOGS/train_gpu_switches_all.log"
-sw_row "the same + recompute partial" "bf16_operands_fused_norm_recompute_partial|bf16_mlp_recompute_partial" \
-  "$LOGS/train_gpu_bf16_operands_all.log"
+sw_row "the same + recompute norms" "bf16_operands_fused_norm_recompute_norms|gelu_epilogue_recompute_norms" \
+  "$LOGS/train_gpu_switches_all--recompute-norms.log"
+sw_row "the same + recompute partial" "bf16_operands_fused_norm_recompute_partial|gelu_epilogue_recompute_partial" \
+  "$LOGS/train_gpu_switches_all--recompute-partial.log"
 sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
 sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"
+sw_row "recompute norms" "recompute_norms_bf16" "$LOGS/train_gpu--recompute-norms.log"
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd has put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'

@@ -189,6 +189,8 @@ int umd_config_parse(const cJSON *json, umd_config *out, errlist *errs) {
                      : cJSON_IsString(rec) && !strcmp(rec->valuestring, "full") ? UMD_RECOMPUTE_FULL
                      : cJSON_IsString(rec) && !strcmp(rec->valuestring, "partial")
                          ? UMD_RECOMPUTE_PARTIAL
+                     : cJSON_IsString(rec) && !strcmp(rec->valuestring, "norms")
+                         ? UMD_RECOMPUTE_NORMS
                          : UMD_RECOMPUTE_OFF;
     out->recompute_set = cJSON_IsBool(rec) || cJSON_IsString(rec);
 

@@ -23,12 +23,17 @@ typedef enum { UMD_PRECISION_FP32, UMD_PRECISION_TF32, UMD_PRECISION_BF16 } umd_
 enum {
     UMD_RECOMPUTE_OFF = 0,     /* everything it saves */
     UMD_RECOMPUTE_FULL = 1,    /* its input: the backward runs the whole block again */
-    UMD_RECOMPUTE_PARTIAL = 2  /* all but the LayerNorm outputs, the residual and fc1's output,
+    UMD_RECOMPUTE_PARTIAL = 2, /* all but the LayerNorm outputs, the residual and fc1's output,
                                   which the backward computes again */
+    UMD_RECOMPUTE_NORMS = 3    /* all but the LayerNorm outputs and the residual between them,
+                                  which the backward computes again (fc1's output is kept) */
 };
-/* A train.recompute mode as the config spells it: "off", "full", "partial". */
+/* A train.recompute mode as the config spells it: "off", "full", "partial", "norms". */
 static inline const char *umd_recompute_name(int mode) {
-    return mode == UMD_RECOMPUTE_FULL ? "full" : mode == UMD_RECOMPUTE_PARTIAL ? "partial" : "off";
+    return mode == UMD_RECOMPUTE_FULL      ? "full"
+           : mode == UMD_RECOMPUTE_PARTIAL ? "partial"
+           : mode == UMD_RECOMPUTE_NORMS   ? "norms"
+                                           : "off";
 }
 
 typedef struct {

@@ -184,11 +184,13 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
  *   BLOCK_INPUT     x and the modulation: every block keeps its own
  *   BLOCK_PRODUCTS  qkv, lse, the attention output and the outputs of proj and fc2: what only a
  *                   matrix product or attention makes again
- *   BLOCK_REFILL    both LayerNorms' outputs and statistics, the residual x2 and fc1's output h
+ *   BLOCK_NORMS     both LayerNorms' outputs and statistics and the residual x2 between them
+ *   BLOCK_HIDDEN    fc1's output h
  * With train.recompute "full" only BLOCK_INPUT is a block's own, with "partial" BLOCK_INPUT and
- * BLOCK_PRODUCTS are; the other parts live in one scratch set shared by every block (sized for
- * the larger of the two layouts), which the backward refills by running the block again. */
-enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_REFILL = 4, BLOCK_ALL = 7 };
+ * BLOCK_PRODUCTS are, with "norms" all but BLOCK_NORMS; the other parts live in one scratch set
+ * shared by every block (sized for the larger of the two layouts), which the backward refills by
+ * running the block, or those parts of it, again. */
+enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_NORMS = 4, BLOCK_HIDDEN = 8, BLOCK_ALL = 15 };
 
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
                          int parts, size_t opnd, size_t qkv_bytes, size_t h_bytes) {
@@ -197,18 +199,18 @@ static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const
 #define OPND_PART(field, p, n) if (parts & (p)) a->field = take(b, (n) * opnd)
     PART(x, BLOCK_INPUT, tok * w);
     PART(mod, BLOCK_INPUT, (size_t)B * 6 * w);
-    PART(mean1, BLOCK_REFILL, tok);
-    PART(rstd1, BLOCK_REFILL, tok);
-    OPND_PART(m1, BLOCK_REFILL, tok * w);
+    PART(mean1, BLOCK_NORMS, tok);
+    PART(rstd1, BLOCK_NORMS, tok);
+    OPND_PART(m1, BLOCK_NORMS, tok * w);
     if (parts & BLOCK_PRODUCTS) a->qkv = take(b, tok * 3 * w * qkv_bytes);
     PART(lse, BLOCK_PRODUCTS, (size_t)sl->nlse);
     PART(att, BLOCK_PRODUCTS, tok * w);
     PART(ao, BLOCK_PRODUCTS, tok * w);
-    PART(x2, BLOCK_REFILL, tok * w);
-    PART(mean2, BLOCK_REFILL, tok);
-    PART(rstd2, BLOCK_REFILL, tok);
-    OPND_PART(m2, BLOCK_REFILL, tok * w);
-    if (parts & BLOCK_REFILL) a->h = take(b, tok * d->F * h_bytes);
+    PART(x2, BLOCK_NORMS, tok * w);
+    PART(mean2, BLOCK_NORMS, tok);
+    PART(rstd2, BLOCK_NORMS, tok);
+    OPND_PART(m2, BLOCK_NORMS, tok * w);
+    if (parts & BLOCK_HIDDEN) a->h = take(b, tok * d->F * h_bytes);
     PART(mo, BLOCK_PRODUCTS, tok * w);
 #undef PART
 #undef OPND_PART
@@ -267,6 +269,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     /* what each block keeps; the rest in the scratch set */
     const int own = recompute == UMD_RECOMPUTE_FULL      ? BLOCK_INPUT
                     : recompute == UMD_RECOMPUTE_PARTIAL ? BLOCK_INPUT | BLOCK_PRODUCTS
+                    : recompute == UMD_RECOMPUTE_NORMS   ? BLOCK_ALL & ~BLOCK_NORMS
                                                          : BLOCK_ALL;
     block_acts scratch;
     memset(&scratch, 0, sizeof scratch);
@@ -538,10 +541,10 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->grads = ops->alloc(m->ctx, m->sizes.grads);
     m->optim = ops->alloc(m->ctx, m->sizes.optim);
     m->acts_base = ops->alloc(m->ctx, m->sizes.acts);
-    /* train.recompute unset and the activations do not fit: recompute parts of the blocks, then
-     * whole blocks (the same results in less memory) */
-    static const int lighter[] = {UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
-    for (int k = 0; k < 2 && m->params && m->grads && m->optim && !m->acts_base &&
+    /* train.recompute unset and the activations do not fit: recompute the norms, then parts of
+     * the blocks, then whole blocks (the same results in less memory, for more arithmetic each) */
+    static const int lighter[] = {UMD_RECOMPUTE_NORMS, UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
+    for (int k = 0; k < 3 && m->params && m->grads && m->optim && !m->acts_base &&
                     !cfg->recompute_set; k++) {
         m->recompute = lighter[k];
         m->recompute_auto = 1;
@@ -551,11 +554,13 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     if (!m->params || !m->grads || !m->optim || !m->acts_base) {
         /* what the lighter train.recompute modes would need instead */
         size_t fixed = m->sizes.params + m->sizes.grads + m->sizes.optim;
-        char hint[160] = "";
+        char hint[200] = "";
         size_t at = 0;
         const int was = m->recompute;
-        for (int k = 0; k < 2 && !m->recompute_auto; k++) {
-            if (was == lighter[k] || (was == UMD_RECOMPUTE_FULL && k == 0)) continue;
+        int from = 0; /* the modes lighter than the one that did not fit */
+        for (int k = 0; k < 3; k++)
+            if (was == lighter[k]) from = k + 1;
+        for (int k = from; k < 3 && !m->recompute_auto; k++) {
             m->recompute = lighter[k];
             size_t need = fixed + layout_acts(m, NULL, ws);
             at += (size_t)snprintf(hint + at, sizeof hint - at,
@@ -694,6 +699,8 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
              m->recompute == UMD_RECOMPUTE_FULL      ? ", blocks recomputed in the backward"
              : m->recompute == UMD_RECOMPUTE_PARTIAL ? ", norms, residuals and fc1 recomputed in "
                                                        "the backward"
+             : m->recompute == UMD_RECOMPUTE_NORMS   ? ", norms and residuals recomputed in the "
+                                                       "backward"
                                                      : "",
              m->recompute_auto ? " (the arenas do not fit without)" : "",
              m->opnd == 2 ? ", bf16 LayerNorm outputs" : "",

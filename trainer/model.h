@@ -4,8 +4,9 @@
  * Memory: one arena each for parameters, gradients, optimiser state (AdamW m and v, the EMA when
  * train.ema > 0, the decay mask) and activations (every saved tensor of one step for the
  * configured batch, the step's inputs and randomness, the backward's temporaries and the ops'
- * workspace). With train.recompute a transformer block saves only its input ("full") or all but
- * what LayerNorms, the residual and fc1 make ("partial"), and the rest of what it saves goes to
+ * workspace). With train.recompute a transformer block saves only its input ("full"), all but
+ * what LayerNorms, the residual and fc1 make ("partial"), or all but what the LayerNorms and the
+ * residual make ("norms"), and the rest of what it saves goes to
  * one scratch set that the backward refills block by block (objective.c). All four are allocated
  * by umd_model_new from sizes computed in one place (umd_model_sizes); a step allocates nothing.
  *

@@ -28,7 +28,10 @@
  * before its backward (the last decoder block's is still there), for about a third more
  * arithmetic per step. With "partial" it also keeps qkv, the lse, the attention output and the
  * outputs of proj and fc2 (6 w floats per token), and the backward runs only the LayerNorms, the
- * residual and fc1 again: about a ninth more arithmetic, for 7 w floats per token less.
+ * residual and fc1 again: about a ninth more arithmetic, for 7 w floats per token less. With
+ * "norms" it keeps fc1's output h too, and the backward runs only the two LayerNorms and the
+ * residual again (three passes over w floats a token, no product), for 3 w floats per token less
+ * (their operand bytes with bf16 operands).
  *
  * The LayerNorm outputs that only matrix products read (each block's m1 and m2, the head's input)
  * are operand tensors (ops.h): bf16 in a context with bf16 operands, where the products would
@@ -171,6 +174,14 @@ static void block_refill_partial(umd_model *m, replica *rp, const block_params *
                        UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y | UMD_OPND_H : 0));
 }
 
+/* train.recompute "norms": the block's LayerNorms and its residual x2 again (everything else,
+ * fc1's output h among it, is the block's own). */
+static void block_refill_norms(umd_model *m, replica *rp, const block_params *bp,
+                               const block_acts *a, const seq_layout *sl) {
+    block_norm1(m, rp, bp, a, sl);
+    block_norm2(m, rp, bp, a, sl);
+}
+
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its
  * input. Parameter gradients go to gp; the conditioning's gradient (B, w) is added to A->dcond.
  * refill (UMD_RECOMPUTE_*): run the block's forward again first, whole or in part (what the
@@ -181,6 +192,7 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                            float *D, int refill) {
     if (refill == UMD_RECOMPUTE_FULL) block_forward(m, rp, bp, a, sl, 0, NULL, NULL);
     else if (refill == UMD_RECOMPUTE_PARTIAL) block_refill_partial(m, rp, bp, a, sl);
+    else if (refill == UMD_RECOMPUTE_NORMS) block_refill_norms(m, rp, bp, a, sl);
     const umd_ops *o = m->ops;
     umd_ctx *c = rp->ctx;
     const umd_dims *d = &m->d;

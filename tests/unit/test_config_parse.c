@@ -212,14 +212,14 @@ static void test_config_hash(void) {
     T_EQ_STR(a.hash, b.hash);
 }
 
-/* train.recompute: true, false, "full", "partial" or "off"; unset is unset (umd_model_new picks);
+/* train.recompute: true, false, "full", "partial", "norms" or "off"; unset is unset (umd_model_new picks);
  * anything else is refused, naming the choices. */
 static void test_config_recompute(void) {
     umd_config c;
     static const struct { const char *v; int mode; } ok[] = {
         {"true", UMD_RECOMPUTE_FULL},      {"false", UMD_RECOMPUTE_OFF},
         {"\"full\"", UMD_RECOMPUTE_FULL}, {"\"partial\"", UMD_RECOMPUTE_PARTIAL},
-        {"\"off\"", UMD_RECOMPUTE_OFF}};
+        {"\"norms\"", UMD_RECOMPUTE_NORMS}, {"\"off\"", UMD_RECOMPUTE_OFF}};
     char text[128];
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         snprintf(text, sizeof text, "{\"train\": {\"recompute\": %s}}", ok[i].v);
@@ -232,7 +232,7 @@ static void test_config_recompute(void) {
     errlist *e = NULL;
     T_EQ_INT(parse("{\"train\": {\"recompute\": \"half\"}}", &c, &e), UMDQ_EINVAL);
     T_EQ_STR(msg_for(e, "train.recompute"),
-             "must be true, false or one of \"full\", \"partial\", \"off\", got \"half\"");
+             "must be true, false or one of \"full\", \"partial\", \"norms\", \"off\", got \"half\"");
     errlist_destroy(&e);
     T_EQ_INT(parse("{\"train\": {\"recompute\": 1}}", &c, &e), UMDQ_EINVAL);
     T_CONTAINS(msg_for(e, "train.recompute"), "must be true, false or one of");

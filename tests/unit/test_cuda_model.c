@@ -381,6 +381,7 @@ static void same_bits_bf16(int recompute, int switches, int operands, int hd64) 
 
 static void test_cuda_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, 0, 0, 0); }
 static void test_cuda_recompute_partial_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_PARTIAL, 0, 0, 0); }
+static void test_cuda_recompute_norms_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_NORMS, 0, 0, 0); }
 static void test_cuda_fused_norm_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, SW_FUSED, 0, 0); }
 static void test_cuda_fused_norm_recompute_bf16(void) { same_bits_bf16(UMD_RECOMPUTE_FULL, SW_FUSED, 0, 0); }
 static void test_cuda_fused_norm_recompute_partial_bf16(void) {
@@ -395,6 +396,9 @@ static void test_cuda_bf16_operands_recompute_partial(void) {
 }
 static void test_cuda_bf16_operands_fused_norm_recompute_partial(void) {
     same_bits_bf16(UMD_RECOMPUTE_PARTIAL, SW_FUSED, 1, 1);
+}
+static void test_cuda_bf16_operands_fused_norm_recompute_norms(void) {
+    same_bits_bf16(UMD_RECOMPUTE_NORMS, SW_FUSED | SW_KV32 | SW_FWD32, 1, 1);
 }
 /* and at the fixture's head width 8, where qkv stays fp32 */
 static void test_cuda_bf16_operands_narrow_heads(void) { same_bits_bf16(UMD_RECOMPUTE_OFF, 0, 1, 0); }
@@ -577,6 +581,7 @@ static void test_cuda_bf16_mlp_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_
  * how many GEMMs took an epilogue. */
 static void test_cuda_gelu_epilogue_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF, 1); }
 static void test_cuda_gelu_epilogue_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL, 1); }
+static void test_cuda_gelu_epilogue_recompute_norms(void) { bf16_mlp(UMD_RECOMPUTE_NORMS, 1); }
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
@@ -703,6 +708,7 @@ int main(void) {
     T_RUN(test_cuda_graph_parity_bf16);
     T_RUN(test_cuda_recompute_bf16);
     T_RUN(test_cuda_recompute_partial_bf16);
+    T_RUN(test_cuda_recompute_norms_bf16);
     T_RUN(test_cuda_fused_norm_bf16);
     T_RUN(test_cuda_fused_norm_recompute_bf16);
     T_RUN(test_cuda_fused_norm_recompute_partial_bf16);
@@ -711,6 +717,7 @@ int main(void) {
     T_RUN(test_cuda_bf16_operands_recompute);
     T_RUN(test_cuda_bf16_operands_recompute_partial);
     T_RUN(test_cuda_bf16_operands_fused_norm_recompute_partial);
+    T_RUN(test_cuda_bf16_operands_fused_norm_recompute_norms);
     T_RUN(test_cuda_bf16_operands_narrow_heads);
     T_RUN(test_cuda_bf16_operands_narrow_heads_recompute_partial);
     T_RUN(test_cuda_bf16_operands_y_via_fp32);
@@ -722,6 +729,7 @@ int main(void) {
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_gelu_epilogue_bf16_mlp);
     T_RUN(test_cuda_gelu_epilogue_recompute_partial);
+    T_RUN(test_cuda_gelu_epilogue_recompute_norms);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

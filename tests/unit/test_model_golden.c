@@ -305,8 +305,9 @@ static void test_model_golden_loss_curve_recording_refused(void) {
     golden_ops = NULL;
 }
 
-/* train.recompute: the blocks keep only their inputs ("full") or all but what the LayerNorms, the
- * residual and fc1 make ("partial"), and run again in the backward, whole or in part; the same
+/* train.recompute: the blocks keep only their inputs ("full"), all but what the LayerNorms, the
+ * residual and fc1 make ("partial"), or all but what the LayerNorms and the residual make
+ * ("norms"), and run again in the backward, whole or in part; the same
  * losses, gradients and updates bit for bit, in a smaller activation arena. */
 static void golden_recompute_same(int threads, int mode) {
     golden g;
@@ -321,7 +322,7 @@ static void golden_recompute_same(int threads, int mode) {
     T_REQUIRE(a && b);
     const umd_sizes *sa = umd_model_sizes(a), *sb = umd_model_sizes(b);
     printf("  %d thread(s): activations %.2f MiB, with recompute %s %.2f MiB\n", threads,
-           (double)sa->acts / 1048576.0, mode == UMD_RECOMPUTE_FULL ? "full" : "partial",
+           (double)sa->acts / 1048576.0, umd_recompute_name(mode),
            (double)sb->acts / 1048576.0);
     T_CHECK(sb->acts < sa->acts);
     size_t nf = sa->nfloats;
@@ -354,6 +355,10 @@ static void test_model_golden_recompute_partial(void) {
 static void test_model_golden_recompute_partial_two_replicas(void) {
     golden_recompute_same(2, UMD_RECOMPUTE_PARTIAL);
 }
+static void test_model_golden_recompute_norms(void) { golden_recompute_same(1, UMD_RECOMPUTE_NORMS); }
+static void test_model_golden_recompute_norms_two_replicas(void) {
+    golden_recompute_same(2, UMD_RECOMPUTE_NORMS);
+}
 
 int main(void) {
     T_RUN(test_model_golden_gradients);
@@ -366,5 +371,7 @@ int main(void) {
     T_RUN(test_model_golden_recompute_two_replicas);
     T_RUN(test_model_golden_recompute_partial);
     T_RUN(test_model_golden_recompute_partial_two_replicas);
+    T_RUN(test_model_golden_recompute_norms);
+    T_RUN(test_model_golden_recompute_norms_two_replicas);
     return t_done();
 }

@@ -206,16 +206,19 @@ static void deep_config(umd_config *cfg, int threads) {
 }
 
 /* train.recompute with several decoder blocks (the golden model has one): every block but the last
- * decoder block runs again in the backward, whole ("full") or in part ("partial"), and the
- * gradients are the same bits as without; the finite differences agree too. */
+ * decoder block runs again in the backward, whole ("full") or in part ("partial", "norms"), and
+ * the gradients are the same bits as without, the activations smaller mode by mode; the finite
+ * differences agree too. */
+#define NMODES 4
 static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int fd) {
     umd_config cfg;
     deep_config(&cfg, threads);
     umd_shape shape = {2, 8, 8, 5, cfg.batch};
     char err[256] = "";
-    static const int modes[3] = {UMD_RECOMPUTE_OFF, UMD_RECOMPUTE_PARTIAL, UMD_RECOMPUTE_FULL};
-    umd_model *m[3] = {NULL, NULL, NULL};
-    for (int r = 0; r < 3; r++) {
+    static const int modes[NMODES] = {UMD_RECOMPUTE_OFF, UMD_RECOMPUTE_NORMS, UMD_RECOMPUTE_PARTIAL,
+                                      UMD_RECOMPUTE_FULL};
+    umd_model *m[NMODES] = {NULL, NULL, NULL, NULL};
+    for (int r = 0; r < NMODES; r++) {
         cfg.recompute = modes[r];
         T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, ops, err, sizeof err) == 0 ||
                   (printf("  %s\n", err), 0));
@@ -225,32 +228,36 @@ static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int
     float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
     fx_batch(x, y, cfg.batch, 2, 8, 8, 5, key + 100);
-    umd_losses l[3];
-    for (int r = 0; r < 3; r++) {
+    umd_losses l[NMODES];
+    for (int r = 0; r < NMODES; r++) {
         umd_model_load_batch(m[r], x, y);
         umd_model_draw(m[r], cfg.seed, 3);
         umd_model_step(m[r], 1, &l[r]);
     }
-    printf("  %s, %d thread(s): loss %.9f / %.9f / %.9f; activations %zu / %zu / %zu bytes (off, "
-           "partial, full)\n", ops->name, threads, l[0].loss, l[1].loss, l[2].loss,
-           umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts, umd_model_sizes(m[2])->acts);
-    T_CHECK(umd_model_sizes(m[1])->acts < umd_model_sizes(m[0])->acts);
-    T_CHECK(umd_model_sizes(m[2])->acts < umd_model_sizes(m[1])->acts);
-    for (int r = 1; r < 3; r++) {
+    printf("  %s, %d thread(s): loss %.9f / %.9f / %.9f / %.9f; activations %zu / %zu / %zu / %zu "
+           "bytes (off, norms, partial, full)\n", ops->name, threads, l[0].loss, l[1].loss,
+           l[2].loss, l[3].loss, umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts,
+           umd_model_sizes(m[2])->acts, umd_model_sizes(m[3])->acts);
+    for (int r = 1; r < NMODES; r++) {
+        T_CHECK_MSG(umd_model_sizes(m[r])->acts < umd_model_sizes(m[r - 1])->acts,
+                    "activations with train.recompute %s: %zu bytes, not under %s's %zu",
+                    umd_recompute_name(modes[r]), umd_model_sizes(m[r])->acts,
+                    umd_recompute_name(modes[r - 1]), umd_model_sizes(m[r - 1])->acts);
         T_CHECK(l[0].loss == l[r].loss);
         T_CHECK_MSG(memcmp(umd_model_grads(m[0]), umd_model_grads(m[r]),
                            umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0,
-                    "the gradients differ with train.recompute %s", r == 1 ? "partial" : "full");
+                    "the gradients differ with train.recompute %s", umd_recompute_name(modes[r]));
     }
     free(x);
     free(y);
-    for (int r = 0; r < 3; r++) umd_model_destroy(&m[r]);
+    for (int r = 0; r < NMODES; r++) umd_model_destroy(&m[r]);
     if (!fd) return;
-    cfg.recompute = UMD_RECOMPUTE_FULL;
-    check_model(&cfg, 5, key + 200);
-    cfg.recompute = UMD_RECOMPUTE_PARTIAL;
-    check_model(&cfg, 5, key + 300);
+    for (int r = 1; r < NMODES; r++) {
+        cfg.recompute = modes[r];
+        check_model(&cfg, 5, key + 100 * (uint32_t)(r + 1));
+    }
 }
+#undef NMODES
 static void recompute_same(int threads, uint32_t key) {
     recompute_same_on(umd_ops_cpu(), threads, key, 1);
 }
@@ -373,9 +380,10 @@ static void chosen_when_short(const umd_config *cfg, const umd_shape *shape, con
     umd_model_destroy(&m);
 }
 
-/* Activations that do not fit: unset, train.recompute "partial" is turned on where that fits,
- * else "full" (and the arenas' line says so); set, umd_model_new fails with UMDQ_ENOMEM, the
- * arenas' size and what the lighter modes would need; when nothing fits, the error says so. */
+/* Activations that do not fit: unset, train.recompute "norms" is turned on where that fits, else
+ * "partial", else "full" (and the arenas' line says so); set, umd_model_new fails with
+ * UMDQ_ENOMEM, the arenas' size and what the lighter modes would need; when nothing fits, the
+ * error says so. */
 static void test_model_grad_recompute_when_memory_is_short(void) {
     static umd_ops small;
     small = *umd_ops_cpu();
@@ -387,24 +395,27 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     cfg.dec_depth = 3;
     umd_shape shape = {2, 8, 8, 0, cfg.batch};
     char err[320] = "";
-    umd_sizes plain, part, full;
+    umd_sizes plain, norms, part, full;
     cfg.recompute = UMD_RECOMPUTE_OFF;
     T_REQUIRE(umd_model_measure(&plain, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
+    cfg.recompute = UMD_RECOMPUTE_NORMS;
+    T_REQUIRE(umd_model_measure(&norms, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
     cfg.recompute = UMD_RECOMPUTE_PARTIAL;
     T_REQUIRE(umd_model_measure(&part, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
     cfg.recompute = UMD_RECOMPUTE_FULL;
     T_REQUIRE(umd_model_measure(&full, &cfg, &shape, umd_ops_cpu(), err, sizeof err) == 0);
     size_t fixed = plain.params > plain.grads ? plain.params : plain.grads;
     if (plain.optim > fixed) fixed = plain.optim;
-    T_REQUIRE(fixed < full.acts && full.acts < part.acts && part.acts < plain.acts);
+    T_REQUIRE(fixed < full.acts && full.acts < part.acts && part.acts < norms.acts &&
+              norms.acts < plain.acts);
     umd_model *m = NULL;
 
-    /* unset, room for "partial" but not for every tensor: partial, said in the arenas' line */
-    small_limit = (part.acts + plain.acts) / 2;
+    /* unset, room for "norms" but not for every tensor: norms, said in the arenas' line */
+    small_limit = (norms.acts + plain.acts) / 2;
     cfg.recompute = UMD_RECOMPUTE_OFF;
     cfg.recompute_set = 0;
-    chosen_when_short(&cfg, &shape, &small, part.acts,
-                      "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
+    chosen_when_short(&cfg, &shape, &small, norms.acts,
+                      "norms and residuals recomputed in the backward (the arenas do not fit "
                       "without)");
 
     /* false there: refused, with what each lighter mode would take */
@@ -414,9 +425,29 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     T_CHECK(m == NULL);
     T_CONTAINS(err, "out of host memory allocating the arenas (");
     double all = mib_after(err, "arenas (");
-    double p = mib_after(err, "with train.recompute \"partial\" they would take ");
+    double n = mib_after(err, "with train.recompute \"norms\" they would take ");
+    double p = mib_after(err, "with \"partial\" ");
     double f = mib_after(err, "with \"full\" ");
-    T_CHECK_MSG(f > 0 && f < p && p < all, "full %g, partial %g, all %g MiB", f, p, all);
+    T_CHECK_MSG(f > 0 && f < p && p < n && n < all, "full %g, partial %g, norms %g, all %g MiB", f,
+                p, n, all);
+
+    /* unset, room for "partial" but not for "norms": partial */
+    small_limit = (part.acts + norms.acts) / 2;
+    cfg.recompute_set = 0;
+    chosen_when_short(&cfg, &shape, &small, part.acts,
+                      "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
+                      "without)");
+
+    /* "norms" there: refused, with what "partial" and "full" would take */
+    cfg.recompute = UMD_RECOMPUTE_NORMS;
+    cfg.recompute_set = 1;
+    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
+    printf("  %s\n", err);
+    p = mib_after(err, "with train.recompute \"partial\" they would take ");
+    f = mib_after(err, "with \"full\" ");
+    T_CHECK(f > 0 && f < p && p < mib_after(err, "arenas ("));
+    T_CHECK(strstr(err, "\"norms\" they") == NULL);
+    cfg.recompute = UMD_RECOMPUTE_OFF;
 
     /* unset, room only for "full": full */
     small_limit = (full.acts + part.acts) / 2;
