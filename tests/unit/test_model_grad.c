@@ -380,6 +380,25 @@ static void chosen_when_short(const umd_config *cfg, const umd_shape *shape, con
     umd_model_destroy(&m);
 }
 
+/* train.recompute set to `mode` where its activations do not fit on the small backend:
+ * umd_model_new fails with UMDQ_ENOMEM and says what `lighter`, the next lighter mode, would take
+ * (less than these arenas), and nothing of `mode` itself. cfg->recompute is left off. */
+static void refused_when_short(umd_config *cfg, const umd_shape *shape, const umd_ops *ops,
+                               int mode, const char *lighter) {
+    char err[320] = "", want[96];
+    umd_model *m = NULL;
+    cfg->recompute = mode;
+    cfg->recompute_set = 1;
+    T_EQ_INT(umd_model_new(&m, cfg, shape, ops, err, sizeof err), UMDQ_ENOMEM);
+    printf("  %s\n", err);
+    snprintf(want, sizeof want, "with train.recompute \"%s\" they would take ", lighter);
+    const double f = mib_after(err, want);
+    T_CHECK(f > 0 && f < mib_after(err, "arenas ("));
+    snprintf(want, sizeof want, "\"%s\" they", umd_recompute_name(mode));
+    T_CHECK(strstr(err, want) == NULL);
+    cfg->recompute = UMD_RECOMPUTE_OFF;
+}
+
 /* Activations that do not fit: unset, train.recompute "norms" is turned on where that fits, else
  * "partial", else "full" (and the arenas' line says so); set, umd_model_new fails with
  * UMDQ_ENOMEM, the arenas' size and what the lighter modes would need; when nothing fits, the
@@ -438,16 +457,8 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
                       "norms, residuals and fc1 recomputed in the backward (the arenas do not fit "
                       "without)");
 
-    /* "norms" there: refused, with what "partial" and "full" would take */
-    cfg.recompute = UMD_RECOMPUTE_NORMS;
-    cfg.recompute_set = 1;
-    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
-    printf("  %s\n", err);
-    p = mib_after(err, "with train.recompute \"partial\" they would take ");
-    f = mib_after(err, "with \"full\" ");
-    T_CHECK(f > 0 && f < p && p < mib_after(err, "arenas ("));
-    T_CHECK(strstr(err, "\"norms\" they") == NULL);
-    cfg.recompute = UMD_RECOMPUTE_OFF;
+    /* "norms" there: refused, with what "partial" (and "full") would take */
+    refused_when_short(&cfg, &shape, &small, UMD_RECOMPUTE_NORMS, "partial");
 
     /* unset, room only for "full": full */
     small_limit = (full.acts + part.acts) / 2;
@@ -456,13 +467,7 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
                       "blocks recomputed in the backward (the arenas do not fit without)");
 
     /* "partial" there: refused, with what "full" would take */
-    cfg.recompute = UMD_RECOMPUTE_PARTIAL;
-    cfg.recompute_set = 1;
-    T_EQ_INT(umd_model_new(&m, &cfg, &shape, &small, err, sizeof err), UMDQ_ENOMEM);
-    printf("  %s\n", err);
-    f = mib_after(err, "with train.recompute \"full\" they would take ");
-    T_CHECK(f > 0 && f < mib_after(err, "arenas ("));
-    T_CHECK(strstr(err, "\"partial\" they") == NULL);
+    refused_when_short(&cfg, &shape, &small, UMD_RECOMPUTE_PARTIAL, "full");
 
     /* unset, and not even the smallest activations fit: said */
     small_limit = fixed;
