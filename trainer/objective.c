@@ -163,23 +163,21 @@ static void stack_forward(umd_model *m, replica *rp, const block_params *bp, con
     }
 }
 
-/* train.recompute "partial": the block's LayerNorms, its residual x2 and fc1's output h again, from
- * what it kept (its input, the modulation and the attention branch's output ao), as
- * block_forward made them. */
-static void block_refill_partial(umd_model *m, replica *rp, const block_params *bp,
-                                 const block_acts *a, const seq_layout *sl) {
-    block_norm1(m, rp, bp, a, sl);
-    block_norm2(m, rp, bp, a, sl);
-    m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w,
-                       UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y | UMD_OPND_H : 0));
-}
-
 /* train.recompute "norms": the block's LayerNorms and its residual x2 again (everything else,
  * fc1's output h among it, is the block's own). */
 static void block_refill_norms(umd_model *m, replica *rp, const block_params *bp,
                                const block_acts *a, const seq_layout *sl) {
     block_norm1(m, rp, bp, a, sl);
     block_norm2(m, rp, bp, a, sl);
+}
+
+/* train.recompute "partial": those and fc1's output h again, from what the block kept (its
+ * input, the modulation and the attention branch's output ao), as block_forward made them. */
+static void block_refill_partial(umd_model *m, replica *rp, const block_params *bp,
+                                 const block_acts *a, const seq_layout *sl) {
+    block_refill_norms(m, rp, bp, a, sl);
+    m->ops->linear_fwd(rp->ctx, a->h, a->m2, bp->fc1_w, bp->fc1_b, (int)sl->ntok, m->d.F, m->d.w,
+                       UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_Y | UMD_OPND_H : 0));
 }
 
 /* D (ntok, w) holds the gradient of the block's output; on return it holds the gradient of its

@@ -64,6 +64,8 @@ typedef struct {
     cublasLtMatmulAlgo_t algo;
 } lt_plan;
 #define CUDA_LT_PLANS 96
+/* Destroys a plan's descriptors (the ones it has) and clears them (linear.cu). */
+void cuda_lt_plan_release(lt_plan *p);
 #define CUDA_LT_WORKSPACE (32u << 20)
 
 struct umd_ctx {

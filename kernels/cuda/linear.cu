@@ -290,6 +290,37 @@ static int algo_on_types(umd_ctx *c, const cublasLtMatmulAlgo_t *src, cublasComp
     return 0;
 }
 
+/* The heuristic's algorithm for a plan's descriptors within the cuBLASLt workspace into p->algo;
+ * fp32_parts: no algorithm that adds split-K parts in the output type (a bf16 D). 1 when found. */
+static int lt_heuristic(umd_ctx *c, lt_plan *p, int fp32_parts) {
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    size_t wsb = CUDA_LT_WORKSPACE;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    const int ok =
+        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                             sizeof wsb) == CUBLAS_STATUS_SUCCESS &&
+        (!fp32_parts ||
+         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                              &schemes, sizeof schemes) == CUBLAS_STATUS_SUCCESS) &&
+        cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                       &found) == CUBLAS_STATUS_SUCCESS &&
+        found >= 1;
+    if (ok) p->algo = res.algo;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    return ok;
+}
+
+void cuda_lt_plan_release(lt_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+    p->desc = NULL, p->a = p->b = p->d = NULL;
+}
+
 /* The plan of y (M, N) = x (M, K) W^T (+ b) as cuBLASLt sees it (column-major): D (N, M) =
  * op_T(W as (K, N)) x^T (K, M), the bias a length-N fp32 vector over D's rows; D fp32, or bf16
  * (ybf16: x and W bf16 too), the fp32 plan's algorithm then where cuBLASLt accepts it, and no
@@ -313,10 +344,7 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias,
     cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     cudaDataType_t bias_type = CUDA_R_32F;
-    cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    size_t wsb = CUDA_LT_WORKSPACE;
     if (cublasLtMatmulDescCreate(&p->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA) ||
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB) ||
@@ -334,26 +362,12 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias,
         algo_on_types(c, &f->algo, ct, ab, dt, &same) == 0 &&
         cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &same, &res) ==
             CUBLAS_STATUS_SUCCESS &&
-        res.workspaceSize <= wsb) {
+        res.workspaceSize <= CUDA_LT_WORKSPACE) {
         p->algo = same;
         p->usable = 1;
         return p;
     }
-    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* bf16 D: fp32 parts only */
-    if (cublasLtMatmulPreferenceCreate(&pref) ||
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
-                                             sizeof wsb) ||
-        (ybf16 && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                       &schemes, sizeof schemes)) ||
-        cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
-                                       &found) ||
-        found < 1) {
-        p->usable = 0;
-    } else {
-        p->algo = res.algo;
-        p->usable = 1;
-    }
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    p->usable = lt_heuristic(c, p, ybf16); /* bf16 D: fp32 parts only */
     return p;
 }
 
@@ -508,20 +522,11 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
                                                              : CUBLASLT_EPILOGUE_DGELU;
     const cublasOperation_t tA = fwd ? CUBLAS_OP_T : CUBLAS_OP_N, tB = CUBLAS_OP_N;
     const int64_t aux_ld = F;
-    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    size_t wsb = CUDA_LT_WORKSPACE;
     /* the bias (gradient) in fp32 first, then in bf16 (D's type: what cublasLt.h documents) */
     const int tries = p->bias ? 2 : 1;
     for (int t = 0; t < tries && !p->usable; t++) {
         const cudaDataType_t bias_type = t == 0 ? CUDA_R_32F : CUDA_R_16BF;
-        cublasLtMatmulPreference_t pref = NULL;
-        cublasLtMatmulHeuristicResult_t res;
-        int found = 0;
-        if (p->desc) cublasLtMatmulDescDestroy(p->desc);
-        if (p->a) cublasLtMatrixLayoutDestroy(p->a);
-        if (p->b) cublasLtMatrixLayoutDestroy(p->b);
-        if (p->d) cublasLtMatrixLayoutDestroy(p->d);
-        p->desc = NULL, p->a = p->b = p->d = NULL;
+        cuda_lt_plan_release(p);
         if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA) ||
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB) ||
@@ -544,19 +549,8 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_at,
                                             sizeof bias_at)))
             continue;
-        if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &wsb, sizeof wsb) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                 &schemes, sizeof schemes) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
-                                           &found) == CUBLAS_STATUS_SUCCESS &&
-            found >= 1) {
-            p->algo = res.algo;
-            p->usable = 1;
-            p->bias_bf16 = t == 1;
-        }
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        p->usable = lt_heuristic(c, p, 1);
+        p->bias_bf16 = t == 1;
     }
     return p;
 }

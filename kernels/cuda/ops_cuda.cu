@@ -136,13 +136,7 @@ static void ctx_destroy(umd_ctx **pc) {
     }
     cudaStreamSynchronize(c->stream);
     if (c->graph) cudaGraphExecDestroy(c->graph);
-    for (int i = 0; i < c->nplans; i++) {
-        lt_plan *p = &c->plans[i];
-        if (p->desc) cublasLtMatmulDescDestroy(p->desc);
-        if (p->a) cublasLtMatrixLayoutDestroy(p->a);
-        if (p->b) cublasLtMatrixLayoutDestroy(p->b);
-        if (p->d) cublasLtMatrixLayoutDestroy(p->d);
-    }
+    for (int i = 0; i < c->nplans; i++) cuda_lt_plan_release(&c->plans[i]);
     cudaFree(c->lt_ws);
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
