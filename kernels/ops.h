@@ -31,6 +31,11 @@
  *     context with bf16 operands saves a conversion pass per product operand and half the
  *     tensor's memory, with the same results as rounding the operand on its way into a bf16
  *     product.
+ *   - Branch tensors: where branch_operand says so, a block's attention output and the outputs of
+ *     its two branches (proj's and fc2's y, which a gated residual adds to the stream) are stored
+ *     in the operand type too, as bf16 autocast keeps them: not only products read them (the
+ *     gated residual and its backward, attention's backward read them), so the results are those
+ *     of the rounded values. The ops that write or read one take UMD_OPND_Y or UMD_OPND_O.
  *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
  *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
  *     consecutive elements share one draw). Results are bit-identical for a given thread count;
@@ -63,9 +68,12 @@ typedef struct {
     long max_weight;  /* the largest Linear weight, N * K floats (per-thread gradient partials) */
 } umd_limits;
 
-/* The storage of a tensor an op writes or reads as a matrix-product operand (see Conventions);
- * linear_fwd's flags also say it of y (UMD_OPND_Y), the MLP's of its hidden state h (UMD_OPND_H). */
-enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4 };
+/* The storage of a tensor an op writes or reads in the operand type (see Conventions): UMD_OPND
+ * says it of the op's matrix-product operand (x, qkv) or LayerNorm output (out); linear_fwd's and
+ * mlp_fwd's flags say it of their output y (UMD_OPND_Y), the MLP's of its hidden state h
+ * (UMD_OPND_H), the gated residuals' of their branch input y (UMD_OPND_Y), the attention ops' of
+ * the attention output out (UMD_OPND_O). */
+enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4, UMD_OPND_O = 8 };
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -175,15 +183,17 @@ typedef struct umd_ops {
      * may overwrite (a backend that runs fc2 on gelu(h) in fp32 materialises it there), so the
      * caller never keeps gelu(h). types: x is an operand tensor with UMD_OPND; h is kept in
      * the operand type with UMD_OPND_H (linear_fwd's y with UMD_OPND_Y), where hidden_operand
-     * says the context does so. h's values are linear_fwd's. */
-    void (*mlp_fwd)(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
+     * says the context does so. h's values are linear_fwd's. y is stored in the operand type
+     * with UMD_OPND_Y (the fp32 result, bias added, rounded once). tmp may be NULL where
+     * mlp_scratch says the shapes need none. */
+    void (*mlp_fwd)(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                     const float *b1, const float *W2, const float *b2, int M, int F, int w,
                     int types);
     /* The backward of mlp_fwd from dy (M, w), the forward's x and h: dW2 (w, F) += dy^T gelu(h),
      * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
-     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage).
-     * x and h typed by `types` as in mlp_fwd. */
+     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage), or
+     * NULL where mlp_scratch says the shapes need none. x and h typed by `types` as in mlp_fwd. */
     void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
                     const float *dy, const void *x, const void *h, const float *W1,
                     const float *W2, float *tmp, int M, int F, int w, int types);
@@ -191,6 +201,11 @@ typedef struct umd_ops {
      * backward read h too, and compute on its rounded values, as bf16 autocast keeps it), so the
      * results are those of h rounded to bf16, not the fp32 ones; 0: h is fp32. */
     int (*hidden_operand)(const umd_ctx *c);
+    /* Floats of the scratch tmp that mlp_fwd and mlp_bwd need at these shapes and types: M * F,
+     * or 0 where this context's MLP runs without (then tmp may be NULL; the CUDA backend with
+     * GELU in cuBLASLt's epilogues, which it plans here). Set-up time only, after set_workspace:
+     * a model asks it once per MLP shape it will train. */
+    size_t (*mlp_scratch)(umd_ctx *c, int M, int F, int w, int types);
 
     /* ---- normalisation and adaLN ------------------------------------------------------------------ */
     /* LayerNorm over w (eps 1e-6, biased variance) with affine gamma, beta, then, when mod is not
@@ -206,44 +221,55 @@ typedef struct umd_ops {
                           const float *dout, const float *x, const float *mean, const float *rstd,
                           const float *gamma, const float *beta, const float *mod, int mod_stride,
                           int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
-    /* out = x + gate[b] * y over (n, T, w); gate row b at gate + b * gate_stride. out may alias x. */
-    void (*gate_residual_fwd)(umd_ctx *c, float *out, const float *x, const float *y,
-                              const float *gate, int gate_stride, int n, int T, int w);
+    /* out = x + gate[b] * y over (n, T, w); gate row b at gate + b * gate_stride. out may alias x.
+     * y is a branch tensor in the operand type with y_type UMD_OPND_Y (else UMD_F32). */
+    void (*gate_residual_fwd)(umd_ctx *c, float *out, const float *x, const void *y,
+                              const float *gate, int gate_stride, int n, int T, int w, int y_type);
     /* dy = dout * gate[b]; dgate[b] = sum over tokens of dout * y (written, not accumulated). The
-     * residual path's gradient is dout itself, which the caller keeps. */
+     * residual path's gradient is dout itself, which the caller keeps. y typed as in
+     * gate_residual_fwd; dy is fp32. */
     void (*gate_residual_bwd)(umd_ctx *c, float *dy, float *dgate, const float *dout,
-                              const float *y, const float *gate, int gate_stride, int n, int T,
-                              int w);
+                              const void *y, const float *gate, int gate_stride, int n, int T,
+                              int w, int y_type);
 
     /* The gated residual and the LayerNorm that reads it, in one pass over memory: xo = x +
      * gate[b] * y (as gate_residual_fwd), then out, mean, rstd = layernorm_fwd of xo, modulated
      * when mod is not NULL. Every token tensor packed (n, T, w); gate row b at gate + b *
      * gate_stride, mod row b at mod + b * mod_stride. The same bits as the two ops one after the
-     * other. xo may alias x. out typed as in layernorm_fwd. */
+     * other. xo may alias x. types: out typed as in layernorm_fwd (UMD_OPND), y as in
+     * gate_residual_fwd (UMD_OPND_Y). */
     void (*residual_layernorm_fwd)(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
-                                   const float *x, const float *y, const float *gate,
+                                   const float *x, const void *y, const float *gate,
                                    int gate_stride, const float *gamma, const float *beta,
                                    const float *mod, int mod_stride, int n, int T, int w,
-                                   int out_type);
+                                   int types);
 
     /* ---- attention --------------------------------------------------------------------------------- */
     /* qkv (n, T, 3, heads, hd) -> out (n, T, heads, hd): softmax(q k^T / sqrt(hd)) v per sequence
      * and head, no mask. What is saved for the backward is lse (n, heads, T), each score row's
      * log-sum-exp, lse[i] = log sum_j exp(q_i k_j / sqrt(hd)), never the (T, T) probabilities: the
-     * backward recomputes them as P_ij = exp(q_i k_j / sqrt(hd) - lse[i]). */
-    void (*attention_fwd)(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                          int heads, int hd, int qkv_type);
+     * backward recomputes them as P_ij = exp(q_i k_j / sqrt(hd) - lse[i]). types: qkv is an
+     * operand tensor with UMD_OPND (where attention_operand says so), out a branch tensor with
+     * UMD_OPND_O (where branch_operand says so too): the fp32 result rounded once. */
+    void (*attention_fwd)(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                          int heads, int hd, int types);
     /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd), given the forward's qkv, out
      * and lse. The softmax backward's row term rowsum(P * dP) equals the row dot of dout and out,
-     * which is why out is passed. */
+     * which is why out is passed (its stored values: rounded with UMD_OPND_O). qkv and out typed
+     * by `types` as in attention_fwd. */
     void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                          const float *out, const float *lse, int n, int T, int heads, int hd,
-                          int qkv_type);
+                          const void *out, const float *lse, int n, int T, int heads, int hd,
+                          int types);
     /* 1 when attention_fwd and attention_bwd take qkv as an operand tensor (UMD_OPND) at head
      * width hd in this context, with the results of its fp32 values rounded to the operand type
      * (their products round q, k and v so); else 0, and qkv must be fp32. A model stores qkv,
      * the qkv Linear's output (UMD_OPND_Y), as an operand only where this says 1. */
     int (*attention_operand)(const umd_ctx *c, int hd);
+    /* 1 when this context keeps branch tensors (see Conventions) in the operand type: the outputs
+     * of proj and fc2 (linear_fwd's and mlp_fwd's UMD_OPND_Y, read by the gated residuals with
+     * UMD_OPND_Y) and, at head widths where attention_operand is 1, attention's output
+     * (UMD_OPND_O, then proj's x with UMD_OPND); else 0, and they are fp32. */
+    int (*branch_operand)(const umd_ctx *c);
 
     /* ---- tokens ----------------------------------------------------------------------------------- */
     /* out (n, w) = table[idx[b]] ; backward dtable[idx[b]] += dout[b]. */
