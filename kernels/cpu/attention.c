@@ -17,7 +17,8 @@
  *
  * A bf16 operand qkv (umd_ops_cpu_bf16) is widened a pair at a time into the thread's scratch
  * (cpu_widen), and the same code runs on it with its own row stride: the fp32 op's bits on the
- * widened values.
+ * widened values. A bf16 out (UMD_OPND_O) is computed there too, (T, hd) after the pair, and
+ * rounded into place; the backward widens the pair's rows of it there for D.
  *
  * Parallelisation: over (sequence, head) pairs, static chunks; each pair writes its own slices of
  * out / dqkv / lse, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
@@ -133,13 +134,18 @@ size_t cpu_attention_ws_floats(int T, int hd) {
     return (size_t)hd * Tp + 2 * (size_t)T * Tp + 64;
 }
 
-void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkvv, int n, int T,
-                       int heads, int hd, int qkv_type) {
+/* Floats of the widening scratch a pair takes before its out rows: its widened q, k, v, if any. */
+static long pair_widened(int bf16, int T, int hd) { return bf16 ? 3L * T * hd : 0; }
+
+void cpu_attention_fwd(umd_ctx *c, void *outv, float *lse, const void *qkvv, int n, int T,
+                       int heads, int hd, int types) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv */
-    const int bf16 = cpu_is_bf16(c, qkv_type);
+    const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
+    const int ob = cpu_is_bf16(c, (types & UMD_OPND_O) ? UMD_OPND : UMD_F32);
     const float *qkv = qkvv;
-    if (bf16) cpu_check_widen(3L * T * hd, "attention_fwd");
+    if (bf16 || ob) cpu_check_widen(pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0),
+                                    "attention_fwd");
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, (double)pairs * T * T * hd), {
@@ -176,19 +182,31 @@ void cpu_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkvv, int
                 for (int j = T; j < Tp; j++) si[j] = 0.0f;
                 l[i] = mx * scale + logf(sum);
             }
-            mm(T, hd, T, s, Tp, 1, v, qr, out + b * T * (long)W + (long)h * hd, W, 0);
+            const long o0 = b * T * (long)W + (long)h * hd; /* the pair's out, rows at stride W */
+            if (ob) {
+                float *ot = cpu_widen(c, tid) + pair_widened(bf16, T, hd);
+                mm(T, hd, T, s, Tp, 1, v, qr, ot, hd, 0);
+                uint16_t *o16 = (uint16_t *)outv + o0;
+                for (int i = 0; i < T; i++)
+                    for (int e = 0; e < hd; e++)
+                        o16[(long)i * W + e] = cpu_to_bf16(ot[(long)i * hd + e]);
+            } else {
+                mm(T, hd, T, s, Tp, 1, v, qr, (float *)outv + o0, W, 0);
+            }
         }
     });
 }
 
 void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
-                       const float *out, const float *lse, int n, int T, int heads, int hd,
-                       int qkv_type) {
+                       const void *outv, const float *lse, int n, int T, int heads, int hd,
+                       int types) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv and dqkv */
-    const int bf16 = cpu_is_bf16(c, qkv_type);
+    const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
+    const int ob = cpu_is_bf16(c, (types & UMD_OPND_O) ? UMD_OPND : UMD_F32);
     const float *qkv = qkvv;
-    if (bf16) cpu_check_widen(3L * T * hd, "attention_bwd");
+    if (bf16 || ob) cpu_check_widen(pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0),
+                                    "attention_bwd");
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, 2.5 * pairs * T * T * hd), {
@@ -205,7 +223,20 @@ void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *q
                                   : qkv + b * T * row + (long)h * hd;
             const float *k = q + (bf16 ? hd : W), *v = q + (bf16 ? 2L * hd : 2L * W);
             const float *g = dout + b * T * (long)W + (long)h * hd; /* dO, rows at stride W */
-            const float *o = out + b * T * (long)W + (long)h * hd;  /* O, rows at stride W */
+            /* O: rows at stride W, or (ob) widened, rows at stride hd */
+            const long o0 = b * T * (long)W + (long)h * hd;
+            long orow = W;
+            const float *o;
+            if (ob) {
+                float *ow = cpu_widen(c, tid) + pair_widened(bf16, T, hd);
+                for (int i = 0; i < T; i++)
+                    cpu_widen_n(ow + (long)i * hd, (const uint16_t *)outv + o0 + (long)i * W,
+                                (size_t)hd);
+                o = ow;
+                orow = hd;
+            } else {
+                o = (const float *)outv + o0;
+            }
             const float *l = lse + (b * heads + h) * (long)T;
             float *dq = dqkv + b * T * row + (long)h * hd, *dk = dq + W, *dv = dq + 2L * W;
             if (pr + 1 < hi) {
@@ -223,7 +254,7 @@ void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *q
             transpose_pad(kv, v, qr, T, Tp, hd);
             mm(T, Tp, hd, g, W, 1, kv, Tp, ds, Tp, 0); /* dP */
             for (int i = 0; i < T; i++) {
-                const float *pi = P + (long)i * Tp, *gi = g + (long)i * W, *oi = o + (long)i * W;
+                const float *pi = P + (long)i * Tp, *gi = g + (long)i * W, *oi = o + (long)i * orow;
                 float *di = ds + (long)i * Tp;
                 float D = 0.0f;
                 _Pragma("omp simd reduction(+:D)")

@@ -176,8 +176,8 @@ static void gelu_of_h(umd_ctx *c, float *tmp, const void *h, int hb, size_t n) {
 
 /* h = x W1^T + b1; tmp = gelu(h); y = tmp W2^T + b2. A bf16 h (UMD_OPND_H in a context with bf16
  * operands) is fc1's y rounded (UMD_OPND_Y), and GELU reads it widened back into tmp: the fp32
- * ops' bits on the rounded h. */
-void cpu_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
+ * ops' bits on the rounded h. A bf16 y (UMD_OPND_Y) is fc2's y rounded, as linear_fwd's. */
+void cpu_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
                  int types) {
     if (M <= 0) return;
@@ -185,7 +185,7 @@ void cpu_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const
     const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
     cpu_linear_fwd(c, h, x, W1, b1, M, F, w, (types & UMD_OPND) | (hb ? UMD_OPND_Y : 0));
     gelu_of_h(c, tmp, h, hb, n);
-    cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
+    cpu_linear_fwd(c, y, tmp, W2, b2, M, w, F, types & UMD_OPND_Y);
 }
 
 /* tmp = gelu(h): dW2, db2; tmp = dy W2; tmp *= gelu'(h) (= dh); dW1, db1 and dx = dh W1. dy is

@@ -59,9 +59,17 @@ static inline void ln_out_row(void *out, int bf16, long r, float *mean_r, float 
     }
 }
 
-/* One row of gate_residual_fwd; o may alias x. */
-static inline void gate_row(float *o, const float *xr, const float *g, const float *yr, int w) {
-    for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
+/* One row of gate_residual_fwd; o may alias x. y's row r (offset in elements) is fp32 or (yb) a
+ * bf16 branch row, widened in the same expression: the fp32 row's bits on the rounded values. */
+static inline void gate_row(float *o, const float *xr, const float *g, const void *y, int yb,
+                            long r, int w) {
+    if (yb) {
+        const uint16_t *yr = (const uint16_t *)y + r;
+        for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * cpu_from_bf16(yr[i]);
+    } else {
+        const float *yr = (const float *)y + r;
+        for (int i = 0; i < w; i++) o[i] = xr[i] + g[i] * yr[i];
+    }
 }
 
 void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
@@ -84,11 +92,12 @@ void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const fl
 
 /* Each row gated, then normalised while it is still in cache. */
 void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
-                                const float *x, const float *y, const float *gate,
+                                const float *x, const void *y, const float *gate,
                                 int gate_stride, const float *gamma, const float *beta,
                                 const float *mod, int mod_stride, int n, int T, int w,
-                                int out_type) {
-    const int bf16 = cpu_is_bf16(c, out_type);
+                                int types) {
+    const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
+    const int yb = cpu_is_bf16(c, (types & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
     CPU_PARALLEL(cpu_team(c, 2.0 * n * T * w), {
         long lo, hi;
         cpu_split(n, tid, team, &lo, &hi);
@@ -98,7 +107,7 @@ void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, f
             const float *scale = mod ? shift + w : NULL;
             for (int t = 0; t < T; t++) {
                 long r = b * T + t;
-                gate_row(xo + r * w, x + r * w, g, y + r * w, w);
+                gate_row(xo + r * w, x + r * w, g, y, yb, r * w, w);
                 ln_out_row(out, bf16, r * w, mean + r, rstd + r, xo + r * w, gamma, beta, shift,
                            scale, w);
             }
@@ -197,20 +206,22 @@ void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float
     }
 }
 
-void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
-                           const float *gate, int gate_stride, int n, int T, int w) {
+void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
+                           const float *gate, int gate_stride, int n, int T, int w, int y_type) {
+    const int yb = cpu_is_bf16(c, (y_type & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
     long rows = (long)n * T;
     CPU_PARALLEL(cpu_team(c, (double)rows * w), {
         long lo, hi;
         cpu_split(rows, tid, team, &lo, &hi);
         for (long r = lo; r < hi; r++) {
-            gate_row(out + r * w, x + r * w, gate + (r / T) * gate_stride, y + r * w, w);
+            gate_row(out + r * w, x + r * w, gate + (r / T) * gate_stride, y, yb, r * w, w);
         }
     });
 }
 
-void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const float *y,
-                           const float *gate, int gate_stride, int n, int T, int w) {
+void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const void *y,
+                           const float *gate, int gate_stride, int n, int T, int w, int y_type) {
+    const int yb = cpu_is_bf16(c, (y_type & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
     CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
         long lo, hi;
         cpu_split(n, tid, team, &lo, &hi);
@@ -220,11 +231,20 @@ void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dou
             for (int i = 0; i < w; i++) dg[i] = 0.0f;
             for (int t = 0; t < T; t++) {
                 long r = b * T + t;
-                const float *d = dout + r * w, *yr = y + r * w;
+                const float *d = dout + r * w;
                 float *dyr = dy + r * w;
-                for (int i = 0; i < w; i++) {
-                    dyr[i] = d[i] * g[i];
-                    dg[i] += d[i] * yr[i];
+                if (yb) {
+                    const uint16_t *yr = (const uint16_t *)y + r * w;
+                    for (int i = 0; i < w; i++) {
+                        dyr[i] = d[i] * g[i];
+                        dg[i] += d[i] * cpu_from_bf16(yr[i]);
+                    }
+                } else {
+                    const float *yr = (const float *)y + r * w;
+                    for (int i = 0; i < w; i++) {
+                        dyr[i] = d[i] * g[i];
+                        dg[i] += d[i] * yr[i];
+                    }
                 }
             }
         }

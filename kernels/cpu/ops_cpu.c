@@ -80,6 +80,16 @@ static int attention_operand(const umd_ctx *c, int hd) {
     return c->opnd_bf16;
 }
 
+/* The MLP's GELU runs in tmp (gelu(h) forward, dh backward): (M, F) floats at every shape. */
+static size_t mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
+    (void)c, (void)w, (void)types;
+    return M > 0 && F > 0 ? (size_t)M * (size_t)F : 0;
+}
+
+/* Branch tensors in bf16 where the operands are (the twin of a device context with every bf16
+ * switch): attention rounds its output after the pair's product, the gated residuals widen. */
+static int branch_operand(const umd_ctx *c) { return c->opnd_bf16; }
+
 static void *mem_alloc(umd_ctx *c, size_t bytes) {
     (void)c;
     size_t n = (bytes + 63) / 64 * 64;
@@ -138,6 +148,7 @@ static const umd_ops cpu_ops = {
     .mlp_fwd = cpu_mlp_fwd,
     .mlp_bwd = cpu_mlp_bwd,
     .hidden_operand = hidden_operand,
+    .mlp_scratch = mlp_scratch,
     .layernorm_fwd = cpu_layernorm_fwd,
     .layernorm_bwd = cpu_layernorm_bwd,
     .gate_residual_fwd = cpu_gate_residual_fwd,
@@ -146,6 +157,7 @@ static const umd_ops cpu_ops = {
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
     .attention_operand = attention_operand,
+    .branch_operand = branch_operand,
     .embed_rows_fwd = cpu_embed_rows_fwd,
     .embed_rows_bwd = cpu_embed_rows_bwd,
     .gather_tokens_fwd = cpu_gather_tokens_fwd,

@@ -260,7 +260,7 @@ typedef struct {
 
 static double gate_J(void *s_) {
     gate_state *s = s_;
-    O->gate_residual_fwd(C1, s->out, s->x, s->y, s->g, s->gs, s->n, s->T, s->w);
+    O->gate_residual_fwd(C1, s->out, s->x, s->y, s->g, s->gs, s->n, s->T, s->w, UMD_F32);
     return dot(s->out, s->R, (size_t)s->n * s->T * s->w);
 }
 
@@ -274,7 +274,7 @@ static void test_kernels_gate_residual(void) {
     s.out = zeros(N);
     s.R = randn(N, 33, 1.0f);
     float *dy = zeros(N), *dg = zeros((size_t)s.n * s.gs);
-    O->gate_residual_bwd(C2, dy, dg, s.R, s.y, s.g, s.gs, s.n, s.T, s.w);
+    O->gate_residual_bwd(C2, dy, dg, s.R, s.y, s.g, s.gs, s.n, s.T, s.w, UMD_F32);
     fd_check("gate dy", s.y, N, dy, gate_J, &s, 20, 1e-2f, 1e-3, 34);
     float *dgm = zeros((size_t)s.n * s.gs);
     for (int b = 0; b < s.n; b++) memcpy(dgm + b * s.gs, dg + b * s.gs, s.w * sizeof(float));
@@ -284,8 +284,8 @@ static void test_kernels_gate_residual(void) {
     /* in place (out aliases x) */
     float *xc = malloc(N * sizeof *xc);
     memcpy(xc, s.x, N * sizeof *xc);
-    O->gate_residual_fwd(C2, s.out, s.x, s.y, s.g, s.gs, s.n, s.T, s.w);
-    O->gate_residual_fwd(C2, xc, xc, s.y, s.g, s.gs, s.n, s.T, s.w);
+    O->gate_residual_fwd(C2, s.out, s.x, s.y, s.g, s.gs, s.n, s.T, s.w, UMD_F32);
+    O->gate_residual_fwd(C2, xc, xc, s.y, s.g, s.gs, s.n, s.T, s.w, UMD_F32);
     T_CHECK(memcmp(xc, s.out, N * sizeof *xc) == 0);
     free(s.x); free(s.y); free(s.g); free(s.out); free(s.R); free(dy); free(dg); free(dgm); free(xc);
 }
@@ -312,7 +312,7 @@ static void test_kernels_residual_layernorm(void) {
             const float *md = use_mod ? mod + 3 * w : NULL;
             for (int threads = 1; threads <= 2; threads++) {
                 umd_ctx *c = threads == 1 ? C1 : C2;
-                O->gate_residual_fwd(c, xo2, x, y, mod + 2 * w, st, n, T, w);
+                O->gate_residual_fwd(c, xo2, x, y, mod + 2 * w, st, n, T, w, UMD_F32);
                 O->layernorm_fwd(c, out2, mean2, rstd2, xo2, g, b, md, st, n, T, w, (long)T * w,
                                  (long)T * w, UMD_F32);
                 for (size_t i = 0; i < N; i++) xo[i] = out[i] = NAN;
@@ -716,6 +716,161 @@ static void test_kernels_bf16_operands(void) {
         B16->ctx_destroy(&Cb[t]);
         O->release(Cf[t], wf[t]);
         O->ctx_destroy(&Cf[t]);
+    }
+}
+
+/* bf16 halves equal to fp32 values rounded (an element left unwritten, poisoned, fails). */
+static void same_rounded(const char *what, const uint16_t *h, const float *x, size_t n,
+                         int which) {
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (h[i] != fx_bf16(x[i])) bad = i;
+    T_CHECK_MSG(bad == n, "%s: element %zu is not the fp32 value rounded (case %03d)", what, bad,
+                which);
+}
+
+/* Branch tensors in bf16 (branch_operand): the gated residuals and residual + LayerNorm on a bf16
+ * y give the fp32 ops' bits on its widened values (dgate too); mlp_fwd and attention_fwd with a
+ * bf16 output write their fp32 results rounded (lse the same bits), and attention_bwd on a bf16
+ * out gives the fp32 op's bits on the widened out. In an fp32 context the flags change nothing.
+ * 1 and 2 threads; outputs poisoned. */
+static void test_kernels_bf16_branches(void) {
+    ctx_setup();
+    char err[128];
+    const umd_ops *B16 = umd_ops_cpu_bf16();
+    umd_ctx *Cb[2];
+    void *ws[2];
+    umd_limits lim = {64, 64, 512, 8, 256, 2000 * 16};
+    for (int t = 0; t < 2; t++) {
+        T_REQUIRE(B16->ctx_new(&Cb[t], t + 1, err, sizeof err) == 0);
+        size_t bytes = B16->workspace_bytes(Cb[t], &lim);
+        T_REQUIRE((ws[t] = B16->alloc(Cb[t], bytes)) != NULL);
+        B16->set_workspace(Cb[t], ws[t], bytes);
+    }
+    T_EQ_INT(B16->branch_operand(Cb[0]), 1);
+    T_EQ_INT(O->branch_operand(C1), 0);
+    T_EQ_INT((int)O->mlp_scratch(C1, 7, 12, 5, UMD_F32), 84);
+    T_EQ_INT((int)B16->mlp_scratch(Cb[0], 7, 12, 5, UMD_OPND | UMD_OPND_H | UMD_OPND_Y), 84);
+
+    /* the gated residual, its backward, and residual + LayerNorm (out fp32 or bf16) */
+    static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 17, 64}, {4, 9, 130}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int n = shapes[k][0], T = shapes[k][1], w = shapes[k][2], st = 6 * w;
+        const size_t N = (size_t)n * T * w, R = (size_t)n * T;
+        float *x = randn(N, 900 + (uint32_t)k, 1.0f), *y = randn(N, 910 + (uint32_t)k, 1.0f);
+        float *mod = randn((size_t)n * st, 920 + (uint32_t)k, 0.5f), *yw;
+        float *dout = randn(N, 930 + (uint32_t)k, 1.0f);
+        float *g = randn((size_t)w, 940 + (uint32_t)k, 1.0f), *b = randn((size_t)w, 950, 0.3f);
+        uint16_t *yh;
+        bf16_pair(y, N, &yh, &yw);
+        float *o1 = zeros(N), *o2 = zeros(N), *d1 = zeros(N), *d2 = zeros(N);
+        float *dg1 = zeros((size_t)n * st), *dg2 = zeros((size_t)n * st);
+        float *ln1 = zeros(N), *ln2 = zeros(N), *m1 = zeros(R), *m2 = zeros(R), *r1 = zeros(R),
+              *r2 = zeros(R);
+        uint16_t *lnh = malloc(N * sizeof *lnh);
+        for (int t = 0; t < 2; t++) {
+            umd_ctx *c = Cb[t];
+            const int which = (int)k * 10 + t;
+            for (size_t i = 0; i < N; i++) o2[i] = d2[i] = ln2[i] = NAN;
+            for (size_t i = 0; i < (size_t)n * st; i++) dg2[i] = NAN;
+            for (size_t i = 0; i < R; i++) m2[i] = r2[i] = NAN;
+            B16->gate_residual_fwd(c, o1, x, yw, mod + 2 * w, st, n, T, w, UMD_F32);
+            B16->gate_residual_fwd(c, o2, x, yh, mod + 2 * w, st, n, T, w, UMD_OPND_Y);
+            same_bits("gate_residual_fwd on a bf16 y", o2, o1, N, which);
+            B16->gate_residual_bwd(c, d1, dg1, dout, yw, mod + 2 * w, st, n, T, w, UMD_F32);
+            B16->gate_residual_bwd(c, d2, dg2, dout, yh, mod + 2 * w, st, n, T, w, UMD_OPND_Y);
+            same_bits("gate_residual_bwd dy on a bf16 y", d2, d1, N, which);
+            for (int r = 0; r < n; r++)
+                same_bits("gate_residual_bwd dgate on a bf16 y", dg2 + (size_t)r * st,
+                          dg1 + (size_t)r * st, (size_t)w, which);
+            for (int use_mod = 0; use_mod < 2; use_mod++) {
+                const float *md = use_mod ? mod + 3 * w : NULL;
+                B16->residual_layernorm_fwd(c, o1, ln1, m1, r1, x, yw, mod + 2 * w, st, g, b, md,
+                                            st, n, T, w, UMD_F32);
+                B16->residual_layernorm_fwd(c, o2, ln2, m2, r2, x, yh, mod + 2 * w, st, g, b, md,
+                                            st, n, T, w, UMD_OPND_Y);
+                same_bits("residual_layernorm_fwd xo on a bf16 y", o2, o1, N, which);
+                same_bits("residual_layernorm_fwd out on a bf16 y", ln2, ln1, N, which);
+                same_bits("residual_layernorm_fwd mean on a bf16 y", m2, m1, R, which);
+                same_bits("residual_layernorm_fwd rstd on a bf16 y", r2, r1, R, which);
+                memset(lnh, 0xff, N * sizeof *lnh);
+                B16->residual_layernorm_fwd(c, o2, lnh, m2, r2, x, yh, mod + 2 * w, st, g, b, md,
+                                            st, n, T, w, UMD_OPND | UMD_OPND_Y);
+                same_rounded("residual_layernorm_fwd bf16 out on a bf16 y", lnh, ln1, N, which);
+            }
+        }
+        /* an fp32 context reads y as fp32 whatever the flag */
+        O->gate_residual_fwd(C2, o1, x, y, mod + 2 * w, st, n, T, w, UMD_F32);
+        O->gate_residual_fwd(C2, o2, x, y, mod + 2 * w, st, n, T, w, UMD_OPND_Y);
+        same_bits("gate_residual_fwd in an fp32 context", o2, o1, N, (int)k);
+        free(x); free(y); free(mod); free(yw); free(yh); free(dout); free(g); free(b); free(o1);
+        free(o2); free(d1); free(d2); free(dg1); free(dg2); free(ln1); free(ln2); free(m1);
+        free(m2); free(r1); free(r2); free(lnh);
+    }
+
+    /* mlp_fwd with a bf16 y (h fp32 or bf16) */
+    static const int mlp_shapes[][3] = {{1, 4, 3}, {37, 24, 10}, {130, 64, 48}};
+    for (size_t k = 0; k < sizeof mlp_shapes / sizeof *mlp_shapes; k++) {
+        const int M = mlp_shapes[k][0], F = mlp_shapes[k][1], w = mlp_shapes[k][2];
+        const size_t Mw = (size_t)M * w, MF = (size_t)M * F;
+        float *x = randn(Mw, 960 + (uint32_t)k, 1.0f), *xw;
+        uint16_t *xh;
+        bf16_pair(x, Mw, &xh, &xw);
+        float *W1 = randn(MF / M * w, 961, 0.3f), *W2 = randn(MF / M * w, 962, 0.3f);
+        float *b1 = randn((size_t)F, 963, 0.1f), *b2 = randn((size_t)w, 964, 0.1f);
+        float *tmp = zeros(MF), *y = zeros(Mw);
+        uint16_t *h = malloc(MF * sizeof *h), *yh = malloc(Mw * sizeof *yh);
+        for (int t = 0; t < 2; t++)
+            for (int hb = 0; hb < 2; hb++) {
+                const int types = UMD_OPND | (hb ? UMD_OPND_H : 0), which = (int)k * 10 + t * 2 + hb;
+                float *hf = zeros(MF);
+                B16->mlp_fwd(Cb[t], y, hb ? (void *)h : hf, tmp, xh, W1, b1, W2, b2, M, F, w,
+                             types);
+                memset(yh, 0xff, Mw * sizeof *yh);
+                B16->mlp_fwd(Cb[t], yh, hb ? (void *)h : hf, tmp, xh, W1, b1, W2, b2, M, F, w,
+                             types | UMD_OPND_Y);
+                same_rounded("mlp_fwd bf16 y", yh, y, Mw, which);
+                free(hf);
+            }
+        free(x); free(xw); free(xh); free(W1); free(W2); free(b1); free(b2); free(tmp); free(y);
+        free(h); free(yh);
+    }
+
+    /* attention with a bf16 out, on a bf16 qkv and on an fp32 one */
+    static const int att_shapes[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
+    for (size_t k = 0; k < sizeof att_shapes / sizeof *att_shapes; k++) {
+        const int n = att_shapes[k][0], T = att_shapes[k][1], heads = att_shapes[k][2];
+        const int hd = att_shapes[k][3], W = heads * hd;
+        const size_t nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W, nl = (size_t)n * heads * T;
+        float *qkv = randn(nq, 970 + (uint32_t)k, 1.0f), *qw;
+        uint16_t *qh;
+        bf16_pair(qkv, nq, &qh, &qw);
+        float *g = randn(no, 980 + (uint32_t)k, 1.0f);
+        float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq), *ow = zeros(no);
+        float *lse2 = malloc(nl * sizeof *lse2), *dq2 = malloc(nq * sizeof *dq2);
+        uint16_t *oh = malloc(no * sizeof *oh);
+        for (int t = 0; t < 2; t++)
+            for (int qb = 0; qb < 2; qb++) {
+                const int which = (int)k * 10 + t * 2 + qb, qt = qb ? UMD_OPND : UMD_F32;
+                const void *q = qb ? (const void *)qh : (const void *)qw;
+                B16->attention_fwd(Cb[t], out, lse, q, n, T, heads, hd, qt);
+                memset(oh, 0xff, no * sizeof *oh);
+                for (size_t i = 0; i < nl; i++) lse2[i] = NAN;
+                B16->attention_fwd(Cb[t], oh, lse2, q, n, T, heads, hd, qt | UMD_OPND_O);
+                same_rounded("attention_fwd bf16 out", oh, out, no, which);
+                same_bits("attention_fwd lse with a bf16 out", lse2, lse, nl, which);
+                for (size_t i = 0; i < no; i++) ow[i] = fx_widen(oh[i]);
+                B16->attention_bwd(Cb[t], dq, g, q, ow, lse, n, T, heads, hd, qt);
+                for (size_t i = 0; i < nq; i++) dq2[i] = NAN;
+                B16->attention_bwd(Cb[t], dq2, g, q, oh, lse, n, T, heads, hd, qt | UMD_OPND_O);
+                same_bits("attention_bwd dqkv on a bf16 out", dq2, dq, nq, which);
+            }
+        free(qkv); free(qw); free(qh); free(g); free(out); free(lse); free(dq); free(ow);
+        free(lse2); free(dq2); free(oh);
+    }
+    for (int t = 0; t < 2; t++) {
+        B16->release(Cb[t], ws[t]);
+        B16->ctx_destroy(&Cb[t]);
     }
 }
 
@@ -1180,6 +1335,7 @@ int main(void) {
     T_RUN(test_kernels_random);
     T_RUN(test_kernels_optimiser);
     T_RUN(test_kernels_bf16_operands);
+    T_RUN(test_kernels_bf16_branches);
     O->release(C1, WS1);
     O->release(C2, WS2);
     O->ctx_destroy(&C1);
