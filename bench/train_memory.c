@@ -5,9 +5,11 @@
  * keeps its input and runs again whole). It
  * sizes the arenas as umd_model_new would (umd_model_measure: nothing is allocated), so it runs
  * on any machine: with the CPU backend's layout (one replica, as on a GPU; the ops' workspace
- * shown apart, since a device's differs), the same with bf16 operand tensors and MLP state
- * (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with UMDQ_CUDA_BF16_OPERANDS=1 and
- * UMDQ_CUDA_BF16_MLP=1, at head width 64), and, where a CUDA device is
+ * shown apart, since a device's differs), the same with bf16 operand tensors, MLP state and
+ * branch tensors (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with
+ * UMDQ_CUDA_BF16_OPERANDS=1, UMDQ_CUDA_BF16_MLP=1 and UMDQ_CUDA_BF16_BRANCH=1, at head width 64;
+ * its MLP scratch too, which the CUDA one drops with UMDQ_CUDA_GELU_EPILOGUE=1), and, where a
+ * CUDA device is
  * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
  *
@@ -111,7 +113,7 @@ int main(int argc, char **argv) {
             }
             printf("| %s | %s | %.2f | %.2f | %.2f |", CONFIGS[i].label,
                    dev == 2   ? "cuda bf16 (workspace in)"
-                   : dev == 1 ? "layout, bf16 operands and MLP state (no workspace)"
+                   : dev == 1 ? "layout, bf16 operands, MLP state and branches (no workspace)"
                               : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0]);
             for (int k = 1; k < 4; k++)

@@ -203,8 +203,9 @@ typedef struct umd_ops {
     int (*hidden_operand)(const umd_ctx *c);
     /* Floats of the scratch tmp that mlp_fwd and mlp_bwd need at these shapes and types: M * F,
      * or 0 where this context's MLP runs without (then tmp may be NULL; the CUDA backend with
-     * GELU in cuBLASLt's epilogues, which it plans here). Set-up time only, after set_workspace:
-     * a model asks it once per MLP shape it will train. */
+     * GELU in cuBLASLt's epilogues, which it plans here). Set-up time only, after
+     * workspace_bytes (the scratch is laid out with the activations, before set_workspace): a
+     * model asks it once per MLP shape it will train. */
     size_t (*mlp_scratch)(umd_ctx *c, int M, int F, int w, int types);
 
     /* ---- normalisation and adaLN ------------------------------------------------------------------ */

@@ -176,11 +176,12 @@ static void *take(bump *b, size_t bytes) {
 static float *takef(bump *b, size_t n) { return take(b, n * sizeof(float)); }
 static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); }
 
-/* A block's saved tensors (objective.c), in three parts: 10 w + F floats per token (8 w + F and
- * 2 w operand elements: m1 and m2, bf16 in a context with bf16 operands, qkv's 3 w where
- * attention takes it as one, and h's F where the MLP keeps it in bf16), the LayerNorm
- * statistics and the lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd
- * and mlp_bwd recompute it from h).
+/* A block's saved tensors (objective.c), in four parts: 10 w + F elements per token (8 w + F
+ * floats and 2 w operand elements: m1 and m2, bf16 in a context with bf16 operands, qkv's 3 w
+ * where attention takes it as one, h's F where the MLP keeps it in bf16, and the branch tensors
+ * att, ao and mo, 3 w, where the context keeps those in bf16), the LayerNorm statistics and the
+ * lse, plus its (B, 6w) modulation; GELU's output is not among them (mlp_fwd and mlp_bwd
+ * recompute it from h).
  *   BLOCK_INPUT     x and the modulation: every block keeps its own
  *   BLOCK_PRODUCTS  qkv, lse, the attention output and the outputs of proj and fc2: what only a
  *                   matrix product or attention makes again
@@ -192,28 +193,34 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
  * running the block, or those parts of it, again. */
 enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_NORMS = 4, BLOCK_HIDDEN = 8, BLOCK_ALL = 15 };
 
+/* Bytes of an element of each typed tensor of a block: the operand tensors (m1, m2), qkv, h, the
+ * attention output, and the branch outputs ao and mo. */
+typedef struct {
+    size_t opnd, qkv, h, att, br;
+} block_bytes;
+
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
-                         int parts, size_t opnd, size_t qkv_bytes, size_t h_bytes) {
+                         int parts, const block_bytes *by) {
     size_t tok = (size_t)sl->ntok, w = (size_t)d->w;
 #define PART(field, p, n) if (parts & (p)) a->field = takef(b, (n))
-#define OPND_PART(field, p, n) if (parts & (p)) a->field = take(b, (n) * opnd)
+#define TYPED_PART(field, p, n, bytes) if (parts & (p)) a->field = take(b, (n) * (bytes))
     PART(x, BLOCK_INPUT, tok * w);
     PART(mod, BLOCK_INPUT, (size_t)B * 6 * w);
     PART(mean1, BLOCK_NORMS, tok);
     PART(rstd1, BLOCK_NORMS, tok);
-    OPND_PART(m1, BLOCK_NORMS, tok * w);
-    if (parts & BLOCK_PRODUCTS) a->qkv = take(b, tok * 3 * w * qkv_bytes);
+    TYPED_PART(m1, BLOCK_NORMS, tok * w, by->opnd);
+    TYPED_PART(qkv, BLOCK_PRODUCTS, tok * 3 * w, by->qkv);
     PART(lse, BLOCK_PRODUCTS, (size_t)sl->nlse);
-    PART(att, BLOCK_PRODUCTS, tok * w);
-    PART(ao, BLOCK_PRODUCTS, tok * w);
+    TYPED_PART(att, BLOCK_PRODUCTS, tok * w, by->att);
+    TYPED_PART(ao, BLOCK_PRODUCTS, tok * w, by->br);
     PART(x2, BLOCK_NORMS, tok * w);
     PART(mean2, BLOCK_NORMS, tok);
     PART(rstd2, BLOCK_NORMS, tok);
-    OPND_PART(m2, BLOCK_NORMS, tok * w);
-    if (parts & BLOCK_HIDDEN) a->h = take(b, tok * d->F * h_bytes);
-    PART(mo, BLOCK_PRODUCTS, tok * w);
+    TYPED_PART(m2, BLOCK_NORMS, tok * w, by->opnd);
+    TYPED_PART(h, BLOCK_HIDDEN, tok * d->F, by->h);
+    TYPED_PART(mo, BLOCK_PRODUCTS, tok * w, by->br);
 #undef PART
-#undef OPND_PART
+#undef TYPED_PART
 }
 
 /* Appends a segment of n rows (from row0) of T tokens to a layout. */
@@ -232,7 +239,7 @@ static void add_segment(seq_layout *sl, int row0, int n, int T, int keep, int he
 
 /* One replica's tensors (B = its rows) and its workspace. */
 static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_bytes,
-                           int recompute, size_t opnd, size_t qkv_bytes, size_t h_bytes) {
+                           int recompute, const block_bytes *by) {
     acts *A = &rp->A;
     size_t B = (size_t)rp->B, L = (size_t)d->L, P = (size_t)d->P, w = (size_t)d->w;
     size_t CHW = (size_t)d->C * d->H * d->W;
@@ -277,11 +284,11 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
         seq_layout big = rp->enc.ntok > rp->dec.ntok ? rp->enc : rp->dec;
         if (rp->enc.nlse > big.nlse) big.nlse = rp->enc.nlse;
         if (rp->dec.nlse > big.nlse) big.nlse = rp->dec.nlse;
-        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own, opnd, qkv_bytes, h_bytes);
+        layout_block(b, &scratch, d, rp->B, &big, BLOCK_ALL & ~own, by);
     }
     for (int i = 0; i < d->depth; i++) {
         A->enc[i] = scratch;
-        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own, opnd, qkv_bytes, h_bytes);
+        layout_block(b, &A->enc[i], d, rp->B, &rp->enc, own, by);
     }
     A->enc_xlast = takef(b, ne * w);
     A->enc_out = takef(b, ne * w);
@@ -291,11 +298,11 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     size_t Td = (size_t)d->T_dec;
     for (int i = 0; i < d->dec_depth; i++) {
         A->dec[i] = scratch;
-        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own, opnd, qkv_bytes, h_bytes);
+        layout_block(b, &A->dec[i], d, rp->B, &rp->dec, own, by);
     }
     A->dec_xlast = takef(b, B * Td * w);
     A->fmod = takef(b, B * 2 * w);
-    A->fin = take(b, B * L * w * opnd);
+    A->fin = take(b, B * L * w * by->opnd);
     A->fmean = takef(b, B * L);
     A->frstd = takef(b, B * L);
     A->pred = takef(b, B * L * 2 * P);
@@ -310,7 +317,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     A->denc = takef(b, ne * w);
     A->tA = takef(b, maxtok * w);
     A->tB = takef(b, maxtok * w);
-    A->tH = takef(b, maxtok * d->F);
+    A->tH = rp->mlp_tmp ? takef(b, rp->mlp_tmp) : NULL;
     A->tQ = takef(b, maxtok * 3 * w);
     A->dmod = takef(b, B * 6 * w);
     A->dcond = takef(b, B * w);
@@ -330,9 +337,10 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     m->sqrt_1m_abar = takef(&b, (size_t)m->d.T);
     m->adam_args = take(&b, sizeof(umd_adamw_args));
     m->grad_sumsq = take(&b, sizeof(double));
-    for (int r = 0; r < m->nrep; r++) layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute,
-                                                   m->opnd, typed_bytes(m, m->qkv_type),
-                                                   typed_bytes(m, m->h_type));
+    const block_bytes by = {m->opnd, typed_bytes(m, m->qkv_type), typed_bytes(m, m->h_type),
+                            typed_bytes(m, m->att_type), typed_bytes(m, m->br_type)};
+    for (int r = 0; r < m->nrep; r++)
+        layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute, &by);
     return b.off;
 }
 
@@ -472,6 +480,8 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->opnd = ops->operand_bytes(m->ctx);
     m->qkv_type = ops->attention_operand(m->ctx, m->d.hd) ? UMD_OPND : UMD_F32;
     m->h_type = ops->hidden_operand(m->ctx) ? UMD_OPND : UMD_F32;
+    m->br_type = ops->branch_operand(m->ctx) ? UMD_OPND : UMD_F32;
+    m->att_type = m->br_type == UMD_OPND && m->qkv_type == UMD_OPND ? UMD_OPND : UMD_F32;
 
     /* parameter table and offsets */
     int cap = table_capacity(d);
@@ -523,6 +533,16 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
         if ((long)m->tensors[i].size > lim.max_weight) lim.max_weight = (long)m->tensors[i].size;
     size_t ws = ops->workspace_bytes(m->rep[0].ctx, &lim);
     m->sizes.workspace = ws * (size_t)m->nrep;
+    /* the MLP's scratch, at the token counts of the replica's encoder and decoder */
+    const int mtypes = UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_H : 0) |
+                       (m->br_type == UMD_OPND ? UMD_OPND_Y : 0);
+    for (int r = 0; r < m->nrep; r++) {
+        replica *rp = &m->rep[r];
+        if (r > 0) ops->workspace_bytes(rp->ctx, &lim);
+        size_t te = ops->mlp_scratch(rp->ctx, (int)rp->enc.ntok, d->F, d->w, mtypes);
+        size_t td = ops->mlp_scratch(rp->ctx, (int)rp->dec.ntok, d->F, d->w, mtypes);
+        rp->mlp_tmp = te > td ? te : td;
+    }
 
     size_t nf = m->sizes.nfloats;
     m->ema_on = cfg->ema > 0;
@@ -691,7 +711,7 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
     const double MiB = 1048576.0;
     snprintf(buf, n,
              "arenas: params %.2fM (%.1f MiB), grads %.1f MiB (%d replica%s), optimiser %.1f MiB "
-             "(m, v%s, decay mask), activations %.1f MiB%s%s%s%s%s (batch %d: %d clean rows x %d "
+             "(m, v%s, decay mask), activations %.1f MiB%s%s%s%s%s%s%s (batch %d: %d clean rows x %d "
              "tokens, %d noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
@@ -706,6 +726,8 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
              m->opnd == 2 ? ", bf16 LayerNorm outputs" : "",
              m->opnd == 2 && m->qkv_type == UMD_OPND ? ", bf16 qkv" : "",
              m->opnd == 2 && m->h_type == UMD_OPND ? ", bf16 MLP state" : "",
+             m->opnd == 2 && m->br_type == UMD_OPND ? ", bf16 branch outputs" : "",
+             m->rep[0].mlp_tmp ? "" : ", no MLP scratch",
              d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),
              m->ops->ctx_threads(m->ctx) > 1 ? "s" : "");

@@ -45,14 +45,15 @@ typedef struct {
     void *m1;                  /* (ntok, w) operand tensor: LN1 modulated, the qkv input */
     void *qkv;                 /* (ntok, 3w) operand tensor where umd_model.qkv_type says */
     float *lse;                /* per segment (n, heads, T) attention row log-sum-exps, nlse floats */
-    float *att;                /* (ntok, w) attention output before proj */
-    float *ao;                 /* (ntok, w) proj output */
+    void *att;                 /* (ntok, w) attention output before proj; bf16 where
+                                  umd_model.att_type says */
+    void *ao;                  /* (ntok, w) proj output; bf16 where umd_model.br_type says */
     float *x2;                 /* (ntok, w) after the attention residual */
     float *mean2, *rstd2;      /* (ntok) */
     void *m2;                  /* (ntok, w) operand tensor: LN2 modulated, the MLP input */
     void *h;                   /* (ntok, F) fc1 output, before GELU (the MLP recomputes GELU);
                                   bf16 where umd_model.h_type says */
-    float *mo;                 /* (ntok, w) fc2 output */
+    void *mo;                  /* (ntok, w) fc2 output; bf16 where umd_model.br_type says */
 } block_acts;
 
 /* Where a block's sequences lie in its token buffers. The encoder holds the clean rows' sequences
@@ -114,7 +115,9 @@ typedef struct {
     float *denc_out;                   /* (enc ntok, w) gradient of the encoder's output */
     float *denc;                       /* (enc ntok, w) gradient of the encoder's stream */
     float *tA, *tB;                    /* (maxtok, w) */
-    float *tH;                         /* (maxtok, F); also the MLP forward's scratch */
+    float *tH;                         /* (maxtok, F) the MLP's scratch (mlp_fwd's and mlp_bwd's
+                                          tmp), or NULL where the context's MLP runs without
+                                          (mlp_scratch; replica.mlp_tmp floats) */
     float *tQ;                         /* (maxtok, 3w) */
     float *dmod;                       /* (B, 6w) a block's adaLN gradient */
     float *dcond, *dcsum;              /* (B, w) */
@@ -144,6 +147,7 @@ typedef struct {
     seq_layout enc, dec;    /* its encoder's two segments (clean, noisy rows), its decoder's one */
     acts A;                 /* views into the activation arena */
     void *workspace;        /* its ops workspace, in the activation arena */
+    size_t mlp_tmp;         /* floats of the MLP's scratch tH at its two layouts (mlp_scratch) */
     float *grads;           /* (nfloats) in the gradient arena (replica 0: the model's) */
     model_params G;         /* gradient views into grads (enc / dec arrays owned) */
     double *sums;           /* (3) in its activation arena: the last step's sums of squared
@@ -164,6 +168,10 @@ struct umd_model {
                                else UMD_F32 */
     int h_type;             /* UMD_OPND where the MLP keeps h in bf16 (hidden_operand), else
                                UMD_F32 */
+    int br_type;            /* UMD_OPND where the context keeps the branch tensors ao, mo in the
+                               operand type (branch_operand), else UMD_F32 */
+    int att_type;           /* UMD_OPND where it keeps attention's output so too (branch_operand
+                               and attention_operand), else UMD_F32 */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

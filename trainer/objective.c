@@ -22,7 +22,8 @@
  * attention and projection outputs, the residual in between, fc1's output before GELU, and fc2's
  * output: about 10 w + F floats per token. Only attention's probabilities (from lse) and GELU's
  * output (from fc1's, inside the MLP op) are recomputed; the backward's temporaries are shared by
- * all blocks, and the MLP's (tokens, F) scratch is the backward's tH, free during the forward.
+ * all blocks, and the MLP's (tokens, F) scratch tH serves its forward and backward alike (none
+ * where the context's MLP needs none: mlp_scratch).
  * With train.recompute "full" a block keeps only its input (w floats per token) and its
  * modulation: the rest goes to one scratch set, and the backward runs each block's forward again
  * before its backward (the last decoder block's is still there), for about a third more
@@ -39,7 +40,11 @@
  * is qkv where the context's attention takes it as one (attention_operand: its products round
  * q, k and v likewise), written so by the qkv Linear. Where the context's MLP keeps its hidden
  * state h in bf16 (hidden_operand), fc1 writes it so and GELU reads the rounded values: not the
- * fp32 results then, but those of bf16 autocast.
+ * fp32 results then, but those of bf16 autocast. So it is, where the context keeps the branch
+ * tensors in bf16 (branch_operand), with attention's output (att, the proj product's operand;
+ * attention's backward reads it for its row term) and the outputs of proj and fc2 (ao, mo),
+ * which the gated residuals add to the fp32 residual stream and whose backward sums into the
+ * gates' gradients: 3 w floats a token less, as bf16 autocast keeps them.
  *
  * A gated residual and the LayerNorm that reads it are one op (residual_layernorm_fwd): inside a
  * block (x2, then norm2), and from a block to the next block's norm1 or to the encoder's final
@@ -61,8 +66,21 @@ typedef struct {
                                   NULL: none */
 } norm_after;
 
-/* The MLP's flags: its input m2 an operand tensor, h kept in bf16 where the context does so. */
-static int mlp_types(const umd_model *m) { return UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_H : 0); }
+/* The MLP's flags: its input m2 an operand tensor, h kept in bf16 where the context does so, and
+ * its output mo a branch tensor where the context keeps those in the operand type. */
+static int mlp_types(const umd_model *m) {
+    return UMD_OPND | (m->h_type == UMD_OPND ? UMD_OPND_H : 0) |
+           (m->br_type == UMD_OPND ? UMD_OPND_Y : 0);
+}
+
+/* The gated residuals' flag for their branch input (ao, mo). */
+static int branch_flag(const umd_model *m) { return m->br_type == UMD_OPND ? UMD_OPND_Y : 0; }
+
+/* The attention ops' flags: qkv an operand tensor, and the output a branch tensor, where the
+ * context keeps them so. */
+static int attention_types(const umd_model *m) {
+    return m->qkv_type | (m->att_type == UMD_OPND ? UMD_OPND_O : 0);
+}
 
 /* Each block's modulation (h1, s1, g1, h2, s2, g2) = ada(cond), per batch row, for a stack of
  * blocks, before the first of them runs: a block's last residual and the next block's norm1 then
@@ -98,8 +116,9 @@ static void block_norm2(umd_model *m, replica *rp, const block_params *bp, const
         const float *mod = a->mod + (long)s->row0 * w6;
         m->ops->residual_layernorm_fwd(rp->ctx, a->x2 + s->tok0 * w, opnd_at(m, a->m2, s->tok0 * w),
                                        a->mean2 + s->tok0, a->rstd2 + s->tok0, a->x + s->tok0 * w,
-                                       a->ao + s->tok0 * w, mod + 2 * w, w6, bp->n2_w, bp->n2_b,
-                                       mod + 3 * w, w6, s->n, s->T, w, UMD_OPND);
+                                       typed_at(m, a->ao, m->br_type, s->tok0 * w), mod + 2 * w,
+                                       w6, bp->n2_w, bp->n2_b, mod + 3 * w, w6, s->n, s->T, w,
+                                       UMD_OPND | branch_flag(m));
     }
 }
 
@@ -120,11 +139,12 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
                   UMD_OPND | (m->qkv_type == UMD_OPND ? UMD_OPND_Y : 0));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_fwd(c, a->att + s->tok0 * w, a->lse + s->lse0,
+        o->attention_fwd(c, typed_at(m, a->att, m->att_type, s->tok0 * w), a->lse + s->lse0,
                          typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w), s->n, s->T, d->heads,
-                         d->hd, m->qkv_type);
+                         d->hd, attention_types(m));
     }
-    o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w, UMD_F32);
+    o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w,
+                  m->att_type | (m->br_type == UMD_OPND ? UMD_OPND_Y : 0));
     block_norm2(m, rp, bp, a, sl);
     o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
                d->F, w, mlp_types(m));
@@ -135,12 +155,14 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
             void *nout = typed_at(m, next->out, next->out_type, s->tok0 * w);
             o->residual_layernorm_fwd(c, out + s->tok0 * w, nout, next->mean + s->tok0,
                                       next->rstd + s->tok0, a->x2 + s->tok0 * w,
-                                      a->mo + s->tok0 * w, gate, w6, next->gamma, next->beta,
+                                      typed_at(m, a->mo, m->br_type, s->tok0 * w), gate, w6,
+                                      next->gamma, next->beta,
                                       next->mod ? next->mod + (long)s->row0 * w6 : NULL, w6, s->n,
-                                      s->T, w, next->out_type);
+                                      s->T, w, next->out_type | branch_flag(m));
         } else {
-            o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w, a->mo + s->tok0 * w,
-                                 gate, w6, s->n, s->T, w);
+            o->gate_residual_fwd(c, out + s->tok0 * w, a->x2 + s->tok0 * w,
+                                 typed_at(m, a->mo, m->br_type, s->tok0 * w), gate, w6, s->n,
+                                 s->T, w, branch_flag(m));
         }
     }
 }
@@ -202,7 +224,8 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6;
         o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 5 * w, D + s->tok0 * w,
-                             a->mo + s->tok0 * w, a->mod + r + 5 * w, w6, s->n, s->T, w);
+                             typed_at(m, a->mo, m->br_type, s->tok0 * w), a->mod + r + 5 * w, w6,
+                             s->n, s->T, w, branch_flag(m));
     }
     /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
@@ -216,15 +239,17 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                          s->T, w, seq, seq, 1);
         /* attention branch's gate */
         o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 2 * w, D + s->tok0 * w,
-                             a->ao + s->tok0 * w, a->mod + r + 2 * w, w6, s->n, s->T, w);
+                             typed_at(m, a->ao, m->br_type, s->tok0 * w), a->mod + r + 2 * w, w6,
+                             s->n, s->T, w, branch_flag(m));
     }
     o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0,
-                  UMD_F32);
+                  m->att_type);
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w,
-                         typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w), a->att + s->tok0 * w,
-                         a->lse + s->lse0, s->n, s->T, d->heads, d->hd, m->qkv_type);
+                         typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w),
+                         typed_at(m, a->att, m->att_type, s->tok0 * w), a->lse + s->lse0, s->n,
+                         s->T, d->heads, d->hd, attention_types(m));
     }
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,
                   UMD_OPND);

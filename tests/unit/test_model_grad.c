@@ -265,9 +265,9 @@ static void recompute_same(int threads, uint32_t key) {
 /* A tensor's bytes in the activation arena (model.c: 256-byte steps). */
 static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
 
-/* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context lays them out: each
- * block's m1, m2, qkv and MLP state h and the head's input take half the bytes (the arenas
- * shrink by exactly that),
+/* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context with every bf16 switch lays
+ * them out: each block's m1, m2, qkv, MLP state h and branch tensors (attention's output, proj's
+ * and fc2's) and the head's input take half the bytes (the arenas shrink by exactly that),
  * the loss and every gradient stay within bf16 rounding of the fp32 model's, and train.recompute's
  * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
 static void test_model_grad_bf16_operands(void) {
@@ -284,11 +284,11 @@ static void test_model_grad_bf16_operands(void) {
     const umd_dims *d = umd_model_dims(m32);
     size_t enc = (size_t)d->n_clean * d->T_clean + (size_t)d->n_noisy * d->T_noisy;
     size_t dec = (size_t)d->B * d->T_dec, w = (size_t)d->w;
-    /* per block m1, m2 (w each), qkv (3 w: attention takes it as an operand here) and the MLP's
-     * h (F: kept in bf16 here too) */
-    static const size_t widths[4] = {1, 1, 3, 0}; /* in w; 0: F */
+    /* per block m1, m2 (w each), qkv (3 w: attention takes it as an operand here), the MLP's
+     * h (F: kept in bf16 here too) and att, ao, mo (w each) */
+    static const size_t widths[7] = {1, 1, 3, 0, 1, 1, 1}; /* in w; 0: F */
     size_t saved = 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 7; k++) {
         size_t ew = widths[k] ? widths[k] * w : (size_t)d->F;
         saved += (size_t)d->depth * (round256(enc * ew * 4) - round256(enc * ew * 2));
         saved += (size_t)d->dec_depth * (round256(dec * ew * 4) - round256(dec * ew * 2));
@@ -313,7 +313,7 @@ static void test_model_grad_bf16_operands(void) {
     /* the job log's arenas line says what is kept in bf16 */
     char line[512];
     umd_model_describe(m[1], line, sizeof line);
-    T_CONTAINS(line, ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state (batch");
+    T_CONTAINS(line, ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs (batch");
     umd_model_describe(m[0], line, sizeof line);
     T_CHECK(strstr(line, "bf16") == NULL);
     float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
@@ -478,6 +478,99 @@ static void test_model_grad_recompute_when_memory_is_short(void) {
     T_CONTAINS(err, "even with the blocks recomputed");
 }
 
+/* An MLP that needs no scratch from the model (mlp_scratch 0, as the CUDA one with GELU in
+ * cuBLASLt's epilogues): the CPU ops on scratch of their own, each call; tmp must be NULL. */
+static int noscratch_tmp_given;
+static size_t noscratch_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
+    (void)c, (void)M, (void)F, (void)w, (void)types;
+    return 0;
+}
+static void noscratch_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x,
+                              const float *W1, const float *b1, const float *W2, const float *b2,
+                              int M, int F, int w, int types) {
+    if (tmp) noscratch_tmp_given = 1;
+    float *own = calloc((size_t)M * F, sizeof *own);
+    umd_ops_cpu()->mlp_fwd(c, y, h, own, x, W1, b1, W2, b2, M, F, w, types);
+    free(own);
+}
+static void noscratch_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2,
+                              float *db2, const float *dy, const void *x, const void *h,
+                              const float *W1, const float *W2, float *tmp, int M, int F, int w,
+                              int types) {
+    if (tmp) noscratch_tmp_given = 1;
+    float *own = calloc((size_t)M * F, sizeof *own);
+    umd_ops_cpu()->mlp_bwd(c, dx, dW1, db1, dW2, db2, dy, x, h, W1, W2, own, M, F, w, types);
+    free(own);
+}
+
+/* A context whose MLP runs without the model's scratch (mlp_scratch 0): the model lays out no
+ * (tokens, F) tH, each replica's arena shrinks by exactly its size, the MLP gets tmp NULL, the
+ * arenas' line says so, and the step gives the same bits as with it; 1 and 2 replicas, with and
+ * without train.recompute "partial". */
+static void test_model_grad_mlp_without_scratch(void) {
+    static umd_ops ns;
+    ns = *umd_ops_cpu();
+    ns.mlp_scratch = noscratch_mlp_scratch;
+    ns.mlp_fwd = noscratch_mlp_fwd;
+    ns.mlp_bwd = noscratch_mlp_bwd;
+    for (int threads = 1; threads <= 2; threads++)
+        for (int rc = 0; rc < 2; rc++) {
+            umd_config cfg;
+            deep_config(&cfg, threads);
+            cfg.recompute = rc ? UMD_RECOMPUTE_PARTIAL : UMD_RECOMPUTE_OFF;
+            umd_shape shape = {2, 8, 8, 5, cfg.batch};
+            char err[256] = "";
+            umd_model *m[2] = {NULL, NULL};
+            for (int r = 0; r < 2; r++) {
+                T_REQUIRE(umd_model_new(&m[r], &cfg, &shape, r ? &ns : umd_ops_cpu(), err,
+                                        sizeof err) == 0 ||
+                          (printf("  %s\n", err), 0));
+                umd_model_init(m[r], cfg.seed);
+                fx_randomize(m[r], 9100 + (uint32_t)threads);
+            }
+            /* the largest of the encoder's and the decoder's token counts, per replica */
+            const umd_dims *d = umd_model_dims(m[0]);
+            size_t saved = 0;
+            const int nrep =
+                (int)(umd_model_sizes(m[0])->grads / (umd_model_sizes(m[0])->nfloats * 4));
+            T_EQ_INT(nrep, threads);
+            for (int r = 0; r < nrep; r++) {
+                /* model.c splits the clean and the noisy rows between the replicas so */
+                int nc = d->n_clean * (r + 1) / nrep - d->n_clean * r / nrep;
+                int nn = d->n_noisy * (r + 1) / nrep - d->n_noisy * r / nrep;
+                size_t enc = (size_t)nc * d->T_clean + (size_t)nn * d->T_noisy;
+                size_t dec = (size_t)(nc + nn) * d->T_dec;
+                saved += round256((enc > dec ? enc : dec) * (size_t)d->F * 4);
+            }
+            T_EQ_INT(umd_model_sizes(m[0])->acts - umd_model_sizes(m[1])->acts, saved);
+            char line[512];
+            umd_model_describe(m[1], line, sizeof line);
+            T_CONTAINS(line, ", no MLP scratch");
+            umd_model_describe(m[0], line, sizeof line);
+            T_CHECK(strstr(line, "no MLP scratch") == NULL);
+            float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
+            int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
+            fx_batch(x, y, cfg.batch, 2, 8, 8, 5, 9200);
+            umd_losses l[2];
+            noscratch_tmp_given = 0;
+            for (int r = 0; r < 2; r++) {
+                umd_model_load_batch(m[r], x, y);
+                umd_model_draw(m[r], cfg.seed, 3);
+                umd_model_step(m[r], 1, &l[r]);
+            }
+            T_CHECK_MSG(!noscratch_tmp_given, "the MLP was given a scratch mlp_scratch said it "
+                                              "needs none of");
+            T_CHECK(l[0].loss == l[1].loss);
+            T_CHECK(memcmp(umd_model_grads(m[0]), umd_model_grads(m[1]),
+                           umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0);
+            printf("  %d thread(s), recompute %s: %zu bytes less, loss %.9f both\n", threads,
+                   umd_recompute_name(cfg.recompute), saved, l[0].loss);
+            free(x);
+            free(y);
+            for (int r = 0; r < 2; r++) umd_model_destroy(&m[r]);
+        }
+}
+
 static void test_model_grad_recompute(void) { recompute_same(1, 6000); }
 static void test_model_grad_recompute_two_replicas(void) { recompute_same(2, 7000); }
 
@@ -492,5 +585,6 @@ int main(void) {
     T_RUN(test_model_grad_recompute_two_replicas);
     T_RUN(test_model_grad_recompute_when_memory_is_short);
     T_RUN(test_model_grad_bf16_operands);
+    T_RUN(test_model_grad_mlp_without_scratch);
     return t_done();
 }
