@@ -8,8 +8,8 @@
  * shown apart, since a device's differs), the same with bf16 operand tensors, MLP state and
  * branch tensors (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with
  * UMDQ_CUDA_BF16_OPERANDS=1, UMDQ_CUDA_BF16_MLP=1 and UMDQ_CUDA_BF16_BRANCH=1, at head width 64;
- * its MLP scratch too, which the CUDA one drops with UMDQ_CUDA_GELU_EPILOGUE=1), and, where a
- * CUDA device is
+ * its MLP scratch too), the same without the MLP's (tokens, F) scratch (a CUDA context with
+ * UMDQ_CUDA_GELU_EPILOGUE=1 too asks for none), and, where a CUDA device is
  * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
  *
@@ -38,8 +38,22 @@ static const mem_config CONFIGS[] = {
 
 static const double GiB = 1073741824.0;
 
-/* The arenas of one config; device "cpu" (one thread; "cpu-bf16": bf16 operands) or "cuda"
- * (bf16). */
+/* The cpu-bf16 layout without the MLP's scratch: a CUDA bf16 context whose MLP takes GELU in
+ * cuBLASLt's epilogues (UMDQ_CUDA_GELU_EPILOGUE=1) asks for none (mlp_scratch); only measured. */
+static size_t no_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
+    (void)c, (void)M, (void)F, (void)w, (void)types;
+    return 0;
+}
+
+static const umd_ops *ops_cpu_bf16_no_mlp_scratch(void) {
+    static umd_ops t;
+    t = *umd_ops_cpu_bf16();
+    t.mlp_scratch = no_mlp_scratch;
+    return &t;
+}
+
+/* The arenas of one config; device "cpu" (one thread; "cpu-bf16": bf16 operands, "cpu-bf16-ns":
+ * and no MLP scratch) or "cuda" (bf16). */
 static int measure(const mem_config *mc, int batch, const char *recompute, const char *device,
                    umd_sizes *out) {
     char json[1024], err[512];
@@ -58,7 +72,8 @@ static int measure(const mem_config *mc, int batch, const char *recompute, const
     }
     const umd_ops *ops = strcmp(device, "cuda") == 0       ? umd_ops_cuda(UMD_MATH_BF16)
                          : strcmp(device, "cpu-bf16") == 0 ? umd_ops_cpu_bf16()
-                                                            : umd_ops_cpu();
+                         : strcmp(device, "cpu-bf16-ns") == 0 ? ops_cpu_bf16_no_mlp_scratch()
+                                                               : umd_ops_cpu();
     umd_shape shape = {mc->channels, mc->size, mc->size, 10, batch};
     if (!ops || umd_model_measure(out, &cfg, &shape, ops, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: %s on %s: %s\n", mc->label, device, ops ? err : "no CUDA build");
@@ -93,8 +108,8 @@ int main(int argc, char **argv) {
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
-        for (int dev = 0; dev < 2 + gpu; dev++) {
-            static const char *const devices[3] = {"cpu", "cpu-bf16", "cuda"};
+        for (int dev = 0; dev < 3 + gpu; dev++) {
+            static const char *const devices[4] = {"cpu", "cpu-bf16", "cpu-bf16-ns", "cuda"};
             const char *device = devices[dev];
             static const char *const modes[4] = {"off", "norms", "partial", "full"};
             umd_sizes s[4];
@@ -107,12 +122,13 @@ int main(int argc, char **argv) {
             /* the CPU's workspace is not a device's: left out of the CPU rows */
             double acts[4], tot[4];
             for (int k = 0; k < 4; k++) {
-                double ws = dev < 2 ? (double)s[k].workspace : 0;
+                double ws = dev < 3 ? (double)s[k].workspace : 0;
                 acts[k] = ((double)s[k].acts - ws) / GiB;
                 tot[k] = (total(&s[k]) - ws) / GiB;
             }
             printf("| %s | %s | %.2f | %.2f | %.2f |", CONFIGS[i].label,
-                   dev == 2   ? "cuda bf16 (workspace in)"
+                   dev == 3   ? "cuda bf16 (workspace in)"
+                   : dev == 2 ? "the same without the MLP scratch (GELU epilogues; no workspace)"
                    : dev == 1 ? "layout, bf16 operands, MLP state and branches (no workspace)"
                               : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0]);
