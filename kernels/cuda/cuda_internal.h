@@ -109,6 +109,10 @@ struct umd_ctx {
                                   UMDQ_CUDA_BF16_OPERANDS=1, else fp32 */
     int hidden_bf16;           /* the MLP keeps h in bf16 where asked (UMD_OPND_H): bf16
                                   operands and UMDQ_CUDA_BF16_MLP=1 (hidden_operand), else fp32 */
+    int branch_bf16;           /* the model keeps branch tensors (ops.h: attention's output, proj's
+                                  and fc2's y) in bf16 (branch_operand): bf16 operands and
+                                  UMDQ_CUDA_BF16_BRANCH=1, else fp32. The ops take a bf16 one
+                                  wherever the operands are bf16, as they take UMD_OPND */
     int gelu_epi;              /* the MLP's GELU in cuBLASLt's epilogues where h is bf16:
                                   UMDQ_CUDA_GELU_EPILOGUE=1 (with hidden_bf16; mlp.cu) */
     long gelu_epi_gemms;       /* GEMMs queued with a GELU epilogue, and MLP passes that found no */
@@ -139,6 +143,11 @@ struct umd_ctx {
  * and the MLP's flags are taken apart first: UMD_OPND_Y says it of y, UMD_OPND_H of h). */
 static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
     return type == UMD_OPND && c->opnd_bf16;
+}
+/* The same for the tensor that `flag` (UMD_OPND_Y, UMD_OPND_O, ...) names in an op's types: bf16
+ * where the flag is set and the context's operands are bf16; else fp32, whatever the flag. */
+static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
+    return cuda_opnd_bf16(c, (types & flag) ? UMD_OPND : UMD_F32);
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
@@ -286,13 +295,14 @@ void cuda_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const f
                      int N, int K, int types);
 void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                      const float *W, int M, int N, int K, int dx_accumulate, int x_type);
-void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
+void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                   const float *b1, const float *W2, const float *b2, int M, int F, int w,
                   int types);
 void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
                   const float *dy, const void *x, const void *h, const float *W1, const float *W2,
                   float *tmp, int M, int F, int w, int types);
 int cuda_hidden_operand(const umd_ctx *c);
+size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types);
 void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int out_type);
@@ -300,22 +310,23 @@ void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, floa
                         const float *dout, const float *x, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
-void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
-                            const float *gate, int gate_stride, int n, int T, int w);
+void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
+                            const float *gate, int gate_stride, int n, int T, int w, int y_type);
 void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
-                            const float *y, const float *gate, int gate_stride, int n, int T,
-                            int w);
+                            const void *y, const float *gate, int gate_stride, int n, int T,
+                            int w, int y_type);
 void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
-                                 const float *x, const float *y, const float *gate,
+                                 const float *x, const void *y, const float *gate,
                                  int gate_stride, const float *gamma, const float *beta,
                                  const float *mod, int mod_stride, int n, int T, int w,
-                                 int out_type);
-void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                        int heads, int hd, int qkv_type);
+                                 int types);
+void cuda_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                        int heads, int hd, int types);
 void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                        const float *out, const float *lse, int n, int T, int heads, int hd,
-                        int qkv_type);
+                        const void *out, const float *lse, int n, int T, int heads, int hd,
+                        int types);
 int cuda_attention_operand(const umd_ctx *c, int hd);
+int cuda_branch_operand(const umd_ctx *c);
 void cuda_embed_rows_fwd(umd_ctx *c, float *out, const float *table, const int32_t *idx, int n,
                          int w);
 void cuda_embed_rows_bwd(umd_ctx *c, float *dtable, const float *dout, const int32_t *idx, int n,
