@@ -247,13 +247,15 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
 /* bf16 contexts, head width 64 (mma_attention.cu): the context's choice of them at head width hd
  * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
  * usable for these shapes (that choice, and the shapes within the kernels' grid and the
- * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor. */
+ * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor, out fp32 or (obf)
+ * a bf16 branch tensor. */
 int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
-void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                            int heads, int qbf);
+void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                            int heads, int qbf, int obf);
 void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                            const float *out, const float *lse, int n, int T, int heads, int qbf);
+                            const void *out, const float *lse, int n, int T, int heads, int qbf,
+                            int obf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);
