@@ -39,7 +39,9 @@
  *   bf16      (2 * stage + max_weight) bf16 values (bf16 math only): GEMM operands, a stage
  *             holding the widest activation operand whole, max_rows * max_tokens rows of
  *             max(max_width, max_weight / max_width) (a Linear's other side), and at least
- *             CUDA_BF16_STAGE; at most CUDA_BF16_STAGE_MAX (wider operands go in chunks of rows) */
+ *             CUDA_BF16_STAGE; at most CUDA_BF16_STAGE_MAX (wider operands go in chunks of rows).
+ *             Free between GEMMs, bf_a (and bf_b) also take an fp32 y on its way into a bf16
+ *             one where cuBLASLt writes none (linear.cu; mlp.cu's fc2 where tmp cannot) */
 #define CUDA_COLSUM_CHUNK 256  /* rows per partial of a chunked column sum */
 #define CUDA_SUM_BLOCKS 1024   /* blocks of the sum of squares (a fixed grid: fixed order) */
 #define CUDA_BF16_STAGE (1L << 23) /* bf16 values of each activation operand stage, at least */
