@@ -31,6 +31,11 @@
  *             [--gelu-epilogue]  (also the MLP's GELU in cuBLASLt's epilogues: fc1 writes h and
  *                              gelu(h) in one GEMM, GELU's backward is the epilogue of dy W2, as
  *                              UMDQ_CUDA_GELU_EPILOGUE=1 does for a job; implies --bf16-mlp)
+ *             [--bf16-branch]  (also each block's branch tensors in bf16: attention's output,
+ *                              written rounded by the mma kernels, and proj's and fc2's outputs,
+ *                              written rounded by their GEMMs and read so by the gated residuals,
+ *                              as bf16 autocast keeps them: other results than the default's, as
+ *                              UMDQ_CUDA_BF16_BRANCH=1 does for a job; implies --bf16-operands)
  *             [--attn-kv32] (the mma attention's dK dV kernels step 32 queries at a time, in
  *                              the registers of 3 blocks a multiprocessor: the same bits, as
  *                              UMDQ_CUDA_ATTN_KV32=1 does for a job)
@@ -492,6 +497,12 @@ int main(int argc, char **argv) {
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
+        if (!strcmp(o, "--bf16-branch")) {
+            /* likewise; a context reads it only with bf16 operands */
+            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+            continue;
+        }
         if (!strcmp(o, "--attn-kv32")) {
             setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* likewise (the mma attention's backward) */
             continue;
@@ -540,11 +551,12 @@ int main(int argc, char **argv) {
     const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
     const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
     const char *fa = getenv("UMDQ_CUDA_ATTN_KV32"), *ff = getenv("UMDQ_CUDA_ATTN_FWD32");
-    const char *fe = getenv("UMDQ_CUDA_GELU_EPILOGUE");
+    const char *fe = getenv("UMDQ_CUDA_GELU_EPILOGUE"), *fb = getenv("UMDQ_CUDA_BF16_BRANCH");
     const int opnd = fo && !strcmp(fo, "1"), hbf = opnd && fm && !strcmp(fm, "1");
     printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
            "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
-           "MLP's GELU: %s; mma attention's dK dV step: %s; its resident forward's rows a warp: "
+           "MLP's GELU: %s; branch tensors (attention's output at head width 64, proj's and "
+           "fc2's): %s; mma attention's dK dV step: %s; its resident forward's rows a warp: "
            "%s\n",
            fg && !strcmp(fg, "1") ? "yes" : "no",
            fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
@@ -552,6 +564,7 @@ int main(int argc, char **argv) {
            hbf ? "bf16 (bf16 runs)" : "fp32",
            hbf && fe && !strcmp(fe, "1") ? "cuBLASLt epilogues where it has a plan (bf16 runs)"
                                          : "staging passes",
+           opnd && fb && !strcmp(fb, "1") ? "bf16 (bf16 runs)" : "fp32",
            fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries",
            ff && !strcmp(ff, "1") ? "32 (bf16, heads of 64)" : "16");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
@@ -577,7 +590,8 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
-                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--attn-kv32] [--attn-fwd32] "
+                    "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
+                    "[--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;
 }

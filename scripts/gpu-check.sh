@@ -4,9 +4,10 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
 # CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the 32-query dK dV
-# step of the attention and its 32-row forward, the attention alone in its variants, with those
-# switches together (the MLP's bf16 h and its GELU epilogues among them), the same with
-# train.recompute "norms" and "partial", and with train.recompute alone; and print a short table.
+# step of the attention and its 32-row forward, the attention alone in its variants, with the
+# MLP's bf16 h, its GELU epilogues and the bf16 branch tensors, with all those switches together,
+# the same with train.recompute "norms" and "partial", and with train.recompute alone; and print a
+# short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
@@ -146,22 +147,28 @@ echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: 
 timeout -k 10 120 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
-for sw in --bf16-mlp --gelu-epilogue; do
-  echo "== benchmark: train_gpu --only b64 --precision bf16 $sw --profile (the MLP's h in bf16$([ $sw = --gelu-epilogue ] && echo ", its GELU in cuBLASLt's epilogues"): ms/step and the MLP's device time against the --bf16-operands row)"
+for sw in --bf16-mlp --gelu-epilogue --bf16-branch; do
+  case $sw in
+    --bf16-mlp) what="the MLP's h in bf16: ms/step and the MLP's device time" ;;
+    --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues: ms/step and the MLP's device time" ;;
+    --bf16-branch) what="attention's output and proj's and fc2's in bf16: ms/step, arena and the device time of attention, the MLP and the gated residuals" ;;
+  esac
+  echo "== benchmark: train_gpu --only b64 --precision bf16 $sw --profile ($what against the --bf16-operands row)"
   timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $sw --profile --steps "$sw_steps" \
     --warmup 2 2>&1 | tee "$LOGS/train_gpu${sw//-/_}.log"
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
   echo
 done
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 (the switches together: the fastest step they make)"
+echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 (the switches together: the fastest step they make)"
 timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-  --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_switches_all.log"
+  --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 --steps "$sw_steps" --warmup 2 2>&1 |
+  tee "$LOGS/train_gpu_switches_all.log"
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 echo
 for mode in --recompute-norms --recompute-partial; do
   echo "== benchmark: the same with $mode ($([ $mode = --recompute-norms ] && echo "the LayerNorms and the residual again: memory for two LayerNorm passes" || echo "fc1 again too: the smallest memory at the least arithmetic"))"
   timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-    --gelu-epilogue --fused-norm --attn-kv32 --attn-fwd32 $mode --steps "$sw_steps" --warmup 2 2>&1 |
+    --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 $mode --steps "$sw_steps" --warmup 2 2>&1 |
     tee "$LOGS/train_gpu_switches_all$mode.log"
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
   echo
@@ -200,20 +207,25 @@ sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16
   "$LOGS/train_gpu_bf16_operands.log"
 sw_row "UMDQ_CUDA_BF16_MLP=1" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu__bf16_mlp.log"
 sw_row "UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|gelu_epilogue_.*" "$LOGS/train_gpu__gelu_epilogue.log"
+sw_row "UMDQ_CUDA_BF16_BRANCH=1" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
+  "$LOGS/train_gpu__bf16_branch.log"
 sw_row "UMDQ_CUDA_ATTN_KV32=1 + UMDQ_CUDA_ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attn32.log"
-sw_row "operands + bf16 MLP + GELU epilogue + fused norm + kv32 + fwd32" "bf16_operands.*|bf16_mlp.*|gelu_epilogue_.*|fused_norm.*|attn_kv32_.*|attn_fwd32_.*" \
+sw_row "operands + bf16 MLP + GELU epilogue + bf16 branch + fused norm + kv32 + fwd32" \
+  "bf16_operands.*|bf16_mlp.*|gelu_epilogue_.*|bf16_branch.*|fused_norm.*|attn_kv32_.*|attn_fwd32_.*" \
   "$LOGS/train_gpu_switches_all.log"
-sw_row "the same + recompute norms" "bf16_operands_fused_norm_recompute_norms|gelu_epilogue_recompute_norms" \
+sw_row "the same + recompute norms" \
+  "bf16_operands_fused_norm_recompute_norms|gelu_epilogue_recompute_norms|bf16_branch_every_switch_recompute_norms" \
   "$LOGS/train_gpu_switches_all--recompute-norms.log"
-sw_row "the same + recompute partial" "bf16_operands_fused_norm_recompute_partial|gelu_epilogue_recompute_partial" \
+sw_row "the same + recompute partial" \
+  "bf16_operands_fused_norm_recompute_partial|gelu_epilogue_recompute_partial|bf16_branch_every_switch_recompute_partial" \
   "$LOGS/train_gpu_switches_all--recompute-partial.log"
 sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
 sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "recompute norms" "recompute_norms_bf16" "$LOGS/train_gpu--recompute-norms.log"
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
-grep -ho "linear_fwd has put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
+grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
 grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu__gelu_epilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
 echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"

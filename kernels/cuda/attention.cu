@@ -26,9 +26,15 @@
  * (cuda_mma_attention_mode, the dispatch's own test of the context, and bf16 operands). This
  * path and the fused one read fp32 q, k, v: a bf16 qkv that would reach them (the mode switched
  * after the model was laid out, shapes beyond the mma kernels') fails the context, naming the
- * op, the head width and the mode. */
+ * op, the head width and the mode.
+ * Branch tensors (ops.h): the attention output out is one where the types say UMD_OPND_O in a
+ * context with bf16 operands (the model asks so only where attention_operand and branch_operand
+ * both say 1): the mma kernels write it bf16 in their epilogue and read it so in the backward's
+ * D. This path and the fused one write and read fp32 out only: a bf16 out that would reach them
+ * fails the context likewise, before anything is written. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include "cuda_internal.h"
 
 __device__ static inline float warp_sum(float v) {
@@ -131,33 +137,47 @@ extern "C" int cuda_attention_operand(const umd_ctx *c, int hd) {
     return cuda_mma_attention_mode(c, hd) && cuda_opnd_bf16(c, UMD_OPND);
 }
 
-/* A bf16 qkv (qbf) met the fused or the GEMM path, which read fp32: the context fails rather than
- * read bf16 as fp32. 1 when it did. */
-static int qkv_unreadable(umd_ctx *c, const char *op, int qbf, int n, int T, int heads, int hd) {
-    if (!qbf) return 0;
+extern "C" int cuda_branch_operand(const umd_ctx *c) { return c->branch_bf16; }
+
+/* A bf16 qkv (qbf) or out (obf) met the fused or the GEMM path, which read fp32 qkv and write
+ * and read fp32 out: the context fails rather than take bf16 for fp32. 1 when it did. */
+static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int n, int T, int heads,
+                            int hd) {
+    if (!qbf && !obf) return 0;
     const char *mode = c->attn_mode == UMD_ATTN_MMA     ? "mma"
                        : c->attn_mode == UMD_ATTN_FUSED ? "fused"
                                                         : "gemm";
-    char what[256];
-    snprintf(what, sizeof what,
-             "qkv is a bf16 operand, and attention at head width %d (attention mode %s; n %d, T %d, "
-             "heads %d) runs on the %s path, which reads fp32 qkv (only the mma kernels read bf16)",
-             hd, mode, n, T, heads, cuda_flash_usable(c, n, T, heads, hd) ? "fused" : "GEMM");
+    const char *path = cuda_flash_usable(c, n, T, heads, hd) ? "fused" : "GEMM";
+    char what[320];
+    if (qbf)
+        snprintf(what, sizeof what,
+                 "qkv is a bf16 operand, and attention at head width %d (attention mode %s; n %d, "
+                 "T %d, heads %d) runs on the %s path, which reads fp32 qkv (only the mma kernels "
+                 "read bf16)",
+                 hd, mode, n, T, heads, path);
+    else
+        snprintf(what, sizeof what,
+                 "out is a bf16 branch tensor (UMD_OPND_O), and attention at head width %d "
+                 "(attention mode %s; n %d, T %d, heads %d) runs on the %s path, which %s fp32 out "
+                 "(only the mma kernels take bf16)",
+                 hd, mode, n, T, heads, path,
+                 strcmp(op, "attention_fwd") == 0 ? "writes" : "reads");
     cuda_fail(c, op, what);
     return 1;
 }
 
-extern "C" void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkvv, int n,
-                                   int T, int heads, int hd, int qkv_type) {
+extern "C" void cuda_attention_fwd(umd_ctx *c, void *outv, float *lse, const void *qkvv, int n,
+                                   int T, int heads, int hd, int types) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
-    const int qbf = cuda_opnd_bf16(c, qkv_type);
+    const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        cuda_mma_attention_fwd(c, out, lse, qkvv, n, T, heads, qbf);
+        cuda_mma_attention_fwd(c, outv, lse, qkvv, n, T, heads, qbf, obf);
         return;
     }
-    if (qkv_unreadable(c, "attention_fwd", qbf, n, T, heads, hd)) return;
+    if (bf16_unsupported(c, "attention_fwd", qbf, obf, n, T, heads, hd)) return;
     const float *qkv = (const float *)qkvv;
+    float *out = (float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_fwd(c, out, lse, qkv, n, T, heads, hd);
         return;
@@ -214,17 +234,17 @@ __global__ static void k_softmax_bwd(float *S, float *dS, const float *lse, cons
 }
 
 extern "C" void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
-                                   const float *out, const float *lse, int n, int T, int heads,
-                                   int hd, int qkv_type) {
+                                   const void *outv, const float *lse, int n, int T, int heads,
+                                   int hd, int types) {
     CUDA_OP(c);
     if (n <= 0 || T <= 0) return;
-    const int qbf = cuda_opnd_bf16(c, qkv_type);
+    const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        cuda_mma_attention_bwd(c, dqkv, dout, qkvv, out, lse, n, T, heads, qbf);
+        cuda_mma_attention_bwd(c, dqkv, dout, qkvv, outv, lse, n, T, heads, qbf, obf);
         return;
     }
-    if (qkv_unreadable(c, "attention_bwd", qbf, n, T, heads, hd)) return;
-    const float *qkv = (const float *)qkvv;
+    if (bf16_unsupported(c, "attention_bwd", qbf, obf, n, T, heads, hd)) return;
+    const float *qkv = (const float *)qkvv, *out = (const float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads, hd);
         return;

@@ -39,7 +39,9 @@
  *   bf16      (2 * stage + max_weight) bf16 values (bf16 math only): GEMM operands, a stage
  *             holding the widest activation operand whole, max_rows * max_tokens rows of
  *             max(max_width, max_weight / max_width) (a Linear's other side), and at least
- *             CUDA_BF16_STAGE; at most CUDA_BF16_STAGE_MAX (wider operands go in chunks of rows) */
+ *             CUDA_BF16_STAGE; at most CUDA_BF16_STAGE_MAX (wider operands go in chunks of rows).
+ *             Free between GEMMs, bf_a (and bf_b) also take an fp32 y on its way into a bf16
+ *             one where cuBLASLt writes none (linear.cu; mlp.cu's fc2 where tmp cannot) */
 #define CUDA_COLSUM_CHUNK 256  /* rows per partial of a chunked column sum */
 #define CUDA_SUM_BLOCKS 1024   /* blocks of the sum of squares (a fixed grid: fixed order) */
 #define CUDA_BF16_STAGE (1L << 23) /* bf16 values of each activation operand stage, at least */
@@ -109,6 +111,10 @@ struct umd_ctx {
                                   UMDQ_CUDA_BF16_OPERANDS=1, else fp32 */
     int hidden_bf16;           /* the MLP keeps h in bf16 where asked (UMD_OPND_H): bf16
                                   operands and UMDQ_CUDA_BF16_MLP=1 (hidden_operand), else fp32 */
+    int branch_bf16;           /* the model keeps branch tensors (ops.h: attention's output, proj's
+                                  and fc2's y) in bf16 (branch_operand): bf16 operands and
+                                  UMDQ_CUDA_BF16_BRANCH=1, else fp32. The ops take a bf16 one
+                                  wherever the operands are bf16, as they take UMD_OPND */
     int gelu_epi;              /* the MLP's GELU in cuBLASLt's epilogues where h is bf16:
                                   UMDQ_CUDA_GELU_EPILOGUE=1 (with hidden_bf16; mlp.cu) */
     long gelu_epi_gemms;       /* GEMMs queued with a GELU epilogue, and MLP passes that found no */
@@ -139,6 +145,11 @@ struct umd_ctx {
  * and the MLP's flags are taken apart first: UMD_OPND_Y says it of y, UMD_OPND_H of h). */
 static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
     return type == UMD_OPND && c->opnd_bf16;
+}
+/* The same for the tensor that `flag` (UMD_OPND_Y, UMD_OPND_O, ...) names in an op's types: bf16
+ * where the flag is set and the context's operands are bf16; else fp32, whatever the flag. */
+static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
+    return cuda_opnd_bf16(c, (types & flag) ? UMD_OPND : UMD_F32);
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
@@ -238,13 +249,15 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
 /* bf16 contexts, head width 64 (mma_attention.cu): the context's choice of them at head width hd
  * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
  * usable for these shapes (that choice, and the shapes within the kernels' grid and the
- * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor. */
+ * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor, out fp32 or (obf)
+ * a bf16 branch tensor. */
 int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
-void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                            int heads, int qbf);
+void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                            int heads, int qbf, int obf);
 void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                            const float *out, const float *lse, int n, int T, int heads, int qbf);
+                            const void *out, const float *lse, int n, int T, int heads, int qbf,
+                            int obf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);
@@ -286,13 +299,14 @@ void cuda_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const f
                      int N, int K, int types);
 void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
                      const float *W, int M, int N, int K, int dx_accumulate, int x_type);
-void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x, const float *W1,
+void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                   const float *b1, const float *W2, const float *b2, int M, int F, int w,
                   int types);
 void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
                   const float *dy, const void *x, const void *h, const float *W1, const float *W2,
                   float *tmp, int M, int F, int w, int types);
 int cuda_hidden_operand(const umd_ctx *c);
+size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types);
 void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int out_type);
@@ -300,22 +314,23 @@ void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, floa
                         const float *dout, const float *x, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
-void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
-                            const float *gate, int gate_stride, int n, int T, int w);
+void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
+                            const float *gate, int gate_stride, int n, int T, int w, int y_type);
 void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
-                            const float *y, const float *gate, int gate_stride, int n, int T,
-                            int w);
+                            const void *y, const float *gate, int gate_stride, int n, int T,
+                            int w, int y_type);
 void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, float *rstd,
-                                 const float *x, const float *y, const float *gate,
+                                 const float *x, const void *y, const float *gate,
                                  int gate_stride, const float *gamma, const float *beta,
                                  const float *mod, int mod_stride, int n, int T, int w,
-                                 int out_type);
-void cuda_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                        int heads, int hd, int qkv_type);
+                                 int types);
+void cuda_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                        int heads, int hd, int types);
 void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                        const float *out, const float *lse, int n, int T, int heads, int hd,
-                        int qkv_type);
+                        const void *out, const float *lse, int n, int T, int heads, int hd,
+                        int types);
 int cuda_attention_operand(const umd_ctx *c, int hd);
+int cuda_branch_operand(const umd_ctx *c);
 void cuda_embed_rows_fwd(umd_ctx *c, float *out, const float *table, const int32_t *idx, int n,
                          int w);
 void cuda_embed_rows_bwd(umd_ctx *c, float *dtable, const float *dout, const int32_t *idx, int n,

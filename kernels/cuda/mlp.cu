@@ -68,11 +68,33 @@
  * tolerance of the staging passes' (test_cuda_ops), deterministic for a plan. Where cuBLASLt has
  * no plan (F not a multiple of 8, no b1 in the forward, or none offered) the MLP takes the
  * staging passes above, and counts it (the profile report). train.recompute refills h with
- * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h. */
+ * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h.
+ *
+ * The output y in bf16 (UMD_OPND_Y in a context with bf16 operands: fc2's output is a branch
+ * tensor, kept so where branch_operand says 1, read by gate_residual_fwd and its backward):
+ *   stages whole  fc2 writes y on cuBLASLt as linear_fwd writes a bf16 y: a bf16 D with the fp32
+ *                 bias epilogue, the fp32 sum with b2 rounded once, to nearest even, the fp32
+ *                 plan's algorithm where cuBLASLt takes it for the bf16 output, so y is the fp32
+ *                 y rounded; where cuBLASLt writes no bf16 D with an fp32 bias (or
+ *                 UMDQ_CUDA_LT_BF16_Y=0), the fp32 y as above (fc2_fp32) into tmp (F >= w) or the
+ *                 free bf_a, then rounded into y: the same bits, one pass more (counted with
+ *                 linear_fwd's in the profile report). The context fails, naming the op and the
+ *                 shapes, where neither holds the fp32 rows.
+ *   separate ops  fc2 is linear_fwd with UMD_OPND_Y (which fails the context where it cannot
+ *                 write one).
+ * Without the flag, or in any other context, y is fp32 as above: the same calls as before. */
 #include <stdio.h>
 #include "cuda_internal.h"
 
 extern "C" int cuda_hidden_operand(const umd_ctx *c) { return c->hidden_bf16; }
+
+/* Floats of tmp that mlp_fwd and mlp_bwd need (ops.h's mlp_scratch): M F at every shape and type
+ * for now. The separate ops keep gelu(h) there and the staging passes dy W2; a bf16 y may go
+ * through it in fp32 (fc2_y_bf16). The GELU epilogues need it only for that. */
+extern "C" size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
+    (void)c, (void)w, (void)types;
+    return M > 0 && F > 0 ? (size_t)M * F : 0;
+}
 
 /* 1 when h is bf16 for this call: the context keeps it so and the caller says it is. */
 static int hidden_bf16(const umd_ctx *c, int types) {
@@ -92,7 +114,43 @@ static void hidden_unfit(umd_ctx *c, const char *op, int M, int F, int w) {
     cuda_fail(c, op, what);
 }
 
-extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const void *x,
+/* fc2 from the stages (gelu(h) in bf_b, W2 in bf_w): y (M, w) fp32 = bf_b W2^T + b2 on cuBLASLt
+ * with the bias epilogue; where it has no plan, the bias rows, then the product onto them. */
+static void fc2_fp32(umd_ctx *c, float *y, const float *b2, int M, int F, int w) {
+    if (cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1, 0) == 0) return;
+    if (b2) {
+        cuda_bias_rows(c, "mlp_fwd", y, b2, M, w);
+        if (c->failed) return;
+    }
+    cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_b, F,
+                 c->bf_w, F, b2 ? 1.0f : 0.0f, y, w);
+}
+
+/* fc2 into a bf16 y: cuBLASLt's bf16 D (the fp32 sum rounded once), else fc2_fp32's rows into
+ * fp32 room, tmp where it holds them (F >= w) or bf_a (x was read by fc1's GEMM, queued before),
+ * rounded into y; the context fails where neither holds them. */
+static void fc2_y_bf16(umd_ctx *c, void *y, float *tmp, const float *b2, int M, int F, int w) {
+    if (!c->lt_bf16_y_off && cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1, 1) == 0)
+        return;
+    const size_t n = (size_t)M * w;
+    float *f = tmp && F >= w                                         ? tmp
+               : n * sizeof(float) <= c->bf_stage * sizeof(*c->bf_a) ? (float *)(void *)c->bf_a
+                                                                    : NULL;
+    if (!f) {
+        char what[300];
+        snprintf(what, sizeof what,
+                 "y (%d, %d) is a bf16 branch tensor, cuBLASLt writes no bf16 with an fp32 bias "
+                 "here, and its fp32 rows fit neither tmp (%d, %d) nor the bf16 stage (%zu values)",
+                 M, w, M, F, c->bf_stage);
+        cuda_fail(c, "mlp_fwd", what);
+        return;
+    }
+    fc2_fp32(c, f, b2, M, F, w);
+    cuda_to_bf16(c, "mlp_fwd", (__nv_bfloat16 *)y, f, M, w, w);
+    c->y_via_fp32++;
+}
+
+extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x,
                              const float *W1, const float *b1, const float *W2, const float *b2,
                              int M, int F, int w, int types) {
     CUDA_OP(c);
@@ -105,7 +163,7 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const vo
         }
         cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
         cuda_gelu_fwd(c, tmp, (const float *)h, (size_t)M * F);
-        cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F, UMD_F32);
+        cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F, types & UMD_OPND_Y);
         return;
     }
     /* h = fc1(x) (x in bf_a, or the bf16 operand itself; W1 in bf_w; h written bf16 where it is
@@ -118,14 +176,8 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, float *y, void *h, float *tmp, const vo
     if (c->failed) return;
     /* bf_w: W2 (w, F) (W1 was read by fc1's GEMM) */
     cuda_to_bf16(c, "mlp_fwd", c->bf_w, W2, w, F, F);
-    if (cuda_lt_linear(c, y, c->bf_b, c->bf_w, b2, M, w, F, 1, 0) == 0) return;
-    /* no cuBLASLt plan: bias rows, then the product onto them */
-    if (b2) {
-        cuda_bias_rows(c, "mlp_fwd", y, b2, M, w);
-        if (c->failed) return;
-    }
-    cuda_gemm_ex(c, "mlp_fwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 1, M, w, F, 1.0f, c->bf_b, F,
-                 c->bf_w, F, b2 ? 1.0f : 0.0f, y, w);
+    if (cuda_flag_bf16(c, types, UMD_OPND_Y)) fc2_y_bf16(c, y, tmp, b2, M, F, w);
+    else fc2_fp32(c, (float *)y, b2, M, F, w);
 }
 
 /* The staging passes of the GELU backward (bf16 contexts, operands whole): tmp (M, F) = dy W2 from

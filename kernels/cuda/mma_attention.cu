@@ -24,7 +24,13 @@
  * q, k and v come from qkv either fp32, rounded to bf16 on their way into the fragments and tiles,
  * or as an operand tensor (ops.h; attention_operand) already bf16, read as they are: every kernel
  * is a template on qkv's element type, and the two give the same bits, the bf16 values being
- * those the rounding makes. dO, O, lse and every output stay fp32.
+ * those the rounding makes. dO, lse and dqkv stay fp32. The attention output O is fp32, or a
+ * branch tensor in bf16 (UMD_OPND_O, where branch_operand says so: proj reads it as its bf16
+ * operand x): the forward kernels and the dQ kernels are templates on O's element type too; the
+ * forward's epilogue rounds O / l to nearest even in its store (the fp32 result rounded once,
+ * half the bytes written), and the dQ kernels read the stored bf16 values widened into D =
+ * rowsum(dO O), the same sum in the same order, so their results are those of an fp32 O holding
+ * the rounded values. An fp32 O is the same kernel code as before.
  * Per strip: forward S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
  * O rescaled by 2^(m_old - m_new)), O += P V, and at the end O / l and lse = (m + log2 l) ln 2.
  * Backward, as two kernels so that no float is added atomically (deterministic):
@@ -368,9 +374,19 @@ __device__ static inline void fwd_step_tiles(float o[R][8][4], float ml[R][4], c
     }
 }
 
-/* Forward's end for the warp's rows q .. q + 15 (q + g and q + g + 8 for this lane): O / l and
- * lse = (m + log2 l) ln 2. */
-__device__ static inline void fwd_store(float *out, float *lse, float o[8][4], float ml[4], long W,
+/* Two adjacent values of O at p: fp32 (8 bytes), or a bf16 branch tensor's pair, each rounded to
+ * nearest even (4 bytes). */
+__device__ static inline void store_pair(float *p, float a, float b) {
+    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+__device__ static inline void store_pair(bf16 *p, float a, float b) {
+    *reinterpret_cast<uint32_t *>(p) = pack2(a, b);
+}
+
+/* Forward's end for the warp's rows q .. q + 15 (q + g and q + g + 8 for this lane): O / l (fp32
+ * or rounded to bf16: OT) and lse = (m + log2 l) ln 2. */
+template <class OT>
+__device__ static inline void fwd_store(OT *out, float *lse, float o[8][4], float ml[4], long W,
                                         int q, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     float l0 = ml[2], l1 = ml[3];
@@ -380,12 +396,12 @@ __device__ static inline void fwd_store(float *out, float *lse, float o[8][4], f
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     const int qa0 = q + g, qa1 = qa0 + 8;
     const float i0 = 1.0f / l0, i1 = 1.0f / l1;
-    float *o0 = out + (long)qa0 * W, *o1 = o0 + 8 * W;
+    OT *o0 = out + (long)qa0 * W, *o1 = o0 + 8 * W;
 #pragma unroll
     for (int dn = 0; dn < 8; dn++) {
         int d = dn * 8 + 2 * t;
-        if (qa0 < T) *reinterpret_cast<float2 *>(o0 + d) = make_float2(o[dn][0] * i0, o[dn][1] * i0);
-        if (qa1 < T) *reinterpret_cast<float2 *>(o1 + d) = make_float2(o[dn][2] * i1, o[dn][3] * i1);
+        if (qa0 < T) store_pair(o0 + d, o[dn][0] * i0, o[dn][1] * i0);
+        if (qa1 < T) store_pair(o1 + d, o[dn][2] * i1, o[dn][3] * i1);
     }
     if (t == 0) {
         if (qa0 < T) lse[qa0] = (ml[0] + log2f(l0)) * 0.69314718056f;
@@ -473,9 +489,21 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
     }
 }
 
+/* 4 values of O from p as fp32: 16 bytes, or 8 bytes of a bf16 branch tensor widened (exactly). */
+__device__ static inline float4 o_values4(const float *p) {
+    return *reinterpret_cast<const float4 *>(p);
+}
+__device__ static inline float4 o_values4(const bf16 *p) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
 /* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
- * floats apart) and lse: LD = {L0, L1, D0, D1}; D also written to Dg (n, heads, T) when t == 0. */
-__device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, const float *O,
+ * elements apart; O fp32 or bf16, OT, its values widened) and lse: LD = {L0, L1, D0, D1}; D also
+ * written to Dg (n, heads, T) when t == 0. */
+template <class OT>
+__device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, const OT *O,
                                       const float *lse, long W, int q, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -483,11 +511,12 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, c
         const int r = q + g + 8 * k;
         float acc = 0.0f;
         if (r < T) {
-            const float *a = dO + (long)r * W + 16 * t, *b = O + (long)r * W + 16 * t;
+            const float *a = dO + (long)r * W + 16 * t;
+            const OT *b = O + (long)r * W + 16 * t;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 float4 x = *reinterpret_cast<const float4 *>(a + 4 * i);
-                float4 y = *reinterpret_cast<const float4 *>(b + 4 * i);
+                float4 y = o_values4(b + 4 * i);
                 acc += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
             }
         }
@@ -544,14 +573,15 @@ __device__ static inline void load_resident(bf16 *dst, const bf16 *src, long ld,
 
 /* The resident forward, each warp's strip R tiles of 16 query rows (R 1, or 2 with
  * UMDQ_CUDA_ATTN_FWD32=1: fwd_step_tiles, each K and V fragment read once for both tiles). */
-template <class QT, int R>
+template <class QT, int R, class OT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
+k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
-    float *ob = out + (long)b * T * W + (long)h * MA_HD, *lb = lse + ((long)b * heads + h) * T;
+    OT *ob = out + (long)b * T * W + (long)h * MA_HD;
+    float *lb = lse + ((long)b * heads + h) * T;
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
@@ -585,16 +615,16 @@ k_res_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     }
 }
 
-template <class QT>
+template <class QT, class OT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT *qkv,
+k_res_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
-    const float *obase = out + (long)b * T * W + (long)h * MA_HD;
+    const OT *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const float sl2 = scale * LOG2E;
     load_resident(rA, base + W, row, T, Tr);
@@ -656,9 +686,9 @@ k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
  * A block per 64 rows of one (sequence, head), a warp per 16 of them; the tiles of the other
  * operand travel through the fp32 staging (cp.async, double-buffered against the compute). */
 
-template <class QT>
+template <class QT, class OT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
+k_mma_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
@@ -701,9 +731,9 @@ k_mma_fwd(float *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
 }
 
 /* dQ of 64 queries; first D = rowsum(dO O) of them, written to D for the dK dV kernel. */
-template <class QT>
+template <class QT, class OT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT *qkv,
+k_mma_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
@@ -711,7 +741,7 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const float *out, const QT
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
     const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
-    const float *obase = out + (long)b * T * W + (long)h * MA_HD;
+    const OT *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const int r0 = warp * 16;
     const bool active = q0 + r0 < T;
@@ -823,17 +853,22 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 
 /* The kernels' dynamic shared memory limits, set once per process (one device per process), for
- * both element types of qkv. */
+ * both element types of qkv and (the forward and dQ kernels) of O. */
+template <class QT, class OT> static int mma_setup_out(umd_ctx *c) {
+    const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT, OT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT, OT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2, OT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT>, a, res), "attention");
+}
 template <class QT> static int mma_setup_type(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT>, a, tiled), "attention") ||
+    return mma_setup_out<QT, float>(c) || mma_setup_out<QT, bf16>(c) ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32>, a, res), "attention");
 }
@@ -857,8 +892,8 @@ int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd)
            c->attn_d && (size_t)n * heads * T <= c->attn_d_floats;
 }
 
-template <class QT>
-static void mma_fwd(umd_ctx *c, float *out, float *lse, const QT *qkv, int n, int T, int heads) {
+template <class QT, class OT>
+static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T, int heads) {
     const float sl2 = LOG2E / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
         const dim3 grid((unsigned)heads, (unsigned)n);
@@ -899,8 +934,8 @@ template <class QT> static int res_kv32(umd_ctx *c, int T) {
     return c->kv32_res[slot] > 0;
 }
 
-template <class QT>
-static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const float *out,
+template <class QT, class OT>
+static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
@@ -929,16 +964,31 @@ static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, c
     CUDA_LAUNCHED(c, "attention_bwd");
 }
 
-void cuda_mma_attention_fwd(umd_ctx *c, float *out, float *lse, const void *qkv, int n, int T,
-                            int heads, int qbf) {
+/* mma_fwd, mma_bwd with O fp32 or (obf) bf16. */
+template <class QT>
+static void mma_fwd_o(umd_ctx *c, void *out, int obf, float *lse, const QT *qkv, int n, int T,
+                      int heads) {
+    if (obf) mma_fwd(c, (bf16 *)out, lse, qkv, n, T, heads);
+    else mma_fwd(c, (float *)out, lse, qkv, n, T, heads);
+}
+template <class QT>
+static void mma_bwd_o(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const void *out,
+                      int obf, const float *lse, int n, int T, int heads) {
+    if (obf) mma_bwd(c, dqkv, dout, qkv, (const bf16 *)out, lse, n, T, heads);
+    else mma_bwd(c, dqkv, dout, qkv, (const float *)out, lse, n, T, heads);
+}
+
+void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
+                            int heads, int qbf, int obf) {
     if (mma_setup(c)) return;
-    if (qbf) mma_fwd(c, out, lse, (const bf16 *)qkv, n, T, heads);
-    else mma_fwd(c, out, lse, (const float *)qkv, n, T, heads);
+    if (qbf) mma_fwd_o(c, out, obf, lse, (const bf16 *)qkv, n, T, heads);
+    else mma_fwd_o(c, out, obf, lse, (const float *)qkv, n, T, heads);
 }
 
 void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
-                            const float *out, const float *lse, int n, int T, int heads, int qbf) {
+                            const void *out, const float *lse, int n, int T, int heads, int qbf,
+                            int obf) {
     if (mma_setup(c)) return;
-    if (qbf) mma_bwd(c, dqkv, dout, (const bf16 *)qkv, out, lse, n, T, heads);
-    else mma_bwd(c, dqkv, dout, (const float *)qkv, out, lse, n, T, heads);
+    if (qbf) mma_bwd_o(c, dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
+    else mma_bwd_o(c, dqkv, dout, (const float *)qkv, out, obf, lse, n, T, heads);
 }

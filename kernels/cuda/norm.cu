@@ -50,6 +50,16 @@
  * rounds it to nearest even in the store, the rounding the GEMM's conversion would do, so a
  * product reads the same bits; out's bytes halve (B/4: 101 MB instead of 202 MB a LayerNorm).
  * Mean, rstd and xo stay fp32, and an fp32 out is the same kernel code as before.
+ * Branch inputs: the gated residuals (gate_residual_fwd, gate_residual_bwd, residual_layernorm_fwd
+ * in its one kernel and in its two) read y as bf16 when it is a branch tensor (UMD_OPND_Y) of a
+ * context with bf16 operands (where branch_operand says so, the model keeps proj's and fc2's
+ * outputs so, as bf16 autocast does): each kernel is a template on y's element type, loads 4
+ * bf16 (8 bytes; the vector form wants y 8-byte aligned) where it loaded 4 floats, and widens
+ * them exactly before the fp32 arithmetic, so the results are, bit for bit, those of an fp32 y
+ * holding the rounded values (dgate included: the same sums in the same order). y's bytes
+ * halve: the gated residual's floors, forward and backward, fall from 3 to 2.5 R w 4 bytes, the
+ * fused kernel's from 4 to 3.5.
+ * An fp32 y is the same kernel code as before.
  * Measured (H200, B/4 bf16 step, train_gpu --profile, ms per step against the three-pass kernels
  * in the same run): layernorm_bwd 5.6 vs 17.0, layernorm_fwd 3.3 vs 3.7, gate_residual_bwd 3.5
  * vs 5.0, gate_residual_fwd 3.1 vs 4.8.
@@ -104,6 +114,40 @@ __device__ static inline void load4(float v[4], const float *p, int c, int w) {
     }
 }
 
+/* A value of y, the gated residuals' branch input, as fp32: itself, or a bf16 branch tensor's
+ * value widened (exactly), so the arithmetic after the load is the fp32 one's on the rounded
+ * values. y_values4: four of them from p, one 16-byte load, or 8 bytes of bf16 (p aligned so). */
+__device__ static inline float y_value(float v) { return v; }
+__device__ static inline float y_value(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ static inline float4 y_values4(const float *p) {
+    return *reinterpret_cast<const float4 *>(p);
+}
+__device__ static inline float4 y_values4(const __nv_bfloat16 *p) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
+/* load4 from a bf16 branch tensor, widened. V: one 8-byte load (p + c 8-byte aligned, w % 4 ==
+ * 0). */
+template <bool V>
+__device__ static inline void load4(float v[4], const __nv_bfloat16 *p, int c, int w) {
+    if (V) {
+        if (c < w) {
+            const float4 q = y_values4(p + c);
+            v[0] = q.x;
+            v[1] = q.y;
+            v[2] = q.z;
+            v[3] = q.w;
+        } else {
+            v[0] = v[1] = v[2] = v[3] = 0.0f;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 4; j++) v[j] = c + j < w ? y_value(p[c + j]) : 0.0f;
+    }
+}
+
 /* p[c .. c + 4) = v, nothing past w. */
 template <bool V>
 __device__ static inline void store4(float *p, int c, int w, const float v[4]) {
@@ -141,8 +185,9 @@ template <> __device__ inline __nv_bfloat16 out_value<__nv_bfloat16>(float v) {
     return __float2bfloat16(v);
 }
 
-/* A row of an output type aligned for store4's vector form: 16 bytes for fp32, 8 for bf16. */
-template <class T> __device__ static inline bool aligned_out(const T *p) {
+/* A row of an element type aligned for the vector forms of store4 and load4: 16 bytes for fp32,
+ * 8 for bf16. */
+template <class T> __host__ __device__ static inline bool aligned_out(const T *p) {
     return ((uintptr_t)p & (4 * sizeof(T) - 1)) == 0;
 }
 
@@ -609,9 +654,11 @@ extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *
 
 /* ---- gated residual ------------------------------------------------------------------------- */
 
-/* A warp per token row (grid-stride); vec: float4 groups (w % 4 == 0, every operand aligned). out
- * may alias x: each element is read and written by the same thread. */
-__global__ static void k_gate_fwd(float *out, const float *x, const float *y, const float *gate,
+/* A warp per token row (grid-stride); vec: 4-wide groups (w % 4 == 0, every operand aligned: 16
+ * bytes, 8 for a bf16 y). y fp32 or bf16 (YT), the same fma on its fp32 values. out may alias x:
+ * each element is read and written by the same thread. */
+template <class YT>
+__global__ static void k_gate_fwd(float *out, const float *x, const YT *y, const float *gate,
                                   int gate_stride, int T, int w, long rows, int vec) {
     const int lane = threadIdx.x % 32;
     const long step = (long)gridDim.x * (blockDim.x / 32);
@@ -621,28 +668,38 @@ __global__ static void k_gate_fwd(float *out, const float *x, const float *y, co
         if (vec) {
             for (int i = lane * 4; i < w; i += 128) {
                 const float4 a = *reinterpret_cast<const float4 *>(x + e + i);
-                const float4 v = *reinterpret_cast<const float4 *>(y + e + i);
+                const float4 v = y_values4(y + e + i);
                 const float4 q = *reinterpret_cast<const float4 *>(g + i);
                 *reinterpret_cast<float4 *>(out + e + i) =
                     make_float4(__fmaf_rn(q.x, v.x, a.x), __fmaf_rn(q.y, v.y, a.y),
                                 __fmaf_rn(q.z, v.z, a.z), __fmaf_rn(q.w, v.w, a.w));
             }
         } else {
-            for (int i = lane; i < w; i += 32) out[e + i] = __fmaf_rn(g[i], y[e + i], x[e + i]);
+            for (int i = lane; i < w; i += 32)
+                out[e + i] = __fmaf_rn(g[i], y_value(y[e + i]), x[e + i]);
         }
     }
 }
 
-extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const float *y,
-                                       const float *gate, int gate_stride, int n, int T, int w) {
+template <class YT>
+static void gate_fwd(umd_ctx *c, float *out, const float *x, const YT *y, const float *gate,
+                     int gate_stride, int T, int w, long rows) {
+    const int vec = w % 4 == 0 && gate_stride % 4 == 0 && ((uintptr_t)out & 15) == 0 &&
+                    ((uintptr_t)x & 15) == 0 && aligned_out(y) && ((uintptr_t)gate & 15) == 0;
+    k_gate_fwd<<<cuda_blocks((size_t)rows, THREADS / 32), THREADS, 0, c->stream>>>(
+        out, x, y, gate, gate_stride, T, w, rows, vec);
+}
+
+extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
+                                       const float *gate, int gate_stride, int n, int T, int w,
+                                       int y_type) {
     CUDA_OP(c);
     long rows = (long)n * T;
     if (rows <= 0 || w <= 0) return;
-    const int vec = w % 4 == 0 && gate_stride % 4 == 0 && ((uintptr_t)out & 15) == 0 &&
-                    ((uintptr_t)x & 15) == 0 && ((uintptr_t)y & 15) == 0 &&
-                    ((uintptr_t)gate & 15) == 0;
-    k_gate_fwd<<<cuda_blocks((size_t)rows, THREADS / 32), THREADS, 0, c->stream>>>(
-        out, x, y, gate, gate_stride, T, w, rows, vec);
+    if (cuda_flag_bf16(c, y_type, UMD_OPND_Y))
+        gate_fwd(c, out, x, (const __nv_bfloat16 *)y, gate, gate_stride, T, w, rows);
+    else
+        gate_fwd(c, out, x, (const float *)y, gate, gate_stride, T, w, rows);
     CUDA_LAUNCHED(c, "gate_residual_fwd");
 }
 
@@ -652,9 +709,9 @@ extern "C" void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, c
  * single-rounding fma as k_gate_fwd) written, then the row normalised from the registers as
  * k_ln_fwd_regs does: x and y read once, xo and out written once, 4 R w 4 bytes instead of the
  * two kernels' 5. */
-template <int K, bool V, class OutT>
+template <int K, bool V, class OutT, class YT>
 __device__ static void res_ln_row(float *xo, OutT *out, float *mean_r, float *rstd_r,
-                                  const float *x, const float *y, const float *g,
+                                  const float *x, const YT *y, const float *g,
                                   const float *gamma, const float *beta, const float *shift,
                                   const float *scale, int w, int lane) {
     float xv[K][4];
@@ -672,9 +729,9 @@ __device__ static void res_ln_row(float *xo, OutT *out, float *mean_r, float *rs
     ln_fwd_regs<K, V>(out, mean_r, rstd_r, xv, gamma, beta, shift, scale, w, lane);
 }
 
-template <int K, class OutT>
+template <int K, class OutT, class YT>
 __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
-    k_res_ln_fwd(float *xo, OutT *out, float *mean, float *rstd, const float *x, const float *y,
+    k_res_ln_fwd(float *xo, OutT *out, float *mean, float *rstd, const float *x, const YT *y,
                  const float *gate, int gate_stride, const float *gamma, const float *beta,
                  const float *mod, int mod_stride, int n, int T, int w) {
     const long r = (long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -684,7 +741,7 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
     const float *g = gate + b * gate_stride;
     const float *shift = mod ? mod + b * mod_stride : NULL;
     const float *scale = mod ? shift + w : NULL;
-    if ((w & 3) == 0 && aligned16(x + e) && aligned16(y + e) && aligned16(xo + e) &&
+    if ((w & 3) == 0 && aligned16(x + e) && aligned_out(y + e) && aligned16(xo + e) &&
         aligned_out(out + e) && aligned16(g) && aligned16(gamma) && aligned16(beta) &&
         (!shift || aligned16(shift)))
         res_ln_row<K, true>(xo + e, out + e, mean + r, rstd + r, x + e, y + e, g, gamma, beta,
@@ -700,33 +757,46 @@ __global__ static void __launch_bounds__(THREADS, K <= 6 ? 3 : 2)
                                                        n, T, w)
 
 /* The one kernel for rows of up to LN_REG_WIDTH (1), else nothing (0). */
-template <class OutT>
+template <class OutT, class YT>
 static int res_ln_fwd(umd_ctx *c, float *xo, OutT *out, float *mean, float *rstd, const float *x,
-                      const float *y, const float *gate, int gate_stride, const float *gamma,
+                      const YT *y, const float *gate, int gate_stride, const float *gamma,
                       const float *beta, const float *mod, int mod_stride, int n, int T, int w) {
     const unsigned blocks = cuda_blocks((size_t)n * T, THREADS / 32);
     return LN_BY_GROUPS(w <= LN_REG_WIDTH ? (w + 127) / 128 : 0, RES_LN_FWD);
 }
 
+/* res_ln_fwd with y fp32 or (ybf) a bf16 branch tensor. */
+template <class OutT>
+static int res_ln_fwd_y(umd_ctx *c, int ybf, float *xo, OutT *out, float *mean, float *rstd,
+                        const float *x, const void *y, const float *gate, int gate_stride,
+                        const float *gamma, const float *beta, const float *mod, int mod_stride,
+                        int n, int T, int w) {
+    return ybf ? res_ln_fwd(c, xo, out, mean, rstd, x, (const __nv_bfloat16 *)y, gate,
+                            gate_stride, gamma, beta, mod, mod_stride, n, T, w)
+               : res_ln_fwd(c, xo, out, mean, rstd, x, (const float *)y, gate, gate_stride,
+                            gamma, beta, mod, mod_stride, n, T, w);
+}
+
 extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean,
-                                            float *rstd, const float *x, const float *y,
+                                            float *rstd, const float *x, const void *y,
                                             const float *gate, int gate_stride,
                                             const float *gamma, const float *beta,
                                             const float *mod, int mod_stride, int n, int T,
-                                            int w, int out_type) {
+                                            int w, int types) {
     CUDA_OP(c);
     const long rows = (long)n * T;
     if (rows <= 0 || w <= 0) return;
+    const int out_type = types & UMD_OPND, ybf = cuda_flag_bf16(c, types, UMD_OPND_Y);
     const int fused =
         c->fused_norm &&
         (cuda_opnd_bf16(c, out_type)
-             ? res_ln_fwd(c, xo, (__nv_bfloat16 *)out, mean, rstd, x, y, gate, gate_stride, gamma,
-                          beta, mod, mod_stride, n, T, w)
-             : res_ln_fwd(c, xo, (float *)out, mean, rstd, x, y, gate, gate_stride, gamma, beta,
-                          mod, mod_stride, n, T, w));
+             ? res_ln_fwd_y(c, ybf, xo, (__nv_bfloat16 *)out, mean, rstd, x, y, gate, gate_stride,
+                            gamma, beta, mod, mod_stride, n, T, w)
+             : res_ln_fwd_y(c, ybf, xo, (float *)out, mean, rstd, x, y, gate, gate_stride, gamma,
+                            beta, mod, mod_stride, n, T, w));
     if (!fused) {
         /* the two kernels: rows wider than the registers hold, or the fusion switched off */
-        cuda_gate_residual_fwd(c, xo, x, y, gate, gate_stride, n, T, w);
+        cuda_gate_residual_fwd(c, xo, x, y, gate, gate_stride, n, T, w, types & UMD_OPND_Y);
         cuda_layernorm_fwd(c, out, mean, rstd, xo, gamma, beta, mod, mod_stride, n, T, w,
                            (long)T * w, (long)T * w, out_type);
         return;
@@ -736,8 +806,8 @@ extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, fl
 
 /* The columns c .. c + 3 of one sequence (dy, dout, y at its row 0; g, dg its gate rows) over the
  * tokens ty, ty + GATE_LANES, ...; red (GATE_LANES, 128) adds the token lanes in lane order. */
-template <bool V>
-__device__ static void gate_bwd_cols(float *dy, float *dg, const float *dout, const float *y,
+template <bool V, class YT>
+__device__ static void gate_bwd_cols(float *dy, float *dg, const float *dout, const YT *y,
                                      const float *g, int T, int w, int c, float *red) {
     const int tx = threadIdx.x, ty = threadIdx.y;
     float gv[4], s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -770,8 +840,10 @@ __device__ static void gate_bwd_cols(float *dy, float *dg, const float *dout, co
 }
 
 /* A block (32, GATE_LANES) per (sequence b, 128 columns): blockIdx.x = b * col_blocks + column
- * block. vec: float4 groups (w % 4 == 0, every operand and gate_stride aligned). */
-__global__ static void k_gate_bwd(float *dy, float *dgate, const float *dout, const float *y,
+ * block. vec: 4-wide groups (w % 4 == 0, every operand and gate_stride aligned: 16 bytes, 8 for a
+ * bf16 y). y fp32 or bf16 (YT), read as its fp32 values. */
+template <class YT>
+__global__ static void k_gate_bwd(float *dy, float *dgate, const float *dout, const YT *y,
                                   const float *gate, int gate_stride, int T, int w, int col_blocks,
                                   int vec) {
     __shared__ float red[GATE_LANES * 128];
@@ -786,16 +858,24 @@ __global__ static void k_gate_bwd(float *dy, float *dgate, const float *dout, co
         gate_bwd_cols<false>(dy + r0, dg, dout + r0, y + r0, g, T, w, c, red);
 }
 
-extern "C" void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
-                                       const float *y, const float *gate, int gate_stride, int n,
-                                       int T, int w) {
-    CUDA_OP(c);
-    if ((long)n * w <= 0 || n <= 0 || w <= 0) return;
+template <class YT>
+static void gate_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const YT *y,
+                     const float *gate, int gate_stride, int n, int T, int w) {
     const int col_blocks = (w + 127) / 128;
     const int vec = w % 4 == 0 && gate_stride % 4 == 0 && ((uintptr_t)dy & 15) == 0 &&
-                    ((uintptr_t)dout & 15) == 0 && ((uintptr_t)y & 15) == 0 &&
-                    ((uintptr_t)gate & 15) == 0;
+                    ((uintptr_t)dout & 15) == 0 && aligned_out(y) && ((uintptr_t)gate & 15) == 0;
     k_gate_bwd<<<(unsigned)((long)n * col_blocks), dim3(32, GATE_LANES), 0, c->stream>>>(
         dy, dgate, dout, y, gate, gate_stride, T, w, col_blocks, vec);
+}
+
+extern "C" void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
+                                       const void *y, const float *gate, int gate_stride, int n,
+                                       int T, int w, int y_type) {
+    CUDA_OP(c);
+    if ((long)n * w <= 0 || n <= 0 || w <= 0) return;
+    if (cuda_flag_bf16(c, y_type, UMD_OPND_Y))
+        gate_bwd(c, dy, dgate, dout, (const __nv_bfloat16 *)y, gate, gate_stride, n, T, w);
+    else
+        gate_bwd(c, dy, dgate, dout, (const float *)y, gate, gate_stride, n, T, w);
     CUDA_LAUNCHED(c, "gate_residual_bwd");
 }

@@ -66,6 +66,11 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
          * a switch of its own */
         const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
         c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
+        /* branch tensors in bf16 (branch_operand: attention's output, proj's and fc2's y), also
+         * only on top of the operands and also a switch of its own: the gated residuals and
+         * attention's backward read them rounded, as bf16 autocast keeps them */
+        const char *br = getenv("UMDQ_CUDA_BF16_BRANCH");
+        c->branch_bf16 = c->opnd_bf16 && br && strcmp(br, "1") == 0;
         /* the MLP's GELU in cuBLASLt's epilogues, on top of h in bf16 (mlp.cu): fc1 writes h and
          * the fc2 operand gelu(h) in one GEMM, and the GELU backward is the epilogue of dy W2 */
         const char *ge = getenv("UMDQ_CUDA_GELU_EPILOGUE");
@@ -384,8 +389,9 @@ static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
  * With profiling on (umd_cuda_profile), every op call is bracketed by two CUDA events on the
  * stream (no synchronisation in the op); the pairs are resolved into per-op totals when the ring
  * fills and when the report is asked for. Off, an op costs one branch more. The ops that enqueue
- * work, in ops.h's order, in three runs around hidden_operand and attention_operand (questions
- * about the context, answered on the host: not timed). */
+ * work, in ops.h's order, in three runs around hidden_operand and mlp_scratch, and
+ * attention_operand and branch_operand (questions about the context, answered on the host: not
+ * timed). */
 #define CUDA_OPS_A(X)                                                                              \
     X(fill) X(copy) X(add) X(gelu_fwd) X(gelu_bwd) X(silu_fwd) X(silu_bwd) X(rand_uniform)         \
     X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
@@ -443,8 +449,9 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
     static const umd_ops var = {"cuda", ctxnew, ctx_destroy, ctx_threads, workspace_bytes,         \
                                 set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
                                 operand_bytes, CUDA_OPS_A(OP_TIMED) cuda_hidden_operand,           \
-                                CUDA_OPS_N(OP_TIMED) cuda_attention_operand,                       \
-                                CUDA_OPS_B(OP_TIMED) ctx_status, rec_begin, rec_end, rec_replay}
+                                cuda_mlp_scratch, CUDA_OPS_N(OP_TIMED) cuda_attention_operand,     \
+                                cuda_branch_operand, CUDA_OPS_B(OP_TIMED) ctx_status, rec_begin,   \
+                                rec_end, rec_replay}
 
 CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);
 CUDA_TABLE(cuda_tf32_ops, ctx_new_tf32);
@@ -501,8 +508,9 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
                                c->gelu_epi_gemms, c->gelu_epi_refused);
     if (c->y_via_fp32 > 0 && at < n)
         snprintf(buf + at, n - at,
-                 " linear_fwd has put a bf16 y through the fp32 scratch (cuBLASLt: no bf16 D with "
-                 "an fp32 bias) %ld times since the context began (a recorded step counts once);",
+                 " linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch (cuBLASLt: no "
+                 "bf16 D with an fp32 bias) %ld times since the context began (a recorded step "
+                 "counts once);",
                  c->y_via_fp32);
 }
 

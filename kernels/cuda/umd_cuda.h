@@ -37,6 +37,15 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * by default until it has run on a device (test_cuda_ops against the default context's ops on
  * the rounded h, bit for bit; test_cuda_model against the default model within bf16 tolerance;
  * bench/train_gpu --bf16-mlp).
+ * Likewise UMDQ_CUDA_BF16_BRANCH=1 (read with UMDQ_CUDA_BF16_OPERANDS=1, in bf16 contexts only)
+ * keeps each block's branch tensors in bf16 (branch_operand 1, UMD_OPND_Y of proj, fc2 and the
+ * gated residuals, UMD_OPND_O of attention): proj's and fc2's outputs, written rounded by their
+ * GEMMs, and attention's output where attention_operand says 1, written rounded by the mma
+ * kernels' epilogue; the gated residuals and attention's backward read the rounded values, as
+ * PyTorch's bf16 autocast keeps them. Results are those of the rounded tensors, so it is a switch
+ * of its own, off by default until it has run on a device (test_cuda_ops against the ops on fp32
+ * tensors holding the rounded values, bit for bit; test_cuda_model against the default model
+ * within bf16 tolerance; bench/train_gpu --bf16-branch).
  * UMDQ_CUDA_ATTN_KV32=1 makes the mma attention's dK dV kernels step 32 queries at a time in
  * place of 64: the register budget of 3 blocks a multiprocessor in place of 2, the same bits
  * (test_cuda_ops); off by default until it has run on a device (bench/train_gpu --attn-kv32).

@@ -5,8 +5,9 @@
  * 200-step curve CPU fp32 against GPU bf16 (window means within 2%); steps replayed from a CUDA
  * graph against the same steps op by op (bit for bit); train.recompute, the fused norm and bf16
  * operand tensors (the LayerNorm outputs into products, and qkv where attention takes it)
- * against the default model (bit for bit); the MLP's hidden state in bf16 against the default
- * model (within bf16 tolerance) and with train.recompute against without (bit for bit); and
+ * against the default model (bit for bit); the MLP's hidden state in bf16 and the branch
+ * tensors in bf16 (alone and with every switch) against the default model (within bf16
+ * tolerance) and with train.recompute against without (bit for bit); and
  * umd_run end to end with train.device "cuda", op by op and recorded. Without a visible CUDA
  * device every test reports SKIP.
  * umdq-uses: umd common */
@@ -464,18 +465,45 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
     return worst;
 }
 
-/* The MLP's hidden state in bf16 (a context made with UMDQ_CUDA_BF16_OPERANDS=1 and
- * UMDQ_CUDA_BF16_MLP=1: hidden_operand 1, so the model stores h in bf16 and passes UMD_OPND_H)
- * against the default bf16 model, from the same random parameters (fx_randomize: every path
- * carries gradient from the first step) and batches, over 3 steps with AdamW: the losses within
- * 1e-2 relative and every gradient tensor within 2e-2 relative L2 of the default's at each step
- * (GELU and its backward read h rounded, as bf16 autocast has it: close, not the same bits);
- * the device arenas smaller than those of the model with bf16 operands alone (h at half its
- * bytes), train.recompute the same in both. With train.recompute (partial: fc1 runs again in
- * the backward and writes h bf16 as the forward did) the model with both switches is also, bit
- * for bit, that model without recompute: losses and gradients at every step, parameters after
- * the 3 updates. Width 128 in 2 heads of 64, as the operand tests (qkv a bf16 operand too). */
-static void bf16_mlp(int recompute, int gelu_epilogue) {
+/* The switches of bf16_rounded's model beyond UMDQ_CUDA_BF16_OPERANDS=1, as their variables:
+ * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16, and the
+ * switches that keep the bits (the fused norm, the mma attention's 32-query dK dV step and
+ * 32-row forward). */
+enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8 };
+static const struct {
+    int flag;
+    const char *var;
+} RD_VARS[] = {{RD_MLP, "UMDQ_CUDA_BF16_MLP"},         {RD_GELU, "UMDQ_CUDA_GELU_EPILOGUE"},
+               {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
+               {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"}};
+#define RD_NVARS (int)(sizeof RD_VARS / sizeof *RD_VARS)
+
+/* The variables of the switches sw set (set 1) or cleared (set 0), with the operands'. */
+static void rd_env(int sw, int set) {
+    if (set) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+    else unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    for (int i = 0; i < RD_NVARS; i++) {
+        if (set && (sw & RD_VARS[i].flag)) setenv(RD_VARS[i].var, "1", 1);
+        else unsetenv(RD_VARS[i].var);
+    }
+}
+
+/* A model made with bf16 operands and the switches sw (RD_*), which round more than the operands
+ * (the MLP's h with RD_MLP, the branch tensors with RD_BRANCH: GELU and its backward, the gated
+ * residuals and attention's backward read the rounded values, as bf16 autocast has them), against
+ * the default bf16 model, from the same random parameters (fx_randomize: every path carries
+ * gradient from the first step) and batches, over 3 steps with AdamW: the losses within 1e-2
+ * relative and every gradient tensor within 2e-2 relative L2 of the default's at each step
+ * (close, not the same bits); the device arenas smaller than those of the model with bf16
+ * operands alone, train.recompute the same in both; hidden_operand and branch_operand 1 exactly
+ * where their switch is on, and with RD_BRANCH an activation arena smaller than the same model's
+ * measured without that switch (umd_model_measure: the model keeps the branch tensors in bf16).
+ * With train.recompute (partial: fc1 runs again in the backward and writes h bf16 as the forward
+ * did; norms: the LayerNorms and the gated residual before them, reading the bf16 branch
+ * tensors) the model is also, bit for bit, the same model without recompute: losses and
+ * gradients at every step, parameters after the 3 updates. Width 128 in 2 heads of 64, as the
+ * operand tests (qkv a bf16 operand too, and with RD_BRANCH attention's output). */
+static void bf16_rounded(int recompute, int sw) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
@@ -486,29 +514,46 @@ static void bf16_mlp(int recompute, int gelu_epilogue) {
     umd_model *c = new_model(&cfg, umd_ops_cpu()); /* the parameters' source */
     umd_model *a = new_model(&cfg, ops);           /* the default bf16 model */
     cfg.recompute = recompute;
-    setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+    rd_env(0, 1);
     umd_model *o = new_model(&cfg, ops); /* bf16 operands alone: the arena to undercut */
-    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-    if (gelu_epilogue) setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
-    umd_model *b = new_model(&cfg, ops); /* both switches, train.recompute as asked */
+    rd_env(sw, 1);
+    umd_model *b = new_model(&cfg, ops); /* the switches, train.recompute as asked */
     cfg.recompute = UMD_RECOMPUTE_OFF;
     umd_model *r = recompute != UMD_RECOMPUTE_OFF ? new_model(&cfg, ops) : NULL; /* without */
     cfg.recompute = recompute;
-    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    unsetenv("UMDQ_CUDA_BF16_MLP");
-    unsetenv("UMDQ_CUDA_GELU_EPILOGUE");
-    T_REQUIRE(c && a && o && b && (r || recompute == UMD_RECOMPUTE_OFF));
-    T_EQ_INT(ops->hidden_operand(umd_model_ctx(a)), 0);
-    T_EQ_INT(ops->hidden_operand(umd_model_ctx(o)), 0);
-    T_EQ_INT(ops->hidden_operand(umd_model_ctx(b)), 1);
-    if (r) T_EQ_INT(ops->hidden_operand(umd_model_ctx(r)), 1);
+    umd_sizes nobranch = {0};
+    int measured = 1;
+    if (sw & RD_BRANCH) {
+        /* the same model (train.recompute included) measured without the branch switch */
+        umd_shape shape = {2, 8, 8, 5, cfg.batch};
+        char err[256];
+        rd_env(sw & ~RD_BRANCH, 1);
+        measured = umd_model_measure(&nobranch, &cfg, &shape, ops, err, sizeof err) == 0;
+        if (!measured) printf("  umd_model_measure: %s\n", err);
+    }
+    rd_env(0, 0);
+    T_REQUIRE(c && a && o && b && (r || recompute == UMD_RECOMPUTE_OFF) && measured);
+    const int hidden = (sw & RD_MLP) != 0, branch = (sw & RD_BRANCH) != 0;
+    umd_model *const made[] = {a, o, b, r};
+    for (int i = 0; i < 4; i++) {
+        if (!made[i]) continue;
+        T_EQ_INT(ops->hidden_operand(umd_model_ctx(made[i])), i >= 2 && hidden);
+        T_EQ_INT(ops->branch_operand(umd_model_ctx(made[i])), i >= 2 && branch);
+    }
     size_t peak_o = 0, peak_b = 0, used, total;
     umd_cuda_memory(umd_model_ctx(o), &peak_o, &used, &total);
     umd_cuda_memory(umd_model_ctx(b), &peak_b, &used, &total);
-    printf("  recompute %s: device arenas %zu bytes with h bf16, %zu with the operands alone; "
-           "activation arenas %zu and %zu bytes\n", umd_recompute_name(recompute), peak_b, peak_o,
-           umd_model_sizes(b)->acts, umd_model_sizes(o)->acts);
+    printf("  recompute %s: device arenas %zu bytes with the switches, %zu with the operands "
+           "alone; activation arenas %zu and %zu bytes\n", umd_recompute_name(recompute), peak_b,
+           peak_o, umd_model_sizes(b)->acts, umd_model_sizes(o)->acts);
     T_CHECK(peak_b < peak_o);
+    if (branch) {
+        printf("  activation arena %zu bytes with the branch tensors in bf16, %zu without\n",
+               umd_model_sizes(b)->acts, nobranch.acts);
+        T_CHECK_MSG(umd_model_sizes(b)->acts < nobranch.acts,
+                    "branch_operand says 1, and the activation arena is no smaller (%zu bytes, "
+                    "%zu without the switch)", umd_model_sizes(b)->acts, nobranch.acts);
+    }
     umd_model_destroy(&o);
     fx_randomize(c, 100);
     copy_params(a, c);
@@ -529,9 +574,9 @@ static void bf16_mlp(int recompute, int gelu_epilogue) {
         umd_model_ops(a)->download(umd_model_ctx(a), ga, umd_model_grads(a), nf * sizeof(float));
         umd_model_ops(b)->download(umd_model_ctx(b), gb, umd_model_grads(b), nf * sizeof(float));
         const double worst = worst_grad_l2(a, gb, ga, where, sizeof where);
-        printf("  step %d: loss %.9f with h bf16, %.9f default (rel %.2e); worst gradient relative "
-               "L2 %.2e at %s\n", k, l[1].loss, l[0].loss, fabs(l[1].loss - l[0].loss) / l[0].loss,
-               worst, where);
+        printf("  step %d: loss %.9f with the switches, %.9f default (rel %.2e); worst gradient "
+               "relative L2 %.2e at %s\n", k, l[1].loss, l[0].loss,
+               fabs(l[1].loss - l[0].loss) / l[0].loss, worst, where);
         T_NEAR(l[1].loss, l[0].loss, 0, 1e-2);
         T_NEAR(l[1].loss_eps, l[0].loss_eps, 0, 1e-2);
         T_NEAR(l[1].loss_x0, l[0].loss_x0, 0, 1e-2);
@@ -549,7 +594,7 @@ static void bf16_mlp(int recompute, int gelu_epilogue) {
         }
         for (int i = 0; i < nm; i++) umd_optim_step(models[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
-    if (gelu_epilogue) {
+    if (sw & RD_GELU) {
         char rep[4096];
         umd_cuda_profile_report(umd_model_ctx(b), 1, rep, sizeof rep);
         const char *at = strstr(rep, "the MLP's GELU");
@@ -573,15 +618,40 @@ static void bf16_mlp(int recompute, int gelu_epilogue) {
     if (r) umd_model_destroy(&r);
 }
 
-static void test_cuda_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF, 0); }
-static void test_cuda_bf16_mlp_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL, 0); }
+/* The MLP's hidden state in bf16 (UMDQ_CUDA_BF16_MLP=1: hidden_operand 1, so the model stores h
+ * in bf16 and passes UMD_OPND_H). */
+static void test_cuda_bf16_mlp(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP); }
+static void test_cuda_bf16_mlp_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP);
+}
 /* The same with the MLP's GELU in cuBLASLt's epilogues too (UMDQ_CUDA_GELU_EPILOGUE=1): against
  * the default model within the same tolerances, and with train.recompute "partial" (fc1 refills
  * h through the same epilogue plan) the same bits as without; the profile report's line says
  * how many GEMMs took an epilogue. */
-static void test_cuda_gelu_epilogue_bf16_mlp(void) { bf16_mlp(UMD_RECOMPUTE_OFF, 1); }
-static void test_cuda_gelu_epilogue_recompute_partial(void) { bf16_mlp(UMD_RECOMPUTE_PARTIAL, 1); }
-static void test_cuda_gelu_epilogue_recompute_norms(void) { bf16_mlp(UMD_RECOMPUTE_NORMS, 1); }
+static void test_cuda_gelu_epilogue_bf16_mlp(void) {
+    bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_GELU);
+}
+static void test_cuda_gelu_epilogue_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_GELU);
+}
+static void test_cuda_gelu_epilogue_recompute_norms(void) {
+    bf16_rounded(UMD_RECOMPUTE_NORMS, RD_MLP | RD_GELU);
+}
+/* The branch tensors in bf16 (UMDQ_CUDA_BF16_BRANCH=1: branch_operand 1, so the model keeps
+ * attention's output and proj's and fc2's outputs in bf16 and passes UMD_OPND_O and UMD_OPND_Y),
+ * alone, with train.recompute "full", and with every other switch (the MLP's h in bf16, its GELU
+ * epilogues, the fused norm, the attention's 32-query and 32-row kernels) without recompute,
+ * with "partial" and with "norms". */
+static void test_cuda_bf16_branch(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_BRANCH); }
+static void test_cuda_bf16_branch_recompute(void) { bf16_rounded(UMD_RECOMPUTE_FULL, RD_BRANCH); }
+#define RD_EVERY (RD_MLP | RD_GELU | RD_BRANCH | RD_SAME_BITS)
+static void test_cuda_bf16_branch_every_switch(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_EVERY); }
+static void test_cuda_bf16_branch_every_switch_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_EVERY);
+}
+static void test_cuda_bf16_branch_every_switch_recompute_norms(void) {
+    bf16_rounded(UMD_RECOMPUTE_NORMS, RD_EVERY);
+}
 
 static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
 static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
@@ -730,6 +800,11 @@ int main(void) {
     T_RUN(test_cuda_gelu_epilogue_bf16_mlp);
     T_RUN(test_cuda_gelu_epilogue_recompute_partial);
     T_RUN(test_cuda_gelu_epilogue_recompute_norms);
+    T_RUN(test_cuda_bf16_branch);
+    T_RUN(test_cuda_bf16_branch_recompute);
+    T_RUN(test_cuda_bf16_branch_every_switch);
+    T_RUN(test_cuda_bf16_branch_every_switch_recompute_partial);
+    T_RUN(test_cuda_bf16_branch_every_switch_recompute_norms);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -190,6 +190,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     unsetenv("UMDQ_CUDA_ATTN_FWD32");
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     unsetenv("UMDQ_CUDA_GELU_EPILOGUE");
+    unsetenv("UMDQ_CUDA_BF16_BRANCH");
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -329,6 +330,25 @@ static void same_rounded(const char *what, const void *d, const float *ref, size
                 nonfinite);
     T_CHECK_MSG(bad == 0, "%s: %zu of %zu bf16 values differ from the default context's fp32 "
                 "values rounded", what, bad, n);
+}
+
+/* The n bf16 values at d (device) against those at ref (device) bit for bit, every one of ref
+ * finite (the outputs start as 0xffff: an op that wrote nothing matches nothing). */
+static void same_bf16_dev(const char *what, const void *d, const void *ref, size_t n) {
+    gpu_ok();
+    uint16_t *e = h_down(ref, n * sizeof *e);
+    size_t nan = 0;
+    for (size_t i = 0; i < n; i++) nan += (e[i] & 0x7f80u) == 0x7f80u; /* NaN or infinite */
+    T_CHECK_MSG(nan == 0, "%s: %zu reference values not written or not finite", what, nan);
+    same_bf16(what, d, e, n);
+}
+
+/* n bytes of 0xff: NaN as fp32 (0xffffffff) and as bf16 (0xffff), the poison of an output of
+ * either type. */
+static const void *h_poison(size_t bytes) {
+    void *p = hkeep(malloc(bytes ? bytes : 1));
+    memset(p, 0xff, bytes);
+    return p;
 }
 
 /* The n fp32 values at d (device) against those at ref (device) in relative L2, every one of
@@ -1295,6 +1315,131 @@ static void test_cuda_mlp_gelu_epilogue(void) {
     ctx_free(&ec, ews);
 }
 
+/* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
+
+/* mlp_fwd of one (M, F, w) into a bf16 y (UMD_OPND_Y) against the same context's mlp_fwd into an
+ * fp32 y, rounded on the host, bit for bit (same_rounded), h the same bits in both (bf16 where
+ * hb), x fp32 and a bf16 operand, with and without biases. Outputs start as 0xff bytes. */
+static void mlp_bf16_y_shape(umd_ctx *c, int hb, const char *how, int M, int F, int w,
+                             uint32_t key) {
+    const size_t MF = (size_t)M * F, Mw = (size_t)M * w;
+    float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+    const void *d_xh;
+    mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+    const void *poison = h_poison((MF > Mw ? MF : Mw) * sizeof(float));
+    float *y32 = d_up(poison, Mw * sizeof(float)), *tmp = d_up(poison, MF * sizeof(float));
+    void *y16 = d_up(poison, Mw * sizeof(uint16_t)), *h[2];
+    for (int k = 0; k < 2; k++) h[k] = d_up(poison, MF * sizeof(float));
+    for (int v = 0; v < 4; v++) {
+        const int bias = v & 1, xbf = v >> 1;
+        const int types = (xbf ? UMD_OPND : UMD_F32) | (hb ? UMD_OPND_H : 0);
+        const void *x = xbf ? d_xh : (const void *)d_x;
+        for (int k = 0; k < 2; k++) {
+            GPU->upload(gc, h[k], poison, MF * sizeof(float));
+            GPU->upload(gc, tmp, poison, MF * sizeof(float));
+            GPU->upload(gc, k ? y16 : (void *)y32, poison,
+                        Mw * (k ? sizeof(uint16_t) : sizeof(float)));
+            GPU->mlp_fwd(c, k ? y16 : (void *)y32, h[k], tmp, x, d_W1, bias ? d_b1 : NULL, d_W2,
+                         bias ? d_b2 : NULL, M, F, w, types | (k ? UMD_OPND_Y : 0));
+            ctx_ok(c);
+        }
+        char what[192];
+        snprintf(what, sizeof what, "mlp_fwd bf16 y%s (%d x %d x %d, x %s, bias %d)", how, M, F, w,
+                 xbf ? "bf16" : "fp32", bias);
+        same_rounded(what, y16, y32, Mw);
+        snprintf(what, sizeof what, "mlp_fwd h with a bf16 y%s (%d x %d x %d, x %s, bias %d)", how,
+                 M, F, w, xbf ? "bf16" : "fp32", bias);
+        if (hb) same_bf16_dev(what, h[1], h[0], MF);
+        else same_bits(what, h[1], h[0], MF);
+    }
+}
+
+/* mlp_fwd writing y as a bf16 branch tensor (UMD_OPND_Y: fc2's output where branch_operand says
+ * so) against the same context's mlp_fwd into an fp32 y, rounded to nearest even on the host,
+ * bit for bit, h the same (mlp_bf16_y_shape), in bf16 contexts with bf16 operands:
+ *   the operands alone: fc2 writes the bf16 D on cuBLASLt; where the stages do not hold the
+ *     operands whole (33000 rows), the separate ops, linear_fwd with UMD_OPND_Y in chunks;
+ *   made with UMDQ_CUDA_LT_BF16_Y=0: fc2's fp32 y into tmp (F >= w) or bf_a (F < w: 20 x 9 x
+ *     33), then rounded into y;
+ *   made with UMDQ_CUDA_BF16_MLP=1 (h bf16) and with UMDQ_CUDA_GELU_EPILOGUE=1 too (fc1 and GELU
+ *     in one GEMM where cuBLASLt has the plan): the shapes the stages hold whole.
+ * Shapes that are not multiples of the GEMM tiles, F below and above w, one row. In a default
+ * bf16 context and a TF32 one made with the operands switch, UMD_OPND_Y means nothing (y fp32,
+ * the UMD_F32 bits). Where fc2's fp32 rows fit neither tmp nor the bf16 stage (F < w, cuBLASLt
+ * writing no bf16 y: UMDQ_CUDA_LT_BF16_Y=0 and the smallest stage) the context fails, naming
+ * mlp_fwd, and y stays as it was. */
+static void test_cuda_mlp_bf16_y(void) {
+    need_gpu(UMD_MATH_BF16);
+    const int shapes[][3] = {{37, 61, 24}, {300, 256, 64}, {1025, 200, 160},
+                             {1, 7, 5},    {20, 9, 33},    {33000, 512, 128}}; /* M F w */
+    void *ws[4];
+    umd_ctx *cs[4];
+    cs[0] = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ws[0]);
+    setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+    cs[1] = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ws[1]);
+    cs[2] = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &ws[2]);
+    setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
+    cs[3] = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &ws[3]);
+    const char *hows[] = {"", " via fp32", ", bf16 h", ", bf16 h, GELU epilogue"};
+    for (int i = 0; i < 4; i++)
+        for (int s = 0; s < 6; s++) {
+            if (i >= 2 && s == 5) continue; /* a bf16 h needs the stages whole */
+            mlp_bf16_y_shape(cs[i], i >= 2, hows[i], shapes[s][0], shapes[s][1], shapes[s][2],
+                             1700 + 20 * (uint32_t)s);
+            cleanup();
+        }
+    for (int i = 0; i < 4; i++) ctx_free(&cs[i], ws[i]);
+    /* where UMD_OPND_Y means nothing: y fp32, the UMD_F32 bits */
+    for (int i = 0; i < 2; i++) {
+        void *cw;
+        umd_ctx *c = i ? ctx_with(UMD_MATH_TF32, 1, 0, &OPND_LIM, &cw)
+                       : ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &cw);
+        const int M = 300, F = 256, w = 64;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, 1790, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        float *y[2], *h[2];
+        for (int k = 0; k < 2; k++) {
+            y[k] = d_f(h_nan((size_t)M * w), (size_t)M * w);
+            h[k] = d_f(h_nan((size_t)M * F), (size_t)M * F);
+            float *tmp = d_f(h_nan((size_t)M * F), (size_t)M * F);
+            GPU->mlp_fwd(c, y[k], h[k], tmp, d_x, d_W1, d_b1, d_W2, d_b2, M, F, w,
+                         k ? UMD_OPND_Y : UMD_F32);
+        }
+        ctx_ok(c);
+        const char *name =
+            i ? "a TF32 context with the operands switch" : "the default bf16 context";
+        same_bits_fmt(y[1], y[0], (size_t)M * w, "mlp_fwd y, UMD_OPND_Y in %s", name);
+        same_bits_fmt(h[1], h[0], (size_t)M * F, "mlp_fwd h, UMD_OPND_Y in %s", name);
+        cleanup();
+        ctx_free(&c, cw);
+    }
+    {
+        const umd_limits small = {8, 1, 1024, 1, 1024, 1024 * 1024};
+        const int M = 6000, F = 512, w = 1024;
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        void *cw;
+        setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &small, &cw);
+        float *x = d_f(h_randn(Mw, 1795, 1.0f), Mw), *W1 = d_f(h_randn(Fw, 1796, 0.2f), Fw);
+        float *W2 = d_f(h_randn(Fw, 1797, 0.2f), Fw), *h = d_f(h_nan(MF), MF);
+        float *tmp = d_f(h_nan(MF), MF);
+        const uint16_t *nan16 = h_nan16(Mw);
+        void *y = d_up(nan16, Mw * sizeof *nan16);
+        GPU->mlp_fwd(c, y, h, tmp, x, W1, NULL, W2, NULL, M, F, w, UMD_OPND_Y);
+        char err[512] = "";
+        int rc = GPU->status(c, err, sizeof err);
+        printf("  mlp_fwd with a bf16 y whose fp32 rows fit nowhere: %s\n", err);
+        T_CHECK_MSG(rc != 0, "mlp_fwd wrote a bf16 y it has no room to compute");
+        T_CONTAINS(err, "mlp_fwd");
+        T_CONTAINS(err, "bf16 branch tensor");
+        T_CONTAINS(err, "y (6000, 1024)");
+        same_bf16("mlp_fwd bf16 y left alone", y, nan16, Mw);
+        cleanup();
+        ctx_free(&c, cw);
+    }
+}
+
 /* hidden_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1 and
  * UMDQ_CUDA_BF16_MLP=1; 0 in a bf16 context with the operands alone, with the MLP switch alone
  * (it needs them), with neither, and in fp32 and TF32 contexts made with both. Where it says 0,
@@ -1455,15 +1600,15 @@ static void test_cuda_layernorm(void) {
         size_t nt = (size_t)n * T * w;
         float *xr = h_randn(nt, 50, 1.0f), *yr = h_randn(nt, 51, 1.0f), *o = h_nan(nt);
         float *dxr = d_f(xr, nt), *dyr = d_f(yr, nt), *dov = d_f(o, nt);
-        CPU->gate_residual_fwd(cc, o, xr, yr, mod + 2 * w, ms, n, T, w);
-        GPU->gate_residual_fwd(gc, dov, dxr, dyr, dmod_ + 2 * w, ms, n, T, w);
+        CPU->gate_residual_fwd(cc, o, xr, yr, mod + 2 * w, ms, n, T, w, UMD_F32);
+        GPU->gate_residual_fwd(gc, dov, dxr, dyr, dmod_ + 2 * w, ms, n, T, w, UMD_F32);
         same("gate_residual_fwd", dov, o, nt, 1e-6, 0);
         float *gy = h_nan(nt), *gg = h_randn(nm, 52, 1.0f);
         for (int b = 0; b < n; b++)
             for (int k = 0; k < w; k++) gg[(size_t)b * ms + 2 * w + k] = NAN;
         float *dgy = d_f(gy, nt), *dgg = d_f(gg, nm);
-        CPU->gate_residual_bwd(cc, gy, gg + 2 * w, xr, yr, mod + 2 * w, ms, n, T, w);
-        GPU->gate_residual_bwd(gc, dgy, dgg + 2 * w, dxr, dyr, dmod_ + 2 * w, ms, n, T, w);
+        CPU->gate_residual_bwd(cc, gy, gg + 2 * w, xr, yr, mod + 2 * w, ms, n, T, w, UMD_F32);
+        GPU->gate_residual_bwd(gc, dgy, dgg + 2 * w, dxr, dyr, dmod_ + 2 * w, ms, n, T, w, UMD_F32);
         same("gate_residual_bwd dy", dgy, gy, nt, 1e-6, 0);
         same("gate_residual_bwd dgate", dgg, gg, nm, 1e-5, 0);
     }
@@ -1685,6 +1830,168 @@ static void test_cuda_layernorm_bf16_operands(void) {
         ctx_free(&dc, NULL);
         ctx_free(&oc, NULL);
     }
+}
+
+/* ---- branch tensors in bf16 ----------------------------------------------------------------- */
+
+/* n values drawn from key and rounded to bf16 on the host, on the device as the bf16 values (*d16)
+ * and as their fp32 widening (*d32), each `off` elements past its allocation: one branch tensor
+ * stored bf16, and stored fp32 holding the same values. */
+static void branch_pair(size_t n, int off, uint32_t key, void **d16, float **d32) {
+    uint16_t *h;
+    float *x = h_bf16_values(n + off, key, &h);
+    *d32 = d_f(x, n + off) + off;
+    *d16 = (uint16_t *)d_up(h, (n + off) * sizeof *h) + off;
+}
+
+/* The outputs of one residual_layernorm_fwd: xo, mean, rstd, and out's allocation (room for as
+ * many floats as xo's: out fp32 or bf16). */
+typedef struct {
+    float *xo, *mean, *rstd;
+    char *out;
+} res_ln_outs;
+
+/* gate_residual_fwd, gate_residual_bwd and residual_layernorm_fwd of one (n, T, w), every token
+ * tensor `off` elements past its allocation, with y a bf16 branch tensor (UMD_OPND_Y) against
+ * the same op on an fp32 y holding its values (UMD_F32), bit for bit. oc[0], oc[1]: bf16 contexts
+ * with bf16 operands, made without and with UMDQ_CUDA_FUSED_NORM=1; nc: contexts where the flag
+ * means nothing (UMD_OPND_Y on the fp32 y gives the UMD_F32 bits). */
+static void gate_bf16_y_shape(umd_ctx *const *oc, umd_ctx *const *nc, int nnc, int n, int T,
+                              int w, int off, uint32_t key) {
+    const int ms = 6 * w;
+    const size_t nt = (size_t)n * T * w, nr = (size_t)n * T, nm = (size_t)n * ms;
+    const size_t tb = (nt + off) * sizeof(float);
+    void *y16;
+    float *y32;
+    branch_pair(nt, off, key, &y16, &y32);
+    const float *hx = h_randn(nt + off, key + 1, 1.0f);
+    float *x = d_f(hx, nt + off) + off;
+    float *dout = d_f(h_randn(nt + off, key + 2, 1.0f), nt + off) + off;
+    float *mod = d_f(h_randn(nm, key + 3, 0.3f), nm);
+    float *gamma = h_randn((size_t)w, key + 4, 0.3f);
+    for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+    float *d_gam = d_f(gamma, (size_t)w);
+    float *d_bet = d_f(h_randn((size_t)w, key + 5, 0.3f), (size_t)w);
+    const float *gate = mod + 2 * w;
+    /* dgate's poison: NaN in the gate rows only (the rest of each row is not written) */
+    float *gg = h_randn(nm, key + 6, 1.0f);
+    for (int b = 0; b < n; b++)
+        for (int k = 0; k < w; k++) gg[(size_t)b * ms + 2 * w + k] = NAN;
+    const void *poison = h_poison(tb);
+    float *o[2], *dy[2], *dg[2];
+    for (int k = 0; k < 2; k++) {
+        o[k] = d_f(poison, nt + off) + off;
+        dy[k] = d_f(poison, nt + off) + off;
+        dg[k] = d_f(gg, nm);
+    }
+    char what[160];
+    /* the gated residual and its backward: [0] fp32 y, [1] bf16 y (fp32 in the contexts nc) */
+    for (int i = -1; i < nnc; i++) {
+        umd_ctx *c = i < 0 ? oc[0] : nc[i];
+        for (int k = 0; k < 2; k++) {
+            GPU->upload(gc, o[k] - off, poison, tb);
+            GPU->upload(gc, dy[k] - off, poison, tb);
+            GPU->upload(gc, dg[k], gg, nm * sizeof(float));
+            const void *y = k && i < 0 ? y16 : (const void *)y32;
+            const int type = k ? UMD_OPND_Y : UMD_F32;
+            GPU->gate_residual_fwd(c, o[k], x, y, gate, ms, n, T, w, type);
+            GPU->gate_residual_bwd(c, dy[k], dg[k] + 2 * w, dout, y, gate, ms, n, T, w, type);
+        }
+        ctx_ok(c);
+        const char *how = i < 0 ? "bf16 y" : "UMD_OPND_Y where y is fp32";
+        same_bits_fmt(o[1], o[0], nt, "gate_residual_fwd out, %s (n %d, T %d, w %d, offset %d)",
+                      how, n, T, w, off);
+        same_bits_fmt(dy[1], dy[0], nt, "gate_residual_bwd dy, %s (n %d, T %d, w %d, offset %d)",
+                      how, n, T, w, off);
+        same_bits_fmt(dg[1], dg[0], nm, "gate_residual_bwd dgate, %s (n %d, T %d, w %d, offset %d)",
+                      how, n, T, w, off);
+    }
+    /* the gated residual and the LayerNorm: [f][k] in oc[f], fp32 (k 0) or bf16 (k 1) y */
+    res_ln_outs r[2][2];
+    for (int f = 0; f < 2; f++)
+        for (int k = 0; k < 2; k++) {
+            r[f][k].xo = d_f(poison, nt + off) + off;
+            r[f][k].out = d_up(poison, tb);
+            r[f][k].mean = d_f(poison, nr);
+            r[f][k].rstd = d_f(poison, nr);
+        }
+    for (int out_type = UMD_F32; out_type <= UMD_OPND; out_type++)
+        for (int usemod = 0; usemod < 2; usemod++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                const float *md = usemod ? mod + 3 * w : NULL;
+                /* out `off` elements of its type past its allocation */
+                const size_t ob = out_type == UMD_OPND ? sizeof(uint16_t) : sizeof(float);
+                for (int f = 0; f < 2; f++)
+                    for (int k = 0; k < 2; k++) {
+                        res_ln_outs *q = &r[f][k];
+                        GPU->upload(gc, q->xo - off, inplace ? (const void *)hx : poison, tb);
+                        GPU->upload(gc, q->out, poison, tb);
+                        GPU->upload(gc, q->mean, poison, nr * sizeof(float));
+                        GPU->upload(gc, q->rstd, poison, nr * sizeof(float));
+                        GPU->residual_layernorm_fwd(
+                            oc[f], q->xo, q->out + off * ob, q->mean, q->rstd,
+                            inplace ? q->xo : x, k ? y16 : (const void *)y32, gate, ms, d_gam,
+                            d_bet, md, ms, n, T, w, out_type | (k ? UMD_OPND_Y : 0));
+                    }
+                ctx_ok2(oc[0], oc[1]);
+                /* each context's bf16 y against its fp32 y, then the fused bf16 y against the two
+                 * kernels' */
+                for (int j = 0; j < 3; j++) {
+                    const res_ln_outs *a = j < 2 ? &r[j][1] : &r[1][1];
+                    const res_ln_outs *b = j < 2 ? &r[j][0] : &r[0][1];
+                    snprintf(what, sizeof what, "residual_layernorm_fwd, %s (n %d, T %d, w %d, "
+                             "offset %d, out %s, mod %d, in place %d)",
+                             j == 0   ? "bf16 y, two kernels"
+                             : j == 1 ? "bf16 y, fused"
+                                      : "bf16 y, fused against two kernels",
+                             n, T, w, off, out_type == UMD_OPND ? "bf16" : "fp32", usemod, inplace);
+                    char part[200];
+                    snprintf(part, sizeof part, "%s: xo", what);
+                    same_bits(part, a->xo, b->xo, nt);
+                    snprintf(part, sizeof part, "%s: mean", what);
+                    same_bits(part, a->mean, b->mean, nr);
+                    snprintf(part, sizeof part, "%s: rstd", what);
+                    same_bits(part, a->rstd, b->rstd, nr);
+                    snprintf(part, sizeof part, "%s: out", what);
+                    if (out_type == UMD_OPND)
+                        same_bf16_dev(part, a->out + off * ob, b->out + off * ob, nt);
+                    else
+                        same_bits(part, (const float *)(a->out + off * ob),
+                                  (const float *)(b->out + off * ob), nt);
+                }
+            }
+}
+
+/* gate_residual_fwd, gate_residual_bwd and residual_layernorm_fwd with y a bf16 branch tensor
+ * (UMD_OPND_Y in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1: proj's and fc2's output where
+ * branch_operand says so) against the same op in the same context on an fp32 y holding y's values
+ * (UMD_F32), bit for bit (gate_bf16_y_shape): out; dy and dgate (gate rows inside (n, 6w)
+ * modulation rows, as the model's); xo, out (fp32, and a bf16 operand with UMD_OPND), mean and
+ * rstd, without and with modulation, apart and in place (xo = x), in a context made with
+ * UMDQ_CUDA_FUSED_NORM=1 (the one kernel) and without (the two), and the fused results against
+ * the two kernels'. Widths of one to eight register groups and past them (the two kernels in
+ * either context), widths that are not multiples of 4 and tensors one element past their
+ * allocation (the scalar paths: a bf16 y not 8-byte aligned), one-token sequences. Outputs start
+ * as NaN (0xffff where bf16). In a default bf16 context and in a TF32 one made with the operands
+ * switch, UMD_OPND_Y means nothing: y is fp32 there, with the UMD_F32 bits. */
+static void test_cuda_gated_residual_bf16_y(void) {
+    need_gpu(UMD_MATH_BF16);
+    /* n T w, then the offset in elements of every token tensor (1: rows not aligned) */
+    const int shapes[][4] = {{3, 5, 16, 0},  {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
+                             {1, 7, 100, 0}, {2, 257, 768, 0}, {1, 3, 1024, 0}, {2, 4, 1100, 0},
+                             {3, 6, 64, 1},  {2, 5, 250, 1}};
+    void *ws;
+    umd_ctx *oc[2], *nc[2];
+    for (int f = 0; f < 2; f++) oc[f] = ctx_with(UMD_MATH_BF16, 1, f, NULL, &ws);
+    nc[0] = ctx_with(UMD_MATH_BF16, 0, 0, NULL, &ws);
+    nc[1] = ctx_with(UMD_MATH_TF32, 1, 0, NULL, &ws);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        gate_bf16_y_shape(oc, nc, 2, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                          1600 + 10 * (uint32_t)s);
+        cleanup();
+    }
+    for (int f = 0; f < 2; f++) ctx_free(&oc[f], NULL);
+    for (int i = 0; i < 2; i++) ctx_free(&nc[i], NULL);
 }
 
 /* ---- attention ----------------------------------------------------------------------------------- */
@@ -1936,6 +2243,186 @@ static void test_cuda_attention_operand(void) {
         ctx_free(&c, ws);
     }
 }
+
+/* attention_fwd writing out as a bf16 branch tensor (UMD_OPND | UMD_OPND_O: the mma kernels'
+ * epilogue rounds it) against the same context's forward into an fp32 out, rounded on the host,
+ * bit for bit (same_rounded), lse the same bits; and attention_bwd from that bf16 out against the
+ * backward from an fp32 out holding its values, bit for bit (D = rowsum(dO O) reads the rounded
+ * values). qkv a bf16 operand and (UMD_OPND_O alone) fp32 holding the same values: the same
+ * bits. In bf16 contexts with bf16 operands, the default kernels and those made with
+ * UMDQ_CUDA_ATTN_KV32=1 and with UMDQ_CUDA_ATTN_FWD32=1, whose bf16 out and dqkv are also the
+ * default's bits; head width 64 at T of one row, partial and whole strips and tiles, the longest
+ * resident sequence (384) and tiled ones (385, 1025). Outputs start as NaN (0xffff where bf16). */
+static void test_cuda_attention_bf16_out(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws[3];
+    umd_ctx *cs[3] = {mma_ctx(1, NULL, &ws[0]), mma_ctx(1, "UMDQ_CUDA_ATTN_KV32", &ws[1]),
+                      mma_ctx(1, "UMDQ_CUDA_ATTN_FWD32", &ws[2])};
+    const char *hows[] = {"", ", dK dV over 32 queries", ", forward over 32 rows a warp"};
+    const int Ts[] = {1, 17, 48, 65, 257, 384, 385, 1025}, hd = 64;
+    for (int s = 0; s < (int)(sizeof Ts / sizeof *Ts); s++) {
+        const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 1900 + 10 * (uint32_t)s;
+        void *d_qh;
+        float *d_q;
+        branch_pair(nq, 0, key, &d_qh, &d_q);
+        float *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
+        const void *poison = h_poison(nq * sizeof(float));
+        void *o16[3], *dq16[3];
+        for (int i = 0; i < 3; i++) {
+            umd_ctx *c = cs[i];
+            float *o32 = d_up(poison, no * sizeof(float)), *l32 = d_up(poison, nl * sizeof(float));
+            void *o16f = d_up(poison, no * sizeof(uint16_t));
+            float *l16 = d_up(poison, nl * sizeof(float)), *l16f = d_up(poison, nl * sizeof(float));
+            o16[i] = d_up(poison, no * sizeof(uint16_t));
+            GPU->attention_fwd(c, o32, l32, d_qh, n, T, heads, hd, UMD_OPND);
+            GPU->attention_fwd(c, o16[i], l16, d_qh, n, T, heads, hd, UMD_OPND | UMD_OPND_O);
+            GPU->attention_fwd(c, o16f, l16f, d_q, n, T, heads, hd, UMD_OPND_O);
+            ctx_ok(c);
+            char what[160];
+            snprintf(what, sizeof what, "attention_fwd bf16 out%s (n %d, T %d, heads %d)", hows[i],
+                     n, T, heads);
+            same_rounded(what, o16[i], o32, no);
+            same_bits_fmt(l16, l32, nl, "attention_fwd lse, bf16 out%s (n %d, T %d, heads %d)",
+                          hows[i], n, T, heads);
+            snprintf(what, sizeof what, "attention_fwd bf16 out, fp32 qkv%s (n %d, T %d, heads %d)",
+                     hows[i], n, T, heads);
+            same_rounded(what, o16f, o32, no);
+            same_bits_fmt(l16f, l32, nl, "attention_fwd lse, bf16 out, fp32 qkv%s (n %d, T %d, "
+                          "heads %d)", hows[i], n, T, heads);
+            /* the backward from the bf16 out, and from an fp32 out holding its values */
+            float *ow = d_widened(o16[i], no), *dq32 = d_up(poison, nq * sizeof(float));
+            float *dqf = d_up(poison, nq * sizeof(float));
+            dq16[i] = d_up(poison, nq * sizeof(float));
+            GPU->attention_bwd(c, dq32, d_g, d_qh, ow, l32, n, T, heads, hd, UMD_OPND);
+            GPU->attention_bwd(c, dq16[i], d_g, d_qh, o16[i], l32, n, T, heads, hd,
+                               UMD_OPND | UMD_OPND_O);
+            GPU->attention_bwd(c, dqf, d_g, d_q, o16[i], l32, n, T, heads, hd, UMD_OPND_O);
+            ctx_ok(c);
+            same_bits_fmt(dq16[i], dq32, nq, "attention_bwd dqkv, bf16 out%s (n %d, T %d, "
+                          "heads %d)", hows[i], n, T, heads);
+            same_bits_fmt(dqf, dq32, nq, "attention_bwd dqkv, bf16 out, fp32 qkv%s (n %d, T %d, "
+                          "heads %d)", hows[i], n, T, heads);
+            if (i > 0) {
+                snprintf(what, sizeof what, "attention_fwd bf16 out%s against the default kernels "
+                         "(n %d, T %d, heads %d)", hows[i], n, T, heads);
+                same_bf16_dev(what, o16[i], o16[0], no);
+                same_bits_fmt(dq16[i], dq16[0], nq, "attention_bwd dqkv, bf16 out%s against the "
+                              "default kernels (n %d, T %d, heads %d)", hows[i], n, T, heads);
+            }
+        }
+        cleanup();
+    }
+    for (int i = 0; i < 3; i++) ctx_free(&cs[i], ws[i]);
+}
+
+/* Attention with out a bf16 branch tensor (UMD_OPND_O, qkv fp32) where the mma kernels do not run
+ * in a bf16 context with bf16 operands (attention mode gemm or fused, head widths 32 and 80):
+ * attention_fwd and attention_bwd fail the context, naming the op, the bf16 branch tensor, the
+ * head width and the mode, and write nothing (out, lse, dqkv as they were). Where the operands are
+ * fp32 (a default bf16 context on the mma kernels, a TF32 context made with the operands switch on
+ * the GEMMs) UMD_OPND_O means nothing: out, lse and dqkv are the UMD_F32 bits. */
+static void test_cuda_attention_bf16_out_refused(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
+    void *ws;
+    const struct {
+        int mode, hd, bwd;
+        const char *op, *mode_name;
+    } cases[] = {{UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
+                 {UMD_ATTN_GEMM, 64, 1, "attention_bwd", "attention mode gemm"},
+                 {UMD_ATTN_FUSED, 64, 0, "attention_fwd", "attention mode fused"},
+                 {UMD_ATTN_FUSED, 32, 1, "attention_bwd", "attention mode fused"},
+                 {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
+                 {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
+    for (int i = 0; i < 6; i++) {
+        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &lim, &ws);
+        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
+        const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
+        const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 1990 + 5 * (uint32_t)i;
+        float *q = d_f(h_randn(nq, key, 1.0f), nq), *g = d_f(h_randn(no, key + 1, 1.0f), no);
+        const float *hl = h_randn(nl, key + 2, 1.0f), *hd_q = h_randn(nq, key + 3, 1.0f);
+        float *lse = d_f(hl, nl), *lse0 = d_f(hl, nl), *dq = d_f(hd_q, nq), *dq0 = d_f(hd_q, nq);
+        uint16_t *oh;
+        h_bf16_values(no, key + 4, &oh);
+        const uint16_t *o0 = cases[i].bwd ? oh : h_nan16(no);
+        void *out = d_up(o0, no * sizeof *o0);
+        if (cases[i].bwd) GPU->attention_bwd(c, dq, g, q, out, lse, n, T, heads, hd, UMD_OPND_O);
+        else GPU->attention_fwd(c, out, lse, q, n, T, heads, hd, UMD_OPND_O);
+        char err[512] = "", width[32];
+        int rc = GPU->status(c, err, sizeof err);
+        printf("  %s with a bf16 out (%s, head width %d): %s\n", cases[i].op, cases[i].mode_name, hd,
+               err);
+        T_CHECK_MSG(rc != 0, "%s took a bf16 out on a path that takes fp32", cases[i].op);
+        T_CONTAINS(err, cases[i].op);
+        T_CONTAINS(err, "bf16 branch tensor");
+        snprintf(width, sizeof width, "head width %d", hd);
+        T_CONTAINS(err, width);
+        T_CONTAINS(err, cases[i].mode_name);
+        same_bf16("attention out left alone", out, o0, no);
+        same_bits("attention lse left alone", lse, lse0, nl);
+        same_bits("attention dqkv left alone", dq, dq0, nq);
+        cleanup();
+        ctx_free(&c, ws);
+    }
+    for (int i = 0; i < 2; i++) {
+        const int m = i ? UMD_MATH_TF32 : UMD_MATH_BF16;
+        umd_ctx *c = ctx_with(m, i, 0, &lim, &ws);
+        T_REQUIRE(umd_cuda_set_attention(c, i ? UMD_ATTN_GEMM : UMD_ATTN_MMA) == 0);
+        const int n = 2, T = 9, heads = 2, hd = 64;
+        const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
+                     nl = (size_t)n * heads * T;
+        float *q = d_f(h_randn(nq, 1985, 1.0f), nq), *g = d_f(h_randn(no, 1986, 1.0f), no);
+        float *out[2], *lse[2], *dq[2];
+        for (int k = 0; k < 2; k++) {
+            out[k] = d_f(h_nan(no), no);
+            lse[k] = d_f(h_nan(nl), nl);
+            dq[k] = d_f(h_nan(nq), nq);
+            const int type = k ? UMD_OPND | UMD_OPND_O : UMD_F32;
+            GPU->attention_fwd(c, out[k], lse[k], q, n, T, heads, hd, type);
+            GPU->attention_bwd(c, dq[k], g, q, out[k], lse[k], n, T, heads, hd, type);
+        }
+        ctx_ok(c);
+        const char *name =
+            i ? "a TF32 context with the operands switch" : "the default bf16 context";
+        same_bits_fmt(out[1], out[0], no, "attention_fwd out, UMD_OPND_O in %s", name);
+        same_bits_fmt(lse[1], lse[0], nl, "attention_fwd lse, UMD_OPND_O in %s", name);
+        same_bits_fmt(dq[1], dq[0], nq, "attention_bwd dqkv, UMD_OPND_O in %s", name);
+        cleanup();
+        ctx_free(&c, ws);
+    }
+}
+
+/* branch_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1 and
+ * UMDQ_CUDA_BF16_BRANCH=1; 0 with either alone, with neither, and in fp32 and TF32 contexts made
+ * with both (where the ops take every branch tensor as fp32: the tests above). mlp_scratch asks
+ * M F floats of tmp in each. */
+static void test_cuda_branch_operand(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws;
+    const struct {
+        int math, operands, branch, want;
+    } cases[] = {{UMD_MATH_BF16, 1, 1, 1}, {UMD_MATH_BF16, 1, 0, 0}, {UMD_MATH_BF16, 0, 1, 0},
+                 {UMD_MATH_BF16, 0, 0, 0}, {UMD_MATH_FP32, 1, 1, 0}, {UMD_MATH_TF32, 1, 1, 0}};
+    for (int i = 0; i < 6; i++) {
+        const int m = cases[i].math, op = cases[i].operands;
+        umd_ctx *c = cases[i].branch ? ctx_with_switch("UMDQ_CUDA_BF16_BRANCH", m, op, NULL, &ws)
+                                     : ctx_with(m, op, 0, NULL, &ws);
+        const umd_ops *o = umd_ops_cuda(m);
+        T_CHECK_MSG(o->branch_operand(c) == cases[i].want,
+                    "branch_operand (math %d, operands %d, branch switch %d): %d, want %d", m, op,
+                    cases[i].branch, o->branch_operand(c), cases[i].want);
+        T_EQ_INT(o->hidden_operand(c), 0);
+        T_EQ_INT(o->operand_bytes(c), m == UMD_MATH_BF16 && op ? 2 : 4);
+        T_CHECK(o->mlp_scratch(c, 300, 256, 64, UMD_OPND | UMD_OPND_Y) == (size_t)300 * 256);
+        ctx_free(&c, NULL);
+    }
+}
+
 /* ---- tokens and losses ------------------------------------------------------------------------- */
 
 static void test_cuda_tokens(void) {
@@ -2150,9 +2637,11 @@ int main(void) {
     T_RUN(test_cuda_mlp_bf16_hidden);
     T_RUN(test_cuda_hidden_operand);
     T_RUN(test_cuda_mlp_gelu_epilogue);
+    T_RUN(test_cuda_mlp_bf16_y);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
     T_RUN(test_cuda_layernorm_bf16_operands);
+    T_RUN(test_cuda_gated_residual_bf16_y);
     T_RUN(test_cuda_attention_fp32);
     T_RUN(test_cuda_attention_tf32);
     T_RUN(test_cuda_attention_bf16);
@@ -2161,6 +2650,9 @@ int main(void) {
     T_RUN(test_cuda_attention_operand);
     T_RUN(test_cuda_attention_kv32);
     T_RUN(test_cuda_attention_fwd32);
+    T_RUN(test_cuda_attention_bf16_out);
+    T_RUN(test_cuda_attention_bf16_out_refused);
+    T_RUN(test_cuda_branch_operand);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);

@@ -31,7 +31,8 @@ static void fx_cuda_switches_off(void) {
     static const char *const vars[] = {"UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
                                        "UMDQ_CUDA_BF16_MLP",   "UMDQ_CUDA_GRAPH",
                                        "UMDQ_CUDA_ATTN_KV32", "UMDQ_CUDA_ATTN_FWD32",
-                                       "UMDQ_CUDA_LT_BF16_Y", "UMDQ_CUDA_GELU_EPILOGUE"};
+                                       "UMDQ_CUDA_LT_BF16_Y", "UMDQ_CUDA_GELU_EPILOGUE",
+                                       "UMDQ_CUDA_BF16_BRANCH"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
