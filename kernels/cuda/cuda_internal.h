@@ -225,6 +225,15 @@ int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
 int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
                      const float *b1, int M, int F, int w);
 int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w);
+/* 1 when cuBLASLt has plans for both GELU epilogues of an (M, F, w) MLP with biases (fc1's
+ * GELU_AUX_BIAS, the backward's DGELU_BGRAD), made now where they are not yet: the calls find the
+ * same ones. Also before set_workspace (its pointers' alignment then stood in for). */
+int cuda_lt_gelu_planned(umd_ctx *c, int M, int F, int w);
+/* 1 when cuda_lt_dgelu would find its plan, with (bias) or without db1 (made now where not yet). */
+int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w);
+/* The bf16 stages' values (bf_a, bf_b each; bf_w) and the partials' floats set_workspace will
+ * carve for the limits workspace_bytes recorded (ops_cuda.cu); 0 where there are none. */
+void cuda_ws_sizes(const umd_ctx *c, size_t *bf_stage, size_t *bf_w_len, size_t *partials);
 
 /* GELU-tanh as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) (the CPU's form: no cancellation
  * of 1 + tanh u for negative x), and its derivative s + x s (1 - s) 2u', s = sigmoid(2u). The

@@ -541,8 +541,11 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, F, M, F))
             continue;
         /* the pointers' alignment counts in the heuristic: the workspace's own (256 bytes), as
-         * every h and bias gradient the calls pass */
-        const void *aux_at = c->bf_b, *bias_at = c->partials;
+         * every h and bias gradient the calls pass; a stand-in address of that alignment where
+         * the plan is made before set_workspace (mlp_scratch) */
+        const void *stand_in = (const void *)(uintptr_t)256;
+        const void *aux_at = c->bf_b ? (const void *)c->bf_b : stand_in;
+        const void *bias_at = c->partials ? (const void *)c->partials : stand_in;
         if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                            &aux_at, sizeof aux_at) ||
             (p->bias &&
@@ -595,10 +598,27 @@ __global__ static void k_add_vec(float *db, const void *g, int bf, int n) {
         db[j] += bf ? __bfloat162float(((const __nv_bfloat16 *)g)[j]) : ((const float *)g)[j];
 }
 
-int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w) {
-    const int epi = db1 ? LT_EPI_DGELU_BGRAD : LT_EPI_DGELU;
+int cuda_lt_gelu_planned(umd_ctx *c, int M, int F, int w) {
+    const lt_plan *f = lt_gelu_plan(c, LT_EPI_GELU_AUX_BIAS, M, F, w);
+    const lt_plan *b = lt_gelu_plan(c, LT_EPI_DGELU_BGRAD, M, F, w);
+    return f && f->usable && b && b->usable;
+}
+
+/* cuda_lt_dgelu's plan, with (bias) or without db1; NULL where there is none to be had. */
+static lt_plan *lt_dgelu_plan(umd_ctx *c, int bias, int M, int F, int w) {
     /* db1's increment goes into the partials (free between ops) */
-    lt_plan *p = !db1 || c->partials_floats >= (size_t)F ? lt_gelu_plan(c, epi, M, F, w) : NULL;
+    return !bias || c->partials_floats >= (size_t)F
+               ? lt_gelu_plan(c, bias ? LT_EPI_DGELU_BGRAD : LT_EPI_DGELU, M, F, w)
+               : NULL;
+}
+
+int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w) {
+    const lt_plan *p = lt_dgelu_plan(c, bias, M, F, w);
+    return p && p->usable;
+}
+
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w) {
+    lt_plan *p = lt_dgelu_plan(c, db1 != NULL, M, F, w);
     if (!p || !p->usable) {
         c->gelu_epi_refused++;
         return -1;

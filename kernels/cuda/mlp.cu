@@ -68,7 +68,11 @@
  * tolerance of the staging passes' (test_cuda_ops), deterministic for a plan. Where cuBLASLt has
  * no plan (F not a multiple of 8, no b1 in the forward, or none offered) the MLP takes the
  * staging passes above, and counts it (the profile report). train.recompute refills h with
- * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h.
+ * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h. With both plans at a shape
+ * (asked at set-up, before the workspace is set: mlp_scratch, which makes them) neither pass
+ * writes tmp, so mlp_scratch answers 0 there and the model lays out no (tokens, F) scratch (on
+ * B/4 at batch 256, 0.75 GiB); given tmp NULL where a pass needs it, the MLP fails the context,
+ * naming the op and the shapes, before it writes anything.
  *
  * The output y in bf16 (UMD_OPND_Y in a context with bf16 operands: fc2's output is a branch
  * tensor, kept so where branch_operand says 1, read by gate_residual_fwd and its backward):
@@ -88,17 +92,43 @@
 
 extern "C" int cuda_hidden_operand(const umd_ctx *c) { return c->hidden_bf16; }
 
-/* Floats of tmp that mlp_fwd and mlp_bwd need (ops.h's mlp_scratch): M F at every shape and type
- * for now. The separate ops keep gelu(h) there and the staging passes dy W2; a bf16 y may go
- * through it in fp32 (fc2_y_bf16). The GELU epilogues need it only for that. */
-extern "C" size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
-    (void)c, (void)w, (void)types;
-    return M > 0 && F > 0 ? (size_t)M * F : 0;
-}
-
 /* 1 when h is bf16 for this call: the context keeps it so and the caller says it is. */
 static int hidden_bf16(const umd_ctx *c, int types) {
     return c->hidden_bf16 && (types & UMD_OPND_H) != 0;
+}
+
+/* Floats of tmp that mlp_fwd and mlp_bwd need (ops.h's mlp_scratch). The separate ops keep
+ * gelu(h) there and the staging passes dy W2, so M F, but for an MLP whose passes both take GELU
+ * in cuBLASLt's epilogues: h bf16 and UMDQ_CUDA_GELU_EPILOGUE=1, the operands whole in the bf16
+ * stages the limits give (workspace_bytes), fc1's bias in the partials, and both plans made here
+ * (the calls find them again: a plan is kept for the context's life). Its fc2 then writes a bf16
+ * y on cuBLASLt or through bf_a's fp32 room (fc2_y_bf16), asked to hold it too. The MLP is the
+ * model's, with biases; called without them, or on a shape not asked about, it fails the context
+ * rather than run without scratch (scratch_missing). */
+extern "C" size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
+    if (M <= 0 || F <= 0 || w <= 0) return 0;
+    const size_t all = (size_t)M * F;
+    if (c->failed || !hidden_bf16(c, types) || !c->gelu_epi) return all;
+    size_t stage, wl, part;
+    cuda_ws_sizes(c, &stage, &wl, &part);
+    const size_t wide = (size_t)(F > w ? F : w);
+    const int whole = (size_t)F * w <= wl && stage / wide >= (size_t)M;
+    const int y_room = (size_t)M * w * sizeof(float) <= stage * sizeof(__nv_bfloat16);
+    if (!whole || part < (size_t)F || !y_room) return all;
+    return cuda_lt_gelu_planned(c, M, F, w) ? 0 : all;
+}
+
+/* The MLP met a pass that needs tmp (M, F) and was given none (mlp_scratch said it would not):
+ * the context fails, naming the op and the shapes. 1 when it did. */
+static int scratch_missing(umd_ctx *c, const char *op, const float *tmp, int M, int F, int w) {
+    if (tmp) return 0;
+    char what[240];
+    snprintf(what, sizeof what,
+             "the MLP (%d tokens, %d -> %d) needs its scratch tmp (%d, %d) here (no GELU epilogue "
+             "plan for this call), and none was given",
+             M, w, F, M, F);
+    cuda_fail(c, op, what);
+    return 1;
 }
 
 /* A bf16 h met the separate ops (the operands do not fit the bf16 stages whole), which read and
@@ -161,6 +191,7 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const voi
             hidden_unfit(c, "mlp_fwd", M, F, w);
             return;
         }
+        if (scratch_missing(c, "mlp_fwd", tmp, M, F, w)) return;
         cuda_linear_fwd(c, h, x, W1, b1, M, F, w, x_type);
         cuda_gelu_fwd(c, tmp, (const float *)h, (size_t)M * F);
         cuda_linear_fwd(c, y, tmp, W2, b2, M, w, F, types & UMD_OPND_Y);
@@ -187,6 +218,7 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const voi
 static void mlp_bwd_dh(umd_ctx *c, float *db1, const void *h, int hbf, float *tmp, int M, int F,
                        int w) {
     const size_t n = (size_t)M * F;
+    if (scratch_missing(c, "mlp_bwd", tmp, M, F, w)) return;
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
                  c->bf_w, F, 0.0f, tmp, F);
     if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, hbf, M, F) != 0) {
@@ -210,6 +242,7 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
             return;
         }
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
+        if (scratch_missing(c, "mlp_bwd", tmp, M, F, w)) return;
         const float *hf = (const float *)h;
         cuda_gelu_fwd(c, tmp, hf, n);
         cuda_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
@@ -218,6 +251,10 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
         cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
         return;
     }
+    /* without tmp, only the GELU epilogue's backward runs: said before anything is written */
+    if (!tmp && !(hbf && c->gelu_epi && cuda_lt_dgelu_planned(c, db1 != NULL, M, F, w)) &&
+        scratch_missing(c, "mlp_bwd", tmp, M, F, w))
+        return;
     /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
     if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, dy, M, w, w);

@@ -213,6 +213,20 @@ static size_t carve(umd_ctx *c, const umd_limits *lim, char *base) {
     return off;
 }
 
+/* The bf16 stages' and the partials' sizes set_workspace will carve for the limits workspace_bytes
+ * recorded (a copy of the context carved at a stand-in address: nothing is touched), for
+ * questions asked before it (mlp_scratch). */
+void cuda_ws_sizes(const umd_ctx *c, size_t *bf_stage, size_t *bf_w_len, size_t *partials) {
+    umd_ctx *probe = (umd_ctx *)malloc(sizeof *probe);
+    *bf_stage = *bf_w_len = *partials = 0;
+    if (!probe) return;
+    memcpy(probe, c, sizeof *probe);
+    carve(probe, &c->lim, (char *)(uintptr_t)256);
+    if (c->math == UMD_MATH_BF16) *bf_stage = probe->bf_stage, *bf_w_len = probe->bf_w_len;
+    *partials = probe->partials_floats;
+    free(probe);
+}
+
 /* Also records the limits: set_workspace carves the workspace for them (the model and the tests
  * always ask for the size first, then hand over that much). The context is not const to us. */
 static size_t workspace_bytes(const umd_ctx *c, const umd_limits *lim) {

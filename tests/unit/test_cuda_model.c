@@ -595,6 +595,11 @@ static void bf16_rounded(int recompute, int sw) {
         for (int i = 0; i < nm; i++) umd_optim_step(models[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
     if (sw & RD_GELU) {
+        /* both GELU epilogues planned at the model's shapes: no MLP scratch laid out */
+        char line[512];
+        umd_model_describe(b, line, sizeof line);
+        T_CHECK_MSG(strstr(line, ", no MLP scratch") != NULL,
+                    "the model laid out the MLP's scratch with the GELU epilogues: %s", line);
         char rep[4096];
         umd_cuda_profile_report(umd_model_ctx(b), 1, rep, sizeof rep);
         const char *at = strstr(rep, "the MLP's GELU");
@@ -627,7 +632,7 @@ static void test_cuda_bf16_mlp_recompute_partial(void) {
 /* The same with the MLP's GELU in cuBLASLt's epilogues too (UMDQ_CUDA_GELU_EPILOGUE=1): against
  * the default model within the same tolerances, and with train.recompute "partial" (fc1 refills
  * h through the same epilogue plan) the same bits as without; the profile report's line says
- * how many GEMMs took an epilogue. */
+ * how many GEMMs took an epilogue, and the model lays out no MLP scratch (mlp_scratch 0). */
 static void test_cuda_gelu_epilogue_bf16_mlp(void) {
     bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_GELU);
 }

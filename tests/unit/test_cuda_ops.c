@@ -1315,6 +1315,119 @@ static void test_cuda_mlp_gelu_epilogue(void) {
     ctx_free(&ec, ews);
 }
 
+/* mlp_scratch and an MLP without scratch, in a context made with UMDQ_CUDA_BF16_OPERANDS=1,
+ * UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_GELU_EPILOGUE=1 and UMDQ_CUDA_BF16_BRANCH=1:
+ *   asked after workspace_bytes and before set_workspace (as the model asks), mlp_scratch is 0 for
+ *   the model-shaped MLP (300 tokens, 64 -> 256, h bf16), and 0 again after; M F without
+ *   UMD_OPND_H, where F is not a multiple of 8 (no plan), for rows beyond the stages whole, and
+ *   in a context without the epilogues;
+ *   mlp_fwd and mlp_bwd given tmp NULL there give the bits they give with a (poisoned) tmp, y
+ *   fp32 and bf16 (UMD_OPND_Y), through the epilogue GEMMs;
+ *   mlp_bwd given tmp NULL where it needs it (F not a multiple of 8) fails the context, naming
+ *   the op and the scratch, before it writes anything (dx, dW2). */
+static void test_cuda_mlp_scratch(void) {
+    need_gpu(UMD_MATH_BF16);
+    char err[512];
+    static const char *const vars[] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_BF16_MLP",
+                                       "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH"};
+    for (int i = 0; i < 4; i++) setenv(vars[i], "1", 1);
+    umd_ctx *ec = NULL;
+    int rc = GPU->ctx_new(&ec, 1, err, sizeof err);
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
+    T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
+    const size_t bytes = GPU->workspace_bytes(ec, &OPND_LIM);
+    const int types = UMD_OPND | UMD_OPND_H;
+    const size_t before = GPU->mlp_scratch(ec, 300, 256, 64, types);
+    void *ews = GPU->alloc(ec, bytes);
+    T_REQUIRE(ews);
+    GPU->set_workspace(ec, ews, bytes);
+    T_CHECK_MSG(before == 0, "mlp_scratch before set_workspace: %zu floats, want 0 (no GELU "
+                "epilogue plans for 300 x 256 x 64?)", before);
+    T_CHECK(GPU->mlp_scratch(ec, 300, 256, 64, types) == 0);
+    T_CHECK(GPU->mlp_scratch(ec, 300, 256, 64, types | UMD_OPND_Y) == 0);
+    T_CHECK(GPU->mlp_scratch(ec, 300, 256, 64, UMD_OPND) == (size_t)300 * 256);
+    T_CHECK(GPU->mlp_scratch(ec, 37, 61, 24, types) == (size_t)37 * 61);
+    T_CHECK(GPU->mlp_scratch(ec, 40000, 512, 128, types) == (size_t)40000 * 512);
+    void *hws;
+    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+    T_CHECK(GPU->mlp_scratch(hc, 300, 256, 64, types) == (size_t)300 * 256);
+    ctx_free(&hc, hws);
+
+    const int M = 300, F = 256, w = 64;
+    const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+    float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+    const void *d_xh;
+    mlp_inputs(M, F, w, 2700, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+    const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+    const uint16_t *nan16 = h_nan16(MF > Mw ? MF : Mw);
+    long g0, r0, g1, r1;
+    gelu_counts(ec, &g0, &r0);
+    for (int yb = 0; yb < 2; yb++) {
+        const int t = types | (yb ? UMD_OPND_Y : 0);
+        void *y[2], *h[2];
+        for (int k = 0; k < 2; k++) {
+            y[k] = yb ? d_up(nan16, Mw * sizeof *nan16) : (void *)d_f(nanMw, Mw);
+            h[k] = d_up(nan16, MF * sizeof *nan16);
+            GPU->mlp_fwd(ec, y[k], h[k], k ? d_f(nanMF, MF) : NULL, d_xh, d_W1, d_b1, d_W2, d_b2,
+                         M, F, w, t);
+        }
+        ctx_ok(ec);
+        same_bits_fmt(d_widened(h[0], MF), d_widened(h[1], MF), MF,
+                      "mlp_fwd h without scratch (y %s)", yb ? "bf16" : "fp32");
+        if (yb)
+            same_bits_fmt(d_widened(y[0], Mw), d_widened(y[1], Mw), Mw,
+                          "mlp_fwd bf16 y without scratch");
+        else
+            same_bits_fmt((const float *)y[0], (const float *)y[1], Mw,
+                          "mlp_fwd y without scratch");
+        float *gW1 = h_randn(Fw, 2710, 1.0f), *gW2 = h_randn(Fw, 2711, 1.0f);
+        float *gb1 = h_randn((size_t)F, 2712, 1.0f), *gb2 = h_randn((size_t)w, 2713, 1.0f);
+        mlp_grads g[2];
+        for (int k = 0; k < 2; k++) {
+            g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+            GPU->mlp_bwd(ec, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_xh, h[0],
+                         d_W1, d_W2, k ? d_f(nanMF, MF) : NULL, M, F, w, t);
+        }
+        ctx_ok(ec);
+        mlp_grads_same(&g[0], &g[1], M, F, w, yb ? " without scratch (y bf16)" : " without scratch");
+    }
+    gelu_counts(ec, &g1, &r1);
+    T_CHECK_MSG(g1 - g0 == 8 && r1 == r0, "%ld GELU epilogue GEMMs and %ld passes without a plan, "
+                "want 8 and 0", g1 - g0, r1 - r0);
+    cleanup();
+
+    /* F = 61: no plan, so the backward's staging passes need tmp */
+    const int M2 = 37, F2 = 61, w2 = 24;
+    mlp_inputs(M2, F2, w2, 2750, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+    const size_t MF2 = (size_t)M2 * F2, Mw2 = (size_t)M2 * w2, Fw2 = (size_t)F2 * w2;
+    void *h2 = d_up(h_nan16(MF2), MF2 * sizeof(uint16_t));
+    float *y2 = d_f(h_nan(Mw2), Mw2);
+    GPU->mlp_fwd(ec, y2, h2, NULL, d_xh, d_W1, d_b1, d_W2, d_b2, M2, F2, w2, types);
+    ctx_ok(ec); /* the forward's staging passes run in the bf16 stages */
+    float *dx = d_f(h_nan(Mw2), Mw2);
+    float *dW1 = d_f(h_randn(Fw2, 2760, 1.0f), Fw2), *dW2 = d_f(h_randn(Fw2, 2761, 1.0f), Fw2);
+    float *db1 = d_f(h_randn((size_t)F2, 2762, 1.0f), (size_t)F2);
+    float *db2 = d_f(h_randn((size_t)w2, 2763, 1.0f), (size_t)w2);
+    GPU->mlp_bwd(ec, dx, dW1, db1, dW2, db2, d_dy, d_xh, h2, d_W1, d_W2, NULL, M2, F2, w2, types);
+    rc = GPU->status(ec, err, sizeof err);
+    printf("  mlp_bwd without scratch where it needs it: %s\n", err);
+    T_CHECK(rc != 0);
+    T_CONTAINS(err, "mlp_bwd");
+    T_CONTAINS(err, "scratch tmp (37, 61)");
+    float *hx = malloc(Mw2 * sizeof *hx), *hw = malloc(Fw2 * sizeof *hw);
+    GPU->download(gc, hx, dx, Mw2 * sizeof *hx);
+    size_t written = 0;
+    for (size_t i = 0; i < Mw2; i++) written += !isnan(hx[i]);
+    T_CHECK_MSG(written == 0, "mlp_bwd wrote %zu of dx after failing", written);
+    GPU->download(gc, hw, dW2, Fw2 * sizeof *hw);
+    T_CHECK_MSG(memcmp(hw, h_randn(Fw2, 2761, 1.0f), Fw2 * sizeof *hw) == 0,
+                "mlp_bwd changed dW2 before failing");
+    free(hx);
+    free(hw);
+    cleanup();
+    ctx_free(&ec, ews);
+}
+
 /* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
 
 /* mlp_fwd of one (M, F, w) into a bf16 y (UMD_OPND_Y) against the same context's mlp_fwd into an
@@ -2637,6 +2750,7 @@ int main(void) {
     T_RUN(test_cuda_mlp_bf16_hidden);
     T_RUN(test_cuda_hidden_operand);
     T_RUN(test_cuda_mlp_gelu_epilogue);
+    T_RUN(test_cuda_mlp_scratch);
     T_RUN(test_cuda_mlp_bf16_y);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
