@@ -10,26 +10,31 @@
 # short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
-#   scripts/gpu-check.sh [--steps N] [--sanitize]     build with make into $BUILD, then run
+#   scripts/gpu-check.sh [--steps N] [--sanitize] [--budget S]
+#                                                     build with make into $BUILD, then run
 #   scripts/gpu-check.sh --bundle DIR                 after a build here: copy the GPU tests, the
 #                                                     benchmark and the shared libraries they need
 #                                                     (not libc, libstdc++ or CUDA's) into DIR
-#   scripts/gpu-check.sh --prebuilt DIR [--steps N] [--sanitize]
+#   scripts/gpu-check.sh --prebuilt DIR [--steps N] [--sanitize] [--budget S]
 #                                                     run the binaries of such a bundle (a GPU
 #                                                     machine without the -dev packages)
-# --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. Logs go to $LOGS
-# (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
+# --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
+# 290): the benchmark rows run in order of what they decide (the plain step first, then every
+# switch together), each cut to what is left of S seconds from the start, and those that find
+# less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
+# go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-mode=build dir="" steps=10 sanitize=0
+mode=build dir="" steps=10 sanitize=0 budget=290
 while [ $# -gt 0 ]; do
   case $1 in
     --bundle) mode=bundle; dir=${2:?--bundle needs a directory}; shift ;;
     --prebuilt) mode=prebuilt; dir=${2:?--prebuilt needs a directory}; shift ;;
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --budget) budget=${2:?--budget needs seconds}; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -112,40 +117,44 @@ echo "| test                       | pass| fail| skip| time |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo
+# bench LIMIT LOG ARGS...: the command ARGS with a limit of LIMIT seconds, or what is left of
+# the budget where that is less, its output shown and kept in LOG; skipped (and said, in LOG too)
+# where under 20 s are left. A row cut by the budget is named in the summary, not failed.
+skipped=() cut=()
+bench() {
+  local limit=$1 log=$2; shift 2
+  local left=$(( budget - ($(date +%s) - t_start) )) by_budget=0
+  if [ "$left" -lt 20 ]; then
+    echo "skipped: ${left} s left of the ${budget} s budget (--budget)" | tee "$log"
+    skipped+=("$(basename "$log" .log)")
+    return
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left by_budget=1
+  timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" = 124 ] && [ $by_budget = 1 ]; then cut+=("$(basename "$log" .log)")
+  elif [ "$rc" != 0 ]; then failed=1; fi
+}
+gpu() { bench "$1" "$LOGS/$2.log" "$(bin bench/train_gpu)" "${@:3}"; }
 echo "== memory: train_memory (the arenas, without and with train.recompute)"
-timeout -k 10 60 "$(bin bench/train_memory)" 2>&1 | tee "$LOGS/train_memory.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+bench 60 "$LOGS/train_memory.log" "$(bin bench/train_memory)"
 echo
 # the rows of single switches: fewer steps (their medians against the plain row's), to keep
-# gpu-check within its 5 minutes
+# gpu-check within its budget
 sw_steps=$(( steps < 6 ? steps : 6 ))
+ALL="--bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32"
 echo "== benchmark: train_gpu --steps $steps"
-timeout -k 10 300 "$(bin bench/train_gpu)" --steps "$steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+gpu 300 train_gpu --steps "$steps" --warmup 3
 echo
-echo "== benchmark: train_gpu --graph --precision bf16 (the step recorded once and replayed)"
-timeout -k 10 200 "$(bin bench/train_gpu)" --graph --precision bf16 --steps "$steps" --warmup 3 2>&1 |
-  tee "$LOGS/train_gpu_graph.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo "== benchmark: train_gpu --only b64 --precision bf16 $ALL (the switches together: the fastest step they make)"
+gpu 120 train_gpu_switches_all --only b64 --precision bf16 $ALL --steps "$sw_steps" --warmup 2
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
-timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --fused-norm --profile --steps "$sw_steps" \
-  --warmup 3 2>&1 | tee "$LOGS/train_gpu_fused_norm.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo "== benchmark: the same with --recompute-norms (the LayerNorms and the residual again: memory for two LayerNorm passes)"
+gpu 120 train_gpu_switches_all--recompute-norms --only b64 --precision bf16 $ALL --recompute-norms \
+  --steps "$sw_steps" --warmup 2
 echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
-timeout -k 10 150 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --profile \
-  --steps "$sw_steps" --warmup 3 2>&1 | tee "$LOGS/train_gpu_bf16_operands.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
-echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor, and its resident forward's warps over 32 rows: attention's device times against the --fused-norm profile above; each alone in --attention below)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile \
-  --steps "$sw_steps" --warmup 2 2>&1 | tee "$LOGS/train_gpu_attn32.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
-echo
-echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --attention --only b64 --steps "$steps" 2>&1 | tee "$LOGS/train_gpu_attention.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+gpu 150 train_gpu_bf16_operands --only b64 --precision bf16 --bf16-operands --profile --steps "$sw_steps" --warmup 3
 echo
 for sw in --bf16-mlp --gelu-epilogue --bf16-branch; do
   case $sw in
@@ -154,30 +163,28 @@ for sw in --bf16-mlp --gelu-epilogue --bf16-branch; do
     --bf16-branch) what="attention's output and proj's and fc2's in bf16: ms/step, arena and the device time of attention, the MLP and the gated residuals" ;;
   esac
   echo "== benchmark: train_gpu --only b64 --precision bf16 $sw --profile ($what against the --bf16-operands row)"
-  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $sw --profile --steps "$sw_steps" \
-    --warmup 2 2>&1 | tee "$LOGS/train_gpu${sw//-/_}.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+  gpu 120 "train_gpu${sw//-/_}" --only b64 --precision bf16 $sw --profile --steps "$sw_steps" --warmup 2
   echo
 done
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 (the switches together: the fastest step they make)"
-timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-  --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 --steps "$sw_steps" --warmup 2 2>&1 |
-  tee "$LOGS/train_gpu_switches_all.log"
-[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
+gpu 150 train_gpu_fused_norm --only b64 --precision bf16 --fused-norm --profile --steps "$sw_steps" --warmup 3
 echo
-for mode in --recompute-norms --recompute-partial; do
-  echo "== benchmark: the same with $mode ($([ $mode = --recompute-norms ] && echo "the LayerNorms and the residual again: memory for two LayerNorm passes" || echo "fc1 again too: the smallest memory at the least arithmetic"))"
-  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 --bf16-operands --bf16-mlp \
-    --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32 $mode --steps "$sw_steps" --warmup 2 2>&1 |
-    tee "$LOGS/train_gpu_switches_all$mode.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || failed=1
-  echo
-done
+echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor, and its resident forward's warps over 32 rows: attention's device times against the --fused-norm profile above; each alone in --attention below)"
+gpu 120 train_gpu_attn32 --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile --steps "$sw_steps" --warmup 2
+echo
+echo "== benchmark: train_gpu --graph --precision bf16 (the step recorded once and replayed)"
+gpu 200 train_gpu_graph --graph --precision bf16 --steps "$steps" --warmup 3
+echo
+echo "== benchmark: the switches together with --recompute-partial (fc1 again too: the smallest memory at the least arithmetic)"
+gpu 120 train_gpu_switches_all--recompute-partial --only b64 --precision bf16 $ALL --recompute-partial \
+  --steps "$sw_steps" --warmup 2
+echo
+echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
+gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
+echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial / --recompute-norms (train.recompute's memory and speed)"
 for mode in --recompute --recompute-partial --recompute-norms; do
-  timeout -k 10 120 "$(bin bench/train_gpu)" --only b64 --precision bf16 $mode --steps "$sw_steps" \
-    --warmup 3 2>&1 | tee "$LOGS/train_gpu$mode.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+  gpu 120 "train_gpu$mode" --only b64 --precision bf16 $mode --steps "$sw_steps" --warmup 3
 done
 echo
 # The opt-in switches, each with its bit-for-bit tests and its B/4 bf16 row against the plain one:
@@ -227,6 +234,8 @@ echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
 grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu__gelu_epilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
+[ ${#cut[@]} -gt 0 ] && echo "cut at the budget (${budget} s): ${cut[*]}"
+[ ${#skipped[@]} -gt 0 ] && echo "skipped for the budget (${budget} s; --budget S gives more): ${skipped[*]}"
 echo
 echo "== gpu-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s; logs in $LOGS"
 exit $failed
