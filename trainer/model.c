@@ -539,9 +539,9 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     for (int r = 0; r < m->nrep; r++) {
         replica *rp = &m->rep[r];
         if (r > 0) ops->workspace_bytes(rp->ctx, &lim);
-        size_t te = ops->mlp_scratch(rp->ctx, (int)rp->enc.ntok, d->F, d->w, mtypes);
-        size_t td = ops->mlp_scratch(rp->ctx, (int)rp->dec.ntok, d->F, d->w, mtypes);
-        rp->mlp_tmp = te > td ? te : td;
+        rp->enc.mlp_tmp = ops->mlp_scratch(rp->ctx, (int)rp->enc.ntok, d->F, d->w, mtypes);
+        rp->dec.mlp_tmp = ops->mlp_scratch(rp->ctx, (int)rp->dec.ntok, d->F, d->w, mtypes);
+        rp->mlp_tmp = rp->enc.mlp_tmp > rp->dec.mlp_tmp ? rp->enc.mlp_tmp : rp->dec.mlp_tmp;
     }
 
     size_t nf = m->sizes.nfloats;

@@ -73,6 +73,8 @@ typedef struct {
     seq_seg seg[2];
     long ntok;          /* tokens of all segments */
     long nlse;          /* floats of all segments' log-sum-exps */
+    size_t mlp_tmp;     /* floats of scratch the MLP asks at ntok tokens (mlp_scratch): its tmp is
+                           the replica's tH where this is not 0, else NULL */
 } seq_layout;
 
 /* One replica's activations; B here is the replica's rows (its clean rows, then its noisy ones). */
@@ -147,7 +149,7 @@ typedef struct {
     seq_layout enc, dec;    /* its encoder's two segments (clean, noisy rows), its decoder's one */
     acts A;                 /* views into the activation arena */
     void *workspace;        /* its ops workspace, in the activation arena */
-    size_t mlp_tmp;         /* floats of the MLP's scratch tH at its two layouts (mlp_scratch) */
+    size_t mlp_tmp;         /* floats of the MLP's scratch tH: the larger of enc's and dec's */
     float *grads;           /* (nfloats) in the gradient arena (replica 0: the model's) */
     model_params G;         /* gradient views into grads (enc / dec arrays owned) */
     double *sums;           /* (3) in its activation arena: the last step's sums of squared

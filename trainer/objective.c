@@ -73,6 +73,13 @@ static int mlp_types(const umd_model *m) {
            (m->br_type == UMD_OPND ? UMD_OPND_Y : 0);
 }
 
+/* The MLP's scratch over a layout: the replica's tH where the MLP asked for scratch at its token
+ * count, else NULL (a backend that said it needs none there gets none, whatever the other
+ * layout asked). */
+static float *mlp_tmp(const replica *rp, const seq_layout *sl) {
+    return sl->mlp_tmp ? rp->A.tH : NULL;
+}
+
 /* The gated residuals' flag for their branch input (ao, mo). */
 static int branch_flag(const umd_model *m) { return m->br_type == UMD_OPND ? UMD_OPND_Y : 0; }
 
@@ -146,7 +153,7 @@ static void block_forward(umd_model *m, replica *rp, const block_params *bp, con
     o->linear_fwd(c, a->ao, a->att, bp->proj_w, bp->proj_b, M, w, w,
                   m->att_type | (m->br_type == UMD_OPND ? UMD_OPND_Y : 0));
     block_norm2(m, rp, bp, a, sl);
-    o->mlp_fwd(c, a->mo, a->h, rp->A.tH, a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
+    o->mlp_fwd(c, a->mo, a->h, mlp_tmp(rp, sl), a->m2, bp->fc1_w, bp->fc1_b, bp->fc2_w, bp->fc2_b, M,
                d->F, w, mlp_types(m));
     for (int k = 0; out && k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
@@ -229,7 +236,7 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
     }
     /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
-               bp->fc1_w, bp->fc2_w, A->tH, M, d->F, w, mlp_types(m));
+               bp->fc1_w, bp->fc2_w, mlp_tmp(rp, sl), M, d->F, w, mlp_types(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;

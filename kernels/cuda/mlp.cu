@@ -72,7 +72,8 @@
  * (asked at set-up, before the workspace is set: mlp_scratch, which makes them) neither pass
  * writes tmp, so mlp_scratch answers 0 there and the model lays out no (tokens, F) scratch (on
  * B/4 at batch 256, 0.75 GiB); given tmp NULL where a pass needs it, the MLP fails the context,
- * naming the op and the shapes, before it writes anything.
+ * naming the op and the shapes: before it writes anything, but for fc2's bf16 y with no fp32
+ * room (fc2_y_bf16, after fc1; mlp_scratch asks that room of bf_a before it answers 0).
  *
  * The output y in bf16 (UMD_OPND_Y in a context with bf16 operands: fc2's output is a branch
  * tensor, kept so where branch_operand says 1, read by gate_residual_fwd and its backward):

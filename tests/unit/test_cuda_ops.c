@@ -1322,7 +1322,9 @@ static void test_cuda_mlp_gelu_epilogue(void) {
  *   UMD_OPND_H, where F is not a multiple of 8 (no plan), for rows beyond the stages whole, and
  *   in a context without the epilogues;
  *   mlp_fwd and mlp_bwd given tmp NULL there give the bits they give with a (poisoned) tmp, y
- *   fp32 and bf16 (UMD_OPND_Y), through the epilogue GEMMs;
+ *   fp32 and bf16 (UMD_OPND_Y), through the epilogue GEMMs; and where fc2 writes its bf16 y
+ *   through fp32 room (UMDQ_CUDA_LT_BF16_Y=0), bf_a's without tmp and tmp's with it give the
+ *   same bits, the fp32 y's rounded;
  *   mlp_bwd given tmp NULL where it needs it (F not a multiple of 8) fails the context, naming
  *   the op and the scratch, before it writes anything (dx, dW2). */
 static void test_cuda_mlp_scratch(void) {
@@ -1331,10 +1333,19 @@ static void test_cuda_mlp_scratch(void) {
     static const char *const vars[] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_BF16_MLP",
                                        "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH"};
     for (int i = 0; i < 4; i++) setenv(vars[i], "1", 1);
-    umd_ctx *ec = NULL;
+    umd_ctx *ec = NULL, *vc = NULL;
     int rc = GPU->ctx_new(&ec, 1, err, sizeof err);
+    /* the same, where fc2's bf16 y goes through fp32 room: tmp when given, else bf_a */
+    setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
+    if (rc == 0) rc = GPU->ctx_new(&vc, 1, err, sizeof err);
+    unsetenv("UMDQ_CUDA_LT_BF16_Y");
     for (int i = 0; i < 4; i++) unsetenv(vars[i]);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
+    const size_t vbytes = GPU->workspace_bytes(vc, &OPND_LIM);
+    T_CHECK(GPU->mlp_scratch(vc, 300, 256, 64, UMD_OPND | UMD_OPND_H | UMD_OPND_Y) == 0);
+    void *vws = GPU->alloc(vc, vbytes);
+    T_REQUIRE(vws);
+    GPU->set_workspace(vc, vws, vbytes);
     const size_t bytes = GPU->workspace_bytes(ec, &OPND_LIM);
     const int types = UMD_OPND | UMD_OPND_H;
     const size_t before = GPU->mlp_scratch(ec, 300, 256, 64, types);
@@ -1394,7 +1405,26 @@ static void test_cuda_mlp_scratch(void) {
     gelu_counts(ec, &g1, &r1);
     T_CHECK_MSG(g1 - g0 == 8 && r1 == r0, "%ld GELU epilogue GEMMs and %ld passes without a plan, "
                 "want 8 and 0", g1 - g0, r1 - r0);
+    /* a bf16 y through bf_a (no tmp) and through tmp: the same bits, and the fp32 y's rounded */
+    {
+        void *y16[2] = {d_up(nan16, Mw * sizeof *nan16), d_up(nan16, Mw * sizeof *nan16)};
+        float *y32 = d_f(nanMw, Mw);
+        void *hv = d_up(nan16, MF * sizeof *nan16);
+        for (int k = 0; k < 2; k++)
+            GPU->mlp_fwd(vc, y16[k], hv, k ? d_f(nanMF, MF) : NULL, d_xh, d_W1, d_b1, d_W2, d_b2,
+                         M, F, w, types | UMD_OPND_Y);
+        GPU->mlp_fwd(vc, y32, hv, NULL, d_xh, d_W1, d_b1, d_W2, d_b2, M, F, w, types);
+        ctx_ok(vc);
+        same_bits_fmt(d_widened(y16[0], Mw), d_widened(y16[1], Mw), Mw,
+                      "mlp_fwd bf16 y through bf_a (no scratch) and through tmp");
+        same_rounded("mlp_fwd bf16 y through bf_a against the fp32 y", y16[0], y32, Mw);
+        char rep[4096];
+        umd_cuda_profile_report(vc, 1, rep, sizeof rep);
+        T_CHECK_MSG(strstr(rep, "through the fp32 scratch") != NULL,
+                    "no bf16 y went through the fp32 scratch: %s", rep);
+    }
     cleanup();
+    ctx_free(&vc, vws);
 
     /* F = 61: no plan, so the backward's staging passes need tmp */
     const int M2 = 37, F2 = 61, w2 = 24;
