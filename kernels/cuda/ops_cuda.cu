@@ -30,6 +30,27 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
     return -1;
 }
 
+/* The opt-in switches' values where their variables are not set: every one off until make
+ * gpu-check has run it on a device and it is faster there (README, "On a GPU"); a switch turned
+ * on here stays one its variable turns off ("0"). */
+#define CUDA_DEFAULT_GRAPH 0
+#define CUDA_DEFAULT_FUSED_NORM 0
+#define CUDA_DEFAULT_BF16_OPERANDS 0
+#define CUDA_DEFAULT_BF16_MLP 0
+#define CUDA_DEFAULT_BF16_BRANCH 0
+#define CUDA_DEFAULT_GELU_EPILOGUE 0
+#define CUDA_DEFAULT_ATTN_KV32 0
+#define CUDA_DEFAULT_ATTN_FWD32 0
+
+/* A switch from the environment when a context is made: "1" on, "0" off, else (unset, or any
+ * other value) its default. */
+static int cuda_switch(const char *var, int dflt) {
+    const char *v = getenv(var);
+    if (v && strcmp(v, "1") == 0) return 1;
+    if (v && strcmp(v, "0") == 0) return 0;
+    return dflt;
+}
+
 static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errlen) {
     (void)threads; /* one device, one stream: the CPU thread count does not apply */
     *out = NULL;
@@ -52,35 +73,30 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
                    : attn && strcmp(attn, "gemm") == 0 ? UMD_ATTN_GEMM
                                                        : UMD_ATTN_MMA;
     {
-        const char *g = getenv("UMDQ_CUDA_GRAPH");
-        c->graphs = g && strcmp(g, "1") == 0;
-        const char *f = getenv("UMDQ_CUDA_FUSED_NORM");
-        c->fused_norm = f && strcmp(f, "1") == 0;
+        c->graphs = cuda_switch("UMDQ_CUDA_GRAPH", CUDA_DEFAULT_GRAPH);
+        c->fused_norm = cuda_switch("UMDQ_CUDA_FUSED_NORM", CUDA_DEFAULT_FUSED_NORM);
         /* bf16 operand tensors only where the GEMMs read bf16 anyway: the LayerNorm (and the
          * qkv Linear, where attention_operand says so) rounds its output where the product's
          * conversion would have, so the results are the same bits */
-        const char *o = getenv("UMDQ_CUDA_BF16_OPERANDS");
-        c->opnd_bf16 = math == UMD_MATH_BF16 && o && strcmp(o, "1") == 0;
+        c->opnd_bf16 = math == UMD_MATH_BF16 &&
+                       cuda_switch("UMDQ_CUDA_BF16_OPERANDS", CUDA_DEFAULT_BF16_OPERANDS);
         /* the MLP's h in bf16 only on top of them (fc1 writes it as the qkv Linear writes qkv);
          * unlike them it changes the results (GELU and its derivative read h rounded), so it is
          * a switch of its own */
-        const char *hm = getenv("UMDQ_CUDA_BF16_MLP");
-        c->hidden_bf16 = c->opnd_bf16 && hm && strcmp(hm, "1") == 0;
+        c->hidden_bf16 = c->opnd_bf16 && cuda_switch("UMDQ_CUDA_BF16_MLP", CUDA_DEFAULT_BF16_MLP);
         /* branch tensors in bf16 (branch_operand: attention's output, proj's and fc2's y), also
          * only on top of the operands and also a switch of its own: the gated residuals and
          * attention's backward read them rounded, as bf16 autocast keeps them */
-        const char *br = getenv("UMDQ_CUDA_BF16_BRANCH");
-        c->branch_bf16 = c->opnd_bf16 && br && strcmp(br, "1") == 0;
+        c->branch_bf16 =
+            c->opnd_bf16 && cuda_switch("UMDQ_CUDA_BF16_BRANCH", CUDA_DEFAULT_BF16_BRANCH);
         /* the MLP's GELU in cuBLASLt's epilogues, on top of h in bf16 (mlp.cu): fc1 writes h and
          * the fc2 operand gelu(h) in one GEMM, and the GELU backward is the epilogue of dy W2 */
-        const char *ge = getenv("UMDQ_CUDA_GELU_EPILOGUE");
-        c->gelu_epi = c->hidden_bf16 && ge && strcmp(ge, "1") == 0;
+        c->gelu_epi =
+            c->hidden_bf16 && cuda_switch("UMDQ_CUDA_GELU_EPILOGUE", CUDA_DEFAULT_GELU_EPILOGUE);
         /* the mma attention's dK dV step over 32 queries at a time: only speed, the same bits */
-        const char *kv = getenv("UMDQ_CUDA_ATTN_KV32");
-        c->attn_kv32 = kv && strcmp(kv, "1") == 0;
+        c->attn_kv32 = cuda_switch("UMDQ_CUDA_ATTN_KV32", CUDA_DEFAULT_ATTN_KV32);
         /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
-        const char *f32 = getenv("UMDQ_CUDA_ATTN_FWD32");
-        c->attn_fwd32 = f32 && strcmp(f32, "1") == 0;
+        c->attn_fwd32 = cuda_switch("UMDQ_CUDA_ATTN_FWD32", CUDA_DEFAULT_ATTN_FWD32);
         /* a bf16 y through the fp32 scratch, as where cuBLASLt has no bf16 D with an fp32 bias */
         const char *ly = getenv("UMDQ_CUDA_LT_BF16_Y");
         c->lt_bf16_y_off = ly && strcmp(ly, "0") == 0;

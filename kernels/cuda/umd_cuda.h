@@ -54,7 +54,10 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * the same bits (test_cuda_ops); off by default until it has run on a device (--attn-fwd32).
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
- * with an fp32 bias: the same bits, for the tests of that path. */
+ * with an fp32 bias: the same bits, for the tests of that path.
+ * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_BRANCH, GELU_EPILOGUE, ATTN_KV32,
+ * ATTN_FWD32) is read when a context is made: "1" turns it on, "0" off, and unset it takes its
+ * default (ops_cuda.cu's CUDA_DEFAULT_*: all off in this version). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);

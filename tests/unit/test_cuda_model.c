@@ -206,8 +206,8 @@ static void graph_parity(int math) {
     umd_model *e = new_model(&cfg, umd_ops_cuda(math));
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
     umd_model *g = new_model(&cfg, umd_ops_cuda(math));
-    unsetenv("UMDQ_CUDA_GRAPH");
-    unsetenv("UMDQ_CUDA_ATTN_KV32");
+    setenv("UMDQ_CUDA_GRAPH", "0", 1);
+    setenv("UMDQ_CUDA_ATTN_KV32", "0", 1);
     T_REQUIRE(e && g);
     umd_model_init(e, cfg.seed);
     umd_model_init(g, cfg.seed);
@@ -315,11 +315,11 @@ static void same_bits_bf16(int recompute, int switches, int operands, int hd64) 
     if (switches & SW_FWD32) setenv("UMDQ_CUDA_ATTN_FWD32", "1", 1);
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     umd_model *b = new_model(&cfg, ops);
-    unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_ATTN_KV32");
+    setenv("UMDQ_CUDA_FUSED_NORM", "0", 1);
+    setenv("UMDQ_CUDA_ATTN_KV32", "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
-    unsetenv("UMDQ_CUDA_ATTN_FWD32");
-    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    setenv("UMDQ_CUDA_ATTN_FWD32", "0", 1);
+    setenv("UMDQ_CUDA_BF16_OPERANDS", "0", 1);
     T_REQUIRE(a && b);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(a)), 4);
     T_EQ_INT(ops->operand_bytes(umd_model_ctx(b)), operands ? 2 : 4);
@@ -481,10 +481,10 @@ static const struct {
 /* The variables of the switches sw set (set 1) or cleared (set 0), with the operands'. */
 static void rd_env(int sw, int set) {
     if (set) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-    else unsetenv("UMDQ_CUDA_BF16_OPERANDS");
+    else setenv("UMDQ_CUDA_BF16_OPERANDS", "0", 1);
     for (int i = 0; i < RD_NVARS; i++) {
         if (set && (sw & RD_VARS[i].flag)) setenv(RD_VARS[i].var, "1", 1);
-        else unsetenv(RD_VARS[i].var);
+        else setenv(RD_VARS[i].var, "0", 1);
     }
 }
 
@@ -718,7 +718,7 @@ static void test_cuda_umd_run(void) {
     seen sr = {0};
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
     rc = run_json(RUN_CONFIG("cuda", "bf16"), &sr, err, sizeof err);
-    unsetenv("UMDQ_CUDA_GRAPH");
+    setenv("UMDQ_CUDA_GRAPH", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  cuda bf16 recorded: %s\n", err), 0));
     T_EQ_INT(sr.recorded, 1);
     T_EQ_INT(sb.recorded, 0);

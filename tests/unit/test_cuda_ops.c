@@ -183,14 +183,14 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
     int rc = o->ctx_new(&c, 1, err, sizeof err);
-    unsetenv("UMDQ_CUDA_BF16_OPERANDS");
-    unsetenv("UMDQ_CUDA_FUSED_NORM");
-    unsetenv("UMDQ_CUDA_BF16_MLP"); /* ctx_with_switch's, cleared before */
-    unsetenv("UMDQ_CUDA_ATTN_KV32"); /* T_REQUIRE can jump out; */
-    unsetenv("UMDQ_CUDA_ATTN_FWD32");
+    setenv("UMDQ_CUDA_BF16_OPERANDS", "0", 1);
+    setenv("UMDQ_CUDA_FUSED_NORM", "0", 1);
+    setenv("UMDQ_CUDA_BF16_MLP", "0", 1); /* ctx_with_switch's, cleared before */
+    setenv("UMDQ_CUDA_ATTN_KV32", "0", 1); /* T_REQUIRE can jump out; */
+    setenv("UMDQ_CUDA_ATTN_FWD32", "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
-    unsetenv("UMDQ_CUDA_GELU_EPILOGUE");
-    unsetenv("UMDQ_CUDA_BF16_BRANCH");
+    setenv("UMDQ_CUDA_GELU_EPILOGUE", "0", 1);
+    setenv("UMDQ_CUDA_BF16_BRANCH", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -213,7 +213,7 @@ static umd_ctx *ctx_with_switch(const char *var, int m, int operands, const umd_
                                 void **ws) {
     setenv(var, "1", 1);
     umd_ctx *c = ctx_with(m, operands, 0, lim, ws);
-    unsetenv(var);
+    setenv(var, "0", 1);
     return c;
 }
 
@@ -1339,7 +1339,7 @@ static void test_cuda_mlp_scratch(void) {
     setenv("UMDQ_CUDA_LT_BF16_Y", "0", 1);
     if (rc == 0) rc = GPU->ctx_new(&vc, 1, err, sizeof err);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
-    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
+    for (int i = 0; i < 4; i++) setenv(vars[i], "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     const size_t vbytes = GPU->workspace_bytes(vc, &OPND_LIM);
     T_CHECK(GPU->mlp_scratch(vc, 300, 256, 64, UMD_OPND | UMD_OPND_H | UMD_OPND_Y) == 0);
@@ -1769,7 +1769,7 @@ static void test_cuda_residual_layernorm(void) {
     umd_ctx *fc = NULL;
     setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
     int rc = GPU->ctx_new(&fc, 1, err, sizeof err);
-    unsetenv("UMDQ_CUDA_FUSED_NORM");
+    setenv("UMDQ_CUDA_FUSED_NORM", "0", 1);
     T_REQUIRE(rc == 0);
     /* n T w, then the offset in floats of every token tensor (1: rows not 16-byte aligned) */
     const int shapes[][4] = {{3, 5, 16, 0},  {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
@@ -2699,7 +2699,7 @@ static void test_cuda_record(void) {
 
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
     int rc = GPU->ctx_new(&c, 1, err, sizeof err);
-    unsetenv("UMDQ_CUDA_GRAPH");
+    setenv("UMDQ_CUDA_GRAPH", "0", 1);
     T_REQUIRE(rc == 0);
     umd_limits lim = {4, 16, 64, 2, 16, 4096};
     size_t wsb = GPU->workspace_bytes(c, &lim);

@@ -23,17 +23,18 @@ static inline float fx_unit(uint32_t key, uint64_t i) {
     return philox_unit(philox_draw(0x5eedULL, PHILOX_TEST, key, i).v[2]);
 }
 
-/* The CUDA backend's environment switches (kernels/cuda/umd_cuda.h), cleared at the start of a
- * GPU test program: the tests switch each on where they mean to, so one exported in the shell
- * cannot make a test compare a path with itself. */
+/* The CUDA backend's environment switches (kernels/cuda/umd_cuda.h), turned off ("0", whatever
+ * their defaults) at the start of a GPU test program: the tests switch each on where they mean
+ * to, so neither one exported in the shell nor a default turned on can make a test compare a
+ * path with itself. UMDQ_CUDA_LT_BF16_Y (a test's way round cuBLASLt's bf16 output) is cleared. */
 static void fx_cuda_switches_off(void) __attribute__((unused));
 static void fx_cuda_switches_off(void) {
     static const char *const vars[] = {"UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
                                        "UMDQ_CUDA_BF16_MLP",   "UMDQ_CUDA_GRAPH",
                                        "UMDQ_CUDA_ATTN_KV32", "UMDQ_CUDA_ATTN_FWD32",
-                                       "UMDQ_CUDA_LT_BF16_Y", "UMDQ_CUDA_GELU_EPILOGUE",
-                                       "UMDQ_CUDA_BF16_BRANCH"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
+                                       "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) setenv(vars[i], "0", 1);
+    unsetenv("UMDQ_CUDA_LT_BF16_Y");
 }
 
 /* A tiny model: 8x8x2 images, patch 2 (L = 16), width 16, 2 heads, depth 2, dec_depth 1,
