@@ -238,6 +238,17 @@ void cuda_ws_sizes(const umd_ctx *c, size_t *bf_stage, size_t *bf_w_len, size_t 
 /* GELU-tanh as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) (the CPU's form: no cancellation
  * of 1 + tanh u for negative x), and its derivative s + x s (1 - s) 2u', s = sigmoid(2u). The
  * device side of gelu_fwd / gelu_bwd (elementwise.cu) and of the MLP (mlp.cu). */
+/* Four values from p as fp32: one 16-byte load, or 8 bytes of bf16 widened (exactly; p aligned
+ * so): what a kernel reads of a tensor that is fp32 or a bf16 branch tensor (ops.h). */
+__device__ static inline float4 cuda_values4(const float *p) {
+    return *reinterpret_cast<const float4 *>(p);
+}
+__device__ static inline float4 cuda_values4(const __nv_bfloat16 *p) {
+    const uint2 u = *reinterpret_cast<const uint2 *>(p);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
 __device__ static inline float cuda_gelu_tanh(float v) {
     float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
     return v / (1.0f + expf(-2.0f * u));

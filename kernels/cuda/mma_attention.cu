@@ -489,16 +489,6 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
     }
 }
 
-/* 4 values of O from p as fp32: 16 bytes, or 8 bytes of a bf16 branch tensor widened (exactly). */
-__device__ static inline float4 o_values4(const float *p) {
-    return *reinterpret_cast<const float4 *>(p);
-}
-__device__ static inline float4 o_values4(const bf16 *p) {
-    const uint2 u = *reinterpret_cast<const uint2 *>(p);
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
-                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
-}
-
 /* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
  * elements apart; O fp32 or bf16, OT, its values widened) and lse: LD = {L0, L1, D0, D1}; D also
  * written to Dg (n, heads, T) when t == 0. */
@@ -516,7 +506,7 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, c
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 float4 x = *reinterpret_cast<const float4 *>(a + 4 * i);
-                float4 y = o_values4(b + 4 * i);
+                float4 y = cuda_values4(b + 4 * i); /* O: fp32, or bf16 widened */
                 acc += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
             }
         }

@@ -95,46 +95,19 @@ __device__ static inline float warp_sum(float v) {
 
 __device__ static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* v = p[c .. c + 4), 0 past w. V: one 16-byte load (p + c aligned, w % 4 == 0). */
-template <bool V>
-__device__ static inline void load4(float v[4], const float *p, int c, int w) {
-    if (V) {
-        if (c < w) {
-            const float4 q = *reinterpret_cast<const float4 *>(p + c);
-            v[0] = q.x;
-            v[1] = q.y;
-            v[2] = q.z;
-            v[3] = q.w;
-        } else {
-            v[0] = v[1] = v[2] = v[3] = 0.0f;
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < 4; j++) v[j] = c + j < w ? p[c + j] : 0.0f;
-    }
-}
-
 /* A value of y, the gated residuals' branch input, as fp32: itself, or a bf16 branch tensor's
  * value widened (exactly), so the arithmetic after the load is the fp32 one's on the rounded
- * values. y_values4: four of them from p, one 16-byte load, or 8 bytes of bf16 (p aligned so). */
+ * values (four at a time: cuda_values4). */
 __device__ static inline float y_value(float v) { return v; }
 __device__ static inline float y_value(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ static inline float4 y_values4(const float *p) {
-    return *reinterpret_cast<const float4 *>(p);
-}
-__device__ static inline float4 y_values4(const __nv_bfloat16 *p) {
-    const uint2 u = *reinterpret_cast<const uint2 *>(p);
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
-                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
-}
 
-/* load4 from a bf16 branch tensor, widened. V: one 8-byte load (p + c 8-byte aligned, w % 4 ==
- * 0). */
-template <bool V>
-__device__ static inline void load4(float v[4], const __nv_bfloat16 *p, int c, int w) {
+/* v = p[c .. c + 4) as fp32 (T fp32, or bf16 widened), 0 past w. V: one 16-byte load, or 8 bytes
+ * of bf16 (p + c aligned so, w % 4 == 0). */
+template <bool V, class T>
+__device__ static inline void load4(float v[4], const T *p, int c, int w) {
     if (V) {
         if (c < w) {
-            const float4 q = y_values4(p + c);
+            const float4 q = cuda_values4(p + c);
             v[0] = q.x;
             v[1] = q.y;
             v[2] = q.z;
@@ -668,7 +641,7 @@ __global__ static void k_gate_fwd(float *out, const float *x, const YT *y, const
         if (vec) {
             for (int i = lane * 4; i < w; i += 128) {
                 const float4 a = *reinterpret_cast<const float4 *>(x + e + i);
-                const float4 v = y_values4(y + e + i);
+                const float4 v = cuda_values4(y + e + i);
                 const float4 q = *reinterpret_cast<const float4 *>(g + i);
                 *reinterpret_cast<float4 *>(out + e + i) =
                     make_float4(__fmaf_rn(q.x, v.x, a.x), __fmaf_rn(q.y, v.y, a.y),
