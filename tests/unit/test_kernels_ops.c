@@ -464,6 +464,38 @@ static void near_rel(const char *what, const float *a, const float *b, size_t n,
                 sqrt(num / (den + 1e-300)), which);
 }
 
+/* A bf16 attention case: n sequences of T tokens, heads of hd; qkv drawn from key and rounded (qh
+ * the bf16 values, qw their widening), dO g from key + 10; the sizes of qkv, out and lse. Shapes:
+ * rows left after the 4-row blocks, one token, head widths 8 to 32. */
+typedef struct {
+    int n, T, heads, hd;
+    size_t nq, no, nl;
+    float *qw, *g;
+    uint16_t *qh;
+} att16_case;
+static const int ATT16_SHAPES[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
+#define ATT16_NSHAPES (sizeof ATT16_SHAPES / sizeof *ATT16_SHAPES)
+
+static att16_case att16_new(size_t k, uint32_t key) {
+    att16_case a;
+    a.n = ATT16_SHAPES[k][0], a.T = ATT16_SHAPES[k][1], a.heads = ATT16_SHAPES[k][2];
+    a.hd = ATT16_SHAPES[k][3];
+    const size_t W = (size_t)a.heads * a.hd;
+    a.nq = (size_t)a.n * a.T * 3 * W, a.no = (size_t)a.n * a.T * W;
+    a.nl = (size_t)a.n * a.heads * a.T;
+    float *qkv = randn(a.nq, key, 1.0f);
+    bf16_pair(qkv, a.nq, &a.qh, &a.qw);
+    free(qkv);
+    a.g = randn(a.no, key + 10, 1.0f);
+    return a;
+}
+
+static void att16_free(att16_case *a) {
+    free(a->qw);
+    free(a->qh);
+    free(a->g);
+}
+
 /* residual_layernorm_fwd (fused) or layernorm_fwd of x over packed (n, T, w) rows, the gate and
  * modulation rows (md: shift, scale; NULL: none) 6w apart, out typed as `type`. */
 static void ln_op(const umd_ops *o, umd_ctx *c, int fused, float *xo, void *out, float *mean,
@@ -682,15 +714,12 @@ static void test_kernels_bf16_operands(void) {
     T_EQ_INT(O->attention_operand(C1, 64), 0);
     T_EQ_INT(B16->hidden_operand(Cb[0]), 1);
     T_EQ_INT(O->hidden_operand(C1), 0);
-    static const int att_shapes[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
-    for (size_t k = 0; k < sizeof att_shapes / sizeof *att_shapes; k++) {
-        const int n = att_shapes[k][0], T = att_shapes[k][1], heads = att_shapes[k][2];
-        const int hd = att_shapes[k][3], W = heads * hd;
-        const size_t nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W, nl = (size_t)n * heads * T;
-        float *qkv = randn(nq, 700 + (uint32_t)k, 1.0f), *qw;
-        uint16_t *qh;
-        bf16_pair(qkv, nq, &qh, &qw);
-        float *g = randn(no, 710 + (uint32_t)k, 1.0f);
+    for (size_t k = 0; k < ATT16_NSHAPES; k++) {
+        att16_case a = att16_new(k, 700 + (uint32_t)k);
+        const int n = a.n, T = a.T, heads = a.heads, hd = a.hd;
+        const size_t nq = a.nq, no = a.no, nl = a.nl;
+        const float *qw = a.qw, *g = a.g;
+        const uint16_t *qh = a.qh;
         float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq);
         float *out2 = malloc(no * sizeof *out2), *lse2 = malloc(nl * sizeof *lse2);
         float *dq2 = malloc(nq * sizeof *dq2);
@@ -708,8 +737,8 @@ static void test_kernels_bf16_operands(void) {
             same_bits("attention_fwd lse on a bf16 qkv", lse2, lse, nl, which);
             same_bits("attention_bwd dqkv on a bf16 qkv", dq2, dq, nq, which);
         }
-        free(qkv); free(qw); free(qh); free(g); free(out); free(lse); free(dq); free(out2);
-        free(lse2); free(dq2);
+        att16_free(&a);
+        free(out); free(lse); free(dq); free(out2); free(lse2); free(dq2);
     }
     for (int t = 0; t < 2; t++) {
         B16->release(Cb[t], ws[t]);
@@ -837,22 +866,17 @@ static void test_kernels_bf16_branches(void) {
     }
 
     /* attention with a bf16 out, on a bf16 qkv and on an fp32 one */
-    static const int att_shapes[][4] = {{3, 11, 2, 8}, {2, 18, 1, 24}, {1, 1, 2, 8}, {2, 37, 2, 32}};
-    for (size_t k = 0; k < sizeof att_shapes / sizeof *att_shapes; k++) {
-        const int n = att_shapes[k][0], T = att_shapes[k][1], heads = att_shapes[k][2];
-        const int hd = att_shapes[k][3], W = heads * hd;
-        const size_t nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W, nl = (size_t)n * heads * T;
-        float *qkv = randn(nq, 970 + (uint32_t)k, 1.0f), *qw;
-        uint16_t *qh;
-        bf16_pair(qkv, nq, &qh, &qw);
-        float *g = randn(no, 980 + (uint32_t)k, 1.0f);
+    for (size_t k = 0; k < ATT16_NSHAPES; k++) {
+        att16_case a = att16_new(k, 970 + (uint32_t)k);
+        const int n = a.n, T = a.T, heads = a.heads, hd = a.hd;
+        const size_t nq = a.nq, no = a.no, nl = a.nl;
         float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq), *ow = zeros(no);
         float *lse2 = malloc(nl * sizeof *lse2), *dq2 = malloc(nq * sizeof *dq2);
         uint16_t *oh = malloc(no * sizeof *oh);
         for (int t = 0; t < 2; t++)
             for (int qb = 0; qb < 2; qb++) {
                 const int which = (int)k * 10 + t * 2 + qb, qt = qb ? UMD_OPND : UMD_F32;
-                const void *q = qb ? (const void *)qh : (const void *)qw;
+                const void *q = qb ? (const void *)a.qh : (const void *)a.qw;
                 B16->attention_fwd(Cb[t], out, lse, q, n, T, heads, hd, qt);
                 memset(oh, 0xff, no * sizeof *oh);
                 for (size_t i = 0; i < nl; i++) lse2[i] = NAN;
@@ -860,13 +884,13 @@ static void test_kernels_bf16_branches(void) {
                 same_rounded("attention_fwd bf16 out", oh, out, no, which);
                 same_bits("attention_fwd lse with a bf16 out", lse2, lse, nl, which);
                 for (size_t i = 0; i < no; i++) ow[i] = fx_widen(oh[i]);
-                B16->attention_bwd(Cb[t], dq, g, q, ow, lse, n, T, heads, hd, qt);
+                B16->attention_bwd(Cb[t], dq, a.g, q, ow, lse, n, T, heads, hd, qt);
                 for (size_t i = 0; i < nq; i++) dq2[i] = NAN;
-                B16->attention_bwd(Cb[t], dq2, g, q, oh, lse, n, T, heads, hd, qt | UMD_OPND_O);
+                B16->attention_bwd(Cb[t], dq2, a.g, q, oh, lse, n, T, heads, hd, qt | UMD_OPND_O);
                 same_bits("attention_bwd dqkv on a bf16 out", dq2, dq, nq, which);
             }
-        free(qkv); free(qw); free(qh); free(g); free(out); free(lse); free(dq); free(ow);
-        free(lse2); free(dq2); free(oh);
+        att16_free(&a);
+        free(out); free(lse); free(dq); free(ow); free(lse2); free(dq2); free(oh);
     }
     for (int t = 0; t < 2; t++) {
         B16->release(Cb[t], ws[t]);

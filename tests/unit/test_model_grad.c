@@ -205,6 +205,22 @@ static void deep_config(umd_config *cfg, int threads) {
     cfg->dec_depth = 3;
 }
 
+/* One step of each of the n models on the same batch of deep_config's 8x8x2 images (drawn from
+ * key) and the same draws: their losses into l. */
+static void step_each(umd_model **m, int n, const umd_config *cfg, uint32_t key, umd_losses *l) {
+    float *x = malloc(sizeof(float) * (size_t)cfg->batch * 2 * 8 * 8);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg->batch);
+    T_REQUIRE(x && y);
+    fx_batch(x, y, cfg->batch, 2, 8, 8, 5, key);
+    for (int r = 0; r < n; r++) {
+        umd_model_load_batch(m[r], x, y);
+        umd_model_draw(m[r], cfg->seed, 3);
+        umd_model_step(m[r], 1, &l[r]);
+    }
+    free(x);
+    free(y);
+}
+
 /* train.recompute with several decoder blocks (the golden model has one): every block but the last
  * decoder block runs again in the backward, whole ("full") or in part ("partial", "norms"), and
  * the gradients are the same bits as without, the activations smaller mode by mode; the finite
@@ -225,15 +241,8 @@ static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int
         umd_model_init(m[r], cfg.seed);
         fx_randomize(m[r], key);
     }
-    float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
-    fx_batch(x, y, cfg.batch, 2, 8, 8, 5, key + 100);
     umd_losses l[NMODES];
-    for (int r = 0; r < NMODES; r++) {
-        umd_model_load_batch(m[r], x, y);
-        umd_model_draw(m[r], cfg.seed, 3);
-        umd_model_step(m[r], 1, &l[r]);
-    }
+    step_each(m, NMODES, &cfg, key + 100, l);
     printf("  %s, %d thread(s): loss %.9f / %.9f / %.9f / %.9f; activations %zu / %zu / %zu / %zu "
            "bytes (off, norms, partial, full)\n", ops->name, threads, l[0].loss, l[1].loss,
            l[2].loss, l[3].loss, umd_model_sizes(m[0])->acts, umd_model_sizes(m[1])->acts,
@@ -248,8 +257,6 @@ static void recompute_same_on(const umd_ops *ops, int threads, uint32_t key, int
                            umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0,
                     "the gradients differ with train.recompute %s", umd_recompute_name(modes[r]));
     }
-    free(x);
-    free(y);
     for (int r = 0; r < NMODES; r++) umd_model_destroy(&m[r]);
     if (!fd) return;
     for (int r = 1; r < NMODES; r++) {
@@ -316,15 +323,8 @@ static void test_model_grad_bf16_operands(void) {
     T_CONTAINS(line, ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs (batch");
     umd_model_describe(m[0], line, sizeof line);
     T_CHECK(strstr(line, "bf16") == NULL);
-    float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
-    fx_batch(x, y, cfg.batch, 2, 8, 8, 5, 8200);
     umd_losses l[2];
-    for (int r = 0; r < 2; r++) {
-        umd_model_load_batch(m[r], x, y);
-        umd_model_draw(m[r], cfg.seed, 3);
-        umd_model_step(m[r], 1, &l[r]);
-    }
+    step_each(m, 2, &cfg, 8200, l);
     T_CHECK(l[1].loss != l[0].loss); /* the operands were rounded */
     T_NEAR(l[1].loss, l[0].loss, 0, 1e-2);
     double worst = 0;
@@ -343,8 +343,6 @@ static void test_model_grad_bf16_operands(void) {
     printf("  loss fp32 %.9f, bf16 operands %.9f; worst gradient relative error %.2e (%s)\n",
            l[0].loss, l[1].loss, worst, worst_name);
     T_CHECK_MSG(worst < 1e-2, "gradient %s off by %.2e relative", worst_name, worst);
-    free(x);
-    free(y);
     for (int r = 0; r < 2; r++) umd_model_destroy(&m[r]);
 
     recompute_same_on(umd_ops_cpu_bf16(), 1, 8300, 0);
@@ -548,16 +546,9 @@ static void test_model_grad_mlp_without_scratch(void) {
             T_CONTAINS(line, ", no MLP scratch");
             umd_model_describe(m[0], line, sizeof line);
             T_CHECK(strstr(line, "no MLP scratch") == NULL);
-            float *x = malloc(sizeof(float) * (size_t)cfg.batch * 2 * 8 * 8);
-            int32_t *y = malloc(sizeof(int32_t) * (size_t)cfg.batch);
-            fx_batch(x, y, cfg.batch, 2, 8, 8, 5, 9200);
             umd_losses l[2];
             noscratch_tmp_given = 0;
-            for (int r = 0; r < 2; r++) {
-                umd_model_load_batch(m[r], x, y);
-                umd_model_draw(m[r], cfg.seed, 3);
-                umd_model_step(m[r], 1, &l[r]);
-            }
+            step_each(m, 2, &cfg, 9200, l);
             T_CHECK_MSG(!noscratch_tmp_given, "the MLP was given a scratch mlp_scratch said it "
                                               "needs none of");
             T_CHECK(l[0].loss == l[1].loss);
@@ -565,8 +556,6 @@ static void test_model_grad_mlp_without_scratch(void) {
                            umd_model_sizes(m[0])->nfloats * sizeof(float)) == 0);
             printf("  %d thread(s), recompute %s: %zu bytes less, loss %.9f both\n", threads,
                    umd_recompute_name(cfg.recompute), saved, l[0].loss);
-            free(x);
-            free(y);
             for (int r = 0; r < 2; r++) umd_model_destroy(&m[r]);
         }
 }
