@@ -818,10 +818,13 @@ static void test_kernels_bf16_branches(void) {
                                             st, n, T, w, UMD_F32);
                 B16->residual_layernorm_fwd(c, o2, ln2, m2, r2, x, yh, mod + 2 * w, st, g, b, md,
                                             st, n, T, w, UMD_OPND_Y);
-                same_bits("residual_layernorm_fwd xo on a bf16 y", o2, o1, N, which);
-                same_bits("residual_layernorm_fwd out on a bf16 y", ln2, ln1, N, which);
-                same_bits("residual_layernorm_fwd mean on a bf16 y", m2, m1, R, which);
-                same_bits("residual_layernorm_fwd rstd on a bf16 y", r2, r1, R, which);
+                const float *got[4] = {o2, ln2, m2, r2}, *want[4] = {o1, ln1, m1, r1};
+                static const char *const what[4] = {"xo", "out", "mean", "rstd"};
+                for (int j = 0; j < 4; j++) {
+                    char msg[80];
+                    snprintf(msg, sizeof msg, "residual_layernorm_fwd %s on a bf16 y", what[j]);
+                    same_bits(msg, got[j], want[j], j < 2 ? N : R, which);
+                }
                 memset(lnh, 0xff, N * sizeof *lnh);
                 B16->residual_layernorm_fwd(c, o2, lnh, m2, r2, x, yh, mod + 2 * w, st, g, b, md,
                                             st, n, T, w, UMD_OPND | UMD_OPND_Y);

@@ -205,6 +205,16 @@ static void deep_config(umd_config *cfg, int threads) {
     cfg->dec_depth = 3;
 }
 
+/* The job log's arenas line of `with` says `said`; that of `without` does not say `absent`. */
+static void arenas_say(const umd_model *with, const char *said, const umd_model *without,
+                       const char *absent) {
+    char line[512];
+    umd_model_describe(with, line, sizeof line);
+    T_CONTAINS(line, said);
+    umd_model_describe(without, line, sizeof line);
+    T_CHECK_MSG(strstr(line, absent) == NULL, "the arenas line says \"%s\": %s", absent, line);
+}
+
 /* One step of each of the n models on the same batch of deep_config's 8x8x2 images (drawn from
  * key) and the same draws: their losses into l. */
 static void step_each(umd_model **m, int n, const umd_config *cfg, uint32_t key, umd_losses *l) {
@@ -318,11 +328,8 @@ static void test_model_grad_bf16_operands(void) {
         fx_randomize(m[r], 8100);
     }
     /* the job log's arenas line says what is kept in bf16 */
-    char line[512];
-    umd_model_describe(m[1], line, sizeof line);
-    T_CONTAINS(line, ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs (batch");
-    umd_model_describe(m[0], line, sizeof line);
-    T_CHECK(strstr(line, "bf16") == NULL);
+    arenas_say(m[1], ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs (batch",
+               m[0], "bf16");
     umd_losses l[2];
     step_each(m, 2, &cfg, 8200, l);
     T_CHECK(l[1].loss != l[0].loss); /* the operands were rounded */
@@ -541,11 +548,7 @@ static void test_model_grad_mlp_without_scratch(void) {
                 saved += round256((enc > dec ? enc : dec) * (size_t)d->F * 4);
             }
             T_EQ_INT(umd_model_sizes(m[0])->acts - umd_model_sizes(m[1])->acts, saved);
-            char line[512];
-            umd_model_describe(m[1], line, sizeof line);
-            T_CONTAINS(line, ", no MLP scratch");
-            umd_model_describe(m[0], line, sizeof line);
-            T_CHECK(strstr(line, "no MLP scratch") == NULL);
+            arenas_say(m[1], ", no MLP scratch", m[0], "no MLP scratch");
             umd_losses l[2];
             noscratch_tmp_given = 0;
             step_each(m, 2, &cfg, 9200, l);
