@@ -10,6 +10,10 @@
  *
  *   train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] [--precision tf32|bf16|fp32]
  *             [--profile]     (then three more steps with the device time of every op, per step)
+ *             [--switches-off]  (every UMDQ_CUDA_* switch off, as "0" in a job's environment; the
+ *                              switch options after it turn theirs on again. Without it each
+ *                              switch takes its default: umd_cuda.h, and the "device:" line says
+ *                              which are on)
  *             [--graph]       (steps after the first replay a recording of the step: a CUDA
  *                              graph, as UMDQ_CUDA_GRAPH=1 does for a job)
  *             [--recompute]   (train.recompute "full": blocks keep their input only and run
@@ -36,6 +40,10 @@
  *                              written rounded by their GEMMs and read so by the gated residuals,
  *                              as bf16 autocast keeps them: other results than the default's, as
  *                              UMDQ_CUDA_BF16_BRANCH=1 does for a job; implies --bf16-operands)
+ *             [--bf16-bias]   (a bf16 y's bias rounded to bf16 too, as bf16 autocast casts it:
+ *                              cuBLASLt writes the bf16 y with a bias of its type, where it has
+ *                              no bf16 output with an fp32 bias, as UMDQ_CUDA_BF16_BIAS=1 does
+ *                              for a job; implies --bf16-operands)
  *             [--attn-kv32] (the mma attention's dK dV kernels step 32 queries at a time, in
  *                              the registers of 3 blocks a multiprocessor: the same bits, as
  *                              UMDQ_CUDA_ATTN_KV32=1 does for a job)
@@ -472,6 +480,18 @@ int main(int argc, char **argv) {
             recompute = UMD_RECOMPUTE_FULL;
             continue;
         }
+        if (!strcmp(o, "--switches-off")) {
+            /* every switch off (the options after it turn some on again) */
+            static const char *const sw[] = {"GRAPH", "FUSED_NORM", "BF16_OPERANDS", "BF16_MLP",
+                                             "GELU_EPILOGUE", "BF16_BRANCH", "BF16_BIAS",
+                                             "ATTN_KV32", "ATTN_FWD32"};
+            for (size_t k = 0; k < sizeof sw / sizeof *sw; k++) {
+                char var[64];
+                snprintf(var, sizeof var, "UMDQ_CUDA_%s", sw[k]);
+                setenv(var, "0", 1);
+            }
+            continue;
+        }
         if (!strcmp(o, "--graph")) {
             setenv("UMDQ_CUDA_GRAPH", "1", 1); /* read by every context made from now on */
             continue;
@@ -500,6 +520,12 @@ int main(int argc, char **argv) {
         if (!strcmp(o, "--bf16-branch")) {
             /* likewise; a context reads it only with bf16 operands */
             setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+            continue;
+        }
+        if (!strcmp(o, "--bf16-bias")) {
+            /* likewise; a bf16 y's bias rounded to bf16 (bf16 operands: qkv, h, the branches) */
+            setenv("UMDQ_CUDA_BF16_BIAS", "1", 1);
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
@@ -532,7 +558,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "train_gpu: %s\n", err);
         return 1;
     }
-    char dev[256];
+    char dev[512];
     umd_cuda_describe(c, dev, sizeof dev);
     double bf = umd_cuda_gemm_tflops(c, UMD_MATH_BF16, 8192, 8192, 8192, 20);
     double tf32 = umd_cuda_gemm_tflops(c, UMD_MATH_TF32, 8192, 8192, 8192, 10);
@@ -541,32 +567,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     ops->ctx_destroy(&c);
-    printf("device: %s\n", dev);
+    printf("device: %s (the bf16 runs')\n", dev);
     printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s\n", bf, tf32);
     const char *attn = getenv("UMDQ_CUDA_ATTENTION");
     printf("attention (UMDQ_CUDA_ATTENTION=gemm|fused|mma): %s\n",
            attn && !strcmp(attn, "fused")  ? "fused TF32 kernels (head widths 32, 64), else GEMMs"
            : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
-    const char *fg = getenv("UMDQ_CUDA_GRAPH"), *fn = getenv("UMDQ_CUDA_FUSED_NORM");
-    const char *fo = getenv("UMDQ_CUDA_BF16_OPERANDS"), *fm = getenv("UMDQ_CUDA_BF16_MLP");
-    const char *fa = getenv("UMDQ_CUDA_ATTN_KV32"), *ff = getenv("UMDQ_CUDA_ATTN_FWD32");
-    const char *fe = getenv("UMDQ_CUDA_GELU_EPILOGUE"), *fb = getenv("UMDQ_CUDA_BF16_BRANCH");
-    const int opnd = fo && !strcmp(fo, "1"), hbf = opnd && fm && !strcmp(fm, "1");
-    printf("step recorded as a CUDA graph: %s; gated residual + LayerNorm: %s; "
-           "LayerNorm outputs (and qkv at head width 64) into products: %s; MLP hidden h: %s; "
-           "MLP's GELU: %s; branch tensors (attention's output at head width 64, proj's and "
-           "fc2's): %s; mma attention's dK dV step: %s; its resident forward's rows a warp: "
-           "%s\n",
-           fg && !strcmp(fg, "1") ? "yes" : "no",
-           fn && !strcmp(fn, "1") ? "one kernel" : "two kernels",
-           opnd ? "bf16 (bf16 runs)" : "fp32",
-           hbf ? "bf16 (bf16 runs)" : "fp32",
-           hbf && fe && !strcmp(fe, "1") ? "cuBLASLt epilogues where it has a plan (bf16 runs)"
-                                         : "staging passes",
-           opnd && fb && !strcmp(fb, "1") ? "bf16 (bf16 runs)" : "fp32",
-           fa && !strcmp(fa, "1") ? "32 queries (bf16, heads of 64)" : "64 queries",
-           ff && !strcmp(ff, "1") ? "32 (bf16, heads of 64)" : "16");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
            "quoted\n\n", steps, warmup);
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
@@ -589,8 +596,9 @@ int main(int argc, char **argv) {
     return rc;
 usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
-                    "[--precision tf32|bf16|fp32] [--profile] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
+                    "[--precision tf32|bf16|fp32] [--profile] [--switches-off] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
+                    "[--bf16-bias] "
                     "[--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;

@@ -2,12 +2,12 @@
 # scripts/gpu-check.sh (make gpu-check): on a GPU machine, build the CUDA backend for sm_90, run the
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
-# the arenas' sizes (train_memory) and the GPU benchmark: op by op, with the step recorded as a
-# CUDA graph (bf16), B/4 with the fused norm, with bf16 operand tensors, with the 32-query dK dV
-# step of the attention and its 32-row forward, the attention alone in its variants, with the
-# MLP's bf16 h, its GELU epilogues and the bf16 branch tensors, with all those switches together,
-# the same with train.recompute "norms" and "partial", and with train.recompute alone; and print a
-# short table.
+# the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
+# they are by default (umd_cuda.h), B/4 bf16 with train.recompute "norms", then with every switch
+# off and with each one alone on top (bf16 operands, the MLP's bf16 h, its GELU epilogues, bf16
+# branch tensors, bf16 biases, the fused norm, the attention's 32-query and 32-row kernels, the
+# step recorded as a CUDA graph), the attention alone in its variants, and the defaults with
+# "partial" and "full"; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize] [--budget S]
@@ -142,50 +142,41 @@ echo
 # the rows of single switches: fewer steps (their medians against the plain row's), to keep
 # gpu-check within its budget
 sw_steps=$(( steps < 6 ? steps : 6 ))
-ALL="--bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --fused-norm --attn-kv32 --attn-fwd32"
-echo "== benchmark: train_gpu --steps $steps"
+echo "== benchmark: train_gpu --steps $steps (the switches as they are by default)"
 gpu 300 train_gpu --steps "$steps" --warmup 3
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 $ALL (the switches together: the fastest step they make)"
-gpu 120 train_gpu_switches_all --only b64 --precision bf16 $ALL --steps "$sw_steps" --warmup 2
+echo "== benchmark: the same B/4 bf16 with --recompute-norms (the LayerNorms and the residual again in the backward)"
+gpu 120 train_gpu--recompute-norms --only b64 --precision bf16 --recompute-norms --steps "$sw_steps" --warmup 2
 echo
-echo "== benchmark: the same with --recompute-norms (the LayerNorms and the residual again: memory for two LayerNorm passes)"
-gpu 120 train_gpu_switches_all--recompute-norms --only b64 --precision bf16 $ALL --recompute-norms \
-  --steps "$sw_steps" --warmup 2
+echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off (every switch off: the row each switch is timed against)"
+gpu 120 train_gpu_off --only b64 --precision bf16 --switches-off --steps "$sw_steps" --warmup 2
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --bf16-operands --profile (the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion: ms/step and arena against the b64 bf16 row above, and the device time of each op)"
-gpu 150 train_gpu_bf16_operands --only b64 --precision bf16 --bf16-operands --profile --steps "$sw_steps" --warmup 3
-echo
-for sw in --bf16-mlp --gelu-epilogue --bf16-branch; do
+for sw in --bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
   case $sw in
-    --bf16-mlp) what="the MLP's h in bf16: ms/step and the MLP's device time" ;;
-    --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues: ms/step and the MLP's device time" ;;
-    --bf16-branch) what="attention's output and proj's and fc2's in bf16: ms/step, arena and the device time of attention, the MLP and the gated residuals" ;;
+    --bf16-operands) what="the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion" ;;
+    --bf16-mlp) what="the MLP's h in bf16" ;;
+    --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues" ;;
+    --bf16-branch) what="attention's output and proj's and fc2's in bf16" ;;
+    --bf16-bias) what="a bf16 y's bias in bf16, so cuBLASLt writes the bf16 y" ;;
+    --fused-norm) what="gated residual + LayerNorm in one kernel" ;;
+    *) what="the mma attention's dK dV step over 32 queries and its forward's warps over 32 rows (each alone: --attention below)" ;;
   esac
-  echo "== benchmark: train_gpu --only b64 --precision bf16 $sw --profile ($what against the --bf16-operands row)"
-  gpu 120 "train_gpu${sw//-/_}" --only b64 --precision bf16 $sw --profile --steps "$sw_steps" --warmup 2
+  log=train_gpu_$(echo "$sw" | tr -d ' -' )
+  echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off $sw --profile ($what: ms/step, arena and the device time of each op against the row above)"
+  gpu 120 "$log" --only b64 --precision bf16 --switches-off $sw --profile --steps "$sw_steps" --warmup 2
   echo
 done
-echo "== benchmark: train_gpu --only b64 --precision bf16 --fused-norm --profile (gated residual + LayerNorm in one kernel: its ms/step against the b64 bf16 row above, and the device time of each op)"
-gpu 150 train_gpu_fused_norm --only b64 --precision bf16 --fused-norm --profile --steps "$sw_steps" --warmup 3
+echo "== benchmark: train_gpu --graph --precision bf16 --switches-off --graph (the step recorded once and replayed, the other switches off)"
+gpu 200 train_gpu_graph --precision bf16 --switches-off --graph --steps "$steps" --warmup 3
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile (the mma attention's dK dV step over 32 queries, 3 blocks a multiprocessor, and its resident forward's warps over 32 rows: attention's device times against the --fused-norm profile above; each alone in --attention below)"
-gpu 120 train_gpu_attn32 --only b64 --precision bf16 --attn-kv32 --attn-fwd32 --profile --steps "$sw_steps" --warmup 2
-echo
-echo "== benchmark: train_gpu --graph --precision bf16 (the step recorded once and replayed)"
-gpu 200 train_gpu_graph --graph --precision bf16 --steps "$steps" --warmup 3
-echo
-echo "== benchmark: the switches together with --recompute-partial (fc1 again too: the smallest memory at the least arithmetic)"
-gpu 120 train_gpu_switches_all--recompute-partial --only b64 --precision bf16 $ALL --recompute-partial \
-  --steps "$sw_steps" --warmup 2
+echo "== benchmark: the B/4 bf16 defaults with --recompute-partial (fc1 again too)"
+gpu 120 train_gpu--recompute-partial --only b64 --precision bf16 --recompute-partial --steps "$sw_steps" --warmup 2
 echo
 echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
 gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
 echo
-echo "== benchmark: train_gpu --only b64 --precision bf16 --recompute / --recompute-partial / --recompute-norms (train.recompute's memory and speed)"
-for mode in --recompute --recompute-partial --recompute-norms; do
-  gpu 120 "train_gpu$mode" --only b64 --precision bf16 $mode --steps "$sw_steps" --warmup 3
-done
+echo "== benchmark: the B/4 bf16 defaults with --recompute (whole blocks again)"
+gpu 120 train_gpu--recompute --only b64 --precision bf16 --recompute --steps "$sw_steps" --warmup 3
 echo
 # The opt-in switches, each with its bit-for-bit tests and its B/4 bf16 row against the plain one:
 # what turning one on by default needs (README, "On a GPU").
@@ -200,40 +191,34 @@ tests_of() { # pattern -> "P pass, F fail" over both test logs
   f=$(cat "$LOGS"/test_cuda_ops.log "$LOGS"/test_cuda_model.log 2>/dev/null | grep -cE "^FAIL test_cuda_($1)")
   echo "$p pass, $f fail"
 }
-plain=$(b64_row "$LOGS/train_gpu.log")
-echo "| switch | tests | ms/step | img/s | vs PyTorch (3,119 img/s) | arenas' peak GiB (PyTorch's peak 21) | device in use GiB |"
+defaults=$(b64_row "$LOGS/train_gpu.log")
+off=$(b64_row "$LOGS/train_gpu_off.log")
+echo "| switches | tests | ms/step | img/s | vs PyTorch (3,119 img/s) | arenas' peak GiB (PyTorch's peak 21) | device in use GiB |"
 echo "|---|---|---|---|---|---|---|"
-printf '| %s | %s | %s |\n' "none" "-" "$(echo "${plain:-- - - - -}" | tr ' ' '|' | sed 's/|/ | /g')"
+printf '| %s | %s | %s |\n' "the defaults (umd_cuda.h)" "-" "$(echo "${defaults:-- - - - -}" | sed 's/ / | /g')"
 sw_row() { # name, test pattern, log
   local r; r=$(b64_row "$3")
   printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - - -}" | sed 's/ / | /g')"
 }
-sw_row "UMDQ_CUDA_GRAPH=1 (graph rows above)" "record|graph_parity_.*" "$LOGS/train_gpu_graph.log"
-sw_row "UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_gpu_fused_norm.log"
-sw_row "UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
-  "$LOGS/train_gpu_bf16_operands.log"
-sw_row "UMDQ_CUDA_BF16_MLP=1" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu__bf16_mlp.log"
-sw_row "UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|gelu_epilogue_.*" "$LOGS/train_gpu__gelu_epilogue.log"
-sw_row "UMDQ_CUDA_BF16_BRANCH=1" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
-  "$LOGS/train_gpu__bf16_branch.log"
-sw_row "UMDQ_CUDA_ATTN_KV32=1 + UMDQ_CUDA_ATTN_FWD32=1 (each alone: --attention)" \
-  "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attn32.log"
-sw_row "operands + bf16 MLP + GELU epilogue + bf16 branch + fused norm + kv32 + fwd32" \
-  "bf16_operands.*|bf16_mlp.*|gelu_epilogue_.*|bf16_branch.*|fused_norm.*|attn_kv32_.*|attn_fwd32_.*" \
-  "$LOGS/train_gpu_switches_all.log"
-sw_row "the same + recompute norms" \
-  "bf16_operands_fused_norm_recompute_norms|gelu_epilogue_recompute_norms|bf16_branch_every_switch_recompute_norms" \
-  "$LOGS/train_gpu_switches_all--recompute-norms.log"
-sw_row "the same + recompute partial" \
-  "bf16_operands_fused_norm_recompute_partial|gelu_epilogue_recompute_partial|bf16_branch_every_switch_recompute_partial" \
-  "$LOGS/train_gpu_switches_all--recompute-partial.log"
-sw_row "recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
-sw_row "recompute partial" "recompute_partial_bf16" "$LOGS/train_gpu--recompute-partial.log"
-sw_row "recompute norms" "recompute_norms_bf16" "$LOGS/train_gpu--recompute-norms.log"
+sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
+sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
+sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
+printf '| %s | %s | %s |\n' "every switch off" "-" "$(echo "${off:-- - - - -}" | sed 's/ / | /g')"
+sw_row "off + UMDQ_CUDA_GRAPH=1 (graph rows above)" "record|graph_parity_.*" "$LOGS/train_gpu_graph.log"
+sw_row "off + UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/train_gpu_fusednorm.log"
+sw_row "off + UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
+  "$LOGS/train_gpu_bf16operands.log"
+sw_row "off + UMDQ_CUDA_BF16_MLP=1 (with operands)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_bf16mlp.log"
+sw_row "off + UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|mlp_scratch|gelu_epilogue_.*" "$LOGS/train_gpu_geluepilogue.log"
+sw_row "off + UMDQ_CUDA_BF16_BRANCH=1 (with operands)" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
+  "$LOGS/train_gpu_bf16branch.log"
+sw_row "off + UMDQ_CUDA_BF16_BIAS=1 (with operands)" "linear_bf16_bias|bf16_bias.*" "$LOGS/train_gpu_bf16bias.log"
+sw_row "off + UMDQ_CUDA_ATTN_KV32=1 + ATTN_FWD32=1 (each alone: --attention)" \
+  "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attnkv32attnfwd32.log"
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
-grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu__gelu_epilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
+grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu.log "$LOGS"/train_gpu_geluepilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
 [ ${#cut[@]} -gt 0 ] && echo "cut at the budget (${budget} s): ${cut[*]}"
 [ ${#skipped[@]} -gt 0 ] && echo "skipped for the budget (${budget} s; --budget S gives more): ${skipped[*]}"
 echo

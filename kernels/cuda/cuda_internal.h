@@ -119,6 +119,8 @@ struct umd_ctx {
                                   UMDQ_CUDA_GELU_EPILOGUE=1 (with hidden_bf16; mlp.cu) */
     long gelu_epi_gemms;       /* GEMMs queued with a GELU epilogue, and MLP passes that found no */
     long gelu_epi_refused;     /* such plan (the staging passes instead); recordings once */
+    int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
+                                  type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile

@@ -343,7 +343,10 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias,
     cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F, dt = ybf16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    cudaDataType_t bias_type = CUDA_R_32F;
+    /* a bf16 D's bias in bf16 where the context rounds it so (bf16_bias: cuda_lt_linear stages
+     * it in the partials) */
+    p->bias_bf16 = bias && ybf16 && c->bf16_bias;
+    cudaDataType_t bias_type = p->bias_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasLtMatmulHeuristicResult_t res;
     if (cublasLtMatmulDescCreate(&p->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA) ||
@@ -378,8 +381,15 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
                      int N, int K, int bf16, int ybf16) {
     lt_plan *p = lt_plan_for(c, M, N, K, bf16, b != NULL, ybf16);
     if (!p || !p->usable) return -1;
+    const void *bias = b;
+    if (b && p->bias_bf16) {
+        /* the bias rounded into the partials (free between ops; 256-byte aligned) */
+        if (c->partials_floats * sizeof(float) < (size_t)N * sizeof(__nv_bfloat16)) return -1;
+        cuda_to_bf16(c, "linear_fwd", (__nv_bfloat16 *)(void *)c->partials, b, 1, N, N);
+        bias = c->partials;
+    }
     if (b && cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                            &b, sizeof b), "linear_fwd"))
+                                                            &bias, sizeof bias), "linear_fwd"))
         return 0;
     const float one = 1.0f, zero = 0.0f;
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, W, p->a, x, p->b, &zero, y, p->d, y, p->d,
@@ -390,12 +400,15 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
 
 /* Whether cuBLASLt writes a bf16 y (M, N) = x W^T (+ b) for this context: a plan with a bf16 D
  * and an fp32 bias (cublasLt.h documents the bias as of D's type outside the IMMA and fp8
- * kernels, so a library may refuse it), unless UMDQ_CUDA_LT_BF16_Y=0 made the context take the
- * fp32 scratch below in its place (the tests of that path). */
+ * kernels, and the H200's cuBLAS 13 offers none), or a bf16 bias where the context rounds it so
+ * (UMDQ_CUDA_BF16_BIAS=1: the bias staged in the partials), unless UMDQ_CUDA_LT_BF16_Y=0 made
+ * the context take the fp32 scratch below in its place (the tests of that path). Without such a
+ * plan the fp32 y (its bias fp32) is rounded. */
 static int lt_writes_bf16(umd_ctx *c, int M, int N, int K, int bias) {
     if (c->lt_bf16_y_off) return 0;
     const lt_plan *p = lt_plan_for(c, M, N, K, 1, bias, 1);
-    return p && p->usable;
+    return p && p->usable &&
+           (!p->bias_bf16 || c->partials_floats * sizeof(float) >= (size_t)N * sizeof(__nv_bfloat16));
 }
 
 /* Rows per bf16 chunk of a (M, max(a, b)) operand pair: all of them at the model's shapes. Where

@@ -30,17 +30,20 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
     return -1;
 }
 
-/* The opt-in switches' values where their variables are not set: every one off until make
- * gpu-check has run it on a device and it is faster there (README, "On a GPU"); a switch turned
- * on here stays one its variable turns off ("0"). */
-#define CUDA_DEFAULT_GRAPH 0
-#define CUDA_DEFAULT_FUSED_NORM 0
-#define CUDA_DEFAULT_BF16_OPERANDS 0
-#define CUDA_DEFAULT_BF16_MLP 0
-#define CUDA_DEFAULT_BF16_BRANCH 0
-#define CUDA_DEFAULT_GELU_EPILOGUE 0
-#define CUDA_DEFAULT_ATTN_KV32 0
+/* The switches' values where their variables are not set: on where make gpu-check on an H200
+ * passed their tests and timed B/4 faster with them, and the GELU epilogues (alone 1.8 ms a step
+ * slower than the bf16 h without them) for the 0.75 GiB of MLP scratch they save, which keeps
+ * B/4's arenas under PyTorch's peak; off where it timed them slower (the 32-row attention
+ * forward). Each variable still turns its switch on ("1") or off ("0") for a worker. */
+#define CUDA_DEFAULT_GRAPH 1
+#define CUDA_DEFAULT_FUSED_NORM 1
+#define CUDA_DEFAULT_BF16_OPERANDS 1
+#define CUDA_DEFAULT_BF16_MLP 1
+#define CUDA_DEFAULT_BF16_BRANCH 1
+#define CUDA_DEFAULT_GELU_EPILOGUE 1
+#define CUDA_DEFAULT_ATTN_KV32 1
 #define CUDA_DEFAULT_ATTN_FWD32 0
+#define CUDA_DEFAULT_BF16_BIAS 1
 
 /* A switch from the environment when a context is made: "1" on, "0" off, else (unset, or any
  * other value) its default. */
@@ -97,6 +100,10 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         c->attn_kv32 = cuda_switch("UMDQ_CUDA_ATTN_KV32", CUDA_DEFAULT_ATTN_KV32);
         /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
         c->attn_fwd32 = cuda_switch("UMDQ_CUDA_ATTN_FWD32", CUDA_DEFAULT_ATTN_FWD32);
+        /* a bf16 y's bias in bf16 (cuBLASLt offers a bf16 D with a bias of D's type where it
+         * offers none with an fp32 bias): other results than the fp32 y rounded, those of bf16
+         * autocast, which casts the bias so */
+        c->bf16_bias = math == UMD_MATH_BF16 && cuda_switch("UMDQ_CUDA_BF16_BIAS", CUDA_DEFAULT_BF16_BIAS);
         /* a bf16 y through the fp32 scratch, as where cuBLASLt has no bf16 D with an fp32 bias */
         const char *ly = getenv("UMDQ_CUDA_LT_BF16_Y");
         c->lt_bf16_y_off = ly && strcmp(ly, "0") == 0;
@@ -348,7 +355,7 @@ static int ctx_status(umd_ctx *c, char *err, size_t errlen) {
 
 static int rec_begin(umd_ctx *c, char *err, size_t errlen) {
     if (!c->graphs) {
-        snprintf(err, errlen, "CUDA graphs are off (UMDQ_CUDA_GRAPH=1 turns them on)");
+        snprintf(err, errlen, "CUDA graphs are off (UMDQ_CUDA_GRAPH=0 in the environment)");
         return UMDQ_EUNSUPPORTED;
     }
     if (c->failed) {
@@ -584,8 +591,19 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
         snprintf(buf, n, "CUDA device %d (properties unavailable)", c->device);
         return;
     }
-    snprintf(buf, n, "%s, sm_%d%d, %d SMs, %.1f GiB", p.name, p.major, p.minor,
-             p.multiProcessorCount, (double)p.totalGlobalMem / 1073741824.0);
+    const int at = snprintf(buf, n, "%s, sm_%d%d, %d SMs, %.1f GiB", p.name, p.major, p.minor,
+                            p.multiProcessorCount, (double)p.totalGlobalMem / 1073741824.0);
+    /* the switches this context was made with (the bf16 ones apply in bf16 contexts only) */
+    if (at > 0 && (size_t)at < n)
+        snprintf(buf + at, n - (size_t)at,
+                 "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
+                 "epilogues %s, bf16 branches %s, bf16 bias %s, attention dK dV over %d queries, "
+                 "forward %d rows a warp",
+                 c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
+                 c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
+                 c->gelu_epi ? "on" : "off", c->branch_bf16 ? "on" : "off",
+                 c->bf16_bias && c->opnd_bf16 ? "on" : "off", c->attn_kv32 ? 32 : 64,
+                 c->attn_fwd32 ? 32 : 16);
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

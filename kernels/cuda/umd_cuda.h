@@ -23,41 +23,46 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
 
 /* Operand tensors (ops.h: the LayerNorm outputs only products read, and qkv where
  * attention_operand says so: the mma attention, head width 64) are fp32 in every context but a
- * bf16 one made with UMDQ_CUDA_BF16_OPERANDS=1 in the environment: there they are bf16
+ * bf16 one with UMDQ_CUDA_BF16_OPERANDS on (the default; "0" in the environment turns it off, as
+ * it does each switch below): there they are bf16
  * (operand_bytes 2), written rounded by the LayerNorms and the qkv Linear and read as they are
  * by the GEMMs and the attention kernels, with the same bits as the default context, one
- * conversion pass fewer per product and half those tensors' memory. Off by default until it has
- * run on a device (test_cuda_ops and test_cuda_model check it against the default bit for bit;
- * bench/train_gpu --bf16-operands).
+ * conversion pass fewer per product and half those tensors' memory (test_cuda_ops and
+ * test_cuda_model check it against the context without it bit for bit; bench/train_gpu
+ * --bf16-operands).
  * On top of them, UMDQ_CUDA_BF16_MLP=1 (read with UMDQ_CUDA_BF16_OPERANDS=1, in bf16 contexts
  * only) keeps the MLP's hidden state h = fc1(x) in bf16 too (hidden_operand 1, UMD_OPND_H;
  * mlp.cu): fc1 writes it rounded, as the qkv Linear writes qkv, and GELU and its backward read
  * the rounded values, as PyTorch's bf16 autocast keeps h. That changes the results (they are
- * those of h rounded, close to the default's, not its bits), so it is a switch of its own; off
- * by default until it has run on a device (test_cuda_ops against the default context's ops on
- * the rounded h, bit for bit; test_cuda_model against the default model within bf16 tolerance;
- * bench/train_gpu --bf16-mlp).
+ * those of h rounded, close to the fp32 h's, not their bits), so it is a switch of its own, on by
+ * default (test_cuda_ops against the ops on the rounded h, bit for bit; test_cuda_model against
+ * the model without the switches within bf16 tolerance; bench/train_gpu --bf16-mlp).
  * Likewise UMDQ_CUDA_BF16_BRANCH=1 (read with UMDQ_CUDA_BF16_OPERANDS=1, in bf16 contexts only)
  * keeps each block's branch tensors in bf16 (branch_operand 1, UMD_OPND_Y of proj, fc2 and the
  * gated residuals, UMD_OPND_O of attention): proj's and fc2's outputs, written rounded by their
  * GEMMs, and attention's output where attention_operand says 1, written rounded by the mma
  * kernels' epilogue; the gated residuals and attention's backward read the rounded values, as
  * PyTorch's bf16 autocast keeps them. Results are those of the rounded tensors, so it is a switch
- * of its own, off by default until it has run on a device (test_cuda_ops against the ops on fp32
- * tensors holding the rounded values, bit for bit; test_cuda_model against the default model
- * within bf16 tolerance; bench/train_gpu --bf16-branch).
+ * of its own, on by default (test_cuda_ops against the ops on fp32 tensors holding the rounded
+ * values, bit for bit; test_cuda_model against the model without the switches within bf16
+ * tolerance; bench/train_gpu --bf16-branch).
+ * UMDQ_CUDA_BF16_BIAS=1 (bf16 contexts with bf16 operands) rounds a bf16 y's bias to bf16 as
+ * well, as bf16 autocast casts it: cuBLASLt then writes the bf16 y with a bias of its own type,
+ * where (cuBLAS 13 on an H200) it offers no bf16 output with an fp32 bias and the y would go
+ * through an fp32 scratch; on by default (test_cuda_ops within a bf16 step of the product with
+ * the rounded bias; test_cuda_model; bench/train_gpu --bf16-bias).
  * UMDQ_CUDA_ATTN_KV32=1 makes the mma attention's dK dV kernels step 32 queries at a time in
  * place of 64: the register budget of 3 blocks a multiprocessor in place of 2, the same bits
- * (test_cuda_ops); off by default until it has run on a device (bench/train_gpu --attn-kv32).
+ * (test_cuda_ops); on by default (bench/train_gpu --attn-kv32).
  * UMDQ_CUDA_ATTN_FWD32=1 makes each warp of the resident mma forward (up to 384 tokens) take 32
  * query rows in place of 16, each K and V fragment read from shared memory once for both tiles:
- * the same bits (test_cuda_ops); off by default until it has run on a device (--attn-fwd32).
+ * the same bits (test_cuda_ops); off by default: slower on an H200 (--attn-fwd32, --attention).
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.
- * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_BRANCH, GELU_EPILOGUE, ATTN_KV32,
- * ATTN_FWD32) is read when a context is made: "1" turns it on, "0" off, and unset it takes its
- * default (ops_cuda.cu's CUDA_DEFAULT_*: all off in this version). */
+ * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_BRANCH, BF16_BIAS,
+ * GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32) is read when a context is made: "1" turns it on, "0" off,
+ * and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on but ATTN_FWD32). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);
@@ -69,7 +74,8 @@ int umd_cuda_devices(char *err, size_t errlen);
  * alloc, and the device's used and total memory now (cudaMemGetInfo, every process). 0 or -1. */
 int umd_cuda_memory(umd_ctx *c, size_t *peak_alloc, size_t *device_used, size_t *device_total);
 
-/* One line naming the device ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB"). */
+/* One line naming the device ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB") and the
+ * switches the context was made with ("; switches: graph on, ..."). */
 void umd_cuda_describe(umd_ctx *c, char *buf, size_t n);
 
 /* Times `reps` row-major GEMMs (M, K) x (K, N) with bf16 operands and fp32 accumulation (math =
@@ -92,7 +98,7 @@ enum { UMD_ATTN_GEMM = 0, UMD_ATTN_FUSED = 1, UMD_ATTN_MMA = 2 };
 int umd_cuda_set_attention(umd_ctx *c, int mode);
 
 /* Recording (ops.h's record_begin, record_end, replay): a context records its stream into a CUDA
- * graph only when UMDQ_CUDA_GRAPH=1 was set when it was made (cuBLAS works in the context's
+ * graph unless UMDQ_CUDA_GRAPH=0 was set when it was made (cuBLAS works in the context's
  * cuBLASLt workspace, so no recorded GEMM allocates); else record_begin answers
  * UMDQ_EUNSUPPORTED and the trainer runs each step op by op. Per-op profiling and recording
  * exclude each other. */

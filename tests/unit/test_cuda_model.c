@@ -189,6 +189,13 @@ static void curve(int math, int steps, int window, double tol) {
 
 static void test_cuda_curve_fp32_10_steps(void) { curve(UMD_MATH_FP32, 10, 0, 1e-4); }
 static void test_cuda_curve_bf16_200_steps(void) { curve(UMD_MATH_BF16, 200, 20, 0.02); }
+/* The same with the switches as umdq ships them (umd_cuda.h's defaults: bf16 operand, MLP and
+ * branch tensors, bf16 biases, the GELU epilogues, the fused norm): the configuration a job runs. */
+static void test_cuda_curve_bf16_200_steps_defaults(void) {
+    fx_cuda_switches_default();
+    curve(UMD_MATH_BF16, 200, 20, 0.02);
+    fx_cuda_switches_off();
+}
 
 /* ---- the recorded step (CUDA graph) --------------------------------------------------------------- */
 
@@ -469,12 +476,13 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
  * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16, and the
  * switches that keep the bits (the fused norm, the mma attention's 32-query dK dV step and
  * 32-row forward). */
-enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8 };
+enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16 };
 static const struct {
     int flag;
     const char *var;
 } RD_VARS[] = {{RD_MLP, "UMDQ_CUDA_BF16_MLP"},         {RD_GELU, "UMDQ_CUDA_GELU_EPILOGUE"},
-               {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
+               {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_BIAS, "UMDQ_CUDA_BF16_BIAS"},
+               {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
                {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"}};
 #define RD_NVARS (int)(sizeof RD_VARS / sizeof *RD_VARS)
 
@@ -649,7 +657,14 @@ static void test_cuda_gelu_epilogue_recompute_norms(void) {
  * with "partial" and with "norms". */
 static void test_cuda_bf16_branch(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_BRANCH); }
 static void test_cuda_bf16_branch_recompute(void) { bf16_rounded(UMD_RECOMPUTE_FULL, RD_BRANCH); }
-#define RD_EVERY (RD_MLP | RD_GELU | RD_BRANCH | RD_SAME_BITS)
+#define RD_EVERY (RD_MLP | RD_GELU | RD_BRANCH | RD_BIAS | RD_SAME_BITS)
+/* A bf16 y's bias rounded to bf16 too (UMDQ_CUDA_BF16_BIAS=1: qkv, h, proj's and fc2's outputs
+ * with bf16 biases, as bf16 autocast), with the branch tensors, and with train.recompute "partial"
+ * (fc1's refill takes the same plan, bias and all). */
+static void test_cuda_bf16_bias(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_BRANCH | RD_BIAS); }
+static void test_cuda_bf16_bias_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_BRANCH | RD_BIAS);
+}
 static void test_cuda_bf16_branch_every_switch(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_EVERY); }
 static void test_cuda_bf16_branch_every_switch_recompute_partial(void) {
     bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_EVERY);
@@ -731,6 +746,17 @@ static void test_cuda_umd_run(void) {
     T_EQ_INT(sg.progress, 4);
     T_NEAR(sg.final_loss, sc.final_loss, 0, 1e-3);
     T_NEAR(sb.final_loss, sc.final_loss, 0, 3e-2);
+    /* the same job with the switches as umdq ships them: recorded (the graph is on by default),
+     * the bf16 tensors and biases rounded, and near the CPU's loss as the bf16 job is */
+    seen sd = {0};
+    fx_cuda_switches_default();
+    rc = run_json(RUN_CONFIG("cuda", "bf16"), &sd, err, sizeof err);
+    fx_cuda_switches_off();
+    T_REQUIRE(rc == 0 || (printf("  cuda bf16, default switches: %s\n", err), 0));
+    printf("  final loss cuda bf16 with the default switches %.6f (recorded: %d)\n", sd.final_loss,
+           sd.recorded);
+    T_EQ_INT(sd.recorded, 1);
+    T_NEAR(sd.final_loss, sc.final_loss, 0, 3e-2);
 }
 
 /* Without a device, "cuda" is refused with the reason (this test runs where there is none). */
@@ -779,6 +805,7 @@ int main(void) {
     T_RUN(test_cuda_step_parity_bf16);
     T_RUN(test_cuda_curve_fp32_10_steps);
     T_RUN(test_cuda_curve_bf16_200_steps);
+    T_RUN(test_cuda_curve_bf16_200_steps_defaults);
     T_RUN(test_cuda_graph_parity_fp32);
     T_RUN(test_cuda_graph_parity_bf16);
     T_RUN(test_cuda_recompute_bf16);
@@ -810,6 +837,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_branch_every_switch);
     T_RUN(test_cuda_bf16_branch_every_switch_recompute_partial);
     T_RUN(test_cuda_bf16_branch_every_switch_recompute_norms);
+    T_RUN(test_cuda_bf16_bias);
+    T_RUN(test_cuda_bf16_bias_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);

@@ -1458,6 +1458,105 @@ static void test_cuda_mlp_scratch(void) {
     ctx_free(&ec, ews);
 }
 
+/* The n bf16 values at d (device) within `steps` bf16 steps of the fp32 values at ref (device)
+ * rounded (fx_bf16), every one of ref finite: a product summed in another order than ref's. */
+static void within_steps(const char *what, const void *d, const float *ref, size_t n, int steps) {
+    gpu_ok();
+    uint16_t *g = malloc((n ? n : 1) * sizeof *g);
+    float *r = malloc((n ? n : 1) * sizeof *r);
+    T_REQUIRE(g && r);
+    GPU->download(gc, g, d, n * sizeof *g);
+    GPU->download(gc, r, ref, n * sizeof *r);
+    size_t far = 0, step = 0, first = 0, nonfinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(r[i])) {
+            nonfinite++;
+            continue;
+        }
+        const uint16_t e = fx_bf16(r[i]);
+        if (g[i] == e) continue;
+        /* bf16 values of one sign are ordered as their bits */
+        const int apart = abs((int)g[i] - (int)e);
+        if ((g[i] ^ e) < 0x8000u && apart <= steps) step++;
+        else if (!far++) first = i;
+    }
+    printf("  %s: %zu of %zu within %d bf16 steps of the reference rounded, not on it\n", what,
+           step, n, steps);
+    if (far)
+        printf("  %s: %zu further off, first [%zu] %.9g vs %.9g\n", what, far, first,
+               fx_widen(g[first]), r[first]);
+    free(g);
+    free(r);
+    T_CHECK_MSG(nonfinite == 0, "%s: %zu reference values not written or not finite", what,
+                nonfinite);
+    T_CHECK_MSG(far == 0, "%s: %zu values more than %d bf16 steps off", what, far, steps);
+}
+
+/* linear_fwd of a bf16 y in a bf16 operand context made with UMDQ_CUDA_BF16_BIAS=1 (the bias
+ * rounded to bf16, as bf16 autocast casts it: cuBLASLt's bf16 D with a bias of D's type) against
+ * the default context's fp32 y from the bias rounded on the host, rounded: within one bf16 step
+ * everywhere (the GEMM may run another algorithm) where N and K are multiples of 8, as every
+ * Linear of the model at its sizes; elsewhere within 1e-2 relative L2 (on an H200 cuBLASLt's
+ * kernel for such a shape was a few steps off: it sums or adds the bias otherwise); the same bits
+ * on a second run, x fp32 and bf16; without a bias, the bits of the context without the switch. No bf16 y goes through the
+ * fp32 scratch (the profile line), which is what the switch is for. linear_bf16_y_cases' shapes. */
+static void test_cuda_linear_bf16_bias(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *dws, *ows, *bws;
+    umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
+    umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
+    umd_ctx *bc = ctx_with_switch("UMDQ_CUDA_BF16_BIAS", UMD_MATH_BF16, 1, &OPND_LIM, &bws);
+    const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
+                             {1088, 384, 128}, {32100, 128, 512}, {25700, 96, 640}}; /* M N K */
+    for (int s = 0; s < 7; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
+        const uint32_t key = 2800 + 10 * (uint32_t)s;
+        uint16_t *xh;
+        float *x = h_bf16_values(MK, key, &xh);
+        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
+        float *br = h_randn((size_t)N, key + 2, 1.0f);
+        for (int j = 0; j < N; j++) br[j] = fx_widen(fx_bf16(b[j]));
+        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N);
+        float *d_br = d_f(br, (size_t)N);
+        const void *d_xh = d_up(xh, MK * sizeof *xh);
+        const float *nan32 = h_nan(MN);
+        const uint16_t *nan16 = h_nan16(MN);
+        float *y0 = d_f(nan32, MN);
+        void *y[3];
+        for (int k = 0; k < 3; k++) y[k] = d_up(nan16, MN * sizeof *nan16);
+        GPU->linear_fwd(dc, y0, d_x, d_W, d_br, M, N, K, UMD_F32);
+        GPU->linear_fwd(bc, y[0], d_xh, d_W, d_b, M, N, K, UMD_OPND | UMD_OPND_Y);
+        GPU->linear_fwd(bc, y[1], d_xh, d_W, d_b, M, N, K, UMD_OPND | UMD_OPND_Y);
+        GPU->linear_fwd(bc, y[2], d_x, d_W, d_b, M, N, K, UMD_OPND_Y);
+        ctx_ok2(dc, bc);
+        char what[160];
+        snprintf(what, sizeof what, "linear_fwd bf16 y, bf16 bias (%d x %d x %d)", M, N, K);
+        if (N % 8 == 0 && K % 8 == 0) within_steps(what, y[0], y0, MN, 1);
+        else near_l2(what, d_widened(y[0], MN), y0, NULL, MN, 1e-2);
+        same_bits_fmt(d_widened(y[1], MN), d_widened(y[0], MN), MN,
+                      "linear_fwd bf16 y, bf16 bias, run again (%d x %d x %d)", M, N, K);
+        same_bits_fmt(d_widened(y[2], MN), d_widened(y[0], MN), MN,
+                      "linear_fwd bf16 y, bf16 bias, fp32 x (%d x %d x %d)", M, N, K);
+        /* no bias: the switch changes nothing */
+        void *n0 = d_up(nan16, MN * sizeof *nan16), *n1 = d_up(nan16, MN * sizeof *nan16);
+        GPU->linear_fwd(oc, n0, d_xh, d_W, NULL, M, N, K, UMD_OPND | UMD_OPND_Y);
+        GPU->linear_fwd(bc, n1, d_xh, d_W, NULL, M, N, K, UMD_OPND | UMD_OPND_Y);
+        ctx_ok2(oc, bc);
+        same_bits_fmt(d_widened(n1, MN), d_widened(n0, MN), MN,
+                      "linear_fwd bf16 y without a bias, with and without the switch (%d x %d x %d)",
+                      M, N, K);
+        cleanup();
+    }
+    char rep[4096];
+    umd_cuda_profile_report(bc, 1, rep, sizeof rep);
+    T_CHECK_MSG(strstr(rep, "through the fp32 scratch") == NULL,
+                "with a bf16 bias, a bf16 y still went through the fp32 scratch: %s", rep);
+    ctx_free(&dc, dws);
+    ctx_free(&oc, ows);
+    ctx_free(&bc, bws);
+}
+
 /* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
 
 /* mlp_fwd of one (M, F, w) into a bf16 y (UMD_OPND_Y) against the same context's mlp_fwd into an
@@ -2775,6 +2874,7 @@ int main(void) {
     T_RUN(test_cuda_linear_bf16_operands);
     T_RUN(test_cuda_linear_bf16_y);
     T_RUN(test_cuda_linear_bf16_y_via_fp32);
+    T_RUN(test_cuda_linear_bf16_bias);
     T_RUN(test_cuda_mlp_bf16_operands);
     T_RUN(test_cuda_bf16_operands_contexts);
     T_RUN(test_cuda_mlp_bf16_hidden);

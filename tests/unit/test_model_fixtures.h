@@ -28,13 +28,26 @@ static inline float fx_unit(uint32_t key, uint64_t i) {
  * to, so neither one exported in the shell nor a default turned on can make a test compare a
  * path with itself. UMDQ_CUDA_LT_BF16_Y (a test's way round cuBLASLt's bf16 output) is cleared. */
 static void fx_cuda_switches_off(void) __attribute__((unused));
+static void fx_cuda_switches_default(void) __attribute__((unused));
 static void fx_cuda_switches_off(void) {
     static const char *const vars[] = {"UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
                                        "UMDQ_CUDA_BF16_MLP",   "UMDQ_CUDA_GRAPH",
                                        "UMDQ_CUDA_ATTN_KV32", "UMDQ_CUDA_ATTN_FWD32",
-                                       "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH"};
+                                       "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH",
+                                       "UMDQ_CUDA_BF16_BIAS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) setenv(vars[i], "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
+}
+
+/* The same switches unset: each as it is by default (what a worker runs without them set), for
+ * the tests of the configuration umdq ships; fx_cuda_switches_off after. */
+static void fx_cuda_switches_default(void) {
+    static const char *const vars[] = {"UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
+                                       "UMDQ_CUDA_BF16_MLP",   "UMDQ_CUDA_GRAPH",
+                                       "UMDQ_CUDA_ATTN_KV32", "UMDQ_CUDA_ATTN_FWD32",
+                                       "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH",
+                                       "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_LT_BF16_Y"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
 /* A tiny model: 8x8x2 images, patch 2 (L = 16), width 16, 2 heads, depth 2, dec_depth 1,
