@@ -151,10 +151,11 @@ echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off (every switch off: the row each switch is timed against)"
 gpu 120 train_gpu_off --only b64 --precision bf16 --switches-off --steps "$sw_steps" --warmup 2
 echo
-for sw in --bf16-operands --bf16-mlp --gelu-epilogue --bf16-branch --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
+for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
   case $sw in
     --bf16-operands) what="the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion" ;;
     --bf16-mlp) what="the MLP's h in bf16" ;;
+    --bf16-dh) what="the MLP's h and dy W2 in bf16 (no MLP scratch)" ;;
     --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues" ;;
     --bf16-branch) what="attention's output and proj's and fc2's in bf16" ;;
     --bf16-bias) what="a bf16 y's bias in bf16, so cuBLASLt writes the bf16 y" ;;
@@ -209,6 +210,7 @@ sw_row "off + UMDQ_CUDA_FUSED_NORM=1" "residual_layernorm|fused_norm.*" "$LOGS/t
 sw_row "off + UMDQ_CUDA_BF16_OPERANDS=1" "bf16_operands.*|.*_bf16_operands|linear_bf16_y|attention_bf16_qkv|attention_operand" \
   "$LOGS/train_gpu_bf16operands.log"
 sw_row "off + UMDQ_CUDA_BF16_MLP=1 (with operands)" "mlp_bf16_hidden|hidden_operand|bf16_mlp.*" "$LOGS/train_gpu_bf16mlp.log"
+sw_row "off + UMDQ_CUDA_BF16_DH=1 (with BF16_MLP)" "mlp_bf16_dh|bf16_dh.*" "$LOGS/train_gpu_bf16dh.log"
 sw_row "off + UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|mlp_scratch|gelu_epilogue_.*" "$LOGS/train_gpu_geluepilogue.log"
 sw_row "off + UMDQ_CUDA_BF16_BRANCH=1 (with operands)" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
   "$LOGS/train_gpu_bf16branch.log"

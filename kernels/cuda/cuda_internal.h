@@ -119,6 +119,9 @@ struct umd_ctx {
                                   UMDQ_CUDA_GELU_EPILOGUE=1 (with hidden_bf16; mlp.cu) */
     long gelu_epi_gemms;       /* GEMMs queued with a GELU epilogue, and MLP passes that found no */
     long gelu_epi_refused;     /* such plan (the staging passes instead); recordings once */
+    int bf16_dh;               /* the MLP's dy W2 in bf16 where h is (bf16 autocast's gradient of
+                                  fc2's input), its GELU backward reading it rounded: no fp32
+                                  (M, F) scratch (mlp.cu): UMDQ_CUDA_BF16_DH=1 */
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
@@ -195,6 +198,15 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
                   const void *B, long ldb, float beta, float *C, long ldc);
 void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                   int cols, long ld);
+/* Row-major C (M, N) = op(A) op(B), bf16 operands and a bf16 C (the fp32 sums rounded once). */
+void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, int M, int N,
+                            int K, const __nv_bfloat16 *A, long lda, const __nv_bfloat16 *B,
+                            long ldb, __nv_bfloat16 *C, long ldc);
+/* dst (M, N) bf16 <- g gelu'(h), g and h bf16 (widened), and db (N) += its column sums where db
+ * is not NULL, in the same pass; dst may be g (each element read before it is written). -1
+ * (nothing done) when the partials cannot hold the chunks. */
+int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
+                      const __nv_bfloat16 *h, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
 /* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd); h fp32, or bf16 (hbf: the MLP's hidden
  * state where the context keeps it so), whose values are widened first. */

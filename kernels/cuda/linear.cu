@@ -55,16 +55,31 @@ static cublasComputeType_t compute_type(const umd_ctx *c) {
     return c->math == UMD_MATH_FP32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F_FAST_TF32;
 }
 
-/* Row-major C (M, N) = alpha op(A) op(B) + beta C with operands of type ab. */
-void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
-                    int transA, int transB, int M, int N, int K, float alpha, const void *A,
-                    long lda, const void *B, long ldb, float beta, float *C, long ldc) {
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C with operands of type ab, C of type cty. */
+static void gemm_ex_to(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
+                       int transA, int transB, int M, int N, int K, float alpha, const void *A,
+                       long lda, const void *B, long ldb, float beta, void *C, cudaDataType_t cty,
+                       long ldc) {
     if (c->failed || M <= 0 || N <= 0) return;
     cublas_check(c, cublasGemmEx(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ab,
-                                 (int)ldb, A, ab, (int)lda, &beta, C, CUDA_R_32F, (int)ldc, ct,
+                                 (int)ldb, A, ab, (int)lda, &beta, C, cty, (int)ldc, ct,
                                  CUBLAS_GEMM_DEFAULT),
                  op);
+}
+
+void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
+                    int transA, int transB, int M, int N, int K, float alpha, const void *A,
+                    long lda, const void *B, long ldb, float beta, float *C, long ldc) {
+    gemm_ex_to(c, op, ab, ct, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, CUDA_R_32F,
+               ldc);
+}
+
+void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, int M, int N,
+                            int K, const __nv_bfloat16 *A, long lda, const __nv_bfloat16 *B,
+                            long ldb, __nv_bfloat16 *C, long ldc) {
+    gemm_ex_to(c, op, CUDA_R_16BF, CUBLAS_COMPUTE_32F, transA, transB, M, N, K, 1.0f, A, lda, B,
+               ldb, 0.0f, C, CUDA_R_16BF, ldc);
 }
 
 /* The values a conversion to bf16 reads, element i of a flat (rows, cols) operand: src_plain the
@@ -127,6 +142,20 @@ struct src_dgelu16 {
                            a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
     }
     bool aligned() const { return ((uintptr_t)g & 15) == 0 && ((uintptr_t)h & 7) == 0; }
+};
+
+/* g gelu'(h) with g and h bf16 (the MLP's dy W2 in bf16, bf16_dh), both widened. */
+struct src_dgelu16g {
+    const __nv_bfloat16 *g, *h;
+    __device__ float at(long i) const {
+        return __bfloat162float(g[i]) * cuda_gelu_tanh_grad(__bfloat162float(h[i]));
+    }
+    __device__ float4 at4(long i) const {
+        float4 a = widen4(g + i), x = widen4(h + i);
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 7) == 0; }
 };
 
 __device__ static inline uint2 bf16x4(float4 v) {
@@ -797,6 +826,15 @@ int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const floa
     if (hbf)
         return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu16{g, (const __nv_bfloat16 *)h}, M, N);
     return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, (const float *)h}, M, N);
+}
+
+int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
+                      const __nv_bfloat16 *h, long M, int N) {
+    if (c->failed) return 0;
+    const src_dgelu16g src{g, h};
+    if (db) return colsum_bf16(c, "mlp_bwd", dst, db, src, M, N);
+    convert(c, "mlp_bwd", dst, src, (size_t)M * N);
+    return 0;
 }
 
 void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N) {

@@ -75,6 +75,13 @@
  * naming the op and the shapes: before it writes anything, but for fc2's bf16 y with no fp32
  * room (fc2_y_bf16, after fc1; mlp_scratch asks that room of bf_a before it answers 0).
  *
+ * dy W2 in bf16 (bf16_dh: UMDQ_CUDA_BF16_DH, on a bf16 h, where the GELU epilogues are off or
+ * have no plan): the product dy W2 is written by its GEMM in bf16 into bf_b (gelu(h) there was
+ * read by dW2's GEMM, queued before), and one pass turns it in place into dh = bf16(bf_b
+ * gelu'(h)) and sums db1: as bf16 autocast rounds the gradient of fc2's input, within bf16
+ * tolerance of the staging passes (test_cuda_ops), and no fp32 (M, F) tmp, so mlp_scratch
+ * answers 0 there too.
+ *
  * The output y in bf16 (UMD_OPND_Y in a context with bf16 operands: fc2's output is a branch
  * tensor, kept so where branch_operand says 1, read by gate_residual_fwd and its backward):
  *   stages whole  fc2 writes y on cuBLASLt as linear_fwd writes a bf16 y: a bf16 D with the fp32
@@ -109,14 +116,15 @@ static int hidden_bf16(const umd_ctx *c, int types) {
 extern "C" size_t cuda_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
     if (M <= 0 || F <= 0 || w <= 0) return 0;
     const size_t all = (size_t)M * F;
-    if (c->failed || !hidden_bf16(c, types) || !c->gelu_epi) return all;
+    if (c->failed || !hidden_bf16(c, types) || !(c->gelu_epi || c->bf16_dh)) return all;
     size_t stage, wl, part;
     cuda_ws_sizes(c, &stage, &wl, &part);
     const size_t wide = (size_t)(F > w ? F : w);
     const int whole = (size_t)F * w <= wl && stage / wide >= (size_t)M;
     const int y_room = (size_t)M * w * sizeof(float) <= stage * sizeof(__nv_bfloat16);
     if (!whole || part < (size_t)F || !y_room) return all;
-    return cuda_lt_gelu_planned(c, M, F, w) ? 0 : all;
+    /* the GELU backward in bf16 (mlp_bwd_dh16) needs none; the epilogues need their plans */
+    return c->bf16_dh || cuda_lt_gelu_planned(c, M, F, w) ? 0 : all;
 }
 
 /* The MLP met a pass that needs tmp (M, F) and was given none (mlp_scratch said it would not):
@@ -212,6 +220,15 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const voi
     else fc2_fp32(c, (float *)y, b2, M, F, w);
 }
 
+/* The GELU backward with dy W2 in bf16 (bf16_dh, h bf16, operands whole): bf_b <- bf16(dy W2)
+ * from dy in bf_a and W2 in bf_w (gelu(h) in bf_b was read by dW2's GEMM, queued before), then in
+ * place bf_b <- dh = bf16(bf_b gelu'(h)), db1 += its column sums in the same pass. 0, or -1
+ * (nothing done) where the partials cannot hold db1's chunks. */
+static int mlp_bwd_dh16(umd_ctx *c, float *db1, const void *h, int M, int F, int w) {
+    cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, F, w, c->bf_a, w, c->bf_w, F, c->bf_b, F);
+    return cuda_dgelu16_bf16(c, c->bf_b, db1, c->bf_b, (const __nv_bfloat16 *)h, M, F);
+}
+
 /* The staging passes of the GELU backward (bf16 contexts, operands whole): tmp (M, F) = dy W2 from
  * dy in bf_a and W2 in bf_w; bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1
  * += its column sums in the same pass; without db1, or when the partials are too small, dh in
@@ -252,9 +269,10 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
         cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
         return;
     }
-    /* without tmp, only the GELU epilogue's backward runs: said before anything is written */
+    /* without tmp, only the GELU epilogue's backward or the one in bf16 runs: said before
+     * anything is written */
     if (!tmp && !(hbf && c->gelu_epi && cuda_lt_dgelu_planned(c, db1 != NULL, M, F, w)) &&
-        scratch_missing(c, "mlp_bwd", tmp, M, F, w))
+        !(hbf && c->bf16_dh) && scratch_missing(c, "mlp_bwd", tmp, M, F, w))
         return;
     /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
     if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
@@ -271,7 +289,7 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
     cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
     if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", h, db1, M, F, w) == 0) {
         if (c->failed) return;
-    } else {
+    } else if (!(hbf && c->bf16_dh && mlp_bwd_dh16(c, db1, h, M, F, w) == 0)) {
         mlp_bwd_dh(c, db1, h, hbf, tmp, M, F, w);
     }
     /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16

@@ -31,19 +31,20 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 }
 
 /* The switches' values where their variables are not set: on where make gpu-check on an H200
- * passed their tests and timed B/4 faster with them, and the GELU epilogues (alone 1.8 ms a step
- * slower than the bf16 h without them) for the 0.75 GiB of MLP scratch they save, which keeps
- * B/4's arenas under PyTorch's peak; off where it timed them slower (the 32-row attention
- * forward). Each variable still turns its switch on ("1") or off ("0") for a worker. */
+ * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
+ * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
+ * the other switches on; the bf16 dy W2 saves the same MLP scratch). Each variable still turns
+ * its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
 #define CUDA_DEFAULT_BF16_MLP 1
 #define CUDA_DEFAULT_BF16_BRANCH 1
-#define CUDA_DEFAULT_GELU_EPILOGUE 1
+#define CUDA_DEFAULT_GELU_EPILOGUE 0
 #define CUDA_DEFAULT_ATTN_KV32 1
 #define CUDA_DEFAULT_ATTN_FWD32 0
 #define CUDA_DEFAULT_BF16_BIAS 1
+#define CUDA_DEFAULT_BF16_DH 1
 
 /* A switch from the environment when a context is made: "1" on, "0" off, else (unset, or any
  * other value) its default. */
@@ -100,6 +101,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         c->attn_kv32 = cuda_switch("UMDQ_CUDA_ATTN_KV32", CUDA_DEFAULT_ATTN_KV32);
         /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
         c->attn_fwd32 = cuda_switch("UMDQ_CUDA_ATTN_FWD32", CUDA_DEFAULT_ATTN_FWD32);
+        /* the MLP's dy W2 in bf16 on top of a bf16 h (mlp.cu): its GELU backward reads the
+         * rounded product, as bf16 autocast's does; no fp32 scratch */
+        c->bf16_dh = c->hidden_bf16 && cuda_switch("UMDQ_CUDA_BF16_DH", CUDA_DEFAULT_BF16_DH);
         /* a bf16 y's bias in bf16 (cuBLASLt offers a bf16 D with a bias of D's type where it
          * offers none with an fp32 bias): other results than the fp32 y rounded, those of bf16
          * autocast, which casts the bias so */
@@ -597,11 +601,11 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
     if (at > 0 && (size_t)at < n)
         snprintf(buf + at, n - (size_t)at,
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
-                 "epilogues %s, bf16 branches %s, bf16 bias %s, attention dK dV over %d queries, "
-                 "forward %d rows a warp",
+                 "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 bias %s, attention dK dV "
+                 "over %d queries, forward %d rows a warp",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
-                 c->gelu_epi ? "on" : "off", c->branch_bf16 ? "on" : "off",
+                 c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->bf16_bias && c->opnd_bf16 ? "on" : "off", c->attn_kv32 ? 32 : 64,
                  c->attn_fwd32 ? 32 : 16);
 }

@@ -476,12 +476,13 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
  * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16, and the
  * switches that keep the bits (the fused norm, the mma attention's 32-query dK dV step and
  * 32-row forward). */
-enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16 };
+enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16, RD_DH = 32 };
 static const struct {
     int flag;
     const char *var;
 } RD_VARS[] = {{RD_MLP, "UMDQ_CUDA_BF16_MLP"},         {RD_GELU, "UMDQ_CUDA_GELU_EPILOGUE"},
                {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_BIAS, "UMDQ_CUDA_BF16_BIAS"},
+               {RD_DH, "UMDQ_CUDA_BF16_DH"},
                {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
                {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"}};
 #define RD_NVARS (int)(sizeof RD_VARS / sizeof *RD_VARS)
@@ -602,12 +603,14 @@ static void bf16_rounded(int recompute, int sw) {
         }
         for (int i = 0; i < nm; i++) umd_optim_step(models[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
-    if (sw & RD_GELU) {
-        /* both GELU epilogues planned at the model's shapes: no MLP scratch laid out */
+    if (sw & (RD_GELU | RD_DH)) {
+        /* both GELU epilogues planned at the model's shapes, or dy W2 in bf16: no MLP scratch */
         char line[512];
         umd_model_describe(b, line, sizeof line);
         T_CHECK_MSG(strstr(line, ", no MLP scratch") != NULL,
-                    "the model laid out the MLP's scratch with the GELU epilogues: %s", line);
+                    "the model laid out the MLP's scratch (switches %d): %s", sw, line);
+    }
+    if (sw & RD_GELU) {
         char rep[4096];
         umd_cuda_profile_report(umd_model_ctx(b), 1, rep, sizeof rep);
         const char *at = strstr(rep, "the MLP's GELU");
@@ -662,6 +665,12 @@ static void test_cuda_bf16_branch_recompute(void) { bf16_rounded(UMD_RECOMPUTE_F
  * with bf16 biases, as bf16 autocast), with the branch tensors, and with train.recompute "partial"
  * (fc1's refill takes the same plan, bias and all). */
 static void test_cuda_bf16_bias(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_BRANCH | RD_BIAS); }
+/* The MLP's dy W2 in bf16 (UMDQ_CUDA_BF16_DH=1, with its h: no MLP scratch laid out), alone and
+ * with the branch tensors and biases under train.recompute "partial". */
+static void test_cuda_bf16_dh(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_DH); }
+static void test_cuda_bf16_dh_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS);
+}
 static void test_cuda_bf16_bias_recompute_partial(void) {
     bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_BRANCH | RD_BIAS);
 }
@@ -838,6 +847,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_branch_every_switch_recompute_partial);
     T_RUN(test_cuda_bf16_branch_every_switch_recompute_norms);
     T_RUN(test_cuda_bf16_bias);
+    T_RUN(test_cuda_bf16_dh);
+    T_RUN(test_cuda_bf16_dh_recompute_partial);
     T_RUN(test_cuda_bf16_bias_recompute_partial);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);

@@ -1557,6 +1557,74 @@ static void test_cuda_linear_bf16_bias(void) {
     ctx_free(&bc, bws);
 }
 
+/* The MLP's dy W2 in bf16 (a bf16-h context made with UMDQ_CUDA_BF16_DH=1) against the bf16-h
+ * context without it (dy W2 in an fp32 tmp), from the same h: dW2 and db2 the same bits (summed
+ * before dh), dx, dW1 and db1 within bf16 tolerance (relative L2 1e-2: the product rounded once
+ * more), the same bits run again and without tmp (none is needed: mlp_scratch 0, asked before
+ * the workspace is set), with and without biases, shapes that are and are not multiples of 4. */
+static void test_cuda_mlp_bf16_dh(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *hws, *dws;
+    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+    setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+    umd_ctx *dc = ctx_with_mlp(UMD_MATH_BF16, 1, NULL, &dws);
+    setenv("UMDQ_CUDA_BF16_DH", "0", 1);
+    const size_t bytes = GPU->workspace_bytes(dc, &OPND_LIM);
+    T_CHECK(GPU->mlp_scratch(dc, 300, 256, 64, UMD_OPND | UMD_OPND_H) == 0);
+    T_CHECK(GPU->mlp_scratch(hc, 300, 256, 64, UMD_OPND | UMD_OPND_H) == (size_t)300 * 256);
+    dws = GPU->alloc(dc, bytes);
+    T_REQUIRE(dws);
+    GPU->set_workspace(dc, dws, bytes);
+    const int types = UMD_OPND | UMD_OPND_H;
+    const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
+    for (int s = 0; s < 4; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 2900 + 20 * (uint32_t)s;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
+        float *y = d_f(nanMw, Mw);
+        GPU->mlp_fwd(hc, y, h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F, w, types);
+        ctx_ok(hc);
+        for (int bias = 1; bias >= 0; bias--) {
+            char tag[96];
+            snprintf(tag, sizeof tag, " (%d x %d x %d, %s)", M, F, w, bias ? "biases" : "no biases");
+            float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            float *gb1 = h_randn((size_t)F, key + 8, 1.0f), *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            mlp_grads g[4];
+            for (int k = 0; k < 4; k++) {
+                g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+                GPU->mlp_bwd(k ? dc : hc, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, d_dy, d_xh, h, d_W1, d_W2,
+                             k == 3 ? NULL : d_f(nanMF, MF), M, F, w, types);
+            }
+            ctx_ok2(hc, dc);
+            char what[160];
+            same_bits_fmt(g[1].dW2, g[0].dW2, Fw, "mlp_bwd dW2, bf16 dy W2%s", tag);
+            same_bits_fmt(g[1].db2, g[0].db2, (size_t)w, "mlp_bwd db2, bf16 dy W2%s", tag);
+            snprintf(what, sizeof what, "mlp_bwd dx, bf16 dy W2 against fp32%s", tag);
+            near_l2(what, g[1].dx, g[0].dx, NULL, Mw, 1e-2);
+            snprintf(what, sizeof what, "mlp_bwd dW1, bf16 dy W2 against fp32%s", tag);
+            near_l2(what, g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
+            if (bias) {
+                snprintf(what, sizeof what, "mlp_bwd db1, bf16 dy W2 against fp32%s", tag);
+                near_l2(what, g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
+            }
+            char t2[120];
+            snprintf(t2, sizeof t2, ", bf16 dy W2 run again%s", tag);
+            mlp_grads_same(&g[2], &g[1], M, F, w, t2);
+            snprintf(t2, sizeof t2, ", bf16 dy W2 without tmp%s", tag);
+            mlp_grads_same(&g[3], &g[1], M, F, w, t2);
+        }
+        cleanup();
+    }
+    ctx_free(&hc, hws);
+    ctx_free(&dc, dws);
+}
+
 /* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
 
 /* mlp_fwd of one (M, F, w) into a bf16 y (UMD_OPND_Y) against the same context's mlp_fwd into an
@@ -2881,6 +2949,7 @@ int main(void) {
     T_RUN(test_cuda_hidden_operand);
     T_RUN(test_cuda_mlp_gelu_epilogue);
     T_RUN(test_cuda_mlp_scratch);
+    T_RUN(test_cuda_mlp_bf16_dh);
     T_RUN(test_cuda_mlp_bf16_y);
     T_RUN(test_cuda_layernorm);
     T_RUN(test_cuda_residual_layernorm);
