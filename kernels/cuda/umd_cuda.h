@@ -60,9 +60,15 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.
- * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_BRANCH, BF16_BIAS,
+ * UMDQ_CUDA_BF16_DH=1 (with BF16_MLP) writes the MLP backward's dy W2 in bf16 and its GELU
+ * backward reads it rounded, as bf16 autocast rounds the gradient of fc2's input: no fp32 MLP
+ * scratch (mlp.cu); on by default (test_cuda_ops within bf16 tolerance of the fp32 product;
+ * test_cuda_model; bench/train_gpu --bf16-dh). UMDQ_CUDA_GELU_EPILOGUE=1 (mlp.cu) is off by
+ * default: slower on an H200 with the other switches on.
+ * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_DH, BF16_BRANCH, BF16_BIAS,
  * GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32) is read when a context is made: "1" turns it on, "0" off,
- * and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on but ATTN_FWD32). */
+ * and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on but GELU_EPILOGUE and
+ * ATTN_FWD32). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);
