@@ -207,6 +207,8 @@ void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, 
  * (nothing done) when the partials cannot hold the chunks. */
 int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
                       const __nv_bfloat16 *h, long M, int N);
+/* 1 when the workspace's partials hold the chunks of a column sum over M rows of N. */
+int cuda_colsum_fits(const umd_ctx *c, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
 /* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd); h fp32, or bf16 (hbf: the MLP's hidden
  * state where the context keeps it so), whose values are widened first. */

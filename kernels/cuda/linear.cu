@@ -828,6 +828,11 @@ int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const floa
     return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, (const float *)h}, M, N);
 }
 
+int cuda_colsum_fits(const umd_ctx *c, long M, int N) {
+    long chunks;
+    return colsum_rows(c, M, N, &chunks) > 0;
+}
+
 int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
                       const __nv_bfloat16 *h, long M, int N) {
     if (c->failed) return 0;

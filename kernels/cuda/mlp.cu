@@ -225,6 +225,7 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const voi
  * place bf_b <- dh = bf16(bf_b gelu'(h)), db1 += its column sums in the same pass. 0, or -1
  * (nothing done) where the partials cannot hold db1's chunks. */
 static int mlp_bwd_dh16(umd_ctx *c, float *db1, const void *h, int M, int F, int w) {
+    if (db1 && !cuda_colsum_fits(c, M, F)) return -1;
     cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, F, w, c->bf_a, w, c->bf_w, F, c->bf_b, F);
     return cuda_dgelu16_bf16(c, c->bf_b, db1, c->bf_b, (const __nv_bfloat16 *)h, M, F);
 }
@@ -272,7 +273,8 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, floa
     /* without tmp, only the GELU epilogue's backward or the one in bf16 runs: said before
      * anything is written */
     if (!tmp && !(hbf && c->gelu_epi && cuda_lt_dgelu_planned(c, db1 != NULL, M, F, w)) &&
-        !(hbf && c->bf16_dh) && scratch_missing(c, "mlp_bwd", tmp, M, F, w))
+        !(hbf && c->bf16_dh && (!db1 || cuda_colsum_fits(c, M, F))) &&
+        scratch_missing(c, "mlp_bwd", tmp, M, F, w))
         return;
     /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
     if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {

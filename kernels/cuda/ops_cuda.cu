@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <type_traits>
 #include "cuda_internal.h"
 #include "umd_cuda.h"
@@ -46,18 +47,47 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_BF16_BIAS 1
 #define CUDA_DEFAULT_BF16_DH 1
 
-/* A switch from the environment when a context is made: "1" on, "0" off, else (unset, or any
- * other value) its default. */
+/* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
+ * any case), or -1 for anything else. */
+static int switch_value(const char *v) {
+    static const char *const on[] = {"1", "on", "true", "yes"}, *const off[] = {"0", "off", "false", "no"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, on[i]) == 0) return 1;
+        if (strcasecmp(v, off[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* A switch from the environment when a context is made: its value, or unset its default
+ * (switches_valid has refused any other value). */
 static int cuda_switch(const char *var, int dflt) {
     const char *v = getenv(var);
-    if (v && strcmp(v, "1") == 0) return 1;
-    if (v && strcmp(v, "0") == 0) return 0;
-    return dflt;
+    return v && switch_value(v) >= 0 ? switch_value(v) : dflt;
+}
+
+/* 0 when every switch variable that is set says on or off; else -1 with the variable named (a
+ * switch mistyped must not fall back to its default unseen). */
+static int switches_valid(char *err, size_t errlen) {
+    static const char *const vars[] = {
+        "UMDQ_CUDA_GRAPH",     "UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
+        "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
+        "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
+        "UMDQ_CUDA_ATTN_FWD32"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && switch_value(v) < 0) {
+            snprintf(err, errlen, "%s=\"%.40s\": a CUDA switch is 1 or 0 (on/off, true/false, yes/no)",
+                     vars[i], v);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errlen) {
     (void)threads; /* one device, one stream: the CPU thread count does not apply */
     *out = NULL;
+    if (switches_valid(err, errlen) != 0) return UMDQ_EINVAL;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {

@@ -191,6 +191,8 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     setenv("UMDQ_CUDA_GELU_EPILOGUE", "0", 1);
     setenv("UMDQ_CUDA_BF16_BRANCH", "0", 1);
+    setenv("UMDQ_CUDA_BF16_BIAS", "0", 1);
+    setenv("UMDQ_CUDA_BF16_DH", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -2733,6 +2735,31 @@ static void test_cuda_branch_operand(void) {
     }
 }
 
+/* A switch variable set to anything but 1/0 (on/off, true/false, yes/no, any case) makes ctx_new
+ * refuse, naming the variable, before it looks for a device (so this runs without one where the
+ * CUDA backend is built); the words it takes pass that check. */
+static void test_cuda_switch_values(void) {
+    const umd_ops *o = umd_ops_cuda(UMD_MATH_BF16);
+    if (!o) T_SKIP("this build has no CUDA backend");
+    char err[512];
+    umd_ctx *c = NULL;
+    setenv("UMDQ_CUDA_BF16_BIAS", "maybe", 1);
+    int rc = o->ctx_new(&c, 1, err, sizeof err);
+    setenv("UMDQ_CUDA_BF16_BIAS", "0", 1);
+    printf("  %s\n", err);
+    T_EQ_INT(rc, UMDQ_EINVAL);
+    T_CHECK(c == NULL);
+    T_CONTAINS(err, "UMDQ_CUDA_BF16_BIAS=\"maybe\"");
+    static const char *const words[] = {"on", "OFF", "True", "false", "yes", "No", "1", "0"};
+    for (int i = 0; i < 8; i++) {
+        setenv("UMDQ_CUDA_GRAPH", words[i], 1);
+        rc = o->ctx_new(&c, 1, err, sizeof err);
+        setenv("UMDQ_CUDA_GRAPH", "0", 1);
+        T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_GRAPH=%s refused: %s", words[i], err);
+        if (c) o->ctx_destroy(&c);
+    }
+}
+
 /* ---- tokens and losses ------------------------------------------------------------------------- */
 
 static void test_cuda_tokens(void) {
@@ -2966,6 +2993,7 @@ int main(void) {
     T_RUN(test_cuda_attention_bf16_out);
     T_RUN(test_cuda_attention_bf16_out_refused);
     T_RUN(test_cuda_branch_operand);
+    T_RUN(test_cuda_switch_values);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
     T_RUN(test_cuda_record);
