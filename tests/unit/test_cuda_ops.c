@@ -1760,23 +1760,38 @@ static void test_cuda_mlp_bf16_y(void) {
  * the separate ops). In a context that keeps h in bf16, the separate ops (here: no workspace,
  * so no bf16 stage) cannot take a bf16 h: mlp_fwd and mlp_bwd fail the context, naming the op,
  * h's shape and the switch, and leave h and the gradients as they were. */
-static void test_cuda_hidden_operand(void) {
-    need_gpu(UMD_MATH_BF16);
-    void *ws;
-    const struct {
-        int math, operands, mlp, want;
+/* A question a context answers about a switch of its own (hidden_operand, branch_operand), asked
+ * in six contexts: bf16 with the operands and the switch `var` (the one where it is 1), with the
+ * operands alone, the switch alone (it needs them), neither, and fp32 and TF32 contexts made with
+ * both; operand_bytes 2 exactly where the operands are bf16. `more` (may be NULL) checks more of
+ * each context. */
+typedef int (*ctx_question)(const umd_ops *o, const umd_ctx *c);
+static void switch_question(const char *var, const char *name, ctx_question q,
+                            void (*more)(const umd_ops *o, umd_ctx *c)) {
+    static const struct {
+        int math, operands, on, want;
     } cases[] = {{UMD_MATH_BF16, 1, 1, 1}, {UMD_MATH_BF16, 1, 0, 0}, {UMD_MATH_BF16, 0, 1, 0},
                  {UMD_MATH_BF16, 0, 0, 0}, {UMD_MATH_FP32, 1, 1, 0}, {UMD_MATH_TF32, 1, 1, 0}};
     for (int i = 0; i < 6; i++) {
+        void *ws;
         const int m = cases[i].math, op = cases[i].operands;
-        umd_ctx *c = cases[i].mlp ? ctx_with_mlp(m, op, NULL, &ws) : ctx_with(m, op, 0, NULL, &ws);
+        umd_ctx *c = cases[i].on ? ctx_with_switch(var, m, op, NULL, &ws)
+                                 : ctx_with(m, op, 0, NULL, &ws);
         const umd_ops *o = umd_ops_cuda(m);
-        T_CHECK_MSG(o->hidden_operand(c) == cases[i].want,
-                    "hidden_operand (math %d, operands %d, MLP switch %d): %d, want %d", m, op,
-                    cases[i].mlp, o->hidden_operand(c), cases[i].want);
+        T_CHECK_MSG(q(o, c) == cases[i].want, "%s (math %d, operands %d, %s %d): %d, want %d",
+                    name, m, op, var, cases[i].on, q(o, c), cases[i].want);
         T_EQ_INT(o->operand_bytes(c), m == UMD_MATH_BF16 && op ? 2 : 4);
+        if (more) more(o, c);
         ctx_free(&c, NULL);
     }
+}
+
+static int ask_hidden(const umd_ops *o, const umd_ctx *c) { return o->hidden_operand(c); }
+
+static void test_cuda_hidden_operand(void) {
+    need_gpu(UMD_MATH_BF16);
+    switch_question("UMDQ_CUDA_BF16_MLP", "hidden_operand", ask_hidden, NULL);
+    void *ws;
     {
         static const umd_limits lim = {4, 16, 160, 2, 16, 4096};
         const int M = 37, F = 64, w = 48;
@@ -2713,26 +2728,16 @@ static void test_cuda_attention_bf16_out_refused(void) {
  * UMDQ_CUDA_BF16_BRANCH=1; 0 with either alone, with neither, and in fp32 and TF32 contexts made
  * with both (where the ops take every branch tensor as fp32: the tests above). mlp_scratch asks
  * M F floats of tmp in each. */
+static int ask_branch(const umd_ops *o, const umd_ctx *c) { return o->branch_operand(c); }
+
+static void branch_more(const umd_ops *o, umd_ctx *c) {
+    T_EQ_INT(o->hidden_operand(c), 0);
+    T_CHECK(o->mlp_scratch(c, 300, 256, 64, UMD_OPND | UMD_OPND_Y) == (size_t)300 * 256);
+}
+
 static void test_cuda_branch_operand(void) {
     need_gpu(UMD_MATH_BF16);
-    void *ws;
-    const struct {
-        int math, operands, branch, want;
-    } cases[] = {{UMD_MATH_BF16, 1, 1, 1}, {UMD_MATH_BF16, 1, 0, 0}, {UMD_MATH_BF16, 0, 1, 0},
-                 {UMD_MATH_BF16, 0, 0, 0}, {UMD_MATH_FP32, 1, 1, 0}, {UMD_MATH_TF32, 1, 1, 0}};
-    for (int i = 0; i < 6; i++) {
-        const int m = cases[i].math, op = cases[i].operands;
-        umd_ctx *c = cases[i].branch ? ctx_with_switch("UMDQ_CUDA_BF16_BRANCH", m, op, NULL, &ws)
-                                     : ctx_with(m, op, 0, NULL, &ws);
-        const umd_ops *o = umd_ops_cuda(m);
-        T_CHECK_MSG(o->branch_operand(c) == cases[i].want,
-                    "branch_operand (math %d, operands %d, branch switch %d): %d, want %d", m, op,
-                    cases[i].branch, o->branch_operand(c), cases[i].want);
-        T_EQ_INT(o->hidden_operand(c), 0);
-        T_EQ_INT(o->operand_bytes(c), m == UMD_MATH_BF16 && op ? 2 : 4);
-        T_CHECK(o->mlp_scratch(c, 300, 256, 64, UMD_OPND | UMD_OPND_Y) == (size_t)300 * 256);
-        ctx_free(&c, NULL);
-    }
+    switch_question("UMDQ_CUDA_BF16_BRANCH", "branch_operand", ask_branch, branch_more);
 }
 
 /* A switch variable set to anything but 1/0 (on/off, true/false, yes/no, any case) makes ctx_new
