@@ -2503,6 +2503,34 @@ static void test_cuda_attention_fwd32(void) {
     attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
 }
 
+/* A path of the attention ops that reads a tensor of theirs only in fp32 (the GEMM or fused mode,
+ * a head width other than 64 on the mma kernels), asked for it in bf16: the op and the mode. */
+typedef struct {
+    int mode, hd, bwd;
+    const char *op, *mode_name;
+} attn_refusal;
+
+/* A bf16 context with bf16 operands for lim, on the refusal's attention mode. */
+static umd_ctx *refusal_ctx(const attn_refusal *k, const umd_limits *lim, void **ws) {
+    umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, lim, ws);
+    T_REQUIRE(umd_cuda_set_attention(c, k->mode) == 0);
+    return c;
+}
+
+/* The context failed the refused call, naming the op, `tensor` (what the message calls the bf16
+ * tensor), the head width and the mode; `what` names it in the log. */
+static void refusal_said(umd_ctx *c, const attn_refusal *k, const char *what, const char *tensor) {
+    char err[512] = "", width[32];
+    int rc = GPU->status(c, err, sizeof err);
+    printf("  %s with a %s (%s, head width %d): %s\n", k->op, what, k->mode_name, k->hd, err);
+    T_CHECK_MSG(rc != 0, "%s took a %s on a path that reads it in fp32", k->op, what);
+    T_CONTAINS(err, k->op);
+    T_CONTAINS(err, tensor);
+    snprintf(width, sizeof width, "head width %d", k->hd);
+    T_CONTAINS(err, width);
+    T_CONTAINS(err, k->mode_name);
+}
+
 /* attention_operand is 1 exactly where the mma kernels take qkv as a bf16 operand: a bf16 context
  * made with UMDQ_CUDA_BF16_OPERANDS=1, attention mode mma, head width 64; 0 at other widths, in a
  * bf16 context without the switch, in fp32 and TF32 contexts made with it, and after
@@ -2536,16 +2564,13 @@ static void test_cuda_attention_operand(void) {
         ctx_free(&c, NULL);
     }
     static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
-    const struct {
-        int mode, hd, bwd;
-        const char *op, *mode_name;
-    } cases[] = {{UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
-                 {UMD_ATTN_FUSED, 64, 1, "attention_bwd", "attention mode fused"},
-                 {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
-                 {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
+    static const attn_refusal cases[] = {
+        {UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
+        {UMD_ATTN_FUSED, 64, 1, "attention_bwd", "attention mode fused"},
+        {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
+        {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
     for (int i = 0; i < 4; i++) {
-        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &lim, &ws);
-        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
+        umd_ctx *c = refusal_ctx(&cases[i], &lim, &ws);
         const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
         const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
                      nl = (size_t)n * heads * T;
@@ -2556,16 +2581,7 @@ static void test_cuda_attention_operand(void) {
         float *g = d_f(h_randn(no, 1210 + (uint32_t)i, 1.0f), no);
         if (cases[i].bwd) GPU->attention_bwd(c, dq, g, d_qh, out, lse, n, T, heads, hd, UMD_OPND);
         else GPU->attention_fwd(c, out, lse, d_qh, n, T, heads, hd, UMD_OPND);
-        char err[512] = "", width[32];
-        int rc = GPU->status(c, err, sizeof err);
-        printf("  %s with a bf16 qkv (%s, head width %d): %s\n", cases[i].op, cases[i].mode_name, hd,
-               err);
-        T_CHECK_MSG(rc != 0, "%s read a bf16 qkv on a path that reads fp32", cases[i].op);
-        T_CONTAINS(err, cases[i].op);
-        T_CONTAINS(err, "bf16 operand");
-        snprintf(width, sizeof width, "head width %d", hd);
-        T_CONTAINS(err, width);
-        T_CONTAINS(err, cases[i].mode_name);
+        refusal_said(c, &cases[i], "bf16 qkv", "bf16 operand");
         cleanup();
         ctx_free(&c, ws);
     }
@@ -2655,18 +2671,15 @@ static void test_cuda_attention_bf16_out_refused(void) {
     need_gpu(UMD_MATH_BF16);
     static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
     void *ws;
-    const struct {
-        int mode, hd, bwd;
-        const char *op, *mode_name;
-    } cases[] = {{UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
-                 {UMD_ATTN_GEMM, 64, 1, "attention_bwd", "attention mode gemm"},
-                 {UMD_ATTN_FUSED, 64, 0, "attention_fwd", "attention mode fused"},
-                 {UMD_ATTN_FUSED, 32, 1, "attention_bwd", "attention mode fused"},
-                 {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
-                 {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
+    static const attn_refusal cases[] = {
+        {UMD_ATTN_GEMM, 64, 0, "attention_fwd", "attention mode gemm"},
+        {UMD_ATTN_GEMM, 64, 1, "attention_bwd", "attention mode gemm"},
+        {UMD_ATTN_FUSED, 64, 0, "attention_fwd", "attention mode fused"},
+        {UMD_ATTN_FUSED, 32, 1, "attention_bwd", "attention mode fused"},
+        {UMD_ATTN_MMA, 32, 0, "attention_fwd", "attention mode mma"},
+        {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"}};
     for (int i = 0; i < 6; i++) {
-        umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &lim, &ws);
-        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
+        umd_ctx *c = refusal_ctx(&cases[i], &lim, &ws);
         const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
         const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
                      nl = (size_t)n * heads * T;
@@ -2680,16 +2693,7 @@ static void test_cuda_attention_bf16_out_refused(void) {
         void *out = d_up(o0, no * sizeof *o0);
         if (cases[i].bwd) GPU->attention_bwd(c, dq, g, q, out, lse, n, T, heads, hd, UMD_OPND_O);
         else GPU->attention_fwd(c, out, lse, q, n, T, heads, hd, UMD_OPND_O);
-        char err[512] = "", width[32];
-        int rc = GPU->status(c, err, sizeof err);
-        printf("  %s with a bf16 out (%s, head width %d): %s\n", cases[i].op, cases[i].mode_name, hd,
-               err);
-        T_CHECK_MSG(rc != 0, "%s took a bf16 out on a path that takes fp32", cases[i].op);
-        T_CONTAINS(err, cases[i].op);
-        T_CONTAINS(err, "bf16 branch tensor");
-        snprintf(width, sizeof width, "head width %d", hd);
-        T_CONTAINS(err, width);
-        T_CONTAINS(err, cases[i].mode_name);
+        refusal_said(c, &cases[i], "bf16 out", "bf16 branch tensor");
         same_bf16("attention out left alone", out, o0, no);
         same_bits("attention lse left alone", lse, lse0, nl);
         same_bits("attention dqkv left alone", dq, dq0, nq);
