@@ -36,6 +36,13 @@
  *     in the operand type too, as bf16 autocast keeps them: not only products read them (the
  *     gated residual and its backward, attention's backward read them), so the results are those
  *     of the rounded values. The ops that write or read one take UMD_OPND_Y or UMD_OPND_O.
+ *   - Gradient tensors: where grad_operand says so, the gradients that pass between a block's
+ *     ops on their way into a product are stored in the operand type too, as bf16 autocast's
+ *     backward keeps the gradients of its bf16 tensors: the gradient of each branch output
+ *     (gate_residual_bwd's dy, the dy of proj's linear_bwd and of mlp_bwd) and, where qkv is an
+ *     operand tensor, the gradient of qkv (attention_bwd's dqkv, the dy of the qkv Linear's
+ *     linear_bwd). The op that writes one rounds its fp32 result once; the ops that read one
+ *     compute on its values, bias column sums included. Those ops take UMD_GRAD.
  *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
  *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
  *     consecutive elements share one draw). Results are bit-identical for a given thread count;
@@ -72,8 +79,9 @@ typedef struct {
  * says it of the op's matrix-product operand (x, qkv) or LayerNorm output (out); linear_fwd's and
  * mlp_fwd's flags say it of their output y (UMD_OPND_Y), the MLP's of its hidden state h
  * (UMD_OPND_H), the gated residuals' of their branch input y (UMD_OPND_Y), the attention ops' of
- * the attention output out (UMD_OPND_O). */
-enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4, UMD_OPND_O = 8 };
+ * the attention output out (UMD_OPND_O); UMD_GRAD says it of a backward op's gradient tensor
+ * (linear_bwd's and mlp_bwd's dy, gate_residual_bwd's dy, attention_bwd's dqkv). */
+enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4, UMD_OPND_O = 8, UMD_GRAD = 16 };
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -174,9 +182,10 @@ typedef struct umd_ops {
     void (*linear_fwd)(umd_ctx *c, void *y, const void *x, const float *W, const float *b,
                        int M, int N, int K, int types);
     /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,
-     * db (N) += column sums of dy (db may be NULL); x typed as in linear_fwd. */
-    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *x,
-                       const float *W, int M, int N, int K, int dx_accumulate, int x_type);
+     * db (N) += column sums of dy (db may be NULL); types: x typed as in linear_fwd (UMD_OPND),
+     * dy a gradient tensor in the operand type with UMD_GRAD. */
+    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const void *dy, const void *x,
+                       const float *W, int M, int N, int K, int dx_accumulate, int types);
     /* A transformer MLP, fc1 -> GELU-tanh (as gelu_fwd) -> fc2, over M tokens of width w with
      * hidden width F: h (M, F) = x (M, w) W1^T + b1 (kept for the backward), y (M, w) = gelu(h)
      * W2^T + b2. W1 (F, w), W2 (w, F); b1 (F), b2 (w) may be NULL. tmp (M, F) is scratch the op
@@ -193,9 +202,10 @@ typedef struct umd_ops {
      * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
      * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage), or
-     * NULL where mlp_scratch says the shapes need none. x and h typed by `types` as in mlp_fwd. */
+     * NULL where mlp_scratch says the shapes need none. x and h typed by `types` as in mlp_fwd,
+     * dy a gradient tensor in the operand type with UMD_GRAD. */
     void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                    const float *dy, const void *x, const void *h, const float *W1,
+                    const void *dy, const void *x, const void *h, const float *W1,
                     const float *W2, float *tmp, int M, int F, int w, int types);
     /* 1 when this context's MLP keeps h in bf16 (UMD_OPND_H): not an operand tensor (GELU and its
      * backward read h too, and compute on its rounded values, as bf16 autocast keeps it), so the
@@ -227,11 +237,12 @@ typedef struct umd_ops {
     void (*gate_residual_fwd)(umd_ctx *c, float *out, const float *x, const void *y,
                               const float *gate, int gate_stride, int n, int T, int w, int y_type);
     /* dy = dout * gate[b]; dgate[b] = sum over tokens of dout * y (written, not accumulated). The
-     * residual path's gradient is dout itself, which the caller keeps. y typed as in
-     * gate_residual_fwd; dy is fp32. */
-    void (*gate_residual_bwd)(umd_ctx *c, float *dy, float *dgate, const float *dout,
+     * residual path's gradient is dout itself, which the caller keeps. types: y typed as in
+     * gate_residual_fwd (UMD_OPND_Y); dy a gradient tensor in the operand type with UMD_GRAD
+     * (the fp32 product rounded once; dgate sums the fp32 products either way). */
+    void (*gate_residual_bwd)(umd_ctx *c, void *dy, float *dgate, const float *dout,
                               const void *y, const float *gate, int gate_stride, int n, int T,
-                              int w, int y_type);
+                              int w, int types);
 
     /* The gated residual and the LayerNorm that reads it, in one pass over memory: xo = x +
      * gate[b] * y (as gate_residual_fwd), then out, mean, rstd = layernorm_fwd of xo, modulated
@@ -257,8 +268,9 @@ typedef struct umd_ops {
     /* dqkv (n, T, 3, heads, hd) written from dout (n, T, heads, hd), given the forward's qkv, out
      * and lse. The softmax backward's row term rowsum(P * dP) equals the row dot of dout and out,
      * which is why out is passed (its stored values: rounded with UMD_OPND_O). qkv and out typed
-     * by `types` as in attention_fwd. */
-    void (*attention_bwd)(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+     * by `types` as in attention_fwd; dqkv a gradient tensor in the operand type with UMD_GRAD
+     * (the fp32 result rounded once), taken where qkv is an operand tensor (UMD_OPND). */
+    void (*attention_bwd)(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
                           const void *out, const float *lse, int n, int T, int heads, int hd,
                           int types);
     /* 1 when attention_fwd and attention_bwd take qkv as an operand tensor (UMD_OPND) at head
@@ -271,6 +283,11 @@ typedef struct umd_ops {
      * UMD_OPND_Y) and, at head widths where attention_operand is 1, attention's output
      * (UMD_OPND_O, then proj's x with UMD_OPND); else 0, and they are fp32. */
     int (*branch_operand)(const umd_ctx *c);
+    /* 1 when this context keeps gradient tensors (see Conventions) in the operand type: the
+     * gradients of the branch outputs (gate_residual_bwd's dy, then linear_bwd's and mlp_bwd's
+     * dy, UMD_GRAD) and, where qkv is an operand tensor, of qkv (attention_bwd's dqkv, then the
+     * qkv Linear's dy); else 0, and they are fp32. Asked only where branch_operand says 1. */
+    int (*grad_operand)(const umd_ctx *c);
 
     /* ---- tokens ----------------------------------------------------------------------------------- */
     /* out (n, w) = table[idx[b]] ; backward dtable[idx[b]] += dout[b]. */

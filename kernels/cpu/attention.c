@@ -197,11 +197,12 @@ void cpu_attention_fwd(umd_ctx *c, void *outv, float *lse, const void *qkvv, int
     });
 }
 
-void cpu_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
+void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *qkvv,
                        const void *outv, const float *lse, int n, int T, int heads, int hd,
                        int types) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv and dqkv */
+    float *dqkv = dqkvv;
     const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
     const int ob = cpu_is_bf16(c, (types & UMD_OPND_O) ? UMD_OPND : UMD_F32);
     const float *qkv = qkvv;

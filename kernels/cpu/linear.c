@@ -126,9 +126,11 @@ static void dw_rows_bf16(umd_ctx *c, int tid, float *dW, const float *dy, const 
     }
 }
 
-void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const float *dy, const void *xv,
-                    const float *W, int M, int N, int K, int dx_accumulate, int x_type) {
+void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dyv, const void *xv,
+                    const float *W, int M, int N, int K, int dx_accumulate, int types) {
     if (M <= 0) return;
+    const float *dy = dyv;
+    const int x_type = types & UMD_OPND;
     const int bf16 = dW && cpu_is_bf16(c, x_type);
     if (bf16) cpu_check_widen(K, "linear_bwd");
     const float *x = xv;
@@ -192,7 +194,7 @@ void cpu_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const 
  * last read by the second step, so dx may alias it. A bf16 h is widened into tmp for gelu(h), and
  * for gelu'(h) a block of rows at a time into the widening scratch (tmp then holds dy W2). */
 void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
-                 const float *dy, const void *x, const void *h, const float *W1, const float *W2,
+                 const void *dy, const void *x, const void *h, const float *W1, const float *W2,
                  float *tmp, int M, int F, int w, int types) {
     if (M <= 0) return;
     const size_t n = (size_t)M * F;

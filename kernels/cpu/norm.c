@@ -219,8 +219,10 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y
     });
 }
 
-void cpu_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const void *y,
-                           const float *gate, int gate_stride, int n, int T, int w, int y_type) {
+void cpu_gate_residual_bwd(umd_ctx *c, void *dyv, float *dgate, const float *dout, const void *y,
+                           const float *gate, int gate_stride, int n, int T, int w, int types) {
+    float *dy = dyv;
+    const int y_type = types & UMD_OPND_Y;
     const int yb = cpu_is_bf16(c, (y_type & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
     CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
         long lo, hi;

@@ -90,6 +90,11 @@ static size_t mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
  * switch): attention rounds its output after the pair's product, the gated residuals widen. */
 static int branch_operand(const umd_ctx *c) { return c->opnd_bf16; }
 
+static int grad_operand(const umd_ctx *c) {
+    (void)c;
+    return 0;
+}
+
 static void *mem_alloc(umd_ctx *c, size_t bytes) {
     (void)c;
     size_t n = (bytes + 63) / 64 * 64;
@@ -158,6 +163,7 @@ static const umd_ops cpu_ops = {
     .attention_bwd = cpu_attention_bwd,
     .attention_operand = attention_operand,
     .branch_operand = branch_operand,
+    .grad_operand = grad_operand,
     .embed_rows_fwd = cpu_embed_rows_fwd,
     .embed_rows_bwd = cpu_embed_rows_bwd,
     .gather_tokens_fwd = cpu_gather_tokens_fwd,

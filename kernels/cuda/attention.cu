@@ -139,6 +139,11 @@ extern "C" int cuda_attention_operand(const umd_ctx *c, int hd) {
 
 extern "C" int cuda_branch_operand(const umd_ctx *c) { return c->branch_bf16; }
 
+extern "C" int cuda_grad_operand(const umd_ctx *c) {
+    (void)c;
+    return 0;
+}
+
 /* A bf16 qkv (qbf) or out (obf) met the fused or the GEMM path, which read fp32 qkv and write
  * and read fp32 out: the context fails rather than take bf16 for fp32. 1 when it did. */
 static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int n, int T, int heads,
@@ -233,10 +238,11 @@ __global__ static void k_softmax_bwd(float *S, float *dS, const float *lse, cons
     }
 }
 
-extern "C" void cuda_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkvv,
+extern "C" void cuda_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *qkvv,
                                    const void *outv, const float *lse, int n, int T, int heads,
                                    int hd, int types) {
     CUDA_OP(c);
+    float *dqkv = (float *)dqkvv;
     if (n <= 0 || T <= 0) return;
     const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {

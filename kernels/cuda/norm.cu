@@ -841,10 +841,12 @@ static void gate_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, con
         dy, dgate, dout, y, gate, gate_stride, T, w, col_blocks, vec);
 }
 
-extern "C" void cuda_gate_residual_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout,
+extern "C" void cuda_gate_residual_bwd(umd_ctx *c, void *dyv, float *dgate, const float *dout,
                                        const void *y, const float *gate, int gate_stride, int n,
-                                       int T, int w, int y_type) {
+                                       int T, int w, int types) {
     CUDA_OP(c);
+    float *dy = (float *)dyv;
+    const int y_type = types & UMD_OPND_Y;
     if ((long)n * w <= 0 || n <= 0 || w <= 0) return;
     if (cuda_flag_bf16(c, y_type, UMD_OPND_Y))
         gate_bwd(c, dy, dgate, dout, (const __nv_bfloat16 *)y, gate, gate_stride, n, T, w);

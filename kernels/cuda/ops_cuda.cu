@@ -521,7 +521,8 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
                                 set_workspace, mem_alloc, mem_release, mem_upload, mem_download,   \
                                 operand_bytes, CUDA_OPS_A(OP_TIMED) cuda_hidden_operand,           \
                                 cuda_mlp_scratch, CUDA_OPS_N(OP_TIMED) cuda_attention_operand,     \
-                                cuda_branch_operand, CUDA_OPS_B(OP_TIMED) ctx_status, rec_begin,   \
+                                cuda_branch_operand, cuda_grad_operand, CUDA_OPS_B(OP_TIMED)       \
+                                ctx_status, rec_begin,                                             \
                                 rec_end, rec_replay}
 
 CUDA_TABLE(cuda_fp32_ops, ctx_new_fp32);

@@ -499,7 +499,7 @@ static void noscratch_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const vo
     free(own);
 }
 static void noscratch_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2,
-                              float *db2, const float *dy, const void *x, const void *h,
+                              float *db2, const void *dy, const void *x, const void *h,
                               const float *W1, const float *W2, float *tmp, int M, int F, int w,
                               int types) {
     if (tmp) noscratch_tmp_given = 1;
