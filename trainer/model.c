@@ -194,9 +194,10 @@ static int32_t *takei(bump *b, size_t n) { return take(b, n * sizeof(int32_t)); 
 enum { BLOCK_INPUT = 1, BLOCK_PRODUCTS = 2, BLOCK_NORMS = 4, BLOCK_HIDDEN = 8, BLOCK_ALL = 15 };
 
 /* Bytes of an element of each typed tensor of a block: the operand tensors (m1, m2), qkv, h, the
- * attention output, and the branch outputs ao and mo. */
+ * attention output, and the branch outputs ao and mo; and of the backward's gradient of qkv
+ * (the scratch tQ, dqkv_type). */
 typedef struct {
-    size_t opnd, qkv, h, att, br;
+    size_t opnd, qkv, h, att, br, dqkv;
 } block_bytes;
 
 static void layout_block(bump *b, block_acts *a, const umd_dims *d, int B, const seq_layout *sl,
@@ -318,7 +319,7 @@ static void layout_replica(bump *b, replica *rp, const umd_dims *d, size_t ws_by
     A->tA = takef(b, maxtok * w);
     A->tB = takef(b, maxtok * w);
     A->tH = rp->mlp_tmp ? takef(b, rp->mlp_tmp) : NULL;
-    A->tQ = takef(b, maxtok * 3 * w);
+    A->tQ = take(b, maxtok * 3 * w * by->dqkv);
     A->dmod = takef(b, B * 6 * w);
     A->dcond = takef(b, B * w);
     A->dcsum = takef(b, B * w);
@@ -338,7 +339,8 @@ static size_t layout_acts(umd_model *m, char *base, size_t ws_bytes) {
     m->adam_args = take(&b, sizeof(umd_adamw_args));
     m->grad_sumsq = take(&b, sizeof(double));
     const block_bytes by = {m->opnd, typed_bytes(m, m->qkv_type), typed_bytes(m, m->h_type),
-                            typed_bytes(m, m->att_type), typed_bytes(m, m->br_type)};
+                            typed_bytes(m, m->att_type), typed_bytes(m, m->br_type),
+                            typed_bytes(m, m->dqkv_type)};
     for (int r = 0; r < m->nrep; r++)
         layout_replica(&b, &m->rep[r], &m->d, ws_bytes, m->recompute, &by);
     return b.off;
@@ -482,6 +484,8 @@ static int model_new(umd_model **out, const umd_config *cfg, const umd_shape *sh
     m->h_type = ops->hidden_operand(m->ctx) ? UMD_OPND : UMD_F32;
     m->br_type = ops->branch_operand(m->ctx) ? UMD_OPND : UMD_F32;
     m->att_type = m->br_type == UMD_OPND && m->qkv_type == UMD_OPND ? UMD_OPND : UMD_F32;
+    m->grad_type = m->br_type == UMD_OPND && ops->grad_operand(m->ctx) ? UMD_OPND : UMD_F32;
+    m->dqkv_type = m->grad_type == UMD_OPND && m->qkv_type == UMD_OPND ? UMD_OPND : UMD_F32;
 
     /* parameter table and offsets */
     int cap = table_capacity(d);
@@ -711,7 +715,7 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
     const double MiB = 1048576.0;
     snprintf(buf, n,
              "arenas: params %.2fM (%.1f MiB), grads %.1f MiB (%d replica%s), optimiser %.1f MiB "
-             "(m, v%s, decay mask), activations %.1f MiB%s%s%s%s%s%s%s (batch %d: %d clean rows x %d "
+             "(m, v%s, decay mask), activations %.1f MiB%s%s%s%s%s%s%s%s (batch %d: %d clean rows x %d "
              "tokens, %d noisy x %d, decoder %d x %d; workspace %.2f MiB); %d thread%s",
              (double)s->nparams / 1e6, (double)s->params / MiB, (double)s->grads / MiB, m->nrep,
              m->nrep > 1 ? "s" : "", (double)s->optim / MiB, m->ema_on ? ", ema" : "",
@@ -727,6 +731,7 @@ void umd_model_describe(const umd_model *m, char *buf, size_t n) {
              m->opnd == 2 && m->qkv_type == UMD_OPND ? ", bf16 qkv" : "",
              m->opnd == 2 && m->h_type == UMD_OPND ? ", bf16 MLP state" : "",
              m->opnd == 2 && m->br_type == UMD_OPND ? ", bf16 branch outputs" : "",
+             m->opnd == 2 && m->grad_type == UMD_OPND ? ", bf16 branch gradients" : "",
              m->rep[0].mlp_tmp ? "" : ", no MLP scratch",
              d->B, d->n_clean, d->T_clean, d->n_noisy, d->T_noisy, d->B,
              d->T_dec, (double)s->workspace / MiB, m->ops->ctx_threads(m->ctx),

@@ -120,7 +120,7 @@ typedef struct {
     float *tH;                         /* (maxtok, F) the MLP's scratch (mlp_fwd's and mlp_bwd's
                                           tmp), or NULL where the context's MLP runs without
                                           (mlp_scratch; replica.mlp_tmp floats) */
-    float *tQ;                         /* (maxtok, 3w) */
+    void *tQ;                          /* (maxtok, 3w); bf16 where umd_model.dqkv_type says */
     float *dmod;                       /* (B, 6w) a block's adaLN gradient */
     float *dcond, *dcsum;              /* (B, w) */
     float *d2w;                        /* (B, 2w) */
@@ -174,6 +174,11 @@ struct umd_model {
                                operand type (branch_operand), else UMD_F32 */
     int att_type;           /* UMD_OPND where it keeps attention's output so too (branch_operand
                                and attention_operand), else UMD_F32 */
+    int grad_type;          /* UMD_OPND where it keeps the branch outputs' gradients (the dy of
+                               the gated residuals, proj and the MLP) in the operand type too
+                               (branch_operand and grad_operand), else UMD_F32 */
+    int dqkv_type;          /* UMD_OPND where it keeps qkv's gradient so too (grad_type and
+                               qkv_type), else UMD_F32 */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

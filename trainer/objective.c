@@ -83,6 +83,11 @@ static float *mlp_tmp(const replica *rp, const seq_layout *sl) {
 /* The gated residuals' flag for their branch input (ao, mo). */
 static int branch_flag(const umd_model *m) { return m->br_type == UMD_OPND ? UMD_OPND_Y : 0; }
 
+/* The flag of a branch output's gradient (the gated residuals' dy, read by proj's and the MLP's
+ * backward), and of qkv's (attention's dqkv, read by the qkv Linear's backward). */
+static int grad_flag(const umd_model *m) { return m->grad_type == UMD_OPND ? UMD_GRAD : 0; }
+static int dqkv_flag(const umd_model *m) { return m->dqkv_type == UMD_OPND ? UMD_GRAD : 0; }
+
 /* The attention ops' flags: qkv an operand tensor, and the output a branch tensor, where the
  * context keeps them so. */
 static int attention_types(const umd_model *m) {
@@ -230,13 +235,14 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6;
-        o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 5 * w, D + s->tok0 * w,
-                             typed_at(m, a->mo, m->br_type, s->tok0 * w), a->mod + r + 5 * w, w6,
-                             s->n, s->T, w, branch_flag(m));
+        o->gate_residual_bwd(c, typed_at(m, A->tA, m->grad_type, s->tok0 * w), dmod + r + 5 * w,
+                             D + s->tok0 * w, typed_at(m, a->mo, m->br_type, s->tok0 * w),
+                             a->mod + r + 5 * w, w6, s->n, s->T, w, branch_flag(m) | grad_flag(m));
     }
-    /* tA: the MLP output's gradient in, its input's out (mlp_bwd reads dy before writing dx) */
+    /* tA: the MLP output's gradient in (typed as grad_type says), its input's out in fp32
+     * (mlp_bwd reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
-               bp->fc1_w, bp->fc2_w, mlp_tmp(rp, sl), M, d->F, w, mlp_types(m));
+               bp->fc1_w, bp->fc2_w, mlp_tmp(rp, sl), M, d->F, w, mlp_types(m) | grad_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;
@@ -245,21 +251,21 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                          a->rstd2 + s->tok0, bp->n2_w, bp->n2_b, a->mod + r + 3 * w, w6, s->n,
                          s->T, w, seq, seq, 1);
         /* attention branch's gate */
-        o->gate_residual_bwd(c, A->tA + s->tok0 * w, dmod + r + 2 * w, D + s->tok0 * w,
-                             typed_at(m, a->ao, m->br_type, s->tok0 * w), a->mod + r + 2 * w, w6,
-                             s->n, s->T, w, branch_flag(m));
+        o->gate_residual_bwd(c, typed_at(m, A->tA, m->grad_type, s->tok0 * w), dmod + r + 2 * w,
+                             D + s->tok0 * w, typed_at(m, a->ao, m->br_type, s->tok0 * w),
+                             a->mod + r + 2 * w, w6, s->n, s->T, w, branch_flag(m) | grad_flag(m));
     }
     o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0,
-                  m->att_type);
+                  m->att_type | grad_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_bwd(c, A->tQ + s->tok0 * 3 * w, A->tB + s->tok0 * w,
+        o->attention_bwd(c, typed_at(m, A->tQ, m->dqkv_type, s->tok0 * 3 * w), A->tB + s->tok0 * w,
                          typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w),
                          typed_at(m, a->att, m->att_type, s->tok0 * w), a->lse + s->lse0, s->n,
-                         s->T, d->heads, d->hd, attention_types(m));
+                         s->T, d->heads, d->hd, attention_types(m) | dqkv_flag(m));
     }
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,
-                  UMD_OPND);
+                  UMD_OPND | dqkv_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;

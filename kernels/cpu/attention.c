@@ -18,7 +18,9 @@
  * A bf16 operand qkv (umd_ops_cpu_bf16) is widened a pair at a time into the thread's scratch
  * (cpu_widen), and the same code runs on it with its own row stride: the fp32 op's bits on the
  * widened values. A bf16 out (UMD_OPND_O) is computed there too, (T, hd) after the pair, and
- * rounded into place; the backward widens the pair's rows of it there for D.
+ * rounded into place; the backward widens the pair's rows of it there for D. A bf16 dqkv
+ * (UMD_GRAD) takes each of the pair's three products into the workspace (kv, free once dP is
+ * made) and rounds it into place: the fp32 op's results rounded once.
  *
  * Parallelisation: over (sequence, head) pairs, static chunks; each pair writes its own slices of
  * out / dqkv / lse, so nothing crosses threads. Numerics: fp32; every sum over k runs in order
@@ -134,6 +136,12 @@ size_t cpu_attention_ws_floats(int T, int hd) {
     return (size_t)hd * Tp + 2 * (size_t)T * Tp + 64;
 }
 
+/* dst's n rows (ld elements apart) = the bf16 rounding of src's (n, w), packed. */
+static void round_rows_at(uint16_t *dst, long ld, const float *src, int n, int w) {
+    for (int i = 0; i < n; i++)
+        for (int e = 0; e < w; e++) dst[i * ld + e] = cpu_to_bf16(src[(long)i * w + e]);
+}
+
 /* Floats of the widening scratch a pair takes before its out rows: its widened q, k, v, if any. */
 static long pair_widened(int bf16, int T, int hd) { return bf16 ? 3L * T * hd : 0; }
 
@@ -202,8 +210,8 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
                        int types) {
     const int W = heads * hd, Tp = round8(T);
     const long row = 3L * W; /* floats between tokens in qkv and dqkv */
-    float *dqkv = dqkvv;
     const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
+    const int gb = cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32);
     const int ob = cpu_is_bf16(c, (types & UMD_OPND_O) ? UMD_OPND : UMD_F32);
     const float *qkv = qkvv;
     if (bf16 || ob) cpu_check_widen(pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0),
@@ -239,7 +247,7 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
                 o = (const float *)outv + o0;
             }
             const float *l = lse + (b * heads + h) * (long)T;
-            float *dq = dqkv + b * T * row + (long)h * hd, *dk = dq + W, *dv = dq + 2L * W;
+            const long d0 = b * T * row + (long)h * hd; /* dQ's first element; dK, dV W on */
             if (pr + 1 < hi) {
                 if (!bf16) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
                 prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
@@ -262,9 +270,21 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
                 for (int e = 0; e < hd; e++) D += gi[e] * oi[e];
                 for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - D) * scale;
             }
-            mm(T, hd, T, P, 1, Tp, g, W, dv, row, 0);    /* dV = P^T dO */
-            mm(T, hd, T, ds, Tp, 1, k, qr, dq, row, 0); /* dQ = dS K */
-            mm(T, hd, T, ds, 1, Tp, q, qr, dk, row, 0); /* dK = dS^T Q */
+            if (gb) {
+                /* each product into kv (free since dP), then rounded into its bf16 rows */
+                uint16_t *dq16 = (uint16_t *)dqkvv + d0;
+                mm(T, hd, T, P, 1, Tp, g, W, kv, hd, 0); /* dV = P^T dO */
+                round_rows_at(dq16 + 2L * W, row, kv, T, hd);
+                mm(T, hd, T, ds, Tp, 1, k, qr, kv, hd, 0); /* dQ = dS K */
+                round_rows_at(dq16, row, kv, T, hd);
+                mm(T, hd, T, ds, 1, Tp, q, qr, kv, hd, 0); /* dK = dS^T Q */
+                round_rows_at(dq16 + W, row, kv, T, hd);
+            } else {
+                float *dq = (float *)dqkvv + d0, *dk = dq + W, *dv = dq + 2L * W;
+                mm(T, hd, T, P, 1, Tp, g, W, dv, row, 0);    /* dV = P^T dO */
+                mm(T, hd, T, ds, Tp, 1, k, qr, dq, row, 0); /* dQ = dS K */
+                mm(T, hd, T, ds, 1, Tp, q, qr, dk, row, 0); /* dK = dS^T Q */
+            }
         }
     });
 }

@@ -20,7 +20,9 @@
  * and rounded once. While x and y together are at most 4096 wide the blocks are the fp32 op's,
  * so the forward gives the fp32 op's bits on the widened values (rounded, for a bf16 y); in dW
  * the sum over a thread's rows runs a block at a time (beta 1), another association than one
- * sgemm over them all.
+ * sgemm over them all. A bf16 dy (UMD_GRAD: a gradient tensor) is widened likewise, a block of
+ * rows before x's in the scratch, and db sums its widened values in the fp32 op's order: the
+ * fp32 op's bits on the widened dy while its row blocks are those of the fp32 op (N + K <= 4096).
  *
  * The MLP (mlp_fwd, mlp_bwd) is the composition of these Linears with elementwise.c's GELU,
  * gelu(h) materialised in the caller's tmp: the results are those of the separate ops, bit for
@@ -126,11 +128,67 @@ static void dw_rows_bf16(umd_ctx *c, int tid, float *dW, const float *dy, const 
     }
 }
 
+/* linear_bwd with a bf16 dy (UMD_GRAD): per thread's rows, a block at a time, dy's rows widened
+ * into the scratch (and x's after them where x is bf16 too), then dx's block and dW's sum over
+ * it as in the fp32 op; db's column sums widen dy's values in the fp32 op's order. */
+static void linear_bwd_grad16(umd_ctx *c, float *dx, float *dW, float *db, const uint16_t *dy,
+                              const void *xv, int xb, const float *W, int M, int N, int K,
+                              float bx) {
+    const int per_row = N + (dW && xb ? K : 0);
+    cpu_check_widen(per_row, "linear_bwd");
+    const long block = widen_rows(per_row);
+    int nt = team_for(c, M, 2.0 * M * N * K);
+    if (nt > 1 && cpu_ws_bytes(c) < (size_t)N * K * sizeof(float)) nt = 1;
+    CPU_PARALLEL(nt, {
+        long lo, hi;
+        cpu_split(M, tid, team, &lo, &hi);
+        float *dst = tid == 0 ? dW : (float *)cpu_ws(c, tid);
+        if (dW && tid > 0 && hi <= lo) memset(dst, 0, (size_t)N * K * sizeof(float));
+        for (long r0 = lo; r0 < hi; r0 += block) {
+            long r1 = r0 + block < hi ? r0 + block : hi;
+            const float *dyw = widen(c, tid, dy, r0, r1, N);
+            if (dx) dx_rows(dx + r0 * (long)K, dyw, W, 0, r1 - r0, N, K, bx);
+            if (!dW) continue;
+            const float *xr;
+            if (xb) {
+                float *xw = cpu_widen(c, tid) + (r1 - r0) * (long)N;
+                cpu_widen_n(xw, (const uint16_t *)xv + r0 * (long)K, (size_t)(r1 - r0) * K);
+                xr = xw;
+            } else {
+                xr = (const float *)xv + r0 * (long)K;
+            }
+            cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(r1 - r0),
+                        1.0f, dyw, N, xr, K, r0 == lo && tid > 0 ? 0.0f : 1.0f, dst, K);
+        }
+        if (dW && team > 1) {
+            _Pragma("omp barrier")
+            long e0, e1;
+            cpu_split((long)N * K, tid, team, &e0, &e1);
+            for (int u = 1; u < team; u++) {
+                const float *part = cpu_ws(c, u);
+                for (long i = e0; i < e1; i++) dW[i] += part[i];
+            }
+        }
+        if (db) {
+            cpu_split(N, tid, team, &lo, &hi);
+            for (long r = 0; r < M; r++) {
+                const uint16_t *d = dy + r * (long)N;
+                for (long j = lo; j < hi; j++) db[j] += cpu_from_bf16(d[j]);
+            }
+        }
+    });
+}
+
 void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dyv, const void *xv,
                     const float *W, int M, int N, int K, int dx_accumulate, int types) {
     if (M <= 0) return;
     const float *dy = dyv;
     const int x_type = types & UMD_OPND;
+    if (cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32)) {
+        linear_bwd_grad16(c, dx, dW, db, dyv, xv, cpu_is_bf16(c, x_type), W, M, N, K,
+                          dx_accumulate ? 1.0f : 0.0f);
+        return;
+    }
     const int bf16 = dW && cpu_is_bf16(c, x_type);
     if (bf16) cpu_check_widen(K, "linear_bwd");
     const float *x = xv;
@@ -200,8 +258,9 @@ void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, floa
     const size_t n = (size_t)M * F;
     const int hb = (types & UMD_OPND_H) && c->opnd_bf16;
     gelu_of_h(c, tmp, h, hb, n);
-    cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, UMD_F32);
-    cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0, UMD_F32); /* dx alone: dy W2 */
+    const int gt = types & UMD_GRAD; /* dy bf16 (widened by both Linears that read it) */
+    cpu_linear_bwd(c, NULL, dW2, db2, dy, tmp, W2, M, w, F, 0, gt);
+    cpu_linear_bwd(c, tmp, NULL, NULL, dy, NULL, W2, M, w, F, 0, gt); /* dx alone: dy W2 */
     if (hb) {
         cpu_check_widen(F, "mlp_bwd");
         const long rows = CPU_WIDEN_FLOATS / F;

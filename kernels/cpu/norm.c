@@ -219,11 +219,12 @@ void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y
     });
 }
 
+/* dy = dout * gate, rounded once where it is a bf16 gradient tensor (UMD_GRAD); dgate sums the
+ * fp32 products dout * y either way. */
 void cpu_gate_residual_bwd(umd_ctx *c, void *dyv, float *dgate, const float *dout, const void *y,
                            const float *gate, int gate_stride, int n, int T, int w, int types) {
-    float *dy = dyv;
-    const int y_type = types & UMD_OPND_Y;
-    const int yb = cpu_is_bf16(c, (y_type & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
+    const int yb = cpu_is_bf16(c, (types & UMD_OPND_Y) ? UMD_OPND : UMD_F32);
+    const int gb = cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32);
     CPU_PARALLEL(cpu_team(c, (double)n * T * w), {
         long lo, hi;
         cpu_split(n, tid, team, &lo, &hi);
@@ -234,19 +235,19 @@ void cpu_gate_residual_bwd(umd_ctx *c, void *dyv, float *dgate, const float *dou
             for (int t = 0; t < T; t++) {
                 long r = b * T + t;
                 const float *d = dout + r * w;
-                float *dyr = dy + r * w;
+                if (gb) {
+                    uint16_t *dyr = (uint16_t *)dyv + r * w;
+                    for (int i = 0; i < w; i++) dyr[i] = cpu_to_bf16(d[i] * g[i]);
+                } else {
+                    float *dyr = (float *)dyv + r * w;
+                    for (int i = 0; i < w; i++) dyr[i] = d[i] * g[i];
+                }
                 if (yb) {
                     const uint16_t *yr = (const uint16_t *)y + r * w;
-                    for (int i = 0; i < w; i++) {
-                        dyr[i] = d[i] * g[i];
-                        dg[i] += d[i] * cpu_from_bf16(yr[i]);
-                    }
+                    for (int i = 0; i < w; i++) dg[i] += d[i] * cpu_from_bf16(yr[i]);
                 } else {
                     const float *yr = (const float *)y + r * w;
-                    for (int i = 0; i < w; i++) {
-                        dyr[i] = d[i] * g[i];
-                        dg[i] += d[i] * yr[i];
-                    }
+                    for (int i = 0; i < w; i++) dg[i] += d[i] * yr[i];
                 }
             }
         }

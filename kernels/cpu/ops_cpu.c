@@ -90,10 +90,9 @@ static size_t mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
  * switch): attention rounds its output after the pair's product, the gated residuals widen. */
 static int branch_operand(const umd_ctx *c) { return c->opnd_bf16; }
 
-static int grad_operand(const umd_ctx *c) {
-    (void)c;
-    return 0;
-}
+/* Gradient tensors in bf16 where the branch tensors are: the gated residuals round dy, attention
+ * rounds dqkv after each product, and the Linears that read them widen them a block at a time. */
+static int grad_operand(const umd_ctx *c) { return c->opnd_bf16; }
 
 static void *mem_alloc(umd_ctx *c, size_t bytes) {
     (void)c;

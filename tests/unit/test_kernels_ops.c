@@ -748,6 +748,27 @@ static void test_kernels_bf16_operands(void) {
     }
 }
 
+/* bf16 contexts of 1 and 2 threads with their workspaces for the limits the bf16 tests use, and
+ * their release. */
+static const umd_limits BF16_LIM = {64, 64, 512, 8, 256, 2000 * 16};
+static void bf16_ctxs_open(umd_ctx *Cb[2], void *ws[2]) {
+    const umd_ops *B16 = umd_ops_cpu_bf16();
+    char err[128];
+    for (int t = 0; t < 2; t++) {
+        T_REQUIRE(B16->ctx_new(&Cb[t], t + 1, err, sizeof err) == 0);
+        size_t bytes = B16->workspace_bytes(Cb[t], &BF16_LIM);
+        T_REQUIRE((ws[t] = B16->alloc(Cb[t], bytes)) != NULL);
+        B16->set_workspace(Cb[t], ws[t], bytes);
+    }
+}
+static void bf16_ctxs_close(umd_ctx *Cb[2], void *ws[2]) {
+    const umd_ops *B16 = umd_ops_cpu_bf16();
+    for (int t = 0; t < 2; t++) {
+        B16->release(Cb[t], ws[t]);
+        B16->ctx_destroy(&Cb[t]);
+    }
+}
+
 /* bf16 halves equal to fp32 values rounded (an element left unwritten, poisoned, fails). */
 static void same_rounded(const char *what, const uint16_t *h, const float *x, size_t n,
                          int which) {
@@ -765,17 +786,10 @@ static void same_rounded(const char *what, const uint16_t *h, const float *x, si
  * 1 and 2 threads; outputs poisoned. */
 static void test_kernels_bf16_branches(void) {
     ctx_setup();
-    char err[128];
     const umd_ops *B16 = umd_ops_cpu_bf16();
     umd_ctx *Cb[2];
     void *ws[2];
-    umd_limits lim = {64, 64, 512, 8, 256, 2000 * 16};
-    for (int t = 0; t < 2; t++) {
-        T_REQUIRE(B16->ctx_new(&Cb[t], t + 1, err, sizeof err) == 0);
-        size_t bytes = B16->workspace_bytes(Cb[t], &lim);
-        T_REQUIRE((ws[t] = B16->alloc(Cb[t], bytes)) != NULL);
-        B16->set_workspace(Cb[t], ws[t], bytes);
-    }
+    bf16_ctxs_open(Cb, ws);
     T_EQ_INT(B16->branch_operand(Cb[0]), 1);
     T_EQ_INT(O->branch_operand(C1), 0);
     T_EQ_INT((int)O->mlp_scratch(C1, 7, 12, 5, UMD_F32), 84);
@@ -895,10 +909,176 @@ static void test_kernels_bf16_branches(void) {
         att16_free(&a);
         free(out); free(lse); free(dq); free(ow); free(lse2); free(dq2); free(oh);
     }
-    for (int t = 0; t < 2; t++) {
-        B16->release(Cb[t], ws[t]);
-        B16->ctx_destroy(&Cb[t]);
+    bf16_ctxs_close(Cb, ws);
+}
+
+/* Gradient tensors in bf16 (grad_operand): gate_residual_bwd and attention_bwd with UMD_GRAD
+ * write their fp32 results rounded (dgate the same bits); linear_bwd and mlp_bwd on a bf16 dy
+ * give the fp32 ops' bits on its widened values (rows up to a widening block: dW's sum then runs
+ * over the same rows in one product), dx accumulated or not, db and dx optional. In an fp32
+ * context the flag changes nothing. 1 and 2 threads; outputs poisoned. */
+static void test_kernels_bf16_grads(void) {
+    ctx_setup();
+    const umd_ops *B16 = umd_ops_cpu_bf16();
+    umd_ctx *Cb[2];
+    void *ws[2];
+    bf16_ctxs_open(Cb, ws);
+    T_EQ_INT(B16->grad_operand(Cb[0]), 1);
+    T_EQ_INT(O->grad_operand(C1), 0);
+
+    /* the gated residual's backward, y fp32 or bf16 */
+    static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 17, 64}, {4, 9, 130}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int n = shapes[k][0], T = shapes[k][1], w = shapes[k][2], st = 6 * w;
+        const size_t N = (size_t)n * T * w;
+        float *y = randn(N, 1200 + (uint32_t)k, 1.0f), *yw, *dout = randn(N, 1210 + (uint32_t)k, 1.0f);
+        float *gate = randn((size_t)n * st, 1220 + (uint32_t)k, 0.5f);
+        uint16_t *yh, *dh = malloc(N * sizeof *dh);
+        bf16_pair(y, N, &yh, &yw);
+        float *d1 = zeros(N), *dg1 = zeros((size_t)n * st), *dg2 = zeros((size_t)n * st);
+        for (int t = 0; t < 2; t++)
+            for (int yb = 0; yb < 2; yb++) {
+                const int which = (int)k * 10 + t * 2 + yb, yt = yb ? UMD_OPND_Y : UMD_F32;
+                const void *yy = yb ? (const void *)yh : (const void *)yw;
+                B16->gate_residual_bwd(Cb[t], d1, dg1, dout, yy, gate, st, n, T, w, yt);
+                memset(dh, 0xff, N * sizeof *dh);
+                for (size_t i = 0; i < (size_t)n * st; i++) dg2[i] = NAN;
+                B16->gate_residual_bwd(Cb[t], dh, dg2, dout, yy, gate, st, n, T, w, yt | UMD_GRAD);
+                same_rounded("gate_residual_bwd bf16 dy", dh, d1, N, which);
+                for (int r = 0; r < n; r++)
+                    same_bits("gate_residual_bwd dgate with a bf16 dy", dg2 + (size_t)r * st,
+                              dg1 + (size_t)r * st, (size_t)w, which);
+            }
+        /* an fp32 context writes dy in fp32 whatever the flag */
+        float *d2 = zeros(N);
+        O->gate_residual_bwd(C2, d1, dg1, dout, y, gate, st, n, T, w, UMD_F32);
+        O->gate_residual_bwd(C2, d2, dg2, dout, y, gate, st, n, T, w, UMD_GRAD);
+        same_bits("gate_residual_bwd in an fp32 context", d2, d1, N, (int)k);
+        free(y); free(yw); free(yh); free(dout); free(gate); free(dh); free(d1); free(d2);
+        free(dg1); free(dg2);
     }
+
+    /* linear_bwd on a bf16 dy, x fp32 or bf16; the fp32 op on the widened dy is the reference */
+    static const int lin_shapes[][3] = {{1, 1, 1}, {37, 13, 29}, {130, 48, 64}, {300, 200, 72}};
+    for (size_t k = 0; k < sizeof lin_shapes / sizeof *lin_shapes; k++) {
+        const int M = lin_shapes[k][0], N = lin_shapes[k][1], K = lin_shapes[k][2];
+        const size_t MN = (size_t)M * N, MK = (size_t)M * K, NK = (size_t)N * K;
+        float *dy = randn(MN, 1300 + (uint32_t)k, 1.0f), *dyw, *x = randn(MK, 1310 + (uint32_t)k, 1.0f), *xw;
+        float *W = randn(NK, 1320 + (uint32_t)k, 0.3f), *dx0 = randn(MK, 1330 + (uint32_t)k, 1.0f);
+        uint16_t *dyh, *xh;
+        bf16_pair(dy, MN, &dyh, &dyw);
+        bf16_pair(x, MK, &xh, &xw);
+        float *dx1 = zeros(MK), *dx2 = zeros(MK), *dW1 = zeros(NK), *dW2 = zeros(NK);
+        float *db1 = zeros((size_t)N), *db2 = zeros((size_t)N);
+        for (int t = 0; t < 2; t++)
+            for (int v = 0; v < 4; v++) {
+                /* v: bit 0 x bf16, bit 1 dx accumulated (and db left out) */
+                const int xb = v & 1, acc = (v >> 1) & 1, which = (int)k * 10 + t * 4 + v;
+                const int xt = xb ? UMD_OPND : UMD_F32;
+                const void *xx = xb ? (const void *)xh : (const void *)xw;
+                memcpy(dx1, dx0, MK * sizeof *dx1);
+                memcpy(dx2, dx0, MK * sizeof *dx2);
+                if (!acc)
+                    for (size_t i = 0; i < MK; i++) dx2[i] = NAN;
+                memset(dW1, 0, NK * sizeof *dW1);
+                memset(dW2, 0, NK * sizeof *dW2);
+                memset(db1, 0, (size_t)N * sizeof *db1);
+                memset(db2, 0, (size_t)N * sizeof *db2);
+                B16->linear_bwd(Cb[t], dx1, dW1, acc ? NULL : db1, dyw, xx, W, M, N, K, acc, xt);
+                B16->linear_bwd(Cb[t], dx2, dW2, acc ? NULL : db2, dyh, xx, W, M, N, K, acc,
+                                xt | UMD_GRAD);
+                same_bits("linear_bwd dx on a bf16 dy", dx2, dx1, MK, which);
+                same_bits("linear_bwd dW on a bf16 dy", dW2, dW1, NK, which);
+                same_bits("linear_bwd db on a bf16 dy", db2, db1, (size_t)N, which);
+            }
+        /* dx left out */
+        memset(dW2, 0, NK * sizeof *dW2);
+        B16->linear_bwd(Cb[1], NULL, dW2, NULL, dyh, xh, W, M, N, K, 0, UMD_OPND | UMD_GRAD);
+        memset(dW1, 0, NK * sizeof *dW1);
+        B16->linear_bwd(Cb[1], NULL, dW1, NULL, dyw, xh, W, M, N, K, 0, UMD_OPND);
+        same_bits("linear_bwd dW alone on a bf16 dy", dW2, dW1, NK, (int)k);
+        free(dy); free(dyw); free(dyh); free(x); free(xw); free(xh); free(W); free(dx0);
+        free(dx1); free(dx2); free(dW1); free(dW2); free(db1); free(db2);
+    }
+
+    /* mlp_bwd on a bf16 dy (h fp32 or bf16); dx aliasing dy once */
+    static const int mlp_shapes[][3] = {{1, 4, 3}, {37, 24, 10}, {130, 64, 48}};
+    for (size_t k = 0; k < sizeof mlp_shapes / sizeof *mlp_shapes; k++) {
+        const int M = mlp_shapes[k][0], F = mlp_shapes[k][1], w = mlp_shapes[k][2];
+        const size_t Mw = (size_t)M * w, MF = (size_t)M * F, Fw = (size_t)F * w;
+        float *x = randn(Mw, 1400 + (uint32_t)k, 1.0f), *xw, *dy = randn(Mw, 1410 + (uint32_t)k, 1.0f), *dyw;
+        float *h = randn(MF, 1420 + (uint32_t)k, 1.0f), *hw;
+        float *W1 = randn(Fw, 1430, 0.3f), *W2 = randn(Fw, 1431, 0.3f), *tmp = zeros(MF);
+        uint16_t *xh, *dyh, *hh;
+        bf16_pair(x, Mw, &xh, &xw);
+        bf16_pair(dy, Mw, &dyh, &dyw);
+        bf16_pair(h, MF, &hh, &hw);
+        float *g1[5], *g2[5]; /* dx, dW1, db1, dW2, db2 */
+        const size_t gn[5] = {Mw, Fw, (size_t)F, Fw, (size_t)w};
+        for (int j = 0; j < 5; j++) g1[j] = zeros(gn[j]), g2[j] = zeros(gn[j]);
+        uint16_t *dyalias = malloc(Mw * sizeof(float)); /* dy bf16, then dx fp32 over it */
+        for (int t = 0; t < 2; t++)
+            for (int v = 0; v < 3; v++) {
+                /* v: 0 h fp32, 1 h bf16, 2 h bf16 with dx over dy */
+                const int hb = v > 0, which = (int)k * 10 + t * 3 + v;
+                const int types = UMD_OPND | (hb ? UMD_OPND_H : 0);
+                const void *hx = hb ? (const void *)hh : (const void *)hw;
+                for (int j = 0; j < 5; j++) {
+                    memset(g1[j], 0, gn[j] * sizeof(float));
+                    memset(g2[j], 0, gn[j] * sizeof(float));
+                }
+                for (size_t i = 0; i < Mw; i++) g2[0][i] = NAN;
+                B16->mlp_bwd(Cb[t], g1[0], g1[1], g1[2], g1[3], g1[4], dyw, xh, hx, W1, W2, tmp,
+                             M, F, w, types);
+                const void *dyin = dyh;
+                float *dx2 = g2[0];
+                if (v == 2) {
+                    memcpy(dyalias, dyh, Mw * sizeof *dyh);
+                    dyin = dyalias;
+                    dx2 = (float *)(void *)dyalias;
+                }
+                B16->mlp_bwd(Cb[t], dx2, g2[1], g2[2], g2[3], g2[4], dyin, xh, hx, W1, W2, tmp, M,
+                             F, w, types | UMD_GRAD);
+                static const char *const what[5] = {"dx", "dW1", "db1", "dW2", "db2"};
+                for (int j = 0; j < 5; j++) {
+                    char msg[64];
+                    snprintf(msg, sizeof msg, "mlp_bwd %s on a bf16 dy", what[j]);
+                    same_bits(msg, j == 0 ? dx2 : g2[j], g1[j], gn[j], which);
+                }
+            }
+        free(x); free(xw); free(xh); free(dy); free(dyw); free(dyh); free(h); free(hw); free(hh);
+        free(W1); free(W2); free(tmp); free(dyalias);
+        for (int j = 0; j < 5; j++) free(g1[j]), free(g2[j]);
+    }
+
+    /* attention_bwd with a bf16 dqkv, qkv fp32 or bf16, out fp32 or bf16 */
+    for (size_t k = 0; k < ATT16_NSHAPES; k++) {
+        att16_case a = att16_new(k, 1500 + (uint32_t)k);
+        const int n = a.n, T = a.T, heads = a.heads, hd = a.hd;
+        const size_t nq = a.nq, no = a.no, nl = a.nl;
+        float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq), *ow;
+        uint16_t *oh, *dqh = malloc(nq * sizeof *dqh);
+        for (int t = 0; t < 2; t++)
+            for (int v = 0; v < 4; v++) {
+                /* v: bit 0 qkv bf16, bit 1 out bf16 */
+                const int qb = v & 1, ob = v >> 1, which = (int)k * 10 + t * 4 + v;
+                const int qt = qb ? UMD_OPND : UMD_F32;
+                const void *q = qb ? (const void *)a.qh : (const void *)a.qw;
+                B16->attention_fwd(Cb[t], out, lse, q, n, T, heads, hd, qt);
+                bf16_pair(out, no, &oh, &ow);
+                const int types = qt | (ob ? UMD_OPND_O : 0);
+                const void *o = ob ? (const void *)oh : (const void *)ow;
+                B16->attention_bwd(Cb[t], dq, a.g, q, o, lse, n, T, heads, hd, types);
+                memset(dqh, 0xff, nq * sizeof *dqh);
+                B16->attention_bwd(Cb[t], dqh, a.g, q, o, lse, n, T, heads, hd, types | UMD_GRAD);
+                same_rounded("attention_bwd bf16 dqkv", dqh, dq, nq, which);
+                free(oh);
+                free(ow);
+            }
+        att16_free(&a);
+        free(out); free(lse); free(dq); free(dqh);
+    }
+    bf16_ctxs_close(Cb, ws);
 }
 
 /* ---- attention ------------------------------------------------------------------------------------- */
@@ -1363,6 +1543,7 @@ int main(void) {
     T_RUN(test_kernels_optimiser);
     T_RUN(test_kernels_bf16_operands);
     T_RUN(test_kernels_bf16_branches);
+    T_RUN(test_kernels_bf16_grads);
     O->release(C1, WS1);
     O->release(C2, WS2);
     O->ctx_destroy(&C1);

@@ -284,7 +284,8 @@ static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
 
 /* Operand tensors in bf16 (umd_ops_cpu_bf16), as a bf16 device context with every bf16 switch lays
  * them out: each block's m1, m2, qkv, MLP state h and branch tensors (attention's output, proj's
- * and fc2's) and the head's input take half the bytes (the arenas shrink by exactly that),
+ * and fc2's), the head's input and the backward's gradient of qkv take half the bytes (the
+ * arenas shrink by exactly that; the branch gradients are bf16 too, in the fp32 scratch),
  * the loss and every gradient stay within bf16 rounding of the fp32 model's, and train.recompute's
  * modes give the same bits among themselves (what each refills lands in the bf16 scratch). */
 static void test_model_grad_bf16_operands(void) {
@@ -311,6 +312,9 @@ static void test_model_grad_bf16_operands(void) {
         saved += (size_t)d->dec_depth * (round256(dec * ew * 4) - round256(dec * ew * 2));
     }
     saved += round256((size_t)d->B * d->L * w * 4) - round256((size_t)d->B * d->L * w * 2);
+    /* and the backward's gradient of qkv (3 w over the larger layout) */
+    const size_t maxtok = dec > enc ? dec : enc;
+    saved += round256(maxtok * 3 * w * 4) - round256(maxtok * 3 * w * 2);
     printf("  activations without the workspace: fp32 %zu, bf16 operands %zu bytes (%zu saved)\n",
            s32.acts - s32.workspace, s16.acts - s16.workspace, saved);
     T_EQ_INT(s32.acts - s32.workspace - (s16.acts - s16.workspace), saved);
@@ -328,7 +332,9 @@ static void test_model_grad_bf16_operands(void) {
         fx_randomize(m[r], 8100);
     }
     /* the job log's arenas line says what is kept in bf16 */
-    arenas_say(m[1], ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs (batch",
+    arenas_say(m[1],
+               ", bf16 LayerNorm outputs, bf16 qkv, bf16 MLP state, bf16 branch outputs, bf16 "
+               "branch gradients (batch",
                m[0], "bf16");
     umd_losses l[2];
     step_each(m, 2, &cfg, 8200, l);
