@@ -9,7 +9,10 @@
  * binary, so that baseline is quoted, not re-measured).
  *
  *   train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] [--precision tf32|bf16|fp32]
- *             [--profile]     (then three more steps with the device time of every op, per step)
+ *             [--profile]     (then three more steps with the device time of every op, per step,
+ *                              and its floor: the larger of its FLOPs at the bf16 GEMM ceiling
+ *                              and its bytes at the device copy rate, both measured in this run;
+ *                              umd_cuda_profile_floors)
  *             [--switches-off]  (every UMDQ_CUDA_* switch off, as "0" in a job's environment; the
  *                              switch options after it turn theirs on again. Without it each
  *                              switch takes its default: umd_cuda.h, and the "device:" line says
@@ -65,7 +68,10 @@
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
  *
- * Floors per kernel (B/4 64x64x3, bf16, batch 256, H200; --profile's device times, measured with
+ * --profile prints every op's floor beside its time, from the op's own arguments (ops_cuda.cu's
+ * op_cost: each tensor at the width it is stored in with the switches in effect), so the floors
+ * follow the layouts. The table below is an earlier, hand-made one (B/4 64x64x3, bf16, batch
+ * 256, H200; --profile's device times, measured with
  * the fp32 activations of --switches-off, before the bf16 switches were on by default). FLOP floor at
  * the bf16 cuBLAS ceiling (about 800 TFLOP/s); byte floor at 4.8 TB/s with every fp32 tensor
  * read or written once; a kernel's floor is the larger of the two. The GEMMs are Linear and the
@@ -136,6 +142,31 @@ static double step_flops(const umd_dims *d) {
 
 /* --recompute, --recompute-partial, --recompute-norms: train.recompute (UMD_RECOMPUTE_*) */
 static int recompute;
+
+/* The device's copy rate in TB/s (bytes read and written), measured once in main: the byte
+ * floors of --profile's report are at it. */
+static double copy_tbps;
+
+/* ops->copy of 256 Mi floats, 10 times after one untimed: (read + written bytes) / s / 1e12, or
+ * -1 (err says why). */
+static double measure_copy_tbps(const umd_ops *ops, umd_ctx *c, char *err, size_t errlen) {
+    const size_t n = (size_t)256 << 20;
+    float *a = ops->alloc(c, n * sizeof(float)), *b = ops->alloc(c, n * sizeof(float));
+    double r = -1;
+    if (a && b) {
+        ops->copy(c, b, a, n);
+        if (ops->status(c, err, errlen) == 0) {
+            double t0 = now_s();
+            for (int k = 0; k < 10; k++) ops->copy(c, k % 2 ? a : b, k % 2 ? b : a, n);
+            if (ops->status(c, err, errlen) == 0) r = 10.0 * 2 * n * sizeof(float) / (now_s() - t0) / 1e12;
+        }
+    } else {
+        snprintf(err, errlen, "no device memory for the copy's 2 GiB");
+    }
+    if (a) ops->release(c, a);
+    if (b) ops->release(c, b);
+    return r;
+}
 
 
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
@@ -213,7 +244,8 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
         fflush(stdout);
     }
     if (rc == 0 && profile) {
-        /* three more steps with every op timed on the device */
+        /* three more steps with every op timed on the device, against its floor */
+        umd_cuda_profile_floors(c, ceiling, copy_tbps);
         umd_cuda_profile(c, 1);
         for (int k = 0; k < 3; k++) {
             int s = warmup + steps + k;
@@ -222,7 +254,7 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
             umd_model_step(m, 1, &L);
             umd_optim_step(m, &cfg, s, umd_lr_at(&cfg, s), NULL);
         }
-        char rep[4096];
+        char rep[16384];
         umd_cuda_profile_report(c, 3, rep, sizeof rep);
         umd_cuda_profile(c, 0);
         printf("    %s %s %s\n", bc->label, precision, rep);
@@ -577,9 +609,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "train_gpu: GEMM ceiling: %s\n", err);
         return 1;
     }
+    copy_tbps = measure_copy_tbps(ops, c, err, sizeof err);
+    if (copy_tbps <= 0) {
+        fprintf(stderr, "train_gpu: copy rate: %s\n", err);
+        return 1;
+    }
     ops->ctx_destroy(&c);
     printf("device: %s (the bf16 runs')\n", dev);
-    printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s\n", bf, tf32);
+    printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s; device "
+           "copy %.2f TB/s (read + written)\n", bf, tf32, copy_tbps);
     const char *attn = getenv("UMDQ_CUDA_ATTENTION");
     printf("attention (UMDQ_CUDA_ATTENTION=gemm|fused|mma): %s\n",
            attn && !strcmp(attn, "fused")  ? "fused TF32 kernels (head widths 32, 64), else GEMMs"

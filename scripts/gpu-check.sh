@@ -148,6 +148,9 @@ echo
 echo "== benchmark: the same B/4 bf16 with --recompute-norms (the LayerNorms and the residual again in the backward)"
 gpu 120 train_gpu--recompute-norms --only b64 --precision bf16 --recompute-norms --steps "$sw_steps" --warmup 2
 echo
+echo "== benchmark: the same B/4 bf16 with --profile (the defaults: each op's device time against its floor)"
+gpu 120 train_gpu_profile --only b64 --precision bf16 --profile --steps "$sw_steps" --warmup 2
+echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off (every switch off: the row each switch is timed against)"
 gpu 120 train_gpu_off --only b64 --precision bf16 --switches-off --steps "$sw_steps" --warmup 2
 echo

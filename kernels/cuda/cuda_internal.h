@@ -141,6 +141,8 @@ struct umd_ctx {
     int prof_n;
     double prof_ms[64];
     long prof_calls[64];
+    double prof_flops[64], prof_bytes[64]; /* each op's floor work (ops_cuda.cu's op_cost) */
+    double floor_tflops, floor_tbps;       /* the rates its floors are at (profile_floors), or 0 */
     /* the first error */
     int failed;
     char err[512];

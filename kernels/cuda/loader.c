@@ -107,6 +107,10 @@ void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n) {
     else snprintf(buf, n, "no CUDA (%s)", why);
 }
 
+int umd_cuda_profile_floors(umd_ctx *c, double tflops, double tbps) {
+    return backend() ? api->profile_floors(c, tflops, tbps) : -1;
+}
+
 #else /* a build without nvcc */
 
 int umd_cuda_built(char *err, size_t errlen) {
@@ -154,5 +158,10 @@ int umd_cuda_profile(umd_ctx *c, int on) {
 void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n) {
     (void)c, (void)per;
     snprintf(buf, n, "no CUDA");
+}
+
+int umd_cuda_profile_floors(umd_ctx *c, double tflops, double tbps) {
+    (void)c, (void)tflops, (void)tbps;
+    return -1;
 }
 #endif

@@ -496,6 +496,125 @@ static void prof_flush(umd_ctx *c) {
     c->prof_n = 0;
 }
 
+/* ---- each op's floor: the FLOPs of its products and the bytes it must move ----------------------
+ * op_cost<ID>::of takes the op's own arguments and gives the work no implementation of it can do
+ * without: matrix products at 2 FLOPs a multiply-add (a backward's products twice its forward's,
+ * attention's backward twice its forward's, as bench/train_gpu.c counts them), and every tensor
+ * the op must read or write, once, at the width it is stored in (an operand, branch or gradient
+ * tensor in bf16 2 bytes, anything else 4; a parameter gradient read and written; a weight read
+ * in fp32, its bf16 copy left out). The profile adds it up per op (prof_flops, prof_bytes) and the
+ * report puts the time against it. Ops without a specialisation have no floor (0, 0). */
+struct op_cost_t {
+    double flops, bytes;
+};
+template <int ID> struct op_cost {
+    template <class... A> static op_cost_t of(const umd_ctx *, A...) { return {0, 0}; }
+};
+/* Bytes of an element of the tensor `flag` names in `types` (UMD_OPND, UMD_OPND_Y, ...). */
+static double cost_eb(const umd_ctx *c, int types, int flag) {
+    return cuda_flag_bf16(c, types, flag) ? 2.0 : 4.0;
+}
+template <> struct op_cost<OP_linear_fwd> {
+    static op_cost_t of(const umd_ctx *c, void *, const void *, const float *, const float *b,
+                        int M, int N, int K, int types) {
+        const double m = M, n = N, k = K;
+        return {2 * m * n * k, m * k * cost_eb(c, types, UMD_OPND) + n * k * 4 + (b ? n * 4 : 0) +
+                                   m * n * cost_eb(c, types, UMD_OPND_Y)};
+    }
+};
+template <> struct op_cost<OP_linear_bwd> {
+    static op_cost_t of(const umd_ctx *c, float *dx, float *dW, float *db, const void *,
+                        const void *, const float *, int M, int N, int K, int acc, int types) {
+        const double m = M, n = N, k = K;
+        double f = (dx ? 2 : 0) * m * n * k + (dW ? 2 : 0) * m * n * k;
+        double by = m * n * cost_eb(c, types, UMD_GRAD) + (dW ? m * k * cost_eb(c, types, UMD_OPND) + n * k * 8 : 0);
+        if (dx) by += n * k * 4 + m * k * (acc ? 8 : 4);
+        if (db) by += n * 8;
+        return {f, by};
+    }
+};
+template <> struct op_cost<OP_mlp_fwd> {
+    static op_cost_t of(const umd_ctx *c, void *, void *, float *, const void *, const float *,
+                        const float *b1, const float *, const float *b2, int M, int F, int w,
+                        int types) {
+        const double m = M, f = F, d = w;
+        return {4 * m * f * d, m * d * cost_eb(c, types, UMD_OPND) + 2 * f * d * 4 +
+                                   (b1 ? f * 4 : 0) + (b2 ? d * 4 : 0) +
+                                   m * f * cost_eb(c, types, UMD_OPND_H) +
+                                   m * d * cost_eb(c, types, UMD_OPND_Y)};
+    }
+};
+template <> struct op_cost<OP_mlp_bwd> {
+    static op_cost_t of(const umd_ctx *c, float *dx, float *, float *db1, float *, float *db2,
+                        const void *, const void *, const void *, const float *, const float *,
+                        float *, int M, int F, int w, int types) {
+        const double m = M, f = F, d = w;
+        double by = m * d * cost_eb(c, types, UMD_GRAD) + m * d * cost_eb(c, types, UMD_OPND) +
+                    m * f * cost_eb(c, types, UMD_OPND_H) + 2 * f * d * (4 + 8) +
+                    (db1 ? f * 8 : 0) + (db2 ? d * 8 : 0) + (dx ? m * d * 4 : 0);
+        return {(dx ? 8 : 6) * m * f * d, by};
+    }
+};
+template <> struct op_cost<OP_layernorm_fwd> {
+    static op_cost_t of(const umd_ctx *c, void *, float *, float *, const float *, const float *,
+                        const float *, const float *, int, int n, int T, int w, long, long,
+                        int out_type) {
+        const double r = (double)n * T;
+        return {0, r * w * (4 + cost_eb(c, out_type, UMD_OPND)) + r * 8};
+    }
+};
+template <> struct op_cost<OP_layernorm_bwd> {
+    static op_cost_t of(const umd_ctx *, float *, float *, float *, float *, const float *,
+                        const float *, const float *, const float *, const float *, const float *,
+                        const float *, int, int n, int T, int w, long, long, int acc) {
+        const double r = (double)n * T;
+        return {0, r * w * (acc ? 16 : 12) + r * 8};
+    }
+};
+template <> struct op_cost<OP_gate_residual_fwd> {
+    static op_cost_t of(const umd_ctx *c, float *, const float *, const void *, const float *,
+                        int, int n, int T, int w, int y_type) {
+        return {0, (double)n * T * w * (8 + cost_eb(c, y_type, UMD_OPND_Y))};
+    }
+};
+template <> struct op_cost<OP_gate_residual_bwd> {
+    static op_cost_t of(const umd_ctx *c, void *, float *, const float *, const void *,
+                        const float *, int, int n, int T, int w, int types) {
+        return {0, (double)n * T * w * (4 + cost_eb(c, types, UMD_OPND_Y) + cost_eb(c, types, UMD_GRAD))};
+    }
+};
+template <> struct op_cost<OP_residual_layernorm_fwd> {
+    static op_cost_t of(const umd_ctx *c, float *, void *, float *, float *, const float *,
+                        const void *, const float *, int, const float *, const float *,
+                        const float *, int, int n, int T, int w, int types) {
+        const double r = (double)n * T;
+        return {0, r * w * (8 + cost_eb(c, types, UMD_OPND_Y) + cost_eb(c, types, UMD_OPND)) + r * 8};
+    }
+};
+template <> struct op_cost<OP_attention_fwd> {
+    static op_cost_t of(const umd_ctx *c, void *, float *, const void *, int n, int T, int heads,
+                        int hd, int types) {
+        const double p = (double)n * heads, t = T, W = (double)heads * hd;
+        return {4 * p * t * t * hd, n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O)) +
+                                        p * t * 4};
+    }
+};
+template <> struct op_cost<OP_attention_bwd> {
+    static op_cost_t of(const umd_ctx *c, void *, const float *, const void *, const void *,
+                        const float *, int n, int T, int heads, int hd, int types) {
+        const double p = (double)n * heads, t = T, W = (double)heads * hd;
+        return {8 * p * t * t * hd,
+                n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O) + 4 +
+                             3 * cost_eb(c, types, UMD_GRAD)) + p * t * 4};
+    }
+};
+template <> struct op_cost<OP_adamw> {
+    static op_cost_t of(const umd_ctx *, float *, const float *, float *, float *, const uint8_t *,
+                        size_t n, const umd_adamw_args *, const double *) {
+        return {0, (double)n * (7 * 4 + 1)};
+    }
+};
+
 template <int ID, auto F> struct timed;
 template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct timed<ID, F> {
     static R call(umd_ctx *c, A... a) {
@@ -503,6 +622,9 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
         if (c->prof_n == CUDA_PROF_RING) prof_flush(c);
         int k = c->prof_n++;
         c->prof_op[k] = ID;
+        const op_cost_t w = op_cost<ID>::of(c, a...);
+        c->prof_flops[ID] += w.flops;
+        c->prof_bytes[ID] += w.bytes;
         cudaEventRecord(c->prof_ev[2 * k], c->stream);
         if constexpr (std::is_void<R>::value) {
             F(c, a...);
@@ -551,6 +673,15 @@ extern "C" int umd_cuda_profile(umd_ctx *c, int on) {
     }
     memset(c->prof_ms, 0, sizeof c->prof_ms);
     memset(c->prof_calls, 0, sizeof c->prof_calls);
+    memset(c->prof_flops, 0, sizeof c->prof_flops);
+    memset(c->prof_bytes, 0, sizeof c->prof_bytes);
+    return 0;
+}
+
+extern "C" int umd_cuda_profile_floors(umd_ctx *c, double tflops, double tbps) {
+    if (!c || !(tflops > 0) || !(tbps > 0)) return -1;
+    c->floor_tflops = tflops;
+    c->floor_tbps = tbps;
     return 0;
 }
 
@@ -565,13 +696,41 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
         for (int i = 0; i < OP_COUNT; i++)
             if (c->prof_calls[i] > 0 && (best < 0 || c->prof_ms[i] > c->prof_ms[best])) best = i;
         if (best < 0) break;
-        at += (size_t)snprintf(buf + at, n - at, " %s %.2f (%.0f%%, %ld calls);", op_names[best],
-                               c->prof_ms[best] / (per > 0 ? per : 1), 100.0 * c->prof_ms[best] / total,
-                               c->prof_calls[best] / (per > 0 ? per : 1));
+        const int p = per > 0 ? per : 1;
+        at += (size_t)snprintf(buf + at, n - at, " %s %.2f (%.0f%%, %ld calls", op_names[best],
+                               c->prof_ms[best] / p, 100.0 * c->prof_ms[best] / total,
+                               c->prof_calls[best] / p);
+        /* its floor: the larger of its FLOPs and its bytes at the given rates, per step */
+        const double fl = c->prof_flops[best] / p, by = c->prof_bytes[best] / p;
+        if (c->floor_tflops > 0 && (fl > 0 || by > 0) && at < n) {
+            const double f_ms = fl / (c->floor_tflops * 1e9), b_ms = by / (c->floor_tbps * 1e9);
+            const double fm = f_ms > b_ms ? f_ms : b_ms;
+            at += (size_t)snprintf(buf + at, n - at, "; %.1f GFLOP, %.3f GB: floor %.3f ms (%s), %.1fx",
+                                   fl / 1e9, by / 1e9, fm, f_ms > b_ms ? "FLOPs" : "bytes",
+                                   c->prof_ms[best] / p / fm);
+        }
+        if (at < n) at += (size_t)snprintf(buf + at, n - at, ");");
         c->prof_calls[best] = -c->prof_calls[best]; /* taken */
     }
     for (int i = 0; i < OP_COUNT; i++)
         if (c->prof_calls[i] < 0) c->prof_calls[i] = -c->prof_calls[i];
+    /* the ops with a floor together: their time against the sum of their floors */
+    if (c->floor_tflops > 0 && at < n) {
+        double t_ms = 0, f_sum = 0;
+        for (int i = 0; i < OP_COUNT; i++) {
+            const double f_ms = c->prof_flops[i] / (c->floor_tflops * 1e9);
+            const double b_ms = c->prof_bytes[i] / (c->floor_tbps * 1e9);
+            if (f_ms <= 0 && b_ms <= 0) continue;
+            t_ms += c->prof_ms[i];
+            f_sum += f_ms > b_ms ? f_ms : b_ms;
+        }
+        if (f_sum > 0)
+            at += (size_t)snprintf(buf + at, n - at,
+                                   " the ops with a floor (at %.0f TFLOP/s, %.2f TB/s): %.2f ms "
+                                   "against %.2f ms of floors, %.2fx;",
+                                   c->floor_tflops, c->floor_tbps, t_ms / (per > 0 ? per : 1),
+                                   f_sum / (per > 0 ? per : 1), t_ms / f_sum);
+    }
     if (c->gelu_epi && at < n)
         at += (size_t)snprintf(buf + at, n - at,
                                " the MLP's GELU in cuBLASLt's epilogues: %ld GEMMs, %ld passes "
@@ -704,6 +863,7 @@ done:
 extern "C" __attribute__((visibility("default"))) const umd_cuda_api *umd_cuda_api_v1(void) {
     static const umd_cuda_api api = {UMD_CUDA_API_VERSION, umd_ops_cuda,      umd_cuda_devices,
                                      umd_cuda_memory,      umd_cuda_describe, umd_cuda_gemm_tflops,
-                                     umd_cuda_set_attention, umd_cuda_profile, umd_cuda_profile_report};
+                                     umd_cuda_set_attention, umd_cuda_profile, umd_cuda_profile_report,
+                                     umd_cuda_profile_floors};
     return &api;
 }

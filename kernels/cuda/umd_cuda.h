@@ -113,8 +113,15 @@ int umd_cuda_set_attention(umd_ctx *c, int mode);
  * while the context is recording). */
 int umd_cuda_profile(umd_ctx *c, int on);
 /* The ops' device time since profiling was switched on, divided by `per` (steps), largest first,
- * as one line into buf. Waits for the queued ops. */
+ * as one line into buf. Waits for the queued ops. Where floor rates were given
+ * (umd_cuda_profile_floors), each op that has a floor also shows it and how far its time is from
+ * it. */
 void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n);
+/* The rates the profile report's floors are at: tflops TFLOP/s for the products (the bf16 GEMM
+ * ceiling measured in the same run) and tbps TB/s for the bytes (a device copy's, likewise). An
+ * op's floor is the larger of its FLOPs at tflops and its bytes at tbps, its bytes being every
+ * tensor it must read or write, once, at its stored width (ops_cuda.cu's op_cost). 0 or -1. */
+int umd_cuda_profile_floors(umd_ctx *c, double tflops, double tbps);
 
 /* 1 when this build has the CUDA backend and its shared object is where the loader looks (it is
  * not opened: no CUDA library is loaded and no device is touched), else 0 with the reason in err
@@ -132,8 +139,9 @@ typedef struct {
     int (*set_attention)(umd_ctx *c, int mode);
     int (*profile)(umd_ctx *c, int on);
     void (*profile_report)(umd_ctx *c, int per, char *buf, size_t n);
+    int (*profile_floors)(umd_ctx *c, double tflops, double tbps);
 } umd_cuda_api;
-#define UMD_CUDA_API_VERSION 6
+#define UMD_CUDA_API_VERSION 7
 #define UMD_CUDA_API_SYMBOL "umd_cuda_api_v1"
 
 #ifdef __cplusplus

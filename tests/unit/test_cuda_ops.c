@@ -1164,6 +1164,54 @@ static void test_cuda_mlp_bf16_hidden(void) {
     ctx_free(&hc, hws);
 }
 
+/* ---- the profile's floors ---------------------------------------------------------------------- */
+
+/* The profile report's floors (umd_cuda_profile_floors): 10 linear_fwd calls of (1024, 256) x
+ * (256, 256)^T with a bias count 10 x 2 M N K FLOPs and, in bytes, x (at its stored width), W and
+ * b in fp32 and y in fp32, once each; at 100 TFLOP/s and 1 TB/s the bytes are the floor. With x a
+ * bf16 operand its bytes halve. Rates that are not positive are refused. */
+static void test_cuda_profile_floors(void) {
+    need_gpu(UMD_MATH_BF16);
+    const int M = 1024, N = 256, K = 256;
+    float *x = d_f(h_randn((size_t)M * K, 31, 1.0f), (size_t)M * K);
+    float *W = d_f(h_randn((size_t)N * K, 32, 0.1f), (size_t)N * K);
+    float *b = d_f(h_randn((size_t)N, 33, 0.1f), (size_t)N);
+    float *y = d_f(h_randn((size_t)M * N, 34, 1.0f), (size_t)M * N);
+    for (int bf = 0; bf < 2; bf++) {
+        void *ws;
+        umd_ctx *c = ctx_with(UMD_MATH_BF16, bf, 0, &LIM, &ws);
+        T_EQ_INT(umd_cuda_profile_floors(c, 0.0, 1.0), -1);
+        T_EQ_INT(umd_cuda_profile_floors(c, 100.0, 1.0), 0);
+        /* x, or zeros as the bf16 operand (the values do not matter here) */
+        void *xo = bf ? d_up(hkeep(calloc((size_t)M * K, 2)), (size_t)M * K * 2) : (void *)x;
+        T_EQ_INT(umd_cuda_profile(c, 1), 0);
+        for (int k = 0; k < 10; k++) GPU->linear_fwd(c, y, xo, W, b, M, N, K, bf ? UMD_OPND : UMD_F32);
+        ctx_ok(c);
+        char rep[16384];
+        umd_cuda_profile_report(c, 1, rep, sizeof rep);
+        umd_cuda_profile(c, 0);
+        const char *at = strstr(rep, " linear_fwd ");
+        double ms, pct, gflop, gb, floor_ms;
+        long calls;
+        char what[16] = "";
+        T_REQUIRE(at || (printf("  no linear_fwd in: %s\n", rep), 0));
+        T_REQUIRE(sscanf(at, " linear_fwd %lf (%lf%%, %ld calls; %lf GFLOP, %lf GB: floor %lf ms (%15[a-zA-Z])",
+                         &ms, &pct, &calls, &gflop, &gb, &floor_ms, what) == 7 ||
+                  (printf("  report: %s\n", at), 0));
+        const double want_gb = 10.0 * ((double)M * K * (bf ? 2 : 4) + (double)N * K * 4 + N * 4.0 +
+                                      (double)M * N * 4) / 1e9;
+        printf("  x %s: %s\n", bf ? "bf16" : "fp32", at);
+        T_EQ_INT((int)calls, 10);
+        T_NEAR(gflop, 10.0 * 2 * M * N * K / 1e9, 0.05, 0);
+        T_NEAR(gb, want_gb, 0.0005, 0);
+        T_EQ_STR(what, "bytes");
+        T_NEAR(floor_ms, want_gb / 1.0, 0.0005, 0); /* GB at 1 TB/s: ms */
+        T_CHECK(strstr(rep, "the ops with a floor (at 100 TFLOP/s, 1.00 TB/s)") != NULL);
+        ctx_free(&c, ws);
+    }
+    cleanup();
+}
+
 /* ---- the MLP's GELU in cuBLASLt's epilogues ------------------------------------------------------ */
 
 /* The GELU-epilogue counts of a context (its profile report's line): GEMMs queued with a GELU
@@ -2965,6 +3013,7 @@ int main(void) {
     CPU->set_workspace(cc, cws, b);
     if (!no_gpu[0] && use_math(UMD_MATH_FP32) != 0 && !no_gpu[0])
         snprintf(no_gpu, sizeof no_gpu, "the CUDA context could not be set up");
+    T_RUN(test_cuda_profile_floors);
     T_RUN(test_cuda_elementwise);
     T_RUN(test_cuda_optimiser);
     T_RUN(test_cuda_random_streams);
