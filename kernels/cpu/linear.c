@@ -128,6 +128,33 @@ static void dw_rows_bf16(umd_ctx *c, int tid, float *dW, const float *dy, const 
     }
 }
 
+/* The end of linear_bwd's parallel region, in thread tid of team: after a barrier, the partials
+ * of threads 1.. added into dW in thread order (a slice of dW a thread), then db's columns (a
+ * slice a thread) summed over every row of dy in order: dyf fp32, or dyh bf16 widened. */
+static void bwd_finish(umd_ctx *c, int tid, int team, float *dW, float *db, const float *dyf,
+                       const uint16_t *dyh, int M, int N, int K) {
+    long lo, hi;
+    if (dW && team > 1) {
+        _Pragma("omp barrier")
+        cpu_split((long)N * K, tid, team, &lo, &hi);
+        for (int u = 1; u < team; u++) {
+            const float *part = cpu_ws(c, u);
+            for (long i = lo; i < hi; i++) dW[i] += part[i];
+        }
+    }
+    if (!db) return;
+    cpu_split(N, tid, team, &lo, &hi);
+    for (long r = 0; r < M; r++) {
+        if (dyh) {
+            const uint16_t *d = dyh + r * (long)N;
+            for (long j = lo; j < hi; j++) db[j] += cpu_from_bf16(d[j]);
+        } else {
+            const float *d = dyf + r * (long)N;
+            for (long j = lo; j < hi; j++) db[j] += d[j];
+        }
+    }
+}
+
 /* linear_bwd with a bf16 dy (UMD_GRAD): per thread's rows, a block at a time, dy's rows widened
  * into the scratch (and x's after them where x is bf16 too), then dx's block and dW's sum over
  * it as in the fp32 op; db's column sums widen dy's values in the fp32 op's order. */
@@ -160,22 +187,7 @@ static void linear_bwd_grad16(umd_ctx *c, float *dx, float *dW, float *db, const
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(r1 - r0),
                         1.0f, dyw, N, xr, K, r0 == lo && tid > 0 ? 0.0f : 1.0f, dst, K);
         }
-        if (dW && team > 1) {
-            _Pragma("omp barrier")
-            long e0, e1;
-            cpu_split((long)N * K, tid, team, &e0, &e1);
-            for (int u = 1; u < team; u++) {
-                const float *part = cpu_ws(c, u);
-                for (long i = e0; i < e1; i++) dW[i] += part[i];
-            }
-        }
-        if (db) {
-            cpu_split(N, tid, team, &lo, &hi);
-            for (long r = 0; r < M; r++) {
-                const uint16_t *d = dy + r * (long)N;
-                for (long j = lo; j < hi; j++) db[j] += cpu_from_bf16(d[j]);
-            }
-        }
+        bwd_finish(c, tid, team, dW, db, NULL, dy, M, N, K);
     });
 }
 
@@ -209,22 +221,7 @@ void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dyv
                         K);
         else if (dW && tid > 0)
             memset(dst, 0, (size_t)N * K * sizeof(float));
-        if (dW && team > 1) {
-            _Pragma("omp barrier")
-            long e0, e1;
-            cpu_split((long)N * K, tid, team, &e0, &e1);
-            for (int u = 1; u < team; u++) {
-                const float *part = cpu_ws(c, u);
-                for (long i = e0; i < e1; i++) dW[i] += part[i];
-            }
-        }
-        if (db) {
-            cpu_split(N, tid, team, &lo, &hi);
-            for (long r = 0; r < M; r++) {
-                const float *d = dy + r * (long)N;
-                for (long j = lo; j < hi; j++) db[j] += d[j];
-            }
-        }
+        bwd_finish(c, tid, team, dW, db, dy, NULL, M, N, K);
     });
 }
 
