@@ -37,12 +37,14 @@
  *     gated residual and its backward, attention's backward read them), so the results are those
  *     of the rounded values. The ops that write or read one take UMD_OPND_Y or UMD_OPND_O.
  *   - Gradient tensors: where grad_operand says so, the gradients that pass between a block's
- *     ops on their way into a product are stored in the operand type too, as bf16 autocast's
- *     backward keeps the gradients of its bf16 tensors: the gradient of each branch output
- *     (gate_residual_bwd's dy, the dy of proj's linear_bwd and of mlp_bwd) and, where qkv is an
- *     operand tensor, the gradient of qkv (attention_bwd's dqkv, the dy of the qkv Linear's
- *     linear_bwd). The op that writes one rounds its fp32 result once; the ops that read one
- *     compute on its values, bias column sums included. Those ops take UMD_GRAD.
+ *     ops are stored in the operand type too, as bf16 autocast's backward keeps the gradients of
+ *     its bf16 tensors: the gradient of each branch output (gate_residual_bwd's dy, the dy of
+ *     proj's linear_bwd and of mlp_bwd) and, where qkv is an operand tensor, the gradient of qkv
+ *     (attention_bwd's dqkv, the dy of the qkv Linear's linear_bwd), with UMD_GRAD; and the
+ *     gradients of the products' inputs (the dx of linear_bwd and mlp_bwd: the dout that
+ *     attention_bwd and the LayerNorms' layernorm_bwd read), with UMD_GRAD_X. The op that writes
+ *     one rounds its fp32 result once; the ops that read one compute on its values, bias column
+ *     sums included.
  *   - Random draws are Philox4x32-10 (philox.h): a draw is named by (seed, stream, step, index), and
  *     element e of a filled tensor uses word e % 4 of the draw with index first + e / 4 (so four
  *     consecutive elements share one draw). Results are bit-identical for a given thread count;
@@ -80,8 +82,18 @@ typedef struct {
  * mlp_fwd's flags say it of their output y (UMD_OPND_Y), the MLP's of its hidden state h
  * (UMD_OPND_H), the gated residuals' of their branch input y (UMD_OPND_Y), the attention ops' of
  * the attention output out (UMD_OPND_O); UMD_GRAD says it of a backward op's gradient tensor
- * (linear_bwd's and mlp_bwd's dy, gate_residual_bwd's dy, attention_bwd's dqkv). */
-enum { UMD_F32 = 0, UMD_OPND = 1, UMD_OPND_Y = 2, UMD_OPND_H = 4, UMD_OPND_O = 8, UMD_GRAD = 16 };
+ * (linear_bwd's and mlp_bwd's dy, gate_residual_bwd's dy, attention_bwd's dqkv), UMD_GRAD_X of
+ * the gradient of a product's input (linear_bwd's and mlp_bwd's dx, and that dx where
+ * attention_bwd and layernorm_bwd read it as their dout). */
+enum {
+    UMD_F32 = 0,
+    UMD_OPND = 1,
+    UMD_OPND_Y = 2,
+    UMD_OPND_H = 4,
+    UMD_OPND_O = 8,
+    UMD_GRAD = 16,
+    UMD_GRAD_X = 32
+};
 
 /* Token selections of the masked losses. */
 enum { UMD_SEL_ALL = 0, UMD_SEL_VISIBLE = 1, UMD_SEL_MASKED = 2 };
@@ -183,8 +195,9 @@ typedef struct umd_ops {
                        int M, int N, int K, int types);
     /* dx (M, K) = dy W (or += when dx_accumulate; dx may be NULL: not needed), dW (N, K) += dy^T x,
      * db (N) += column sums of dy (db may be NULL); types: x typed as in linear_fwd (UMD_OPND),
-     * dy a gradient tensor in the operand type with UMD_GRAD. */
-    void (*linear_bwd)(umd_ctx *c, float *dx, float *dW, float *db, const void *dy, const void *x,
+     * dy a gradient tensor in the operand type with UMD_GRAD, dx with UMD_GRAD_X (written, the
+     * fp32 result rounded once: not with dx_accumulate). */
+    void (*linear_bwd)(umd_ctx *c, void *dx, float *dW, float *db, const void *dy, const void *x,
                        const float *W, int M, int N, int K, int dx_accumulate, int types);
     /* A transformer MLP, fc1 -> GELU-tanh (as gelu_fwd) -> fc2, over M tokens of width w with
      * hidden width F: h (M, F) = x (M, w) W1^T + b1 (kept for the backward), y (M, w) = gelu(h)
@@ -203,8 +216,9 @@ typedef struct umd_ops {
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
      * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage), or
      * NULL where mlp_scratch says the shapes need none. x and h typed by `types` as in mlp_fwd,
-     * dy a gradient tensor in the operand type with UMD_GRAD. */
-    void (*mlp_bwd)(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+     * dy a gradient tensor in the operand type with UMD_GRAD, dx with UMD_GRAD_X (the fp32 result
+     * rounded once). */
+    void (*mlp_bwd)(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2, float *db2,
                     const void *dy, const void *x, const void *h, const float *W1,
                     const float *W2, float *tmp, int M, int F, int w, int types);
     /* 1 when this context's MLP keeps h in bf16 (UMD_OPND_H): not an operand tensor (GELU and its
@@ -227,11 +241,14 @@ typedef struct umd_ops {
                           const float *gamma, const float *beta, const float *mod, int mod_stride,
                           int n, int T, int w, long x_stride, long out_stride, int out_type);
     /* The backward of layernorm_fwd: dx (x_stride layout) = or += (dx_accumulate); dgamma, dbeta
-     * (w) +=; dmod's (shift, scale) rows = (mod_stride layout; ignored when mod is NULL). */
+     * (w) +=; dmod's (shift, scale) rows = (mod_stride layout; ignored when mod is NULL). dout
+     * (out_stride layout) is a gradient tensor in the operand type with types UMD_GRAD_X (the dx
+     * of the product that read out), else fp32 (UMD_F32). */
     void (*layernorm_bwd)(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                          const float *dout, const float *x, const float *mean, const float *rstd,
+                          const void *dout, const float *x, const float *mean, const float *rstd,
                           const float *gamma, const float *beta, const float *mod, int mod_stride,
-                          int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
+                          int n, int T, int w, long x_stride, long out_stride, int dx_accumulate,
+                          int types);
     /* out = x + gate[b] * y over (n, T, w); gate row b at gate + b * gate_stride. out may alias x.
      * y is a branch tensor in the operand type with y_type UMD_OPND_Y (else UMD_F32). */
     void (*gate_residual_fwd)(umd_ctx *c, float *out, const float *x, const void *y,
@@ -269,8 +286,9 @@ typedef struct umd_ops {
      * and lse. The softmax backward's row term rowsum(P * dP) equals the row dot of dout and out,
      * which is why out is passed (its stored values: rounded with UMD_OPND_O). qkv and out typed
      * by `types` as in attention_fwd; dqkv a gradient tensor in the operand type with UMD_GRAD
-     * (the fp32 result rounded once), taken where qkv is an operand tensor (UMD_OPND). */
-    void (*attention_bwd)(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+     * (the fp32 result rounded once), taken where qkv is an operand tensor (UMD_OPND); dout one
+     * with UMD_GRAD_X (proj's dx), likewise. */
+    void (*attention_bwd)(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                           const void *out, const float *lse, int n, int T, int heads, int hd,
                           int types);
     /* 1 when attention_fwd and attention_bwd take qkv as an operand tensor (UMD_OPND) at head
@@ -286,7 +304,9 @@ typedef struct umd_ops {
     /* 1 when this context keeps gradient tensors (see Conventions) in the operand type: the
      * gradients of the branch outputs (gate_residual_bwd's dy, then linear_bwd's and mlp_bwd's
      * dy, UMD_GRAD) and, where qkv is an operand tensor, of qkv (attention_bwd's dqkv, then the
-     * qkv Linear's dy); else 0, and they are fp32. Asked only where branch_operand says 1. */
+     * qkv Linear's dy), and the gradients of the block's products' inputs (linear_bwd's and
+     * mlp_bwd's dx, UMD_GRAD_X, read as dout by attention_bwd and layernorm_bwd); else 0, and
+     * they are fp32. Asked only where branch_operand says 1. */
     int (*grad_operand)(const umd_ctx *c);
 
     /* ---- tokens ----------------------------------------------------------------------------------- */

@@ -83,10 +83,16 @@ static float *mlp_tmp(const replica *rp, const seq_layout *sl) {
 /* The gated residuals' flag for their branch input (ao, mo). */
 static int branch_flag(const umd_model *m) { return m->br_type == UMD_OPND ? UMD_OPND_Y : 0; }
 
-/* The flag of a branch output's gradient (the gated residuals' dy, read by proj's and the MLP's
- * backward), and of qkv's (attention's dqkv, read by the qkv Linear's backward). */
+/* The flags of the gradient tensors: grad_flag of a branch output's gradient (the gated
+ * residuals' dy, read by proj's and the MLP's backward) and gradx_flag of the gradient of their
+ * inputs (the MLP's dx, read by norm2's backward; proj's dx, read by attention's backward), where
+ * the context keeps them in bf16 (grad_type); dqkv_flag of qkv's gradient (attention's dqkv, read
+ * by the qkv Linear's backward) and qkvx_flag of that Linear's dx (read by norm1's backward),
+ * where it keeps those in bf16 too (dqkv_type). */
 static int grad_flag(const umd_model *m) { return m->grad_type == UMD_OPND ? UMD_GRAD : 0; }
+static int gradx_flag(const umd_model *m) { return m->grad_type == UMD_OPND ? UMD_GRAD_X : 0; }
 static int dqkv_flag(const umd_model *m) { return m->dqkv_type == UMD_OPND ? UMD_GRAD : 0; }
+static int qkvx_flag(const umd_model *m) { return m->dqkv_type == UMD_OPND ? UMD_GRAD_X : 0; }
 
 /* The attention ops' flags: qkv an operand tensor, and the output a branch tensor, where the
  * context keeps them so. */
@@ -239,39 +245,45 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                              D + s->tok0 * w, typed_at(m, a->mo, m->br_type, s->tok0 * w),
                              a->mod + r + 5 * w, w6, s->n, s->T, w, branch_flag(m) | grad_flag(m));
     }
-    /* tA: the MLP output's gradient in (typed as grad_type says), its input's out in fp32
-     * (mlp_bwd reads dy before writing dx) */
+    /* tA: the MLP output's gradient in, its input's out, both typed as grad_type says (mlp_bwd
+     * reads dy before writing dx) */
     o->mlp_bwd(c, A->tA, gp->fc1_w, gp->fc1_b, gp->fc2_w, gp->fc2_b, A->tA, a->m2, a->h,
-               bp->fc1_w, bp->fc2_w, mlp_tmp(rp, sl), M, d->F, w, mlp_types(m) | grad_flag(m));
+               bp->fc1_w, bp->fc2_w, mlp_tmp(rp, sl), M, d->F, w,
+               mlp_types(m) | grad_flag(m) | gradx_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;
         o->layernorm_bwd(c, D + s->tok0 * w, gp->n2_w, gp->n2_b, dmod + r + 3 * w,
-                         A->tA + s->tok0 * w, a->x2 + s->tok0 * w, a->mean2 + s->tok0,
-                         a->rstd2 + s->tok0, bp->n2_w, bp->n2_b, a->mod + r + 3 * w, w6, s->n,
-                         s->T, w, seq, seq, 1);
+                         typed_at(m, A->tA, m->grad_type, s->tok0 * w), a->x2 + s->tok0 * w,
+                         a->mean2 + s->tok0, a->rstd2 + s->tok0, bp->n2_w, bp->n2_b,
+                         a->mod + r + 3 * w, w6, s->n, s->T, w, seq, seq, 1, gradx_flag(m));
         /* attention branch's gate */
         o->gate_residual_bwd(c, typed_at(m, A->tA, m->grad_type, s->tok0 * w), dmod + r + 2 * w,
                              D + s->tok0 * w, typed_at(m, a->ao, m->br_type, s->tok0 * w),
                              a->mod + r + 2 * w, w6, s->n, s->T, w, branch_flag(m) | grad_flag(m));
     }
+    /* tB: proj's input's gradient, attention's dout (typed as grad_type says) */
     o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0,
-                  m->att_type | grad_flag(m));
+                  m->att_type | grad_flag(m) | gradx_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
-        o->attention_bwd(c, typed_at(m, A->tQ, m->dqkv_type, s->tok0 * 3 * w), A->tB + s->tok0 * w,
+        o->attention_bwd(c, typed_at(m, A->tQ, m->dqkv_type, s->tok0 * 3 * w),
+                         typed_at(m, A->tB, m->grad_type, s->tok0 * w),
                          typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w),
                          typed_at(m, a->att, m->att_type, s->tok0 * w), a->lse + s->lse0, s->n,
-                         s->T, d->heads, d->hd, attention_types(m) | dqkv_flag(m));
+                         s->T, d->heads, d->hd,
+                         attention_types(m) | dqkv_flag(m) | gradx_flag(m));
     }
+    /* tA: the qkv Linear's input's gradient, norm1's dout (typed as dqkv_type says) */
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,
-                  UMD_OPND | dqkv_flag(m));
+                  UMD_OPND | dqkv_flag(m) | qkvx_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         long r = (long)s->row0 * w6, seq = (long)s->T * w;
-        o->layernorm_bwd(c, D + s->tok0 * w, gp->n1_w, gp->n1_b, dmod + r, A->tA + s->tok0 * w,
-                         a->x + s->tok0 * w, a->mean1 + s->tok0, a->rstd1 + s->tok0, bp->n1_w,
-                         bp->n1_b, a->mod + r, w6, s->n, s->T, w, seq, seq, 1);
+        o->layernorm_bwd(c, D + s->tok0 * w, gp->n1_w, gp->n1_b, dmod + r,
+                         typed_at(m, A->tA, m->dqkv_type, s->tok0 * w), a->x + s->tok0 * w,
+                         a->mean1 + s->tok0, a->rstd1 + s->tok0, bp->n1_w, bp->n1_b, a->mod + r,
+                         w6, s->n, s->T, w, seq, seq, 1, qkvx_flag(m));
     }
     /* adaLN, over every batch row at once */
     o->linear_bwd(c, A->dcond, gp->ada_w, gp->ada_b, dmod, A->cond, bp->ada_w, rp->B, w6, w, 1,
@@ -328,7 +340,7 @@ static void encoder_backward(umd_model *m, replica *rp) {
     }
     o->layernorm_bwd(c, A->denc, rp->G.enc_norm_w, rp->G.enc_norm_b, NULL, A->denc_out,
                      A->enc_xlast, A->enc_mean, A->enc_rstd, m->P.enc_norm_w, m->P.enc_norm_b, NULL,
-                     0, (int)sl->ntok, 1, w, w, w, 0);
+                     0, (int)sl->ntok, 1, w, w, w, 0, UMD_F32);
     for (int i = d->depth - 1; i >= 0; i--)
         block_backward(m, rp, &m->P.enc[i], &rp->G.enc[i], &A->enc[i], sl, A->denc, m->recompute);
     for (int k = 0; k < sl->nseg; k++) {
@@ -420,7 +432,7 @@ static void replica_step(umd_model *m, replica *rp, int backward) {
     o->fill(c, A->ddec, (size_t)B * Td * w, 0.0f); /* the rep token's rows stay 0 */
     o->layernorm_bwd(c, A->ddec + w, G->dec_norm_w, G->dec_norm_b, A->dfmod, A->dfin,
                      A->dec_xlast + w, A->fmean, A->frstd, P->dec_norm_w, P->dec_norm_b, A->fmod,
-                     2 * w, B, L, w, (long)Td * w, (long)L * w, 0);
+                     2 * w, B, L, w, (long)Td * w, (long)L * w, 0, UMD_F32);
     o->linear_bwd(c, A->dcond, G->fmod_w, G->fmod_b, A->dfmod, A->cond, P->fmod_w, B, 2 * w, w, 0,
                   UMD_F32);
     /* with train.recompute the last decoder block's saved tensors are still in the scratch set */

@@ -18,7 +18,8 @@
  * A bf16 operand qkv (umd_ops_cpu_bf16) is widened a pair at a time into the thread's scratch
  * (cpu_widen), and the same code runs on it with its own row stride: the fp32 op's bits on the
  * widened values. A bf16 out (UMD_OPND_O) is computed there too, (T, hd) after the pair, and
- * rounded into place; the backward widens the pair's rows of it there for D. A bf16 dqkv
+ * rounded into place; the backward widens the pair's rows of it there for D, and a bf16 dout
+ * (UMD_GRAD_X) after it, read where the fp32 dout is, with its row stride. A bf16 dqkv
  * (UMD_GRAD) takes each of the pair's three products into the workspace (kv, free once dP is
  * made) and rounds it into place: the fp32 op's results rounded once.
  *
@@ -205,7 +206,7 @@ void cpu_attention_fwd(umd_ctx *c, void *outv, float *lse, const void *qkvv, int
     });
 }
 
-void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *qkvv,
+void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const void *doutv, const void *qkvv,
                        const void *outv, const float *lse, int n, int T, int heads, int hd,
                        int types) {
     const int W = heads * hd, Tp = round8(T);
@@ -213,9 +214,12 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
     const int bf16 = cpu_is_bf16(c, types & UMD_OPND);
     const int gb = cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32);
     const int ob = cpu_is_bf16(c, (types & UMD_OPND_O) ? UMD_OPND : UMD_F32);
-    const float *qkv = qkvv;
-    if (bf16 || ob) cpu_check_widen(pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0),
-                                    "attention_bwd");
+    const int dob = cpu_is_bf16(c, (types & UMD_GRAD_X) ? UMD_OPND : UMD_F32);
+    const float *qkv = qkvv, *dout = doutv;
+    if (bf16 || ob || dob)
+        cpu_check_widen(pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0) +
+                            (dob ? (long)T * hd : 0),
+                        "attention_bwd");
     const float scale = 1.0f / sqrtf((float)hd);
     const long pairs = (long)n * heads;
     CPU_PARALLEL(cpu_team(c, 2.5 * pairs * T * T * hd), {
@@ -231,9 +235,18 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
             const float *q = bf16 ? widen_pair(c, tid, qkvv, b, h, T, heads, hd, &qr)
                                   : qkv + b * T * row + (long)h * hd;
             const float *k = q + (bf16 ? hd : W), *v = q + (bf16 ? 2L * hd : 2L * W);
-            const float *g = dout + b * T * (long)W + (long)h * hd; /* dO, rows at stride W */
-            /* O: rows at stride W, or (ob) widened, rows at stride hd */
+            /* O and dO: rows at stride W, or (ob, dob) widened, rows at stride hd, after q, k, v */
             const long o0 = b * T * (long)W + (long)h * hd;
+            const float *g = dout + o0;
+            long grow = W;
+            if (dob) {
+                float *gw = cpu_widen(c, tid) + pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0);
+                for (int i = 0; i < T; i++)
+                    cpu_widen_n(gw + (long)i * hd, (const uint16_t *)doutv + o0 + (long)i * W,
+                                (size_t)hd);
+                g = gw;
+                grow = hd;
+            }
             long orow = W;
             const float *o;
             if (ob) {
@@ -250,7 +263,7 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
             const long d0 = b * T * row + (long)h * hd; /* dQ's first element; dK, dV W on */
             if (pr + 1 < hi) {
                 if (!bf16) prefetch_pair(qkv, pr + 1, heads, hd, T, row, 3);
-                prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
+                if (!dob) prefetch_pair(dout, pr + 1, heads, hd, T, W, 1);
             }
             transpose_pad(kv, k, qr, T, Tp, hd);
             mm(T, Tp, hd, q, qr, 1, kv, Tp, P, Tp, 0); /* S */
@@ -261,9 +274,10 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
                 for (int j = 0; j < T; j++) pi[j] = cpu_expf(pi[j] * scale - li);
             }
             transpose_pad(kv, v, qr, T, Tp, hd);
-            mm(T, Tp, hd, g, W, 1, kv, Tp, ds, Tp, 0); /* dP */
+            mm(T, Tp, hd, g, grow, 1, kv, Tp, ds, Tp, 0); /* dP */
             for (int i = 0; i < T; i++) {
-                const float *pi = P + (long)i * Tp, *gi = g + (long)i * W, *oi = o + (long)i * orow;
+                const float *pi = P + (long)i * Tp, *gi = g + (long)i * grow;
+                const float *oi = o + (long)i * orow;
                 float *di = ds + (long)i * Tp;
                 float D = 0.0f;
                 _Pragma("omp simd reduction(+:D)")
@@ -273,7 +287,7 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
             if (gb) {
                 /* each product into kv (free since dP), then rounded into its bf16 rows */
                 uint16_t *dq16 = (uint16_t *)dqkvv + d0;
-                mm(T, hd, T, P, 1, Tp, g, W, kv, hd, 0); /* dV = P^T dO */
+                mm(T, hd, T, P, 1, Tp, g, grow, kv, hd, 0); /* dV = P^T dO */
                 round_rows_at(dq16 + 2L * W, row, kv, T, hd);
                 mm(T, hd, T, ds, Tp, 1, k, qr, kv, hd, 0); /* dQ = dS K */
                 round_rows_at(dq16, row, kv, T, hd);
@@ -281,7 +295,7 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *q
                 round_rows_at(dq16 + W, row, kv, T, hd);
             } else {
                 float *dq = (float *)dqkvv + d0, *dk = dq + W, *dv = dq + 2L * W;
-                mm(T, hd, T, P, 1, Tp, g, W, dv, row, 0);    /* dV = P^T dO */
+                mm(T, hd, T, P, 1, Tp, g, grow, dv, row, 0);    /* dV = P^T dO */
                 mm(T, hd, T, ds, Tp, 1, k, qr, dq, row, 0); /* dQ = dS K */
                 mm(T, hd, T, ds, 1, Tp, q, qr, dk, row, 0); /* dK = dS^T Q */
             }

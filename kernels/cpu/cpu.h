@@ -179,12 +179,12 @@ void cpu_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float alp
 void cpu_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const float *b, int M,
                     int N, int K, int types);
 /* As ops.h's linear_bwd; dW may also be NULL here (dx alone, for the MLP's backward). */
-void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dy, const void *x,
+void cpu_linear_bwd(umd_ctx *c, void *dx, float *dW, float *db, const void *dy, const void *x,
                     const float *W, int M, int N, int K, int dx_accumulate, int types);
 void cpu_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                  const float *b1, const float *W2, const float *b2, int M, int F, int w,
                  int types);
-void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+void cpu_mlp_bwd(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2, float *db2,
                  const void *dy, const void *x, const void *h, const float *W1, const float *W2,
                  float *tmp, int M, int F, int w, int types);
 /* norm.c */
@@ -192,9 +192,10 @@ void cpu_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const fl
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
                        int n, int T, int w, long x_stride, long out_stride, int out_type);
 void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                       const float *dout, const float *x, const float *mean, const float *rstd,
+                       const void *dout, const float *x, const float *mean, const float *rstd,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
-                       int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
+                       int n, int T, int w, long x_stride, long out_stride, int dx_accumulate,
+                       int types);
 void cpu_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
                            const float *gate, int gate_stride, int n, int T, int w, int y_type);
 void cpu_gate_residual_bwd(umd_ctx *c, void *dy, float *dgate, const float *dout, const void *y,
@@ -207,7 +208,7 @@ void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, f
 /* attention.c */
 void cpu_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
                        int heads, int hd, int types);
-void cpu_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+void cpu_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                        const void *out, const float *lse, int n, int T, int heads, int hd,
                        int types);
 size_t cpu_attention_ws_floats(int T, int hd);

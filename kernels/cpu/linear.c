@@ -155,49 +155,78 @@ static void bwd_finish(umd_ctx *c, int tid, int team, float *dW, float *db, cons
     }
 }
 
-/* linear_bwd with a bf16 dy (UMD_GRAD): per thread's rows, a block at a time, dy's rows widened
- * into the scratch (and x's after them where x is bf16 too), then dx's block and dW's sum over
- * it as in the fp32 op; db's column sums widen dy's values in the fp32 op's order. */
-static void linear_bwd_grad16(umd_ctx *c, float *dx, float *dW, float *db, const uint16_t *dy,
-                              const void *xv, int xb, const float *W, int M, int N, int K,
+/* dx's rows [r0, r1) (K wide) from dy's block dyb (N wide, its row r0 first): written or added
+ * (bx) in fp32, or (dxh) computed into the scratch f and rounded once into the bf16 dx. */
+static void dx_block(void *dx, int dxh, float *f, const float *dyb, const float *W, long r0,
+                     long r1, int N, int K, float bx) {
+    if (dxh) {
+        dx_rows(f, dyb, W, 0, r1 - r0, N, K, 0.0f);
+        round_rows(dx, f, r0, r1, K);
+    } else {
+        dx_rows((float *)dx + r0 * (long)K, dyb, W, 0, r1 - r0, N, K, bx);
+    }
+}
+
+/* linear_bwd with gradient tensors in bf16: dy (dyh, UMD_GRAD) and/or dx (dxh, UMD_GRAD_X).
+ * A bf16 dy is widened a block of rows at a time into the scratch, x's rows after it where x is
+ * bf16 too, and dx's block and dW's sum over it run as in the fp32 op; an fp32 dy is read where
+ * it is and dW's sum runs as in the fp32 op. A bf16 dx is computed a block at a time in the
+ * scratch (after dy's widened rows) and rounded once. db's column sums read dy's values in the
+ * fp32 op's order. */
+static void linear_bwd_grad16(umd_ctx *c, void *dx, int dxh, float *dW, float *db, const void *dy,
+                              int dyh, const void *xv, int xb, const float *W, int M, int N, int K,
                               float bx) {
-    const int per_row = N + (dW && xb ? K : 0);
+    const int per_row = (dyh ? N : 0) + (dyh && dW && xb ? K : 0) + (dx && dxh ? K : 0);
     cpu_check_widen(per_row, "linear_bwd");
-    const long block = widen_rows(per_row);
+    const long block = widen_rows(per_row > 0 ? per_row : 1);
     int nt = team_for(c, M, 2.0 * M * N * K);
     if (nt > 1 && cpu_ws_bytes(c) < (size_t)N * K * sizeof(float)) nt = 1;
     CPU_PARALLEL(nt, {
         long lo, hi;
         cpu_split(M, tid, team, &lo, &hi);
         float *dst = tid == 0 ? dW : (float *)cpu_ws(c, tid);
-        if (dW && tid > 0 && hi <= lo) memset(dst, 0, (size_t)N * K * sizeof(float));
-        for (long r0 = lo; r0 < hi; r0 += block) {
+        for (long r0 = lo; r0 < hi && (dyh || (dx && dxh)); r0 += block) {
             long r1 = r0 + block < hi ? r0 + block : hi;
-            const float *dyw = widen(c, tid, dy, r0, r1, N);
-            if (dx) dx_rows(dx + r0 * (long)K, dyw, W, 0, r1 - r0, N, K, bx);
-            if (!dW) continue;
-            const float *xr;
+            const float *dyr = dyh ? widen(c, tid, dy, r0, r1, N) : (const float *)dy + r0 * (long)N;
+            float *tail = cpu_widen(c, tid) + (dyh ? (r1 - r0) * (long)N : 0);
+            if (dx) dx_block(dx, dxh, tail, dyr, W, r0, r1, N, K, bx);
+            if (!dW || !dyh) continue;
+            const float *xr = (const float *)xv + r0 * (long)K;
             if (xb) {
-                float *xw = cpu_widen(c, tid) + (r1 - r0) * (long)N;
-                cpu_widen_n(xw, (const uint16_t *)xv + r0 * (long)K, (size_t)(r1 - r0) * K);
-                xr = xw;
-            } else {
-                xr = (const float *)xv + r0 * (long)K;
+                cpu_widen_n(tail, (const uint16_t *)xv + r0 * (long)K, (size_t)(r1 - r0) * K);
+                xr = tail;
             }
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(r1 - r0),
-                        1.0f, dyw, N, xr, K, r0 == lo && tid > 0 ? 0.0f : 1.0f, dst, K);
+                        1.0f, dyr, N, xr, K, r0 == lo && tid > 0 ? 0.0f : 1.0f, dst, K);
         }
-        bwd_finish(c, tid, team, dW, db, NULL, dy, M, N, K);
+        /* an fp32 dy: dW as the fp32 op sums it */
+        if (dW && !dyh && hi > lo && xb)
+            dw_rows_bf16(c, tid, dst, dy, xv, lo, hi, N, K, tid == 0 ? 1.0f : 0.0f);
+        else if (dW && !dyh && hi > lo)
+            cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(hi - lo),
+                        1.0f, (const float *)dy + lo * (long)N, N, (const float *)xv + lo * (long)K,
+                        K, tid == 0 ? 1.0f : 0.0f, dst, K);
+        if (dW && tid > 0 && hi <= lo) memset(dst, 0, (size_t)N * K * sizeof(float));
+        bwd_finish(c, tid, team, dW, db, dyh ? NULL : (const float *)dy,
+                   dyh ? (const uint16_t *)dy : NULL, M, N, K);
     });
 }
 
-void cpu_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dyv, const void *xv,
+void cpu_linear_bwd(umd_ctx *c, void *dxv, float *dW, float *db, const void *dyv, const void *xv,
                     const float *W, int M, int N, int K, int dx_accumulate, int types) {
     if (M <= 0) return;
     const float *dy = dyv;
+    float *dx = dxv;
     const int x_type = types & UMD_OPND;
-    if (cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32)) {
-        linear_bwd_grad16(c, dx, dW, db, dyv, xv, cpu_is_bf16(c, x_type), W, M, N, K,
+    const int dyh = cpu_is_bf16(c, (types & UMD_GRAD) ? UMD_OPND : UMD_F32);
+    const int dxh = dx && cpu_is_bf16(c, (types & UMD_GRAD_X) ? UMD_OPND : UMD_F32);
+    if (dxh && dx_accumulate) {
+        fprintf(stderr, "umdq: cpu backend: linear_bwd: a bf16 dx (UMD_GRAD_X) is written, never "
+                        "accumulated\n");
+        abort();
+    }
+    if (dyh || dxh) {
+        linear_bwd_grad16(c, dx, dxh, dW, db, dyv, dyh, xv, cpu_is_bf16(c, x_type), W, M, N, K,
                           dx_accumulate ? 1.0f : 0.0f);
         return;
     }
@@ -248,7 +277,7 @@ void cpu_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const 
 /* tmp = gelu(h): dW2, db2; tmp = dy W2; tmp *= gelu'(h) (= dh); dW1, db1 and dx = dh W1. dy is
  * last read by the second step, so dx may alias it. A bf16 h is widened into tmp for gelu(h), and
  * for gelu'(h) a block of rows at a time into the widening scratch (tmp then holds dy W2). */
-void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+void cpu_mlp_bwd(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2, float *db2,
                  const void *dy, const void *x, const void *h, const float *W1, const float *W2,
                  float *tmp, int M, int F, int w, int types) {
     if (M <= 0) return;
@@ -270,5 +299,5 @@ void cpu_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, floa
     } else {
         cpu_gelu_bwd(c, tmp, tmp, h, n);
     }
-    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, types & UMD_OPND);
+    cpu_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, types & (UMD_OPND | UMD_GRAD_X));
 }

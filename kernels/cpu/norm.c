@@ -118,10 +118,15 @@ void cpu_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, f
 /* With xhat = (x - mu) rstd, y = xhat gamma + beta, o = y (1 + scale) + shift:
  *   dy = do (1 + scale);  dscale += do y;  dshift += do;  dgamma += dy xhat;  dbeta += dy
  *   dxhat = dy gamma;  dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+/* A bf16 dout (UMD_GRAD_X) is read widened, a row at a time: the fp32 op's bits on its values. */
 void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                       const float *dout, const float *x, const float *mean, const float *rstd,
+                       const void *dout, const float *x, const float *mean, const float *rstd,
                        const float *gamma, const float *beta, const float *mod, int mod_stride,
-                       int n, int T, int w, long x_stride, long out_stride, int dx_accumulate) {
+                       int n, int T, int w, long x_stride, long out_stride, int dx_accumulate,
+                       int types) {
+    /* a bf16 dout (UMD_GRAD_X) is widened a row at a time into the thread's scratch */
+    const int db16 = cpu_is_bf16(c, (types & UMD_GRAD_X) ? UMD_OPND : UMD_F32);
+    if (db16) cpu_check_widen(w, "layernorm_bwd");
     int used = 1;
     CPU_PARALLEL(cpu_team(c, 2.0 * n * T * w), {
         if (tid == 0) used = team;
@@ -138,7 +143,13 @@ void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float
                 for (int i = 0; i < w; i++) dshift[i] = dscale[i] = 0.0f;
             for (int t = 0; t < T; t++) {
                 const float *xr = x + b * x_stride + (long)t * w;
-                const float *dor = dout + b * out_stride + (long)t * w;
+                const float *dor = (const float *)dout + b * out_stride + (long)t * w;
+                if (db16) {
+                    float *row = cpu_widen(c, tid);
+                    cpu_widen_n(row, (const uint16_t *)dout + b * out_stride + (long)t * w,
+                                (size_t)w);
+                    dor = row;
+                }
                 float *dxr = dx + b * x_stride + (long)t * w;
                 float mu = mean[b * T + t], rs = rstd[b * T + t];
                 float s1 = 0.0f, s2 = 0.0f;

@@ -238,11 +238,12 @@ __global__ static void k_softmax_bwd(float *S, float *dS, const float *lse, cons
     }
 }
 
-extern "C" void cuda_attention_bwd(umd_ctx *c, void *dqkvv, const float *dout, const void *qkvv,
+extern "C" void cuda_attention_bwd(umd_ctx *c, void *dqkvv, const void *doutv, const void *qkvv,
                                    const void *outv, const float *lse, int n, int T, int heads,
                                    int hd, int types) {
     CUDA_OP(c);
     float *dqkv = (float *)dqkvv;
+    const float *dout = (const float *)doutv;
     if (n <= 0 || T <= 0) return;
     const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {

@@ -335,12 +335,12 @@ void cuda_gemm(umd_ctx *c, int transA, int transB, int M, int N, int K, float al
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 void cuda_linear_fwd(umd_ctx *c, void *y, const void *x, const float *W, const float *b, int M,
                      int N, int K, int types);
-void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dy, const void *x,
+void cuda_linear_bwd(umd_ctx *c, void *dx, float *dW, float *db, const void *dy, const void *x,
                      const float *W, int M, int N, int K, int dx_accumulate, int types);
 void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const void *x, const float *W1,
                   const float *b1, const float *W2, const float *b2, int M, int F, int w,
                   int types);
-void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+void cuda_mlp_bwd(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2, float *db2,
                   const void *dy, const void *x, const void *h, const float *W1, const float *W2,
                   float *tmp, int M, int F, int w, int types);
 int cuda_hidden_operand(const umd_ctx *c);
@@ -349,9 +349,10 @@ void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rstd, const f
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
                         int n, int T, int w, long x_stride, long out_stride, int out_type);
 void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                        const float *dout, const float *x, const float *mean, const float *rstd,
+                        const void *dout, const float *x, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, const float *mod, int mod_stride,
-                        int n, int T, int w, long x_stride, long out_stride, int dx_accumulate);
+                        int n, int T, int w, long x_stride, long out_stride, int dx_accumulate,
+                        int types);
 void cuda_gate_residual_fwd(umd_ctx *c, float *out, const float *x, const void *y,
                             const float *gate, int gate_stride, int n, int T, int w, int y_type);
 void cuda_gate_residual_bwd(umd_ctx *c, void *dy, float *dgate, const float *dout,
@@ -364,7 +365,7 @@ void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, float *mean, 
                                  int types);
 void cuda_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
                         int heads, int hd, int types);
-void cuda_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+void cuda_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                         const void *out, const float *lse, int n, int T, int heads, int hd,
                         int types);
 int cuda_attention_operand(const umd_ctx *c, int hd);

@@ -860,11 +860,12 @@ void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M
     CUDA_LAUNCHED(c, op);
 }
 
-extern "C" void cuda_linear_bwd(umd_ctx *c, float *dx, float *dW, float *db, const void *dyv,
+extern "C" void cuda_linear_bwd(umd_ctx *c, void *dxv, float *dW, float *db, const void *dyv,
                                 const void *xv, const float *W, int M, int N, int K,
                                 int dx_accumulate, int types) {
     CUDA_OP(c);
     const float *dy = (const float *)dyv;
+    float *dx = (float *)dxv;
     const int x_type = types & UMD_OPND;
     if (M <= 0 || N <= 0) return;
     const int xbf = cuda_opnd_bf16(c, x_type);

@@ -248,12 +248,13 @@ static void mlp_bwd_dh(umd_ctx *c, float *db1, const void *h, int hbf, float *tm
     }
 }
 
-extern "C" void cuda_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2, float *db2,
+extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, float *dW2, float *db2,
                              const void *dyv, const void *x, const void *h, const float *W1,
                              const float *W2, float *tmp, int M, int F, int w, int types) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     const float *dy = (const float *)dyv;
+    float *dx = (float *)dxv;
     const size_t n = (size_t)M * F;
     const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
     if (!cuda_bf16_whole(c, M, F, w)) {

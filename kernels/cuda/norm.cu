@@ -584,11 +584,13 @@ __global__ static void k_ln_bwd_mod(float *dmod, const float *dout, const float 
         (int)per_seq, tile_rows, dx_accumulate)
 
 extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                                   const float *dout, const float *x, const float *mean,
+                                   const void *doutv, const float *x, const float *mean,
                                    const float *rstd, const float *gamma, const float *beta,
                                    const float *mod, int mod_stride, int n, int T, int w,
-                                   long x_stride, long out_stride, int dx_accumulate) {
+                                   long x_stride, long out_stride, int dx_accumulate, int types) {
     CUDA_OP(c);
+    (void)types;
+    const float *dout = (const float *)doutv;
     long rows = (long)n * T;
     if (rows <= 0 || w <= 0) return;
     /* tiles of (2, w) partials the workspace holds: at least one per sequence for the one pass */

@@ -523,12 +523,13 @@ template <> struct op_cost<OP_linear_fwd> {
     }
 };
 template <> struct op_cost<OP_linear_bwd> {
-    static op_cost_t of(const umd_ctx *c, float *dx, float *dW, float *db, const void *,
+    static op_cost_t of(const umd_ctx *c, void *dx, float *dW, float *db, const void *,
                         const void *, const float *, int M, int N, int K, int acc, int types) {
         const double m = M, n = N, k = K;
         double f = (dx ? 2 : 0) * m * n * k + (dW ? 2 : 0) * m * n * k;
-        double by = m * n * cost_eb(c, types, UMD_GRAD) + (dW ? m * k * cost_eb(c, types, UMD_OPND) + n * k * 8 : 0);
-        if (dx) by += n * k * 4 + m * k * (acc ? 8 : 4);
+        double by = m * n * cost_eb(c, types, UMD_GRAD) +
+                    (dW ? m * k * cost_eb(c, types, UMD_OPND) + n * k * 8 : 0);
+        if (dx) by += n * k * 4 + m * k * cost_eb(c, types, UMD_GRAD_X) * (acc ? 2 : 1);
         if (db) by += n * 8;
         return {f, by};
     }
@@ -545,13 +546,14 @@ template <> struct op_cost<OP_mlp_fwd> {
     }
 };
 template <> struct op_cost<OP_mlp_bwd> {
-    static op_cost_t of(const umd_ctx *c, float *dx, float *, float *db1, float *, float *db2,
+    static op_cost_t of(const umd_ctx *c, void *dx, float *, float *db1, float *, float *db2,
                         const void *, const void *, const void *, const float *, const float *,
                         float *, int M, int F, int w, int types) {
         const double m = M, f = F, d = w;
         double by = m * d * cost_eb(c, types, UMD_GRAD) + m * d * cost_eb(c, types, UMD_OPND) +
                     m * f * cost_eb(c, types, UMD_OPND_H) + 2 * f * d * (4 + 8) +
-                    (db1 ? f * 8 : 0) + (db2 ? d * 8 : 0) + (dx ? m * d * 4 : 0);
+                    (db1 ? f * 8 : 0) + (db2 ? d * 8 : 0) +
+                    (dx ? m * d * cost_eb(c, types, UMD_GRAD_X) : 0);
         return {(dx ? 8 : 6) * m * f * d, by};
     }
 };
@@ -564,11 +566,11 @@ template <> struct op_cost<OP_layernorm_fwd> {
     }
 };
 template <> struct op_cost<OP_layernorm_bwd> {
-    static op_cost_t of(const umd_ctx *, float *, float *, float *, float *, const float *,
+    static op_cost_t of(const umd_ctx *c, float *, float *, float *, float *, const void *,
                         const float *, const float *, const float *, const float *, const float *,
-                        const float *, int, int n, int T, int w, long, long, int acc) {
+                        const float *, int, int n, int T, int w, long, long, int acc, int types) {
         const double r = (double)n * T;
-        return {0, r * w * (acc ? 16 : 12) + r * 8};
+        return {0, r * w * (cost_eb(c, types, UMD_GRAD_X) + (acc ? 12 : 8)) + r * 8};
     }
 };
 template <> struct op_cost<OP_gate_residual_fwd> {
@@ -600,12 +602,13 @@ template <> struct op_cost<OP_attention_fwd> {
     }
 };
 template <> struct op_cost<OP_attention_bwd> {
-    static op_cost_t of(const umd_ctx *c, void *, const float *, const void *, const void *,
+    static op_cost_t of(const umd_ctx *c, void *, const void *, const void *, const void *,
                         const float *, int n, int T, int heads, int hd, int types) {
         const double p = (double)n * heads, t = T, W = (double)heads * hd;
         return {8 * p * t * t * hd,
-                n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O) + 4 +
-                             3 * cost_eb(c, types, UMD_GRAD)) + p * t * 4};
+                n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O) +
+                             cost_eb(c, types, UMD_GRAD_X) + 3 * cost_eb(c, types, UMD_GRAD)) +
+                    p * t * 4};
     }
 };
 template <> struct op_cost<OP_adamw> {

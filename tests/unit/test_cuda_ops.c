@@ -1962,9 +1962,9 @@ static void test_cuda_layernorm(void) {
                 float *dgx = d_f(gx, nx), *dggam = d_f(ggam, (size_t)w), *dgbet = d_f(gbet, (size_t)w),
                       *dgmod = d_f(gmod, nm);
                 CPU->layernorm_bwd(cc, gx, ggam, gbet, gmod, g, x, mean, rstd, gamma, beta, md, ms,
-                                   n, T, w, xs, os, acc);
+                                   n, T, w, xs, os, acc, UMD_F32);
                 GPU->layernorm_bwd(gc, dgx, dggam, dgbet, dgmod, dg, dx_, dmean, drstd, dgam, dbet,
-                                   dmd, ms, n, T, w, xs, os, acc);
+                                   dmd, ms, n, T, w, xs, os, acc, UMD_F32);
                 same("layernorm_bwd dx", dgx, gx, nx, 1e-5, 0);
                 same("layernorm_bwd dgamma", dggam, ggam, (size_t)w, 1e-5, 0);
                 same("layernorm_bwd dbeta", dgbet, gbet, (size_t)w, 1e-5, 0);

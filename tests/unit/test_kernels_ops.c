@@ -213,7 +213,7 @@ static void layernorm_case(int use_mod, int strided) {
     T_CHECK_MSG(maxerr < 1e-5, "layernorm forward error %g", maxerr);
     O->layernorm_bwd(C2, dxbuf + (strided ? s.w : 0), dg, db, use_mod ? dmod : NULL, s.R, s.x, s.mean,
                      s.rstd, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride, s.n, s.T, s.w, s.xs,
-                     s.os, 0);
+                     s.os, 0, UMD_F32);
     fd_check("layernorm dx", s.x, nx - (strided ? s.w : 0), dxbuf + (strided ? s.w : 0), ln_J, &s,
              24, 1e-2f, 2e-3, 25);
     fd_check("layernorm dgamma", s.g, (size_t)s.w, dg, ln_J, &s, 10, 1e-2f, 2e-3, 26);
@@ -231,7 +231,7 @@ static void layernorm_case(int use_mod, int strided) {
     float *dmod1 = zeros((size_t)s.n * s.mod_stride);
     O->layernorm_bwd(C1, dx1 + (strided ? s.w : 0), dg1, db1, use_mod ? dmod1 : NULL, s.R, s.x, s.mean,
                      s.rstd, s.g, s.b, use_mod ? s.mod : NULL, s.mod_stride, s.n, s.T, s.w, s.xs,
-                     s.os, 0);
+                     s.os, 0, UMD_F32);
     double d = 0;
     for (size_t i = 0; i < nx; i++) d = fmax(d, fabs(dx1[i] - dxbuf[i]));
     for (int i = 0; i < s.w; i++) d = fmax(d, fabs(dg1[i] - dg[i]) + fabs(db1[i] - db[i]));
@@ -915,8 +915,10 @@ static void test_kernels_bf16_branches(void) {
 /* Gradient tensors in bf16 (grad_operand): gate_residual_bwd and attention_bwd with UMD_GRAD
  * write their fp32 results rounded (dgate the same bits); linear_bwd and mlp_bwd on a bf16 dy
  * give the fp32 ops' bits on its widened values (rows up to a widening block: dW's sum then runs
- * over the same rows in one product), dx accumulated or not, db and dx optional. In an fp32
- * context the flag changes nothing. 1 and 2 threads; outputs poisoned. */
+ * over the same rows in one product), dx accumulated or not, db and dx optional; with UMD_GRAD_X
+ * they write dx rounded, the rest the same bits; attention_bwd and layernorm_bwd on a bf16 dout
+ * (UMD_GRAD_X) give the fp32 ops' bits on its widened values. In an fp32 context the flag
+ * changes nothing. 1 and 2 threads; outputs poisoned. */
 static void test_kernels_bf16_grads(void) {
     ctx_setup();
     const umd_ops *B16 = umd_ops_cpu_bf16();
@@ -970,6 +972,7 @@ static void test_kernels_bf16_grads(void) {
         bf16_pair(x, MK, &xh, &xw);
         float *dx1 = zeros(MK), *dx2 = zeros(MK), *dW1 = zeros(NK), *dW2 = zeros(NK);
         float *db1 = zeros((size_t)N), *db2 = zeros((size_t)N);
+        uint16_t *dxh = malloc(MK * sizeof *dxh);
         for (int t = 0; t < 2; t++)
             for (int v = 0; v < 4; v++) {
                 /* v: bit 0 x bf16, bit 1 dx accumulated (and db left out) */
@@ -990,6 +993,19 @@ static void test_kernels_bf16_grads(void) {
                 same_bits("linear_bwd dx on a bf16 dy", dx2, dx1, MK, which);
                 same_bits("linear_bwd dW on a bf16 dy", dW2, dW1, NK, which);
                 same_bits("linear_bwd db on a bf16 dy", db2, db1, (size_t)N, which);
+                if (acc) continue;
+                /* a bf16 dx (UMD_GRAD_X), from the bf16 dy and from its widened values: dx the
+                 * fp32 result rounded, dW and db the same bits */
+                for (int gy = 0; gy < 2; gy++) {
+                    memset(dW2, 0, NK * sizeof *dW2);
+                    memset(db2, 0, (size_t)N * sizeof *db2);
+                    memset(dxh, 0xff, MK * sizeof *dxh);
+                    B16->linear_bwd(Cb[t], dxh, dW2, db2, gy ? (const void *)dyh : (const void *)dyw,
+                                    xx, W, M, N, K, 0, xt | UMD_GRAD_X | (gy ? UMD_GRAD : 0));
+                    same_rounded("linear_bwd bf16 dx", dxh, dx1, MK, which);
+                    same_bits("linear_bwd dW with a bf16 dx", dW2, dW1, NK, which);
+                    same_bits("linear_bwd db with a bf16 dx", db2, db1, (size_t)N, which);
+                }
             }
         /* dx left out */
         memset(dW2, 0, NK * sizeof *dW2);
@@ -998,7 +1014,7 @@ static void test_kernels_bf16_grads(void) {
         B16->linear_bwd(Cb[1], NULL, dW1, NULL, dyw, xh, W, M, N, K, 0, UMD_OPND);
         same_bits("linear_bwd dW alone on a bf16 dy", dW2, dW1, NK, (int)k);
         free(dy); free(dyw); free(dyh); free(x); free(xw); free(xh); free(W); free(dx0);
-        free(dx1); free(dx2); free(dW1); free(dW2); free(db1); free(db2);
+        free(dx1); free(dx2); free(dW1); free(dW2); free(db1); free(db2); free(dxh);
     }
 
     /* mlp_bwd on a bf16 dy (h fp32 or bf16); dx aliasing dy once */
@@ -1045,6 +1061,20 @@ static void test_kernels_bf16_grads(void) {
                     snprintf(msg, sizeof msg, "mlp_bwd %s on a bf16 dy", what[j]);
                     same_bits(msg, j == 0 ? dx2 : g2[j], g1[j], gn[j], which);
                 }
+                /* a bf16 dx too (UMD_GRAD_X; over the bf16 dy where v is 2): the fp32 dx rounded */
+                for (int j = 1; j < 5; j++) memset(g2[j], 0, gn[j] * sizeof(float));
+                uint16_t *dxh = v == 2 ? dyalias : malloc(Mw * sizeof *dxh);
+                if (v == 2) memcpy(dyalias, dyh, Mw * sizeof *dyh);
+                else memset(dxh, 0xff, Mw * sizeof *dxh);
+                B16->mlp_bwd(Cb[t], dxh, g2[1], g2[2], g2[3], g2[4], v == 2 ? dyalias : dyh, xh,
+                             hx, W1, W2, tmp, M, F, w, types | UMD_GRAD | UMD_GRAD_X);
+                same_rounded("mlp_bwd bf16 dx", dxh, g1[0], Mw, which);
+                for (int j = 1; j < 5; j++) {
+                    char msg[64];
+                    snprintf(msg, sizeof msg, "mlp_bwd %s with a bf16 dx", what[j]);
+                    same_bits(msg, g2[j], g1[j], gn[j], which);
+                }
+                if (v != 2) free(dxh);
             }
         free(x); free(xw); free(xh); free(dy); free(dyw); free(dyh); free(h); free(hw); free(hh);
         free(W1); free(W2); free(tmp); free(dyalias);
@@ -1056,8 +1086,9 @@ static void test_kernels_bf16_grads(void) {
         att16_case a = att16_new(k, 1500 + (uint32_t)k);
         const int n = a.n, T = a.T, heads = a.heads, hd = a.hd;
         const size_t nq = a.nq, no = a.no, nl = a.nl;
-        float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq), *ow;
-        uint16_t *oh, *dqh = malloc(nq * sizeof *dqh);
+        float *out = zeros(no), *lse = zeros(nl), *dq = zeros(nq), *ow, *gw, *dq2 = zeros(nq);
+        uint16_t *oh, *dqh = malloc(nq * sizeof *dqh), *gh;
+        bf16_pair(a.g, no, &gh, &gw); /* dO rounded: the bf16 dout and its widened values */
         for (int t = 0; t < 2; t++)
             for (int v = 0; v < 4; v++) {
                 /* v: bit 0 qkv bf16, bit 1 out bf16 */
@@ -1072,11 +1103,67 @@ static void test_kernels_bf16_grads(void) {
                 memset(dqh, 0xff, nq * sizeof *dqh);
                 B16->attention_bwd(Cb[t], dqh, a.g, q, o, lse, n, T, heads, hd, types | UMD_GRAD);
                 same_rounded("attention_bwd bf16 dqkv", dqh, dq, nq, which);
+                /* a bf16 dout (UMD_GRAD_X): the fp32 op's bits on its widened values */
+                B16->attention_bwd(Cb[t], dq, gw, q, o, lse, n, T, heads, hd, types);
+                for (size_t i = 0; i < nq; i++) dq2[i] = NAN;
+                B16->attention_bwd(Cb[t], dq2, gh, q, o, lse, n, T, heads, hd, types | UMD_GRAD_X);
+                same_bits("attention_bwd dqkv on a bf16 dout", dq2, dq, nq, which);
+                memset(dqh, 0xff, nq * sizeof *dqh);
+                B16->attention_bwd(Cb[t], dqh, gh, q, o, lse, n, T, heads, hd,
+                                   types | UMD_GRAD | UMD_GRAD_X);
+                same_rounded("attention_bwd bf16 dqkv on a bf16 dout", dqh, dq, nq, which);
                 free(oh);
                 free(ow);
             }
         att16_free(&a);
-        free(out); free(lse); free(dq); free(dqh);
+        free(out); free(lse); free(dq); free(dqh); free(dq2); free(gh); free(gw);
+    }
+
+    /* layernorm_bwd on a bf16 dout (UMD_GRAD_X): the fp32 op's bits on its widened values, with
+     * and without the modulation, dx written or added */
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int n = shapes[k][0], T = shapes[k][1], w = shapes[k][2], st = 6 * w;
+        const size_t N = (size_t)n * T * w, R = (size_t)n * T, nm = (size_t)n * st;
+        float *x = randn(N, 1600 + (uint32_t)k, 1.0f), *d = randn(N, 1610 + (uint32_t)k, 1.0f), *dw;
+        float *mod = randn(nm, 1620 + (uint32_t)k, 0.5f), *g = randn((size_t)w, 1630, 1.0f);
+        float *bt = randn((size_t)w, 1631, 0.3f), *dx0 = randn(N, 1640 + (uint32_t)k, 1.0f);
+        float *mean = zeros(R), *rstd = zeros(R), *out = zeros(N);
+        uint16_t *dh;
+        bf16_pair(d, N, &dh, &dw);
+        O->layernorm_fwd(C1, out, mean, rstd, x, g, bt, NULL, st, n, T, w, (long)T * w,
+                         (long)T * w, UMD_F32);
+        float *r1[4], *r2[4]; /* dx, dgamma, dbeta, dmod */
+        const size_t rn[4] = {N, (size_t)w, (size_t)w, nm};
+        for (int j = 0; j < 4; j++) r1[j] = zeros(rn[j]), r2[j] = zeros(rn[j]);
+        for (int t = 0; t < 2; t++)
+            for (int v = 0; v < 4; v++) {
+                /* v: bit 0 modulated, bit 1 dx added */
+                const int um = v & 1, acc = v >> 1, which = (int)k * 10 + t * 4 + v;
+                for (int j = 0; j < 4; j++) {
+                    memset(r1[j], 0, rn[j] * sizeof(float));
+                    memset(r2[j], 0, rn[j] * sizeof(float));
+                }
+                memcpy(r1[0], dx0, N * sizeof(float));
+                memcpy(r2[0], dx0, N * sizeof(float));
+                if (!acc)
+                    for (size_t i = 0; i < N; i++) r2[0][i] = NAN;
+                for (int pass = 0; pass < 2; pass++) {
+                    float **r = pass ? r2 : r1;
+                    B16->layernorm_bwd(Cb[t], r[0], r[1], r[2], um ? r[3] : NULL,
+                                       pass ? (const void *)dh : (const void *)dw, x, mean, rstd, g,
+                                       bt, um ? mod : NULL, st, n, T, w, (long)T * w, (long)T * w,
+                                       acc, pass ? UMD_GRAD_X : UMD_F32);
+                }
+                static const char *const what[4] = {"dx", "dgamma", "dbeta", "dmod"};
+                for (int j = 0; j < (um ? 4 : 3); j++) {
+                    char msg[64];
+                    snprintf(msg, sizeof msg, "layernorm_bwd %s on a bf16 dout", what[j]);
+                    same_bits(msg, r2[j], r1[j], rn[j], which);
+                }
+            }
+        free(x); free(d); free(dw); free(dh); free(mod); free(g); free(bt); free(dx0); free(mean);
+        free(rstd); free(out);
+        for (int j = 0; j < 4; j++) free(r1[j]), free(r2[j]);
     }
     bf16_ctxs_close(Cb, ws);
 }

@@ -504,7 +504,7 @@ static void noscratch_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const vo
     umd_ops_cpu()->mlp_fwd(c, y, h, own, x, W1, b1, W2, b2, M, F, w, types);
     free(own);
 }
-static void noscratch_mlp_bwd(umd_ctx *c, float *dx, float *dW1, float *db1, float *dW2,
+static void noscratch_mlp_bwd(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2,
                               float *db2, const void *dy, const void *x, const void *h,
                               const float *W1, const float *W2, float *tmp, int M, int F, int w,
                               int types) {
