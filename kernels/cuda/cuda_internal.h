@@ -124,6 +124,10 @@ struct umd_ctx {
                                   (M, F) scratch (mlp.cu): UMDQ_CUDA_BF16_DH=1 */
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
+    int grad_bf16;             /* the model keeps gradient tensors (ops.h: the gradients of the
+                                  branch outputs and of qkv) in bf16 (grad_operand): bf16 branch
+                                  tensors and UMDQ_CUDA_BF16_GRAD=1, else fp32. Unlike the other
+                                  flags, UMD_GRAD counts only in such a context (cuda_grad_bf16) */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
@@ -155,6 +159,13 @@ static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
  * where the flag is set and the context's operands are bf16; else fp32, whatever the flag. */
 static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
     return cuda_opnd_bf16(c, (types & flag) ? UMD_OPND : UMD_F32);
+}
+
+/* 1 when the gradient tensor an op's types flag with UMD_GRAD is bf16: the flag is set and the
+ * context keeps gradient tensors so (grad_bf16, which implies bf16 operands); else fp32, whatever
+ * the flag. */
+static inline int cuda_grad_bf16(const umd_ctx *c, int types) {
+    return (types & UMD_GRAD) && c->grad_bf16;
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
