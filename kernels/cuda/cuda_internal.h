@@ -222,6 +222,10 @@ int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bflo
 /* 1 when the workspace's partials hold the chunks of a column sum over M rows of N. */
 int cuda_colsum_fits(const umd_ctx *c, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
+/* db (N) += the column sums of g (M, N) bf16, its values widened: the sums alone (a bf16 gradient
+ * tensor the GEMMs read as it is), in the chunks and order cuda_bias_colsum_bf16 sums an fp32 dy
+ * holding those values. -1 (nothing done) when the partials cannot hold the chunks. */
+int cuda_colsum_bf16(umd_ctx *c, const char *op, float *db, const __nv_bfloat16 *g, long M, int N);
 /* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd); h fp32, or bf16 (hbf: the MLP's hidden
  * state where the context keeps it so), whose values are widened first. */
 void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const void *h, int hbf,
