@@ -249,14 +249,16 @@ int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
  *   cuda_lt_gelu_fc1  h (M, F) bf16 = x W1^T + b1 (the fp32 sum rounded once) and c->bf_b (M, F)
  *                     = bf16(gelu(the fp32 sum)) in one GEMM (GELU_AUX_BIAS); x the bf16 operand
  *                     itself (xbf) or fp32, staged into bf_a; W1 staged into bf_w
- *   cuda_lt_dgelu     c->bf_b (M, F) = bf16((dy W2) * gelu'(h)) from dy in bf_a (M, w) and W2 in
- *                     bf_w (w, F), staged by the caller, and db1 (F) += its column sums (DGELU_BGRAD,
- *                     the sums cuBLASLt's, in fp32 or where it takes only that bf16); db1 may be NULL
+ *   cuda_lt_dgelu     c->bf_b (M, F) = bf16((dy W2) * gelu'(h)) from dy (M, w) bf16 (bf_a, staged
+ *                     by the caller, or a bf16 gradient tensor) and W2 in bf_w (w, F), and db1 (F)
+ *                     += its column sums (DGELU_BGRAD, the sums cuBLASLt's, in fp32 or where it
+ *                     takes only that bf16); db1 may be NULL
  * 0, or -1 when cuBLASLt has no such plan for the shape (nothing was queued): the caller takes the
  * staging passes instead. */
 int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
                      const float *b1, int M, int F, int w);
-int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w);
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
+                  int M, int F, int w);
 /* 1 when cuBLASLt has plans for both GELU epilogues of an (M, F, w) MLP with biases (fc1's
  * GELU_AUX_BIAS, the backward's DGELU_BGRAD), made now where they are not yet: the calls find the
  * same ones. Also before set_workspace (its pointers' alignment then stood in for). */

@@ -560,7 +560,8 @@ static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat1
  *          (GELU_AUX_BIAS: h, rounded once; D is the fc2 operand, into bf_b), b1 copied into the
  *          partials in fp32, or rounded to bf16 where cuBLASLt takes only a bias of D's type (as
  *          bf16 autocast rounds it)
- *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b), with
+ *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b; dy the
+ *          bf16 operand the caller passes: bf_a, or a bf16 gradient tensor itself), with
  *          DGELU_BGRAD the bias gradient too: D's row sums (over the M tokens), db1's increment,
  *          into the partials in fp32, or bf16 where cuBLASLt takes only that
  * The bias and its gradient live in the partials (free between ops), 256-byte aligned as the
@@ -681,13 +682,14 @@ int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w) {
     return p && p->usable;
 }
 
-int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w) {
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
+                  int M, int F, int w) {
     lt_plan *p = lt_dgelu_plan(c, db1 != NULL, M, F, w);
     if (!p || !p->usable) {
         c->gelu_epi_refused++;
         return -1;
     }
-    if (lt_gelu_matmul(c, op, p, c->bf_w, c->bf_a, db1 ? (const void *)c->partials : NULL, h))
+    if (lt_gelu_matmul(c, op, p, c->bf_w, dy, db1 ? (const void *)c->partials : NULL, h))
         return 0;
     if (db1) {
         k_add_vec<<<cuda_blocks((size_t)F, THREADS), THREADS, 0, c->stream>>>(db1, c->partials,
