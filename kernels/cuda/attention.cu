@@ -145,10 +145,7 @@ extern "C" int cuda_attention_operand(const umd_ctx *c, int hd) {
 
 extern "C" int cuda_branch_operand(const umd_ctx *c) { return c->branch_bf16; }
 
-extern "C" int cuda_grad_operand(const umd_ctx *c) {
-    (void)c;
-    return 0;
-}
+extern "C" int cuda_grad_operand(const umd_ctx *c) { return c->grad_bf16; }
 
 /* A bf16 qkv (qbf), out (obf) or dqkv (gbf) met the fused or the GEMM path, which read fp32
  * qkv, write and read fp32 out and write fp32 dqkv: the context fails rather than take bf16 for
