@@ -46,6 +46,11 @@
  *             [--bf16-dh]     (the MLP's dy W2 in bf16, its GELU backward reading it rounded, as
  *                              bf16 autocast's gradient of fc2's input: no fp32 (tokens, F)
  *                              scratch, as UMDQ_CUDA_BF16_DH=1 does for a job; implies --bf16-mlp)
+ *             [--bf16-grad]   (also the gradients of the branch tensors, and of qkv where the mma
+ *                              attention takes it, in bf16: written rounded by the gated
+ *                              residuals' and attention's backward, read as they are by the
+ *                              backward GEMMs, as bf16 autocast's backward keeps them, as
+ *                              UMDQ_CUDA_BF16_GRAD=1 does for a job; implies --bf16-branch)
  *             [--bf16-bias]   (a bf16 y's bias rounded to bf16 too, as bf16 autocast casts it:
  *                              cuBLASLt writes the bf16 y with a bias of its type, where it has
  *                              no bf16 output with an fp32 bias, as UMDQ_CUDA_BF16_BIAS=1 does
@@ -520,7 +525,7 @@ int main(int argc, char **argv) {
             /* every switch off (the options after it turn some on again) */
             static const char *const sw[] = {"GRAPH", "FUSED_NORM", "BF16_OPERANDS", "BF16_MLP",
                                              "GELU_EPILOGUE", "BF16_BRANCH", "BF16_BIAS", "BF16_DH",
-                                             "ATTN_KV32", "ATTN_FWD32"};
+                                             "BF16_GRAD", "ATTN_KV32", "ATTN_FWD32"};
             for (size_t k = 0; k < sizeof sw / sizeof *sw; k++) {
                 char var[64];
                 snprintf(var, sizeof var, "UMDQ_CUDA_%s", sw[k]);
@@ -563,6 +568,13 @@ int main(int argc, char **argv) {
             /* likewise; the MLP's dy W2 in bf16, read so by its GELU backward (with a bf16 h) */
             setenv("UMDQ_CUDA_BF16_DH", "1", 1);
             setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
+            continue;
+        }
+        if (!strcmp(o, "--bf16-grad")) {
+            /* likewise; a context reads it only with bf16 branch tensors, whose gradients these are */
+            setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
             setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
@@ -647,7 +659,7 @@ usage:
     fprintf(stderr, "usage: train_gpu [--steps N] [--warmup N] [--batch B] [--only s28|s32|b64] "
                     "[--precision tf32|bf16|fp32] [--profile] [--switches-off] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
-                    "[--bf16-bias] [--bf16-dh] "
+                    "[--bf16-bias] [--bf16-dh] [--bf16-grad] "
                     "[--attn-kv32] [--attn-fwd32] "
                     "[--linears] [--attention]\n");
     return 2;

@@ -3,11 +3,12 @@
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
-# they are by default (umd_cuda.h), B/4 bf16 with train.recompute "norms", then with every switch
-# off and with each one alone on top (bf16 operands, the MLP's bf16 h, its GELU epilogues, bf16
-# branch tensors, bf16 biases, the fused norm, the attention's 32-query and 32-row kernels, the
-# step recorded as a CUDA graph), the attention alone in its variants, and the defaults with
-# "partial" and "full"; and print a short table.
+# they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
+# (UMDQ_CUDA_BF16_GRAD=1, off by default), B/4 bf16 with train.recompute "norms", then with every
+# switch off and with each one alone on top (bf16 operands, the MLP's bf16 h, its dy W2 in bf16,
+# its GELU epilogues, bf16 branch tensors, their gradients in bf16, bf16 biases, the fused norm,
+# the attention's 32-query and 32-row kernels, the step recorded as a CUDA graph), the attention
+# alone in its variants, and the defaults with "partial" and "full"; and print a short table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize] [--budget S]
@@ -19,10 +20,11 @@
 #                                                     run the binaries of such a bundle (a GPU
 #                                                     machine without the -dev packages)
 # --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
-# 290): the benchmark rows run in order of what they decide (the plain step first, then every
-# switch together), each cut to what is left of S seconds from the start, and those that find
-# less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
-# go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
+# 290): the benchmark rows run in order of what they decide (the plain step first, then the
+# defaults with bf16 gradients), each cut to what is left of S seconds from the start, and those
+# that find less than 20 s left are skipped, so the tables come out in time; the summary names
+# them. Logs go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step
+# does not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -145,6 +147,9 @@ sw_steps=$(( steps < 6 ? steps : 6 ))
 echo "== benchmark: train_gpu --steps $steps (the switches as they are by default)"
 gpu 300 train_gpu --steps "$steps" --warmup 3
 echo
+echo "== benchmark: the same B/4 bf16 with --bf16-grad (the defaults, and the gradients of the branch tensors and of qkv in bf16: UMDQ_CUDA_BF16_GRAD=1, off by default until timed here)"
+gpu 120 train_gpu--bf16-grad --only b64 --precision bf16 --bf16-grad --steps "$steps" --warmup 3
+echo
 echo "== benchmark: the same B/4 bf16 with --recompute-norms (the LayerNorms and the residual again in the backward)"
 gpu 120 train_gpu--recompute-norms --only b64 --precision bf16 --recompute-norms --steps "$sw_steps" --warmup 2
 echo
@@ -154,13 +159,14 @@ echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off (every switch off: the row each switch is timed against)"
 gpu 120 train_gpu_off --only b64 --precision bf16 --switches-off --steps "$sw_steps" --warmup 2
 echo
-for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
+for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --bf16-grad --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
   case $sw in
     --bf16-operands) what="the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion" ;;
     --bf16-mlp) what="the MLP's h in bf16" ;;
     --bf16-dh) what="the MLP's h and dy W2 in bf16 (no MLP scratch)" ;;
     --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues" ;;
     --bf16-branch) what="attention's output and proj's and fc2's in bf16" ;;
+    --bf16-grad) what="those branch tensors and their gradients (and qkv's) in bf16" ;;
     --bf16-bias) what="a bf16 y's bias in bf16, so cuBLASLt writes the bf16 y" ;;
     --fused-norm) what="gated residual + LayerNorm in one kernel" ;;
     *) what="the mma attention's dK dV step over 32 queries and its forward's warps over 32 rows (each alone: --attention below)" ;;
@@ -204,6 +210,8 @@ sw_row() { # name, test pattern, log
   local r; r=$(b64_row "$3")
   printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - - -}" | sed 's/ / | /g')"
 }
+GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's bf16-gradient tests
+sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -217,6 +225,7 @@ sw_row "off + UMDQ_CUDA_BF16_DH=1 (with BF16_MLP)" "mlp_bf16_dh|bf16_dh.*" "$LOG
 sw_row "off + UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|mlp_scratch|gelu_epilogue_.*" "$LOGS/train_gpu_geluepilogue.log"
 sw_row "off + UMDQ_CUDA_BF16_BRANCH=1 (with operands)" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
   "$LOGS/train_gpu_bf16branch.log"
+sw_row "off + UMDQ_CUDA_BF16_GRAD=1 (with BF16_BRANCH)" "$GRAD_TESTS" "$LOGS/train_gpu_bf16grad.log"
 sw_row "off + UMDQ_CUDA_BF16_BIAS=1 (with operands)" "linear_bf16_bias|bf16_bias.*" "$LOGS/train_gpu_bf16bias.log"
 sw_row "off + UMDQ_CUDA_ATTN_KV32=1 + ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attnkv32attnfwd32.log"

@@ -31,7 +31,13 @@
  * context with bf16 operands (the model asks so only where attention_operand and branch_operand
  * both say 1): the mma kernels write it bf16 in their epilogue and read it so in the backward's
  * D. This path and the fused one write and read fp32 out only: a bf16 out that would reach them
- * fails the context likewise, before anything is written. */
+ * fails the context likewise, before anything is written.
+ * Gradient tensors (ops.h): the backward's dqkv is one where the types say UMD_GRAD in a context
+ * that keeps them in bf16 (grad_operand: UMDQ_CUDA_BF16_GRAD=1, with bf16 branch tensors), and
+ * the model says so only with a bf16 qkv (UMD_OPND): the mma kernels round their fp32 dq, dk, dv
+ * once in the store, half the bytes written. This path and the fused one write fp32 dqkv only, and
+ * the mma kernels write bf16 only with a bf16 qkv: a bf16 dqkv asked anywhere else fails the
+ * context, naming the op and why, before anything is written. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -139,16 +145,14 @@ extern "C" int cuda_attention_operand(const umd_ctx *c, int hd) {
 
 extern "C" int cuda_branch_operand(const umd_ctx *c) { return c->branch_bf16; }
 
-extern "C" int cuda_grad_operand(const umd_ctx *c) {
-    (void)c;
-    return 0;
-}
+extern "C" int cuda_grad_operand(const umd_ctx *c) { return c->grad_bf16; }
 
-/* A bf16 qkv (qbf) or out (obf) met the fused or the GEMM path, which read fp32 qkv and write
- * and read fp32 out: the context fails rather than take bf16 for fp32. 1 when it did. */
-static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int n, int T, int heads,
-                            int hd) {
-    if (!qbf && !obf) return 0;
+/* A bf16 qkv (qbf), out (obf) or dqkv (gbf) met the fused or the GEMM path, which read fp32
+ * qkv, write and read fp32 out and write fp32 dqkv: the context fails rather than take bf16 for
+ * fp32. 1 when it did. */
+static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int gbf, int n, int T,
+                            int heads, int hd) {
+    if (!qbf && !obf && !gbf) return 0;
     const char *mode = c->attn_mode == UMD_ATTN_MMA     ? "mma"
                        : c->attn_mode == UMD_ATTN_FUSED ? "fused"
                                                         : "gemm";
@@ -160,13 +164,19 @@ static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int n,
                  "T %d, heads %d) runs on the %s path, which reads fp32 qkv (only the mma kernels "
                  "read bf16)",
                  hd, mode, n, T, heads, path);
-    else
+    else if (obf)
         snprintf(what, sizeof what,
                  "out is a bf16 branch tensor (UMD_OPND_O), and attention at head width %d "
                  "(attention mode %s; n %d, T %d, heads %d) runs on the %s path, which %s fp32 out "
                  "(only the mma kernels take bf16)",
                  hd, mode, n, T, heads, path,
                  strcmp(op, "attention_fwd") == 0 ? "writes" : "reads");
+    else
+        snprintf(what, sizeof what,
+                 "dqkv is a bf16 gradient tensor (UMD_GRAD), and attention at head width %d "
+                 "(attention mode %s; n %d, T %d, heads %d) runs on the %s path, which writes fp32 "
+                 "dqkv (only the mma kernels write bf16)",
+                 hd, mode, n, T, heads, path);
     cuda_fail(c, op, what);
     return 1;
 }
@@ -180,7 +190,7 @@ extern "C" void cuda_attention_fwd(umd_ctx *c, void *outv, float *lse, const voi
         cuda_mma_attention_fwd(c, outv, lse, qkvv, n, T, heads, qbf, obf);
         return;
     }
-    if (bf16_unsupported(c, "attention_fwd", qbf, obf, n, T, heads, hd)) return;
+    if (bf16_unsupported(c, "attention_fwd", qbf, obf, 0, n, T, heads, hd)) return;
     const float *qkv = (const float *)qkvv;
     float *out = (float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
@@ -242,15 +252,26 @@ extern "C" void cuda_attention_bwd(umd_ctx *c, void *dqkvv, const void *doutv, c
                                    const void *outv, const float *lse, int n, int T, int heads,
                                    int hd, int types) {
     CUDA_OP(c);
-    float *dqkv = (float *)dqkvv;
     const float *dout = (const float *)doutv;
     if (n <= 0 || T <= 0) return;
     const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
+    const int gbf = cuda_grad_bf16(c, types);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        cuda_mma_attention_bwd(c, dqkv, dout, qkvv, outv, lse, n, T, heads, qbf, obf);
+        if (gbf && !qbf) {
+            char what[240];
+            snprintf(what, sizeof what,
+                     "dqkv is a bf16 gradient tensor (UMD_GRAD) and qkv is fp32 (attention mode "
+                     "mma, head width %d; n %d, T %d, heads %d): the mma kernels write a bf16 dqkv "
+                     "only from a bf16 qkv (UMD_OPND)",
+                     hd, n, T, heads);
+            cuda_fail(c, "attention_bwd", what);
+            return;
+        }
+        cuda_mma_attention_bwd(c, dqkvv, dout, qkvv, outv, lse, n, T, heads, qbf, obf, gbf);
         return;
     }
-    if (bf16_unsupported(c, "attention_bwd", qbf, obf, n, T, heads, hd)) return;
+    if (bf16_unsupported(c, "attention_bwd", qbf, obf, gbf, n, T, heads, hd)) return;
+    float *dqkv = (float *)dqkvv;
     const float *qkv = (const float *)qkvv, *out = (const float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
         cuda_flash_bwd(c, dqkv, dout, qkv, out, lse, n, T, heads, hd);

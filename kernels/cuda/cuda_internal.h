@@ -94,9 +94,10 @@ struct umd_ctx {
     int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
     int attn_kv32;             /* the mma dK dV kernels step 32 queries at a time (3 blocks a
                                   multiprocessor; the same bits): UMDQ_CUDA_ATTN_KV32=1 */
-    signed char kv32_res[48];  /* per T rounded up to 16 (up to 384) and qkv type: whether the
-                                  resident dK dV kernel steps 32 queries (1), or 64 (-1), 0 not
-                                  yet asked (mma_attention.cu, res_kv32) */
+    signed char kv32_res[72];  /* per T rounded up to 16 (up to 384) and kernel pair (qkv fp32,
+                                  bf16, bf16 with a bf16 dqkv): whether the resident dK dV kernel
+                                  steps 32 queries (1), or 64 (-1), 0 not yet asked
+                                  (mma_attention.cu, res_kv32) */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */
@@ -124,6 +125,10 @@ struct umd_ctx {
                                   (M, F) scratch (mlp.cu): UMDQ_CUDA_BF16_DH=1 */
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
+    int grad_bf16;             /* the model keeps gradient tensors (ops.h: the gradients of the
+                                  branch outputs and of qkv) in bf16 (grad_operand): bf16 branch
+                                  tensors and UMDQ_CUDA_BF16_GRAD=1, else fp32. Unlike the other
+                                  flags, UMD_GRAD counts only in such a context (cuda_grad_bf16) */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
@@ -157,6 +162,13 @@ static inline int cuda_opnd_bf16(const umd_ctx *c, int type) {
  * where the flag is set and the context's operands are bf16; else fp32, whatever the flag. */
 static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
     return cuda_opnd_bf16(c, (types & flag) ? UMD_OPND : UMD_F32);
+}
+
+/* 1 when the gradient tensor an op's types flag with UMD_GRAD is bf16: the flag is set and the
+ * context keeps gradient tensors so (grad_bf16, which implies bf16 operands); else fp32, whatever
+ * the flag. */
+static inline int cuda_grad_bf16(const umd_ctx *c, int types) {
+    return (types & UMD_GRAD) && c->grad_bf16;
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
@@ -212,6 +224,10 @@ int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bflo
 /* 1 when the workspace's partials hold the chunks of a column sum over M rows of N. */
 int cuda_colsum_fits(const umd_ctx *c, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
+/* db (N) += the column sums of g (M, N) bf16, its values widened: the sums alone (a bf16 gradient
+ * tensor the GEMMs read as it is), in the chunks and order cuda_bias_colsum_bf16 sums an fp32 dy
+ * holding those values. -1 (nothing done) when the partials cannot hold the chunks. */
+int cuda_colsum_bf16(umd_ctx *c, const char *op, float *db, const __nv_bfloat16 *g, long M, int N);
 /* dst (n) bf16 <- gelu(h) (GELU-tanh, as gelu_fwd); h fp32, or bf16 (hbf: the MLP's hidden
  * state where the context keeps it so), whose values are widened first. */
 void cuda_gelu_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const void *h, int hbf,
@@ -235,14 +251,16 @@ int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
  *   cuda_lt_gelu_fc1  h (M, F) bf16 = x W1^T + b1 (the fp32 sum rounded once) and c->bf_b (M, F)
  *                     = bf16(gelu(the fp32 sum)) in one GEMM (GELU_AUX_BIAS); x the bf16 operand
  *                     itself (xbf) or fp32, staged into bf_a; W1 staged into bf_w
- *   cuda_lt_dgelu     c->bf_b (M, F) = bf16((dy W2) * gelu'(h)) from dy in bf_a (M, w) and W2 in
- *                     bf_w (w, F), staged by the caller, and db1 (F) += its column sums (DGELU_BGRAD,
- *                     the sums cuBLASLt's, in fp32 or where it takes only that bf16); db1 may be NULL
+ *   cuda_lt_dgelu     c->bf_b (M, F) = bf16((dy W2) * gelu'(h)) from dy (M, w) bf16 (bf_a, staged
+ *                     by the caller, or a bf16 gradient tensor) and W2 in bf_w (w, F), and db1 (F)
+ *                     += its column sums (DGELU_BGRAD, the sums cuBLASLt's, in fp32 or where it
+ *                     takes only that bf16); db1 may be NULL
  * 0, or -1 when cuBLASLt has no such plan for the shape (nothing was queued): the caller takes the
  * staging passes instead. */
 int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
                      const float *b1, int M, int F, int w);
-int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w);
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
+                  int M, int F, int w);
 /* 1 when cuBLASLt has plans for both GELU epilogues of an (M, F, w) MLP with biases (fc1's
  * GELU_AUX_BIAS, the backward's DGELU_BGRAD), made now where they are not yet: the calls find the
  * same ones. Also before set_workspace (its pointers' alignment then stood in for). */
@@ -288,14 +306,14 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
  * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
  * usable for these shapes (that choice, and the shapes within the kernels' grid and the
  * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor, out fp32 or (obf)
- * a bf16 branch tensor. */
+ * a bf16 branch tensor; the backward's dqkv fp32 or (gbf, with qbf only) a bf16 gradient tensor. */
 int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
 void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
                             int heads, int qbf, int obf);
-void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
                             const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf);
+                            int obf, int gbf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);

@@ -43,7 +43,20 @@
  * for it), each chunk's fp32 y is computed as the default context computes it, into the bf16
  * stages' free bytes, and rounded into y (y_bf16_via_fp32): the same bits, one pass more.
  * A bf16 y never gets fp32 written into it: where neither way has room or a plan, or with
- * weights beyond the bf16 stage, the context fails, naming the op and the shape. */
+ * weights beyond the bf16 stage, the context fails, naming the op and the shape.
+ * Gradient tensors (ops.h): linear_bwd's dy is one where the types say UMD_GRAD in a context that
+ * keeps them in bf16 (grad_operand: UMDQ_CUDA_BF16_GRAD=1, with bf16 branch tensors;
+ * cuda_grad_bf16). The op before it (gate_residual_bwd, attention_bwd) wrote dy as its fp32
+ * result rounded once to nearest even, the value the stage's conversion makes of an fp32 dy, so
+ * dx = dy W and dW = dy^T x read dy as their A operand in place of bf_a, with the same chunks and
+ * shapes: the bits of an fp32 dy holding those values, without the conversion pass (M N 4 bytes
+ * read and M N 2 written fewer, besides dy's own bytes halved). db += its column sums in one pass
+ * that reads it and writes nothing else (the column-sum kernels with their store compiled out, on
+ * src_bf16: M N 2 bytes read), in the chunks and the order of the fused conversion, so db has the
+ * fp32 dy's bits too where that one is summed so (whole in the stage, the partials holding its
+ * chunks, the same 4-wide or scalar layout; else an fp32 dy's sums are a gemv, within fp32
+ * rounding). Weights beyond the bf16 stage (the path that reads dy in fp32) and a db whose chunks
+ * the partials cannot hold refuse a bf16 dy: the context fails, naming the op and the shapes. */
 #include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
@@ -156,6 +169,15 @@ struct src_dgelu16g {
                            a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
     }
     bool aligned() const { return (((uintptr_t)g | (uintptr_t)h) & 7) == 0; }
+};
+
+/* A bf16 tensor's values widened (exactly): a gradient tensor (UMD_GRAD) whose column sums are
+ * wanted (linear_bwd's and mlp_bwd's bias gradients of a bf16 dy). */
+struct src_bf16 {
+    const __nv_bfloat16 *a;
+    __device__ float at(long i) const { return __bfloat162float(a[i]); }
+    __device__ float4 at4(long i) const { return widen4(a + i); }
+    bool aligned() const { return ((uintptr_t)a & 7) == 0; }
 };
 
 __device__ static inline uint2 bf16x4(float4 v) {
@@ -538,7 +560,8 @@ static const __nv_bfloat16 *x_bf16_rows(umd_ctx *c, const char *op, __nv_bfloat1
  *          (GELU_AUX_BIAS: h, rounded once; D is the fc2 operand, into bf_b), b1 copied into the
  *          partials in fp32, or rounded to bf16 where cuBLASLt takes only a bias of D's type (as
  *          bf16 autocast rounds it)
- *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b), with
+ *   dgelu  D (F, M) = (W2 as (F, w)) dy^T (w, M) * gelu'(aux = h) (DGELU: dh, into bf_b; dy the
+ *          bf16 operand the caller passes: bf_a, or a bf16 gradient tensor itself), with
  *          DGELU_BGRAD the bias gradient too: D's row sums (over the M tokens), db1's increment,
  *          into the partials in fp32, or bf16 where cuBLASLt takes only that
  * The bias and its gradient live in the partials (free between ops), 256-byte aligned as the
@@ -659,13 +682,14 @@ int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w) {
     return p && p->usable;
 }
 
-int cuda_lt_dgelu(umd_ctx *c, const char *op, const void *h, float *db1, int M, int F, int w) {
+int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
+                  int M, int F, int w) {
     lt_plan *p = lt_dgelu_plan(c, db1 != NULL, M, F, w);
     if (!p || !p->usable) {
         c->gelu_epi_refused++;
         return -1;
     }
-    if (lt_gelu_matmul(c, op, p, c->bf_w, c->bf_a, db1 ? (const void *)c->partials : NULL, h))
+    if (lt_gelu_matmul(c, op, p, c->bf_w, dy, db1 ? (const void *)c->partials : NULL, h))
         return 0;
     if (db1) {
         k_add_vec<<<cuda_blocks((size_t)F, THREADS), THREADS, 0, c->stream>>>(db1, c->partials,
@@ -731,14 +755,16 @@ extern "C" void cuda_linear_fwd(umd_ctx *c, void *yv, const void *xv, const floa
 
 /* Column sums fused into a conversion to bf16: dst (M, N) bf16 <- v, and partials[chunk][j] =
  * the sum of v[r][j] over the chunk's rows r, where v is dy itself (src_plain) or dy * gelu'(h)
- * (src_dgelu, src_dgelu16: the GELU backward of the MLP, mlp.cu). Two layouts:
+ * (src_dgelu, src_dgelu16: the GELU backward of the MLP, mlp.cu). STORE false: the sums alone,
+ * dst not written (a bf16 dy, src_bf16, which the GEMMs read as it is), the same sums in the same
+ * order as with the store. Two layouts:
  *   k_colsum_bf16    a thread per column, a grid row per chunk, rows in order (any N, alignment)
  *   k_colsum_bf16_4  N % 4 == 0 and aligned rows (the source's aligned(): 16 bytes of fp32, 8
  *                    of a bf16 h): a block of 32 x 8 threads over 128 columns (4 per thread:
  *                    float4 loads, 4-wide loads of a bf16 h, 8-byte bf16 stores); row lane y takes
  *                    rows y, y + 8, ... of the chunk, and the 8 lane sums are added in lane order
  * then k_colsum_add adds the chunks' partials into db in chunk order: deterministic, no atomics. */
-template <class S>
+template <bool STORE, class S>
 __global__ static void k_colsum_bf16(__nv_bfloat16 *dst, float *partials, S src, long M, int N, long R) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= N) return;
@@ -747,13 +773,13 @@ __global__ static void k_colsum_bf16(__nv_bfloat16 *dst, float *partials, S src,
 #pragma unroll 4
     for (long r = r0; r < r1; r++) {
         float v = src.at(r * N + j);
-        dst[r * N + j] = __float2bfloat16(v);
+        if (STORE) dst[r * N + j] = __float2bfloat16(v);
         s += v;
     }
     partials[(long)blockIdx.y * N + j] = s;
 }
 
-template <class S>
+template <bool STORE, class S>
 __global__ static void k_colsum_bf16_4(__nv_bfloat16 *dst, float *partials, S src, long M, int N, long R) {
     __shared__ float4 part[8][32];
     const int tx = threadIdx.x, ty = threadIdx.y, j = (blockIdx.x * 32 + tx) * 4;
@@ -762,7 +788,7 @@ __global__ static void k_colsum_bf16_4(__nv_bfloat16 *dst, float *partials, S sr
     if (j < N)
         for (long r = r0 + ty; r < r1; r += 8) {
             float4 v = src.at4(r * N + j);
-            *reinterpret_cast<uint2 *>(dst + r * N + j) = bf16x4(v);
+            if (STORE) *reinterpret_cast<uint2 *>(dst + r * N + j) = bf16x4(v);
             s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
         }
     part[ty][tx] = s;
@@ -799,17 +825,18 @@ static long colsum_rows(const umd_ctx *c, long M, int N, long *chunks) {
     return *chunks <= 65535 ? R : 0;
 }
 
-/* 0, or -1 when the partials do not fit (nothing was done). */
-template <class S>
+/* 0, or -1 when the partials do not fit (nothing was done). STORE false: dst is NULL (the sums
+ * alone); the layout is chosen by N and the source's alignment as with a dst. */
+template <bool STORE, class S>
 static int colsum_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, float *db, S src, long M, int N) {
     long chunks, R = c->failed ? 0 : colsum_rows(c, M, N, &chunks);
     if (R == 0) return -1;
     if (N % 4 == 0 && src.aligned() && ((uintptr_t)dst & 7) == 0) {
         dim3 grid(cuda_blocks((size_t)N, 128), (unsigned)chunks), block(32, 8);
-        k_colsum_bf16_4<<<grid, block, 0, c->stream>>>(dst, c->partials, src, M, N, R);
+        k_colsum_bf16_4<STORE><<<grid, block, 0, c->stream>>>(dst, c->partials, src, M, N, R);
     } else {
         dim3 grid(cuda_blocks((size_t)N, 128), (unsigned)chunks);
-        k_colsum_bf16<<<grid, 128, 0, c->stream>>>(dst, c->partials, src, M, N, R);
+        k_colsum_bf16<STORE><<<grid, 128, 0, c->stream>>>(dst, c->partials, src, M, N, R);
     }
     if (CUDA_LAUNCHED(c, op)) return 0;
     k_colsum_add<<<cuda_blocks((size_t)N, 128), 128, 0, c->stream>>>(db, c->partials, chunks, N);
@@ -818,14 +845,19 @@ static int colsum_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, float *db
 }
 
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N) {
-    return colsum_bf16(c, "linear_bwd", dst, db, src_plain{dy}, M, N);
+    return colsum_bf16<true>(c, "linear_bwd", dst, db, src_plain{dy}, M, N);
+}
+
+int cuda_colsum_bf16(umd_ctx *c, const char *op, float *db, const __nv_bfloat16 *g, long M, int N) {
+    return colsum_bf16<false>(c, op, NULL, db, src_bf16{g}, M, N);
 }
 
 int cuda_dgelu_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *g,
                            const void *h, int hbf, long M, int N) {
     if (hbf)
-        return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu16{g, (const __nv_bfloat16 *)h}, M, N);
-    return colsum_bf16(c, "mlp_bwd", dst, db, src_dgelu{g, (const float *)h}, M, N);
+        return colsum_bf16<true>(c, "mlp_bwd", dst, db, src_dgelu16{g, (const __nv_bfloat16 *)h}, M,
+                                 N);
+    return colsum_bf16<true>(c, "mlp_bwd", dst, db, src_dgelu{g, (const float *)h}, M, N);
 }
 
 int cuda_colsum_fits(const umd_ctx *c, long M, int N) {
@@ -837,7 +869,7 @@ int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bflo
                       const __nv_bfloat16 *h, long M, int N) {
     if (c->failed) return 0;
     const src_dgelu16g src{g, h};
-    if (db) return colsum_bf16(c, "mlp_bwd", dst, db, src, M, N);
+    if (db) return colsum_bf16<true>(c, "mlp_bwd", dst, db, src, M, N);
     convert(c, "mlp_bwd", dst, src, (size_t)M * N);
     return 0;
 }
@@ -860,34 +892,69 @@ void cuda_bias_rows(umd_ctx *c, const char *op, float *y, const float *b, long M
     CUDA_LAUNCHED(c, op);
 }
 
+/* A bf16 dy (a gradient tensor, UMD_GRAD) met a product that cannot read one: weights beyond
+ * the bf16 stage (that path reads dy in fp32), or a bias gradient whose column sums the
+ * workspace's partials cannot hold in chunks (the only pass that sums bf16). The context fails
+ * rather than read bf16 as fp32, before anything is written. 1 when it did. */
+static int grad_unfit(umd_ctx *c, int gbf, const float *db, int M, int N, int K) {
+    if (!gbf) return 0;
+    const int weights = bf16_weights_fit(c, N, K);
+    if (weights && (!db || cuda_colsum_fits(c, M, N))) return 0;
+    char what[280];
+    if (!weights)
+        snprintf(what, sizeof what,
+                 "dy (%d, %d) is a bf16 gradient tensor (UMD_GRAD), and weights (%d, %d) do not "
+                 "fit the bf16 stage (%zu values): the fp32 path cannot read it",
+                 M, N, N, K, c->bf_w ? c->bf_w_len : (size_t)0);
+    else
+        snprintf(what, sizeof what,
+                 "dy (%d, %d) is a bf16 gradient tensor (UMD_GRAD), and the workspace's partials "
+                 "(%zu floats) cannot hold the chunks of its column sums (db): no other pass sums "
+                 "bf16",
+                 M, N, c->partials_floats);
+    cuda_fail(c, "linear_bwd", what);
+    return 1;
+}
+
+/* dy fp32 or, with UMD_GRAD where the context keeps gradient tensors in bf16 (gbf), a bf16
+ * gradient tensor: the GEMMs read it as their bf16 operand in place of bf_a, whole or a chunk of
+ * rows at a time (the same chunks and shapes as an fp32 dy, whose conversion into bf_a would
+ * round it to these values: the same bits for dx and dW), and db += the column sums of its
+ * widened values, one pass over the whole of it (the column-sum kernels without their store). */
 extern "C" void cuda_linear_bwd(umd_ctx *c, void *dxv, float *dW, float *db, const void *dyv,
                                 const void *xv, const float *W, int M, int N, int K,
                                 int dx_accumulate, int types) {
     CUDA_OP(c);
-    const float *dy = (const float *)dyv;
     float *dx = (float *)dxv;
-    const int x_type = types & UMD_OPND;
     if (M <= 0 || N <= 0) return;
-    const int xbf = cuda_opnd_bf16(c, x_type);
-    if (opnd_unfit(c, "linear_bwd", xbf, M, N, K)) return;
-    const float *x = (const float *)xv; /* read only where x is fp32 (!xbf) */
+    const int xbf = cuda_opnd_bf16(c, types & UMD_OPND), gbf = cuda_grad_bf16(c, types);
+    if (opnd_unfit(c, "linear_bwd", xbf, M, N, K) || grad_unfit(c, gbf, db, M, N, K)) return;
+    const float *x = (const float *)xv;   /* read only where x is fp32 (!xbf) */
+    const float *dy = (const float *)dyv; /* read only where dy is fp32 (!gbf) */
     float bx = dx_accumulate ? 1.0f : 0.0f;
     if (bf16_weights_fit(c, N, K)) {
         if (dx) cuda_to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
         long R = chunk_rows(c, M, N, K);
-        /* dy whole in one stage: its conversion also sums its columns into db */
+        /* a bf16 dy: its column sums alone (grad_unfit said they fit); an fp32 dy whole in one
+         * stage: its conversion also sums its columns into db */
         int dy_staged = 0;
-        if (db && R == M && cuda_bias_colsum_bf16(c, c->bf_a, db, dy, M, N) == 0) db = NULL, dy_staged = 1;
+        if (gbf) {
+            if (db) cuda_colsum_bf16(c, "linear_bwd", db, (const __nv_bfloat16 *)dyv, M, N);
+            db = NULL;
+        } else if (db && R == M && cuda_bias_colsum_bf16(c, c->bf_a, db, dy, M, N) == 0) {
+            db = NULL, dy_staged = 1;
+        }
         for (long r0 = 0; r0 < M; r0 += R) {
             long r1 = r0 + R < M ? r0 + R : M;
             int rows = (int)(r1 - r0);
-            if (!dy_staged) cuda_to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
+            const __nv_bfloat16 *g = gbf ? (const __nv_bfloat16 *)dyv + r0 * N : c->bf_a;
+            if (!gbf && !dy_staged) cuda_to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
             const __nv_bfloat16 *xb = x_bf16_rows(c, "linear_bwd", c->bf_b, xv, xbf, r0, r1, K);
             if (dx)
                 cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, rows, K, N, 1.0f,
-                        c->bf_a, N, c->bf_w, K, bx, dx + r0 * K, K);
+                        g, N, c->bf_w, K, bx, dx + r0 * K, K);
             cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, N, K, rows, 1.0f,
-                    c->bf_a, N, xb, K, 1.0f, dW, K);
+                    g, N, xb, K, 1.0f, dW, K);
         }
     } else {
         if (dx)

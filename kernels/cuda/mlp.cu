@@ -94,7 +94,20 @@
  *                 shapes, where neither holds the fp32 rows.
  *   separate ops  fc2 is linear_fwd with UMD_OPND_Y (which fails the context where it cannot
  *                 write one).
- * Without the flag, or in any other context, y is fp32 as above: the same calls as before. */
+ * Without the flag, or in any other context, y is fp32 as above: the same calls as before.
+ *
+ * The gradient dy in bf16 (UMD_GRAD where grad_operand says 1: UMDQ_CUDA_BF16_GRAD=1, with bf16
+ * branch tensors; cuda_grad_bf16): y is a branch tensor, so its gradient is kept as bf16 autocast
+ * keeps it, written rounded once by gate_residual_bwd. Wherever bf_a held the staged dy, the
+ * GEMMs read dy itself: dW2 = dy^T gelu(h), and dy W2 in each of its forms (into the fp32 tmp,
+ * in bf16 with bf16_dh, with the GELU epilogue). The table's first line becomes db2 += the column
+ * sums of dy's widened values, one pass that reads dy (M w 2 bytes) and writes nothing else, in
+ * the chunks and order of the fused conversion: the bits of an fp32 dy holding those values,
+ * without the conversion pass (M w 4 bytes read and M w 2 written fewer) and in half of dy's
+ * memory. dx may alias dy still: dx's GEMM writes the fp32 dx over the bytes the bf16 dy held,
+ * queued after every read of dy on the one stream. The separate ops read dy in fp32, and a db2
+ * whose chunks the partials cannot hold has no other pass: there a bf16 dy fails the context,
+ * naming the op and the shapes, before anything is written. */
 #include <stdio.h>
 #include "cuda_internal.h"
 
@@ -151,6 +164,28 @@ static void hidden_unfit(umd_ctx *c, const char *op, int M, int F, int w) {
              M, F, M, F > w ? F : w, F, w, c->bf_a ? c->bf_stage : (size_t)0,
              c->bf_w ? c->bf_w_len : (size_t)0);
     cuda_fail(c, op, what);
+}
+
+/* A bf16 dy (UMD_GRAD) met a pass that cannot read one: the separate ops (the operands do not
+ * fit the bf16 stages whole), which read dy in fp32, or db2's column sums beyond the workspace's
+ * partials (the only pass that sums a bf16 dy). The context fails rather than read bf16 as fp32,
+ * before anything is written. */
+static void grad_unfit(umd_ctx *c, int M, int F, int w) {
+    char what[320];
+    if (!cuda_bf16_whole(c, M, F, w))
+        snprintf(what, sizeof what,
+                 "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and (%d, %d) "
+                 "operands with weights (%d, %d) do not fit the bf16 stages whole (%zu values, %zu "
+                 "of weights): the separate ops read dy in fp32",
+                 M, w, M, F > w ? F : w, F, w, c->bf_a ? c->bf_stage : (size_t)0,
+                 c->bf_w ? c->bf_w_len : (size_t)0);
+    else
+        snprintf(what, sizeof what,
+                 "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and the workspace's "
+                 "partials (%zu floats) cannot hold the chunks of its column sums (db2): no other "
+                 "pass sums bf16",
+                 M, w, c->partials_floats);
+    cuda_fail(c, "mlp_bwd", what);
 }
 
 /* fc2 from the stages (gelu(h) in bf_b, W2 in bf_w): y (M, w) fp32 = bf_b W2^T + b2 on cuBLASLt
@@ -221,24 +256,25 @@ extern "C" void cuda_mlp_fwd(umd_ctx *c, void *y, void *h, float *tmp, const voi
 }
 
 /* The GELU backward with dy W2 in bf16 (bf16_dh, h bf16, operands whole): bf_b <- bf16(dy W2)
- * from dy in bf_a and W2 in bf_w (gelu(h) in bf_b was read by dW2's GEMM, queued before), then in
- * place bf_b <- dh = bf16(bf_b gelu'(h)), db1 += its column sums in the same pass. 0, or -1
- * (nothing done) where the partials cannot hold db1's chunks. */
-static int mlp_bwd_dh16(umd_ctx *c, float *db1, const void *h, int M, int F, int w) {
+ * from dy (bf16: bf_a, or the gradient tensor itself) and W2 in bf_w (gelu(h) in bf_b was read by
+ * dW2's GEMM, queued before), then in place bf_b <- dh = bf16(bf_b gelu'(h)), db1 += its column
+ * sums in the same pass. 0, or -1 (nothing done) where the partials cannot hold db1's chunks. */
+static int mlp_bwd_dh16(umd_ctx *c, const __nv_bfloat16 *dy, float *db1, const void *h, int M,
+                        int F, int w) {
     if (db1 && !cuda_colsum_fits(c, M, F)) return -1;
-    cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, F, w, c->bf_a, w, c->bf_w, F, c->bf_b, F);
+    cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, F, w, dy, w, c->bf_w, F, c->bf_b, F);
     return cuda_dgelu16_bf16(c, c->bf_b, db1, c->bf_b, (const __nv_bfloat16 *)h, M, F);
 }
 
 /* The staging passes of the GELU backward (bf16 contexts, operands whole): tmp (M, F) = dy W2 from
- * dy in bf_a and W2 in bf_w; bf_b <- dh = tmp * gelu'(h) (gelu(h) was read by dW2's GEMM), db1
- * += its column sums in the same pass; without db1, or when the partials are too small, dh in
- * fp32 in tmp, then staged (a bf16 h read widened there too). */
-static void mlp_bwd_dh(umd_ctx *c, float *db1, const void *h, int hbf, float *tmp, int M, int F,
-                       int w) {
+ * dy (bf16: bf_a, or the gradient tensor itself) and W2 in bf_w; bf_b <- dh = tmp * gelu'(h)
+ * (gelu(h) was read by dW2's GEMM), db1 += its column sums in the same pass; without db1, or when
+ * the partials are too small, dh in fp32 in tmp, then staged (a bf16 h read widened there too). */
+static void mlp_bwd_dh(umd_ctx *c, const __nv_bfloat16 *dy, float *db1, const void *h, int hbf,
+                       float *tmp, int M, int F, int w) {
     const size_t n = (size_t)M * F;
     if (scratch_missing(c, "mlp_bwd", tmp, M, F, w)) return;
-    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, c->bf_a, w,
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, F, w, 1.0f, dy, w,
                  c->bf_w, F, 0.0f, tmp, F);
     if (!db1 || cuda_dgelu_colsum_bf16(c, c->bf_b, db1, tmp, h, hbf, M, F) != 0) {
         if (hbf) cuda_dgelu_bf16h(c, "mlp_bwd", tmp, tmp, (const __nv_bfloat16 *)h, n);
@@ -253,13 +289,18 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
                              const float *W2, float *tmp, int M, int F, int w, int types) {
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
-    const float *dy = (const float *)dyv;
+    const float *dy = (const float *)dyv; /* read only where dy is fp32 (!gbf) */
     float *dx = (float *)dxv;
     const size_t n = (size_t)M * F;
     const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
+    const int gbf = cuda_grad_bf16(c, types);
     if (!cuda_bf16_whole(c, M, F, w)) {
         if (hbf) {
             hidden_unfit(c, "mlp_bwd", M, F, w);
+            return;
+        }
+        if (gbf) {
+            grad_unfit(c, M, F, w);
             return;
         }
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
@@ -278,26 +319,38 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         !(hbf && c->bf16_dh && (!db1 || cuda_colsum_fits(c, M, F))) &&
         scratch_missing(c, "mlp_bwd", tmp, M, F, w))
         return;
-    /* bf_a <- dy (M, w), with db2 in the same pass where the partials allow */
-    if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
+    /* a bf16 dy's column sums have one pass only: said before anything is written too */
+    if (gbf && db2 && !cuda_colsum_fits(c, M, w)) {
+        grad_unfit(c, M, F, w);
+        return;
+    }
+    /* the bf16 dy (M, w) the GEMMs read: a bf16 gradient tensor itself, db2 += its column sums
+     * (one pass that writes nothing else); else bf_a <- dy, with db2 in the same pass where the
+     * partials allow */
+    const __nv_bfloat16 *dyb = c->bf_a;
+    if (gbf) {
+        dyb = (const __nv_bfloat16 *)dyv;
+        if (db2) cuda_colsum_bf16(c, "mlp_bwd", db2, dyb, M, w);
+    } else if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, dy, M, w, w);
         if (db2) cuda_colsum_gemv(c, "mlp_bwd", db2, dy, M, w);
     }
     /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
     cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, hbf, n);
     if (c->failed) return;
-    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, c->bf_a, w,
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, dyb, w,
                  c->bf_b, F, 1.0f, dW2, F);
     /* bf_w <- W2 (w, F); with GELU in the epilogue, bf_b <- dh = bf16((dy W2) * gelu'(h)) and db1
      * += its column sums in that GEMM */
     cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
-    if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", h, db1, M, F, w) == 0) {
+    if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", dyb, h, db1, M, F, w) == 0) {
         if (c->failed) return;
-    } else if (!(hbf && c->bf16_dh && mlp_bwd_dh16(c, db1, h, M, F, w) == 0)) {
-        mlp_bwd_dh(c, db1, h, hbf, tmp, M, F, w);
+    } else if (!(hbf && c->bf16_dh && mlp_bwd_dh16(c, dyb, db1, h, M, F, w) == 0)) {
+        mlp_bwd_dh(c, dyb, db1, h, hbf, tmp, M, F, w);
     }
     /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16
-     * operand x is read where it is */
+     * operand x is read where it is. dx may alias dy, fp32 or bf16: every read of dy is queued
+     * before dx's GEMM on the one stream */
     const void *xs = x;
     if (!cuda_opnd_bf16(c, x_type)) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, (const float *)x, M, w, w);

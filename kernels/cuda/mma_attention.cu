@@ -24,13 +24,21 @@
  * q, k and v come from qkv either fp32, rounded to bf16 on their way into the fragments and tiles,
  * or as an operand tensor (ops.h; attention_operand) already bf16, read as they are: every kernel
  * is a template on qkv's element type, and the two give the same bits, the bf16 values being
- * those the rounding makes. dO, lse and dqkv stay fp32. The attention output O is fp32, or a
+ * those the rounding makes. dO and lse stay fp32. The attention output O is fp32, or a
  * branch tensor in bf16 (UMD_OPND_O, where branch_operand says so: proj reads it as its bf16
  * operand x): the forward kernels and the dQ kernels are templates on O's element type too; the
  * forward's epilogue rounds O / l to nearest even in its store (the fp32 result rounded once,
  * half the bytes written), and the dQ kernels read the stored bf16 values widened into D =
  * rowsum(dO O), the same sum in the same order, so their results are those of an fp32 O holding
  * the rounded values. An fp32 O is the same kernel code as before.
+ * dqkv is fp32, or a gradient tensor in bf16 (UMD_GRAD where grad_operand says so, taken with a
+ * bf16 qkv only), as bf16 autocast keeps the gradient of its bf16 qkv: the dQ and dK dV kernels
+ * (resident and tiled, the 64- and the 32-query step) are templates on dqkv's element type, and
+ * their one store (store_strip) rounds each fp32 accumulator once, to nearest even, a pair in 4
+ * bytes where it wrote 8, so the values are those of the fp32 dqkv rounded and the sums before
+ * the store are the same. dqkv's bytes written halve (6 n T heads 64 bytes fewer a call), and the
+ * qkv Linear's backward reads it as its bf16 operand without a conversion pass. An fp32 dqkv is
+ * the same kernel code as before.
  * Per strip: forward S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
  * O rescaled by 2^(m_old - m_new)), O += P V, and at the end O / l and lse = (m + log2 l) ln 2.
  * Backward, as two kernels so that no float is added atomically (deterministic):
@@ -46,11 +54,13 @@
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4 (the tiled kernels re-read the looped-over operand
- * once per 64-row block, from L2); lse and D O(T).
+ * once per 64-row block, from L2); dqkv written once, 2 bytes an element where it is a bf16
+ * gradient tensor, else 4; lse and D O(T).
  * Tiles past T: rows are staged as zeros, score columns past T are -inf (P = 0), query rows past
  * T are never written; 8-column groups wholly past T are skipped.
  * Numerics: Q, K, V, dO, P and dS are rounded to bf16 as operands (Q, K, V already are in a bf16
- * qkv); the softmax statistics, the accumulators and every output are fp32. */
+ * qkv); the softmax statistics, the accumulators and every output are fp32 (a bf16 O or dqkv is
+ * the fp32 result rounded once in the store). */
 #include <math.h>
 #include <stdint.h>
 #include <type_traits>
@@ -374,8 +384,8 @@ __device__ static inline void fwd_step_tiles(float o[R][8][4], float ml[R][4], c
     }
 }
 
-/* Two adjacent values of O at p: fp32 (8 bytes), or a bf16 branch tensor's pair, each rounded to
- * nearest even (4 bytes). */
+/* Two adjacent values of O (or of dqkv) at p: fp32 (8 bytes), or a bf16 branch (or gradient)
+ * tensor's pair, each rounded to nearest even (4 bytes). */
 __device__ static inline void store_pair(float *p, float a, float b) {
     *reinterpret_cast<float2 *>(p) = make_float2(a, b);
 }
@@ -409,16 +419,19 @@ __device__ static inline void fwd_store(OT *out, float *lse, float o[8][4], floa
     }
 }
 
-/* A 16 x 64 accumulator strip to rows r .. r + 15 (ld floats apart) of dst, rows below T only. */
-__device__ static inline void store_strip(float *dst, long ld, const float c[8][4], int r, int T) {
+/* A 16 x 64 accumulator strip to rows r .. r + 15 (ld elements apart) of dst, rows below T only:
+ * fp32 pairs (8 bytes), or (GT bf16, a gradient tensor) each pair rounded to nearest even
+ * (store_pair: 4 bytes; every pair starts at an even element, so dst 4-byte aligned suffices). */
+template <class GT>
+__device__ static inline void store_strip(GT *dst, long ld, const float c[8][4], int r, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = r + g, r1 = r0 + 8;
-    float *d0 = dst + (long)r0 * ld, *d1 = d0 + 8 * ld;
+    GT *d0 = dst + (long)r0 * ld, *d1 = d0 + 8 * ld;
 #pragma unroll
     for (int dn = 0; dn < 8; dn++) {
         int d = dn * 8 + 2 * t;
-        if (r0 < T) *reinterpret_cast<float2 *>(d0 + d) = make_float2(c[dn][0], c[dn][1]);
-        if (r1 < T) *reinterpret_cast<float2 *>(d1 + d) = make_float2(c[dn][2], c[dn][3]);
+        if (r0 < T) store_pair(d0 + d, c[dn][0], c[dn][1]);
+        if (r1 < T) store_pair(d1 + d, c[dn][2], c[dn][3]);
     }
 }
 
@@ -605,9 +618,9 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     }
 }
 
-template <class QT, class OT>
+template <class QT, class OT, class GT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
+k_res_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
@@ -635,9 +648,9 @@ k_res_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *q
     }
 }
 
-template <class QT, int NQ>
+template <class QT, int NQ, class GT>
 __global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
-k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
+k_res_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     RS_CARVE
     float *sL = reinterpret_cast<float *>(rB + (long)Tr * MA_HD), *sD = sL + Tr + MA_TILE;
@@ -654,7 +667,7 @@ k_res_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
         sD[i] = i < T ? D[lo + i] : 0.0f;
     }
     __syncthreads();
-    float *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
     for (int k = warp * 16; k < T; k += MA_WARPS * 16) {
         uint32_t ka[4][4], va[4][4];
         global_afrags(ka, base + W, row, k, T);
@@ -721,9 +734,9 @@ k_mma_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
 }
 
 /* dQ of 64 queries; first D = rowsum(dO O) of them, written to D for the dK dV kernel. */
-template <class QT, class OT>
+template <class QT, class OT, class GT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
+k_mma_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
@@ -774,9 +787,9 @@ k_mma_bwd_q(float *dqkv, float *D, const float *dout, const OT *out, const QT *q
 }
 
 /* dK and dV of 64 keys (after k_mma_bwd_q has written D). */
-template <class QT, int NQ>
+template <class QT, int NQ, class GT>
 __global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
-k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
+k_mma_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     MA_CARVE
     /* fX[0, 128): the staging of lse and D; sL, sD: the tile's, in the form used */
@@ -835,7 +848,7 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
         if (active) bwdkv_step<lay_pad, NQ>(dk, dv, ka, va, sA, sB, 0, q0, T, sL, sD, sl2, scale);
     }
     if (!active) return;
-    float *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
     store_strip(dbase + W, row, dk, k0 + r0, T);
     store_strip(dbase + 2 * W, row, dv, k0 + r0, T);
 }
@@ -843,30 +856,45 @@ k_mma_bwd_kv(float *dqkv, const float *dout, const QT *qkv, const float *lse, co
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 
 /* The kernels' dynamic shared memory limits, set once per process (one device per process), for
- * both element types of qkv and (the forward and dQ kernels) of O. */
+ * both element types of qkv and (the forward and dQ kernels) of O, and the backward's with a
+ * bf16 dqkv (a gradient tensor: with a bf16 qkv only, as the dispatch takes it). */
 template <class QT, class OT> static int mma_setup_out(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
     return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT, OT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT, OT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT, OT, float>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2, OT>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT>, a, res), "attention");
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float>, a, res), "attention");
 }
-template <class QT> static int mma_setup_type(umd_ctx *c) {
+template <class QT, class GT> static int mma_setup_kv(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64, GT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32, GT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64, GT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT>, a, res), "attention");
+}
+/* The backward's kernels with a bf16 dqkv (qkv bf16): dQ for both element types of O, dK dV. */
+template <class OT> static int mma_setup_grad_out(umd_ctx *c) {
+    const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<bf16, OT, bf16>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<bf16, OT, bf16>, a, res), "attention");
+}
+static int mma_setup_grad(umd_ctx *c) {
+    return mma_setup_grad_out<float>(c) || mma_setup_grad_out<bf16>(c) ||
+           mma_setup_kv<bf16, bf16>(c);
+}
+template <class QT> static int mma_setup_type(umd_ctx *c) {
     return mma_setup_out<QT, float>(c) || mma_setup_out<QT, bf16>(c) ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32>, a, res), "attention");
+           mma_setup_kv<QT, float>(c);
 }
 
 static int mma_setup(umd_ctx *c) {
     static int done = 0;
     if (done) return 0;
-    if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c)) return -1;
+    if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c) || mma_setup_grad(c)) return -1;
     done = 1;
     return 0;
 }
@@ -904,18 +932,20 @@ static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T
  * fits more blocks on a multiprocessor than the 64-query step. Its resident K and V grow with T,
  * and from about 289 tokens shared memory holds 2 blocks either way, which the 64-query step
  * fills without the 32-query step's spill and extra instructions. The answer for each T rounded
- * up to 16 is asked of the occupancy calculator once (a failed query keeps the switch's choice). */
-template <class QT> static int res_kv32(umd_ctx *c, int T) {
+ * up to 16 and each kernel pair (qkv fp32; bf16; bf16 with a bf16 dqkv) is asked of the
+ * occupancy calculator once (a failed query keeps the switch's choice). */
+template <class QT, class GT> static int res_kv32(umd_ctx *c, int T) {
     if (!c->attn_kv32) return 0;
-    const int slot = ((T + 15) / 16 - 1) * 2 + (sizeof(QT) == 2); /* bf16 qkv: odd slots */
+    const int pair = sizeof(GT) == 2 ? 2 : sizeof(QT) == 2 ? 1 : 0;
+    const int slot = ((T + 15) / 16 - 1) * 3 + pair;
     if (slot < 0 || slot >= (int)sizeof c->kv32_res) return 1;
     if (!c->kv32_res[slot]) {
         int b32 = 0, b64 = 0;
         const size_t smem = resident_smem(T);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32>, MA_WARPS * 32,
-                                                          smem) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64>, MA_WARPS * 32,
-                                                          smem) != cudaSuccess) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32, GT>,
+                                                          MA_WARPS * 32, smem) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64, GT>,
+                                                          MA_WARPS * 32, smem) != cudaSuccess) {
             (void)cudaGetLastError(); /* not sticky: the query's own status */
             b32 = 1, b64 = 0;
         }
@@ -924,31 +954,31 @@ template <class QT> static int res_kv32(umd_ctx *c, int T) {
     return c->kv32_res[slot] > 0;
 }
 
-template <class QT, class OT>
-static void mma_bwd(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const OT *out,
+template <class QT, class OT, class GT>
+static void mma_bwd(umd_ctx *c, GT *dqkv, const float *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
         dim3 grid((unsigned)heads, (unsigned)n);
-        k_res_bwd_q<QT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+        k_res_bwd_q<QT, OT, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (res_kv32<QT>(c, T))
-            k_res_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+        if (res_kv32<QT, GT>(c, T))
+            k_res_bwd_kv<QT, 32, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
-            k_res_bwd_kv<QT, 64><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            k_res_bwd_kv<QT, 64, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-        k_mma_bwd_q<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(dqkv, c->attn_d, dout, out,
-                                                                    qkv, lse, T, heads, scale);
+        k_mma_bwd_q<QT, OT, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+            dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
         if (c->attn_kv32)
-            k_mma_bwd_kv<QT, 32><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+            k_mma_bwd_kv<QT, 32, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
-            k_mma_bwd_kv<QT, 64><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+            k_mma_bwd_kv<QT, 64, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     }
     CUDA_LAUNCHED(c, "attention_bwd");
@@ -961,8 +991,8 @@ static void mma_fwd_o(umd_ctx *c, void *out, int obf, float *lse, const QT *qkv,
     if (obf) mma_fwd(c, (bf16 *)out, lse, qkv, n, T, heads);
     else mma_fwd(c, (float *)out, lse, qkv, n, T, heads);
 }
-template <class QT>
-static void mma_bwd_o(umd_ctx *c, float *dqkv, const float *dout, const QT *qkv, const void *out,
+template <class QT, class GT>
+static void mma_bwd_o(umd_ctx *c, GT *dqkv, const float *dout, const QT *qkv, const void *out,
                       int obf, const float *lse, int n, int T, int heads) {
     if (obf) mma_bwd(c, dqkv, dout, qkv, (const bf16 *)out, lse, n, T, heads);
     else mma_bwd(c, dqkv, dout, qkv, (const float *)out, lse, n, T, heads);
@@ -975,10 +1005,16 @@ void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, 
     else mma_fwd_o(c, out, obf, lse, (const float *)qkv, n, T, heads);
 }
 
-void cuda_mma_attention_bwd(umd_ctx *c, float *dqkv, const float *dout, const void *qkv,
+void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
                             const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf) {
+                            int obf, int gbf) {
     if (mma_setup(c)) return;
-    if (qbf) mma_bwd_o(c, dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
-    else mma_bwd_o(c, dqkv, dout, (const float *)qkv, out, obf, lse, n, T, heads);
+    if (gbf && !qbf) {
+        /* no such kernels (the dispatch refuses it first): fail rather than write fp32 */
+        cuda_fail(c, "attention_bwd", "a bf16 dqkv needs a bf16 qkv");
+        return;
+    }
+    if (gbf) mma_bwd_o(c, (bf16 *)dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
+    else if (qbf) mma_bwd_o(c, (float *)dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
+    else mma_bwd_o(c, (float *)dqkv, dout, (const float *)qkv, out, obf, lse, n, T, heads);
 }

@@ -60,6 +60,15 @@
  * halve: the gated residual's floors, forward and backward, fall from 3 to 2.5 R w 4 bytes, the
  * fused kernel's from 4 to 3.5.
  * An fp32 y is the same kernel code as before.
+ * Gradient outputs: gate_residual_bwd writes dy as bf16 when it is a gradient tensor (UMD_GRAD)
+ * of a context that keeps them so (grad_operand: bf16 branch tensors and UMDQ_CUDA_BF16_GRAD=1,
+ * cuda_grad_bf16), as bf16 autocast keeps the gradient of a bf16 branch output: the kernel is a
+ * template on dy's element type too, computes dout * gate in fp32 as before and rounds it once,
+ * to nearest even, in the store (store4's bf16 form, one 8-byte store of 4 values where dy is
+ * 8-byte aligned); dgate sums the same fp32 products dout * y in the same order, so its bits do
+ * not change. dy's bytes halve: with a bf16 y the backward's floor falls from 2.5 to 2 R w 4
+ * bytes (B/4: 404 MB instead of 505), and the linear_bwd or mlp_bwd after it reads dy as its bf16
+ * GEMM operand without a conversion pass. An fp32 dy is the same kernel code as before.
  * Measured (H200, B/4 bf16 step, train_gpu --profile, ms per step against the three-pass kernels
  * in the same run): layernorm_bwd 5.6 vs 17.0, layernorm_fwd 3.3 vs 3.7, gate_residual_bwd 3.5
  * vs 5.0, gate_residual_fwd 3.1 vs 4.8.
@@ -780,9 +789,11 @@ extern "C" void cuda_residual_layernorm_fwd(umd_ctx *c, float *xo, void *out, fl
 }
 
 /* The columns c .. c + 3 of one sequence (dy, dout, y at its row 0; g, dg its gate rows) over the
- * tokens ty, ty + GATE_LANES, ...; red (GATE_LANES, 128) adds the token lanes in lane order. */
-template <bool V, class YT>
-__device__ static void gate_bwd_cols(float *dy, float *dg, const float *dout, const YT *y,
+ * tokens ty, ty + GATE_LANES, ...; red (GATE_LANES, 128) adds the token lanes in lane order. dy
+ * fp32 or a bf16 gradient tensor (DT: store4 rounds each fp32 product once); dgate sums the fp32
+ * products either way. */
+template <bool V, class YT, class DT>
+__device__ static void gate_bwd_cols(DT *dy, float *dg, const float *dout, const YT *y,
                                      const float *g, int T, int w, int c, float *red) {
     const int tx = threadIdx.x, ty = threadIdx.y;
     float gv[4], s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -816,9 +827,9 @@ __device__ static void gate_bwd_cols(float *dy, float *dg, const float *dout, co
 
 /* A block (32, GATE_LANES) per (sequence b, 128 columns): blockIdx.x = b * col_blocks + column
  * block. vec: 4-wide groups (w % 4 == 0, every operand and gate_stride aligned: 16 bytes, 8 for a
- * bf16 y). y fp32 or bf16 (YT), read as its fp32 values. */
-template <class YT>
-__global__ static void k_gate_bwd(float *dy, float *dgate, const float *dout, const YT *y,
+ * bf16 y or dy). y fp32 or bf16 (YT), read as its fp32 values; dy fp32 or bf16 (DT). */
+template <class YT, class DT>
+__global__ static void k_gate_bwd(DT *dy, float *dgate, const float *dout, const YT *y,
                                   const float *gate, int gate_stride, int T, int w, int col_blocks,
                                   int vec) {
     __shared__ float red[GATE_LANES * 128];
@@ -833,26 +844,34 @@ __global__ static void k_gate_bwd(float *dy, float *dgate, const float *dout, co
         gate_bwd_cols<false>(dy + r0, dg, dout + r0, y + r0, g, T, w, c, red);
 }
 
-template <class YT>
-static void gate_bwd(umd_ctx *c, float *dy, float *dgate, const float *dout, const YT *y,
+template <class YT, class DT>
+static void gate_bwd(umd_ctx *c, DT *dy, float *dgate, const float *dout, const YT *y,
                      const float *gate, int gate_stride, int n, int T, int w) {
     const int col_blocks = (w + 127) / 128;
-    const int vec = w % 4 == 0 && gate_stride % 4 == 0 && ((uintptr_t)dy & 15) == 0 &&
+    const int vec = w % 4 == 0 && gate_stride % 4 == 0 && aligned_out(dy) &&
                     ((uintptr_t)dout & 15) == 0 && aligned_out(y) && ((uintptr_t)gate & 15) == 0;
     k_gate_bwd<<<(unsigned)((long)n * col_blocks), dim3(32, GATE_LANES), 0, c->stream>>>(
         dy, dgate, dout, y, gate, gate_stride, T, w, col_blocks, vec);
+}
+
+/* gate_bwd with y fp32 or (ybf) a bf16 branch tensor. */
+template <class DT>
+static void gate_bwd_y(umd_ctx *c, DT *dy, float *dgate, const float *dout, const void *y, int ybf,
+                       const float *gate, int gate_stride, int n, int T, int w) {
+    if (ybf) gate_bwd(c, dy, dgate, dout, (const __nv_bfloat16 *)y, gate, gate_stride, n, T, w);
+    else gate_bwd(c, dy, dgate, dout, (const float *)y, gate, gate_stride, n, T, w);
 }
 
 extern "C" void cuda_gate_residual_bwd(umd_ctx *c, void *dyv, float *dgate, const float *dout,
                                        const void *y, const float *gate, int gate_stride, int n,
                                        int T, int w, int types) {
     CUDA_OP(c);
-    float *dy = (float *)dyv;
-    const int y_type = types & UMD_OPND_Y;
     if ((long)n * w <= 0 || n <= 0 || w <= 0) return;
-    if (cuda_flag_bf16(c, y_type, UMD_OPND_Y))
-        gate_bwd(c, dy, dgate, dout, (const __nv_bfloat16 *)y, gate, gate_stride, n, T, w);
+    if (cuda_grad_bf16(c, types))
+        gate_bwd_y(c, (__nv_bfloat16 *)dyv, dgate, dout, y, cuda_flag_bf16(c, types, UMD_OPND_Y),
+                   gate, gate_stride, n, T, w);
     else
-        gate_bwd(c, dy, dgate, dout, (const float *)y, gate, gate_stride, n, T, w);
+        gate_bwd_y(c, (float *)dyv, dgate, dout, y, cuda_flag_bf16(c, types, UMD_OPND_Y), gate,
+                   gate_stride, n, T, w);
     CUDA_LAUNCHED(c, "gate_residual_bwd");
 }

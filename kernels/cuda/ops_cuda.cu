@@ -34,8 +34,9 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 /* The switches' values where their variables are not set: on where make gpu-check on an H200
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
- * the other switches on; the bf16 dy W2 saves the same MLP scratch). Each variable still turns
- * its switch on ("1") or off ("0") for a worker. */
+ * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
+ * not yet run them on a device: the bf16 gradient tensors. Each variable still turns its switch
+ * on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
@@ -46,6 +47,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_ATTN_FWD32 0
 #define CUDA_DEFAULT_BF16_BIAS 1
 #define CUDA_DEFAULT_BF16_DH 1
+#define CUDA_DEFAULT_BF16_GRAD 0
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -72,7 +74,7 @@ static int switches_valid(char *err, size_t errlen) {
         "UMDQ_CUDA_GRAPH",     "UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
         "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
         "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
-        "UMDQ_CUDA_ATTN_FWD32"};
+        "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
         if (v && switch_value(v) < 0) {
@@ -123,6 +125,10 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
          * attention's backward read them rounded, as bf16 autocast keeps them */
         c->branch_bf16 =
             c->opnd_bf16 && cuda_switch("UMDQ_CUDA_BF16_BRANCH", CUDA_DEFAULT_BF16_BRANCH);
+        /* gradient tensors in bf16 (grad_operand: the gradients of the branch outputs and of
+         * qkv), only on top of the branch tensors, whose gradients they are, and a switch of its
+         * own: the ops after them read the rounded values, as bf16 autocast's backward does */
+        c->grad_bf16 = c->branch_bf16 && cuda_switch("UMDQ_CUDA_BF16_GRAD", CUDA_DEFAULT_BF16_GRAD);
         /* the MLP's GELU in cuBLASLt's epilogues, on top of h in bf16 (mlp.cu): fc1 writes h and
          * the fc2 operand gelu(h) in one GEMM, and the GELU backward is the epilogue of dy W2 */
         c->gelu_epi =
@@ -461,8 +467,8 @@ static int rec_replay(umd_ctx *c, char *err, size_t errlen) {
  * stream (no synchronisation in the op); the pairs are resolved into per-op totals when the ring
  * fills and when the report is asked for. Off, an op costs one branch more. The ops that enqueue
  * work, in ops.h's order, in three runs around hidden_operand and mlp_scratch, and
- * attention_operand and branch_operand (questions about the context, answered on the host: not
- * timed). */
+ * attention_operand, branch_operand and grad_operand (questions about the context, answered on
+ * the host: not timed). */
 #define CUDA_OPS_A(X)                                                                              \
     X(fill) X(copy) X(add) X(gelu_fwd) X(gelu_bwd) X(silu_fwd) X(silu_bwd) X(rand_uniform)         \
     X(rand_normal) X(draw_timesteps) X(draw_labels) X(draw_keep) X(patchify) X(unpatchify)        \
@@ -794,13 +800,13 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
     if (at > 0 && (size_t)at < n)
         snprintf(buf + at, n - (size_t)at,
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
-                 "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 bias %s, attention dK dV "
-                 "over %d queries, forward %d rows a warp",
+                 "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
+                 "attention dK dV over %d queries, forward %d rows a warp",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
-                 c->bf16_bias && c->opnd_bf16 ? "on" : "off", c->attn_kv32 ? 32 : 64,
-                 c->attn_fwd32 ? 32 : 16);
+                 c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
+                 c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16);
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

@@ -6,8 +6,9 @@
  * graph against the same steps op by op (bit for bit); train.recompute, the fused norm and bf16
  * operand tensors (the LayerNorm outputs into products, and qkv where attention takes it)
  * against the default model (bit for bit); the MLP's hidden state in bf16 and the branch
- * tensors in bf16 (alone and with every switch) against the default model (within bf16
- * tolerance) and with train.recompute against without (bit for bit); and
+ * tensors in bf16 (alone and with every switch) and their gradients in bf16 against the default
+ * model (within bf16 tolerance) and with train.recompute against without (bit for bit); the step
+ * with the shipped switches and bf16 gradients against the CPU; and
  * umd_run end to end with train.device "cuda", op by op and recorded. Without a visible CUDA
  * device every test reports SKIP.
  * umdq-uses: umd common */
@@ -142,6 +143,16 @@ static void step_parity(int math, double loss_tol, double grad_tol, double floor
 static void test_cuda_step_parity_fp32(void) { step_parity(UMD_MATH_FP32, 1e-5, 1e-4, 1e-2); }
 static void test_cuda_step_parity_tf32(void) { step_parity(UMD_MATH_TF32, 1e-3, 1e-2, 1.0); }
 static void test_cuda_step_parity_bf16(void) { step_parity(UMD_MATH_BF16, 1e-2, 5e-2, 1.0); }
+/* The bf16 step with the switches as umdq ships them and UMDQ_CUDA_BF16_GRAD=1 too (the gradients
+ * of the branch tensors in bf16), against the CPU fp32 model within the bf16 tolerances above.
+ * Run next to last: a failure inside leaves the switches on, and the last test sets them anew. */
+static void test_cuda_step_parity_bf16_grad(void) {
+    need_gpu();
+    fx_cuda_switches_default();
+    setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+    step_parity(UMD_MATH_BF16, 1e-2, 5e-2, 1.0);
+    fx_cuda_switches_off();
+}
 
 /* Steps with AdamW, clipping and the lr schedule: the losses of each step agree. `window`: 0
  * compares every step (tol relative), else means over windows of that many steps. */
@@ -474,16 +485,17 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
 }
 
 /* The switches of bf16_rounded's model beyond UMDQ_CUDA_BF16_OPERANDS=1, as their variables:
- * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16, and the
- * switches that keep the bits (the fused norm, the mma attention's 32-query dK dV step and
- * 32-row forward). */
-enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16, RD_DH = 32 };
+ * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16 and their
+ * gradients (with them), and the switches that keep the bits (the fused norm, the mma
+ * attention's 32-query dK dV step and 32-row forward). */
+enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16, RD_DH = 32,
+       RD_GRAD = 64 };
 static const struct {
     int flag;
     const char *var;
 } RD_VARS[] = {{RD_MLP, "UMDQ_CUDA_BF16_MLP"},         {RD_GELU, "UMDQ_CUDA_GELU_EPILOGUE"},
                {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_BIAS, "UMDQ_CUDA_BF16_BIAS"},
-               {RD_DH, "UMDQ_CUDA_BF16_DH"},
+               {RD_DH, "UMDQ_CUDA_BF16_DH"},           {RD_GRAD, "UMDQ_CUDA_BF16_GRAD"},
                {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
                {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"}};
 #define RD_NVARS (int)(sizeof RD_VARS / sizeof *RD_VARS)
@@ -505,8 +517,9 @@ static void rd_env(int sw, int set) {
  * gradient from the first step) and batches, over 3 steps with AdamW: the losses within 1e-2
  * relative and every gradient tensor within 2e-2 relative L2 of the default's at each step
  * (close, not the same bits); the device arenas smaller than those of the model with bf16
- * operands alone, train.recompute the same in both; hidden_operand and branch_operand 1 exactly
- * where their switch is on, and with RD_BRANCH an activation arena smaller than the same model's
+ * operands alone, train.recompute the same in both; hidden_operand, branch_operand and
+ * grad_operand 1 exactly where their switch is on (grad_operand with RD_BRANCH), and with
+ * RD_BRANCH an activation arena smaller than the same model's
  * measured without that switch (umd_model_measure: the model keeps the branch tensors in bf16).
  * With train.recompute (partial: fc1 runs again in the backward and writes h bf16 as the forward
  * did; norms: the LayerNorms and the gated residual before them, reading the bf16 branch
@@ -544,11 +557,13 @@ static void bf16_rounded(int recompute, int sw) {
     rd_env(0, 0);
     T_REQUIRE(c && a && o && b && (r || recompute == UMD_RECOMPUTE_OFF) && measured);
     const int hidden = (sw & RD_MLP) != 0, branch = (sw & RD_BRANCH) != 0;
+    const int grad = branch && (sw & RD_GRAD) != 0;
     umd_model *const made[] = {a, o, b, r};
     for (int i = 0; i < 4; i++) {
         if (!made[i]) continue;
         T_EQ_INT(ops->hidden_operand(umd_model_ctx(made[i])), i >= 2 && hidden);
         T_EQ_INT(ops->branch_operand(umd_model_ctx(made[i])), i >= 2 && branch);
+        T_EQ_INT(ops->grad_operand(umd_model_ctx(made[i])), i >= 2 && grad);
     }
     size_t peak_o = 0, peak_b = 0, used, total;
     umd_cuda_memory(umd_model_ctx(o), &peak_o, &used, &total);
@@ -671,6 +686,12 @@ static void test_cuda_bf16_bias(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_BRANC
 static void test_cuda_bf16_dh(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_DH); }
 static void test_cuda_bf16_dh_recompute_partial(void) {
     bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS);
+}
+/* The gradient tensors in bf16 (UMDQ_CUDA_BF16_GRAD=1: grad_operand 1, so the model may keep the
+ * gradients of the branch tensors and of qkv in bf16 and pass UMD_GRAD), with the switches that
+ * are on by default. */
+static void test_cuda_bf16_grad(void) {
+    bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS | RD_GRAD);
 }
 static void test_cuda_bf16_bias_recompute_partial(void) {
     bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_BRANCH | RD_BIAS);
@@ -850,9 +871,11 @@ int main(void) {
     T_RUN(test_cuda_bf16_dh);
     T_RUN(test_cuda_bf16_dh_recompute_partial);
     T_RUN(test_cuda_bf16_bias_recompute_partial);
+    T_RUN(test_cuda_bf16_grad);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);
+    T_RUN(test_cuda_step_parity_bf16_grad);
     T_RUN(test_cuda_curve_bf16_200_steps_defaults);
     return t_done();
 }

@@ -193,6 +193,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_BF16_BRANCH", "0", 1);
     setenv("UMDQ_CUDA_BF16_BIAS", "0", 1);
     setenv("UMDQ_CUDA_BF16_DH", "0", 1);
+    setenv("UMDQ_CUDA_BF16_GRAD", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -2817,6 +2818,482 @@ static void test_cuda_switch_values(void) {
     }
 }
 
+/* ---- gradient tensors in bf16 ---------------------------------------------------------------- */
+
+/* A bf16 context with bf16 operands for lim (NULL: no workspace), made with
+ * UMDQ_CUDA_BF16_BRANCH=1 and UMDQ_CUDA_BF16_GRAD=1, and with the switches vars (NULL-terminated;
+ * NULL: none) =1 as well: a context whose grad_operand is 1 (checked). ctx_with clears every
+ * switch once the context is made. */
+static umd_ctx *grad_ctx(const char *const *vars, const umd_limits *lim, void **ws) {
+    setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+    setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+    for (int i = 0; vars && vars[i]; i++) setenv(vars[i], "1", 1);
+    umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, lim, ws);
+    T_REQUIRE(umd_ops_cuda(UMD_MATH_BF16)->grad_operand(c) == 1);
+    return c;
+}
+
+/* grad_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1,
+ * UMDQ_CUDA_BF16_BRANCH=1 and UMDQ_CUDA_BF16_GRAD=1 (umd_cuda_describe says "bf16 gradients on"
+ * there, "off" elsewhere); 0 without the switch, without the branch tensors (it needs them),
+ * without the operands, and in fp32 and TF32 contexts made with all three. Where it says 0,
+ * UMD_GRAD means nothing: in a bf16 context with bf16 operands and branch tensors but not the
+ * switch, gate_residual_bwd, linear_bwd, mlp_bwd and attention_bwd (the mma kernels, bf16 qkv)
+ * with UMD_GRAD give the bits they give without it, every gradient fp32. */
+static void test_cuda_grad_operand(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const struct {
+        int math, operands, branch, grad, want;
+    } cases[] = {{UMD_MATH_BF16, 1, 1, 1, 1}, {UMD_MATH_BF16, 1, 1, 0, 0},
+                 {UMD_MATH_BF16, 1, 0, 1, 0}, {UMD_MATH_BF16, 0, 1, 1, 0},
+                 {UMD_MATH_FP32, 1, 1, 1, 0}, {UMD_MATH_TF32, 1, 1, 1, 0}};
+    void *ws;
+    for (int i = 0; i < 6; i++) {
+        if (cases[i].branch) setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+        if (cases[i].grad) setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+        umd_ctx *c = ctx_with(cases[i].math, cases[i].operands, 0, NULL, &ws);
+        const int got = umd_ops_cuda(cases[i].math)->grad_operand(c);
+        T_CHECK_MSG(got == cases[i].want,
+                    "grad_operand (math %d, operands %d, branch %d, grad %d): %d, want %d",
+                    cases[i].math, cases[i].operands, cases[i].branch, cases[i].grad, got,
+                    cases[i].want);
+        char line[512];
+        umd_cuda_describe(c, line, sizeof line);
+        T_CONTAINS(line, cases[i].want ? "bf16 gradients on" : "bf16 gradients off");
+        ctx_free(&c, NULL);
+    }
+    setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+    umd_ctx *c = ctx_with(UMD_MATH_BF16, 1, 0, &QKV_LIM, &ws);
+    T_EQ_INT(GPU->branch_operand(c), 1);
+    T_EQ_INT(GPU->grad_operand(c), 0);
+    T_REQUIRE(umd_cuda_set_attention(c, UMD_ATTN_MMA) == 0);
+    {
+        const int n = 2, T = 9, w = 64;
+        const size_t nt = (size_t)n * T * w, ng = (size_t)n * w;
+        float *dout = d_f(h_randn(nt, 3100, 1.0f), nt), *y = d_f(h_randn(nt, 3101, 1.0f), nt);
+        float *gate = d_f(h_randn(ng, 3102, 0.3f), ng), *dy[2], *dg[2];
+        for (int k = 0; k < 2; k++) {
+            dy[k] = d_f(h_nan(nt), nt);
+            dg[k] = d_f(h_nan(ng), ng);
+            GPU->gate_residual_bwd(c, dy[k], dg[k], dout, y, gate, w, n, T, w,
+                                   k ? UMD_GRAD : UMD_F32);
+        }
+        ctx_ok(c);
+        same_bits("gate_residual_bwd dy, UMD_GRAD where grad_operand is 0", dy[1], dy[0], nt);
+        same_bits("gate_residual_bwd dgate, UMD_GRAD where grad_operand is 0", dg[1], dg[0], ng);
+    }
+    {
+        const int M = 37, N = 53, K = 61;
+        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
+        float *x = d_f(h_randn(MK, 3110, 1.0f), MK), *W = d_f(h_randn(NK, 3111, 0.2f), NK);
+        float *g = d_f(h_randn(MN, 3112, 1.0f), MN);
+        const float *gW = h_randn(NK, 3113, 1.0f), *gb = h_randn((size_t)N, 3114, 1.0f);
+        float *dx[2], *dW[2], *db[2];
+        for (int k = 0; k < 2; k++) {
+            dx[k] = d_f(h_nan(MK), MK);
+            dW[k] = d_f(gW, NK);
+            db[k] = d_f(gb, (size_t)N);
+            GPU->linear_bwd(c, dx[k], dW[k], db[k], g, x, W, M, N, K, 0, k ? UMD_GRAD : UMD_F32);
+        }
+        ctx_ok(c);
+        same_bits("linear_bwd dx, UMD_GRAD where grad_operand is 0", dx[1], dx[0], MK);
+        same_bits("linear_bwd dW, UMD_GRAD where grad_operand is 0", dW[1], dW[0], NK);
+        same_bits("linear_bwd db, UMD_GRAD where grad_operand is 0", db[1], db[0], (size_t)N);
+    }
+    {
+        const int M = 37, F = 61, w = 24;
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, 3120, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        float *h = d_f(h_randn(MF, 3130, 1.0f), MF);
+        const float *gW1 = h_randn(Fw, 3131, 1.0f), *gW2 = h_randn(Fw, 3132, 1.0f);
+        const float *gb1 = h_randn((size_t)F, 3133, 1.0f), *gb2 = h_randn((size_t)w, 3134, 1.0f);
+        mlp_grads g[2];
+        for (int k = 0; k < 2; k++) {
+            g[k] = mlp_grads_new(h_nan(Mw), gW1, gW2, gb1, gb2, M, F, w);
+            GPU->mlp_bwd(c, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_x, h, d_W1,
+                         d_W2, d_f(h_nan(MF), MF), M, F, w, k ? UMD_GRAD : UMD_F32);
+        }
+        ctx_ok(c);
+        mlp_grads_same(&g[1], &g[0], M, F, w, ", UMD_GRAD where grad_operand is 0");
+    }
+    {
+        const int n = 2, T = 65, heads = 2, hd = 64;
+        const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
+                     nl = (size_t)n * heads * T;
+        uint16_t *qh;
+        h_bf16_values(nq, 3140, &qh);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        float *d_g = d_f(h_randn(no, 3141, 1.0f), no);
+        float *out = d_f(h_nan(no), no), *lse = d_f(h_nan(nl), nl), *dq[2];
+        GPU->attention_fwd(c, out, lse, d_qh, n, T, heads, hd, UMD_OPND);
+        for (int k = 0; k < 2; k++) {
+            dq[k] = d_f(h_nan(nq), nq);
+            GPU->attention_bwd(c, dq[k], d_g, d_qh, out, lse, n, T, heads, hd,
+                               UMD_OPND | (k ? UMD_GRAD : 0));
+        }
+        ctx_ok(c);
+        same_bits("attention_bwd dqkv, UMD_GRAD where grad_operand is 0", dq[1], dq[0], nq);
+    }
+    cleanup();
+    ctx_free(&c, ws);
+}
+
+/* gate_residual_bwd of one (n, T, w) in context c (grad_operand 1), every token tensor `off`
+ * elements past its allocation, the gate rows inside (n, 6w) modulation rows as the model's: dy
+ * written as a bf16 gradient tensor (UMD_GRAD) against the same op writing an fp32 dy, y fp32 and
+ * a bf16 branch tensor (UMD_OPND_Y). dy starts as 0xff bytes (NaN in either type), dgate's gate
+ * rows as NaN. */
+static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint32_t key) {
+    const int ms = 6 * w;
+    const size_t nt = (size_t)n * T * w, nm = (size_t)n * ms;
+    void *y16;
+    float *y32;
+    branch_pair(nt, off, key, &y16, &y32);
+    float *dout = d_f(h_randn(nt + off, key + 2, 1.0f), nt + off) + off;
+    const float *gate = d_f(h_randn(nm, key + 3, 0.3f), nm) + 2 * w;
+    float *gg = h_randn(nm, key + 6, 1.0f);
+    for (int b = 0; b < n; b++)
+        for (int k = 0; k < w; k++) gg[(size_t)b * ms + 2 * w + k] = NAN;
+    const void *poison = h_poison((nt + off) * sizeof(float));
+    for (int ybf = 0; ybf < 2; ybf++) {
+        const void *y = ybf ? y16 : (const void *)y32;
+        const int type = ybf ? UMD_OPND_Y : UMD_F32;
+        float *dy32 = (float *)d_up(poison, (nt + off) * sizeof(float)) + off;
+        uint16_t *dy16 = (uint16_t *)d_up(poison, (nt + off) * sizeof(uint16_t)) + off;
+        float *dg32 = d_f(gg, nm), *dg16 = d_f(gg, nm);
+        GPU->gate_residual_bwd(c, dy32, dg32 + 2 * w, dout, y, gate, ms, n, T, w, type);
+        GPU->gate_residual_bwd(c, dy16, dg16 + 2 * w, dout, y, gate, ms, n, T, w,
+                               type | UMD_GRAD);
+        ctx_ok(c);
+        char what[160];
+        snprintf(what, sizeof what, "gate_residual_bwd bf16 dy, y %s (n %d, T %d, w %d, offset %d)",
+                 ybf ? "bf16" : "fp32", n, T, w, off);
+        same_rounded(what, dy16, dy32, nt);
+        same_bits_fmt(dg16, dg32, nm, "gate_residual_bwd dgate, bf16 dy, y %s (n %d, T %d, w %d, "
+                      "offset %d)", ybf ? "bf16" : "fp32", n, T, w, off);
+    }
+}
+
+/* gate_residual_bwd writing dy as a bf16 gradient tensor (UMD_GRAD in a context whose
+ * grad_operand is 1: the gradient of a bf16 branch output, as bf16 autocast keeps it) against the
+ * same op in the same context writing an fp32 dy (gate_bf16_grad_shape): dy the fp32 values
+ * rounded to nearest even on the host, bit for bit (same_rounded: a store rounding otherwise shows
+ * on the ties), dgate the same bits (it sums the same fp32 products), y fp32 and bf16. The shapes
+ * of test_cuda_gated_residual_bf16_y: widths of one group of 128 columns and of several, widths
+ * that are not multiples of 4 and tensors one element past their allocation (the scalar path: a
+ * bf16 dy not 8-byte aligned), one-token sequences. */
+static void test_cuda_gated_residual_bf16_grad(void) {
+    need_gpu(UMD_MATH_BF16);
+    const int shapes[][4] = {{3, 5, 16, 0},  {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
+                             {1, 7, 100, 0}, {2, 257, 768, 0}, {1, 3, 1024, 0}, {2, 4, 1100, 0},
+                             {3, 6, 64, 1},  {2, 5, 250, 1}};
+    void *ws;
+    umd_ctx *c = grad_ctx(NULL, NULL, &ws);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        gate_bf16_grad_shape(c, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                             3150 + 10 * (uint32_t)s);
+        cleanup();
+    }
+    ctx_free(&c, NULL);
+}
+
+/* attention_bwd writing dqkv as a bf16 gradient tensor (UMD_OPND | UMD_GRAD in a context whose
+ * grad_operand is 1: the mma kernels, head width 64, bf16 qkv) against the same backward writing
+ * an fp32 dqkv in the same context, from the same bf16 qkv, out and lse (the context's forward):
+ * dqkv the fp32 values rounded to nearest even on the host, bit for bit (same_rounded), with out
+ * fp32 and a bf16 branch tensor (UMD_OPND_O: the dQ kernels' two types of O). In a context made
+ * with UMDQ_CUDA_ATTN_KV32=1 too (the 32-query dK dV step, resident where it fits a third block
+ * and tiled) the bf16 dqkv is also the default kernels' bits. T of one row, short and partial
+ * strips and tiles (not multiples of 16, 32 or 64), the longest resident sequence (384) and tiled
+ * ones past it (385, 440, 1025); several sequences and heads. dqkv starts as 0xff bytes: an
+ * element no kernel writes stays NaN and matches nothing. */
+static void test_cuda_attention_bf16_grad(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const char *const kv32[] = {"UMDQ_CUDA_ATTN_KV32", NULL};
+    void *ws[2];
+    umd_ctx *cs[2] = {grad_ctx(NULL, &QKV_LIM, &ws[0]), grad_ctx(kv32, &QKV_LIM, &ws[1])};
+    for (int i = 0; i < 2; i++) T_REQUIRE(umd_cuda_set_attention(cs[i], UMD_ATTN_MMA) == 0);
+    const char *hows[] = {"", ", dK dV over 32 queries"};
+    const int Ts[] = {1, 5, 17, 48, 65, 100, 257, 384, 385, 440, 1025}, hd = 64;
+    for (int s = 0; s < (int)(sizeof Ts / sizeof *Ts); s++) {
+        const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 3300 + 10 * (uint32_t)s;
+        uint16_t *qh;
+        h_bf16_values(nq, key, &qh);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        float *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
+        const void *poison = h_poison(nq * sizeof(float));
+        void *dq16[2][2]; /* [context][O bf16] */
+        for (int i = 0; i < 2; i++) {
+            umd_ctx *c = cs[i];
+            float *o32 = d_up(poison, no * sizeof(float)), *l32 = d_up(poison, nl * sizeof(float));
+            void *o16 = d_up(poison, no * sizeof(uint16_t));
+            float *l16 = d_up(poison, nl * sizeof(float));
+            GPU->attention_fwd(c, o32, l32, d_qh, n, T, heads, hd, UMD_OPND);
+            GPU->attention_fwd(c, o16, l16, d_qh, n, T, heads, hd, UMD_OPND | UMD_OPND_O);
+            for (int ob = 0; ob < 2; ob++) {
+                const void *o = ob ? o16 : (const void *)o32;
+                const float *l = ob ? l16 : l32;
+                const int types = UMD_OPND | (ob ? UMD_OPND_O : 0);
+                float *dq32 = d_up(poison, nq * sizeof(float));
+                dq16[i][ob] = d_up(poison, nq * sizeof(uint16_t));
+                GPU->attention_bwd(c, dq32, d_g, d_qh, o, l, n, T, heads, hd, types);
+                GPU->attention_bwd(c, dq16[i][ob], d_g, d_qh, o, l, n, T, heads, hd,
+                                   types | UMD_GRAD);
+                ctx_ok(c);
+                char what[160];
+                snprintf(what, sizeof what,
+                         "attention_bwd bf16 dqkv, out %s%s (n %d, T %d, heads %d)",
+                         ob ? "bf16" : "fp32", hows[i], n, T, heads);
+                same_rounded(what, dq16[i][ob], dq32, nq);
+                if (i > 0) {
+                    snprintf(what, sizeof what, "attention_bwd bf16 dqkv, out %s%s against the "
+                             "default kernels (n %d, T %d, heads %d)", ob ? "bf16" : "fp32",
+                             hows[i], n, T, heads);
+                    same_bf16_dev(what, dq16[i][ob], dq16[0][ob], nq);
+                }
+            }
+        }
+        cleanup();
+    }
+    for (int i = 0; i < 2; i++) ctx_free(&cs[i], ws[i]);
+}
+
+/* linear_bwd reading dy as a bf16 gradient tensor (UMD_GRAD in a context whose grad_operand is 1)
+ * against the same op in the same context reading an fp32 dy that holds dy's values (drawn and
+ * rounded on the host). The GEMMs read the same bf16 operand (the fp32 dy's conversion into the
+ * stage makes these bits) in the same chunks and shapes, so dx, written and accumulated, and dW
+ * are the same bits. db is the same bits too where the fp32 dy is whole in the stage: its
+ * conversion sums the columns in the chunks, layout (4-wide or scalar: both tensors aligned alike
+ * here) and order the bf16 dy's sums take, the same kernel without its store. Where dy goes in
+ * two chunks of rows (25700 x 96 x 640 in OPND_LIM's stage) the fp32 dy's db is a gemv, summed in
+ * another order: there each db is checked within 1e-6 of the column sums taken in double on the
+ * host (relative to the largest, as every fp32 sum of 25700 terms is only that close). x fp32
+ * and a bf16 operand; dW alone (no dx, no db). Shapes that are not multiples of the GEMM tiles or
+ * of 4 (the scalar column sums), one row. Written outputs start as NaN, accumulated ones from the
+ * same random values. */
+static void test_cuda_linear_bf16_grad(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws;
+    umd_ctx *c = grad_ctx(NULL, &OPND_LIM, &ws);
+    const int shapes[][4] = {{37, 53, 61, 0},     {128, 96, 200, 0}, {300, 160, 48, 0},
+                             {1, 7, 5, 0},        {1025, 256, 160, 0},
+                             {25700, 96, 640, 1}}; /* M N K, dy in chunks of rows */
+    for (int s = 0; s < 6; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], chunked = shapes[s][3];
+        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
+        const uint32_t key = 3400 + 10 * (uint32_t)s;
+        uint16_t *xh, *gh;
+        float *x = h_bf16_values(MK, key, &xh), *g = h_bf16_values(MN, key + 3, &gh);
+        float *d_x = d_f(x, MK), *d_W = d_f(h_randn(NK, key + 1, 0.2f), NK), *d_g = d_f(g, MN);
+        const void *d_xh = d_up(xh, MK * sizeof *xh), *d_gh = d_up(gh, MN * sizeof *gh);
+        /* x bf16 written and accumulated into dx, x fp32 */
+        for (int v = 0; v < 3; v++) {
+            const int acc = v == 1, xbf = v < 2;
+            const void *xs = xbf ? d_xh : (const void *)d_x;
+            const int xt = xbf ? UMD_OPND : UMD_F32;
+            const float *gx = acc ? h_randn(MK, key + 4, 1.0f) : h_nan(MK);
+            const float *gW = h_randn(NK, key + 5, 1.0f), *gb = h_randn((size_t)N, key + 6, 1.0f);
+            float *dx[2], *dW[2], *db[2];
+            for (int k = 0; k < 2; k++) {
+                dx[k] = d_f(gx, MK);
+                dW[k] = d_f(gW, NK);
+                db[k] = d_f(gb, (size_t)N);
+            }
+            GPU->linear_bwd(c, dx[0], dW[0], db[0], d_g, xs, d_W, M, N, K, acc, xt);
+            GPU->linear_bwd(c, dx[1], dW[1], db[1], d_gh, xs, d_W, M, N, K, acc, xt | UMD_GRAD);
+            ctx_ok(c);
+            char tag[96];
+            snprintf(tag, sizeof tag, "(%d x %d x %d, x %s, acc %d)", M, N, K,
+                     xbf ? "bf16" : "fp32", acc);
+            same_bits_fmt(dx[1], dx[0], MK, "linear_bwd dx, bf16 dy %s", tag);
+            same_bits_fmt(dW[1], dW[0], NK, "linear_bwd dW, bf16 dy %s", tag);
+            if (!chunked) {
+                same_bits_fmt(db[1], db[0], (size_t)N, "linear_bwd db, bf16 dy %s", tag);
+            } else {
+                float *ref = hkeep(malloc((size_t)N * sizeof *ref));
+                for (int j = 0; j < N; j++) {
+                    double sum = gb[j];
+                    for (long r = 0; r < M; r++) sum += g[(size_t)r * N + j];
+                    ref[j] = (float)sum;
+                }
+                char what[160];
+                snprintf(what, sizeof what, "linear_bwd db, bf16 dy, against double sums %s", tag);
+                same(what, db[1], ref, (size_t)N, 1e-6, 1);
+                snprintf(what, sizeof what, "linear_bwd db, fp32 dy, against double sums %s", tag);
+                same(what, db[0], ref, (size_t)N, 1e-6, 1);
+            }
+            /* dW alone */
+            GPU->linear_bwd(c, NULL, dW[0], NULL, d_g, xs, d_W, M, N, K, 0, xt);
+            GPU->linear_bwd(c, NULL, dW[1], NULL, d_gh, xs, d_W, M, N, K, 0, xt | UMD_GRAD);
+            ctx_ok(c);
+            same_bits_fmt(dW[1], dW[0], NK, "linear_bwd dW alone, bf16 dy %s", tag);
+        }
+        cleanup();
+    }
+    ctx_free(&c, ws);
+}
+
+/* mlp_bwd reading dy as a bf16 gradient tensor (UMD_GRAD in a context whose grad_operand is 1:
+ * fc2's output is a branch tensor, dy its gradient) against the same op in the same context
+ * reading an fp32 dy that holds dy's values, from the same forward's h and a bf16 operand x. The
+ * bf16 dy is what the fp32 dy's conversion into bf_a makes, and every GEMM that read bf_a reads
+ * it instead (dW2's, and dy W2's in each form), db2 summed in the fused conversion's chunks and
+ * order: dx, dW1, dW2, db1 and db2 the same bits, without biases, with them, and with dx aliasing
+ * dy (the fp32 dx written over the bytes that held the bf16 dy, after its last read). Contexts:
+ * h bf16 with dy W2 in bf16 (UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_BF16_DH=1; given no tmp, as it needs
+ * none), h bf16 on the staging passes (tmp = dy W2 in fp32), h fp32 (the staging passes on an
+ * fp32 h), and h bf16 with the GELU epilogues (UMDQ_CUDA_GELU_EPILOGUE=1: dy W2 read by the
+ * DGELU GEMM where cuBLASLt has the plan, else the staging passes). Shapes that are and are not
+ * multiples of 4 and 8, one row. Written outputs start as NaN (tmp too), the gradients
+ * accumulate onto the same random values in both calls. */
+static void test_cuda_mlp_bf16_grad(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const char *const dh[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH", NULL};
+    static const char *const mlp[] = {"UMDQ_CUDA_BF16_MLP", NULL};
+    static const char *const epi[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_GELU_EPILOGUE", NULL};
+    const char *const *vars[] = {dh, mlp, NULL, epi};
+    const char *hows[] = {"bf16 h, bf16 dy W2", "bf16 h, staging", "fp32 h, staging",
+                          "bf16 h, GELU epilogue"};
+    const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
+    for (int i = 0; i < 4; i++) {
+        void *ws;
+        umd_ctx *c = grad_ctx(vars[i], &OPND_LIM, &ws);
+        const int hb = i != 2, types = UMD_OPND | (hb ? UMD_OPND_H : 0);
+        T_EQ_INT(GPU->hidden_operand(c), hb);
+        for (int s = 0; s < 4; s++) {
+            const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+            const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+            const uint32_t key = 3500 + 20 * (uint32_t)s;
+            float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+            const void *d_xh;
+            mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+            /* dy rounded to bf16 on the host: the bf16 values and their widening */
+            uint16_t *gh;
+            float *gw = h_bf16_values(Mw, key + 10, &gh);
+            float *d_gw = d_f(gw, Mw);
+            const void *d_gh = d_up(gh, Mw * sizeof *gh);
+            const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+            const size_t hbytes = MF * (hb ? sizeof(uint16_t) : sizeof(float));
+            void *h = d_up(h_poison(MF * sizeof(float)), hbytes);
+            GPU->mlp_fwd(c, d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F,
+                         w, types);
+            ctx_ok(c);
+            /* dx's starting bytes where it aliases the bf16 dy: dy's values, then NaN */
+            float *dx16 = h_copy(nanMw, Mw);
+            memcpy(dx16, gh, Mw * sizeof *gh);
+            for (int v = 0; v < 3; v++) {
+                const int bias = v > 0, alias = v == 2;
+                const float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+                const float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+                const float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+                mlp_grads g[2];
+                for (int k = 0; k < 2; k++) {
+                    g[k] = mlp_grads_new(alias ? (k ? dx16 : gw) : nanMw, gW1, gW2, gb1, gb2, M, F,
+                                         w);
+                    const void *dyk = alias ? (const void *)g[k].dx : k ? d_gh : (const void *)d_gw;
+                    float *tmp = i == 0 ? NULL : d_f(nanMF, MF);
+                    GPU->mlp_bwd(c, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                                 bias ? g[k].db2 : NULL, dyk, d_xh, h, d_W1, d_W2, tmp, M, F, w,
+                                 types | (k ? UMD_GRAD : 0));
+                }
+                ctx_ok(c);
+                char tag[128];
+                snprintf(tag, sizeof tag, ", bf16 dy, %s (%d x %d x %d, %s%s)", hows[i], M, F, w,
+                         bias ? "biases" : "no biases", alias ? ", dx aliasing dy" : "");
+                mlp_grads_same(&g[1], &g[0], M, F, w, tag);
+            }
+            cleanup();
+        }
+        ctx_free(&c, ws);
+    }
+}
+
+/* Where a bf16 gradient tensor cannot be taken, in a context whose grad_operand is 1, the op
+ * fails the context, naming itself, the bf16 gradient tensor and why, and writes nothing:
+ *   linear_bwd with no bf16 stage (no workspace: the path that reads dy in fp32), and with a bias
+ *     gradient whose column sums the partials cannot hold (N 96 past the 80 floats of `tiny`);
+ *   mlp_bwd on the separate ops (no workspace), and with db2's sums past the partials (w 96);
+ *   attention_bwd on the GEMM and fused paths (attention modes gemm and fused, head widths 80
+ *     and 32 in mode mma), and on the mma kernels with an fp32 qkv (no bf16 dqkv there).
+ * The accumulated gradients (dW, db, dW1, dW2, db2) and dqkv stay as they were. */
+static void test_cuda_bf16_grad_refused(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const umd_limits tiny = {1, 1, 8, 1, 1, 4096}; /* partials (4 + 1) 2 8 = 80 floats */
+    void *ws;
+    for (int k = 0; k < 4; k++) {
+        const int mlp = k >= 2, small = k & 1;
+        const char *op = mlp ? "mlp_bwd" : "linear_bwd";
+        umd_ctx *c = grad_ctx(NULL, small ? &tiny : NULL, &ws);
+        /* linear: dy (M, N), x (M, K), W (N, K); the MLP: dy, x, dx (M, w = N), h (M, F = K),
+         * W1 (F, w), W2 (w, F) */
+        const int M = 4, N = small ? 96 : 8, K = 8;
+        const size_t MN = (size_t)M * N, MK = (size_t)M * K, NK = (size_t)N * K;
+        uint16_t *gh;
+        h_bf16_values(MN, 3600 + (uint32_t)k, &gh);
+        const void *d_gh = d_up(gh, MN * sizeof *gh);
+        float *x = d_f(h_randn(mlp ? MN : MK, 3610 + (uint32_t)k, 1.0f), mlp ? MN : MK);
+        float *W = d_f(h_randn(NK, 3620 + (uint32_t)k, 0.2f), NK);
+        float *W2 = d_f(h_randn(NK, 3630 + (uint32_t)k, 0.2f), NK);
+        float *h = d_f(h_randn(MK, 3640 + (uint32_t)k, 1.0f), MK);
+        float *dx = d_f(h_nan(mlp ? MN : MK), mlp ? MN : MK), *tmp = d_f(h_nan(MK), MK);
+        const float *gW = h_randn(NK, 3650 + (uint32_t)k, 1.0f);
+        const float *gb = h_randn((size_t)N, 3660 + (uint32_t)k, 1.0f);
+        float *dW = d_f(gW, NK), *dW2 = d_f(gW, NK), *dW_ref = d_f(gW, NK);
+        float *db = d_f(gb, (size_t)N), *db_ref = d_f(gb, (size_t)N);
+        if (mlp)
+            GPU->mlp_bwd(c, dx, dW, NULL, dW2, db, d_gh, x, h, W, W2, tmp, M, K, N, UMD_GRAD);
+        else
+            GPU->linear_bwd(c, dx, dW, db, d_gh, x, W, M, N, K, 0, UMD_GRAD);
+        char err[512] = "", shape[32];
+        int rc = GPU->status(c, err, sizeof err);
+        const char *why = small ? "sums past the partials" : "no bf16 stage";
+        printf("  %s with a bf16 dy, %s: %s\n", op, why, err);
+        T_CHECK_MSG(rc != 0, "%s read a bf16 dy it cannot (%s)", op, why);
+        T_CONTAINS(err, op);
+        T_CONTAINS(err, "bf16 gradient tensor");
+        snprintf(shape, sizeof shape, "dy (%d, %d)", M, N);
+        T_CONTAINS(err, shape);
+        T_CONTAINS(err, small ? "column sums" : "bf16 stage");
+        if (mlp) T_CONTAINS(err, "UMDQ_CUDA_BF16_GRAD");
+        same_bits(mlp ? "mlp_bwd dW1 left alone" : "linear_bwd dW left alone", dW, dW_ref, NK);
+        if (mlp) same_bits("mlp_bwd dW2 left alone", dW2, dW_ref, NK);
+        same_bits(mlp ? "mlp_bwd db2 left alone" : "linear_bwd db left alone", db, db_ref,
+                  (size_t)N);
+        cleanup();
+        ctx_free(&c, ws);
+    }
+    static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
+    static const attn_refusal cases[] = {
+        {UMD_ATTN_GEMM, 64, 1, "attention_bwd", "attention mode gemm"},
+        {UMD_ATTN_FUSED, 64, 1, "attention_bwd", "attention mode fused"},
+        {UMD_ATTN_MMA, 32, 1, "attention_bwd", "attention mode mma"},
+        {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"},
+        {UMD_ATTN_MMA, 64, 1, "attention_bwd", "attention mode mma"}};
+    for (int i = 0; i < 5; i++) {
+        umd_ctx *c = grad_ctx(NULL, &lim, &ws);
+        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
+        const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
+        const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 3670 + 5 * (uint32_t)i;
+        float *q = d_f(h_randn(nq, key, 1.0f), nq), *g = d_f(h_randn(no, key + 1, 1.0f), no);
+        float *out = d_f(h_randn(no, key + 2, 1.0f), no);
+        float *lse = d_f(h_randn(nl, key + 3, 1.0f), nl);
+        const float *hq = h_randn(nq, key + 4, 1.0f);
+        float *dq = d_f(hq, nq), *dq0 = d_f(hq, nq);
+        GPU->attention_bwd(c, dq, g, q, out, lse, n, T, heads, hd, UMD_GRAD);
+        refusal_said(c, &cases[i], "bf16 dqkv", "bf16 gradient tensor");
+        same_bits("attention_bwd dqkv left alone", dq, dq0, nq);
+        cleanup();
+        ctx_free(&c, ws);
+    }
+}
+
 /* ---- tokens and losses ------------------------------------------------------------------------- */
 
 static void test_cuda_tokens(void) {
@@ -3051,6 +3528,12 @@ int main(void) {
     T_RUN(test_cuda_attention_bf16_out);
     T_RUN(test_cuda_attention_bf16_out_refused);
     T_RUN(test_cuda_branch_operand);
+    T_RUN(test_cuda_grad_operand);
+    T_RUN(test_cuda_gated_residual_bf16_grad);
+    T_RUN(test_cuda_attention_bf16_grad);
+    T_RUN(test_cuda_linear_bf16_grad);
+    T_RUN(test_cuda_mlp_bf16_grad);
+    T_RUN(test_cuda_bf16_grad_refused);
     T_RUN(test_cuda_switch_values);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);
