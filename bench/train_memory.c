@@ -8,8 +8,11 @@
  * shown apart, since a device's differs), the same with bf16 operand tensors, MLP state and
  * branch tensors (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with
  * UMDQ_CUDA_BF16_OPERANDS=1, UMDQ_CUDA_BF16_MLP=1 and UMDQ_CUDA_BF16_BRANCH=1, at head width 64;
- * its MLP scratch too), the same without the MLP's (tokens, F) scratch (a CUDA context with
- * UMDQ_CUDA_GELU_EPILOGUE=1 too asks for none), and, where a CUDA device is
+ * its MLP scratch too; gradients fp32, as UMDQ_CUDA_BF16_GRAD's default), the same without the
+ * MLP's (tokens, F) scratch (a CUDA context with UMDQ_CUDA_BF16_DH=1 or
+ * UMDQ_CUDA_GELU_EPILOGUE=1 too asks for none: the layout of the CUDA defaults), that with the
+ * gradient tensors in bf16 too (UMDQ_CUDA_BF16_GRAD=1: qkv's gradient at half its bytes), and,
+ * where a CUDA device is
  * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
  *
@@ -38,22 +41,30 @@ static const mem_config CONFIGS[] = {
 
 static const double GiB = 1073741824.0;
 
-/* The cpu-bf16 layout without the MLP's scratch: a CUDA bf16 context whose MLP takes GELU in
- * cuBLASLt's epilogues (UMDQ_CUDA_GELU_EPILOGUE=1) asks for none (mlp_scratch); only measured. */
+/* The cpu-bf16 layout without the MLP's scratch (a CUDA bf16 context whose MLP writes dy W2 in
+ * bf16 or takes GELU in cuBLASLt's epilogues asks for none: mlp_scratch), and with the gradient
+ * tensors fp32 (grad_operand 0, UMDQ_CUDA_BF16_GRAD's default) or bf16; only measured. */
 static size_t no_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
     (void)c, (void)M, (void)F, (void)w, (void)types;
     return 0;
 }
+static int no_grad_operand(const umd_ctx *c) {
+    (void)c;
+    return 0;
+}
 
-static const umd_ops *ops_cpu_bf16_no_mlp_scratch(void) {
-    static umd_ops t;
-    t = *umd_ops_cpu_bf16();
-    t.mlp_scratch = no_mlp_scratch;
-    return &t;
+static const umd_ops *ops_cpu_bf16_as(int scratch, int grads) {
+    static umd_ops t[4];
+    umd_ops *o = &t[2 * scratch + grads];
+    *o = *umd_ops_cpu_bf16();
+    if (!scratch) o->mlp_scratch = no_mlp_scratch;
+    if (!grads) o->grad_operand = no_grad_operand;
+    return o;
 }
 
 /* The arenas of one config; device "cpu" (one thread; "cpu-bf16": bf16 operands, "cpu-bf16-ns":
- * and no MLP scratch) or "cuda" (bf16). */
+ * and no MLP scratch, "cpu-bf16-ns-grad": and bf16 gradient tensors) or "cuda" (bf16, the
+ * switches in effect). */
 static int measure(const mem_config *mc, int batch, const char *recompute, const char *device,
                    umd_sizes *out) {
     char json[1024], err[512];
@@ -70,10 +81,11 @@ static int measure(const mem_config *mc, int batch, const char *recompute, const
         fprintf(stderr, "train_memory: config: %s\n", err);
         return -1;
     }
-    const umd_ops *ops = strcmp(device, "cuda") == 0       ? umd_ops_cuda(UMD_MATH_BF16)
-                         : strcmp(device, "cpu-bf16") == 0 ? umd_ops_cpu_bf16()
-                         : strcmp(device, "cpu-bf16-ns") == 0 ? ops_cpu_bf16_no_mlp_scratch()
-                                                               : umd_ops_cpu();
+    const umd_ops *ops = strcmp(device, "cuda") == 0                ? umd_ops_cuda(UMD_MATH_BF16)
+                         : strcmp(device, "cpu-bf16") == 0          ? ops_cpu_bf16_as(1, 0)
+                         : strcmp(device, "cpu-bf16-ns") == 0       ? ops_cpu_bf16_as(0, 0)
+                         : strcmp(device, "cpu-bf16-ns-grad") == 0 ? ops_cpu_bf16_as(0, 1)
+                                                                    : umd_ops_cpu();
     umd_shape shape = {mc->channels, mc->size, mc->size, 10, batch};
     if (!ops || umd_model_measure(out, &cfg, &shape, ops, err, sizeof err) != 0) {
         fprintf(stderr, "train_memory: %s on %s: %s\n", mc->label, device, ops ? err : "no CUDA build");
@@ -108,8 +120,9 @@ int main(int argc, char **argv) {
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
-        for (int dev = 0; dev < 3 + gpu; dev++) {
-            static const char *const devices[4] = {"cpu", "cpu-bf16", "cpu-bf16-ns", "cuda"};
+        for (int dev = 0; dev < 4 + gpu; dev++) {
+            static const char *const devices[5] = {"cpu", "cpu-bf16", "cpu-bf16-ns",
+                                                   "cpu-bf16-ns-grad", "cuda"};
             const char *device = devices[dev];
             static const char *const modes[4] = {"off", "norms", "partial", "full"};
             umd_sizes s[4];
@@ -122,13 +135,14 @@ int main(int argc, char **argv) {
             /* the CPU's workspace is not a device's: left out of the CPU rows */
             double acts[4], tot[4];
             for (int k = 0; k < 4; k++) {
-                double ws = dev < 3 ? (double)s[k].workspace : 0;
+                double ws = dev < 4 ? (double)s[k].workspace : 0;
                 acts[k] = ((double)s[k].acts - ws) / GiB;
                 tot[k] = (total(&s[k]) - ws) / GiB;
             }
             printf("| %s | %s | %.2f | %.2f | %.2f |", CONFIGS[i].label,
-                   dev == 3   ? "cuda bf16 (workspace in)"
-                   : dev == 2 ? "the same without the MLP scratch (GELU epilogues; no workspace)"
+                   dev == 4   ? "cuda bf16 (workspace in)"
+                   : dev == 3 ? "the same with bf16 gradients (UMDQ_CUDA_BF16_GRAD; no workspace)"
+                   : dev == 2 ? "the same without the MLP scratch (the CUDA defaults; no workspace)"
                    : dev == 1 ? "layout, bf16 operands, MLP state and branches (no workspace)"
                               : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0]);
