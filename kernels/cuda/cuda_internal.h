@@ -212,7 +212,8 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
                   const void *B, long ldb, float beta, float *C, long ldc);
 void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                   int cols, long ld);
-/* Row-major C (M, N) = op(A) op(B), bf16 operands and a bf16 C (the fp32 sums rounded once). */
+/* Row-major C (M, N) = op(A) op(B), bf16 operands and a bf16 C (the fp32 sums rounded once: a
+ * bf16 context's cuBLAS handle never adds split-K parts in bf16, ops_cuda.cu). */
 void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, int M, int N,
                             int K, const __nv_bfloat16 *A, long lda, const __nv_bfloat16 *B,
                             long ldb, __nv_bfloat16 *C, long ldc);

@@ -156,10 +156,15 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
     {
         cublasStatus_t s = cublasCreate(&c->blas);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
-        /* fp32 math means fp32: no TF32 inside cuBLAS unless asked for */
-        if (s == CUBLAS_STATUS_SUCCESS)
-            s = cublasSetMathMode(c->blas, math == UMD_MATH_FP32 ? CUBLAS_PEDANTIC_MATH
-                                                                  : CUBLAS_TF32_TENSOR_OP_MATH);
+        /* fp32 math means fp32: no TF32 inside cuBLAS unless asked for. A bf16 context's GEMMs
+         * that write bf16 (cuda_gemm_bf16_to_bf16) round the fp32 sums once: no split-K whose
+         * parts are added in the output type (cuBLAS allows it by default where C is narrower
+         * than the compute type) */
+        const int mode = math == UMD_MATH_FP32   ? CUBLAS_PEDANTIC_MATH
+                         : math == UMD_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                 : CUBLAS_TF32_TENSOR_OP_MATH |
+                                                       CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(c->blas, (cublasMath_t)mode);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtCreate(&c->lt);
         if (s != CUBLAS_STATUS_SUCCESS) {
             snprintf(err, errlen, "cuBLAS set-up: %s", cublasGetStatusString(s));
