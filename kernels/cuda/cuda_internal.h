@@ -126,9 +126,10 @@ struct umd_ctx {
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
     int grad_bf16;             /* the model keeps gradient tensors (ops.h: the gradients of the
-                                  branch outputs and of qkv) in bf16 (grad_operand): bf16 branch
-                                  tensors and UMDQ_CUDA_BF16_GRAD=1, else fp32. Unlike the other
-                                  flags, UMD_GRAD counts only in such a context (cuda_grad_bf16) */
+                                  branch outputs and of qkv, and of the products' inputs) in bf16
+                                  (grad_operand): bf16 branch tensors and UMDQ_CUDA_BF16_GRAD=1,
+                                  else fp32. Unlike the other flags, UMD_GRAD and UMD_GRAD_X count
+                                  only in such a context (cuda_grad_bf16, cuda_gradx_bf16) */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
@@ -169,6 +170,11 @@ static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
  * the flag. */
 static inline int cuda_grad_bf16(const umd_ctx *c, int types) {
     return (types & UMD_GRAD) && c->grad_bf16;
+}
+/* The same for the gradient of a product's input, flagged UMD_GRAD_X: linear_bwd's and mlp_bwd's
+ * dx, and that dx where attention_bwd and layernorm_bwd read it as their dout. */
+static inline int cuda_gradx_bf16(const umd_ctx *c, int types) {
+    return (types & UMD_GRAD_X) && c->grad_bf16;
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */

@@ -104,10 +104,15 @@
  * sums of dy's widened values, one pass that reads dy (M w 2 bytes) and writes nothing else, in
  * the chunks and order of the fused conversion: the bits of an fp32 dy holding those values,
  * without the conversion pass (M w 4 bytes read and M w 2 written fewer) and in half of dy's
- * memory. dx may alias dy still: dx's GEMM writes the fp32 dx over the bytes the bf16 dy held,
- * queued after every read of dy on the one stream. The separate ops read dy in fp32, and a db2
- * whose chunks the partials cannot hold has no other pass: there a bf16 dy fails the context,
- * naming the op and the shapes, before anything is written. */
+ * memory. dx may alias dy still: dx's GEMM writes dx over the bytes the bf16 dy held, queued
+ * after every read of dy on the one stream. The separate ops read dy in fp32, and a db2 whose
+ * chunks the partials cannot hold has no other pass: there a bf16 dy fails the context, naming
+ * the op and the shapes, before anything is written.
+ * dx is one too with UMD_GRAD_X in such a context (the gradient of the MLP's input, norm2's dout):
+ * the last line's dx = dh W1 is the GEMM with a bf16 C (cuda_gemm_bf16_to_bf16, as linear_bwd's
+ * bf16 dx: the fp32 sums rounded once, within a bf16 step of the fp32 dx rounded where cuBLAS
+ * takes another algorithm for it), M w 2 bytes written in place of 4; over a bf16 dy it aliases,
+ * byte for byte. The separate ops write dx in fp32: there a bf16 dx fails the context likewise. */
 #include <stdio.h>
 #include "cuda_internal.h"
 
@@ -166,19 +171,20 @@ static void hidden_unfit(umd_ctx *c, const char *op, int M, int F, int w) {
     cuda_fail(c, op, what);
 }
 
-/* A bf16 dy (UMD_GRAD) met a pass that cannot read one: the separate ops (the operands do not
- * fit the bf16 stages whole), which read dy in fp32, or db2's column sums beyond the workspace's
- * partials (the only pass that sums a bf16 dy). The context fails rather than read bf16 as fp32,
- * before anything is written. */
-static void grad_unfit(umd_ctx *c, int M, int F, int w) {
+/* A bf16 dy (UMD_GRAD) or dx (UMD_GRAD_X; gbf 0) met a pass that cannot take one: the separate
+ * ops (the operands do not fit the bf16 stages whole), which read dy and write dx in fp32, or
+ * db2's column sums beyond the workspace's partials (the only pass that sums a bf16 dy). The
+ * context fails rather than take bf16 for fp32, before anything is written. */
+static void grad_unfit(umd_ctx *c, int gbf, int M, int F, int w) {
     char what[320];
     if (!cuda_bf16_whole(c, M, F, w))
         snprintf(what, sizeof what,
-                 "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and (%d, %d) "
+                 "%s (%d, %d) is a bf16 gradient tensor (%sUMDQ_CUDA_BF16_GRAD), and (%d, %d) "
                  "operands with weights (%d, %d) do not fit the bf16 stages whole (%zu values, %zu "
-                 "of weights): the separate ops read dy in fp32",
-                 M, w, M, F > w ? F : w, F, w, c->bf_a ? c->bf_stage : (size_t)0,
-                 c->bf_w ? c->bf_w_len : (size_t)0);
+                 "of weights): the separate ops %s in fp32",
+                 gbf ? "dy" : "dx", M, w, gbf ? "" : "UMD_GRAD_X, ", M, F > w ? F : w, F, w,
+                 c->bf_a ? c->bf_stage : (size_t)0, c->bf_w ? c->bf_w_len : (size_t)0,
+                 gbf ? "read dy" : "write dx");
     else
         snprintf(what, sizeof what,
                  "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and the workspace's "
@@ -290,17 +296,17 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     const float *dy = (const float *)dyv; /* read only where dy is fp32 (!gbf) */
-    float *dx = (float *)dxv;
     const size_t n = (size_t)M * F;
     const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
-    const int gbf = cuda_grad_bf16(c, types);
+    const int gbf = cuda_grad_bf16(c, types), dxbf = dxv && cuda_gradx_bf16(c, types);
+    float *dx = dxbf ? NULL : (float *)dxv; /* fp32 dx, written only where it is (!dxbf) */
     if (!cuda_bf16_whole(c, M, F, w)) {
         if (hbf) {
             hidden_unfit(c, "mlp_bwd", M, F, w);
             return;
         }
-        if (gbf) {
-            grad_unfit(c, M, F, w);
+        if (gbf || dxbf) {
+            grad_unfit(c, gbf, M, F, w);
             return;
         }
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
@@ -321,7 +327,7 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         return;
     /* a bf16 dy's column sums have one pass only: said before anything is written too */
     if (gbf && db2 && !cuda_colsum_fits(c, M, w)) {
-        grad_unfit(c, M, F, w);
+        grad_unfit(c, gbf, M, F, w);
         return;
     }
     /* the bf16 dy (M, w) the GEMMs read: a bf16 gradient tensor itself, db2 += its column sums
@@ -349,17 +355,22 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         mlp_bwd_dh(c, dyb, db1, h, hbf, tmp, M, F, w);
     }
     /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16
-     * operand x is read where it is. dx may alias dy, fp32 or bf16: every read of dy is queued
-     * before dx's GEMM on the one stream */
+     * operand x is read where it is. dx may alias dy, fp32 or bf16 either: every read of dy is
+     * queued before dx's GEMM on the one stream. A bf16 dx (UMD_GRAD_X) is that GEMM's bf16 C,
+     * the fp32 sums rounded once */
     const void *xs = x;
     if (!cuda_opnd_bf16(c, x_type)) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, (const float *)x, M, w, w);
         xs = c->bf_a;
     }
-    if (dx) {
+    if (dxv) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_w, W1, F, w, w);
-        cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f, c->bf_b, F,
-                     c->bf_w, w, 0.0f, dx, w);
+        if (dxbf)
+            cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, w, F, c->bf_b, F, c->bf_w, w,
+                                   (__nv_bfloat16 *)dxv, w);
+        else
+            cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f,
+                         c->bf_b, F, c->bf_w, w, 0.0f, dx, w);
     }
     cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, F, w, M, 1.0f, c->bf_b, F,
                  xs, w, 1.0f, dW1, w);
