@@ -94,10 +94,10 @@ struct umd_ctx {
     int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
     int attn_kv32;             /* the mma dK dV kernels step 32 queries at a time (3 blocks a
                                   multiprocessor; the same bits): UMDQ_CUDA_ATTN_KV32=1 */
-    signed char kv32_res[72];  /* per T rounded up to 16 (up to 384) and kernel pair (qkv fp32,
-                                  bf16, bf16 with a bf16 dqkv): whether the resident dK dV kernel
-                                  steps 32 queries (1), or 64 (-1), 0 not yet asked
-                                  (mma_attention.cu, res_kv32) */
+    signed char kv32_res[96];  /* per T rounded up to 16 (up to 384) and kernel pair (qkv fp32,
+                                  bf16, bf16 with a bf16 dqkv, that with a bf16 dout too): whether
+                                  the resident dK dV kernel steps 32 queries (1), or 64 (-1), 0
+                                  not yet asked (mma_attention.cu, res_kv32) */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */
@@ -313,14 +313,15 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
  * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
  * usable for these shapes (that choice, and the shapes within the kernels' grid and the
  * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor, out fp32 or (obf)
- * a bf16 branch tensor; the backward's dqkv fp32 or (gbf, with qbf only) a bf16 gradient tensor. */
+ * a bf16 branch tensor; the backward's dqkv fp32 or (gbf, with qbf only) a bf16 gradient tensor,
+ * its dout fp32 or (dbf, with gbf only) a bf16 gradient tensor (UMD_GRAD_X: proj's dx). */
 int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
 void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
                             int heads, int qbf, int obf);
-void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                             const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf, int gbf);
+                            int obf, int gbf, int dbf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);
