@@ -123,6 +123,9 @@ struct umd_ctx {
     int bf16_dh;               /* the MLP's dy W2 in bf16 where h is (bf16 autocast's gradient of
                                   fc2's input), its GELU backward reading it rounded: no fp32
                                   (M, F) scratch (mlp.cu): UMDQ_CUDA_BF16_DH=1 */
+    int mlp_one_pass;          /* with that and a bf16 dy (UMD_GRAD), the MLP backward computes
+                                  bf16(gelu(h)) for dW2 and dh in one pass over h (mlp.cu; the
+                                  same bits): UMDQ_CUDA_MLP_ONE_PASS, 0 turns it off */
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
     int grad_bf16;             /* the model keeps gradient tensors (ops.h: the gradients of the
@@ -228,6 +231,11 @@ void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, 
  * (nothing done) when the partials cannot hold the chunks. */
 int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
                       const __nv_bfloat16 *h, long M, int N);
+/* The same pass storing gh (M, N) bf16 <- gelu(h) too (cuda_gelu_to_bf16's values), h read once
+ * for both: dst and db as cuda_dgelu16_bf16 makes them (the same chunks, layout and order, where
+ * gh is aligned as dst is); gh is neither g nor dst. -1 (nothing done) likewise. */
+int cuda_gelu_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *gh, __nv_bfloat16 *dst, float *db,
+                           const __nv_bfloat16 *g, const __nv_bfloat16 *h, long M, int N);
 /* 1 when the workspace's partials hold the chunks of a column sum over M rows of N. */
 int cuda_colsum_fits(const umd_ctx *c, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);

@@ -194,6 +194,29 @@ __device__ static inline uint2 bf16x4(float4 v) {
     return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
 }
 
+/* src_dgelu16g's values, g gelu'(h), and as it reads h, bf16(gelu(h)) stored at the same index of
+ * gh (src_gelu16's value, rounded to nearest even as the conversions round it): the MLP
+ * backward's one pass over h (mlp.cu, mlp_one_pass). Each value is the expression of the source
+ * it stands for, on the same widened h. gh is not g (g may be the pass's destination). */
+struct src_dgelu16g_gelu {
+    const __nv_bfloat16 *g, *h;
+    __nv_bfloat16 *gh;
+    __device__ float at(long i) const {
+        const float x = __bfloat162float(h[i]);
+        gh[i] = __float2bfloat16(cuda_gelu_tanh(x));
+        return __bfloat162float(g[i]) * cuda_gelu_tanh_grad(x);
+    }
+    __device__ float4 at4(long i) const {
+        float4 a = widen4(g + i), x = widen4(h + i);
+        *reinterpret_cast<uint2 *>(gh + i) =
+            bf16x4(make_float4(cuda_gelu_tanh(x.x), cuda_gelu_tanh(x.y), cuda_gelu_tanh(x.z),
+                               cuda_gelu_tanh(x.w)));
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h | (uintptr_t)gh) & 7) == 0; }
+};
+
 /* dst (n) bf16 <- src: 4 per thread (float4 in, 8 bytes out) where aligned, else 1. */
 template <class S> __global__ static void k_conv4(__nv_bfloat16 *dst, S src, size_t n4) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4;
@@ -878,6 +901,15 @@ int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bflo
                       const __nv_bfloat16 *h, long M, int N) {
     if (c->failed) return 0;
     const src_dgelu16g src{g, h};
+    if (db) return colsum_bf16<true>(c, "mlp_bwd", dst, db, src, M, N);
+    convert(c, "mlp_bwd", dst, src, (size_t)M * N);
+    return 0;
+}
+
+int cuda_gelu_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *gh, __nv_bfloat16 *dst, float *db,
+                           const __nv_bfloat16 *g, const __nv_bfloat16 *h, long M, int N) {
+    if (c->failed) return 0;
+    const src_dgelu16g_gelu src{g, h, gh};
     if (db) return colsum_bf16<true>(c, "mlp_bwd", dst, db, src, M, N);
     convert(c, "mlp_bwd", dst, src, (size_t)M * N);
     return 0;

@@ -81,10 +81,15 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * (bench/train_gpu --bf16-grad). Where an op cannot take a bf16 gradient (the fused and GEMM
  * attention, the separate ops of an MLP beyond the stages, weights beyond the bf16 stage, a dx
  * accumulated into) the context fails, naming the op.
+ * UMDQ_CUDA_MLP_ONE_PASS=0 turns off the MLP backward's one pass over h where dy is a bf16
+ * gradient tensor (BF16_GRAD) and dy W2 is bf16 (BF16_DH, the GELU epilogues off): dy W2 goes
+ * into the stage dy left free, and one pass reads it and h to write gelu(h) for dW2 and dh, where
+ * two passes read h (mlp.cu): the same bits (test_cuda_ops), one read of h (2 bytes a value)
+ * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
  * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_DH, BF16_BRANCH, BF16_GRAD,
- * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32) is read when a context is made: "1" turns it
- * on, "0" off, and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on but
- * GELU_EPILOGUE, ATTN_FWD32 and BF16_GRAD). */
+ * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS) is read when a context is made:
+ * "1" turns it on, "0" off, and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on
+ * but GELU_EPILOGUE, ATTN_FWD32 and BF16_GRAD). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);
