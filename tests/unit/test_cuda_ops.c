@@ -194,6 +194,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_BF16_BIAS", "0", 1);
     setenv("UMDQ_CUDA_BF16_DH", "0", 1);
     setenv("UMDQ_CUDA_BF16_GRAD", "0", 1);
+    setenv("UMDQ_CUDA_MLP_ONE_PASS", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -3313,8 +3314,10 @@ static void test_cuda_linear_bf16_grad(void) {
  * dy (the fp32 dx written over the bytes that held the bf16 dy, after its last read). Contexts:
  * h bf16 with dy W2 in bf16 (UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_BF16_DH=1; given no tmp, as it needs
  * none), h bf16 on the staging passes (tmp = dy W2 in fp32), h fp32 (the staging passes on an
- * fp32 h), and h bf16 with the GELU epilogues (UMDQ_CUDA_GELU_EPILOGUE=1: dy W2 read by the
- * DGELU GEMM where cuBLASLt has the plan, else the staging passes). Shapes that are and are not
+ * fp32 h), h bf16 with the GELU epilogues (UMDQ_CUDA_GELU_EPILOGUE=1: dy W2 read by the DGELU
+ * GEMM where cuBLASLt has the plan, else the staging passes), and the first with
+ * UMDQ_CUDA_MLP_ONE_PASS=1 (the bf16 dy's call takes the one pass over h, the fp32 dy's the two
+ * passes: the same bits). Shapes that are and are not
  * multiples of 4 and 8, one row. Written outputs start as NaN (tmp too), the gradients
  * accumulate onto the same random values in both calls. A third call from the bf16 dy writes dx
  * as a bf16 gradient tensor too (UMD_GRAD | UMD_GRAD_X, as the model passes them), over the bf16
@@ -3325,14 +3328,17 @@ static void test_cuda_mlp_bf16_grad(void) {
     static const char *const dh[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH", NULL};
     static const char *const mlp[] = {"UMDQ_CUDA_BF16_MLP", NULL};
     static const char *const epi[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_GELU_EPILOGUE", NULL};
-    const char *const *vars[] = {dh, mlp, NULL, epi};
+    static const char *const one[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH",
+                                      "UMDQ_CUDA_MLP_ONE_PASS", NULL};
+    const char *const *vars[] = {dh, mlp, NULL, epi, one};
     const char *hows[] = {"bf16 h, bf16 dy W2", "bf16 h, staging", "fp32 h, staging",
-                          "bf16 h, GELU epilogue"};
+                          "bf16 h, GELU epilogue", "bf16 h, bf16 dy W2, one pass over h"};
     const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         void *ws;
         umd_ctx *c = grad_ctx(vars[i], &OPND_LIM, &ws);
         const int hb = i != 2, types = UMD_OPND | (hb ? UMD_OPND_H : 0);
+        const int no_tmp = i == 0 || i == 4; /* dy W2 in bf16 needs none */
         T_EQ_INT(GPU->hidden_operand(c), hb);
         for (int s = 0; s < 4; s++) {
             const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
@@ -3368,7 +3374,7 @@ static void test_cuda_mlp_bf16_grad(void) {
                                          gb2, M, F, w);
                     void *dxk = k < 2 ? (void *)g[k].dx : dx16b;
                     const void *dyk = alias ? (const void *)dxk : k ? d_gh : (const void *)d_gw;
-                    float *tmp = i == 0 ? NULL : d_f(nanMF, MF);
+                    float *tmp = no_tmp ? NULL : d_f(nanMF, MF);
                     GPU->mlp_bwd(c, dxk, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
                                  bias ? g[k].db2 : NULL, dyk, d_xh, h, d_W1, d_W2, tmp, M, F, w,
                                  types | (k ? UMD_GRAD : 0) | (k == 2 ? UMD_GRAD_X : 0));
@@ -3390,6 +3396,88 @@ static void test_cuda_mlp_bf16_grad(void) {
         }
         ctx_free(&c, ws);
     }
+}
+
+/* The MLP backward's one pass over h (a context made with UMDQ_CUDA_MLP_ONE_PASS=1: bf16 dy W2
+ * into bf_a, then gelu(h) for dW2 and dh in one pass) against the two passes (the same context
+ * made without it), both with h bf16, dy W2 in bf16 (UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_BF16_DH=1)
+ * and a bf16 dy (UMD_GRAD, where the one pass acts): dx, dW1, dW2, db1 and db2 the same bits
+ * (the same GELU expressions on the same widened h, the same roundings, db1's column sums in the
+ * same chunks and order, the same GEMMs on the same operand bits). x a bf16 operand (read where it
+ * is) and fp32 (staged into bf_b after dW2's GEMM, where the two passes stage it into bf_a); no
+ * biases, biases, dx a bf16 gradient tensor (UMD_GRAD_X), and that dx aliasing the bf16 dy. No
+ * tmp (neither needs one). umd_cuda_describe says which takes one pass. Shapes that are and are
+ * not multiples of 4 (the column sums' 4-wide and scalar kernels), one row, and M 1025 over
+ * several chunks of the column sums. Written outputs start as NaN (0xffff where bf16), the
+ * gradients accumulate onto the same random values in both contexts. */
+static void test_cuda_mlp_one_pass(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const char *const two[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH", NULL};
+    static const char *const one[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH",
+                                      "UMDQ_CUDA_MLP_ONE_PASS", NULL};
+    void *ws[2];
+    umd_ctx *cs[2] = {grad_ctx(two, &OPND_LIM, &ws[0]), grad_ctx(one, &OPND_LIM, &ws[1])};
+    for (int i = 0; i < 2; i++) {
+        char line[512];
+        umd_cuda_describe(cs[i], line, sizeof line);
+        T_CONTAINS(line, i ? "GELU passes over h 1" : "GELU passes over h 2");
+    }
+    const int types = UMD_OPND_H | UMD_GRAD;
+    const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
+    for (int s = 0; s < 4; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 3800 + 20 * (uint32_t)s;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        uint16_t *gh;
+        h_bf16_values(Mw, key + 10, &gh);
+        const void *d_gh = d_up(gh, Mw * sizeof *gh);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
+        GPU->mlp_fwd(cs[0], d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F,
+                     w, UMD_OPND | UMD_OPND_H);
+        ctx_ok(cs[0]);
+        for (int v = 0; v < 8; v++) {
+            /* v: x a bf16 operand (bit 0 clear) or fp32; then no biases, biases, bf16 dx, bf16 dx
+             * over the bf16 dy */
+            const int xbf = !(v & 1), kind = v >> 1;
+            const int bias = kind > 0, dx16 = kind >= 2, alias = kind == 3;
+            const float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            const float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+            const float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            mlp_grads g[2];
+            void *dxs[2];
+            for (int k = 0; k < 2; k++) {
+                g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+                dxs[k] = dx16 ? d_bf16_guarded(alias ? gh : NULL, Mw) : (void *)g[k].dx;
+                GPU->mlp_bwd(cs[k], dxs[k], g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, alias ? dxs[k] : d_gh, xbf ? d_xh : d_x, h,
+                             d_W1, d_W2, NULL, M, F, w,
+                             types | (xbf ? UMD_OPND : 0) | (dx16 ? UMD_GRAD_X : 0));
+            }
+            ctx_ok2(cs[0], cs[1]);
+            char tag[128];
+            snprintf(tag, sizeof tag, ", one pass against two (%d x %d x %d, x %s, %s%s%s)", M, F, w,
+                     xbf ? "bf16" : "fp32", bias ? "biases" : "no biases",
+                     dx16 ? ", bf16 dx" : "", alias ? " aliasing dy" : "");
+            if (dx16) {
+                char what[160];
+                snprintf(what, sizeof what, "mlp_bwd bf16 dx%s", tag);
+                same_bf16_dev(what, dxs[1], dxs[0], Mw);
+                guard_intact(what, dxs[1], Mw);
+                same_bits_fmt(g[1].dW1, g[0].dW1, Fw, "mlp_bwd dW1%s", tag);
+                same_bits_fmt(g[1].dW2, g[0].dW2, Fw, "mlp_bwd dW2%s", tag);
+                same_bits_fmt(g[1].db1, g[0].db1, (size_t)F, "mlp_bwd db1%s", tag);
+                same_bits_fmt(g[1].db2, g[0].db2, (size_t)w, "mlp_bwd db2%s", tag);
+            } else {
+                mlp_grads_same(&g[1], &g[0], M, F, w, tag);
+            }
+        }
+        cleanup();
+    }
+    for (int i = 0; i < 2; i++) ctx_free(&cs[i], ws[i]);
 }
 
 /* Where a bf16 gradient tensor cannot be taken, in a context whose grad_operand is 1, the op
@@ -3769,6 +3857,7 @@ int main(void) {
     T_RUN(test_cuda_attention_bf16_grad);
     T_RUN(test_cuda_linear_bf16_grad);
     T_RUN(test_cuda_mlp_bf16_grad);
+    T_RUN(test_cuda_mlp_one_pass);
     T_RUN(test_cuda_bf16_grad_refused);
     T_RUN(test_cuda_switch_values);
     T_RUN(test_cuda_tokens);
