@@ -61,6 +61,10 @@
  *             [--attn-fwd32]  (each warp of the mma attention's resident forward takes 32 query
  *                              rows, each K and V fragment read once for both tiles: the same
  *                              bits, as UMDQ_CUDA_ATTN_FWD32=1 does for a job)
+ *             [--mlp-one-pass]  (the MLP backward's gelu(h) for dW2 and its GELU backward in one
+ *                              pass over h, with a bf16 dy and dy W2: the same bits, as
+ *                              UMDQ_CUDA_MLP_ONE_PASS=1 does for a job; implies --bf16-grad and
+ *                              --bf16-dh, where it acts)
  *             [--linears]     (instead of steps: each Linear alone, forward and backward, --steps
  *                              calls each, against its FLOP floor; with --bf16-operands in bf16
  *                              the qkv Linear reads a bf16 x and writes a bf16 y, as the model's does)
@@ -525,7 +529,8 @@ int main(int argc, char **argv) {
             /* every switch off (the options after it turn some on again) */
             static const char *const sw[] = {"GRAPH", "FUSED_NORM", "BF16_OPERANDS", "BF16_MLP",
                                              "GELU_EPILOGUE", "BF16_BRANCH", "BF16_BIAS", "BF16_DH",
-                                             "BF16_GRAD", "ATTN_KV32", "ATTN_FWD32"};
+                                             "BF16_GRAD", "ATTN_KV32", "ATTN_FWD32",
+                                             "MLP_ONE_PASS"};
             for (size_t k = 0; k < sizeof sw / sizeof *sw; k++) {
                 char var[64];
                 snprintf(var, sizeof var, "UMDQ_CUDA_%s", sw[k]);
@@ -590,6 +595,16 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(o, "--attn-fwd32")) {
             setenv("UMDQ_CUDA_ATTN_FWD32", "1", 1); /* likewise (the mma attention's forward) */
+            continue;
+        }
+        if (!strcmp(o, "--mlp-one-pass")) {
+            /* likewise; it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
+            setenv("UMDQ_CUDA_MLP_ONE_PASS", "1", 1);
+            setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
+            setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
             continue;
         }
         if (!v) goto usage;
@@ -660,7 +675,7 @@ usage:
                     "[--precision tf32|bf16|fp32] [--profile] [--switches-off] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
                     "[--bf16-bias] [--bf16-dh] [--bf16-grad] "
-                    "[--attn-kv32] [--attn-fwd32] "
+                    "[--attn-kv32] [--attn-fwd32] [--mlp-one-pass] "
                     "[--linears] [--attention]\n");
     return 2;
 }

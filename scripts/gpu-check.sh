@@ -159,7 +159,7 @@ echo
 echo "== benchmark: train_gpu --only b64 --precision bf16 --switches-off (every switch off: the row each switch is timed against)"
 gpu 120 train_gpu_off --only b64 --precision bf16 --switches-off --steps "$sw_steps" --warmup 2
 echo
-for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --bf16-grad --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
+for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --bf16-grad --mlp-one-pass --bf16-bias --fused-norm "--attn-kv32 --attn-fwd32"; do
   case $sw in
     --bf16-operands) what="the LayerNorm outputs that feed a product, and qkv, in bf16, read by the GEMMs and the mma attention without a conversion" ;;
     --bf16-mlp) what="the MLP's h in bf16" ;;
@@ -167,6 +167,7 @@ for sw in --bf16-operands --bf16-mlp --bf16-dh --gelu-epilogue --bf16-branch --b
     --gelu-epilogue) what="the MLP's h in bf16, its GELU in cuBLASLt's epilogues" ;;
     --bf16-branch) what="attention's output and proj's and fc2's in bf16" ;;
     --bf16-grad) what="those branch tensors and their gradients (and qkv's) in bf16" ;;
+    --mlp-one-pass) what="those gradients and the MLP's dy W2 in bf16, its backward's gelu(h) and dh in one pass over h" ;;
     --bf16-bias) what="a bf16 y's bias in bf16, so cuBLASLt writes the bf16 y" ;;
     --fused-norm) what="gated residual + LayerNorm in one kernel" ;;
     *) what="the mma attention's dK dV step over 32 queries and its forward's warps over 32 rows (each alone: --attention below)" ;;
@@ -226,6 +227,7 @@ sw_row "off + UMDQ_CUDA_GELU_EPILOGUE=1 (with BF16_MLP)" "mlp_gelu_epilogue|mlp_
 sw_row "off + UMDQ_CUDA_BF16_BRANCH=1 (with operands)" "gated_residual_bf16_y|mlp_bf16_y|attention_bf16_out.*|branch_operand|bf16_branch.*" \
   "$LOGS/train_gpu_bf16branch.log"
 sw_row "off + UMDQ_CUDA_BF16_GRAD=1 (with BF16_BRANCH)" "$GRAD_TESTS" "$LOGS/train_gpu_bf16grad.log"
+sw_row "off + UMDQ_CUDA_MLP_ONE_PASS=1 (with BF16_GRAD and BF16_DH)" "mlp_one_pass" "$LOGS/train_gpu_mlponepass.log"
 sw_row "off + UMDQ_CUDA_BF16_BIAS=1 (with operands)" "linear_bf16_bias|bf16_bias.*" "$LOGS/train_gpu_bf16bias.log"
 sw_row "off + UMDQ_CUDA_ATTN_KV32=1 + ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attnkv32attnfwd32.log"

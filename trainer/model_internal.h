@@ -178,7 +178,8 @@ struct umd_model {
                                the gated residuals, proj and the MLP) in the operand type too
                                (branch_operand and grad_operand), else UMD_F32 */
     int dqkv_type;          /* UMD_OPND where it keeps qkv's gradient so too (grad_type and
-                               qkv_type), else UMD_F32 */
+                               qkv_type), and the gradients of attention's output (proj's dx,
+                               attention's dout) and of the qkv Linear's input, else UMD_F32 */
     int ntensors;
     umd_tensor *tensors;    /* owned (ntensors) */
     tensor_slot *slots;     /* owned (ntensors) */

@@ -84,11 +84,13 @@ static float *mlp_tmp(const replica *rp, const seq_layout *sl) {
 static int branch_flag(const umd_model *m) { return m->br_type == UMD_OPND ? UMD_OPND_Y : 0; }
 
 /* The flags of the gradient tensors: grad_flag of a branch output's gradient (the gated
- * residuals' dy, read by proj's and the MLP's backward) and gradx_flag of the gradient of their
- * inputs (the MLP's dx, read by norm2's backward; proj's dx, read by attention's backward), where
- * the context keeps them in bf16 (grad_type); dqkv_flag of qkv's gradient (attention's dqkv, read
- * by the qkv Linear's backward) and qkvx_flag of that Linear's dx (read by norm1's backward),
- * where it keeps those in bf16 too (dqkv_type). */
+ * residuals' dy, read by proj's and the MLP's backward) and gradx_flag of the gradient of the
+ * MLP's input (its dx, read by norm2's backward), where the context keeps them in bf16
+ * (grad_type); dqkv_flag of qkv's gradient (attention's dqkv, read by the qkv Linear's backward)
+ * and qkvx_flag of the gradients on either side of attention (proj's dx, read by attention's
+ * backward as its dout; the qkv Linear's dx, read by norm1's backward), where it keeps those in
+ * bf16 too (dqkv_type): attention takes a bf16 dout only where it takes a bf16 qkv, as it writes
+ * a bf16 output only there (att_type). */
 static int grad_flag(const umd_model *m) { return m->grad_type == UMD_OPND ? UMD_GRAD : 0; }
 static int gradx_flag(const umd_model *m) { return m->grad_type == UMD_OPND ? UMD_GRAD_X : 0; }
 static int dqkv_flag(const umd_model *m) { return m->dqkv_type == UMD_OPND ? UMD_GRAD : 0; }
@@ -262,17 +264,17 @@ static void block_backward(umd_model *m, replica *rp, const block_params *bp,
                              D + s->tok0 * w, typed_at(m, a->ao, m->br_type, s->tok0 * w),
                              a->mod + r + 2 * w, w6, s->n, s->T, w, branch_flag(m) | grad_flag(m));
     }
-    /* tB: proj's input's gradient, attention's dout (typed as grad_type says) */
+    /* tB: proj's input's gradient, attention's dout (typed as dqkv_type says) */
     o->linear_bwd(c, A->tB, gp->proj_w, gp->proj_b, A->tA, a->att, bp->proj_w, M, w, w, 0,
-                  m->att_type | grad_flag(m) | gradx_flag(m));
+                  m->att_type | grad_flag(m) | qkvx_flag(m));
     for (int k = 0; k < sl->nseg; k++) {
         const seq_seg *s = &sl->seg[k];
         o->attention_bwd(c, typed_at(m, A->tQ, m->dqkv_type, s->tok0 * 3 * w),
-                         typed_at(m, A->tB, m->grad_type, s->tok0 * w),
+                         typed_at(m, A->tB, m->dqkv_type, s->tok0 * w),
                          typed_at(m, a->qkv, m->qkv_type, s->tok0 * 3 * w),
                          typed_at(m, a->att, m->att_type, s->tok0 * w), a->lse + s->lse0, s->n,
                          s->T, d->heads, d->hd,
-                         attention_types(m) | dqkv_flag(m) | gradx_flag(m));
+                         attention_types(m) | dqkv_flag(m) | qkvx_flag(m));
     }
     /* tA: the qkv Linear's input's gradient, norm1's dout (typed as dqkv_type says) */
     o->linear_bwd(c, A->tA, gp->qkv_w, gp->qkv_b, A->tQ, a->m1, bp->qkv_w, M, 3 * w, w, 0,

@@ -37,7 +37,11 @@
  * the model says so only with a bf16 qkv (UMD_OPND): the mma kernels round their fp32 dq, dk, dv
  * once in the store, half the bytes written. This path and the fused one write fp32 dqkv only, and
  * the mma kernels write bf16 only with a bf16 qkv: a bf16 dqkv asked anywhere else fails the
- * context, naming the op and why, before anything is written. */
+ * context, naming the op and why, before anything is written. Its dout is one where the types
+ * say UMD_GRAD_X in such a context (proj's dx, which the model keeps in bf16 with its dqkv): the
+ * mma kernels read it as it is, the same bits as an fp32 dout holding its values. This path and
+ * the fused one read fp32 dout only, and the mma kernels read bf16 only with a bf16 dqkv: a bf16
+ * dout asked anywhere else fails the context likewise. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -147,12 +151,12 @@ extern "C" int cuda_branch_operand(const umd_ctx *c) { return c->branch_bf16; }
 
 extern "C" int cuda_grad_operand(const umd_ctx *c) { return c->grad_bf16; }
 
-/* A bf16 qkv (qbf), out (obf) or dqkv (gbf) met the fused or the GEMM path, which read fp32
- * qkv, write and read fp32 out and write fp32 dqkv: the context fails rather than take bf16 for
- * fp32. 1 when it did. */
-static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int gbf, int n, int T,
-                            int heads, int hd) {
-    if (!qbf && !obf && !gbf) return 0;
+/* A bf16 qkv (qbf), out (obf), dqkv (gbf) or dout (dbf) met the fused or the GEMM path, which
+ * read fp32 qkv, write and read fp32 out, write fp32 dqkv and read fp32 dout: the context fails
+ * rather than take bf16 for fp32. 1 when it did. */
+static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int gbf, int dbf, int n,
+                            int T, int heads, int hd) {
+    if (!qbf && !obf && !gbf && !dbf) return 0;
     const char *mode = c->attn_mode == UMD_ATTN_MMA     ? "mma"
                        : c->attn_mode == UMD_ATTN_FUSED ? "fused"
                                                         : "gemm";
@@ -171,11 +175,17 @@ static int bf16_unsupported(umd_ctx *c, const char *op, int qbf, int obf, int gb
                  "(only the mma kernels take bf16)",
                  hd, mode, n, T, heads, path,
                  strcmp(op, "attention_fwd") == 0 ? "writes" : "reads");
-    else
+    else if (gbf)
         snprintf(what, sizeof what,
                  "dqkv is a bf16 gradient tensor (UMD_GRAD), and attention at head width %d "
                  "(attention mode %s; n %d, T %d, heads %d) runs on the %s path, which writes fp32 "
                  "dqkv (only the mma kernels write bf16)",
+                 hd, mode, n, T, heads, path);
+    else
+        snprintf(what, sizeof what,
+                 "dout is a bf16 gradient tensor (UMD_GRAD_X), and attention at head width %d "
+                 "(attention mode %s; n %d, T %d, heads %d) runs on the %s path, which reads fp32 "
+                 "dout (only the mma kernels read bf16)",
                  hd, mode, n, T, heads, path);
     cuda_fail(c, op, what);
     return 1;
@@ -190,7 +200,7 @@ extern "C" void cuda_attention_fwd(umd_ctx *c, void *outv, float *lse, const voi
         cuda_mma_attention_fwd(c, outv, lse, qkvv, n, T, heads, qbf, obf);
         return;
     }
-    if (bf16_unsupported(c, "attention_fwd", qbf, obf, 0, n, T, heads, hd)) return;
+    if (bf16_unsupported(c, "attention_fwd", qbf, obf, 0, 0, n, T, heads, hd)) return;
     const float *qkv = (const float *)qkvv;
     float *out = (float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {
@@ -252,25 +262,32 @@ extern "C" void cuda_attention_bwd(umd_ctx *c, void *dqkvv, const void *doutv, c
                                    const void *outv, const float *lse, int n, int T, int heads,
                                    int hd, int types) {
     CUDA_OP(c);
-    const float *dout = (const float *)doutv;
     if (n <= 0 || T <= 0) return;
     const int qbf = cuda_opnd_bf16(c, types & UMD_OPND), obf = cuda_flag_bf16(c, types, UMD_OPND_O);
-    const int gbf = cuda_grad_bf16(c, types);
+    const int gbf = cuda_grad_bf16(c, types), dbf = cuda_gradx_bf16(c, types);
     if (cuda_mma_attention_usable(c, n, T, heads, hd)) {
-        if (gbf && !qbf) {
-            char what[240];
-            snprintf(what, sizeof what,
-                     "dqkv is a bf16 gradient tensor (UMD_GRAD) and qkv is fp32 (attention mode "
-                     "mma, head width %d; n %d, T %d, heads %d): the mma kernels write a bf16 dqkv "
-                     "only from a bf16 qkv (UMD_OPND)",
-                     hd, n, T, heads);
+        if ((gbf && !qbf) || (dbf && !gbf)) {
+            char what[280];
+            if (gbf && !qbf)
+                snprintf(what, sizeof what,
+                         "dqkv is a bf16 gradient tensor (UMD_GRAD) and qkv is fp32 (attention mode "
+                         "mma, head width %d; n %d, T %d, heads %d): the mma kernels write a bf16 "
+                         "dqkv only from a bf16 qkv (UMD_OPND)",
+                         hd, n, T, heads);
+            else
+                snprintf(what, sizeof what,
+                         "dout is a bf16 gradient tensor (UMD_GRAD_X) and dqkv is fp32 (attention "
+                         "mode mma, head width %d; n %d, T %d, heads %d): the mma kernels read a "
+                         "bf16 dout only where they write a bf16 dqkv (UMD_GRAD, from a bf16 qkv)",
+                         hd, n, T, heads);
             cuda_fail(c, "attention_bwd", what);
             return;
         }
-        cuda_mma_attention_bwd(c, dqkvv, dout, qkvv, outv, lse, n, T, heads, qbf, obf, gbf);
+        cuda_mma_attention_bwd(c, dqkvv, doutv, qkvv, outv, lse, n, T, heads, qbf, obf, gbf, dbf);
         return;
     }
-    if (bf16_unsupported(c, "attention_bwd", qbf, obf, gbf, n, T, heads, hd)) return;
+    if (bf16_unsupported(c, "attention_bwd", qbf, obf, gbf, dbf, n, T, heads, hd)) return;
+    const float *dout = (const float *)doutv;
     float *dqkv = (float *)dqkvv;
     const float *qkv = (const float *)qkvv, *out = (const float *)outv;
     if (cuda_flash_usable(c, n, T, heads, hd)) {

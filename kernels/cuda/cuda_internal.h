@@ -94,10 +94,10 @@ struct umd_ctx {
     int attn_mode;             /* UMD_ATTN_*: which attention runs where it applies */
     int attn_kv32;             /* the mma dK dV kernels step 32 queries at a time (3 blocks a
                                   multiprocessor; the same bits): UMDQ_CUDA_ATTN_KV32=1 */
-    signed char kv32_res[72];  /* per T rounded up to 16 (up to 384) and kernel pair (qkv fp32,
-                                  bf16, bf16 with a bf16 dqkv): whether the resident dK dV kernel
-                                  steps 32 queries (1), or 64 (-1), 0 not yet asked
-                                  (mma_attention.cu, res_kv32) */
+    signed char kv32_res[96];  /* per T rounded up to 16 (up to 384) and kernel pair (qkv fp32,
+                                  bf16, bf16 with a bf16 dqkv, that with a bf16 dout too): whether
+                                  the resident dK dV kernel steps 32 queries (1), or 64 (-1), 0
+                                  not yet asked (mma_attention.cu, res_kv32) */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */
@@ -123,12 +123,16 @@ struct umd_ctx {
     int bf16_dh;               /* the MLP's dy W2 in bf16 where h is (bf16 autocast's gradient of
                                   fc2's input), its GELU backward reading it rounded: no fp32
                                   (M, F) scratch (mlp.cu): UMDQ_CUDA_BF16_DH=1 */
+    int mlp_one_pass;          /* with that and a bf16 dy (UMD_GRAD), the MLP backward computes
+                                  bf16(gelu(h)) for dW2 and dh in one pass over h (mlp.cu; the
+                                  same bits): UMDQ_CUDA_MLP_ONE_PASS, 0 turns it off */
     int bf16_bias;             /* a bf16 y's bias is rounded to bf16 too (cuBLASLt's bias of D's
                                   type, as bf16 autocast casts it): UMDQ_CUDA_BF16_BIAS=1 */
     int grad_bf16;             /* the model keeps gradient tensors (ops.h: the gradients of the
-                                  branch outputs and of qkv) in bf16 (grad_operand): bf16 branch
-                                  tensors and UMDQ_CUDA_BF16_GRAD=1, else fp32. Unlike the other
-                                  flags, UMD_GRAD counts only in such a context (cuda_grad_bf16) */
+                                  branch outputs and of qkv, and of the products' inputs) in bf16
+                                  (grad_operand): bf16 branch tensors and UMDQ_CUDA_BF16_GRAD=1,
+                                  else fp32. Unlike the other flags, UMD_GRAD and UMD_GRAD_X count
+                                  only in such a context (cuda_grad_bf16, cuda_gradx_bf16) */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile
@@ -169,6 +173,11 @@ static inline int cuda_flag_bf16(const umd_ctx *c, int types, int flag) {
  * the flag. */
 static inline int cuda_grad_bf16(const umd_ctx *c, int types) {
     return (types & UMD_GRAD) && c->grad_bf16;
+}
+/* The same for the gradient of a product's input, flagged UMD_GRAD_X: linear_bwd's and mlp_bwd's
+ * dx, and that dx where attention_bwd and layernorm_bwd read it as their dout. */
+static inline int cuda_gradx_bf16(const umd_ctx *c, int types) {
+    return (types & UMD_GRAD_X) && c->grad_bf16;
 }
 
 /* Records the first failure (later ones are dropped: they are usually its consequences). */
@@ -212,7 +221,8 @@ void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeTy
                   const void *B, long ldb, float beta, float *C, long ldc);
 void cuda_to_bf16(umd_ctx *c, const char *op, __nv_bfloat16 *dst, const float *src, long rows,
                   int cols, long ld);
-/* Row-major C (M, N) = op(A) op(B), bf16 operands and a bf16 C (the fp32 sums rounded once). */
+/* Row-major C (M, N) = op(A) op(B), bf16 operands and a bf16 C (the fp32 sums rounded once: a
+ * bf16 context's cuBLAS handle never adds split-K parts in bf16, ops_cuda.cu). */
 void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, int M, int N,
                             int K, const __nv_bfloat16 *A, long lda, const __nv_bfloat16 *B,
                             long ldb, __nv_bfloat16 *C, long ldc);
@@ -221,6 +231,11 @@ void cuda_gemm_bf16_to_bf16(umd_ctx *c, const char *op, int transA, int transB, 
  * (nothing done) when the partials cannot hold the chunks. */
 int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bfloat16 *g,
                       const __nv_bfloat16 *h, long M, int N);
+/* The same pass storing gh (M, N) bf16 <- gelu(h) too (cuda_gelu_to_bf16's values), h read once
+ * for both: dst and db as cuda_dgelu16_bf16 makes them (the same chunks, layout and order, where
+ * gh is aligned as dst is); gh is neither g nor dst. -1 (nothing done) likewise. */
+int cuda_gelu_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *gh, __nv_bfloat16 *dst, float *db,
+                           const __nv_bfloat16 *g, const __nv_bfloat16 *h, long M, int N);
 /* 1 when the workspace's partials hold the chunks of a column sum over M rows of N. */
 int cuda_colsum_fits(const umd_ctx *c, long M, int N);
 int cuda_bias_colsum_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const float *dy, long M, int N);
@@ -306,14 +321,15 @@ void cuda_gemm_rm_batched(umd_ctx *c, const char *op, int transA, int transB, in
  * (attention mode mma, bf16 math, hd 64: what attention_operand reports, with bf16 operands),
  * usable for these shapes (that choice, and the shapes within the kernels' grid and the
  * workspace's D), and the two passes, qkv fp32 or (qbf) a bf16 operand tensor, out fp32 or (obf)
- * a bf16 branch tensor; the backward's dqkv fp32 or (gbf, with qbf only) a bf16 gradient tensor. */
+ * a bf16 branch tensor; the backward's dqkv fp32 or (gbf, with qbf only) a bf16 gradient tensor,
+ * its dout fp32 or (dbf, with gbf only) a bf16 gradient tensor (UMD_GRAD_X: proj's dx). */
 int cuda_mma_attention_mode(const umd_ctx *c, int hd);
 int cuda_mma_attention_usable(const umd_ctx *c, int n, int T, int heads, int hd);
 void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
                             int heads, int qbf, int obf);
-void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                             const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf, int gbf);
+                            int obf, int gbf, int dbf);
 /* D (n, heads, T) = the row dots of dout and out (n, T, heads, hd): the softmax backward's term. */
 void cuda_attention_rowdot(umd_ctx *c, float *D, const float *dout, const float *out, int n, int T,
                            int heads, int hd);

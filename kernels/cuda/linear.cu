@@ -56,7 +56,16 @@
  * fp32 dy's bits too where that one is summed so (whole in the stage, the partials holding its
  * chunks, the same 4-wide or scalar layout; else an fp32 dy's sums are a gemv, within fp32
  * rounding). Weights beyond the bf16 stage (the path that reads dy in fp32) and a db whose chunks
- * the partials cannot hold refuse a bf16 dy: the context fails, naming the op and the shapes. */
+ * the partials cannot hold refuse a bf16 dy: the context fails, naming the op and the shapes.
+ * dx is one where the types say UMD_GRAD_X in such a context (the gradient of a product's input:
+ * proj's dx, attention's dout; the qkv Linear's, norm1's): the chunk's product dy W writes it
+ * with a bf16 C, the fp32 sums rounded once to nearest even (the context's cuBLAS adds no split-K
+ * parts in bf16), M K 2 bytes written where an fp32 dx takes 4, and the op that reads it reads
+ * half the bytes. cuBLAS may take another algorithm for a bf16 C than for an fp32 one, so its
+ * sums may differ from an fp32 dx's in their last bits: the values are the fp32 dx rounded, or
+ * one bf16 step from it where the sums straddle a rounding boundary (test_cuda_ops). A bf16 dx is
+ * written, never added to: dx_accumulate, and weights beyond the bf16 stage (the fp32 path),
+ * refuse it, the context failing before anything is written. */
 #include <stdio.h>
 #include <string.h>
 #include "cuda_internal.h"
@@ -184,6 +193,29 @@ __device__ static inline uint2 bf16x4(float4 v) {
     __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
     return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
 }
+
+/* src_dgelu16g's values, g gelu'(h), and as it reads h, bf16(gelu(h)) stored at the same index of
+ * gh (src_gelu16's value, rounded to nearest even as the conversions round it): the MLP
+ * backward's one pass over h (mlp.cu, mlp_one_pass). Each value is the expression of the source
+ * it stands for, on the same widened h. gh is not g (g may be the pass's destination). */
+struct src_dgelu16g_gelu {
+    const __nv_bfloat16 *g, *h;
+    __nv_bfloat16 *gh;
+    __device__ float at(long i) const {
+        const float x = __bfloat162float(h[i]);
+        gh[i] = __float2bfloat16(cuda_gelu_tanh(x));
+        return __bfloat162float(g[i]) * cuda_gelu_tanh_grad(x);
+    }
+    __device__ float4 at4(long i) const {
+        float4 a = widen4(g + i), x = widen4(h + i);
+        *reinterpret_cast<uint2 *>(gh + i) =
+            bf16x4(make_float4(cuda_gelu_tanh(x.x), cuda_gelu_tanh(x.y), cuda_gelu_tanh(x.z),
+                               cuda_gelu_tanh(x.w)));
+        return make_float4(a.x * cuda_gelu_tanh_grad(x.x), a.y * cuda_gelu_tanh_grad(x.y),
+                           a.z * cuda_gelu_tanh_grad(x.z), a.w * cuda_gelu_tanh_grad(x.w));
+    }
+    bool aligned() const { return (((uintptr_t)g | (uintptr_t)h | (uintptr_t)gh) & 7) == 0; }
+};
 
 /* dst (n) bf16 <- src: 4 per thread (float4 in, 8 bytes out) where aligned, else 1. */
 template <class S> __global__ static void k_conv4(__nv_bfloat16 *dst, S src, size_t n4) {
@@ -874,6 +906,15 @@ int cuda_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *dst, float *db, const __nv_bflo
     return 0;
 }
 
+int cuda_gelu_dgelu16_bf16(umd_ctx *c, __nv_bfloat16 *gh, __nv_bfloat16 *dst, float *db,
+                           const __nv_bfloat16 *g, const __nv_bfloat16 *h, long M, int N) {
+    if (c->failed) return 0;
+    const src_dgelu16g_gelu src{g, h, gh};
+    if (db) return colsum_bf16<true>(c, "mlp_bwd", dst, db, src, M, N);
+    convert(c, "mlp_bwd", dst, src, (size_t)M * N);
+    return 0;
+}
+
 void cuda_colsum_gemv(umd_ctx *c, const char *op, float *db, const float *d, int M, int N) {
     if (c->failed) return;
     if (!c->ones || (size_t)M > (size_t)c->lim.max_rows * (size_t)c->lim.max_tokens) {
@@ -916,24 +957,51 @@ static int grad_unfit(umd_ctx *c, int gbf, const float *db, int M, int N, int K)
     return 1;
 }
 
+/* A bf16 dx (a gradient tensor, UMD_GRAD_X) asked of a call that cannot write one: added to
+ * (dx_accumulate: ops.h writes a bf16 dx, the fp32 result rounded once, never sums into one), or
+ * weights beyond the bf16 stage (that path writes dx in fp32). The context fails rather than
+ * write fp32 into a bf16 tensor, before anything is written. 1 when it did. */
+static int gradx_unfit(umd_ctx *c, int dxbf, int dx_accumulate, int M, int N, int K) {
+    if (!dxbf || (!dx_accumulate && bf16_weights_fit(c, N, K))) return 0;
+    char what[280];
+    if (dx_accumulate)
+        snprintf(what, sizeof what,
+                 "dx (%d, %d) is a bf16 gradient tensor (UMD_GRAD_X), written once (the fp32 "
+                 "result rounded): it cannot be accumulated into (dx_accumulate)",
+                 M, K);
+    else
+        snprintf(what, sizeof what,
+                 "dx (%d, %d) is a bf16 gradient tensor (UMD_GRAD_X), and weights (%d, %d) do not "
+                 "fit the bf16 stage (%zu values): the fp32 path cannot write it",
+                 M, K, N, K, c->bf_w ? c->bf_w_len : (size_t)0);
+    cuda_fail(c, "linear_bwd", what);
+    return 1;
+}
+
 /* dy fp32 or, with UMD_GRAD where the context keeps gradient tensors in bf16 (gbf), a bf16
  * gradient tensor: the GEMMs read it as their bf16 operand in place of bf_a, whole or a chunk of
  * rows at a time (the same chunks and shapes as an fp32 dy, whose conversion into bf_a would
  * round it to these values: the same bits for dx and dW), and db += the column sums of its
- * widened values, one pass over the whole of it (the column-sum kernels without their store). */
+ * widened values, one pass over the whole of it (the column-sum kernels without their store).
+ * dx fp32 or, with UMD_GRAD_X likewise (dxbf), a bf16 gradient tensor: the same product per chunk
+ * with a bf16 C (cuda_gemm_bf16_to_bf16: the fp32 sums rounded once, to nearest even), M K 2
+ * bytes written in place of 4. */
 extern "C" void cuda_linear_bwd(umd_ctx *c, void *dxv, float *dW, float *db, const void *dyv,
                                 const void *xv, const float *W, int M, int N, int K,
                                 int dx_accumulate, int types) {
     CUDA_OP(c);
-    float *dx = (float *)dxv;
     if (M <= 0 || N <= 0) return;
     const int xbf = cuda_opnd_bf16(c, types & UMD_OPND), gbf = cuda_grad_bf16(c, types);
-    if (opnd_unfit(c, "linear_bwd", xbf, M, N, K) || grad_unfit(c, gbf, db, M, N, K)) return;
+    const int dxbf = dxv && cuda_gradx_bf16(c, types);
+    if (opnd_unfit(c, "linear_bwd", xbf, M, N, K) || grad_unfit(c, gbf, db, M, N, K) ||
+        gradx_unfit(c, dxbf, dx_accumulate, M, N, K))
+        return;
     const float *x = (const float *)xv;   /* read only where x is fp32 (!xbf) */
     const float *dy = (const float *)dyv; /* read only where dy is fp32 (!gbf) */
+    float *dx = dxbf ? NULL : (float *)dxv; /* fp32 dx, written only where it is (!dxbf) */
     float bx = dx_accumulate ? 1.0f : 0.0f;
     if (bf16_weights_fit(c, N, K)) {
-        if (dx) cuda_to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
+        if (dxv) cuda_to_bf16(c, "linear_bwd", c->bf_w, W, N, K, K);
         long R = chunk_rows(c, M, N, K);
         /* a bf16 dy: its column sums alone (grad_unfit said they fit); an fp32 dy whole in one
          * stage: its conversion also sums its columns into db */
@@ -950,7 +1018,10 @@ extern "C" void cuda_linear_bwd(umd_ctx *c, void *dxv, float *dW, float *db, con
             const __nv_bfloat16 *g = gbf ? (const __nv_bfloat16 *)dyv + r0 * N : c->bf_a;
             if (!gbf && !dy_staged) cuda_to_bf16(c, "linear_bwd", c->bf_a, dy + r0 * N, rows, N, N);
             const __nv_bfloat16 *xb = x_bf16_rows(c, "linear_bwd", c->bf_b, xv, xbf, r0, r1, K);
-            if (dx)
+            if (dxbf)
+                cuda_gemm_bf16_to_bf16(c, "linear_bwd", 0, 0, rows, K, N, g, N, c->bf_w, K,
+                                       (__nv_bfloat16 *)dxv + r0 * K, K);
+            else if (dx)
                 cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, rows, K, N, 1.0f,
                         g, N, c->bf_w, K, bx, dx + r0 * K, K);
             cuda_gemm_ex(c, "linear_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, N, K, rows, 1.0f,

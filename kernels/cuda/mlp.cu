@@ -104,10 +104,37 @@
  * sums of dy's widened values, one pass that reads dy (M w 2 bytes) and writes nothing else, in
  * the chunks and order of the fused conversion: the bits of an fp32 dy holding those values,
  * without the conversion pass (M w 4 bytes read and M w 2 written fewer) and in half of dy's
- * memory. dx may alias dy still: dx's GEMM writes the fp32 dx over the bytes the bf16 dy held,
- * queued after every read of dy on the one stream. The separate ops read dy in fp32, and a db2
- * whose chunks the partials cannot hold has no other pass: there a bf16 dy fails the context,
- * naming the op and the shapes, before anything is written. */
+ * memory. dx may alias dy still: dx's GEMM writes dx over the bytes the bf16 dy held, queued
+ * after every read of dy on the one stream. The separate ops read dy in fp32, and a db2 whose
+ * chunks the partials cannot hold has no other pass: there a bf16 dy fails the context, naming
+ * the op and the shapes, before anything is written.
+ * dx is one too with UMD_GRAD_X in such a context (the gradient of the MLP's input, norm2's dout):
+ * the last line's dx = dh W1 is the GEMM with a bf16 C (cuda_gemm_bf16_to_bf16, as linear_bwd's
+ * bf16 dx: the fp32 sums rounded once, within a bf16 step of the fp32 dx rounded where cuBLAS
+ * takes another algorithm for it), M w 2 bytes written in place of 4; over a bf16 dy it aliases,
+ * byte for byte. The separate ops write dx in fp32: there a bf16 dx fails the context likewise.
+ *
+ * One pass over h (mlp_one_pass: UMDQ_CUDA_MLP_ONE_PASS, on by default; it acts where dy is a bf16
+ * gradient tensor, h is bf16 and dy W2 is bf16, bf16_dh, the GELU epilogues off, and db1's sums
+ * fit the partials). With a bf16 dy, bf_a no longer holds dy, so the backward's stages become:
+ *                                                         bf_a   bf_b         bf_w
+ *     db2 += colsum dy (one pass, nothing written)        -      -            -
+ *     W2 -> bf16                                          -      -            W2
+ *     bf_a = bf16(dy W2)                      (beta 0)    dy W2  -            W2
+ *     one pass over h and bf_a: bf_b = bf16(gelu(h)),     dh     gelu(h)      W2
+ *       bf_a = dh = bf16(bf_a gelu'(h)) in place,
+ *       db1's column sums of the fp32 dh
+ *     dW2 += dy^T gelu(h)                     (beta 1)
+ *     x -> bf16 (into bf_b), W1 -> bf16                   dh     x            W1
+ *     dx = dh W1, dW1 += dh^T x
+ * where the two passes (the tables above) read h twice: once for bf16(gelu(h)) and once for dh.
+ * h's (M, F) 2 bytes a value are read once fewer and one launch goes. The bits are the two
+ * passes': each value is the same GELU expression on the same widened h (linear.cu's
+ * src_dgelu16g_gelu: src_gelu16's gelu(h) and src_dgelu16g's dh), rounded to nearest even as
+ * both round; db1 is summed in the same chunks, layout and order (the column-sum kernels with
+ * their store, the stages equally aligned); and every GEMM is the same call on the same operand
+ * bits, dy W2 into bf_a where it went into bf_b (test_cuda_ops: the five gradients against the
+ * two passes'). UMDQ_CUDA_MLP_ONE_PASS=0 keeps the two passes (their tests). */
 #include <stdio.h>
 #include "cuda_internal.h"
 
@@ -166,19 +193,20 @@ static void hidden_unfit(umd_ctx *c, const char *op, int M, int F, int w) {
     cuda_fail(c, op, what);
 }
 
-/* A bf16 dy (UMD_GRAD) met a pass that cannot read one: the separate ops (the operands do not
- * fit the bf16 stages whole), which read dy in fp32, or db2's column sums beyond the workspace's
- * partials (the only pass that sums a bf16 dy). The context fails rather than read bf16 as fp32,
- * before anything is written. */
-static void grad_unfit(umd_ctx *c, int M, int F, int w) {
+/* A bf16 dy (UMD_GRAD) or dx (UMD_GRAD_X; gbf 0) met a pass that cannot take one: the separate
+ * ops (the operands do not fit the bf16 stages whole), which read dy and write dx in fp32, or
+ * db2's column sums beyond the workspace's partials (the only pass that sums a bf16 dy). The
+ * context fails rather than take bf16 for fp32, before anything is written. */
+static void grad_unfit(umd_ctx *c, int gbf, int M, int F, int w) {
     char what[320];
     if (!cuda_bf16_whole(c, M, F, w))
         snprintf(what, sizeof what,
-                 "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and (%d, %d) "
+                 "%s (%d, %d) is a bf16 gradient tensor (%sUMDQ_CUDA_BF16_GRAD), and (%d, %d) "
                  "operands with weights (%d, %d) do not fit the bf16 stages whole (%zu values, %zu "
-                 "of weights): the separate ops read dy in fp32",
-                 M, w, M, F > w ? F : w, F, w, c->bf_a ? c->bf_stage : (size_t)0,
-                 c->bf_w ? c->bf_w_len : (size_t)0);
+                 "of weights): the separate ops %s in fp32",
+                 gbf ? "dy" : "dx", M, w, gbf ? "" : "UMD_GRAD_X, ", M, F > w ? F : w, F, w,
+                 c->bf_a ? c->bf_stage : (size_t)0, c->bf_w ? c->bf_w_len : (size_t)0,
+                 gbf ? "read dy" : "write dx");
     else
         snprintf(what, sizeof what,
                  "dy (%d, %d) is a bf16 gradient tensor (UMDQ_CUDA_BF16_GRAD), and the workspace's "
@@ -266,6 +294,15 @@ static int mlp_bwd_dh16(umd_ctx *c, const __nv_bfloat16 *dy, float *db1, const v
     return cuda_dgelu16_bf16(c, c->bf_b, db1, c->bf_b, (const __nv_bfloat16 *)h, M, F);
 }
 
+/* 1 when the MLP backward takes the one pass over h (mlp_one_pass; the stages whole): dy a bf16
+ * gradient tensor (bf_a then free for dy W2), h bf16, dy W2 in bf16 (bf16_dh, the GELU
+ * epilogues off: their GEMM would compute dh), and db1's column sums within the partials (where
+ * they are not, mlp_bwd_dh16 declines too and dh goes through tmp). */
+static int one_pass_fits(const umd_ctx *c, int gbf, int hbf, const float *db1, int M, int F) {
+    return c->mlp_one_pass && gbf && hbf && c->bf16_dh && !c->gelu_epi &&
+           (!db1 || cuda_colsum_fits(c, M, F));
+}
+
 /* The staging passes of the GELU backward (bf16 contexts, operands whole): tmp (M, F) = dy W2 from
  * dy (bf16: bf_a, or the gradient tensor itself) and W2 in bf_w; bf_b <- dh = tmp * gelu'(h)
  * (gelu(h) was read by dW2's GEMM), db1 += its column sums in the same pass; without db1, or when
@@ -290,17 +327,17 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
     CUDA_OP(c);
     if (M <= 0 || F <= 0 || w <= 0) return;
     const float *dy = (const float *)dyv; /* read only where dy is fp32 (!gbf) */
-    float *dx = (float *)dxv;
     const size_t n = (size_t)M * F;
     const int x_type = types & UMD_OPND, hbf = hidden_bf16(c, types);
-    const int gbf = cuda_grad_bf16(c, types);
+    const int gbf = cuda_grad_bf16(c, types), dxbf = dxv && cuda_gradx_bf16(c, types);
+    float *dx = dxbf ? NULL : (float *)dxv; /* fp32 dx, written only where it is (!dxbf) */
     if (!cuda_bf16_whole(c, M, F, w)) {
         if (hbf) {
             hidden_unfit(c, "mlp_bwd", M, F, w);
             return;
         }
-        if (gbf) {
-            grad_unfit(c, M, F, w);
+        if (gbf || dxbf) {
+            grad_unfit(c, gbf, M, F, w);
             return;
         }
         /* gelu(h) in tmp for fc2's weight gradient, then tmp = dy W2 and GELU's backward in place */
@@ -321,7 +358,7 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         return;
     /* a bf16 dy's column sums have one pass only: said before anything is written too */
     if (gbf && db2 && !cuda_colsum_fits(c, M, w)) {
-        grad_unfit(c, M, F, w);
+        grad_unfit(c, gbf, M, F, w);
         return;
     }
     /* the bf16 dy (M, w) the GEMMs read: a bf16 gradient tensor itself, db2 += its column sums
@@ -335,32 +372,53 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, dy, M, w, w);
         if (db2) cuda_colsum_gemv(c, "mlp_bwd", db2, dy, M, w);
     }
-    /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
-    cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, hbf, n);
-    if (c->failed) return;
-    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, dyb, w,
-                 c->bf_b, F, 1.0f, dW2, F);
-    /* bf_w <- W2 (w, F); with GELU in the epilogue, bf_b <- dh = bf16((dy W2) * gelu'(h)) and db1
-     * += its column sums in that GEMM */
-    cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
-    if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", dyb, h, db1, M, F, w) == 0) {
+    /* dh (M, F) bf16 ends up in one stage, the other free for x */
+    __nv_bfloat16 *dh = c->bf_b, *xstage = c->bf_a;
+    if (one_pass_fits(c, gbf, hbf, db1, M, F)) {
+        /* bf_w <- W2 (w, F); bf_a <- bf16(dy W2) (bf_a is free: dy is the gradient tensor itself);
+         * one pass over h: bf_b <- bf16(gelu(h)), bf_a <- dh = bf16(bf_a gelu'(h)) in place, db1
+         * += its column sums; dW2 (w, F) += dy^T gelu(h) */
+        cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
+        cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, F, w, dyb, w, c->bf_w, F, c->bf_a, F);
+        cuda_gelu_dgelu16_bf16(c, c->bf_b, c->bf_a, db1, c->bf_a, (const __nv_bfloat16 *)h, M, F);
         if (c->failed) return;
-    } else if (!(hbf && c->bf16_dh && mlp_bwd_dh16(c, dyb, db1, h, M, F, w) == 0)) {
-        mlp_bwd_dh(c, dyb, db1, h, hbf, tmp, M, F, w);
+        cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, dyb, w,
+                     c->bf_b, F, 1.0f, dW2, F);
+        dh = c->bf_a, xstage = c->bf_b;
+    } else {
+        /* bf_b <- gelu(h) (M, F); dW2 (w, F) += dy^T gelu(h) */
+        cuda_gelu_to_bf16(c, "mlp_bwd", c->bf_b, h, hbf, n);
+        if (c->failed) return;
+        cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, w, F, M, 1.0f, dyb, w,
+                     c->bf_b, F, 1.0f, dW2, F);
+        /* bf_w <- W2 (w, F); with GELU in the epilogue, bf_b <- dh = bf16((dy W2) * gelu'(h)) and
+         * db1 += its column sums in that GEMM */
+        cuda_to_bf16(c, "mlp_bwd", c->bf_w, W2, w, F, F);
+        if (hbf && c->gelu_epi && cuda_lt_dgelu(c, "mlp_bwd", dyb, h, db1, M, F, w) == 0) {
+            if (c->failed) return;
+        } else if (!(hbf && c->bf16_dh && mlp_bwd_dh16(c, dyb, db1, h, M, F, w) == 0)) {
+            mlp_bwd_dh(c, dyb, db1, h, hbf, tmp, M, F, w);
+        }
     }
-    /* bf_a <- x (M, w) (dy was last read by tmp's GEMM), bf_w <- W1 (F, w) (W2 likewise); a bf16
-     * operand x is read where it is. dx may alias dy, fp32 or bf16: every read of dy is queued
-     * before dx's GEMM on the one stream */
+    /* xstage <- x (M, w): bf_a (dy was last read by tmp's GEMM), or in the one pass bf_b (gelu(h)
+     * was read by dW2's GEMM, queued before); bf_w <- W1 (F, w) (W2 was read likewise); a bf16
+     * operand x is read where it is. dx may alias dy, fp32 or bf16 either: every read of dy is
+     * queued before dx's GEMM on the one stream. A bf16 dx (UMD_GRAD_X) is that GEMM's bf16 C,
+     * the fp32 sums rounded once */
     const void *xs = x;
     if (!cuda_opnd_bf16(c, x_type)) {
-        cuda_to_bf16(c, "mlp_bwd", c->bf_a, (const float *)x, M, w, w);
-        xs = c->bf_a;
+        cuda_to_bf16(c, "mlp_bwd", xstage, (const float *)x, M, w, w);
+        xs = xstage;
     }
-    if (dx) {
+    if (dxv) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_w, W1, F, w, w);
-        cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f, c->bf_b, F,
-                     c->bf_w, w, 0.0f, dx, w);
+        if (dxbf)
+            cuda_gemm_bf16_to_bf16(c, "mlp_bwd", 0, 0, M, w, F, dh, F, c->bf_w, w,
+                                   (__nv_bfloat16 *)dxv, w);
+        else
+            cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 0, 0, M, w, F, 1.0f, dh, F,
+                         c->bf_w, w, 0.0f, dx, w);
     }
-    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, F, w, M, 1.0f, c->bf_b, F,
-                 xs, w, 1.0f, dW1, w);
+    cuda_gemm_ex(c, "mlp_bwd", CUDA_R_16BF, CUBLAS_COMPUTE_32F, 1, 0, F, w, M, 1.0f, dh, F, xs, w,
+                 1.0f, dW1, w);
 }

@@ -24,7 +24,7 @@
  * q, k and v come from qkv either fp32, rounded to bf16 on their way into the fragments and tiles,
  * or as an operand tensor (ops.h; attention_operand) already bf16, read as they are: every kernel
  * is a template on qkv's element type, and the two give the same bits, the bf16 values being
- * those the rounding makes. dO and lse stay fp32. The attention output O is fp32, or a
+ * those the rounding makes. lse stays fp32. The attention output O is fp32, or a
  * branch tensor in bf16 (UMD_OPND_O, where branch_operand says so: proj reads it as its bf16
  * operand x): the forward kernels and the dQ kernels are templates on O's element type too; the
  * forward's epilogue rounds O / l to nearest even in its store (the fp32 result rounded once,
@@ -39,6 +39,17 @@
  * the store are the same. dqkv's bytes written halve (6 n T heads 64 bytes fewer a call), and the
  * qkv Linear's backward reads it as its bf16 operand without a conversion pass. An fp32 dqkv is
  * the same kernel code as before.
+ * dO is fp32, or a gradient tensor in bf16 (UMD_GRAD_X where grad_operand says so: proj's dx,
+ * which its GEMM wrote rounded once; taken with a bf16 dqkv only): the dQ and dK dV kernels are
+ * templates on dO's element type too, as on qkv's: the dQ kernels' dO fragments come straight
+ * from its bf16 pairs (pair_at), the tiles staged by cp.async and the resident rows are copied as
+ * they are (half the bytes of an fp32 row, as a bf16 qkv's), and D = rowsum(dO O) widens the
+ * stored values exactly (cuda_values4). The fp32 path rounds dO to bf16 on its way into the
+ * products, to these very values, and sums D from dO's values where this sums the widened ones:
+ * so the results are, bit for bit, those of an fp32 dO holding the rounded values. dO's bytes
+ * read halve (each of the two kernels reads it once: 2 n T heads 64 bytes fewer each). An fp32
+ * dO is the same kernel code as before; a bf16 dO with an fp32 dqkv, which no model passes, has
+ * no kernels (the dispatch refuses it, naming the op).
  * Per strip: forward S = Q K^T, the online softmax of its rows in base 2 (running max m, sum l;
  * O rescaled by 2^(m_old - m_new)), O += P V, and at the end O / l and lse = (m + log2 l) ln 2.
  * Backward, as two kernels so that no float is added atomically (deterministic):
@@ -53,14 +64,14 @@
  *          res_kv32).
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
- * where qkv is a bf16 operand tensor, else 4 (the tiled kernels re-read the looped-over operand
- * once per 64-row block, from L2); dqkv written once, 2 bytes an element where it is a bf16
- * gradient tensor, else 4; lse and D O(T).
+ * where qkv is a bf16 operand tensor, else 4, and dout at 2 where it is a bf16 gradient tensor
+ * (the tiled kernels re-read the looped-over operand once per 64-row block, from L2); dqkv
+ * written once, 2 bytes an element where it is a bf16 gradient tensor, else 4; lse and D O(T).
  * Tiles past T: rows are staged as zeros, score columns past T are -inf (P = 0), query rows past
  * T are never written; 8-column groups wholly past T are skipped.
  * Numerics: Q, K, V, dO, P and dS are rounded to bf16 as operands (Q, K, V already are in a bf16
- * qkv); the softmax statistics, the accumulators and every output are fp32 (a bf16 O or dqkv is
- * the fp32 result rounded once in the store). */
+ * qkv, dO in a bf16 dout); the softmax statistics, the accumulators and every output are fp32 (a
+ * bf16 O or dqkv is the fp32 result rounded once in the store). */
 #include <math.h>
 #include <stdint.h>
 #include <type_traits>
@@ -258,6 +269,24 @@ __device__ static inline void copy_tile(bf16 *dst, const float *f) {
 template <class QT> __device__ static inline void unstage_tile(bf16 *dst, const float *f) {
     if constexpr (std::is_same<QT, bf16>::value) copy_tile(dst, f);
     else convert_tile(dst, f);
+}
+
+/* The same for the tiled dK dV kernels' dO tile (DT): a bf16 one is copied a 16-byte chunk at a
+ * time, not unrolled. Beside Q's copy and the accumulators, the batched loads of the unrolled
+ * copy spilled registers in the 32-query step (4 bytes stored, 12 loaded); the bytes copied are
+ * the same. */
+template <class DT> __device__ static inline void unstage_dout_tile(bf16 *dst, const float *f) {
+    if constexpr (std::is_same<DT, bf16>::value) {
+        const bf16 *h = reinterpret_cast<const bf16 *>(f);
+#pragma unroll 1
+        for (int e = threadIdx.x; e < MA_TILE * (MA_HD / 8); e += MA_WARPS * 32) {
+            int r = e / (MA_HD / 8), c8 = e % (MA_HD / 8);
+            *reinterpret_cast<uint4 *>(dst + r * MA_LD + 8 * c8) =
+                *reinterpret_cast<const uint4 *>(h + r * MA_HD + 8 * c8);
+        }
+    } else {
+        convert_tile(dst, f);
+    }
 }
 
 __device__ static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -503,10 +532,10 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
 }
 
 /* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
- * elements apart; O fp32 or bf16, OT, its values widened) and lse: LD = {L0, L1, D0, D1}; D also
- * written to Dg (n, heads, T) when t == 0. */
-template <class OT>
-__device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, const OT *O,
+ * elements apart; each fp32 or bf16, DT and OT, its values widened) and lse: LD = {L0, L1, D0,
+ * D1}; D also written to Dg (n, heads, T) when t == 0. */
+template <class OT, class DT>
+__device__ static inline void rows_ld(float LD[4], float *Dg, const DT *dO, const OT *O,
                                       const float *lse, long W, int q, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -514,12 +543,12 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const float *dO, c
         const int r = q + g + 8 * k;
         float acc = 0.0f;
         if (r < T) {
-            const float *a = dO + (long)r * W + 16 * t;
+            const DT *a = dO + (long)r * W + 16 * t;
             const OT *b = O + (long)r * W + 16 * t;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                float4 x = *reinterpret_cast<const float4 *>(a + 4 * i);
-                float4 y = cuda_values4(b + 4 * i); /* O: fp32, or bf16 widened */
+                float4 x = cuda_values4(a + 4 * i); /* dO, O: fp32, or bf16 widened */
+                float4 y = cuda_values4(b + 4 * i);
                 acc += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
             }
         }
@@ -618,15 +647,15 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     }
 }
 
-template <class QT, class OT, class GT>
+template <class QT, class OT, class GT, class DT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_res_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
+k_res_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
-    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const DT *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const OT *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const float sl2 = scale * LOG2E;
@@ -648,16 +677,16 @@ k_res_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
     }
 }
 
-template <class QT, int NQ, class GT>
+template <class QT, int NQ, class GT, class DT>
 __global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
-k_res_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
+k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     RS_CARVE
     float *sL = reinterpret_cast<float *>(rB + (long)Tr * MA_HD), *sD = sL + Tr + MA_TILE;
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
-    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const DT *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const float sl2 = scale * LOG2E;
     load_resident(rA, base, row, T, Tr);
@@ -734,16 +763,16 @@ k_mma_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
 }
 
 /* dQ of 64 queries; first D = rowsum(dO O) of them, written to D for the dK dV kernel. */
-template <class QT, class OT, class GT>
+template <class QT, class OT, class GT, class DT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
-k_mma_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
+k_mma_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
     MA_CARVE
     const int warp = threadIdx.x >> 5;
     const int q0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
-    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const DT *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const OT *obase = out + (long)b * T * W + (long)h * MA_HD;
     const long lo = ((long)b * heads + h) * T;
     const int r0 = warp * 16;
@@ -756,7 +785,7 @@ k_mma_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
     cp_wait_all();
     __syncthreads();
     unstage_tile<QT>(sA, fA);
-    convert_tile(sB, fB);
+    unstage_tile<DT>(sB, fB);
     __syncthreads();
     uint32_t qa[4][4], ga[4][4];
     load_afrags<lay_pad>(qa, sA, r0);
@@ -787,9 +816,9 @@ k_mma_bwd_q(GT *dqkv, float *D, const float *dout, const OT *out, const QT *qkv,
 }
 
 /* dK and dV of 64 keys (after k_mma_bwd_q has written D). */
-template <class QT, int NQ, class GT>
+template <class QT, int NQ, class GT, class DT>
 __global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
-k_mma_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const float *D,
+k_mma_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
     MA_CARVE
     /* fX[0, 128): the staging of lse and D; sL, sD: the tile's, in the form used */
@@ -798,7 +827,7 @@ k_mma_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const
     const int k0 = blockIdx.x * MA_TILE, h = blockIdx.y, b = blockIdx.z;
     const long W = (long)heads * MA_HD, row = 3 * W;
     const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
-    const float *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const DT *gbase = dout + (long)b * T * W + (long)h * MA_HD;
     const float *Lb = lse + ((long)b * heads + h) * T, *Db = D + ((long)b * heads + h) * T;
     const int r0 = warp * 16;
     const bool active = k0 + r0 < T;
@@ -831,7 +860,7 @@ k_mma_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const
         cp_wait_all();
         __syncthreads();
         unstage_tile<QT>(sA, fA);
-        convert_tile(sB, fB);
+        unstage_dout_tile<DT>(sB, fB);
         for (int i = threadIdx.x; i < MA_TILE; i += MA_WARPS * 32) {
             bool in = q0 + i < T;
             sL[i] = in ? fX[i] * LOG2E : INFINITY; /* P = 0 past T */
@@ -857,44 +886,52 @@ k_mma_bwd_kv(GT *dqkv, const float *dout, const QT *qkv, const float *lse, const
 
 /* The kernels' dynamic shared memory limits, set once per process (one device per process), for
  * both element types of qkv and (the forward and dQ kernels) of O, and the backward's with a
- * bf16 dqkv (a gradient tensor: with a bf16 qkv only, as the dispatch takes it). */
+ * bf16 dqkv (a gradient tensor: with a bf16 qkv only, as the dispatch takes it), with an fp32
+ * dout and with a bf16 one (also a gradient tensor: with a bf16 dqkv only). */
 template <class QT, class OT> static int mma_setup_out(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
     return cuda_check(c, cudaFuncSetAttribute(k_mma_fwd<QT, OT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT, OT, float>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<QT, OT, float, float>, a, tiled),
+                      "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2, OT>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float>, a, res), "attention");
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float, float>, a, res),
+                      "attention");
 }
-template <class QT, class GT> static int mma_setup_kv(umd_ctx *c) {
+template <class QT, class GT, class DT> static int mma_setup_kv(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64, GT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32, GT>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64, GT>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT>, a, res), "attention");
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64, GT, DT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32, GT, DT>, a, tiled), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64, GT, DT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT, DT>, a, res), "attention");
 }
-/* The backward's kernels with a bf16 dqkv (qkv bf16): dQ for both element types of O, dK dV. */
-template <class OT> static int mma_setup_grad_out(umd_ctx *c) {
+/* The backward's kernels with a bf16 dqkv (qkv bf16) and dout fp32 or bf16 (DT): dQ for both
+ * element types of O, dK dV. */
+template <class OT, class DT> static int mma_setup_grad_out(umd_ctx *c) {
     const int tiled = MA_SMEM, res = (int)resident_smem(MA_RESIDENT);
     const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<bf16, OT, bf16>, a, tiled), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<bf16, OT, bf16>, a, res), "attention");
+    return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<bf16, OT, bf16, DT>, a, tiled),
+                      "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<bf16, OT, bf16, DT>, a, res),
+                      "attention");
 }
-static int mma_setup_grad(umd_ctx *c) {
-    return mma_setup_grad_out<float>(c) || mma_setup_grad_out<bf16>(c) ||
-           mma_setup_kv<bf16, bf16>(c);
+template <class DT> static int mma_setup_grad(umd_ctx *c) {
+    return mma_setup_grad_out<float, DT>(c) || mma_setup_grad_out<bf16, DT>(c) ||
+           mma_setup_kv<bf16, bf16, DT>(c);
 }
 template <class QT> static int mma_setup_type(umd_ctx *c) {
     return mma_setup_out<QT, float>(c) || mma_setup_out<QT, bf16>(c) ||
-           mma_setup_kv<QT, float>(c);
+           mma_setup_kv<QT, float, float>(c);
 }
 
 static int mma_setup(umd_ctx *c) {
     static int done = 0;
     if (done) return 0;
-    if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c) || mma_setup_grad(c)) return -1;
+    if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c) || mma_setup_grad<float>(c) ||
+        mma_setup_grad<bf16>(c))
+        return -1;
     done = 1;
     return 0;
 }
@@ -932,19 +969,19 @@ static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T
  * fits more blocks on a multiprocessor than the 64-query step. Its resident K and V grow with T,
  * and from about 289 tokens shared memory holds 2 blocks either way, which the 64-query step
  * fills without the 32-query step's spill and extra instructions. The answer for each T rounded
- * up to 16 and each kernel pair (qkv fp32; bf16; bf16 with a bf16 dqkv) is asked of the
- * occupancy calculator once (a failed query keeps the switch's choice). */
-template <class QT, class GT> static int res_kv32(umd_ctx *c, int T) {
+ * up to 16 and each kernel pair (qkv fp32; bf16; bf16 with a bf16 dqkv; that with a bf16 dout
+ * too) is asked of the occupancy calculator once (a failed query keeps the switch's choice). */
+template <class QT, class GT, class DT> static int res_kv32(umd_ctx *c, int T) {
     if (!c->attn_kv32) return 0;
-    const int pair = sizeof(GT) == 2 ? 2 : sizeof(QT) == 2 ? 1 : 0;
-    const int slot = ((T + 15) / 16 - 1) * 3 + pair;
+    const int pair = sizeof(DT) == 2 ? 3 : sizeof(GT) == 2 ? 2 : sizeof(QT) == 2 ? 1 : 0;
+    const int slot = ((T + 15) / 16 - 1) * 4 + pair;
     if (slot < 0 || slot >= (int)sizeof c->kv32_res) return 1;
     if (!c->kv32_res[slot]) {
         int b32 = 0, b64 = 0;
         const size_t smem = resident_smem(T);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32, GT>,
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32, GT, DT>,
                                                           MA_WARPS * 32, smem) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64, GT>,
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64, GT, DT>,
                                                           MA_WARPS * 32, smem) != cudaSuccess) {
             (void)cudaGetLastError(); /* not sticky: the query's own status */
             b32 = 1, b64 = 0;
@@ -954,31 +991,31 @@ template <class QT, class GT> static int res_kv32(umd_ctx *c, int T) {
     return c->kv32_res[slot] > 0;
 }
 
-template <class QT, class OT, class GT>
-static void mma_bwd(umd_ctx *c, GT *dqkv, const float *dout, const QT *qkv, const OT *out,
+template <class QT, class OT, class GT, class DT>
+static void mma_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
     if (T <= MA_RESIDENT) {
         dim3 grid((unsigned)heads, (unsigned)n);
-        k_res_bwd_q<QT, OT, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+        k_res_bwd_q<QT, OT, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (res_kv32<QT, GT>(c, T))
-            k_res_bwd_kv<QT, 32, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+        if (res_kv32<QT, GT, DT>(c, T))
+            k_res_bwd_kv<QT, 32, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
-            k_res_bwd_kv<QT, 64, GT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            k_res_bwd_kv<QT, 64, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-        k_mma_bwd_q<QT, OT, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+        k_mma_bwd_q<QT, OT, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
         if (c->attn_kv32)
-            k_mma_bwd_kv<QT, 32, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+            k_mma_bwd_kv<QT, 32, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
-            k_mma_bwd_kv<QT, 64, GT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
+            k_mma_bwd_kv<QT, 64, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     }
     CUDA_LAUNCHED(c, "attention_bwd");
@@ -991,8 +1028,8 @@ static void mma_fwd_o(umd_ctx *c, void *out, int obf, float *lse, const QT *qkv,
     if (obf) mma_fwd(c, (bf16 *)out, lse, qkv, n, T, heads);
     else mma_fwd(c, (float *)out, lse, qkv, n, T, heads);
 }
-template <class QT, class GT>
-static void mma_bwd_o(umd_ctx *c, GT *dqkv, const float *dout, const QT *qkv, const void *out,
+template <class QT, class GT, class DT>
+static void mma_bwd_o(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const void *out,
                       int obf, const float *lse, int n, int T, int heads) {
     if (obf) mma_bwd(c, dqkv, dout, qkv, (const bf16 *)out, lse, n, T, heads);
     else mma_bwd(c, dqkv, dout, qkv, (const float *)out, lse, n, T, heads);
@@ -1005,16 +1042,24 @@ void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, 
     else mma_fwd_o(c, out, obf, lse, (const float *)qkv, n, T, heads);
 }
 
-void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const float *dout, const void *qkv,
+void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
                             const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf, int gbf) {
+                            int obf, int gbf, int dbf) {
     if (mma_setup(c)) return;
+    /* no such kernels (the dispatch refuses them first): fail rather than take fp32 for bf16 */
     if (gbf && !qbf) {
-        /* no such kernels (the dispatch refuses it first): fail rather than write fp32 */
         cuda_fail(c, "attention_bwd", "a bf16 dqkv needs a bf16 qkv");
         return;
     }
-    if (gbf) mma_bwd_o(c, (bf16 *)dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
-    else if (qbf) mma_bwd_o(c, (float *)dqkv, dout, (const bf16 *)qkv, out, obf, lse, n, T, heads);
-    else mma_bwd_o(c, (float *)dqkv, dout, (const float *)qkv, out, obf, lse, n, T, heads);
+    if (dbf && !gbf) {
+        cuda_fail(c, "attention_bwd", "a bf16 dout needs a bf16 dqkv");
+        return;
+    }
+    const float *d32 = (const float *)dout; /* fp32 dout (!dbf) */
+    if (dbf)
+        mma_bwd_o(c, (bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)qkv, out, obf, lse, n, T,
+                  heads);
+    else if (gbf) mma_bwd_o(c, (bf16 *)dqkv, d32, (const bf16 *)qkv, out, obf, lse, n, T, heads);
+    else if (qbf) mma_bwd_o(c, (float *)dqkv, d32, (const bf16 *)qkv, out, obf, lse, n, T, heads);
+    else mma_bwd_o(c, (float *)dqkv, d32, (const float *)qkv, out, obf, lse, n, T, heads);
 }

@@ -69,6 +69,14 @@
  * not change. dy's bytes halve: with a bf16 y the backward's floor falls from 2.5 to 2 R w 4
  * bytes (B/4: 404 MB instead of 505), and the linear_bwd or mlp_bwd after it reads dy as its bf16
  * GEMM operand without a conversion pass. An fp32 dy is the same kernel code as before.
+ * Gradient inputs: layernorm_bwd reads dout as bf16 when it is a gradient tensor (types
+ * UMD_GRAD_X) of such a context: the dx of the product that read out (the MLP's for norm2, the
+ * qkv Linear's for norm1), which that product wrote rounded once. Every backward kernel (the one
+ * pass, and the wide rows' three) is a template on dout's element type, loads 4 bf16 (8 bytes;
+ * the vector form wants dout 8-byte aligned) where it loaded 4 floats, and widens them exactly,
+ * so the results (dx, dgamma, dbeta, dmod) are, bit for bit, those of an fp32 dout holding the
+ * rounded values. dout's bytes halve: the one pass's floor falls from 3 to 2.5 R w 4 bytes (4 to
+ * 3.5 accumulated). An fp32 dout is the same kernel code as before.
  * Measured (H200, B/4 bf16 step, train_gpu --profile, ms per step against the three-pass kernels
  * in the same run): layernorm_bwd 5.6 vs 17.0, layernorm_fwd 3.3 vs 3.7, gate_residual_bwd 3.5
  * vs 5.0, gate_residual_fwd 3.1 vs 4.8.
@@ -104,9 +112,9 @@ __device__ static inline float warp_sum(float v) {
 
 __device__ static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* A value of y, the gated residuals' branch input, as fp32: itself, or a bf16 branch tensor's
- * value widened (exactly), so the arithmetic after the load is the fp32 one's on the rounded
- * values (four at a time: cuda_values4). */
+/* A value of y, the gated residuals' branch input, or of layernorm_bwd's dout, as fp32: itself,
+ * or a bf16 branch (gradient) tensor's value widened (exactly), so the arithmetic after the load
+ * is the fp32 one's on the rounded values (four at a time: cuda_values4). */
 __device__ static inline float y_value(float v) { return v; }
 __device__ static inline float y_value(__nv_bfloat16 v) { return __bfloat162float(v); }
 
@@ -332,8 +340,8 @@ extern "C" void cuda_layernorm_fwd(umd_ctx *c, void *out, float *mean, float *rs
  * sum of dout xhat, then of dout. sm: gs (w) gamma, ss (w) 1 + scale (1 without mod), then per
  * warp its column sums (2, w), each lane adding into its own columns only (no race); at the end
  * the warps' sums are added in warp order. */
-template <int K, bool V>
-__device__ static void ln_bwd_tile(float *part, float *dxs, const float *ds, const float *xs,
+template <int K, bool V, class DT>
+__device__ static void ln_bwd_tile(float *part, float *dxs, const DT *ds, const float *xs,
                                    const float *mean, const float *rstd, const float *gamma,
                                    const float *scale, long r0, int t0, int t1, int w,
                                    int accumulate, float *sm) {
@@ -348,7 +356,8 @@ __device__ static void ln_bwd_tile(float *part, float *dxs, const float *ds, con
     __syncthreads();
     for (int t = t0 + warp; t < t1; t += LN_WARPS) {
         const float mu = mean[r0 + t], rs = rstd[r0 + t];
-        const float *xr = xs + (long)t * w, *dr = ds + (long)t * w;
+        const float *xr = xs + (long)t * w;
+        const DT *dr = ds + (long)t * w;
         float *dxr = dxs + (long)t * w;
         float xv[K][4], dv[K][4], pv[K][4]; /* x, dout, and dx when it is added to */
 #pragma unroll
@@ -411,10 +420,11 @@ __device__ static void ln_bwd_tile(float *part, float *dxs, const float *ds, con
 
 /* A block of LN_WARPS warps per tile: tile = blockIdx.x = b * per_seq + i covers rows
  * [i tile_rows, min((i + 1) tile_rows, T)) of sequence b; its partials at partials + tile 2 w.
- * Dynamic shared memory: (2 + 2 LN_WARPS) w floats. */
-template <int K>
+ * Dynamic shared memory: (2 + 2 LN_WARPS) w floats. dout fp32 or a bf16 gradient tensor (DT),
+ * read as its fp32 values (load4). */
+template <int K, class DT>
 __global__ static void __launch_bounds__(LN_WARPS * 32)
-    k_ln_bwd_tile(float *partials, float *dx, const float *dout, const float *x, const float *mean,
+    k_ln_bwd_tile(float *partials, float *dx, const DT *dout, const float *x, const float *mean,
                   const float *rstd, const float *gamma, const float *mod, int mod_stride, int T,
                   int w, long x_stride, long out_stride, int per_seq, int tile_rows, int acc) {
     extern __shared__ float4 sm4[];
@@ -422,12 +432,14 @@ __global__ static void __launch_bounds__(LN_WARPS * 32)
     const long b = blockIdx.x / per_seq;
     const int t0 = (int)(blockIdx.x % per_seq) * tile_rows;
     const int t1 = t0 + tile_rows < T ? t0 + tile_rows : T;
-    const float *xs = x + b * x_stride, *ds = dout + b * out_stride;
+    const float *xs = x + b * x_stride;
+    const DT *ds = dout + b * out_stride;
     float *dxs = dx + b * x_stride;
     const float *scale = mod ? mod + b * mod_stride + w : NULL;
     float *part = partials + (long)blockIdx.x * 2 * w;
-    /* gamma and scale go through shared memory (scalar loads): no alignment asked of them */
-    if ((w & 3) == 0 && aligned16(xs) && aligned16(ds) && aligned16(dxs))
+    /* gamma and scale go through shared memory (scalar loads): no alignment asked of them; dout's
+     * vector loads want 16 bytes of fp32 or 8 of bf16 (aligned_out) */
+    if ((w & 3) == 0 && aligned16(xs) && aligned_out(ds) && aligned16(dxs))
         ln_bwd_tile<K, true>(part, dxs, ds, xs, mean, rstd, gamma, scale, b * T, t0, t1, w, acc,
                              sm);
     else
@@ -482,8 +494,9 @@ __global__ static void k_ln_bwd_reduce(float *dgamma, float *dbeta, float *dmod,
 
 /* ---- backward for rows wider than LN_REG_WIDTH ------------------------------------------------ */
 
-/* dx of one row per warp. */
-__global__ static void k_ln_bwd_dx(float *dx, const float *dout, const float *x, const float *mean,
+/* dx of one row per warp. dout fp32 or bf16 (DT), as in the kernels below. */
+template <class DT>
+__global__ static void k_ln_bwd_dx(float *dx, const DT *dout, const float *x, const float *mean,
                                    const float *rstd, const float *gamma, const float *mod,
                                    int mod_stride, int n, int T, int w, long x_stride,
                                    long out_stride, int acc) {
@@ -492,14 +505,14 @@ __global__ static void k_ln_bwd_dx(float *dx, const float *dout, const float *x,
     if (r >= (long)n * T) return;
     long b = r / T, t = r % T;
     const float *xr = x + b * x_stride + t * w;
-    const float *dor = dout + b * out_stride + t * w;
+    const DT *dor = dout + b * out_stride + t * w;
     float *dxr = dx + b * x_stride + t * w;
     const float *scale = mod ? mod + b * mod_stride + w : NULL;
     float mu = mean[r], rs = rstd[r];
     float s1 = 0.0f, s2 = 0.0f;
     for (int i = lane; i < w; i += 32) {
         float xh = (xr[i] - mu) * rs;
-        float dy = scale ? dor[i] * (1.0f + scale[i]) : dor[i];
+        float dy = scale ? y_value(dor[i]) * (1.0f + scale[i]) : y_value(dor[i]);
         float dxh = dy * gamma[i];
         s1 += dxh;
         s2 += dxh * xh;
@@ -508,7 +521,7 @@ __global__ static void k_ln_bwd_dx(float *dx, const float *dout, const float *x,
     s2 = warp_sum(s2) / (float)w;
     for (int i = lane; i < w; i += 32) {
         float xh = (xr[i] - mu) * rs;
-        float dy = scale ? dor[i] * (1.0f + scale[i]) : dor[i];
+        float dy = scale ? y_value(dor[i]) * (1.0f + scale[i]) : y_value(dor[i]);
         float g = rs * (dy * gamma[i] - s1 - xh * s2);
         if (acc) dxr[i] += g;
         else dxr[i] = g;
@@ -518,7 +531,8 @@ __global__ static void k_ln_bwd_dx(float *dx, const float *dout, const float *x,
 /* partials[chunk][0 .. w) = sum of dy xhat, [w .. 2w) = sum of dy, over the chunk's rows. A block
  * is 32 columns x 8 row lanes: lane y sums rows y, y + 8, ... of the chunk (a warp reads 32
  * consecutive floats of a row), then the 8 lane sums are added in lane order in shared memory. */
-__global__ static void k_ln_bwd_params(float *partials, const float *dout, const float *x,
+template <class DT>
+__global__ static void k_ln_bwd_params(float *partials, const DT *dout, const float *x,
                                        const float *mean, const float *rstd, const float *mod,
                                        int mod_stride, int n, int T, int w, long x_stride,
                                        long out_stride) {
@@ -533,7 +547,7 @@ __global__ static void k_ln_bwd_params(float *partials, const float *dout, const
         for (long r = r0 + ty; r < r1; r += 8) {
             long b = r / T, t = r - b * T;
             float xh = (x[b * x_stride + t * w + i] - mean[r]) * rstd[r];
-            float d = dout[b * out_stride + t * w + i];
+            float d = y_value(dout[b * out_stride + t * w + i]);
             float dy = mod ? d * (1.0f + mod[b * mod_stride + w + i]) : d;
             g += dy * xh;
             bsum += dy;
@@ -566,7 +580,8 @@ __global__ static void k_ln_bwd_params_sum(float *dgamma, float *dbeta, const fl
 }
 
 /* dshift, dscale of sequence b: sums over its tokens of dout and dout * y. */
-__global__ static void k_ln_bwd_mod(float *dmod, const float *dout, const float *x,
+template <class DT>
+__global__ static void k_ln_bwd_mod(float *dmod, const DT *dout, const float *x,
                                     const float *mean, const float *rstd, const float *gamma,
                                     const float *beta, int mod_stride, int n, int T, int w,
                                     long x_stride, long out_stride) {
@@ -579,7 +594,7 @@ __global__ static void k_ln_bwd_mod(float *dmod, const float *dout, const float 
         long r = b * T + t;
         float xh = (x[b * x_stride + (long)t * w + i] - mean[r]) * rstd[r];
         float y = xh * gamma[i] + beta[i];
-        float d = dout[b * out_stride + (long)t * w + i];
+        float d = y_value(dout[b * out_stride + (long)t * w + i]);
         sc += d * y;
         ss += d;
     }
@@ -592,16 +607,13 @@ __global__ static void k_ln_bwd_mod(float *dmod, const float *dout, const float 
         c->partials, dx, dout, x, mean, rstd, gamma, mod, mod_stride, T, w, x_stride, out_stride,  \
         (int)per_seq, tile_rows, dx_accumulate)
 
-extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
-                                   const void *doutv, const float *x, const float *mean,
-                                   const float *rstd, const float *gamma, const float *beta,
-                                   const float *mod, int mod_stride, int n, int T, int w,
-                                   long x_stride, long out_stride, int dx_accumulate, int types) {
-    CUDA_OP(c);
-    (void)types;
-    const float *dout = (const float *)doutv;
-    long rows = (long)n * T;
-    if (rows <= 0 || w <= 0) return;
+/* layernorm_bwd with dout fp32 or a bf16 gradient tensor (DT). */
+template <class DT>
+static void ln_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
+                   const DT *dout, const float *x, const float *mean, const float *rstd,
+                   const float *gamma, const float *beta, const float *mod, int mod_stride, int n,
+                   int T, int w, long x_stride, long out_stride, int dx_accumulate) {
+    const long rows = (long)n * T;
     /* tiles of (2, w) partials the workspace holds: at least one per sequence for the one pass */
     const long cap = c->partials ? (long)(c->partials_floats / (2 * (size_t)w)) : 0;
     if (w <= LN_REG_WIDTH && cap >= n) {
@@ -634,6 +646,23 @@ extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *
         k_ln_bwd_mod<<<cuda_blocks((size_t)n * w, 128), 128, 0, c->stream>>>(
             dmod, dout, x, mean, rstd, gamma, beta, mod_stride, n, T, w, x_stride, out_stride);
     CUDA_LAUNCHED(c, "layernorm_bwd");
+}
+
+/* dout fp32 or, with UMD_GRAD_X where the context keeps gradient tensors in bf16, a bf16 gradient
+ * tensor (the dx of the product that read out). */
+extern "C" void cuda_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float *dmod,
+                                   const void *dout, const float *x, const float *mean,
+                                   const float *rstd, const float *gamma, const float *beta,
+                                   const float *mod, int mod_stride, int n, int T, int w,
+                                   long x_stride, long out_stride, int dx_accumulate, int types) {
+    CUDA_OP(c);
+    if ((long)n * T <= 0 || w <= 0) return;
+    if (cuda_gradx_bf16(c, types))
+        ln_bwd(c, dx, dgamma, dbeta, dmod, (const __nv_bfloat16 *)dout, x, mean, rstd, gamma, beta,
+               mod, mod_stride, n, T, w, x_stride, out_stride, dx_accumulate);
+    else
+        ln_bwd(c, dx, dgamma, dbeta, dmod, (const float *)dout, x, mean, rstd, gamma, beta, mod,
+               mod_stride, n, T, w, x_stride, out_stride, dx_accumulate);
 }
 
 /* ---- gated residual ------------------------------------------------------------------------- */

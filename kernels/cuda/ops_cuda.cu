@@ -35,8 +35,9 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors. Each variable still turns its switch
- * on ("1") or off ("0") for a worker. */
+ * not yet run them on a device: the bf16 gradient tensors. The MLP's one pass over h is on: it
+ * keeps the bits, reads h once less, and applies only with those gradient tensors. Each variable
+ * still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
@@ -48,6 +49,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_BF16_BIAS 1
 #define CUDA_DEFAULT_BF16_DH 1
 #define CUDA_DEFAULT_BF16_GRAD 0
+#define CUDA_DEFAULT_MLP_ONE_PASS 1
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -74,7 +76,7 @@ static int switches_valid(char *err, size_t errlen) {
         "UMDQ_CUDA_GRAPH",     "UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
         "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
         "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
-        "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD"};
+        "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
         if (v && switch_value(v) < 0) {
@@ -140,6 +142,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the MLP's dy W2 in bf16 on top of a bf16 h (mlp.cu): its GELU backward reads the
          * rounded product, as bf16 autocast's does; no fp32 scratch */
         c->bf16_dh = c->hidden_bf16 && cuda_switch("UMDQ_CUDA_BF16_DH", CUDA_DEFAULT_BF16_DH);
+        /* with it and bf16 gradient tensors, gelu(h) for dW2 and the GELU backward in one pass
+         * over h (mlp.cu): only speed, the same bits */
+        c->mlp_one_pass = cuda_switch("UMDQ_CUDA_MLP_ONE_PASS", CUDA_DEFAULT_MLP_ONE_PASS);
         /* a bf16 y's bias in bf16 (cuBLASLt offers a bf16 D with a bias of D's type where it
          * offers none with an fp32 bias): other results than the fp32 y rounded, those of bf16
          * autocast, which casts the bias so */
@@ -156,10 +161,15 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
     {
         cublasStatus_t s = cublasCreate(&c->blas);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
-        /* fp32 math means fp32: no TF32 inside cuBLAS unless asked for */
-        if (s == CUBLAS_STATUS_SUCCESS)
-            s = cublasSetMathMode(c->blas, math == UMD_MATH_FP32 ? CUBLAS_PEDANTIC_MATH
-                                                                  : CUBLAS_TF32_TENSOR_OP_MATH);
+        /* fp32 math means fp32: no TF32 inside cuBLAS unless asked for. A bf16 context's GEMMs
+         * that write bf16 (cuda_gemm_bf16_to_bf16) round the fp32 sums once: no split-K whose
+         * parts are added in the output type (cuBLAS allows it by default where C is narrower
+         * than the compute type) */
+        const int mode = math == UMD_MATH_FP32   ? CUBLAS_PEDANTIC_MATH
+                         : math == UMD_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                 : CUBLAS_TF32_TENSOR_OP_MATH |
+                                                       CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(c->blas, (cublasMath_t)mode);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtCreate(&c->lt);
         if (s != CUBLAS_STATUS_SUCCESS) {
             snprintf(err, errlen, "cuBLAS set-up: %s", cublasGetStatusString(s));
@@ -801,11 +811,13 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
         snprintf(buf + at, n - (size_t)at,
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
-                 "attention dK dV over %d queries, forward %d rows a warp",
+                 "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
+                 "%d rows a warp",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
+                 c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16);
 }
 

@@ -66,21 +66,30 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * test_cuda_model; bench/train_gpu --bf16-dh). UMDQ_CUDA_GELU_EPILOGUE=1 (mlp.cu) is off by
  * default: slower on an H200 with the other switches on.
  * UMDQ_CUDA_BF16_GRAD=1 (read with UMDQ_CUDA_BF16_BRANCH=1, in bf16 contexts only) keeps the
- * gradient tensors in bf16 (grad_operand 1, UMD_GRAD): the gradients of the branch outputs,
+ * gradient tensors in bf16 (grad_operand 1): the gradients of the branch outputs (UMD_GRAD),
  * written rounded by gate_residual_bwd and read as the bf16 GEMM operand by the linear_bwd of
  * proj and the mlp_bwd of fc2, and the gradient of a bf16 qkv, written rounded by the mma
- * attention's backward and read so by the qkv Linear's linear_bwd, as bf16 autocast's backward
- * keeps them; the bias gradients sum the rounded values. Results are those of the rounded
- * tensors: the writers' fp32 results rounded once (test_cuda_ops, bit for bit), the readers'
- * results those of fp32 tensors holding the rounded values (test_cuda_ops, bit for bit;
- * test_cuda_model against the CPU within bf16 tolerance); off by default until gpu-check has
- * timed it on a device (bench/train_gpu --bf16-grad). Where an op cannot take a bf16 gradient
- * (the fused and GEMM attention, the separate ops of an MLP beyond the stages, weights beyond
- * the bf16 stage) the context fails, naming the op.
+ * attention's backward and read so by the qkv Linear's linear_bwd; and the gradients of those
+ * products' inputs (UMD_GRAD_X), their dx written by the GEMM in bf16 (the fp32 sums rounded
+ * once) and read as the dout of the next op back: proj's by the mma attention's backward, the
+ * MLP's by norm2's layernorm_bwd, the qkv Linear's by norm1's; as bf16 autocast's backward keeps
+ * them. The bias gradients sum the rounded values. Results are those of the rounded tensors:
+ * the writers' fp32 results rounded once (test_cuda_ops: bit for bit, a GEMM's dx within a bf16
+ * step, cuBLAS taking its own algorithm for a bf16 output), the readers' results those of fp32
+ * tensors holding the rounded values (test_cuda_ops, bit for bit; test_cuda_model against the
+ * CPU within bf16 tolerance); off by default until gpu-check has timed it on a device
+ * (bench/train_gpu --bf16-grad). Where an op cannot take a bf16 gradient (the fused and GEMM
+ * attention, the separate ops of an MLP beyond the stages, weights beyond the bf16 stage, a dx
+ * accumulated into) the context fails, naming the op.
+ * UMDQ_CUDA_MLP_ONE_PASS=0 turns off the MLP backward's one pass over h where dy is a bf16
+ * gradient tensor (BF16_GRAD) and dy W2 is bf16 (BF16_DH, the GELU epilogues off): dy W2 goes
+ * into the stage dy left free, and one pass reads it and h to write gelu(h) for dW2 and dh, where
+ * two passes read h (mlp.cu): the same bits (test_cuda_ops), one read of h (2 bytes a value)
+ * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
  * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_DH, BF16_BRANCH, BF16_GRAD,
- * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32) is read when a context is made: "1" turns it
- * on, "0" off, and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on but
- * GELU_EPILOGUE, ATTN_FWD32 and BF16_GRAD). */
+ * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS) is read when a context is made:
+ * "1" turns it on, "0" off, and unset it takes its default (ops_cuda.cu's CUDA_DEFAULT_*: all on
+ * but GELU_EPILOGUE, ATTN_FWD32 and BF16_GRAD). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);

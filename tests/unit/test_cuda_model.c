@@ -487,7 +487,7 @@ static double worst_grad_l2(umd_model *m, const float *g, const float *ref, char
 /* The switches of bf16_rounded's model beyond UMDQ_CUDA_BF16_OPERANDS=1, as their variables:
  * the MLP's h in bf16, its GELU in cuBLASLt's epilogues, the branch tensors in bf16 and their
  * gradients (with them), and the switches that keep the bits (the fused norm, the mma
- * attention's 32-query dK dV step and 32-row forward). */
+ * attention's 32-query dK dV step and 32-row forward, the MLP backward's one pass over h). */
 enum { RD_MLP = 1, RD_GELU = 2, RD_BRANCH = 4, RD_SAME_BITS = 8, RD_BIAS = 16, RD_DH = 32,
        RD_GRAD = 64 };
 static const struct {
@@ -497,7 +497,8 @@ static const struct {
                {RD_BRANCH, "UMDQ_CUDA_BF16_BRANCH"},   {RD_BIAS, "UMDQ_CUDA_BF16_BIAS"},
                {RD_DH, "UMDQ_CUDA_BF16_DH"},           {RD_GRAD, "UMDQ_CUDA_BF16_GRAD"},
                {RD_SAME_BITS, "UMDQ_CUDA_FUSED_NORM"},
-               {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"}};
+               {RD_SAME_BITS, "UMDQ_CUDA_ATTN_KV32"},  {RD_SAME_BITS, "UMDQ_CUDA_ATTN_FWD32"},
+               {RD_SAME_BITS, "UMDQ_CUDA_MLP_ONE_PASS"}};
 #define RD_NVARS (int)(sizeof RD_VARS / sizeof *RD_VARS)
 
 /* The variables of the switches sw set (set 1) or cleared (set 0), with the operands'. */

@@ -194,6 +194,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_BF16_BIAS", "0", 1);
     setenv("UMDQ_CUDA_BF16_DH", "0", 1);
     setenv("UMDQ_CUDA_BF16_GRAD", "0", 1);
+    setenv("UMDQ_CUDA_MLP_ONE_PASS", "0", 1);
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -2833,13 +2834,45 @@ static umd_ctx *grad_ctx(const char *const *vars, const umd_limits *lim, void **
     return c;
 }
 
+/* bf16 values 0xffff (NaN) after a bf16 output's n values: the op must leave them so. */
+#define GUARD16 64
+
+/* A bf16 tensor of n values on the device, its values from init (NULL: 0xffff, NaN: an output the
+ * op must write), and GUARD16 values 0xffff after them (guard_intact). */
+static void *d_bf16_guarded(const uint16_t *init, size_t n) {
+    uint16_t *h = hkeep(malloc((n + GUARD16) * sizeof *h));
+    for (size_t i = 0; i < n + GUARD16; i++) h[i] = init && i < n ? init[i] : 0xffffu;
+    return d_up(h, (n + GUARD16) * sizeof *h);
+}
+
+/* The GUARD16 values after the n bf16 values at d still 0xffff: nothing was written past the
+ * tensor (an offset counted in bytes where it counts elements would show here). */
+static void guard_intact(const char *what, const void *d, size_t n) {
+    gpu_ok();
+    uint16_t g[GUARD16];
+    GPU->download(gc, g, (const uint16_t *)d + n, sizeof g);
+    int bad = 0;
+    for (int i = 0; i < GUARD16; i++) bad += g[i] != 0xffffu;
+    T_CHECK_MSG(bad == 0, "%s: %d of the %d bf16 values after the tensor were written", what, bad,
+                GUARD16);
+}
+
+/* A bf16 dx (UMD_GRAD_X) at d against the fp32 dx at ref (device) that the same call wrote with
+ * an fp32 dx: within one bf16 step of ref rounded (within_steps: cuBLAS may take another algorithm
+ * for a bf16 C, whose fp32 sums then differ in their last bits, and where they straddle a
+ * rounding boundary the value is the neighbour), no value left unwritten, none past the n. */
+static void dx16_near(const char *what, const void *d, const float *ref, size_t n) {
+    within_steps(what, d, ref, n, 1);
+    guard_intact(what, d, n);
+}
+
 /* grad_operand is 1 exactly in a bf16 context made with UMDQ_CUDA_BF16_OPERANDS=1,
  * UMDQ_CUDA_BF16_BRANCH=1 and UMDQ_CUDA_BF16_GRAD=1 (umd_cuda_describe says "bf16 gradients on"
  * there, "off" elsewhere); 0 without the switch, without the branch tensors (it needs them),
  * without the operands, and in fp32 and TF32 contexts made with all three. Where it says 0,
- * UMD_GRAD means nothing: in a bf16 context with bf16 operands and branch tensors but not the
- * switch, gate_residual_bwd, linear_bwd, mlp_bwd and attention_bwd (the mma kernels, bf16 qkv)
- * with UMD_GRAD give the bits they give without it, every gradient fp32. */
+ * UMD_GRAD and UMD_GRAD_X mean nothing: in a bf16 context with bf16 operands and branch tensors
+ * but not the switch, gate_residual_bwd, linear_bwd, mlp_bwd, attention_bwd (the mma kernels,
+ * bf16 qkv) and layernorm_bwd with them give the bits they give without, every gradient fp32. */
 static void test_cuda_grad_operand(void) {
     need_gpu(UMD_MATH_BF16);
     static const struct {
@@ -2893,7 +2926,8 @@ static void test_cuda_grad_operand(void) {
             dx[k] = d_f(h_nan(MK), MK);
             dW[k] = d_f(gW, NK);
             db[k] = d_f(gb, (size_t)N);
-            GPU->linear_bwd(c, dx[k], dW[k], db[k], g, x, W, M, N, K, 0, k ? UMD_GRAD : UMD_F32);
+            GPU->linear_bwd(c, dx[k], dW[k], db[k], g, x, W, M, N, K, 0,
+                            k ? UMD_GRAD | UMD_GRAD_X : UMD_F32);
         }
         ctx_ok(c);
         same_bits("linear_bwd dx, UMD_GRAD where grad_operand is 0", dx[1], dx[0], MK);
@@ -2913,7 +2947,7 @@ static void test_cuda_grad_operand(void) {
         for (int k = 0; k < 2; k++) {
             g[k] = mlp_grads_new(h_nan(Mw), gW1, gW2, gb1, gb2, M, F, w);
             GPU->mlp_bwd(c, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_x, h, d_W1,
-                         d_W2, d_f(h_nan(MF), MF), M, F, w, k ? UMD_GRAD : UMD_F32);
+                         d_W2, d_f(h_nan(MF), MF), M, F, w, k ? UMD_GRAD | UMD_GRAD_X : UMD_F32);
         }
         ctx_ok(c);
         mlp_grads_same(&g[1], &g[0], M, F, w, ", UMD_GRAD where grad_operand is 0");
@@ -2931,10 +2965,35 @@ static void test_cuda_grad_operand(void) {
         for (int k = 0; k < 2; k++) {
             dq[k] = d_f(h_nan(nq), nq);
             GPU->attention_bwd(c, dq[k], d_g, d_qh, out, lse, n, T, heads, hd,
-                               UMD_OPND | (k ? UMD_GRAD : 0));
+                               UMD_OPND | (k ? UMD_GRAD | UMD_GRAD_X : 0));
         }
         ctx_ok(c);
         same_bits("attention_bwd dqkv, UMD_GRAD where grad_operand is 0", dq[1], dq[0], nq);
+    }
+    {
+        const int n = 2, T = 9, w = 64;
+        const size_t nt = (size_t)n * T * w, nr = (size_t)n * T;
+        float *x = d_f(h_randn(nt, 3150, 1.0f), nt), *g = d_f(h_randn(nt, 3151, 1.0f), nt);
+        float *gamma = d_f(h_randn((size_t)w, 3152, 1.0f), (size_t)w);
+        float *beta = d_f(h_randn((size_t)w, 3153, 1.0f), (size_t)w);
+        float *mean = d_f(h_nan(nr), nr), *rstd = d_f(h_nan(nr), nr), *out = d_f(h_nan(nt), nt);
+        GPU->layernorm_fwd(c, out, mean, rstd, x, gamma, beta, NULL, 0, n, T, w, (long)T * w,
+                           (long)T * w, UMD_F32);
+        const float *gg = h_randn((size_t)w, 3154, 1.0f);
+        float *dx[2], *dg[2], *dbt[2];
+        for (int k = 0; k < 2; k++) {
+            dx[k] = d_f(h_nan(nt), nt);
+            dg[k] = d_f(gg, (size_t)w);
+            dbt[k] = d_f(gg, (size_t)w);
+            GPU->layernorm_bwd(c, dx[k], dg[k], dbt[k], NULL, g, x, mean, rstd, gamma, beta, NULL,
+                               0, n, T, w, (long)T * w, (long)T * w, 0, k ? UMD_GRAD_X : UMD_F32);
+        }
+        ctx_ok(c);
+        same_bits("layernorm_bwd dx, UMD_GRAD_X where grad_operand is 0", dx[1], dx[0], nt);
+        same_bits("layernorm_bwd dgamma, UMD_GRAD_X where grad_operand is 0", dg[1], dg[0],
+                  (size_t)w);
+        same_bits("layernorm_bwd dbeta, UMD_GRAD_X where grad_operand is 0", dbt[1], dbt[0],
+                  (size_t)w);
     }
     cleanup();
     ctx_free(&c, ws);
@@ -2999,6 +3058,85 @@ static void test_cuda_gated_residual_bf16_grad(void) {
     ctx_free(&c, NULL);
 }
 
+/* layernorm_bwd of one (n, T, w) in context c (grad_operand 1), sequences strided (x_stride T w +
+ * 8, out_stride T w + 4 elements: gaps that stay as they were) and dout `off` elements past its
+ * allocation: dout read as a bf16 gradient tensor (UMD_GRAD_X) against the same op reading an
+ * fp32 dout that holds its values, bit for bit: dx written and accumulated, dgamma, dbeta, and
+ * dmod's (shift, scale) rows inside (n, 6w) modulation rows as the model's, with and without
+ * modulation. mean and rstd from the context's own forward. Written outputs start as NaN,
+ * accumulated ones from the same random values. */
+static void ln_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint32_t key) {
+    const long xs = (long)T * w + 8, os = (long)T * w + 4;
+    const int ms = 6 * w;
+    const size_t nx = (size_t)n * xs, no = (size_t)n * os, nm = (size_t)n * ms, nr = (size_t)n * T;
+    float *x = h_randn(nx, key, 2.0f), *gamma = h_randn((size_t)w, key + 1, 0.3f);
+    for (int i = 0; i < w; i++) gamma[i] += 1.0f;
+    for (size_t i = 0; i < nx; i++) x[i] += 0.5f; /* rows away from zero mean */
+    float *d_x = d_f(x, nx), *d_gamma = d_f(gamma, (size_t)w);
+    float *d_beta = d_f(h_randn((size_t)w, key + 2, 0.3f), (size_t)w);
+    float *d_mod = d_f(h_randn(nm, key + 3, 0.3f), nm);
+    float *mean = d_f(h_nan(nr), nr), *rstd = d_f(h_nan(nr), nr), *out = d_f(h_nan(no), no);
+    uint16_t *gh;
+    float *g = h_bf16_values(no + off, key + 4, &gh);
+    const float *d_g = d_f(g, no + off) + off;
+    const void *d_gh = (const uint16_t *)d_up(gh, (no + off) * sizeof *gh) + off;
+    for (int usemod = 0; usemod < 2; usemod++) {
+        const float *md = usemod ? d_mod + 3 * w : NULL; /* norm2's rows: shift 3w, scale 4w */
+        GPU->layernorm_fwd(c, out, mean, rstd, d_x, d_gamma, d_beta, md, ms, n, T, w, xs, os,
+                           UMD_F32);
+        for (int acc = 0; acc < 2; acc++) {
+            float *gx = h_randn(nx, key + 5, 1.0f), *gm = h_randn(nm, key + 8, 1.0f);
+            for (int b = 0; b < n && !acc; b++)
+                for (long k = 0; k < (long)T * w; k++) gx[b * xs + k] = NAN;
+            for (int b = 0; b < n && usemod; b++)
+                for (int k = 0; k < 2 * w; k++) gm[(size_t)b * ms + 3 * w + k] = NAN;
+            const float *gg = h_randn((size_t)w, key + 6, 1.0f), *gb = h_randn((size_t)w, key + 7, 1.0f);
+            float *dx[2], *dgam[2], *dbet[2], *dmod[2];
+            for (int k = 0; k < 2; k++) {
+                dx[k] = d_f(gx, nx);
+                dgam[k] = d_f(gg, (size_t)w);
+                dbet[k] = d_f(gb, (size_t)w);
+                dmod[k] = d_f(gm, nm);
+                GPU->layernorm_bwd(c, dx[k], dgam[k], dbet[k], dmod[k] + 3 * w,
+                                   k ? d_gh : (const void *)d_g, d_x, mean, rstd, d_gamma, d_beta, md,
+                                   ms, n, T, w, xs, os, acc, k ? UMD_GRAD_X : UMD_F32);
+            }
+            ctx_ok(c);
+            char tag[128];
+            snprintf(tag, sizeof tag, "(n %d, T %d, w %d, offset %d, %s, acc %d)", n, T, w, off,
+                     usemod ? "mod" : "no mod", acc);
+            same_bits_fmt(dx[1], dx[0], nx, "layernorm_bwd dx, bf16 dout %s", tag);
+            same_bits_fmt(dgam[1], dgam[0], (size_t)w, "layernorm_bwd dgamma, bf16 dout %s", tag);
+            same_bits_fmt(dbet[1], dbet[0], (size_t)w, "layernorm_bwd dbeta, bf16 dout %s", tag);
+            same_bits_fmt(dmod[1], dmod[0], nm, "layernorm_bwd dmod, bf16 dout %s", tag);
+        }
+    }
+}
+
+/* The limits of the LayerNorm gradient tests' context: up to 8 sequences of 65 tokens, rows up
+ * to 1100 wide (the partials hold a tile per sequence, and the wide rows' chunks). */
+static const umd_limits LN_GRAD_LIM = {8, 65, 1100, 1, 1, 4096};
+
+/* layernorm_bwd reading dout as a bf16 gradient tensor (UMD_GRAD_X in a context whose
+ * grad_operand is 1: the dx of the product that read out, norm2's from the MLP and norm1's from
+ * the qkv Linear) against the same op reading an fp32 dout holding its values, bit for bit
+ * (ln_bf16_grad_shape). Widths of one register group and of several, of all eight (1024), not
+ * multiples of 4 and dout not 8-byte aligned (the scalar loads), one past the registers (1100:
+ * the wide rows' three kernels), one-token sequences. */
+static void test_cuda_layernorm_bf16_grad(void) {
+    need_gpu(UMD_MATH_BF16);
+    const int shapes[][4] = {{3, 5, 16, 0},  {2, 65, 160, 0}, {8, 1, 33, 0},  {2, 9, 384, 0},
+                             {1, 7, 1024, 0}, {2, 4, 1100, 0}, {3, 6, 64, 1}, {2, 5, 250, 1}};
+    void *ws;
+    umd_ctx *c = grad_ctx(NULL, &LN_GRAD_LIM, &ws);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        ln_bf16_grad_shape(c, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                           3700 + 10 * (uint32_t)s);
+        cleanup();
+    }
+    ctx_free(&c, ws);
+}
+
 /* attention_bwd writing dqkv as a bf16 gradient tensor (UMD_OPND | UMD_GRAD in a context whose
  * grad_operand is 1: the mma kernels, head width 64, bf16 qkv) against the same backward writing
  * an fp32 dqkv in the same context, from the same bf16 qkv, out and lse (the context's forward):
@@ -3008,7 +3146,11 @@ static void test_cuda_gated_residual_bf16_grad(void) {
  * and tiled) the bf16 dqkv is also the default kernels' bits. T of one row, short and partial
  * strips and tiles (not multiples of 16, 32 or 64), the longest resident sequence (384) and tiled
  * ones past it (385, 440, 1025); several sequences and heads. dqkv starts as 0xff bytes: an
- * element no kernel writes stays NaN and matches nothing. */
+ * element no kernel writes stays NaN and matches nothing. dout is drawn rounded to bf16, and each
+ * backward runs a third time reading it as a bf16 gradient tensor (UMD_GRAD | UMD_GRAD_X, as the
+ * model passes proj's dx): its bf16 dqkv the bits of the second, whose fp32 dout holds the same
+ * values (the products read dO rounded to those values either way, and D = rowsum(dO O) sums
+ * them widened), in every kernel of either context. */
 static void test_cuda_attention_bf16_grad(void) {
     need_gpu(UMD_MATH_BF16);
     static const char *const kv32[] = {"UMDQ_CUDA_ATTN_KV32", NULL};
@@ -3022,10 +3164,11 @@ static void test_cuda_attention_bf16_grad(void) {
         const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
                      nl = (size_t)n * heads * T;
         const uint32_t key = 3300 + 10 * (uint32_t)s;
-        uint16_t *qh;
+        uint16_t *qh, *gh;
         h_bf16_values(nq, key, &qh);
         const void *d_qh = d_up(qh, nq * sizeof *qh);
-        float *d_g = d_f(h_randn(no, key + 1, 1.0f), no);
+        float *d_g = d_f(h_bf16_values(no, key + 1, &gh), no);
+        const void *d_gh = d_up(gh, no * sizeof *gh);
         const void *poison = h_poison(nq * sizeof(float));
         void *dq16[2][2]; /* [context][O bf16] */
         for (int i = 0; i < 2; i++) {
@@ -3041,15 +3184,22 @@ static void test_cuda_attention_bf16_grad(void) {
                 const int types = UMD_OPND | (ob ? UMD_OPND_O : 0);
                 float *dq32 = d_up(poison, nq * sizeof(float));
                 dq16[i][ob] = d_up(poison, nq * sizeof(uint16_t));
+                void *dq16g = d_up(poison, nq * sizeof(uint16_t)); /* from the bf16 dout */
                 GPU->attention_bwd(c, dq32, d_g, d_qh, o, l, n, T, heads, hd, types);
                 GPU->attention_bwd(c, dq16[i][ob], d_g, d_qh, o, l, n, T, heads, hd,
                                    types | UMD_GRAD);
+                GPU->attention_bwd(c, dq16g, d_gh, d_qh, o, l, n, T, heads, hd,
+                                   types | UMD_GRAD | UMD_GRAD_X);
                 ctx_ok(c);
                 char what[160];
                 snprintf(what, sizeof what,
                          "attention_bwd bf16 dqkv, out %s%s (n %d, T %d, heads %d)",
                          ob ? "bf16" : "fp32", hows[i], n, T, heads);
                 same_rounded(what, dq16[i][ob], dq32, nq);
+                snprintf(what, sizeof what,
+                         "attention_bwd bf16 dqkv from a bf16 dout, out %s%s (n %d, T %d, heads %d)",
+                         ob ? "bf16" : "fp32", hows[i], n, T, heads);
+                same_bf16_dev(what, dq16g, dq16[i][ob], nq);
                 if (i > 0) {
                     snprintf(what, sizeof what, "attention_bwd bf16 dqkv, out %s%s against the "
                              "default kernels (n %d, T %d, heads %d)", ob ? "bf16" : "fp32",
@@ -3067,7 +3217,9 @@ static void test_cuda_attention_bf16_grad(void) {
  * against the same op in the same context reading an fp32 dy that holds dy's values (drawn and
  * rounded on the host). The GEMMs read the same bf16 operand (the fp32 dy's conversion into the
  * stage makes these bits) in the same chunks and shapes, so dx, written and accumulated, and dW
- * are the same bits. db is the same bits too where the fp32 dy is whole in the stage: its
+ * are the same bits. dx written as a bf16 gradient tensor too (UMD_GRAD_X; from the bf16 dy and
+ * from the fp32 one): within a bf16 step of the same call's fp32 dx rounded (dx16_near), nothing
+ * written past it, dW and db that call's bits (dx's type changes neither). db is the same bits too where the fp32 dy is whole in the stage: its
  * conversion sums the columns in the chunks, layout (4-wide or scalar: both tensors aligned alike
  * here) and order the bf16 dy's sums take, the same kernel without its store. Where dy goes in
  * two chunks of rows (25700 x 96 x 640 in OPND_LIM's stage) the fp32 dy's db is a gemv, summed in
@@ -3112,6 +3264,21 @@ static void test_cuda_linear_bf16_grad(void) {
                      xbf ? "bf16" : "fp32", acc);
             same_bits_fmt(dx[1], dx[0], MK, "linear_bwd dx, bf16 dy %s", tag);
             same_bits_fmt(dW[1], dW[0], NK, "linear_bwd dW, bf16 dy %s", tag);
+            for (int k = 0; k < 2 && !acc; k++) {
+                void *dx16 = d_bf16_guarded(NULL, MK);
+                float *dW16 = d_f(gW, NK), *db16 = d_f(gb, (size_t)N);
+                GPU->linear_bwd(c, dx16, dW16, db16, k ? d_gh : (const void *)d_g, xs, d_W, M, N, K,
+                                0, xt | (k ? UMD_GRAD : 0) | UMD_GRAD_X);
+                ctx_ok(c);
+                char what[160];
+                snprintf(what, sizeof what, "linear_bwd bf16 dx, %s dy %s", k ? "bf16" : "fp32",
+                         tag);
+                dx16_near(what, dx16, dx[k], MK);
+                same_bits_fmt(dW16, dW[k], NK, "linear_bwd dW, bf16 dx, %s dy %s",
+                              k ? "bf16" : "fp32", tag);
+                same_bits_fmt(db16, db[k], (size_t)N, "linear_bwd db, bf16 dx, %s dy %s",
+                              k ? "bf16" : "fp32", tag);
+            }
             if (!chunked) {
                 same_bits_fmt(db[1], db[0], (size_t)N, "linear_bwd db, bf16 dy %s", tag);
             } else {
@@ -3147,23 +3314,31 @@ static void test_cuda_linear_bf16_grad(void) {
  * dy (the fp32 dx written over the bytes that held the bf16 dy, after its last read). Contexts:
  * h bf16 with dy W2 in bf16 (UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_BF16_DH=1; given no tmp, as it needs
  * none), h bf16 on the staging passes (tmp = dy W2 in fp32), h fp32 (the staging passes on an
- * fp32 h), and h bf16 with the GELU epilogues (UMDQ_CUDA_GELU_EPILOGUE=1: dy W2 read by the
- * DGELU GEMM where cuBLASLt has the plan, else the staging passes). Shapes that are and are not
+ * fp32 h), h bf16 with the GELU epilogues (UMDQ_CUDA_GELU_EPILOGUE=1: dy W2 read by the DGELU
+ * GEMM where cuBLASLt has the plan, else the staging passes), and the first with
+ * UMDQ_CUDA_MLP_ONE_PASS=1 (the bf16 dy's call takes the one pass over h, the fp32 dy's the two
+ * passes: the same bits). Shapes that are and are not
  * multiples of 4 and 8, one row. Written outputs start as NaN (tmp too), the gradients
- * accumulate onto the same random values in both calls. */
+ * accumulate onto the same random values in both calls. A third call from the bf16 dy writes dx
+ * as a bf16 gradient tensor too (UMD_GRAD | UMD_GRAD_X, as the model passes them), over the bf16
+ * dy it aliases where dx aliases dy: dx within a bf16 step of the second call's fp32 dx rounded
+ * (dx16_near), nothing written past it, dW1, dW2, db1 and db2 the second call's bits. */
 static void test_cuda_mlp_bf16_grad(void) {
     need_gpu(UMD_MATH_BF16);
     static const char *const dh[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH", NULL};
     static const char *const mlp[] = {"UMDQ_CUDA_BF16_MLP", NULL};
     static const char *const epi[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_GELU_EPILOGUE", NULL};
-    const char *const *vars[] = {dh, mlp, NULL, epi};
+    static const char *const one[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH",
+                                      "UMDQ_CUDA_MLP_ONE_PASS", NULL};
+    const char *const *vars[] = {dh, mlp, NULL, epi, one};
     const char *hows[] = {"bf16 h, bf16 dy W2", "bf16 h, staging", "fp32 h, staging",
-                          "bf16 h, GELU epilogue"};
+                          "bf16 h, GELU epilogue", "bf16 h, bf16 dy W2, one pass over h"};
     const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         void *ws;
         umd_ctx *c = grad_ctx(vars[i], &OPND_LIM, &ws);
         const int hb = i != 2, types = UMD_OPND | (hb ? UMD_OPND_H : 0);
+        const int no_tmp = i == 0 || i == 4; /* dy W2 in bf16 needs none */
         T_EQ_INT(GPU->hidden_operand(c), hb);
         for (int s = 0; s < 4; s++) {
             const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
@@ -3191,21 +3366,31 @@ static void test_cuda_mlp_bf16_grad(void) {
                 const float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
                 const float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
                 const float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
-                mlp_grads g[2];
-                for (int k = 0; k < 2; k++) {
-                    g[k] = mlp_grads_new(alias ? (k ? dx16 : gw) : nanMw, gW1, gW2, gb1, gb2, M, F,
-                                         w);
-                    const void *dyk = alias ? (const void *)g[k].dx : k ? d_gh : (const void *)d_gw;
-                    float *tmp = i == 0 ? NULL : d_f(nanMF, MF);
-                    GPU->mlp_bwd(c, g[k].dx, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                mlp_grads g[3];
+                /* the third call's dx: bf16, holding the bf16 dy where it aliases it */
+                void *dx16b = d_bf16_guarded(alias ? gh : NULL, Mw);
+                for (int k = 0; k < 3; k++) {
+                    g[k] = mlp_grads_new(alias && k < 2 ? (k ? dx16 : gw) : nanMw, gW1, gW2, gb1,
+                                         gb2, M, F, w);
+                    void *dxk = k < 2 ? (void *)g[k].dx : dx16b;
+                    const void *dyk = alias ? (const void *)dxk : k ? d_gh : (const void *)d_gw;
+                    float *tmp = no_tmp ? NULL : d_f(nanMF, MF);
+                    GPU->mlp_bwd(c, dxk, g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
                                  bias ? g[k].db2 : NULL, dyk, d_xh, h, d_W1, d_W2, tmp, M, F, w,
-                                 types | (k ? UMD_GRAD : 0));
+                                 types | (k ? UMD_GRAD : 0) | (k == 2 ? UMD_GRAD_X : 0));
                 }
                 ctx_ok(c);
                 char tag[128];
                 snprintf(tag, sizeof tag, ", bf16 dy, %s (%d x %d x %d, %s%s)", hows[i], M, F, w,
                          bias ? "biases" : "no biases", alias ? ", dx aliasing dy" : "");
                 mlp_grads_same(&g[1], &g[0], M, F, w, tag);
+                char what[160];
+                snprintf(what, sizeof what, "mlp_bwd bf16 dx%s", tag);
+                dx16_near(what, dx16b, g[1].dx, Mw);
+                same_bits_fmt(g[2].dW1, g[1].dW1, Fw, "mlp_bwd dW1, bf16 dx%s", tag);
+                same_bits_fmt(g[2].dW2, g[1].dW2, Fw, "mlp_bwd dW2, bf16 dx%s", tag);
+                same_bits_fmt(g[2].db1, g[1].db1, (size_t)F, "mlp_bwd db1, bf16 dx%s", tag);
+                same_bits_fmt(g[2].db2, g[1].db2, (size_t)w, "mlp_bwd db2, bf16 dx%s", tag);
             }
             cleanup();
         }
@@ -3213,14 +3398,101 @@ static void test_cuda_mlp_bf16_grad(void) {
     }
 }
 
+/* The MLP backward's one pass over h (a context made with UMDQ_CUDA_MLP_ONE_PASS=1: bf16 dy W2
+ * into bf_a, then gelu(h) for dW2 and dh in one pass) against the two passes (the same context
+ * made without it), both with h bf16, dy W2 in bf16 (UMDQ_CUDA_BF16_MLP=1, UMDQ_CUDA_BF16_DH=1)
+ * and a bf16 dy (UMD_GRAD, where the one pass acts): dx, dW1, dW2, db1 and db2 the same bits
+ * (the same GELU expressions on the same widened h, the same roundings, db1's column sums in the
+ * same chunks and order, the same GEMMs on the same operand bits). x a bf16 operand (read where it
+ * is) and fp32 (staged into bf_b after dW2's GEMM, where the two passes stage it into bf_a); no
+ * biases, biases, dx a bf16 gradient tensor (UMD_GRAD_X), and that dx aliasing the bf16 dy. No
+ * tmp (neither needs one). umd_cuda_describe says which takes one pass. Shapes that are and are
+ * not multiples of 4 (the column sums' 4-wide and scalar kernels), one row, and M 1025 over
+ * several chunks of the column sums. Written outputs start as NaN (0xffff where bf16), the
+ * gradients accumulate onto the same random values in both contexts. */
+static void test_cuda_mlp_one_pass(void) {
+    need_gpu(UMD_MATH_BF16);
+    static const char *const two[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH", NULL};
+    static const char *const one[] = {"UMDQ_CUDA_BF16_MLP", "UMDQ_CUDA_BF16_DH",
+                                      "UMDQ_CUDA_MLP_ONE_PASS", NULL};
+    void *ws[2];
+    umd_ctx *cs[2] = {grad_ctx(two, &OPND_LIM, &ws[0]), grad_ctx(one, &OPND_LIM, &ws[1])};
+    for (int i = 0; i < 2; i++) {
+        char line[512];
+        umd_cuda_describe(cs[i], line, sizeof line);
+        T_CONTAINS(line, i ? "GELU passes over h 1" : "GELU passes over h 2");
+    }
+    const int types = UMD_OPND_H | UMD_GRAD;
+    const int shapes[][3] = {{300, 256, 64}, {1025, 200, 160}, {37, 61, 24}, {1, 8, 8}}; /* M F w */
+    for (int s = 0; s < 4; s++) {
+        const int M = shapes[s][0], F = shapes[s][1], w = shapes[s][2];
+        const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+        const uint32_t key = 3800 + 20 * (uint32_t)s;
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, key, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        uint16_t *gh;
+        h_bf16_values(Mw, key + 10, &gh);
+        const void *d_gh = d_up(gh, Mw * sizeof *gh);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
+        GPU->mlp_fwd(cs[0], d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F,
+                     w, UMD_OPND | UMD_OPND_H);
+        ctx_ok(cs[0]);
+        for (int v = 0; v < 8; v++) {
+            /* v: x a bf16 operand (bit 0 clear) or fp32; then no biases, biases, bf16 dx, bf16 dx
+             * over the bf16 dy */
+            const int xbf = !(v & 1), kind = v >> 1;
+            const int bias = kind > 0, dx16 = kind >= 2, alias = kind == 3;
+            const float *gW1 = h_randn(Fw, key + 6, 1.0f), *gW2 = h_randn(Fw, key + 7, 1.0f);
+            const float *gb1 = h_randn((size_t)F, key + 8, 1.0f);
+            const float *gb2 = h_randn((size_t)w, key + 9, 1.0f);
+            mlp_grads g[2];
+            void *dxs[2];
+            for (int k = 0; k < 2; k++) {
+                g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+                dxs[k] = dx16 ? d_bf16_guarded(alias ? gh : NULL, Mw) : (void *)g[k].dx;
+                GPU->mlp_bwd(cs[k], dxs[k], g[k].dW1, bias ? g[k].db1 : NULL, g[k].dW2,
+                             bias ? g[k].db2 : NULL, alias ? dxs[k] : d_gh, xbf ? d_xh : d_x, h,
+                             d_W1, d_W2, NULL, M, F, w,
+                             types | (xbf ? UMD_OPND : 0) | (dx16 ? UMD_GRAD_X : 0));
+            }
+            ctx_ok2(cs[0], cs[1]);
+            char tag[128];
+            snprintf(tag, sizeof tag, ", one pass against two (%d x %d x %d, x %s, %s%s%s)", M, F, w,
+                     xbf ? "bf16" : "fp32", bias ? "biases" : "no biases",
+                     dx16 ? ", bf16 dx" : "", alias ? " aliasing dy" : "");
+            if (dx16) {
+                char what[160];
+                snprintf(what, sizeof what, "mlp_bwd bf16 dx%s", tag);
+                same_bf16_dev(what, dxs[1], dxs[0], Mw);
+                guard_intact(what, dxs[1], Mw);
+                same_bits_fmt(g[1].dW1, g[0].dW1, Fw, "mlp_bwd dW1%s", tag);
+                same_bits_fmt(g[1].dW2, g[0].dW2, Fw, "mlp_bwd dW2%s", tag);
+                same_bits_fmt(g[1].db1, g[0].db1, (size_t)F, "mlp_bwd db1%s", tag);
+                same_bits_fmt(g[1].db2, g[0].db2, (size_t)w, "mlp_bwd db2%s", tag);
+            } else {
+                mlp_grads_same(&g[1], &g[0], M, F, w, tag);
+            }
+        }
+        cleanup();
+    }
+    for (int i = 0; i < 2; i++) ctx_free(&cs[i], ws[i]);
+}
+
 /* Where a bf16 gradient tensor cannot be taken, in a context whose grad_operand is 1, the op
  * fails the context, naming itself, the bf16 gradient tensor and why, and writes nothing:
  *   linear_bwd with no bf16 stage (no workspace: the path that reads dy in fp32), and with a bias
  *     gradient whose column sums the partials cannot hold (N 96 past the 80 floats of `tiny`);
  *   mlp_bwd on the separate ops (no workspace), and with db2's sums past the partials (w 96);
+ *   a bf16 dx (UMD_GRAD_X, dy fp32): linear_bwd adding into it (dx_accumulate) and with no bf16
+ *     stage (the path that writes dx in fp32), mlp_bwd on the separate ops;
  *   attention_bwd on the GEMM and fused paths (attention modes gemm and fused, head widths 80
- *     and 32 in mode mma), and on the mma kernels with an fp32 qkv (no bf16 dqkv there).
- * The accumulated gradients (dW, db, dW1, dW2, db2) and dqkv stay as they were. */
+ *     and 32 in mode mma), and on the mma kernels with an fp32 qkv (no bf16 dqkv there); and the
+ *     same with a bf16 dout (UMD_GRAD_X) and an fp32 dqkv (the mma kernels read a bf16 dout
+ *     only with a bf16 dqkv).
+ * The accumulated gradients (dW, db, dW1, dW2, db2), a bf16 dx (its 0xffff stays) and dqkv stay
+ * as they were. */
 static void test_cuda_bf16_grad_refused(void) {
     need_gpu(UMD_MATH_BF16);
     static const umd_limits tiny = {1, 1, 8, 1, 1, 4096}; /* partials (4 + 1) 2 8 = 80 floats */
@@ -3267,6 +3539,49 @@ static void test_cuda_bf16_grad_refused(void) {
         cleanup();
         ctx_free(&c, ws);
     }
+    for (int k = 0; k < 3; k++) {
+        const int mlp = k == 2, acc = k == 0;
+        const char *op = mlp ? "mlp_bwd" : "linear_bwd";
+        umd_ctx *c = grad_ctx(NULL, acc ? &tiny : NULL, &ws);
+        /* as above, dy fp32: the bf16 dx is the one bf16 gradient tensor */
+        const int M = 4, N = 8, K = 8;
+        const size_t MN = (size_t)M * N, MK = (size_t)M * K, NK = (size_t)N * K;
+        const size_t ndx = mlp ? MN : MK;
+        float *dy = d_f(h_randn(MN, 3700 + (uint32_t)k, 1.0f), MN);
+        float *x = d_f(h_randn(mlp ? MN : MK, 3710 + (uint32_t)k, 1.0f), mlp ? MN : MK);
+        float *W = d_f(h_randn(NK, 3720 + (uint32_t)k, 0.2f), NK);
+        float *W2 = d_f(h_randn(NK, 3730 + (uint32_t)k, 0.2f), NK);
+        float *h = d_f(h_randn(MK, 3740 + (uint32_t)k, 1.0f), MK), *tmp = d_f(h_nan(MK), MK);
+        const float *gW = h_randn(NK, 3750 + (uint32_t)k, 1.0f);
+        const float *gb = h_randn((size_t)N, 3760 + (uint32_t)k, 1.0f);
+        float *dW = d_f(gW, NK), *dW2 = d_f(gW, NK), *dW_ref = d_f(gW, NK);
+        float *db = d_f(gb, (size_t)N), *db_ref = d_f(gb, (size_t)N);
+        void *dx16 = d_bf16_guarded(NULL, ndx);
+        if (mlp)
+            GPU->mlp_bwd(c, dx16, dW, NULL, dW2, db, dy, x, h, W, W2, tmp, M, K, N, UMD_GRAD_X);
+        else
+            GPU->linear_bwd(c, dx16, dW, db, dy, x, W, M, N, K, acc, UMD_GRAD_X);
+        char err[512] = "", shape[32];
+        int rc = GPU->status(c, err, sizeof err);
+        const char *why = acc ? "dx_accumulate" : "no bf16 stage";
+        printf("  %s with a bf16 dx, %s: %s\n", op, why, err);
+        T_CHECK_MSG(rc != 0, "%s wrote a bf16 dx it cannot (%s)", op, why);
+        T_CONTAINS(err, op);
+        T_CONTAINS(err, "bf16 gradient tensor (UMD_GRAD_X");
+        snprintf(shape, sizeof shape, "dx (%d, %d)", M, mlp ? N : K);
+        T_CONTAINS(err, shape);
+        T_CONTAINS(err, acc ? "dx_accumulate" : "bf16 stage");
+        same_bits(mlp ? "mlp_bwd dW1 left alone" : "linear_bwd dW left alone", dW, dW_ref, NK);
+        if (mlp) same_bits("mlp_bwd dW2 left alone", dW2, dW_ref, NK);
+        same_bits(mlp ? "mlp_bwd db2 left alone" : "linear_bwd db left alone", db, db_ref,
+                  (size_t)N);
+        const uint16_t *got = h_down(dx16, ndx * sizeof *got);
+        size_t written = 0;
+        for (size_t i = 0; i < ndx; i++) written += got[i] != 0xffffu;
+        T_CHECK_MSG(written == 0, "%s: %zu values of the refused bf16 dx written", op, written);
+        cleanup();
+        ctx_free(&c, ws);
+    }
     static const umd_limits lim = {2, 16, 160, 2, 16, 4096};
     static const attn_refusal cases[] = {
         {UMD_ATTN_GEMM, 64, 1, "attention_bwd", "attention mode gemm"},
@@ -3274,20 +3589,28 @@ static void test_cuda_bf16_grad_refused(void) {
         {UMD_ATTN_MMA, 32, 1, "attention_bwd", "attention mode mma"},
         {UMD_ATTN_MMA, 80, 1, "attention_bwd", "attention mode mma"},
         {UMD_ATTN_MMA, 64, 1, "attention_bwd", "attention mode mma"}};
-    for (int i = 0; i < 5; i++) {
+    /* a bf16 dqkv (UMD_GRAD), then (i >= 5) a bf16 dout (UMD_GRAD_X: bf16 values) into an fp32
+     * dqkv, on each path */
+    for (int i = 0; i < 10; i++) {
+        const attn_refusal *ak = &cases[i % 5];
+        const int dout16 = i >= 5;
         umd_ctx *c = grad_ctx(NULL, &lim, &ws);
-        T_REQUIRE(umd_cuda_set_attention(c, cases[i].mode) == 0);
-        const int n = 2, T = 9, heads = 2, hd = cases[i].hd;
+        T_REQUIRE(umd_cuda_set_attention(c, ak->mode) == 0);
+        const int n = 2, T = 9, heads = 2, hd = ak->hd;
         const size_t nq = (size_t)n * T * 3 * heads * hd, no = (size_t)n * T * heads * hd,
                      nl = (size_t)n * heads * T;
         const uint32_t key = 3670 + 5 * (uint32_t)i;
-        float *q = d_f(h_randn(nq, key, 1.0f), nq), *g = d_f(h_randn(no, key + 1, 1.0f), no);
+        uint16_t *gh;
+        float *q = d_f(h_randn(nq, key, 1.0f), nq), *g = d_f(h_bf16_values(no, key + 1, &gh), no);
+        const void *d_gh = d_up(gh, no * sizeof *gh);
         float *out = d_f(h_randn(no, key + 2, 1.0f), no);
         float *lse = d_f(h_randn(nl, key + 3, 1.0f), nl);
         const float *hq = h_randn(nq, key + 4, 1.0f);
         float *dq = d_f(hq, nq), *dq0 = d_f(hq, nq);
-        GPU->attention_bwd(c, dq, g, q, out, lse, n, T, heads, hd, UMD_GRAD);
-        refusal_said(c, &cases[i], "bf16 dqkv", "bf16 gradient tensor");
+        GPU->attention_bwd(c, dq, dout16 ? d_gh : (const void *)g, q, out, lse, n, T, heads, hd,
+                           dout16 ? UMD_GRAD_X : UMD_GRAD);
+        if (dout16) refusal_said(c, ak, "bf16 dout", "dout is a bf16 gradient tensor (UMD_GRAD_X)");
+        else refusal_said(c, ak, "bf16 dqkv", "bf16 gradient tensor");
         same_bits("attention_bwd dqkv left alone", dq, dq0, nq);
         cleanup();
         ctx_free(&c, ws);
@@ -3530,9 +3853,11 @@ int main(void) {
     T_RUN(test_cuda_branch_operand);
     T_RUN(test_cuda_grad_operand);
     T_RUN(test_cuda_gated_residual_bf16_grad);
+    T_RUN(test_cuda_layernorm_bf16_grad);
     T_RUN(test_cuda_attention_bf16_grad);
     T_RUN(test_cuda_linear_bf16_grad);
     T_RUN(test_cuda_mlp_bf16_grad);
+    T_RUN(test_cuda_mlp_one_pass);
     T_RUN(test_cuda_bf16_grad_refused);
     T_RUN(test_cuda_switch_values);
     T_RUN(test_cuda_tokens);
