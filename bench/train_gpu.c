@@ -496,6 +496,44 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     return rc;
 }
 
+/* The options that turn a UMDQ_CUDA_* switch on for every context made from then on, each with
+ * the switches a context reads it under (ops_cuda.cu), turned on with it; --switches-off turns
+ * every first one off. */
+typedef struct {
+    const char *opt;
+    const char *vars[6]; /* UMDQ_CUDA_ suffixes: the option's own, then what it implies */
+} switch_opt;
+static const switch_opt SWITCH_OPTS[] = {
+    {"--graph", {"GRAPH"}},
+    {"--fused-norm", {"FUSED_NORM"}},
+    {"--bf16-operands", {"BF16_OPERANDS"}},                     /* bf16 contexts only */
+    {"--bf16-mlp", {"BF16_MLP", "BF16_OPERANDS"}},              /* read with bf16 operands */
+    {"--gelu-epilogue", {"GELU_EPILOGUE", "BF16_MLP", "BF16_OPERANDS"}}, /* with a bf16 h */
+    {"--bf16-branch", {"BF16_BRANCH", "BF16_OPERANDS"}},
+    {"--bf16-dh", {"BF16_DH", "BF16_MLP", "BF16_OPERANDS"}},    /* its GELU backward, a bf16 h */
+    {"--bf16-grad", {"BF16_GRAD", "BF16_BRANCH", "BF16_OPERANDS"}}, /* the branches' gradients */
+    {"--bf16-bias", {"BF16_BIAS", "BF16_OPERANDS"}},            /* a bf16 y's bias */
+    {"--attn-kv32", {"ATTN_KV32"}},                             /* the mma attention's backward */
+    {"--attn-fwd32", {"ATTN_FWD32"}},                           /* and its forward */
+    /* it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
+    {"--mlp-one-pass", {"MLP_ONE_PASS", "BF16_GRAD", "BF16_BRANCH", "BF16_DH", "BF16_MLP",
+                        "BF16_OPERANDS"}},
+};
+
+/* 1 when o is one of SWITCH_OPTS, its switches then set to 1. */
+static int switch_option(const char *o) {
+    for (size_t k = 0; k < sizeof SWITCH_OPTS / sizeof *SWITCH_OPTS; k++) {
+        if (strcmp(o, SWITCH_OPTS[k].opt) != 0) continue;
+        for (int j = 0; j < 6 && SWITCH_OPTS[k].vars[j]; j++) {
+            char var[64];
+            snprintf(var, sizeof var, "UMDQ_CUDA_%s", SWITCH_OPTS[k].vars[j]);
+            setenv(var, "1", 1);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int steps = 10, warmup = 3, batch = 256, profile = 0, linears = 0, attention = 0;
     const char *only = NULL, *precision = NULL;
@@ -527,86 +565,14 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(o, "--switches-off")) {
             /* every switch off (the options after it turn some on again) */
-            static const char *const sw[] = {"GRAPH", "FUSED_NORM", "BF16_OPERANDS", "BF16_MLP",
-                                             "GELU_EPILOGUE", "BF16_BRANCH", "BF16_BIAS", "BF16_DH",
-                                             "BF16_GRAD", "ATTN_KV32", "ATTN_FWD32",
-                                             "MLP_ONE_PASS"};
-            for (size_t k = 0; k < sizeof sw / sizeof *sw; k++) {
+            for (size_t k = 0; k < sizeof SWITCH_OPTS / sizeof *SWITCH_OPTS; k++) {
                 char var[64];
-                snprintf(var, sizeof var, "UMDQ_CUDA_%s", sw[k]);
+                snprintf(var, sizeof var, "UMDQ_CUDA_%s", SWITCH_OPTS[k].vars[0]);
                 setenv(var, "0", 1);
             }
             continue;
         }
-        if (!strcmp(o, "--graph")) {
-            setenv("UMDQ_CUDA_GRAPH", "1", 1); /* read by every context made from now on */
-            continue;
-        }
-        if (!strcmp(o, "--fused-norm")) {
-            setenv("UMDQ_CUDA_FUSED_NORM", "1", 1); /* likewise */
-            continue;
-        }
-        if (!strcmp(o, "--bf16-operands")) {
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1); /* likewise (bf16 contexts only) */
-            continue;
-        }
-        if (!strcmp(o, "--bf16-mlp")) {
-            /* likewise; a context reads it only with bf16 operands */
-            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--gelu-epilogue")) {
-            /* likewise; a context reads it only with the MLP's h in bf16 */
-            setenv("UMDQ_CUDA_GELU_EPILOGUE", "1", 1);
-            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--bf16-branch")) {
-            /* likewise; a context reads it only with bf16 operands */
-            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--bf16-dh")) {
-            /* likewise; the MLP's dy W2 in bf16, read so by its GELU backward (with a bf16 h) */
-            setenv("UMDQ_CUDA_BF16_DH", "1", 1);
-            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--bf16-grad")) {
-            /* likewise; a context reads it only with bf16 branch tensors, whose gradients these are */
-            setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
-            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--bf16-bias")) {
-            /* likewise; a bf16 y's bias rounded to bf16 (bf16 operands: qkv, h, the branches) */
-            setenv("UMDQ_CUDA_BF16_BIAS", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
-        if (!strcmp(o, "--attn-kv32")) {
-            setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* likewise (the mma attention's backward) */
-            continue;
-        }
-        if (!strcmp(o, "--attn-fwd32")) {
-            setenv("UMDQ_CUDA_ATTN_FWD32", "1", 1); /* likewise (the mma attention's forward) */
-            continue;
-        }
-        if (!strcmp(o, "--mlp-one-pass")) {
-            /* likewise; it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
-            setenv("UMDQ_CUDA_MLP_ONE_PASS", "1", 1);
-            setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
-            setenv("UMDQ_CUDA_BF16_BRANCH", "1", 1);
-            setenv("UMDQ_CUDA_BF16_DH", "1", 1);
-            setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-            setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
-            continue;
-        }
+        if (switch_option(o)) continue;
         if (!v) goto usage;
         if (!strcmp(o, "--steps")) steps = atoi(v);
         else if (!strcmp(o, "--warmup")) warmup = atoi(v);
