@@ -176,7 +176,8 @@ static void dx_block(void *dx, int dxh, float *f, const float *dyb, const float 
 static void linear_bwd_grad16(umd_ctx *c, void *dx, int dxh, float *dW, float *db, const void *dy,
                               int dyh, const void *xv, int xb, const float *W, int M, int N, int K,
                               float bx) {
-    const int per_row = (dyh ? N : 0) + (dyh && dW && xb ? K : 0) + (dx && dxh ? K : 0);
+    /* dy's widened rows, then one K-wide region: dx's block, then x's widened rows */
+    const int per_row = (dyh ? N : 0) + ((dx && dxh) || (dyh && dW && xb) ? K : 0);
     cpu_check_widen(per_row, "linear_bwd");
     const long block = widen_rows(per_row > 0 ? per_row : 1);
     int nt = team_for(c, M, 2.0 * M * N * K);
