@@ -16,10 +16,12 @@ for a in "$@"; do
     *) pattern=$a ;;
   esac
 done
-export TEST_OUT=${TEST_OUT:-$PWD/$BUILD/test-output}
+# the build directory, absolute: $BUILD as given where it is, else below this directory
+case $BUILD in /*) build_abs=$BUILD ;; *) build_abs=$PWD/$BUILD ;; esac
+export TEST_OUT=${TEST_OUT:-$build_abs/test-output}
 mkdir -p "$TEST_OUT"
-export UMDQ_BUILD=$PWD/$BUILD
-export PATH=$PWD/$BUILD/bin:$PATH
+export UMDQ_BUILD=$build_abs
+export PATH=$build_abs/bin:$PATH
 
 progs=()
 if [ $long = 1 ]; then
