@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <type_traits>
 #include "cuda_internal.h"
+#include "op_cost.h"
 #include "umd_cuda.h"
 #include "umdq.h"
 
@@ -512,125 +513,96 @@ static void prof_flush(umd_ctx *c) {
     c->prof_n = 0;
 }
 
-/* ---- each op's floor: the FLOPs of its products and the bytes it must move ----------------------
- * op_cost<ID>::of takes the op's own arguments and gives the work no implementation of it can do
- * without: matrix products at 2 FLOPs a multiply-add (a backward's products twice its forward's,
- * attention's backward twice its forward's, as bench/train_gpu.c counts them), and every tensor
- * the op must read or write, once, at the width it is stored in (an operand, branch or gradient
- * tensor in bf16 2 bytes, anything else 4; a parameter gradient read and written; a weight read
- * in fp32, its bf16 copy left out). The profile adds it up per op (prof_flops, prof_bytes) and the
- * report puts the time against it. Ops without a specialisation have no floor (0, 0). */
-struct op_cost_t {
-    double flops, bytes;
-};
-template <int ID> struct op_cost {
-    template <class... A> static op_cost_t of(const umd_ctx *, A...) { return {0, 0}; }
-};
-/* Bytes of an element of the tensor `flag` names in `types` (UMD_OPND, UMD_OPND_Y, ...). */
-static double cost_eb(const umd_ctx *c, int types, int flag) {
-    return cuda_flag_bf16(c, types, flag) ? 2.0 : 4.0;
+/* ---- each op's floor (op_cost.h), from the op's own arguments ------------------------------------
+ * op_cost<ID>::of takes the op's arguments and gives op_cost.h's floor for them, each tensor's
+ * width as this context stores it (cost_bf16). The profile adds it up per op (prof_flops,
+ * prof_bytes) and the report puts the time against it. Ops without a specialisation have no
+ * floor (0, 0). */
+static int cost_bf16(const void *cv, int types, int flag) {
+    const umd_ctx *c = (const umd_ctx *)cv;
+    if (flag == UMD_GRAD) return cuda_grad_bf16(c, types);
+    if (flag == UMD_GRAD_X) return cuda_gradx_bf16(c, types);
+    return cuda_flag_bf16(c, types, flag);
 }
+template <int ID> struct op_cost {
+    template <class... A> static umd_cost of(const umd_ctx *, A...) { return {0, 0}; }
+};
 template <> struct op_cost<OP_linear_fwd> {
-    static op_cost_t of(const umd_ctx *c, void *, const void *, const float *, const float *b,
-                        int M, int N, int K, int types) {
-        const double m = M, n = N, k = K;
-        return {2 * m * n * k, m * k * cost_eb(c, types, UMD_OPND) + n * k * 4 + (b ? n * 4 : 0) +
-                                   m * n * cost_eb(c, types, UMD_OPND_Y)};
+    static umd_cost of(const umd_ctx *c, void *, const void *, const float *, const float *b, int M,
+                       int N, int K, int types) {
+        return umd_cost_linear_fwd(cost_bf16, c, b != NULL, M, N, K, types);
     }
 };
 template <> struct op_cost<OP_linear_bwd> {
-    static op_cost_t of(const umd_ctx *c, void *dx, float *dW, float *db, const void *,
-                        const void *, const float *, int M, int N, int K, int acc, int types) {
-        const double m = M, n = N, k = K;
-        double f = (dx ? 2 : 0) * m * n * k + (dW ? 2 : 0) * m * n * k;
-        double by = m * n * cost_eb(c, types, UMD_GRAD) +
-                    (dW ? m * k * cost_eb(c, types, UMD_OPND) + n * k * 8 : 0);
-        if (dx) by += n * k * 4 + m * k * cost_eb(c, types, UMD_GRAD_X) * (acc ? 2 : 1);
-        if (db) by += n * 8;
-        return {f, by};
+    static umd_cost of(const umd_ctx *c, void *dx, float *dW, float *db, const void *, const void *,
+                       const float *, int M, int N, int K, int acc, int types) {
+        return umd_cost_linear_bwd(cost_bf16, c, dx != NULL, dW != NULL, db != NULL, M, N, K, acc,
+                                   types);
     }
 };
 template <> struct op_cost<OP_mlp_fwd> {
-    static op_cost_t of(const umd_ctx *c, void *, void *, float *, const void *, const float *,
-                        const float *b1, const float *, const float *b2, int M, int F, int w,
-                        int types) {
-        const double m = M, f = F, d = w;
-        return {4 * m * f * d, m * d * cost_eb(c, types, UMD_OPND) + 2 * f * d * 4 +
-                                   (b1 ? f * 4 : 0) + (b2 ? d * 4 : 0) +
-                                   m * f * cost_eb(c, types, UMD_OPND_H) +
-                                   m * d * cost_eb(c, types, UMD_OPND_Y)};
+    static umd_cost of(const umd_ctx *c, void *, void *, float *, const void *, const float *,
+                       const float *b1, const float *, const float *b2, int M, int F, int w,
+                       int types) {
+        return umd_cost_mlp_fwd(cost_bf16, c, b1 != NULL, b2 != NULL, M, F, w, types);
     }
 };
 template <> struct op_cost<OP_mlp_bwd> {
-    static op_cost_t of(const umd_ctx *c, void *dx, float *, float *db1, float *, float *db2,
-                        const void *, const void *, const void *, const float *, const float *,
-                        float *, int M, int F, int w, int types) {
-        const double m = M, f = F, d = w;
-        double by = m * d * cost_eb(c, types, UMD_GRAD) + m * d * cost_eb(c, types, UMD_OPND) +
-                    m * f * cost_eb(c, types, UMD_OPND_H) + 2 * f * d * (4 + 8) +
-                    (db1 ? f * 8 : 0) + (db2 ? d * 8 : 0) +
-                    (dx ? m * d * cost_eb(c, types, UMD_GRAD_X) : 0);
-        return {(dx ? 8 : 6) * m * f * d, by};
+    static umd_cost of(const umd_ctx *c, void *dx, float *, float *db1, float *, float *db2,
+                       const void *, const void *, const void *, const float *, const float *,
+                       float *, int M, int F, int w, int types) {
+        return umd_cost_mlp_bwd(cost_bf16, c, dx != NULL, db1 != NULL, db2 != NULL, M, F, w, types);
     }
 };
 template <> struct op_cost<OP_layernorm_fwd> {
-    static op_cost_t of(const umd_ctx *c, void *, float *, float *, const float *, const float *,
-                        const float *, const float *, int, int n, int T, int w, long, long,
-                        int out_type) {
-        const double r = (double)n * T;
-        return {0, r * w * (4 + cost_eb(c, out_type, UMD_OPND)) + r * 8};
+    static umd_cost of(const umd_ctx *c, void *, float *, float *, const float *, const float *,
+                       const float *, const float *, int, int n, int T, int w, long, long,
+                       int out_type) {
+        return umd_cost_layernorm_fwd(cost_bf16, c, n, T, w, out_type);
     }
 };
 template <> struct op_cost<OP_layernorm_bwd> {
-    static op_cost_t of(const umd_ctx *c, float *, float *, float *, float *, const void *,
-                        const float *, const float *, const float *, const float *, const float *,
-                        const float *, int, int n, int T, int w, long, long, int acc, int types) {
-        const double r = (double)n * T;
-        return {0, r * w * (cost_eb(c, types, UMD_GRAD_X) + (acc ? 12 : 8)) + r * 8};
+    static umd_cost of(const umd_ctx *c, float *, float *, float *, float *, const void *,
+                       const float *, const float *, const float *, const float *, const float *,
+                       const float *, int, int n, int T, int w, long, long, int acc, int types) {
+        return umd_cost_layernorm_bwd(cost_bf16, c, n, T, w, acc, types);
     }
 };
 template <> struct op_cost<OP_gate_residual_fwd> {
-    static op_cost_t of(const umd_ctx *c, float *, const float *, const void *, const float *,
-                        int, int n, int T, int w, int y_type) {
-        return {0, (double)n * T * w * (8 + cost_eb(c, y_type, UMD_OPND_Y))};
+    static umd_cost of(const umd_ctx *c, float *, const float *, const void *, const float *, int,
+                       int n, int T, int w, int y_type) {
+        return umd_cost_gate_residual_fwd(cost_bf16, c, n, T, w, y_type);
     }
 };
 template <> struct op_cost<OP_gate_residual_bwd> {
-    static op_cost_t of(const umd_ctx *c, void *, float *, const float *, const void *,
-                        const float *, int, int n, int T, int w, int types) {
-        return {0, (double)n * T * w * (4 + cost_eb(c, types, UMD_OPND_Y) + cost_eb(c, types, UMD_GRAD))};
+    static umd_cost of(const umd_ctx *c, void *, float *, const float *, const void *, const float *,
+                       int, int n, int T, int w, int types) {
+        return umd_cost_gate_residual_bwd(cost_bf16, c, n, T, w, types);
     }
 };
 template <> struct op_cost<OP_residual_layernorm_fwd> {
-    static op_cost_t of(const umd_ctx *c, float *, void *, float *, float *, const float *,
-                        const void *, const float *, int, const float *, const float *,
-                        const float *, int, int n, int T, int w, int types) {
-        const double r = (double)n * T;
-        return {0, r * w * (8 + cost_eb(c, types, UMD_OPND_Y) + cost_eb(c, types, UMD_OPND)) + r * 8};
+    static umd_cost of(const umd_ctx *c, float *, void *, float *, float *, const float *,
+                       const void *, const float *, int, const float *, const float *,
+                       const float *, int, int n, int T, int w, int types) {
+        return umd_cost_residual_layernorm_fwd(cost_bf16, c, n, T, w, types);
     }
 };
 template <> struct op_cost<OP_attention_fwd> {
-    static op_cost_t of(const umd_ctx *c, void *, float *, const void *, int n, int T, int heads,
-                        int hd, int types) {
-        const double p = (double)n * heads, t = T, W = (double)heads * hd;
-        return {4 * p * t * t * hd, n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O)) +
-                                        p * t * 4};
+    static umd_cost of(const umd_ctx *c, void *, float *, const void *, int n, int T, int heads,
+                       int hd, int types) {
+        return umd_cost_attention_fwd(cost_bf16, c, n, T, heads, hd, types);
     }
 };
 template <> struct op_cost<OP_attention_bwd> {
-    static op_cost_t of(const umd_ctx *c, void *, const void *, const void *, const void *,
-                        const float *, int n, int T, int heads, int hd, int types) {
-        const double p = (double)n * heads, t = T, W = (double)heads * hd;
-        return {8 * p * t * t * hd,
-                n * t * W * (3 * cost_eb(c, types, UMD_OPND) + cost_eb(c, types, UMD_OPND_O) +
-                             cost_eb(c, types, UMD_GRAD_X) + 3 * cost_eb(c, types, UMD_GRAD)) +
-                    p * t * 4};
+    static umd_cost of(const umd_ctx *c, void *, const void *, const void *, const void *,
+                       const float *, int n, int T, int heads, int hd, int types) {
+        return umd_cost_attention_bwd(cost_bf16, c, n, T, heads, hd, types);
     }
 };
 template <> struct op_cost<OP_adamw> {
-    static op_cost_t of(const umd_ctx *, float *, const float *, float *, float *, const uint8_t *,
-                        size_t n, const umd_adamw_args *, const double *) {
-        return {0, (double)n * (7 * 4 + 1)};
+    static umd_cost of(const umd_ctx *, float *, const float *, float *, float *, const uint8_t *,
+                       size_t n, const umd_adamw_args *, const double *) {
+        return umd_cost_adamw(n);
     }
 };
 
@@ -641,7 +613,7 @@ template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct tim
         if (c->prof_n == CUDA_PROF_RING) prof_flush(c);
         int k = c->prof_n++;
         c->prof_op[k] = ID;
-        const op_cost_t w = op_cost<ID>::of(c, a...);
+        const umd_cost w = op_cost<ID>::of(c, a...);
         c->prof_flops[ID] += w.flops;
         c->prof_bytes[ID] += w.bytes;
         cudaEventRecord(c->prof_ev[2 * k], c->stream);
