@@ -77,29 +77,32 @@
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
  *
- * --profile prints every op's floor beside its time, from the op's own arguments (ops_cuda.cu's
- * op_cost: each tensor at the width it is stored in with the switches in effect), so the floors
- * follow the layouts. The table below is an earlier, hand-made one (B/4 64x64x3, bf16, batch
- * 256, H200; --profile's device times, measured with
- * the fp32 activations of --switches-off, before the bf16 switches were on by default). FLOP floor at
- * the bf16 cuBLAS ceiling (about 800 TFLOP/s); byte floor at 4.8 TB/s with every fp32 tensor
- * read or written once; a kernel's floor is the larger of the two. The GEMMs are Linear and the
- * MLP together (GELU now lives inside mlp_fwd / mlp_bwd, as bf16 staging passes).
+ * --profile prints every op's floor beside its time, from the op's own arguments (op_cost.h:
+ * each tensor at the width it is stored in with the switches in effect), so the floors follow the
+ * layouts; bench/train_floors counts the same floors over one step without a device. B/4
+ * 64x64x3, bf16, batch 256, the defaults' layout (train_floors: FLOPs at 803 TFLOP/s, the bf16
+ * cuBLAS ceiling measured on the H200; bytes at 4.8 TB/s), against the device times of the last
+ * H200 profile kept for its four largest ops (the defaults with the GELU epilogues on, as they
+ * were by default then) and the whole step:
  *
  *   op                       GFLOP/step  GB/step  floor ms  measured ms  x floor
- *   linear_fwd + mlp_fwd           8813     31.7     11.13  7.57 + 13.90    1.9x
- *   linear_bwd + mlp_bwd          17627     46.6     22.26 16.20 + 27.28    2.0x
- *   attention_fwd (mma)             357      7.6      1.59         4.71    3.0x
- *   attention_bwd (mma)             713     17.2      3.57        15.67    4.4x
- *   layernorm_fwd                     -      7.6      1.59         3.32    2.1x
- *   layernorm_bwd                     -     15.2      3.17         5.68    1.8x
- *   gate_residual_fwd                 -     11.4      2.38         3.12    1.3x
- *   gate_residual_bwd                 -     11.4      2.38         3.48    1.5x
- *   sum                                              48.1        100.9    2.1x
- * Most of what was left then was bytes: every Linear input converted to bf16 on its way into a
- * GEMM, the GEMMs writing fp32, attention reading fp32 q, k, v. The switches on by default store
- * those tensors in bf16 (umd_cuda.h): 87.0 ms a step on the same H200 against 101.7 with every
- * switch off. */
+ *   linear_fwd                     2970      6.6      3.70
+ *   linear_bwd                     5934     15.2      7.39        14.3     1.9x
+ *   mlp_fwd                        5847      6.0      7.28         9.9     1.4x
+ *   mlp_bwd                       11693      9.5     14.56        31.8     2.2x
+ *   attention_fwd (mma)             357      3.8      0.80
+ *   attention_bwd (mma)             713     11.5      2.39        11.8     4.9x
+ *   layernorm_fwd + residual_       -       11.6      2.42
+ *   layernorm_bwd                     -     16.1      3.36
+ *   gate_residual_fwd + _bwd          -     10.0      2.09
+ *   adamw                             -      5.1      1.07
+ *   sum                                              45.05        85.9     1.9x
+ * With the gradient tensors in bf16 (UMDQ_CUDA_BF16_GRAD=1) the floors' bytes fall from 95.4 to
+ * 80.2 GB a step (sum 43.46 ms); the bf16 copies of the gradients the conversion passes no longer
+ * write (each fp32 gradient rounded on its way into a GEMM) are in no floor: about 5 GB more.
+ * With fp32 activations and every switch off, a hand-made table had the step at 100.9 ms against
+ * a floor of 48.1: the GEMMs at 1.9-2.0x, attention at 3.0x forward and 4.4x backward.
+*/
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
