@@ -699,6 +699,32 @@ static void opnd_contexts(umd_ctx **dc, void **dws, umd_ctx **oc, void **ows) {
     *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, ows);
 }
 
+/* One shape of the bf16 Linear tests: M N K from shapes[s], x drawn from key and rounded to bf16
+ * (host x, its bf16 halves xh; d_x, d_xh on the device), W from key + 1, b from key + 2 (host and
+ * device). */
+typedef struct {
+    int M, N, K;
+    size_t MK, MN, NK;
+    float *x, *W, *b, *d_x, *d_W, *d_b;
+    uint16_t *xh;
+    const void *d_xh;
+} lin16_case;
+static lin16_case lin16_new(const int shapes[][3], int s, uint32_t key) {
+    lin16_case c;
+    c.M = shapes[s][0], c.N = shapes[s][1], c.K = shapes[s][2];
+    c.MK = (size_t)c.M * c.K, c.MN = (size_t)c.M * c.N, c.NK = (size_t)c.N * c.K;
+    c.x = h_bf16_values(c.MK, key, &c.xh);
+    c.W = h_randn(c.NK, key + 1, 0.2f), c.b = h_randn((size_t)c.N, key + 2, 1.0f);
+    c.d_x = d_f(c.x, c.MK), c.d_W = d_f(c.W, c.NK), c.d_b = d_f(c.b, (size_t)c.N);
+    c.d_xh = d_up(c.xh, c.MK * sizeof *c.xh);
+    return c;
+}
+/* The shapes of the bf16-y tests: not multiples of the GEMM tiles, and two whose x goes in two
+ * chunks of rows (OPND_LIM). */
+static const int LIN16_Y_SHAPES[7][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48},
+                                         {1, 7, 5},        {1088, 384, 128}, {32100, 128, 512},
+                                         {25700, 96, 640}}; /* M N K */
+
 /* linear_fwd and linear_bwd with a bf16 operand x (UMD_OPND in a bf16 context made with
  * UMDQ_CUDA_BF16_OPERANDS=1) against the same ops in a default bf16 context on x's fp32
  * widening, bit for bit: y with and without the bias; dx written and accumulated, dW, db; dW
@@ -713,15 +739,12 @@ static void test_cuda_linear_bf16_operands(void) {
     const int shapes[][3] = {{37, 53, 61},     {128, 96, 200}, {300, 160, 48},
                              {1, 7, 5},        {1025, 256, 160}, {25700, 96, 640}}; /* M N K */
     for (int s = 0; s < 6; s++) {
-        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
         const uint32_t key = 800 + 10 * (uint32_t)s;
-        uint16_t *xh;
-        float *x = h_bf16_values(MK, key, &xh);
-        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
-        float *g = h_randn(MN, key + 3, 1.0f);
-        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N), *d_g = d_f(g, MN);
-        const void *d_xh = d_up(xh, MK * sizeof *xh);
+        const lin16_case c = lin16_new(shapes, s, key);
+        const int M = c.M, N = c.N, K = c.K;
+        const size_t MK = c.MK, MN = c.MN, NK = c.NK;
+        float *d_x = c.d_x, *d_W = c.d_W, *d_b = c.d_b, *d_g = d_f(h_randn(MN, key + 3, 1.0f), MN);
+        const void *d_xh = c.d_xh;
         for (int bias = 0; bias < 2; bias++) {
             const float *poison = h_nan(MN);
             float *y0 = d_f(poison, MN), *y1 = d_f(poison, MN);
@@ -766,17 +789,12 @@ static void test_cuda_linear_bf16_operands(void) {
  * bytes aligned in y of either type, whatever N). The bf16 outputs start as 0xffff. In the default context UMD_OPND_Y changes nothing (y
  * fp32, the same bits). */
 static void linear_bf16_y_cases(umd_ctx *dc, umd_ctx *oc, const char *how) {
-    const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
-                             {1088, 384, 128}, {32100, 128, 512}, {25700, 96, 640}}; /* M N K */
     for (int s = 0; s < 7; s++) {
-        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
-        const uint32_t key = 1000 + 10 * (uint32_t)s;
-        uint16_t *xh;
-        float *x = h_bf16_values(MK, key, &xh);
-        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
-        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N);
-        const void *d_xh = d_up(xh, MK * sizeof *xh);
+        const lin16_case c = lin16_new(LIN16_Y_SHAPES, s, 1000 + 10 * (uint32_t)s);
+        const int M = c.M, N = c.N, K = c.K;
+        const size_t MN = c.MN;
+        const float *d_x = c.d_x, *d_W = c.d_W, *d_b = c.d_b;
+        const void *d_xh = c.d_xh;
         const float *nan32 = h_nan(MN);
         const uint16_t *nan16 = h_nan16(MN);
         for (int bias = 0; bias < 2; bias++) {
@@ -1558,20 +1576,15 @@ static void test_cuda_linear_bf16_bias(void) {
     umd_ctx *dc = ctx_with(UMD_MATH_BF16, 0, 0, &OPND_LIM, &dws);
     umd_ctx *oc = ctx_with(UMD_MATH_BF16, 1, 0, &OPND_LIM, &ows);
     umd_ctx *bc = ctx_with_switch("UMDQ_CUDA_BF16_BIAS", UMD_MATH_BF16, 1, &OPND_LIM, &bws);
-    const int shapes[][3] = {{37, 53, 61},     {128, 96, 200},   {300, 160, 48}, {1, 7, 5},
-                             {1088, 384, 128}, {32100, 128, 512}, {25700, 96, 640}}; /* M N K */
     for (int s = 0; s < 7; s++) {
-        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        const size_t MK = (size_t)M * K, MN = (size_t)M * N, NK = (size_t)N * K;
-        const uint32_t key = 2800 + 10 * (uint32_t)s;
-        uint16_t *xh;
-        float *x = h_bf16_values(MK, key, &xh);
-        float *W = h_randn(NK, key + 1, 0.2f), *b = h_randn((size_t)N, key + 2, 1.0f);
-        float *br = h_randn((size_t)N, key + 2, 1.0f);
-        for (int j = 0; j < N; j++) br[j] = fx_widen(fx_bf16(b[j]));
-        float *d_x = d_f(x, MK), *d_W = d_f(W, NK), *d_b = d_f(b, (size_t)N);
+        const lin16_case c = lin16_new(LIN16_Y_SHAPES, s, 2800 + 10 * (uint32_t)s);
+        const int M = c.M, N = c.N, K = c.K;
+        const size_t MN = c.MN;
+        const float *d_x = c.d_x, *d_W = c.d_W, *d_b = c.d_b;
+        const void *d_xh = c.d_xh;
+        float *br = h_randn((size_t)N, 0, 1.0f);
+        for (int j = 0; j < N; j++) br[j] = fx_widen(fx_bf16(c.b[j]));
         float *d_br = d_f(br, (size_t)N);
-        const void *d_xh = d_up(xh, MK * sizeof *xh);
         const float *nan32 = h_nan(MN);
         const uint16_t *nan16 = h_nan16(MN);
         float *y0 = d_f(nan32, MN);
