@@ -61,6 +61,10 @@
  *             [--attn-fwd32]  (each warp of the mma attention's resident forward takes 32 query
  *                              rows, each K and V fragment read once for both tiles: the same
  *                              bits, as UMDQ_CUDA_ATTN_FWD32=1 does for a job)
+ *             [--attn-split]  (the mma attention's resident backward shares the strips past the
+ *                              last whole round of its 4 warps among them, the parts' sums added
+ *                              in a fixed order: other bits in those strips' rows only, as
+ *                              UMDQ_CUDA_ATTN_SPLIT=1 does for a job)
  *             [--mlp-one-pass]  (the MLP backward's gelu(h) for dW2 and its GELU backward in one
  *                              pass over h, with a bf16 dy and dy W2: the same bits, as
  *                              UMDQ_CUDA_MLP_ONE_PASS=1 does for a job; implies --bf16-grad and
@@ -71,8 +75,8 @@
  *
  *             [--attention]   (instead of steps: the bf16 attention alone, forward and backward,
  *                              --steps calls each, at 1 + L, 1 + L/4 and 1 + L/2 tokens, with
- *                              qkv fp32 or bf16 and each of the two attention switches, against
- *                              its FLOP floor)
+ *                              qkv fp32 or bf16 and each of the three attention switches,
+ *                              against its FLOP floor)
  *
  * Prints "skipped" and exits 0 when no CUDA device is visible. UMDQ_CUDA_ATTENTION=gemm|fused|mma
  * in the environment chooses the attention path (umd_cuda.h; mma, the default, applies to bf16).
@@ -405,24 +409,26 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
 }
 
 /* The --attention variants: qkv a bf16 operand (UMDQ_CUDA_BF16_OPERANDS), the dK dV step over 32
- * queries (UMDQ_CUDA_ATTN_KV32), the resident forward's warps over 32 rows (UMDQ_CUDA_ATTN_FWD32). */
-static const char *const ATTN_VARS[3] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_ATTN_KV32",
-                                         "UMDQ_CUDA_ATTN_FWD32"};
+ * queries (UMDQ_CUDA_ATTN_KV32), the resident forward's warps over 32 rows (UMDQ_CUDA_ATTN_FWD32),
+ * the resident backward's last strips shared by its warps (UMDQ_CUDA_ATTN_SPLIT). */
+#define ATTN_NVARS 4
+static const char *const ATTN_VARS[ATTN_NVARS] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_ATTN_KV32",
+                                                  "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_ATTN_SPLIT"};
 
 /* A bf16 context made with the switches ATTN_VARS[i] = on[i] set for the moment (each context
  * reads them when it is made), with a workspace for lim; NULL after a message. */
-static umd_ctx *attention_ctx(const umd_ops *ops, const int on[3], const umd_limits *lim,
+static umd_ctx *attention_ctx(const umd_ops *ops, const int on[ATTN_NVARS], const umd_limits *lim,
                               void **ws) {
     char err[512];
     umd_ctx *c = NULL;
-    char *saved[3];
-    for (int i = 0; i < 3; i++) {
+    char *saved[ATTN_NVARS];
+    for (int i = 0; i < ATTN_NVARS; i++) {
         const char *v = getenv(ATTN_VARS[i]);
         saved[i] = v ? strdup(v) : NULL;
         setenv(ATTN_VARS[i], on[i] ? "1" : "0", 1);
     }
     int rc = ops->ctx_new(&c, 1, err, sizeof err);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < ATTN_NVARS; i++) {
         if (saved[i]) setenv(ATTN_VARS[i], saved[i], 1);
         else unsetenv(ATTN_VARS[i]);
         free(saved[i]);
@@ -444,9 +450,10 @@ static umd_ctx *attention_ctx(const umd_ops *ops, const int on[3], const umd_lim
 
 /* --attention: the bf16 attention alone, forward and backward, at the config's head count and
  * batch, for sequences of every token (the decoder's T = 1 + L) and of a quarter and a half of
- * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in five variants: the
- * default, with each attention switch alone (ATTN_VARS), then a bf16 qkv (where attention_operand
- * says so) alone and with both switches. FLOPs as the floor table counts them (forward 4 T^2 d a
+ * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in eight variants: every
+ * switch off, each attention switch alone (ATTN_VARS), the split with the 32-query step (the
+ * defaults' step), then a bf16 qkv (where attention_operand says so) alone, with the 32-query step
+ * and the split (the defaults with the split), and with the 32-query step and 32-row forward. FLOPs as the floor table counts them (forward 4 T^2 d a
  * head, backward twice that), against the bf16 GEMM ceiling. */
 static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
@@ -462,11 +469,13 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     }
     printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
            bc->label, batch, H, hd, ceiling);
-    printf("| T | qkv | dK dV step | fwd rows a warp | fwd ms | fwd TFLOP/s | x floor | bwd ms | "
-           "bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    static const int variants[5][3] = {{0, 0, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 0}, {1, 1, 1}};
+    printf("| T | qkv | dK dV step | fwd rows a warp | bwd last strips | fwd ms | fwd TFLOP/s | "
+           "x floor | bwd ms | bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int variants[][ATTN_NVARS] = {{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0},
+                                               {0, 0, 0, 1}, {0, 1, 0, 1}, {1, 0, 0, 0},
+                                               {1, 1, 0, 1}, {1, 1, 1, 0}};
     int rc = 0;
-    for (int v = 0; v < 5 && rc == 0; v++) {
+    for (int v = 0; v < (int)(sizeof variants / sizeof *variants) && rc == 0; v++) {
         const int *on = variants[v];
         void *ws;
         umd_ctx *c = attention_ctx(ops, on, &lim, &ws);
@@ -490,8 +499,9 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
             const attention_call call = {out, lse, dq, g, qq, batch, T, H, hd, type};
             rc = time_passes(ops, c, reps, attention_pass, &call, "--attention", ms);
             if (rc) break;
-            printf("| %d | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32", on[1] ? "32" : "64",
-                   on[2] && T <= 384 ? "32" : "16");
+            printf("| %d | %s | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32",
+                   on[1] ? "32" : "64", on[2] && T <= 384 ? "32" : "16",
+                   on[3] && T <= 384 ? "shared" : "whole");
             print_floor_cols(ms, f, ceiling);
         }
         release_ctx(ops, &c, bufs, 7);
@@ -518,6 +528,7 @@ static const switch_opt SWITCH_OPTS[] = {
     {"--bf16-bias", {"BF16_BIAS", "BF16_OPERANDS"}},            /* a bf16 y's bias */
     {"--attn-kv32", {"ATTN_KV32"}},                             /* the mma attention's backward */
     {"--attn-fwd32", {"ATTN_FWD32"}},                           /* and its forward */
+    {"--attn-split", {"ATTN_SPLIT"}},                           /* its backward's last strips */
     /* it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
     {"--mlp-one-pass", {"MLP_ONE_PASS", "BF16_GRAD", "BF16_BRANCH", "BF16_DH", "BF16_MLP",
                         "BF16_OPERANDS"}},
@@ -644,7 +655,7 @@ usage:
                     "[--precision tf32|bf16|fp32] [--profile] [--switches-off] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
                     "[--bf16-bias] [--bf16-dh] [--bf16-grad] "
-                    "[--attn-kv32] [--attn-fwd32] [--mlp-one-pass] "
+                    "[--attn-kv32] [--attn-fwd32] [--attn-split] [--mlp-one-pass] "
                     "[--linears] [--attention]\n");
     return 2;
 }

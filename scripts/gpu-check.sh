@@ -4,11 +4,13 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
 # they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
-# (UMDQ_CUDA_BF16_GRAD=1, off by default), B/4 bf16 with train.recompute "norms", then with every
-# switch off and with each one alone on top (bf16 operands, the MLP's bf16 h, its dy W2 in bf16,
-# its GELU epilogues, bf16 branch tensors, their gradients in bf16, bf16 biases, the fused norm,
-# the attention's 32-query and 32-row kernels, the step recorded as a CUDA graph), the attention
-# alone in its variants, and the defaults with "partial" and "full"; and print a short table.
+# (UMDQ_CUDA_BF16_GRAD=1, off by default) and with the attention backward's last strips shared
+# (UMDQ_CUDA_ATTN_SPLIT=1, off by default), the attention alone in its variants, B/4 bf16 with
+# train.recompute "norms", then with every switch off and with each one alone on top (bf16
+# operands, the MLP's bf16 h, its dy W2 in bf16, its GELU epilogues, bf16 branch tensors, their
+# gradients in bf16, bf16 biases, the fused norm, the attention's 32-query and 32-row kernels, the
+# step recorded as a CUDA graph), and the defaults with "partial" and "full"; and print a short
+# table.
 # Finishes in under 5 minutes on an H100 or an H200.
 #
 #   scripts/gpu-check.sh [--steps N] [--sanitize] [--budget S]
@@ -21,10 +23,10 @@
 #                                                     machine without the -dev packages)
 # --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
 # 290): the benchmark rows run in order of what they decide (the plain step first, then the
-# defaults with bf16 gradients), each cut to what is left of S seconds from the start, and those
-# that find less than 20 s left are skipped, so the tables come out in time; the summary names
-# them. Logs go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step
-# does not run.
+# defaults with bf16 gradients and with the shared strips, and the attention alone), each cut
+# to what is left of S seconds from the start, and those that find less than 20 s left are
+# skipped, so the tables come out in time; the summary names them. Logs go to $LOGS (default
+# $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -150,6 +152,12 @@ echo
 echo "== benchmark: the same B/4 bf16 with --bf16-grad (the defaults, and the gradients of the branch tensors and of qkv in bf16: UMDQ_CUDA_BF16_GRAD=1, off by default until timed here)"
 gpu 120 train_gpu--bf16-grad --only b64 --precision bf16 --bf16-grad --steps "$steps" --warmup 3
 echo
+echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention backward's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
+gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
+echo
+echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows, the backward's last strips whole or shared)"
+gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
+echo
 echo "== benchmark: the same B/4 bf16 with --recompute-norms (the LayerNorms and the residual again in the backward)"
 gpu 120 train_gpu--recompute-norms --only b64 --precision bf16 --recompute-norms --steps "$sw_steps" --warmup 2
 echo
@@ -183,9 +191,6 @@ echo
 echo "== benchmark: the B/4 bf16 defaults with --recompute-partial (fc1 again too)"
 gpu 120 train_gpu--recompute-partial --only b64 --precision bf16 --recompute-partial --steps "$sw_steps" --warmup 2
 echo
-echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows)"
-gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
-echo
 echo "== benchmark: the B/4 bf16 defaults with --recompute (whole blocks again)"
 gpu 120 train_gpu--recompute --only b64 --precision bf16 --recompute --steps "$sw_steps" --warmup 3
 echo
@@ -213,6 +218,7 @@ sw_row() { # name, test pattern, log
 }
 GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's bf16-gradient tests
 sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
+sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"

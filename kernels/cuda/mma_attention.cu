@@ -62,6 +62,16 @@
  *          blocks share a multiprocessor in place of 2: the same products in the same order
  *          (the resident kernel only at the lengths where shared memory holds the third block:
  *          res_kv32).
+ * The resident backward's last strips (UMDQ_CUDA_ATTN_SPLIT=1, res_item): its 4 warps take strips
+ * of 16 rows in turn, so where the strips number 4k + 1 (17 at the model's 257 tokens: the last
+ * holding 1 row) or 4k + 2, one or two warps would compute a last strip each while the others
+ * wait, holding their registers and shared memory, for a whole strip's time. With the switch those
+ * strips are shared: each of the 4 / rem warps of a strip runs its products over a range of the
+ * other operand's rows (whole strips of 16, the last range up to T), and the parts' fp32 sums are
+ * added in shared memory in the order of the parts, deterministic; every other strip is computed
+ * as without the switch, so only the shared strips' rows get other bits. The shared part is a
+ * function of its own, not inlined, and the kernels a template on the switch, so the kernels
+ * without it keep their registers (dQ 165, dK dV 230 and 168).
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4, and dout at 2 where it is a bf16 gradient tensor
@@ -533,7 +543,7 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
 
 /* D and base-2 lse of the lane's two rows q + g, q + g + 8 (zero past T), from dO and O (rows W
  * elements apart; each fp32 or bf16, DT and OT, its values widened) and lse: LD = {L0, L1, D0,
- * D1}; D also written to Dg (n, heads, T) when t == 0. */
+ * D1}; D also written to Dg (n, heads, T) when t == 0, unless Dg is NULL. */
 template <class OT, class DT>
 __device__ static inline void rows_ld(float LD[4], float *Dg, const DT *dO, const OT *O,
                                       const float *lse, long W, int q, int T) {
@@ -556,7 +566,7 @@ __device__ static inline void rows_ld(float LD[4], float *Dg, const DT *dO, cons
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         LD[k] = r < T ? lse[r] * LOG2E : 0.0f;
         LD[2 + k] = acc;
-        if (t == 0 && r < T) Dg[r] = acc;
+        if (Dg && t == 0 && r < T) Dg[r] = acc;
     }
 }
 
@@ -595,6 +605,66 @@ __device__ static inline void load_resident(bf16 *dst, const bf16 *src, long ld,
         uint4 v = make_uint4(0u, 0u, 0u, 0u);
         if (r < T) v = *reinterpret_cast<const uint4 *>(src + (long)r * ld + 8 * c8);
         *reinterpret_cast<uint4 *>(dst + lay_swz::at(r, 8 * c8)) = v;
+    }
+}
+
+/* The resident backward's work, as items a warp takes in turn (item i of the block: warp i % 4,
+ * in its (i / 4)-th turn). Each strip of 16 rows (queries for dQ, keys for dK dV; S = T rounded
+ * up to 16, in strips) is an item, its products over every row of the operand the block holds.
+ * With the split (UMDQ_CUDA_ATTN_SPLIT=1) and S % 4 of 1 or 2 past the first 4 strips, the strips
+ * past the last whole round of 4 (the last of them holding T % 16 rows, 1 at the model's 1 + L
+ * tokens) are not an item each, which would leave 3 or 2 of the 4 warps waiting on one or two
+ * warps for a whole strip's time: each is shared by 4 / rem warps (parts), each part taking the
+ * products over a range of the other operand's rows (whole strips of 16 of them, in order, the
+ * last part up to T). The parts' fp32 sums are added in shared memory in the order of the parts
+ * (part_sums), so the results are deterministic; only the shared strips' sums are split, so every
+ * other row gets the bits the kernel gives without the split. */
+struct res_item {
+    int r;        /* the strip's first row */
+    int from, to; /* the rows of the other operand it runs over */
+    int part;     /* 0 .. parts - 1 for a shared strip; 0 for a whole one */
+    int parts;    /* warps sharing the strip; 1 for a whole one */
+};
+
+/* The strips shared (0, 1 or 2) at T tokens, split or not. */
+__host__ __device__ static inline int res_shared(int T, int split) {
+    static_assert(MA_WARPS == 4, "the parts of a shared strip are counted for 4 warps");
+    const int S = (T + 15) / 16, rem = S % MA_WARPS;
+    return split && S > MA_WARPS && (rem == 1 || rem == 2) ? rem : 0;
+}
+
+/* Item i of a block at T tokens with `shared` strips shared (res_shared): the whole strips come
+ * first, a multiple of 4, then one part of a shared strip for each warp. */
+__device__ static inline res_item res_item_at(int i, int T, int shared) {
+    const int S = (T + 15) / 16, whole = S - shared;
+    if (i < whole) return {16 * i, 0, T, 0, 1};
+    const int parts = MA_WARPS / shared, j = i - whole, part = j % parts;
+    const int from = 16 * (part * S / parts), to = part == parts - 1 ? T : 16 * ((part + 1) * S / parts);
+    return {16 * (whole + j / parts), from, to, part, parts};
+}
+
+/* The ordered sum of a shared strip's NACC accumulators (each 16 x 64, as the strip functions
+ * leave them) over its parts, in red (NACC x 1024 floats of shared memory for the strip, free of
+ * other use): part 0 stores its sums, each next part adds its own to them in turn, and the last
+ * part ends with the total in its registers, ((p0 + p1) + p2) + p3. Every thread of the block
+ * calls it (its barriers), after a barrier past the last read of what red overlays. */
+template <int NACC>
+__device__ static inline void part_sums(float *red, float (*const acc[NACC])[4], const res_item &it) {
+    const int lane = threadIdx.x & 31;
+    for (int p = 0; p < it.parts; p++) {
+        if (it.part == p)
+#pragma unroll
+            for (int a = 0; a < NACC; a++)
+#pragma unroll
+                for (int dn = 0; dn < 8; dn++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float *x = red + a * 1024 + (dn * 4 + e) * 32 + lane;
+                        if (p == 0) *x = acc[a][dn][e];
+                        else if (p == it.parts - 1) acc[a][dn][e] = *x + acc[a][dn][e];
+                        else *x = *x + acc[a][dn][e];
+                    }
+        if (p < it.parts - 1) __syncthreads();
     }
 }
 
@@ -647,7 +717,33 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     }
 }
 
+/* k_res_bwd_q's part (item i) of a shared strip, the parts' sums added (part_sums) and stored
+ * by the last part; every thread of the block calls it. Not inlined: its registers are not the
+ * whole strips' loop's (the kernel's count stays that loop's). */
 template <class QT, class OT, class GT, class DT>
+__device__ static __noinline__ void res_bwd_q_part(GT *dbase, float *Dg, const DT *gbase,
+                                                   const OT *obase, const QT *base, const float *lse,
+                                                   bf16 *rA, const bf16 *rB, int T, long W,
+                                                   int shared, int i, float sl2, float scale) {
+    const long row = 3 * W;
+    const res_item it = res_item_at(i, T, shared);
+    uint32_t qa[4][4], ga[4][4];
+    global_afrags(qa, base, row, it.r, T);
+    global_afrags(ga, gbase, W, it.r, T);
+    float LD[4];
+    rows_ld(LD, it.part == 0 ? Dg : nullptr, gbase, obase, lse, W, it.r, T);
+    float dq[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
+    for (int k0 = it.from; k0 < it.to; k0 += MA_TILE) /* keys past `to` masked as past T */
+        bwdq_step<lay_swz>(dq, qa, ga, rA, rB, k0, k0, it.to, LD, sl2, scale);
+    __syncthreads(); /* K and V read for the last time: red overlays them */
+    float (*const acc[1])[4] = {dq};
+    part_sums<1>(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 1024, acc, it);
+    if (it.part == it.parts - 1) store_strip(dbase, row, dq, it.r, T);
+}
+
+template <class QT, class OT, class GT, class DT, bool SPLIT = false>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_res_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
             const float *lse, int T, int heads, float scale) {
@@ -662,7 +758,9 @@ k_res_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
-    for (int q = warp * 16; q < T; q += MA_WARPS * 16) {
+    GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    for (int q = warp * 16; q < whole; q += MA_WARPS * 16) {
         uint32_t qa[4][4], ga[4][4];
         global_afrags(qa, base, row, q, T);
         global_afrags(ga, gbase, W, q, T);
@@ -673,11 +771,45 @@ k_res_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
         for (int i = 0; i < 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
         for (int k0 = 0; k0 < T; k0 += MA_TILE)
             bwdq_step<lay_swz>(dq, qa, ga, rA, rB, k0, k0, T, LD, sl2, scale);
-        store_strip(dqkv + (long)b * T * row + (long)h * MA_HD, row, dq, q, T);
+        store_strip(dbase, row, dq, q, T);
+    }
+    if constexpr (SPLIT)
+        if (shared)
+            res_bwd_q_part(dbase, D + lo, gbase, obase, base, lse + lo, rA, rB, T, W, shared,
+                           whole / 16 + warp, sl2, scale);
+}
+
+/* k_res_bwd_kv's part (item i) of a shared strip of keys, the parts' sums added (part_sums)
+ * and stored by the last part; every thread of the block calls it. Not inlined, as
+ * res_bwd_q_part. */
+template <class QT, int NQ, class GT>
+__device__ static __noinline__ void res_bwd_kv_part(GT *dbase, const QT *base, bf16 *rA,
+                                                    const bf16 *rB, const float *sL, const float *sD,
+                                                    int T, long W, int shared, int i, float sl2,
+                                                    float scale) {
+    const long row = 3 * W;
+    const res_item it = res_item_at(i, T, shared);
+    uint32_t ka[4][4], va[4][4];
+    global_afrags(ka, base + W, row, it.r, T);
+    global_afrags(va, base + 2 * W, row, it.r, T);
+    float dk[8][4], dv[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
+        dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
+    }
+    for (int q0 = it.from; q0 < it.to; q0 += MA_TILE) /* queries past `to` as past T */
+        bwdkv_step<lay_swz, NQ>(dk, dv, ka, va, rA, rB, q0, q0, it.to, sL + q0, sD + q0, sl2, scale);
+    __syncthreads(); /* Q and dO read for the last time: red overlays them */
+    float (*const acc[2])[4] = {dk, dv};
+    part_sums<2>(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 2048, acc, it);
+    if (it.part == it.parts - 1) {
+        store_strip(dbase + W, row, dk, it.r, T);
+        store_strip(dbase + 2 * W, row, dv, it.r, T);
     }
 }
 
-template <class QT, int NQ, class GT, class DT>
+template <class QT, int NQ, class GT, class DT, bool SPLIT = false>
 __global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
 k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const float *D,
              int T, int heads, float scale) {
@@ -697,7 +829,8 @@ k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const fl
     }
     __syncthreads();
     GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
-    for (int k = warp * 16; k < T; k += MA_WARPS * 16) {
+    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    for (int k = warp * 16; k < whole; k += MA_WARPS * 16) {
         uint32_t ka[4][4], va[4][4];
         global_afrags(ka, base + W, row, k, T);
         global_afrags(va, base + 2 * W, row, k, T);
@@ -712,6 +845,10 @@ k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const fl
         store_strip(dbase + W, row, dk, k, T);
         store_strip(dbase + 2 * W, row, dv, k, T);
     }
+    if constexpr (SPLIT)
+        if (shared)
+            res_bwd_kv_part<QT, NQ>(dbase, base, rA, rB, sL, sD, T, W, shared, whole / 16 + warp,
+                                    sl2, scale);
 }
 
 /* ---- tiled kernels: longer sequences, 64-row tiles staged in turn ---------------------------------
@@ -897,6 +1034,8 @@ template <class QT, class OT> static int mma_setup_out(umd_ctx *c) {
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2, OT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float, float>, a, res),
+                      "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float, float, true>, a, res),
                       "attention");
 }
 template <class QT, class GT, class DT> static int mma_setup_kv(umd_ctx *c) {
@@ -905,7 +1044,11 @@ template <class QT, class GT, class DT> static int mma_setup_kv(umd_ctx *c) {
     return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 64, GT, DT>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_kv<QT, 32, GT, DT>, a, tiled), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64, GT, DT>, a, res), "attention") ||
-           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT, DT>, a, res), "attention");
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT, DT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 64, GT, DT, true>, a, res),
+                      "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv<QT, 32, GT, DT, true>, a, res),
+                      "attention");
 }
 /* The backward's kernels with a bf16 dqkv (qkv bf16) and dout fp32 or bf16 (DT): dQ for both
  * element types of O, dK dV. */
@@ -915,6 +1058,8 @@ template <class OT, class DT> static int mma_setup_grad_out(umd_ctx *c) {
     return cuda_check(c, cudaFuncSetAttribute(k_mma_bwd_q<bf16, OT, bf16, DT>, a, tiled),
                       "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<bf16, OT, bf16, DT>, a, res),
+                      "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<bf16, OT, bf16, DT, true>, a, res),
                       "attention");
 }
 template <class DT> static int mma_setup_grad(umd_ctx *c) {
@@ -991,21 +1136,30 @@ template <class QT, class GT, class DT> static int res_kv32(umd_ctx *c, int T) {
     return c->kv32_res[slot] > 0;
 }
 
+/* The resident backward's two kernels, the last strips shared among the warps or not (SPLIT). */
+template <class QT, class OT, class GT, class DT, bool SPLIT>
+static void res_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const OT *out,
+                    const float *lse, int n, int T, int heads, float scale) {
+    dim3 grid((unsigned)heads, (unsigned)n);
+    k_res_bwd_q<QT, OT, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+        dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
+    if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+    if (res_kv32<QT, GT, DT>(c, T))
+        k_res_bwd_kv<QT, 32, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+    else
+        k_res_bwd_kv<QT, 64, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+            dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+}
+
 template <class QT, class OT, class GT, class DT>
 static void mma_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
-    if (T <= MA_RESIDENT) {
-        dim3 grid((unsigned)heads, (unsigned)n);
-        k_res_bwd_q<QT, OT, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
-            dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
-        if (CUDA_LAUNCHED(c, "attention_bwd")) return;
-        if (res_kv32<QT, GT, DT>(c, T))
-            k_res_bwd_kv<QT, 32, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
-                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
-        else
-            k_res_bwd_kv<QT, 64, GT, DT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
-                dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+    if (T <= MA_RESIDENT && c->attn_split && res_shared(T, 1)) {
+        res_bwd<QT, OT, GT, DT, true>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale);
+    } else if (T <= MA_RESIDENT) {
+        res_bwd<QT, OT, GT, DT, false>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
         k_mma_bwd_q<QT, OT, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(

@@ -36,7 +36,8 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors. The MLP's one pass over h is on: it
+ * not yet run them on a device: the bf16 gradient tensors and the attention backward's shared
+ * strips. The MLP's one pass over h is on: it
  * keeps the bits, reads h once less, and applies only with those gradient tensors. Each variable
  * still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
@@ -51,6 +52,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_BF16_DH 1
 #define CUDA_DEFAULT_BF16_GRAD 0
 #define CUDA_DEFAULT_MLP_ONE_PASS 1
+#define CUDA_DEFAULT_ATTN_SPLIT 0
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -77,7 +79,8 @@ static int switches_valid(char *err, size_t errlen) {
         "UMDQ_CUDA_GRAPH",     "UMDQ_CUDA_FUSED_NORM", "UMDQ_CUDA_BF16_OPERANDS",
         "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
         "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
-        "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS"};
+        "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
+        "UMDQ_CUDA_ATTN_SPLIT"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
         if (v && switch_value(v) < 0) {
@@ -140,6 +143,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         c->attn_kv32 = cuda_switch("UMDQ_CUDA_ATTN_KV32", CUDA_DEFAULT_ATTN_KV32);
         /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
         c->attn_fwd32 = cuda_switch("UMDQ_CUDA_ATTN_FWD32", CUDA_DEFAULT_ATTN_FWD32);
+        /* the resident mma backward's last strips shared by its warps: speed; the shared
+         * strips' sums added in another (fixed) order */
+        c->attn_split = cuda_switch("UMDQ_CUDA_ATTN_SPLIT", CUDA_DEFAULT_ATTN_SPLIT);
         /* the MLP's dy W2 in bf16 on top of a bf16 h (mlp.cu): its GELU backward reads the
          * rounded product, as bf16 autocast's does; no fp32 scratch */
         c->bf16_dh = c->hidden_bf16 && cuda_switch("UMDQ_CUDA_BF16_DH", CUDA_DEFAULT_BF16_DH);
@@ -784,13 +790,13 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp",
+                 "%d rows a warp, backward's last strips %s",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
-                 c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16);
+                 c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole");
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

@@ -188,6 +188,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_BF16_MLP", "0", 1); /* ctx_with_switch's, cleared before */
     setenv("UMDQ_CUDA_ATTN_KV32", "0", 1); /* T_REQUIRE can jump out; */
     setenv("UMDQ_CUDA_ATTN_FWD32", "0", 1);
+    setenv("UMDQ_CUDA_ATTN_SPLIT", "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     setenv("UMDQ_CUDA_GELU_EPILOGUE", "0", 1);
     setenv("UMDQ_CUDA_BF16_BRANCH", "0", 1);
@@ -2566,6 +2567,87 @@ static void test_cuda_attention_fwd32(void) {
     attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
 }
 
+/* The rows whose strip the resident backward shares among its warps with UMDQ_CUDA_ATTN_SPLIT=1,
+ * counted here from the rule umd_cuda.h states: T up to 384 in strips of 16 rows, more than 4 of
+ * them, 4k + 1 or 4k + 2, the last 1 or 2 strips shared. Rows from the answer on; T where none. */
+static int split_first_row(int T) {
+    const int S = (T + 15) / 16, rem = S % 4;
+    return T <= 384 && S > 4 && (rem == 1 || rem == 2) ? 16 * (S - rem) : T;
+}
+
+/* UMDQ_CUDA_ATTN_SPLIT=1 (the resident mma backward's last strips shared among its 4 warps, each
+ * taking the products over a part of the other operand's rows, the parts' sums added in a fixed
+ * order):
+ *   - against the CPU (attention_shape: bf16 tolerance, outputs NaN first), with the 64- and the
+ *     32-query dK dV step, at lengths with 1 shared strip (65, 129, 200, 257: the model's 1 + L),
+ *     2 (81, 96, 337), none (100: 4k + 3; 48: 4 strips or fewer; 384) and tiled (440);
+ *   - against the default context (no split), from the same out and lse: the rows of the strips
+ *     not shared bit for bit, the shared strips' rows within 1e-5 of the largest |dqkv| (their fp32
+ *     sums added in another order), every row bit for bit where no strip is shared;
+ *   - the 32-query step and a bf16 qkv (in a context with bf16 operands) give the split's bits
+ *     (attention_same_bits, the split context the reference). */
+static void test_cuda_attention_split(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws[4];
+    setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* ctx_with clears it after */
+    umd_ctx *skv = mma_ctx(0, "UMDQ_CUDA_ATTN_SPLIT", &ws[0]);
+    umd_ctx *sc = mma_ctx(0, "UMDQ_CUDA_ATTN_SPLIT", &ws[1]), *dc = mma_ctx(0, NULL, &ws[2]);
+    umd_ctx *so = mma_ctx(1, "UMDQ_CUDA_ATTN_SPLIT", &ws[3]);
+    static const int shapes[][3] = {{2, 65, 3},  {3, 129, 2}, {2, 200, 2}, {2, 257, 3},
+                                    {3, 81, 2},  {2, 96, 3},  {1, 337, 2}, {2, 100, 2},
+                                    {3, 48, 2},  {1, 384, 2}, {1, 440, 1}};
+    const int nshapes = (int)(sizeof shapes / sizeof *shapes), hd = 64;
+    for (int s = 0; s < nshapes; s++) {
+        attention_shape(sc, UMD_MATH_BF16, shapes[s][0], shapes[s][1], shapes[s][2], hd, 4100 + s);
+        attention_shape(skv, UMD_MATH_BF16, shapes[s][0], shapes[s][1], shapes[s][2], hd, 4150 + s);
+        cleanup();
+    }
+    for (int s = 0; s < nshapes; s++) {
+        const int n = shapes[s][0], T = shapes[s][1], heads = shapes[s][2];
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        float *d_q = d_f(h_randn(nq, 4200 + 10 * (uint32_t)s, 1.0f), nq);
+        float *d_g = d_f(h_randn(no, 4201 + 10 * (uint32_t)s, 1.0f), no);
+        float *out = d_f(h_nan(no), no), *lse = d_f(h_nan(nl), nl);
+        float *dq_d = d_f(h_nan(nq), nq), *dq_s = d_f(h_nan(nq), nq);
+        GPU->attention_fwd(dc, out, lse, d_q, n, T, heads, hd, UMD_F32);
+        GPU->attention_bwd(dc, dq_d, d_g, d_q, out, lse, n, T, heads, hd, UMD_F32);
+        GPU->attention_bwd(sc, dq_s, d_g, d_q, out, lse, n, T, heads, hd, UMD_F32);
+        ctx_ok(dc);
+        ctx_ok(sc);
+        const float *a = h_down(dq_s, nq * sizeof(float)), *b = h_down(dq_d, nq * sizeof(float));
+        const int first = split_first_row(T);
+        double mx = 0, worst = 0;
+        size_t differ = 0, shared_rows = 0;
+        for (size_t i = 0; i < nq; i++) mx = fmax(mx, fabs(b[i]));
+        for (size_t i = 0; i < nq; i++) {
+            const int t = (int)(i / (3 * W) % (size_t)T);
+            if (t < first) {
+                differ += memcmp(&a[i], &b[i], sizeof *a) != 0;
+            } else {
+                shared_rows++;
+                const double e = isfinite(a[i]) ? fabs((double)a[i] - b[i]) / (mx + 1e-30) : INFINITY;
+                worst = fmax(worst, e);
+            }
+        }
+        printf("  split against the default, n %d T %d heads %d: %zu of %zu values in shared "
+               "strips, worst %.3g of the largest; %zu other values differ\n", n, T, heads,
+               shared_rows, nq, worst, differ);
+        T_CHECK_MSG(differ == 0, "T %d: %zu values outside the shared strips differ", T, differ);
+        T_CHECK_MSG(worst <= 1e-5, "T %d: a shared strip's value %.3g of the largest off", T, worst);
+        cleanup();
+    }
+    umd_ctx *const cs[] = {skv, so};
+    const int types[] = {UMD_F32, UMD_OPND};
+    const char *const hows[] = {"last strips shared, dK dV over 32 queries",
+                                "last strips shared, on a bf16 qkv"};
+    attention_same_bits(sc, cs, types, hows, 2, 0, 4300);
+    ctx_free(&skv, ws[0]);
+    ctx_free(&sc, ws[1]);
+    ctx_free(&dc, ws[2]);
+    ctx_free(&so, ws[3]);
+}
+
 /* A path of the attention ops that reads a tensor of theirs only in fp32 (the GEMM or fused mode,
  * a head width other than 64 on the mma kernels), asked for it in bf16: the op and the mode. */
 typedef struct {
@@ -3156,7 +3238,9 @@ static void test_cuda_layernorm_bf16_grad(void) {
  * dqkv the fp32 values rounded to nearest even on the host, bit for bit (same_rounded), with out
  * fp32 and a bf16 branch tensor (UMD_OPND_O: the dQ kernels' two types of O). In a context made
  * with UMDQ_CUDA_ATTN_KV32=1 too (the 32-query dK dV step, resident where it fits a third block
- * and tiled) the bf16 dqkv is also the default kernels' bits. T of one row, short and partial
+ * and tiled) the bf16 dqkv is also the default kernels' bits; and so in two contexts made with
+ * UMDQ_CUDA_ATTN_SPLIT=1 (the resident backward's last strips shared by its warps), the 32-query
+ * step's against the 64-query one's there. T of one row, short and partial
  * strips and tiles (not multiples of 16, 32 or 64), the longest resident sequence (384) and tiled
  * ones past it (385, 440, 1025); several sequences and heads. dqkv starts as 0xff bytes: an
  * element no kernel writes stays NaN and matches nothing. dout is drawn rounded to bf16, and each
@@ -3166,12 +3250,16 @@ static void test_cuda_layernorm_bf16_grad(void) {
  * them widened), in every kernel of either context. */
 static void test_cuda_attention_bf16_grad(void) {
     need_gpu(UMD_MATH_BF16);
-    static const char *const kv32[] = {"UMDQ_CUDA_ATTN_KV32", NULL};
-    void *ws[2];
-    umd_ctx *cs[2] = {grad_ctx(NULL, &QKV_LIM, &ws[0]), grad_ctx(kv32, &QKV_LIM, &ws[1])};
-    for (int i = 0; i < 2; i++) T_REQUIRE(umd_cuda_set_attention(cs[i], UMD_ATTN_MMA) == 0);
-    const char *hows[] = {"", ", dK dV over 32 queries"};
-    const int Ts[] = {1, 5, 17, 48, 65, 100, 257, 384, 385, 440, 1025}, hd = 64;
+    static const char *const kv32[] = {"UMDQ_CUDA_ATTN_KV32", NULL},
+                             *const split[] = {"UMDQ_CUDA_ATTN_SPLIT", NULL},
+                             *const split_kv32[] = {"UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_ATTN_KV32", NULL};
+    void *ws[4];
+    umd_ctx *cs[4] = {grad_ctx(NULL, &QKV_LIM, &ws[0]), grad_ctx(kv32, &QKV_LIM, &ws[1]),
+                      grad_ctx(split, &QKV_LIM, &ws[2]), grad_ctx(split_kv32, &QKV_LIM, &ws[3])};
+    for (int i = 0; i < 4; i++) T_REQUIRE(umd_cuda_set_attention(cs[i], UMD_ATTN_MMA) == 0);
+    const char *hows[] = {"", ", dK dV over 32 queries", ", last strips shared",
+                          ", last strips shared, dK dV over 32 queries"};
+    const int Ts[] = {1, 5, 17, 48, 65, 96, 100, 257, 384, 385, 440, 1025}, hd = 64;
     for (int s = 0; s < (int)(sizeof Ts / sizeof *Ts); s++) {
         const int T = Ts[s], n = s % 2 ? 3 : 2, heads = s % 2 ? 2 : 3;
         const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
@@ -3183,8 +3271,8 @@ static void test_cuda_attention_bf16_grad(void) {
         float *d_g = d_f(h_bf16_values(no, key + 1, &gh), no);
         const void *d_gh = d_up(gh, no * sizeof *gh);
         const void *poison = h_poison(nq * sizeof(float));
-        void *dq16[2][2]; /* [context][O bf16] */
-        for (int i = 0; i < 2; i++) {
+        void *dq16[4][2]; /* [context][O bf16] */
+        for (int i = 0; i < 4; i++) {
             umd_ctx *c = cs[i];
             float *o32 = d_up(poison, no * sizeof(float)), *l32 = d_up(poison, nl * sizeof(float));
             void *o16 = d_up(poison, no * sizeof(uint16_t));
@@ -3213,17 +3301,17 @@ static void test_cuda_attention_bf16_grad(void) {
                          "attention_bwd bf16 dqkv from a bf16 dout, out %s%s (n %d, T %d, heads %d)",
                          ob ? "bf16" : "fp32", hows[i], n, T, heads);
                 same_bf16_dev(what, dq16g, dq16[i][ob], nq);
-                if (i > 0) {
+                if (i % 2) { /* the 32-query step against the 64-query one */
                     snprintf(what, sizeof what, "attention_bwd bf16 dqkv, out %s%s against the "
-                             "default kernels (n %d, T %d, heads %d)", ob ? "bf16" : "fp32",
+                             "64-query step (n %d, T %d, heads %d)", ob ? "bf16" : "fp32",
                              hows[i], n, T, heads);
-                    same_bf16_dev(what, dq16[i][ob], dq16[0][ob], nq);
+                    same_bf16_dev(what, dq16[i][ob], dq16[i - 1][ob], nq);
                 }
             }
         }
         cleanup();
     }
-    for (int i = 0; i < 2; i++) ctx_free(&cs[i], ws[i]);
+    for (int i = 0; i < 4; i++) ctx_free(&cs[i], ws[i]);
 }
 
 /* linear_bwd reading dy as a bf16 gradient tensor (UMD_GRAD in a context whose grad_operand is 1)
@@ -3860,6 +3948,7 @@ int main(void) {
     T_RUN(test_cuda_attention_bf16_qkv);
     T_RUN(test_cuda_attention_operand);
     T_RUN(test_cuda_attention_kv32);
+    T_RUN(test_cuda_attention_split);
     T_RUN(test_cuda_attention_fwd32);
     T_RUN(test_cuda_attention_bf16_out);
     T_RUN(test_cuda_attention_bf16_out_refused);
