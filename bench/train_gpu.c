@@ -61,8 +61,8 @@
  *             [--attn-fwd32]  (each warp of the mma attention's resident forward takes 32 query
  *                              rows, each K and V fragment read once for both tiles: the same
  *                              bits, as UMDQ_CUDA_ATTN_FWD32=1 does for a job)
- *             [--attn-split]  (the mma attention's resident backward shares the strips past the
- *                              last whole round of its 4 warps among them, the parts' sums added
+ *             [--attn-split]  (the mma attention's resident kernels share the strips past the
+ *                              last whole round of their 4 warps among them, the parts combined
  *                              in a fixed order: other bits in those strips' rows only, as
  *                              UMDQ_CUDA_ATTN_SPLIT=1 does for a job)
  *             [--mlp-one-pass]  (the MLP backward's gelu(h) for dW2 and its GELU backward in one
@@ -410,7 +410,7 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
 
 /* The --attention variants: qkv a bf16 operand (UMDQ_CUDA_BF16_OPERANDS), the dK dV step over 32
  * queries (UMDQ_CUDA_ATTN_KV32), the resident forward's warps over 32 rows (UMDQ_CUDA_ATTN_FWD32),
- * the resident backward's last strips shared by its warps (UMDQ_CUDA_ATTN_SPLIT). */
+ * the resident kernels' last strips shared by their warps (UMDQ_CUDA_ATTN_SPLIT). */
 #define ATTN_NVARS 4
 static const char *const ATTN_VARS[ATTN_NVARS] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_ATTN_KV32",
                                                   "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_ATTN_SPLIT"};
@@ -469,7 +469,7 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     }
     printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
            bc->label, batch, H, hd, ceiling);
-    printf("| T | qkv | dK dV step | fwd rows a warp | bwd last strips | fwd ms | fwd TFLOP/s | "
+    printf("| T | qkv | dK dV step | fwd rows a warp | last strips | fwd ms | fwd TFLOP/s | "
            "x floor | bwd ms | bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int variants[][ATTN_NVARS] = {{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0},
                                                {0, 0, 0, 1}, {0, 1, 0, 1}, {1, 0, 0, 0},
@@ -501,7 +501,7 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
             if (rc) break;
             printf("| %d | %s | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32",
                    on[1] ? "32" : "64", on[2] && T <= 384 ? "32" : "16",
-                   on[3] && T <= 384 ? "shared" : "whole");
+                   on[3] && T <= 384 ? (on[2] ? "shared (bwd)" : "shared") : "whole");
             print_floor_cols(ms, f, ceiling);
         }
         release_ctx(ops, &c, bufs, 7);
@@ -528,7 +528,7 @@ static const switch_opt SWITCH_OPTS[] = {
     {"--bf16-bias", {"BF16_BIAS", "BF16_OPERANDS"}},            /* a bf16 y's bias */
     {"--attn-kv32", {"ATTN_KV32"}},                             /* the mma attention's backward */
     {"--attn-fwd32", {"ATTN_FWD32"}},                           /* and its forward */
-    {"--attn-split", {"ATTN_SPLIT"}},                           /* its backward's last strips */
+    {"--attn-split", {"ATTN_SPLIT"}},                           /* their last strips */
     /* it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
     {"--mlp-one-pass", {"MLP_ONE_PASS", "BF16_GRAD", "BF16_BRANCH", "BF16_DH", "BF16_MLP",
                         "BF16_OPERANDS"}},

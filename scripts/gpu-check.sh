@@ -4,7 +4,7 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
 # they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
-# (UMDQ_CUDA_BF16_GRAD=1, off by default) and with the attention backward's last strips shared
+# (UMDQ_CUDA_BF16_GRAD=1, off by default) and with the attention's last strips shared
 # (UMDQ_CUDA_ATTN_SPLIT=1, off by default), the attention alone in its variants, B/4 bf16 with
 # train.recompute "norms", then with every switch off and with each one alone on top (bf16
 # operands, the MLP's bf16 h, its dy W2 in bf16, its GELU epilogues, bf16 branch tensors, their
@@ -152,10 +152,10 @@ echo
 echo "== benchmark: the same B/4 bf16 with --bf16-grad (the defaults, and the gradients of the branch tensors and of qkv in bf16: UMDQ_CUDA_BF16_GRAD=1, off by default until timed here)"
 gpu 120 train_gpu--bf16-grad --only b64 --precision bf16 --bf16-grad --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention backward's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
+echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
 gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
 echo
-echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows, the backward's last strips whole or shared)"
+echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows, the last strips whole or shared)"
 gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
 echo
 echo "== benchmark: the same B/4 bf16 with --recompute-norms (the LayerNorms and the residual again in the backward)"

@@ -101,8 +101,8 @@ struct umd_ctx {
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */
-    int attn_split;            /* the resident mma backward shares the strips past the last whole
-                                  round of its 4 warps among them (mma_attention.cu, res_item):
+    int attn_split;            /* the resident mma kernels share the strips past the last whole
+                                  round of their 4 warps among them (mma_attention.cu, res_item):
                                   UMDQ_CUDA_ATTN_SPLIT=1 */
     void **ptrs;               /* (10, attn_ptrs) operand addresses of the batched attention GEMMs */
     size_t attn_ptrs;

@@ -62,16 +62,18 @@
  *          blocks share a multiprocessor in place of 2: the same products in the same order
  *          (the resident kernel only at the lengths where shared memory holds the third block:
  *          res_kv32).
- * The resident backward's last strips (UMDQ_CUDA_ATTN_SPLIT=1, res_item): its 4 warps take strips
- * of 16 rows in turn, so where the strips number 4k + 1 (17 at the model's 257 tokens: the last
+ * The resident kernels' last strips (UMDQ_CUDA_ATTN_SPLIT=1, res_item): the 4 warps take strips of
+ * 16 rows in turn, so where the strips number 4k + 1 (17 at the model's 257 tokens: the last
  * holding 1 row) or 4k + 2, one or two warps would compute a last strip each while the others
  * wait, holding their registers and shared memory, for a whole strip's time. With the switch those
  * strips are shared: each of the 4 / rem warps of a strip runs its products over a range of the
- * other operand's rows (whole strips of 16, the last range up to T), and the parts' fp32 sums are
- * added in shared memory in the order of the parts, deterministic; every other strip is computed
- * as without the switch, so only the shared strips' rows get other bits. The shared part is a
- * function of its own, not inlined, and the kernels a template on the switch, so the kernels
- * without it keep their registers (dQ 165, dK dV 230 and 168).
+ * other operand's rows (whole strips of 16, the last range up to T), and the parts are combined
+ * in shared memory in the order of the parts, deterministic: the backward's fp32 sums added
+ * (part_sums), the forward's online softmax states merged (part_merge: the larger max, l and O
+ * rescaled to it and added). Every other strip is computed as without the switch, so only the
+ * shared strips' rows get other bits. The shared part is a function of its own, not inlined, and
+ * the kernels a template on the switch, so the kernels without it keep their registers (forward
+ * 127, dQ 165, dK dV 230 and 168). The 32-row forward (attn_fwd32) shares none.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4, and dout at 2 where it is a bf16 gradient tensor
@@ -668,16 +670,75 @@ __device__ static inline void part_sums(float *red, float (*const acc[NACC])[4],
     }
 }
 
+/* The forward's ordered merge of a shared strip's parts (each an online softmax over its range of
+ * keys: O unnormalised, the running max m and this lane's partial sums l of its two rows, as
+ * fwd_step leaves them) in red (1152 floats of shared memory for the strip, free of other use):
+ * part 0 stores its state, each next part merges its own into it in turn, m = max(m_a, m_b), l
+ * and O scaled by 2^(m_a - m) and 2^(m_b - m) and added, and the last part ends with the merged
+ * state in its registers, for fwd_store. Every thread of the block calls it (its barriers), after
+ * a barrier past the last read of what red overlays. */
+__device__ static inline void part_merge(float *red, float o[8][4], float ml[4], const res_item &it) {
+    const int lane = threadIdx.x & 31;
+    for (int p = 0; p < it.parts; p++) {
+        if (it.part == p) {
+            float fa[2] = {0.0f, 0.0f}, fb[2] = {1.0f, 1.0f};
+            if (p > 0)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const float ma = red[(32 + r) * 32 + lane], m = fmaxf(ma, ml[r]);
+                    fa[r] = exp2f(ma - m);
+                    fb[r] = exp2f(ml[r] - m);
+                    ml[r] = m;
+                    ml[2 + r] = red[(34 + r) * 32 + lane] * fa[r] + ml[2 + r] * fb[r];
+                }
+#pragma unroll
+            for (int dn = 0; dn < 8; dn++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float *x = red + (dn * 4 + e) * 32 + lane;
+                    if (p > 0) o[dn][e] = *x * fa[e >> 1] + o[dn][e] * fb[e >> 1];
+                    if (p < it.parts - 1) *x = o[dn][e];
+                }
+            if (p < it.parts - 1)
+#pragma unroll
+                for (int j = 0; j < 4; j++) red[(32 + j) * 32 + lane] = ml[j];
+        }
+        if (p < it.parts - 1) __syncthreads();
+    }
+}
+
 #define RS_CARVE                                                                                   \
     extern __shared__ __align__(16) unsigned char ma_smem[];                                       \
     const int Tr = (T + 15) / 16 * 16;                                                             \
     bf16 *rA = reinterpret_cast<bf16 *>(ma_smem), *rB = rA + (long)Tr * MA_HD;
 
+/* k_res_fwd's part (item i) of a shared strip of queries: the online softmax over its range of
+ * keys, the parts merged (part_merge) and stored by the last part; every thread of the block calls
+ * it. Not inlined, as res_bwd_q_part. */
+template <class QT, class OT>
+__device__ static __noinline__ void res_fwd_part(OT *ob, float *lb, const QT *base, bf16 *rA,
+                                                 const bf16 *rB, int T, long W, int shared, int i,
+                                                 float sl2) {
+    const res_item it = res_item_at(i, T, shared);
+    uint32_t qa[4][4];
+    global_afrags(qa, base, 3 * W, it.r, T);
+    float o[8][4], ml[4] = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    for (int k0 = it.from; k0 < it.to; k0 += MA_TILE) /* keys past `to` masked as past T */
+        fwd_step<lay_swz>(o, ml, qa, rA, rB, k0, k0, it.to, sl2);
+    __syncthreads(); /* K and V read for the last time: red overlays them */
+    part_merge(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 1152, o, ml, it);
+    if (it.part == it.parts - 1) fwd_store(ob, lb, o, ml, W, it.r, T);
+}
+
 /* The resident forward, each warp's strip R tiles of 16 query rows (R 1, or 2 with
- * UMDQ_CUDA_ATTN_FWD32=1: fwd_step_tiles, each K and V fragment read once for both tiles). */
-template <class QT, int R, class OT>
+ * UMDQ_CUDA_ATTN_FWD32=1: fwd_step_tiles, each K and V fragment read once for both tiles); with
+ * R 1 and SPLIT (UMDQ_CUDA_ATTN_SPLIT=1) the last strips shared as in the backward (res_item). */
+template <class QT, int R, class OT, bool SPLIT = false>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
+    static_assert(!SPLIT || R == 1, "the shared strips are strips of 16 rows");
     RS_CARVE
     const int warp = threadIdx.x >> 5, h = blockIdx.x, b = blockIdx.y;
     const long W = (long)heads * MA_HD, row = 3 * W;
@@ -687,7 +748,8 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
-    for (int q = warp * 16 * R; q < T; q += MA_WARPS * 16 * R) {
+    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    for (int q = warp * 16 * R; q < whole; q += MA_WARPS * 16 * R) {
         if constexpr (R == 1) {
             uint32_t qa[4][4];
             global_afrags(qa, base, row, q, T);
@@ -715,6 +777,8 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
                 if (r < act) fwd_store(ob, lb, o[r], ml[r], W, q + 16 * r, T);
         }
     }
+    if constexpr (SPLIT)
+        if (shared) res_fwd_part(ob, lb, base, rA, rB, T, W, shared, whole / 16 + warp, sl2);
 }
 
 /* k_res_bwd_q's part (item i) of a shared strip, the parts' sums added (part_sums) and stored
@@ -1033,6 +1097,7 @@ template <class QT, class OT> static int mma_setup_out(umd_ctx *c) {
                       "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 2, OT>, a, res), "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_fwd<QT, 1, OT, true>, a, res), "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float, float>, a, res),
                       "attention") ||
            cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q<QT, OT, float, float, true>, a, res),
@@ -1100,6 +1165,9 @@ static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T
         if (c->attn_fwd32)
             k_res_fwd<QT, 2><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
                                                                                  heads, sl2);
+        else if (c->attn_split && res_shared(T, 1))
+            k_res_fwd<QT, 1, OT, true><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+                out, lse, qkv, T, heads, sl2);
         else
             k_res_fwd<QT, 1><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
                                                                                  heads, sl2);

@@ -36,8 +36,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors and the attention backward's shared
- * strips. The MLP's one pass over h is on: it
+ * not yet run them on a device: the bf16 gradient tensors and the attention's shared strips. The MLP's one pass over h is on: it
  * keeps the bits, reads h once less, and applies only with those gradient tensors. Each variable
  * still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
@@ -143,7 +142,7 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         c->attn_kv32 = cuda_switch("UMDQ_CUDA_ATTN_KV32", CUDA_DEFAULT_ATTN_KV32);
         /* the resident mma forward's warps over 32 query rows: only speed, the same bits */
         c->attn_fwd32 = cuda_switch("UMDQ_CUDA_ATTN_FWD32", CUDA_DEFAULT_ATTN_FWD32);
-        /* the resident mma backward's last strips shared by its warps: speed; the shared
+        /* the resident mma kernels' last strips shared by their warps: speed; the shared
          * strips' sums added in another (fixed) order */
         c->attn_split = cuda_switch("UMDQ_CUDA_ATTN_SPLIT", CUDA_DEFAULT_ATTN_SPLIT);
         /* the MLP's dy W2 in bf16 on top of a bf16 h (mlp.cu): its GELU backward reads the
@@ -790,7 +789,7 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp, backward's last strips %s",
+                 "%d rows a warp, last strips %s",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",

@@ -57,13 +57,14 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * UMDQ_CUDA_ATTN_FWD32=1 makes each warp of the resident mma forward (up to 384 tokens) take 32
  * query rows in place of 16, each K and V fragment read from shared memory once for both tiles:
  * the same bits (test_cuda_ops); off by default: slower on an H200 (--attn-fwd32, --attention).
- * UMDQ_CUDA_ATTN_SPLIT=1 makes the resident mma attention's backward (up to 384 tokens) share
- * the strips of 16 rows past the last whole round of its 4 warps (1 or 2 strips, where the strips
- * number 4k + 1 or 4k + 2: 17 at the model's 257 tokens) among the warps, each taking the
- * products over a part of the other operand's rows, the parts' sums added in a fixed order: the
- * warps no longer wait a whole strip's time on one of them. Only those strips' rows get other
- * bits, their sums added in another order (test_cuda_ops: within fp32 rounding of the default's,
- * the other rows bit for bit); off by default until gpu-check has timed it (--attn-split).
+ * UMDQ_CUDA_ATTN_SPLIT=1 makes the resident mma attention (up to 384 tokens; its forward with
+ * 16 rows a warp, and its backward) share the strips of 16 rows past the last whole round of its
+ * 4 warps (1 or 2 strips, where the strips number 4k + 1 or 4k + 2: 17 at the model's 257
+ * tokens) among the warps, each taking the products over a part of the other operand's rows, the
+ * parts combined in a fixed order: the warps no longer wait a whole strip's time on one of them.
+ * Only those strips' rows get other bits, their sums added in another order (test_cuda_ops:
+ * within fp32 rounding of the default's, the other rows bit for bit); off by default until
+ * gpu-check has timed it (--attn-split).
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.

@@ -2567,7 +2567,7 @@ static void test_cuda_attention_fwd32(void) {
     attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
 }
 
-/* The rows whose strip the resident backward shares among its warps with UMDQ_CUDA_ATTN_SPLIT=1,
+/* The rows whose strip the resident kernels share among their warps with UMDQ_CUDA_ATTN_SPLIT=1,
  * counted here from the rule umd_cuda.h states: T up to 384 in strips of 16 rows, more than 4 of
  * them, 4k + 1 or 4k + 2, the last 1 or 2 strips shared. Rows from the answer on; T where none. */
 static int split_first_row(int T) {
@@ -2575,17 +2575,44 @@ static int split_first_row(int T) {
     return T <= 384 && S > 4 && (rem == 1 || rem == 2) ? 16 * (S - rem) : T;
 }
 
-/* UMDQ_CUDA_ATTN_SPLIT=1 (the resident mma backward's last strips shared among its 4 warps, each
- * taking the products over a part of the other operand's rows, the parts' sums added in a fixed
- * order):
- *   - against the CPU (attention_shape: bf16 tolerance, outputs NaN first), with the 64- and the
- *     32-query dK dV step, at lengths with 1 shared strip (65, 129, 200, 257: the model's 1 + L),
- *     2 (81, 96, 337), none (100: 4k + 3; 48: 4 strips or fewer; 384) and tiled (440);
- *   - against the default context (no split), from the same out and lse: the rows of the strips
- *     not shared bit for bit, the shared strips' rows within 1e-5 of the largest |dqkv| (their fp32
- *     sums added in another order), every row bit for bit where no strip is shared;
- *   - the 32-query step and a bf16 qkv (in a context with bf16 operands) give the split's bits
- *     (attention_same_bits, the split context the reference). */
+/* A tensor of the split context (d_s) against the default's (d_d), n values whose token index is
+ * (i / per) % T: the rows before split_first_row(T) bit for bit, the others within 1e-5 of the
+ * largest |value| of the default's (written: NaN stays NaN and fails). */
+static void split_rows_same(const char *what, const float *d_s, const float *d_d, size_t n,
+                            size_t per, int T) {
+    const float *a = h_down(d_s, n * sizeof(float)), *b = h_down(d_d, n * sizeof(float));
+    const int first = split_first_row(T);
+    double mx = 0, worst = 0;
+    size_t differ = 0, shared_vals = 0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) {
+        if ((int)(i / per % (size_t)T) < first) {
+            differ += memcmp(&a[i], &b[i], sizeof *a) != 0;
+        } else {
+            shared_vals++;
+            const double e = isfinite(a[i]) ? fabs((double)a[i] - b[i]) / (mx + 1e-30) : INFINITY;
+            worst = fmax(worst, e);
+        }
+    }
+    printf("  split against the default, %s: %zu of %zu values in shared strips, worst %.3g of "
+           "the largest; %zu other values differ\n", what, shared_vals, n, worst, differ);
+    T_CHECK_MSG(differ == 0, "%s: %zu values outside the shared strips differ", what, differ);
+    T_CHECK_MSG(worst <= 1e-5, "%s: a shared strip's value %.3g of the largest off", what, worst);
+}
+
+/* UMDQ_CUDA_ATTN_SPLIT=1 (the resident mma kernels' last strips shared among their 4 warps, each
+ * taking the products over a part of the other operand's rows, the parts combined in a fixed
+ * order: the backward's sums added, the forward's softmax states merged):
+ *   - against the CPU (attention_shape: forward and backward, bf16 tolerance, outputs NaN first),
+ *     with the 64- and the 32-query dK dV step, at lengths with 1 shared strip (65, 129, 200,
+ *     257: the model's 1 + L), 2 (81, 96, 337), none (100: 4k + 3; 48: 4 strips or fewer; 384)
+ *     and tiled (440);
+ *   - against the default context (no split): out, lse, and dqkv from the same out and lse, the
+ *     rows of the strips not shared bit for bit, the shared strips' rows within 1e-5 of the
+ *     largest value (their fp32 sums added in another order), every row bit for bit where no
+ *     strip is shared;
+ *   - the 32-query step and a bf16 qkv (in a context with bf16 operands) give the split's bits,
+ *     forward and backward (attention_same_bits, the split context the reference). */
 static void test_cuda_attention_split(void) {
     need_gpu(UMD_MATH_BF16);
     void *ws[4];
@@ -2609,39 +2636,28 @@ static void test_cuda_attention_split(void) {
         float *d_q = d_f(h_randn(nq, 4200 + 10 * (uint32_t)s, 1.0f), nq);
         float *d_g = d_f(h_randn(no, 4201 + 10 * (uint32_t)s, 1.0f), no);
         float *out = d_f(h_nan(no), no), *lse = d_f(h_nan(nl), nl);
+        float *out_s = d_f(h_nan(no), no), *lse_s = d_f(h_nan(nl), nl);
         float *dq_d = d_f(h_nan(nq), nq), *dq_s = d_f(h_nan(nq), nq);
         GPU->attention_fwd(dc, out, lse, d_q, n, T, heads, hd, UMD_F32);
+        GPU->attention_fwd(sc, out_s, lse_s, d_q, n, T, heads, hd, UMD_F32);
         GPU->attention_bwd(dc, dq_d, d_g, d_q, out, lse, n, T, heads, hd, UMD_F32);
         GPU->attention_bwd(sc, dq_s, d_g, d_q, out, lse, n, T, heads, hd, UMD_F32);
         ctx_ok(dc);
         ctx_ok(sc);
-        const float *a = h_down(dq_s, nq * sizeof(float)), *b = h_down(dq_d, nq * sizeof(float));
-        const int first = split_first_row(T);
-        double mx = 0, worst = 0;
-        size_t differ = 0, shared_rows = 0;
-        for (size_t i = 0; i < nq; i++) mx = fmax(mx, fabs(b[i]));
-        for (size_t i = 0; i < nq; i++) {
-            const int t = (int)(i / (3 * W) % (size_t)T);
-            if (t < first) {
-                differ += memcmp(&a[i], &b[i], sizeof *a) != 0;
-            } else {
-                shared_rows++;
-                const double e = isfinite(a[i]) ? fabs((double)a[i] - b[i]) / (mx + 1e-30) : INFINITY;
-                worst = fmax(worst, e);
-            }
-        }
-        printf("  split against the default, n %d T %d heads %d: %zu of %zu values in shared "
-               "strips, worst %.3g of the largest; %zu other values differ\n", n, T, heads,
-               shared_rows, nq, worst, differ);
-        T_CHECK_MSG(differ == 0, "T %d: %zu values outside the shared strips differ", T, differ);
-        T_CHECK_MSG(worst <= 1e-5, "T %d: a shared strip's value %.3g of the largest off", T, worst);
+        char what[96];
+        snprintf(what, sizeof what, "n %d T %d heads %d: out", n, T, heads);
+        split_rows_same(what, out_s, out, no, W, T);
+        snprintf(what, sizeof what, "n %d T %d heads %d: lse", n, T, heads);
+        split_rows_same(what, lse_s, lse, nl, 1, T);
+        snprintf(what, sizeof what, "n %d T %d heads %d: dqkv", n, T, heads);
+        split_rows_same(what, dq_s, dq_d, nq, 3 * W, T);
         cleanup();
     }
     umd_ctx *const cs[] = {skv, so};
     const int types[] = {UMD_F32, UMD_OPND};
     const char *const hows[] = {"last strips shared, dK dV over 32 queries",
                                 "last strips shared, on a bf16 qkv"};
-    attention_same_bits(sc, cs, types, hows, 2, 0, 4300);
+    attention_same_bits(sc, cs, types, hows, 2, 1, 4300);
     ctx_free(&skv, ws[0]);
     ctx_free(&sc, ws[1]);
     ctx_free(&dc, ws[2]);
