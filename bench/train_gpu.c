@@ -453,8 +453,9 @@ static umd_ctx *attention_ctx(const umd_ops *ops, const int on[ATTN_NVARS], cons
  * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in eight variants: every
  * switch off, each attention switch alone (ATTN_VARS), the split with the 32-query step (the
  * defaults' step), then a bf16 qkv (where attention_operand says so) alone, with the 32-query step
- * and the split (the defaults with the split), and with the 32-query step and 32-row forward. FLOPs as the floor table counts them (forward 4 T^2 d a
- * head, backward twice that), against the bf16 GEMM ceiling. */
+ * and the split (the defaults with the split), and with the 32-query step and 32-row forward.
+ * FLOPs as the floor table counts them (forward 4 T^2 d a head, backward twice that), against the
+ * bf16 GEMM ceiling. */
 static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
     const int L = (bc->size / 4) * (bc->size / 4), hd = bc->width / bc->heads, H = bc->heads;

@@ -641,7 +641,8 @@ __device__ static inline res_item res_item_at(int i, int T, int shared) {
     const int S = (T + 15) / 16, whole = S - shared;
     if (i < whole) return {16 * i, 0, T, 0, 1};
     const int parts = MA_WARPS / shared, j = i - whole, part = j % parts;
-    const int from = 16 * (part * S / parts), to = part == parts - 1 ? T : 16 * ((part + 1) * S / parts);
+    const int from = 16 * (part * S / parts);
+    const int to = part == parts - 1 ? T : 16 * ((part + 1) * S / parts);
     return {16 * (whole + j / parts), from, to, part, parts};
 }
 

@@ -36,9 +36,9 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors and the attention's shared strips. The MLP's one pass over h is on: it
- * keeps the bits, reads h once less, and applies only with those gradient tensors. Each variable
- * still turns its switch on ("1") or off ("0") for a worker. */
+ * not yet run them on a device: the bf16 gradient tensors and the attention's shared strips. The
+ * MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only with those
+ * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
