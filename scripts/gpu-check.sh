@@ -238,6 +238,28 @@ sw_row "off + UMDQ_CUDA_BF16_BIAS=1 (with operands)" "linear_bf16_bias|bf16_bias
 sw_row "off + UMDQ_CUDA_ATTN_KV32=1 + ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attnkv32attnfwd32.log"
 echo
+# The switches off by default until timed: each one's verdict from its tests and its B/4 row
+# against the defaults' (the same run; more than 1 ms a step either way, as runs differ by about
+# that much), for its CUDA_DEFAULT_* in kernels/cuda/ops_cuda.cu.
+verdict() { # variable, test pattern, log
+  local r t np nf
+  r=$(b64_row "$3"); t=$(tests_of "$2"); np=${t%% pass*}; nf=${t#*, }; nf=${nf%% fail}
+  local ms=${r%% *} base=${defaults%% *}
+  if [ -z "$r" ] || [ -z "$defaults" ] || [ "$ms" = "-" ]; then
+    echo "verdict: $1: no B/4 row to time it (tests: $t)"
+  elif [ "$nf" != 0 ] || [ "$np" = 0 ]; then
+    echo "verdict: $1: keep off (tests: $t)"
+  else
+    awk -v v="$1" -v a="$ms" -v b="$base" -v t="$t" 'BEGIN {
+      d = a - b; w = "within noise: keep off"
+      if (d < -1) w = "faster: on by default"
+      if (d > 1) w = "slower: keep off"
+      printf("verdict: %s: %.1f ms a step against the defaults %.1f (%+.1f ms; tests %s): %s\n", v, a, b, d, t, w) }'
+  fi
+}
+verdict UMDQ_CUDA_BF16_GRAD "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
+verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
+echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
 grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu.log "$LOGS"/train_gpu_geluepilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
