@@ -526,6 +526,9 @@ static void prof_flush(umd_ctx *c) {
  * floor (0, 0). */
 static int cost_bf16(const void *cv, int types, int flag) {
     const umd_ctx *c = (const umd_ctx *)cv;
+    /* h is bf16 only where the MLP keeps it so (mlp.cu's hidden_bf16: the MLP switch on top of
+     * the operands), not wherever the operands are */
+    if (flag == UMD_OPND_H) return c->hidden_bf16 && (types & UMD_OPND_H) != 0;
     if (flag == UMD_GRAD) return cuda_grad_bf16(c, types);
     if (flag == UMD_GRAD_X) return cuda_gradx_bf16(c, types);
     return cuda_flag_bf16(c, types, flag);
