@@ -618,7 +618,8 @@ template <> struct op_cost<OP_adamw> {
 template <int ID, auto F> struct timed;
 template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct timed<ID, F> {
     static R call(umd_ctx *c, A... a) {
-        if (!c->prof_ev) return F(c, a...);
+        /* a failed context refuses the call (CUDA_OP): it has no time and no floor to count */
+        if (!c->prof_ev || c->failed) return F(c, a...);
         if (c->prof_n == CUDA_PROF_RING) prof_flush(c);
         int k = c->prof_n++;
         c->prof_op[k] = ID;
