@@ -3097,8 +3097,8 @@ static void test_cuda_grad_operand(void) {
 /* gate_residual_bwd of one (n, T, w) in context c (grad_operand 1), every token tensor `off`
  * elements past its allocation, the gate rows inside (n, 6w) modulation rows as the model's: dy
  * written as a bf16 gradient tensor (UMD_GRAD) against the same op writing an fp32 dy, y fp32 and
- * a bf16 branch tensor (UMD_OPND_Y). dy starts as 0xff bytes (NaN in either type), dgate's gate
- * rows as NaN. */
+ * a bf16 branch tensor (UMD_OPND_Y). dy starts as 0xff bytes (NaN in either type), the bf16 one
+ * with GUARD16 such values after it that must stay so (guard_intact), dgate's gate rows as NaN. */
 static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint32_t key) {
     const int ms = 6 * w;
     const size_t nt = (size_t)n * T * w, nm = (size_t)n * ms;
@@ -3115,7 +3115,7 @@ static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint3
         const void *y = ybf ? y16 : (const void *)y32;
         const int type = ybf ? UMD_OPND_Y : UMD_F32;
         float *dy32 = (float *)d_up(poison, (nt + off) * sizeof(float)) + off;
-        uint16_t *dy16 = (uint16_t *)d_up(poison, (nt + off) * sizeof(uint16_t)) + off;
+        uint16_t *dy16 = (uint16_t *)d_bf16_guarded(NULL, nt + off) + off;
         float *dg32 = d_f(gg, nm), *dg16 = d_f(gg, nm);
         GPU->gate_residual_bwd(c, dy32, dg32 + 2 * w, dout, y, gate, ms, n, T, w, type);
         GPU->gate_residual_bwd(c, dy16, dg16 + 2 * w, dout, y, gate, ms, n, T, w,
@@ -3125,6 +3125,7 @@ static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint3
         snprintf(what, sizeof what, "gate_residual_bwd bf16 dy, y %s (n %d, T %d, w %d, offset %d)",
                  ybf ? "bf16" : "fp32", n, T, w, off);
         same_rounded(what, dy16, dy32, nt);
+        guard_intact(what, dy16, nt);
         same_bits_fmt(dg16, dg32, nm, "gate_residual_bwd dgate, bf16 dy, y %s (n %d, T %d, w %d, "
                       "offset %d)", ybf ? "bf16" : "fp32", n, T, w, off);
     }
