@@ -1187,10 +1187,20 @@ static void test_cuda_mlp_bf16_hidden(void) {
 
 /* ---- the profile's floors ---------------------------------------------------------------------- */
 
+/* v as the report prints it with `digits` decimals ("%.*f"), read back: the value a figure parsed
+ * from the report has when it is right (a tolerance of half a last digit about the exact value
+ * passes or fails by where the rounding falls: 1.342 GFLOP prints as 1.3). */
+static double as_printed(double v, int digits) {
+    char s[64];
+    snprintf(s, sizeof s, "%.*f", digits, v);
+    return strtod(s, NULL);
+}
+
 /* The profile report's floors (umd_cuda_profile_floors): 10 linear_fwd calls of (1024, 256) x
  * (256, 256)^T with a bias count 10 x 2 M N K FLOPs and, in bytes, x (at its stored width), W and
  * b in fp32 and y in fp32, once each; at 100 TFLOP/s and 1 TB/s the bytes are the floor. With x a
- * bf16 operand its bytes halve. Rates that are not positive are refused. */
+ * bf16 operand its bytes halve. Each figure as the report rounds it (GFLOP to 0.1, GB and ms to
+ * 0.001: as_printed). Rates that are not positive are refused. */
 static void test_cuda_profile_floors(void) {
     need_gpu(UMD_MATH_BF16);
     const int M = 1024, N = 256, K = 256;
@@ -1223,10 +1233,10 @@ static void test_cuda_profile_floors(void) {
                                       (double)M * N * 4) / 1e9;
         printf("  x %s: %s\n", bf ? "bf16" : "fp32", at);
         T_EQ_INT((int)calls, 10);
-        T_NEAR(gflop, 10.0 * 2 * M * N * K / 1e9, 0.05, 0);
-        T_NEAR(gb, want_gb, 0.0005, 0);
+        T_NEAR(gflop, as_printed(10.0 * 2 * M * N * K / 1e9, 1), 1e-9, 0);
+        T_NEAR(gb, as_printed(want_gb, 3), 1e-9, 0);
         T_EQ_STR(what, "bytes");
-        T_NEAR(floor_ms, want_gb / 1.0, 0.0005, 0); /* GB at 1 TB/s: ms */
+        T_NEAR(floor_ms, as_printed(want_gb / 1.0, 3), 1e-9, 0); /* GB at 1 TB/s: ms */
         T_CHECK(strstr(rep, "the ops with a floor (at 100 TFLOP/s, 1.00 TB/s)") != NULL);
         ctx_free(&c, ws);
     }
