@@ -12,8 +12,11 @@
  * train_gpu measured on an H200) and its bytes at --tbps (default 4.8, the H200's memory bandwidth);
  * the table gives them per op and summed, and the ratio of each layout's sum to fp32's. The same
  * floors, against measured time, are what `train_gpu --profile` prints on a device. Ops without a
- * floor (token gathers, losses, draws) run as the CPU backend's, on memory that is mapped but,
- * for the counted ops, never touched, so B/4's 20 GiB of arenas cost no memory here.
+ * floor (op_cost.h lists them: the token ops, the loss, the draws, the elementwise ops, ...) run as
+ * the CPU backend's, on memory that is mapped but, for the counted ops, never touched, so B/4's
+ * 20 GiB of arenas cost no memory here. The sum is the counted ops', not the whole step's: it
+ * leaves out sumsq and ema (and, with more than one replica, the add of their gradients), passes
+ * over every parameter that a step makes besides adamw's.
  *
  *   train_floors [--batch B] [--only s28|s32|b64] [--tflops F] [--tbps B]
  *
@@ -271,7 +274,8 @@ int main(int argc, char **argv) {
     if (batch < 1 || !(tflops > 0) || !(tbps > 0)) goto usage;
     printf("floors of one training step (forward, backward, AdamW), batch %d: FLOPs at %.0f "
            "TFLOP/s, bytes at %.2f TB/s; per op GFLOP, GB and floor ms in each layout (fp32 | "
-           "bf16, the CUDA defaults' | bf16 + bf16 gradients)\n",
+           "bf16, the CUDA defaults' | bf16 + bf16 gradients); the sum is these ops' (not "
+           "sumsq's or ema's passes over the parameters, nor the ops without a floor)\n",
            batch, tflops, tbps);
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {

@@ -10,7 +10,14 @@
  *
  * The CUDA backend's profile adds these up per op and puts its device time against them
  * (umd_cuda_profile_floors); bench/train_floors adds them up over a training step without a
- * device. Ops without a floor here (the token gathers, the losses, the draws) are not counted. */
+ * device. The ops with a floor are those below: linear_*, mlp_*, layernorm_*, gate_residual_*,
+ * residual_layernorm_fwd, attention_* and adamw. The others are not counted: gemm, the
+ * elementwise ops (fill, copy, add, gelu_*, silu_*), the draws (rand_*, draw_*), patchify,
+ * unpatchify, noise_mix, timestep_embed, the token ops (embed_rows_*, gather_tokens_*,
+ * decoder_input_*, token_mean_*), the loss (mse_masked), sumsq and ema. Of those, sumsq, ema (with
+ * train.ema) and the add of the replicas' gradients (where a model runs more than one) are passes
+ * over every parameter that a step makes, as adamw's is: the step's floor total leaves them out,
+ * so it is below the whole step's. */
 #ifndef UMDQ_KERNELS_OP_COST_H
 #define UMDQ_KERNELS_OP_COST_H
 #include <stddef.h>

@@ -214,10 +214,11 @@ typedef struct umd_ops {
     /* The backward of mlp_fwd from dy (M, w), the forward's x and h: dW2 (w, F) += dy^T gelu(h),
      * db2 (w) += column sums of dy, dh = (dy W2) * gelu'(h), dW1 (F, w) += dh^T x, db1 (F) +=
      * column sums of dh, dx (M, w) = dh W1 (written). db1, db2 may be NULL; dx may alias dy (dy
-     * is read before dx is written). tmp (M, F) is scratch (it ends up holding dh or garbage), or
-     * NULL where mlp_scratch says the shapes need none. x and h typed by `types` as in mlp_fwd,
-     * dy a gradient tensor in the operand type with UMD_GRAD, dx with UMD_GRAD_X (the fp32 result
-     * rounded once). */
+     * is read before dx is written): the buffer then holds the wider of their two types (a bf16
+     * dy under an fp32 dx takes 4 bytes a value written over a tensor of 2). tmp (M, F) is
+     * scratch (it ends up holding dh or garbage), or NULL where mlp_scratch says the shapes need
+     * none. x and h typed by `types` as in mlp_fwd, dy a gradient tensor in the operand type with
+     * UMD_GRAD, dx with UMD_GRAD_X (the fp32 result rounded once). */
     void (*mlp_bwd)(umd_ctx *c, void *dx, float *dW1, float *db1, float *dW2, float *db2,
                     const void *dy, const void *x, const void *h, const float *W1,
                     const float *W2, float *tmp, int M, int F, int w, int types);

@@ -192,10 +192,14 @@ static void linear_bwd_grad16(umd_ctx *c, void *dx, int dxh, float *dW, float *d
             float *tail = cpu_widen(c, tid) + (dyh ? (r1 - r0) * (long)N : 0);
             if (dx) dx_block(dx, dxh, tail, dyr, W, r0, r1, N, K, bx);
             if (!dW || !dyh) continue;
-            const float *xr = (const float *)xv + r0 * (long)K;
+            /* x's rows, each typed pointer made only where x has that type (an fp32 offset into
+             * a bf16 x would point up to twice its length on) */
+            const float *xr;
             if (xb) {
                 cpu_widen_n(tail, (const uint16_t *)xv + r0 * (long)K, (size_t)(r1 - r0) * K);
                 xr = tail;
+            } else {
+                xr = (const float *)xv + r0 * (long)K;
             }
             cblas_sgemm(CPU_BLAS_ROW_MAJOR, CPU_BLAS_TRANS, CPU_BLAS_NO_TRANS, N, K, (int)(r1 - r0),
                         1.0f, dyr, N, xr, K, r0 == lo && tid > 0 ? 0.0f : 1.0f, dst, K);

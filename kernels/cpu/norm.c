@@ -143,12 +143,16 @@ void cpu_layernorm_bwd(umd_ctx *c, float *dx, float *dgamma, float *dbeta, float
                 for (int i = 0; i < w; i++) dshift[i] = dscale[i] = 0.0f;
             for (int t = 0; t < T; t++) {
                 const float *xr = x + b * x_stride + (long)t * w;
-                const float *dor = (const float *)dout + b * out_stride + (long)t * w;
+                /* dout's row, each typed pointer made only where dout has that type (an fp32
+                 * offset into a bf16 dout would point up to twice its length on) */
+                const float *dor;
                 if (db16) {
                     float *row = cpu_widen(c, tid);
                     cpu_widen_n(row, (const uint16_t *)dout + b * out_stride + (long)t * w,
                                 (size_t)w);
                     dor = row;
+                } else {
+                    dor = (const float *)dout + b * out_stride + (long)t * w;
                 }
                 float *dxr = dx + b * x_stride + (long)t * w;
                 float mu = mean[b * T + t], rs = rstd[b * T + t];

@@ -273,8 +273,9 @@ int cuda_bf16_whole(const umd_ctx *c, long M, int N, int K);
  *                     by the caller, or a bf16 gradient tensor) and W2 in bf_w (w, F), and db1 (F)
  *                     += its column sums (DGELU_BGRAD, the sums cuBLASLt's, in fp32 or where it
  *                     takes only that bf16); db1 may be NULL
- * 0, or -1 when cuBLASLt has no such plan for the shape (nothing was queued): the caller takes the
- * staging passes instead. */
+ * 0, or -1 when cuBLASLt has no such plan for the shape, or (cuda_lt_dgelu) dy or h is not
+ * 256-byte aligned, the alignment the plan's algorithm was chosen for (nothing was queued): the
+ * caller takes the staging passes instead. */
 int cuda_lt_gelu_fc1(umd_ctx *c, const char *op, void *h, const void *x, int xbf, const float *W1,
                      const float *b1, int M, int F, int w);
 int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
@@ -283,8 +284,10 @@ int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const voi
  * GELU_AUX_BIAS, the backward's DGELU_BGRAD), made now where they are not yet: the calls find the
  * same ones. Also before set_workspace (its pointers' alignment then stood in for). */
 int cuda_lt_gelu_planned(umd_ctx *c, int M, int F, int w);
-/* 1 when cuda_lt_dgelu would find its plan, with (bias) or without db1 (made now where not yet). */
-int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w);
+/* 1 when cuda_lt_dgelu would take these dy and h: its plan, with (bias) or without db1 (made now
+ * where not yet), and every pointer it passes cuBLASLt 256-byte aligned. */
+int cuda_lt_dgelu_takes(umd_ctx *c, const __nv_bfloat16 *dy, const void *h, int bias, int M, int F,
+                        int w);
 /* The bf16 stages' values (bf_a, bf_b each; bf_w) and the partials' floats set_workspace will
  * carve for the limits workspace_bytes recorded (ops_cuda.cu); 0 where there are none. */
 void cuda_ws_sizes(const umd_ctx *c, size_t *bf_stage, size_t *bf_w_len, size_t *partials);

@@ -638,8 +638,9 @@ static lt_plan *lt_gelu_plan(umd_ctx *c, int epi, int M, int F, int w) {
             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, F, M, F))
             continue;
         /* the pointers' alignment counts in the heuristic: the workspace's own (256 bytes), as
-         * every h and bias gradient the calls pass; a stand-in address of that alignment where
-         * the plan is made before set_workspace (mlp_scratch) */
+         * every h and bias gradient the calls pass (cuda_lt_dgelu declines a dy or h that is
+         * not); a stand-in address of that alignment where the plan is made before
+         * set_workspace (mlp_scratch) */
         const void *stand_in = (const void *)(uintptr_t)256;
         const void *aux_at = c->bf_b ? (const void *)c->bf_b : stand_in;
         const void *bias_at = c->partials ? (const void *)c->partials : stand_in;
@@ -709,15 +710,25 @@ static lt_plan *lt_dgelu_plan(umd_ctx *c, int bias, int M, int F, int w) {
                : NULL;
 }
 
-int cuda_lt_dgelu_planned(umd_ctx *c, int bias, int M, int F, int w) {
+/* 1 when every pointer cuda_lt_dgelu hands cublasLtMatmul is 256-byte aligned, as the heuristic
+ * was told when it chose the plan's algorithm (lt_gelu_plan): the stages and the partials always
+ * are, but dy may be a bf16 gradient tensor of the caller's, and h is the caller's. */
+static int lt_dgelu_aligned(const umd_ctx *c, const __nv_bfloat16 *dy, const void *h, int bias) {
+    uintptr_t any = (uintptr_t)c->bf_w | (uintptr_t)dy | (uintptr_t)c->bf_b | (uintptr_t)h;
+    if (bias) any |= (uintptr_t)c->partials;
+    return (any & 255) == 0;
+}
+
+int cuda_lt_dgelu_takes(umd_ctx *c, const __nv_bfloat16 *dy, const void *h, int bias, int M, int F,
+                        int w) {
     const lt_plan *p = lt_dgelu_plan(c, bias, M, F, w);
-    return p && p->usable;
+    return p && p->usable && lt_dgelu_aligned(c, dy, h, bias);
 }
 
 int cuda_lt_dgelu(umd_ctx *c, const char *op, const __nv_bfloat16 *dy, const void *h, float *db1,
                   int M, int F, int w) {
     lt_plan *p = lt_dgelu_plan(c, db1 != NULL, M, F, w);
-    if (!p || !p->usable) {
+    if (!p || !p->usable || !lt_dgelu_aligned(c, dy, h, db1 != NULL)) {
         c->gelu_epi_refused++;
         return -1;
     }

@@ -66,14 +66,16 @@
  * cuBLASLt's GELU is its own (its tanh form, on the fp32 sum in the forward, where the backward's
  * bf16(gelu(h)) for dW2 reads h rounded), and db1 is summed in its order: results within bf16
  * tolerance of the staging passes' (test_cuda_ops), deterministic for a plan. Where cuBLASLt has
- * no plan (F not a multiple of 8, no b1 in the forward, or none offered) the MLP takes the
- * staging passes above, and counts it (the profile report). train.recompute refills h with
- * linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h. With both plans at a shape
- * (asked at set-up, before the workspace is set: mlp_scratch, which makes them) neither pass
- * writes tmp, so mlp_scratch answers 0 there and the model lays out no (tokens, F) scratch (on
- * B/4 at batch 256, 0.75 GiB); given tmp NULL where a pass needs it, the MLP fails the context,
- * naming the op and the shapes: before it writes anything, but for fc2's bf16 y with no fp32
- * room (fc2_y_bf16, after fc1; mlp_scratch asks that room of bf_a before it answers 0).
+ * no plan (F not a multiple of 8, no b1 in the forward, or none offered), or in the backward dy or
+ * h is not 256-byte aligned as the plan assumes (a bf16 dy is the caller's tensor; the model's
+ * are aligned), the MLP takes the staging passes above, and counts it (the profile report).
+ * train.recompute refills h with linear_fwd and UMD_OPND_H, which takes fc1's plan: the same h.
+ * With both plans at a shape (asked at set-up, before the workspace is set: mlp_scratch, which
+ * makes them) neither pass writes tmp, so mlp_scratch answers 0 there and the model lays out no
+ * (tokens, F) scratch (on B/4 at batch 256, 0.75 GiB); given tmp NULL where a pass needs it, the
+ * MLP fails the context, naming the op and the shapes: before it writes anything, but for fc2's
+ * bf16 y with no fp32 room (fc2_y_bf16, after fc1; mlp_scratch asks that room of bf_a before it
+ * answers 0).
  *
  * dy W2 in bf16 (bf16_dh: UMDQ_CUDA_BF16_DH, on a bf16 h, where the GELU epilogues are off or
  * have no plan): the product dy W2 is written by its GEMM in bf16 into bf_b (gelu(h) there was
@@ -350,9 +352,11 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         cuda_linear_bwd(c, dx, dW1, db1, tmp, x, W1, M, F, w, 0, x_type);
         return;
     }
-    /* without tmp, only the GELU epilogue's backward or the one in bf16 runs: said before
-     * anything is written */
-    if (!tmp && !(hbf && c->gelu_epi && cuda_lt_dgelu_planned(c, db1 != NULL, M, F, w)) &&
+    /* the bf16 dy (M, w) the GEMMs read: a bf16 gradient tensor itself, else bf_a (below) */
+    const __nv_bfloat16 *dyb = gbf ? (const __nv_bfloat16 *)dyv : c->bf_a;
+    /* without tmp, only the GELU epilogue's backward (its plan, and this dy and h aligned for
+     * it) or the one in bf16 runs: said before anything is written */
+    if (!tmp && !(hbf && c->gelu_epi && cuda_lt_dgelu_takes(c, dyb, h, db1 != NULL, M, F, w)) &&
         !(hbf && c->bf16_dh && (!db1 || cuda_colsum_fits(c, M, F))) &&
         scratch_missing(c, "mlp_bwd", tmp, M, F, w))
         return;
@@ -361,12 +365,9 @@ extern "C" void cuda_mlp_bwd(umd_ctx *c, void *dxv, float *dW1, float *db1, floa
         grad_unfit(c, gbf, M, F, w);
         return;
     }
-    /* the bf16 dy (M, w) the GEMMs read: a bf16 gradient tensor itself, db2 += its column sums
-     * (one pass that writes nothing else); else bf_a <- dy, with db2 in the same pass where the
-     * partials allow */
-    const __nv_bfloat16 *dyb = c->bf_a;
+    /* a bf16 gradient tensor: db2 += its column sums (one pass that writes nothing else); else
+     * bf_a <- dy, with db2 in the same pass where the partials allow */
     if (gbf) {
-        dyb = (const __nv_bfloat16 *)dyv;
         if (db2) cuda_colsum_bf16(c, "mlp_bwd", db2, dyb, M, w);
     } else if (!db2 || cuda_bias_colsum_bf16(c, c->bf_a, db2, dy, M, w) != 0) {
         cuda_to_bf16(c, "mlp_bwd", c->bf_a, dy, M, w, w);

@@ -525,6 +525,9 @@ static void prof_flush(umd_ctx *c) {
  * floor (0, 0). */
 static int cost_bf16(const void *cv, int types, int flag) {
     const umd_ctx *c = (const umd_ctx *)cv;
+    /* h is bf16 only where the MLP keeps it so (mlp.cu's hidden_bf16: the MLP switch on top of
+     * the operands), not wherever the operands are */
+    if (flag == UMD_OPND_H) return c->hidden_bf16 && (types & UMD_OPND_H) != 0;
     if (flag == UMD_GRAD) return cuda_grad_bf16(c, types);
     if (flag == UMD_GRAD_X) return cuda_gradx_bf16(c, types);
     return cuda_flag_bf16(c, types, flag);
@@ -614,7 +617,8 @@ template <> struct op_cost<OP_adamw> {
 template <int ID, auto F> struct timed;
 template <int ID, typename R, typename... A, R (*F)(umd_ctx *, A...)> struct timed<ID, F> {
     static R call(umd_ctx *c, A... a) {
-        if (!c->prof_ev) return F(c, a...);
+        /* a failed context refuses the call (CUDA_OP): it has no time and no floor to count */
+        if (!c->prof_ev || c->failed) return F(c, a...);
         if (c->prof_n == CUDA_PROF_RING) prof_flush(c);
         int k = c->prof_n++;
         c->prof_op[k] = ID;

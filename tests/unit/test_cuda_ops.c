@@ -1187,10 +1187,20 @@ static void test_cuda_mlp_bf16_hidden(void) {
 
 /* ---- the profile's floors ---------------------------------------------------------------------- */
 
+/* v as the report prints it with `digits` decimals ("%.*f"), read back: the value a figure parsed
+ * from the report has when it is right (a tolerance of half a last digit about the exact value
+ * passes or fails by where the rounding falls: 1.342 GFLOP prints as 1.3). */
+static double as_printed(double v, int digits) {
+    char s[64];
+    snprintf(s, sizeof s, "%.*f", digits, v);
+    return strtod(s, NULL);
+}
+
 /* The profile report's floors (umd_cuda_profile_floors): 10 linear_fwd calls of (1024, 256) x
  * (256, 256)^T with a bias count 10 x 2 M N K FLOPs and, in bytes, x (at its stored width), W and
  * b in fp32 and y in fp32, once each; at 100 TFLOP/s and 1 TB/s the bytes are the floor. With x a
- * bf16 operand its bytes halve. Rates that are not positive are refused. */
+ * bf16 operand its bytes halve. Each figure as the report rounds it (GFLOP to 0.1, GB and ms to
+ * 0.001: as_printed). Rates that are not positive are refused. */
 static void test_cuda_profile_floors(void) {
     need_gpu(UMD_MATH_BF16);
     const int M = 1024, N = 256, K = 256;
@@ -1223,10 +1233,10 @@ static void test_cuda_profile_floors(void) {
                                       (double)M * N * 4) / 1e9;
         printf("  x %s: %s\n", bf ? "bf16" : "fp32", at);
         T_EQ_INT((int)calls, 10);
-        T_NEAR(gflop, 10.0 * 2 * M * N * K / 1e9, 0.05, 0);
-        T_NEAR(gb, want_gb, 0.0005, 0);
+        T_NEAR(gflop, as_printed(10.0 * 2 * M * N * K / 1e9, 1), 1e-9, 0);
+        T_NEAR(gb, as_printed(want_gb, 3), 1e-9, 0);
         T_EQ_STR(what, "bytes");
-        T_NEAR(floor_ms, want_gb / 1.0, 0.0005, 0); /* GB at 1 TB/s: ms */
+        T_NEAR(floor_ms, as_printed(want_gb / 1.0, 3), 1e-9, 0); /* GB at 1 TB/s: ms */
         T_CHECK(strstr(rep, "the ops with a floor (at 100 TFLOP/s, 1.00 TB/s)") != NULL);
         ctx_free(&c, ws);
     }
@@ -3113,8 +3123,8 @@ static void test_cuda_grad_operand(void) {
 /* gate_residual_bwd of one (n, T, w) in context c (grad_operand 1), every token tensor `off`
  * elements past its allocation, the gate rows inside (n, 6w) modulation rows as the model's: dy
  * written as a bf16 gradient tensor (UMD_GRAD) against the same op writing an fp32 dy, y fp32 and
- * a bf16 branch tensor (UMD_OPND_Y). dy starts as 0xff bytes (NaN in either type), dgate's gate
- * rows as NaN. */
+ * a bf16 branch tensor (UMD_OPND_Y). dy starts as 0xff bytes (NaN in either type), the bf16 one
+ * with GUARD16 such values after it that must stay so (guard_intact), dgate's gate rows as NaN. */
 static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint32_t key) {
     const int ms = 6 * w;
     const size_t nt = (size_t)n * T * w, nm = (size_t)n * ms;
@@ -3131,7 +3141,7 @@ static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint3
         const void *y = ybf ? y16 : (const void *)y32;
         const int type = ybf ? UMD_OPND_Y : UMD_F32;
         float *dy32 = (float *)d_up(poison, (nt + off) * sizeof(float)) + off;
-        uint16_t *dy16 = (uint16_t *)d_up(poison, (nt + off) * sizeof(uint16_t)) + off;
+        uint16_t *dy16 = (uint16_t *)d_bf16_guarded(NULL, nt + off) + off;
         float *dg32 = d_f(gg, nm), *dg16 = d_f(gg, nm);
         GPU->gate_residual_bwd(c, dy32, dg32 + 2 * w, dout, y, gate, ms, n, T, w, type);
         GPU->gate_residual_bwd(c, dy16, dg16 + 2 * w, dout, y, gate, ms, n, T, w,
@@ -3141,6 +3151,7 @@ static void gate_bf16_grad_shape(umd_ctx *c, int n, int T, int w, int off, uint3
         snprintf(what, sizeof what, "gate_residual_bwd bf16 dy, y %s (n %d, T %d, w %d, offset %d)",
                  ybf ? "bf16" : "fp32", n, T, w, off);
         same_rounded(what, dy16, dy32, nt);
+        guard_intact(what, dy16, nt);
         same_bits_fmt(dg16, dg32, nm, "gate_residual_bwd dgate, bf16 dy, y %s (n %d, T %d, w %d, "
                       "offset %d)", ybf ? "bf16" : "fp32", n, T, w, off);
     }
