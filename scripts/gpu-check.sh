@@ -155,6 +155,9 @@ echo
 echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
 gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
 echo
+echo "== benchmark: the same B/4 bf16 with both (--bf16-grad --attn-split: the defaults should both turn on)"
+gpu 120 train_gpu--bf16-grad--attn-split --only b64 --precision bf16 --bf16-grad --attn-split --steps "$steps" --warmup 3
+echo
 echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows, the last strips whole or shared)"
 gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
 echo
@@ -219,6 +222,7 @@ sw_row() { # name, test pattern, log
 GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's bf16-gradient tests
 sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
 sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
+sw_row "the defaults + both" "$GRAD_TESTS|attention_split" "$LOGS/train_gpu--bf16-grad--attn-split.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -259,6 +263,8 @@ verdict() { # variable, test pattern, log
 }
 verdict UMDQ_CUDA_BF16_GRAD "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
 verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
+verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split" \
+  "$LOGS/train_gpu--bf16-grad--attn-split.log"
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
