@@ -651,6 +651,72 @@ static void bf16_rounded(int recompute, int sw) {
     if (r) umd_model_destroy(&r);
 }
 
+/* UMDQ_CUDA_ATTN_SPLIT=1 through whole steps of the bf16 model with the switches as umdq ships
+ * them, at head width 64 (width 128 in 2 heads: the mma attention) on 16x16 images (patch 2: the
+ * decoder's 1 + 64 tokens make 5 strips of 16, the last holding one row, shared by the 4 warps),
+ * against the same model without the switch, from the same parameters and batches, 3 steps with
+ * AdamW: the losses within 1e-3 relative and every gradient tensor within 1e-2 relative L2 of
+ * the default's (the shared strips' sums added in another order, then rounded where the model
+ * keeps bf16 tensors), and the gradients not all the same bits (the switch took effect). */
+static void test_cuda_attn_split_model(void) {
+    need_gpu();
+    fx_cuda_switches_default();
+    umd_config cfg;
+    tiny_config(&cfg);
+    cfg.width = 128;
+    cfg.dec_depth = 2;
+    cfg.batch = 4;
+    const umd_shape shape = {2, 16, 16, 5, cfg.batch};
+    const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+    umd_model *c = NULL, *m[2] = {NULL, NULL}; /* the parameters' source; the default, the split */
+    char err[256];
+    int rc = umd_model_new(&c, &cfg, &shape, umd_ops_cpu(), err, sizeof err);
+    if (rc == 0) rc = umd_model_new(&m[0], &cfg, &shape, ops, err, sizeof err);
+    setenv("UMDQ_CUDA_ATTN_SPLIT", "1", 1);
+    if (rc == 0) rc = umd_model_new(&m[1], &cfg, &shape, ops, err, sizeof err);
+    unsetenv("UMDQ_CUDA_ATTN_SPLIT");
+    if (rc != 0) printf("  umd_model_new: %s\n", err);
+    T_REQUIRE(rc == 0);
+    fx_randomize(c, 110);
+    copy_params(m[0], c);
+    copy_params(m[1], c);
+    umd_model_destroy(&c);
+    const size_t nf = umd_model_sizes(m[0])->nfloats;
+    float *g[2] = {malloc(nf * sizeof(float)), malloc(nf * sizeof(float))};
+    float *x = malloc((size_t)cfg.batch * 2 * 16 * 16 * sizeof(float));
+    int32_t y[64];
+    T_REQUIRE(g[0] && g[1] && x);
+    int differ = 0;
+    for (int k = 0; k < 3; k++) {
+        umd_losses l[2];
+        fx_batch(x, y, cfg.batch, 2, 16, 16, 5, 720 + (uint32_t)k);
+        for (int i = 0; i < 2; i++) {
+            umd_model_load_batch(m[i], x, y);
+            umd_model_draw(m[i], cfg.seed, k);
+            umd_model_step(m[i], 1, &l[i]);
+            T_REQUIRE(device_ok(m[i]));
+            ops->download(umd_model_ctx(m[i]), g[i], umd_model_grads(m[i]), nf * sizeof(float));
+        }
+        char where[200];
+        differ |= first_difference(m[0], g[1], g[0], nf, where, sizeof where);
+        const double worst = worst_grad_l2(m[0], g[1], g[0], where, sizeof where);
+        printf("  step %d: loss %.9f split, %.9f default (rel %.2e); worst gradient relative L2 "
+               "%.2e at %s\n", k, l[1].loss, l[0].loss, fabs(l[1].loss - l[0].loss) / l[0].loss,
+               worst, where);
+        T_NEAR(l[1].loss, l[0].loss, 0, 1e-3);
+        T_CHECK_MSG(worst <= 1e-2, "step %d: gradient relative L2 error %.3g > 1e-2 at %s", k,
+                    worst, where);
+        for (int i = 0; i < 2; i++) umd_optim_step(m[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
+    }
+    T_CHECK_MSG(differ, "the gradients are the default's bits at every step: no strip was shared");
+    free(x);
+    free(g[0]);
+    free(g[1]);
+    umd_model_destroy(&m[0]);
+    umd_model_destroy(&m[1]);
+    fx_cuda_switches_off();
+}
+
 /* The MLP's hidden state in bf16 (UMDQ_CUDA_BF16_MLP=1: hidden_operand 1, so the model stores h
  * in bf16 and passes UMD_OPND_H). */
 static void test_cuda_bf16_mlp(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP); }
@@ -858,6 +924,7 @@ int main(void) {
     T_RUN(test_cuda_attn_fwd32_kv32_bf16_operands);
     T_RUN(test_cuda_attn_kv32_bf16);
     T_RUN(test_cuda_attn_kv32_bf16_operands);
+    T_RUN(test_cuda_attn_split_model);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_gelu_epilogue_bf16_mlp);
