@@ -88,6 +88,7 @@
 #include <stdint.h>
 #include <type_traits>
 #include "cuda_internal.h"
+#include "res_item.h"
 
 #define MA_HD 64          /* head width */
 #define MA_TILE 64        /* rows per block and per staged tile */
@@ -610,41 +611,10 @@ __device__ static inline void load_resident(bf16 *dst, const bf16 *src, long ld,
     }
 }
 
-/* The resident backward's work, as items a warp takes in turn (item i of the block: warp i % 4,
- * in its (i / 4)-th turn). Each strip of 16 rows (queries for dQ, keys for dK dV; S = T rounded
- * up to 16, in strips) is an item, its products over every row of the operand the block holds.
- * With the split (UMDQ_CUDA_ATTN_SPLIT=1) and S % 4 of 1 or 2 past the first 4 strips, the strips
- * past the last whole round of 4 (the last of them holding T % 16 rows, 1 at the model's 1 + L
- * tokens) are not an item each, which would leave 3 or 2 of the 4 warps waiting on one or two
- * warps for a whole strip's time: each is shared by 4 / rem warps (parts), each part taking the
- * products over a range of the other operand's rows (whole strips of 16 of them, in order, the
- * last part up to T). The parts' fp32 sums are added in shared memory in the order of the parts
- * (part_sums), so the results are deterministic; only the shared strips' sums are split, so every
- * other row gets the bits the kernel gives without the split. */
-struct res_item {
-    int r;        /* the strip's first row */
-    int from, to; /* the rows of the other operand it runs over */
-    int part;     /* 0 .. parts - 1 for a shared strip; 0 for a whole one */
-    int parts;    /* warps sharing the strip; 1 for a whole one */
-};
-
-/* The strips shared (0, 1 or 2) at T tokens, split or not. */
-__host__ __device__ static inline int res_shared(int T, int split) {
-    static_assert(MA_WARPS == 4, "the parts of a shared strip are counted for 4 warps");
-    const int S = (T + 15) / 16, rem = S % MA_WARPS;
-    return split && S > MA_WARPS && (rem == 1 || rem == 2) ? rem : 0;
-}
-
-/* Item i of a block at T tokens with `shared` strips shared (res_shared): the whole strips come
- * first, a multiple of 4, then one part of a shared strip for each warp. */
-__device__ static inline res_item res_item_at(int i, int T, int shared) {
-    const int S = (T + 15) / 16, whole = S - shared;
-    if (i < whole) return {16 * i, 0, T, 0, 1};
-    const int parts = MA_WARPS / shared, j = i - whole, part = j % parts;
-    const int from = 16 * (part * S / parts);
-    const int to = part == parts - 1 ? T : 16 * ((part + 1) * S / parts);
-    return {16 * (whole + j / parts), from, to, part, parts};
-}
+/* The resident kernels' work shared out among the warps, the last strips shared with the split
+ * (UMDQ_CUDA_ATTN_SPLIT=1): res_item.h. Only the shared strips' sums are split, so every other
+ * row gets the bits the kernel gives without the split. */
+static_assert(MA_WARPS == RES_WARPS, "res_item.h shares out the work of 4 warps");
 
 /* The ordered sum of a shared strip's NACC accumulators (each 16 x 64, as the strip functions
  * leave them) over its parts, in red (NACC x 1024 floats of shared memory for the strip, free of
@@ -729,7 +699,8 @@ __device__ static __noinline__ void res_fwd_part(OT *ob, float *lb, const QT *ba
     for (int k0 = it.from; k0 < it.to; k0 += MA_TILE) /* keys past `to` masked as past T */
         fwd_step<lay_swz>(o, ml, qa, rA, rB, k0, k0, it.to, sl2);
     __syncthreads(); /* K and V read for the last time: red overlays them */
-    part_merge(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 1152, o, ml, it);
+    const int slot = (threadIdx.x >> 5) / it.parts; /* the shared strip's */
+    part_merge(reinterpret_cast<float *>(rA) + slot * RES_RED_FWD, o, ml, it);
     if (it.part == it.parts - 1) fwd_store(ob, lb, o, ml, W, it.r, T);
 }
 
@@ -804,7 +775,8 @@ __device__ static __noinline__ void res_bwd_q_part(GT *dbase, float *Dg, const D
         bwdq_step<lay_swz>(dq, qa, ga, rA, rB, k0, k0, it.to, LD, sl2, scale);
     __syncthreads(); /* K and V read for the last time: red overlays them */
     float (*const acc[1])[4] = {dq};
-    part_sums<1>(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 1024, acc, it);
+    const int slot = (threadIdx.x >> 5) / it.parts; /* the shared strip's */
+    part_sums<1>(reinterpret_cast<float *>(rA) + slot * RES_RED_DQ, acc, it);
     if (it.part == it.parts - 1) store_strip(dbase, row, dq, it.r, T);
 }
 
@@ -867,7 +839,8 @@ __device__ static __noinline__ void res_bwd_kv_part(GT *dbase, const QT *base, b
         bwdkv_step<lay_swz, NQ>(dk, dv, ka, va, rA, rB, q0, q0, it.to, sL + q0, sD + q0, sl2, scale);
     __syncthreads(); /* Q and dO read for the last time: red overlays them */
     float (*const acc[2])[4] = {dk, dv};
-    part_sums<2>(reinterpret_cast<float *>(rA) + ((threadIdx.x >> 5) / it.parts) * 2048, acc, it);
+    const int slot = (threadIdx.x >> 5) / it.parts; /* the shared strip's */
+    part_sums<2>(reinterpret_cast<float *>(rA) + slot * RES_RED_DKDV, acc, it);
     if (it.part == it.parts - 1) {
         store_strip(dbase + W, row, dk, it.r, T);
         store_strip(dbase + 2 * W, row, dv, it.r, T);
