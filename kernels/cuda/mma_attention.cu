@@ -71,7 +71,10 @@
  * in shared memory in the order of the parts, deterministic: the backward's fp32 sums added
  * (part_sums), the forward's online softmax states merged (part_merge: the larger max, l and O
  * rescaled to it and added). Every other strip is computed as without the switch, so only the
- * shared strips' rows get other bits. The shared part is a function of its own, not inlined, and
+ * shared strips' rows get other bits: in the backward the same terms summed in another order (P
+ * and dS come from lse, the same values either way); in the forward each part rounds its P to
+ * bf16 against the running max of its own keys, so O's shared rows differ by P's rounding, about
+ * 1e-3 of the largest |O|, and lse (summing the unrounded P) by fp32 rounding. The shared part is a function of its own, not inlined, and
  * the kernels a template on the switch, so the kernels without it keep their registers (forward
  * 127, dQ 165, dK dV 230 and 168). The 32-row forward (attn_fwd32) shares none.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).

@@ -62,9 +62,10 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * 4 warps (1 or 2 strips, where the strips number 4k + 1 or 4k + 2: 17 at the model's 257
  * tokens) among the warps, each taking the products over a part of the other operand's rows, the
  * parts combined in a fixed order: the warps no longer wait a whole strip's time on one of them.
- * Only those strips' rows get other bits, their sums added in another order (test_cuda_ops:
- * within fp32 rounding of the default's, the other rows bit for bit); off by default until
- * gpu-check has timed it (--attn-split).
+ * Only those strips' rows get other bits (test_cuda_ops; the other rows bit for bit): their
+ * gradients and lse within fp32 rounding of the default's, their output within bf16 rounding
+ * (each part rounds its softmax weights against the running max of its own keys). Off by
+ * default until gpu-check has timed it (--attn-split).
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.

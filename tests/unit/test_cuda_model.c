@@ -656,8 +656,8 @@ static void bf16_rounded(int recompute, int sw) {
  * decoder's 1 + 64 tokens make 5 strips of 16, the last holding one row, shared by the 4 warps),
  * against the same model without the switch, from the same parameters and batches, 3 steps with
  * AdamW: the losses within 1e-3 relative and every gradient tensor within 1e-2 relative L2 of
- * the default's (the shared strips' sums added in another order, then rounded where the model
- * keeps bf16 tensors), and the gradients not all the same bits (the switch took effect). */
+ * the default's (the shared row's attention output within bf16 rounding, its gradients' sums
+ * added in another order), and the gradients not all the same bits (the switch took effect). */
 static void test_cuda_attn_split_model(void) {
     need_gpu();
     fx_cuda_switches_default();

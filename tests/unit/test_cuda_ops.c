@@ -2586,10 +2586,10 @@ static int split_first_row(int T) {
 }
 
 /* A tensor of the split context (d_s) against the default's (d_d), n values whose token index is
- * (i / per) % T: the rows before split_first_row(T) bit for bit, the others within 1e-5 of the
+ * (i / per) % T: the rows before split_first_row(T) bit for bit, the others within tol of the
  * largest |value| of the default's (written: NaN stays NaN and fails). */
 static void split_rows_same(const char *what, const float *d_s, const float *d_d, size_t n,
-                            size_t per, int T) {
+                            size_t per, int T, double tol) {
     const float *a = h_down(d_s, n * sizeof(float)), *b = h_down(d_d, n * sizeof(float));
     const int first = split_first_row(T);
     double mx = 0, worst = 0;
@@ -2607,7 +2607,8 @@ static void split_rows_same(const char *what, const float *d_s, const float *d_d
     printf("  split against the default, %s: %zu of %zu values in shared strips, worst %.3g of "
            "the largest; %zu other values differ\n", what, shared_vals, n, worst, differ);
     T_CHECK_MSG(differ == 0, "%s: %zu values outside the shared strips differ", what, differ);
-    T_CHECK_MSG(worst <= 1e-5, "%s: a shared strip's value %.3g of the largest off", what, worst);
+    T_CHECK_MSG(worst <= tol, "%s: a shared strip's value %.3g of the largest off (> %.0e)", what,
+                worst, tol);
 }
 
 /* UMDQ_CUDA_ATTN_SPLIT=1 (the resident mma kernels' last strips shared among their 4 warps, each
@@ -2618,9 +2619,12 @@ static void split_rows_same(const char *what, const float *d_s, const float *d_d
  *     257: the model's 1 + L), 2 (81, 96, 337), none (100: 4k + 3; 48: 4 strips or fewer; 384)
  *     and tiled (440);
  *   - against the default context (no split): out, lse, and dqkv from the same out and lse, the
- *     rows of the strips not shared bit for bit, the shared strips' rows within 1e-5 of the
- *     largest value (their fp32 sums added in another order), every row bit for bit where no
- *     strip is shared;
+ *     rows of the strips not shared bit for bit, every row bit for bit where no strip is shared;
+ *     the shared strips' rows of lse and dqkv within 1e-5 of the largest value (fp32 sums added
+ *     in another order: the backward's P and dS are the same values either way, from lse), of
+ *     out within 5e-3 (each part rounds its P to bf16 against the running max of its own keys,
+ *     not of the keys before them: P rounded otherwise, by up to 2^-9 of each term; about 1e-3
+ *     of the largest |out| on random inputs);
  *   - the 32-query step and a bf16 qkv (in a context with bf16 operands) give the split's bits,
  *     forward and backward (attention_same_bits, the split context the reference). */
 static void test_cuda_attention_split(void) {
@@ -2656,11 +2660,11 @@ static void test_cuda_attention_split(void) {
         ctx_ok(sc);
         char what[96];
         snprintf(what, sizeof what, "n %d T %d heads %d: out", n, T, heads);
-        split_rows_same(what, out_s, out, no, W, T);
+        split_rows_same(what, out_s, out, no, W, T, 5e-3);
         snprintf(what, sizeof what, "n %d T %d heads %d: lse", n, T, heads);
-        split_rows_same(what, lse_s, lse, nl, 1, T);
+        split_rows_same(what, lse_s, lse, nl, 1, T, 1e-5);
         snprintf(what, sizeof what, "n %d T %d heads %d: dqkv", n, T, heads);
-        split_rows_same(what, dq_s, dq_d, nq, 3 * W, T);
+        split_rows_same(what, dq_s, dq_d, nq, 3 * W, T, 1e-5);
         cleanup();
     }
     umd_ctx *const cs[] = {skv, so};
