@@ -723,7 +723,7 @@ k_res_fwd(OT *out, float *lse, const QT *qkv, int T, int heads, float sl2) {
     load_resident(rA, base + W, row, T, Tr);
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
-    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    const int shared = res_shared(T, SPLIT), whole = res_whole_rows(T, shared);
     for (int q = warp * 16 * R; q < whole; q += MA_WARPS * 16 * R) {
         if constexpr (R == 1) {
             uint32_t qa[4][4];
@@ -799,7 +799,7 @@ k_res_bwd_q(GT *dqkv, float *D, const DT *dout, const OT *out, const QT *qkv,
     load_resident(rB, base + 2 * W, row, T, Tr);
     __syncthreads();
     GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
-    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    const int shared = res_shared(T, SPLIT), whole = res_whole_rows(T, shared);
     for (int q = warp * 16; q < whole; q += MA_WARPS * 16) {
         uint32_t qa[4][4], ga[4][4];
         global_afrags(qa, base, row, q, T);
@@ -870,7 +870,7 @@ k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const fl
     }
     __syncthreads();
     GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
-    const int shared = res_shared(T, SPLIT), whole = SPLIT ? 16 * ((T + 15) / 16 - shared) : T;
+    const int shared = res_shared(T, SPLIT), whole = res_whole_rows(T, shared);
     for (int k = warp * 16; k < whole; k += MA_WARPS * 16) {
         uint32_t ka[4][4], va[4][4];
         global_afrags(ka, base + W, row, k, T);

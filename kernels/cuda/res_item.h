@@ -40,6 +40,12 @@ static inline RES_HD int res_shared(int T, int split) {
     return split && S > RES_WARPS && (rem == 1 || rem == 2) ? rem : 0;
 }
 
+/* The rows of the whole strips at T tokens with `shared` strips shared: the bound of the rows the
+ * warps take in turn, T where none is shared. */
+static inline RES_HD int res_whole_rows(int T, int shared) {
+    return shared ? 16 * ((T + 15) / 16 - shared) : T;
+}
+
 /* Item i of a block at T tokens with `shared` strips shared (res_shared): item i of the block is
  * warp i % 4's, in its (i / 4)-th turn; every warp's last item is its part of a shared strip. */
 static inline RES_HD res_item res_item_at(int i, int T, int shared) {

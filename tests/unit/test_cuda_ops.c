@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include "t.h"
 #include "ops.h"
+#include "cuda/res_item.h"
 #include "cuda/umd_cuda.h"
 #include "philox.h"
 #include "test_model_fixtures.h"
@@ -2577,12 +2578,10 @@ static void test_cuda_attention_fwd32(void) {
     attention_switch_same_bits("UMDQ_CUDA_ATTN_FWD32", "forward over 32 rows a warp", 1, 1400);
 }
 
-/* The rows whose strip the resident kernels share among their warps with UMDQ_CUDA_ATTN_SPLIT=1,
- * counted here from the rule umd_cuda.h states: T up to 384 in strips of 16 rows, more than 4 of
- * them, 4k + 1 or 4k + 2, the last 1 or 2 strips shared. Rows from the answer on; T where none. */
+/* The first row of the strips the resident kernels (up to 384 tokens) share among their warps
+ * with UMDQ_CUDA_ATTN_SPLIT=1 (res_item.h, whose rule test_cuda_partition checks); T where none. */
 static int split_first_row(int T) {
-    const int S = (T + 15) / 16, rem = S % 4;
-    return T <= 384 && S > 4 && (rem == 1 || rem == 2) ? 16 * (S - rem) : T;
+    return T <= 384 ? res_whole_rows(T, res_shared(T, 1)) : T;
 }
 
 /* A tensor of the split context (d_s) against the default's (d_d), n values whose token index is
