@@ -65,6 +65,10 @@
  *                              last whole round of their 4 warps among them, the parts combined
  *                              in a fixed order: other bits in those strips' rows only, as
  *                              UMDQ_CUDA_ATTN_SPLIT=1 does for a job)
+ *             [--gemm-tune]   (each GEMM shape cublasGemmEx would run is timed once against the
+ *                              other algorithms cuBLASLt lists for it and the fastest kept: other
+ *                              bits where one is, as UMDQ_CUDA_GEMM_TUNE=1 does for a job; with
+ *                              UMDQ_CUDA_GEMM_TUNE_LOG=1 each shape's times go to stderr)
  *             [--mlp-one-pass]  (the MLP backward's gelu(h) for dW2 and its GELU backward in one
  *                              pass over h, with a bf16 dy and dy W2: the same bits, as
  *                              UMDQ_CUDA_MLP_ONE_PASS=1 does for a job; implies --bf16-grad and
@@ -532,6 +536,7 @@ static const switch_opt SWITCH_OPTS[] = {
     {"--attn-kv32", {"ATTN_KV32"}},                             /* the mma attention's backward */
     {"--attn-fwd32", {"ATTN_FWD32"}},                           /* and its forward */
     {"--attn-split", {"ATTN_SPLIT"}},                           /* their last strips */
+    {"--gemm-tune", {"GEMM_TUNE"}},                             /* bf16 contexts only */
     /* it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
     {"--mlp-one-pass", {"MLP_ONE_PASS", "BF16_GRAD", "BF16_BRANCH", "BF16_DH", "BF16_MLP",
                         "BF16_OPERANDS"}},

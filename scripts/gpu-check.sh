@@ -4,8 +4,10 @@
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
 # they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
-# (UMDQ_CUDA_BF16_GRAD=1, off by default) and with the attention's last strips shared
-# (UMDQ_CUDA_ATTN_SPLIT=1, off by default), the attention alone in its variants, B/4 bf16 with
+# (UMDQ_CUDA_BF16_GRAD=1, off by default), with the attention's last strips shared
+# (UMDQ_CUDA_ATTN_SPLIT=1, off by default), with both, with the GEMMs tuned (UMDQ_CUDA_GEMM_TUNE=1,
+# off by default) and with all three, the Linears alone untuned and tuned, the attention alone in
+# its variants, B/4 bf16 with
 # train.recompute "norms", then with every switch off and with each one alone on top (bf16
 # operands, the MLP's bf16 h, its dy W2 in bf16, its GELU epilogues, bf16 branch tensors, their
 # gradients in bf16, bf16 biases, the fused norm, the attention's 32-query and 32-row kernels, the
@@ -23,10 +25,10 @@
 #                                                     machine without the -dev packages)
 # --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
 # 290): the benchmark rows run in order of what they decide (the plain step first, then the
-# defaults with bf16 gradients and with the shared strips, and the attention alone), each cut
-# to what is left of S seconds from the start, and those that find less than 20 s left are
-# skipped, so the tables come out in time; the summary names them. Logs go to $LOGS (default
-# $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
+# defaults with bf16 gradients, the shared strips and the tuned GEMMs, the Linears, and the
+# attention alone), each cut to what is left of S seconds from the start, and those that find
+# less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
+# go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -158,6 +160,16 @@ echo
 echo "== benchmark: the same B/4 bf16 with both (--bf16-grad --attn-split: the defaults should both turn on)"
 gpu 120 train_gpu--bf16-grad--attn-split --only b64 --precision bf16 --bf16-grad --attn-split --steps "$steps" --warmup 3
 echo
+echo "== benchmark: the same B/4 bf16 with --gemm-tune (the defaults, and each GEMM shape cublasGemmEx runs timed against cuBLASLt's other algorithms, the fastest kept: UMDQ_CUDA_GEMM_TUNE=1, off by default until timed here; each shape's times in the log)"
+bench 120 "$LOGS/train_gpu--gemm-tune.log" env UMDQ_CUDA_GEMM_TUNE_LOG=1 "$(bin bench/train_gpu)" --only b64 --precision bf16 --gemm-tune --steps "$steps" --warmup 3
+echo
+echo "== benchmark: the same B/4 bf16 with all three (--bf16-grad --attn-split --gemm-tune)"
+gpu 120 train_gpu--all-three --only b64 --precision bf16 --bf16-grad --attn-split --gemm-tune --steps "$steps" --warmup 3
+echo
+echo "== benchmark: train_gpu --linears --only b64 --precision bf16, then with --gemm-tune (each Linear alone, forward and backward, against its FLOP floor)"
+gpu 60 train_gpu_linears --linears --only b64 --precision bf16 --steps "$steps"
+gpu 60 train_gpu_linears--gemm-tune --linears --only b64 --precision bf16 --gemm-tune --steps "$steps"
+echo
 echo "== benchmark: train_gpu --attention --only b64 (the bf16 attention alone: qkv fp32 or bf16, the dK dV step over 64 or 32 queries, the forward's warps over 16 or 32 rows, the last strips whole or shared)"
 gpu 120 train_gpu_attention --attention --only b64 --steps "$steps"
 echo
@@ -223,6 +235,8 @@ GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's b
 sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
 sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
 sw_row "the defaults + both" "$GRAD_TESTS|attention_split" "$LOGS/train_gpu--bf16-grad--attn-split.log"
+sw_row "the defaults + UMDQ_CUDA_GEMM_TUNE=1" "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
+sw_row "the defaults + all three" "$GRAD_TESTS|attention_split|gemm_tune" "$LOGS/train_gpu--all-three.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -265,6 +279,16 @@ verdict UMDQ_CUDA_BF16_GRAD "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
 verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
 verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split" \
   "$LOGS/train_gpu--bf16-grad--attn-split.log"
+verdict UMDQ_CUDA_GEMM_TUNE "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
+verdict "all three" "$GRAD_TESTS|attention_split|gemm_tune" "$LOGS/train_gpu--all-three.log"
+# the tuner's shapes (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another algorithm, and the time of
+# one call of each shape with cublasGemmEx's algorithm and with the kept one, summed
+awk '/^umdq gemm tune:/ {
+    n++; match($0, /cublasGemmEx [0-9.]+ ms/); d = substr($0, RSTART + 13, RLENGTH - 16) + 0; k = d
+    if (match($0, /took #[0-9]+, [0-9.]+ ms/)) { t++; s = substr($0, RSTART, RLENGTH); sub(/.*, /, "", s); k = s + 0 }
+    sd += d; sk += k }
+  END { if (n) printf("note: GEMM tuning: %d shapes, %d on another algorithm; one call of each: %.3f ms with cublasGemmEx'"'"'s, %.3f ms tuned\n", n, t, sd, sk) }' \
+  "$LOGS/train_gpu--gemm-tune.log" 2>/dev/null
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include "ops.h"
 #include "umd_cuda.h"
+#include "gemm_tune.h"
 
 /* Workspace carving, in order (each part 256-byte aligned):
  *   ones      (max_rows * max_tokens) floats of 1.0: the column sums of linear_bwd's bias (gemv)
@@ -69,6 +70,33 @@ typedef struct {
 /* Destroys a plan's descriptors (the ones it has) and clears them (linear.cu). */
 void cuda_lt_plan_release(lt_plan *p);
 #define CUDA_LT_WORKSPACE (32u << 20)
+/* 1 when a cuBLASLt algorithm splits K and adds the parts in the output type (in place in D, or
+ * through the workspace in D's type): with a bf16 D, partial sums rounded to bf16 (linear.cu). */
+int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a);
+
+/* A GEMM shape the tuner has timed (gemm_tune.cu, UMDQ_CUDA_GEMM_TUNE): its key, the cuBLASLt
+ * descriptors, and the candidate kept: pick 0 is cublasGemmEx (the plan then only remembers that),
+ * pick i > 0 the heuristic's i-th algorithm (algo). */
+typedef struct {
+    tune_key key;
+    char op[24];                  /* the op that first asked for it (the log says it) */
+    int pick, candidates;         /* the one kept; how many were timed, cublasGemmEx included */
+    int snapshot_refused;         /* C is read and could not be copied aside: not timed */
+    float ms0, ms_pick;           /* cublasGemmEx's time and the kept one's (-1: not timed) */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} tune_plan;
+#define CUDA_TUNE_PLANS 128
+void cuda_tune_plan_release(tune_plan *p);
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C with bf16 A and B (ab), C of type cty, through
+ * the algorithm the tuner kept for the shape, tuning it first where it is new (gemm_tune.cu).
+ * 0 when the GEMM was queued (or the context failed); -1 when the caller runs cublasGemmEx: the
+ * switch is off, the operands are not bf16, the tuner kept cublasGemmEx, or the shape is new while
+ * the stream is being recorded. */
+int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, int transA,
+                    int transB, int M, int N, int K, float alpha, const void *A, long lda,
+                    const void *B, long ldb, float beta, void *C, long ldc);
 
 struct umd_ctx {
     int device;
@@ -136,6 +164,14 @@ struct umd_ctx {
                                   (grad_operand): bf16 branch tensors and UMDQ_CUDA_BF16_GRAD=1,
                                   else fp32. Unlike the other flags, UMD_GRAD and UMD_GRAD_X count
                                   only in such a context (cuda_grad_bf16, cuda_gradx_bf16) */
+    int gemm_tune;             /* the GEMMs cublasGemmEx would run timed against cuBLASLt's
+                                  other algorithms once per shape, the fastest kept (gemm_tune.cu):
+                                  bf16 math and UMDQ_CUDA_GEMM_TUNE=1 */
+    int tune_log;              /* a line per tuned shape on stderr: UMDQ_CUDA_GEMM_TUNE_LOG=1 */
+    int tune_take;             /* the candidate to keep where it ran, whatever the times (tests:
+                                  UMDQ_CUDA_GEMM_TUNE_TAKE=n), or -1: the fastest */
+    tune_plan *tuned;          /* (CUDA_TUNE_PLANS) the shapes tuned, allocated at the first */
+    int ntuned, ntook;         /* shapes tuned; of them, those that took another algorithm */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile

@@ -13,6 +13,8 @@
  *
  * Row-major products run as their column-major transposes: C (M, N) = op(A) op(B) is C^T =
  * op(B)^T op(A)^T, so cuBLAS sees (N, M) with the operands swapped and the same transpose flags.
+ * Those with bf16 operands go to the GEMM tuner first in a context that tunes them
+ * (UMDQ_CUDA_GEMM_TUNE=1, gemm_tune.cu): the algorithm it kept for the shape, else cublasGemmEx.
  * Linear forward runs on cuBLASLt with the bias epilogue (one pass over y; a plan per shape,
  * kept in the context); where cuBLASLt has no algorithm it fills y with the bias rows and
  * accumulates a cublasGemmEx product onto them (beta 1). The bias gradient is a gemv of dy^T against a vector of ones (deterministic, unlike atomics); in bf16, where dy is converted whole,
@@ -83,6 +85,10 @@ static void gemm_ex_to(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComp
                        long lda, const void *B, long ldb, float beta, void *C, cudaDataType_t cty,
                        long ldc) {
     if (c->failed || M <= 0 || N <= 0) return;
+    /* bf16 operands in a context that tunes its GEMMs: the algorithm kept for the shape */
+    if (c->gemm_tune && cuda_gemm_tuned(c, op, ab, cty, ct, transA, transB, M, N, K, alpha, A, lda,
+                                        B, ldb, beta, C, ldc) == 0)
+        return;
     cublas_check(c, cublasGemmEx(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ab,
                                  (int)ldb, A, ab, (int)lda, &beta, C, cty, (int)ldc, ct,
@@ -330,9 +336,7 @@ __global__ static void k_bias_rows(float *y, const float *b, long M, int N) {
             y[r * N + j] = b[j];
 }
 
-/* 1 when the algorithm splits K and adds the parts in the output type (in place in D, or through
- * the workspace in D's type): with a bf16 D, partial sums rounded to bf16. */
-static int sums_in_output(const cublasLtMatmulAlgo_t *a) {
+int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a) {
     int32_t splits = 1;
     uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
     size_t got;
@@ -444,7 +448,7 @@ static lt_plan *lt_plan_for(umd_ctx *c, int M, int N, int K, int bf16, int bias,
         return p;
     }
     cublasLtMatmulAlgo_t same;
-    if (f && f->usable && !sums_in_output(&f->algo) &&
+    if (f && f->usable && !cuda_lt_sums_in_output(&f->algo) &&
         algo_on_types(c, &f->algo, ct, ab, dt, &same) == 0 &&
         cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &same, &res) ==
             CUBLAS_STATUS_SUCCESS &&

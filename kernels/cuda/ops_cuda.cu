@@ -36,7 +36,8 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors and the attention's shared strips. The
+ * not yet run them on a device: the bf16 gradient tensors, the attention's shared strips and the
+ * GEMM tuner. The
  * MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only with those
  * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
@@ -52,6 +53,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_BF16_GRAD 0
 #define CUDA_DEFAULT_MLP_ONE_PASS 1
 #define CUDA_DEFAULT_ATTN_SPLIT 0
+#define CUDA_DEFAULT_GEMM_TUNE 0
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -79,7 +81,7 @@ static int switches_valid(char *err, size_t errlen) {
         "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
         "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
         "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
-        "UMDQ_CUDA_ATTN_SPLIT"};
+        "UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_LOG"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
         if (v && switch_value(v) < 0) {
@@ -145,6 +147,13 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the resident mma kernels' last strips shared by their warps: speed; the shared
          * strips' sums added in another (fixed) order */
         c->attn_split = cuda_switch("UMDQ_CUDA_ATTN_SPLIT", CUDA_DEFAULT_ATTN_SPLIT);
+        /* the GEMMs cublasGemmEx runs, timed once per shape against cuBLASLt's other
+         * algorithms and the fastest kept (gemm_tune.cu): speed; a tuned shape's sums are added
+         * in the other algorithm's order */
+        c->gemm_tune = math == UMD_MATH_BF16 && cuda_switch("UMDQ_CUDA_GEMM_TUNE", CUDA_DEFAULT_GEMM_TUNE);
+        c->tune_log = cuda_switch("UMDQ_CUDA_GEMM_TUNE_LOG", 0);
+        const char *take = getenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
+        c->tune_take = take && *take ? atoi(take) : -1;
         /* the MLP's dy W2 in bf16 on top of a bf16 h (mlp.cu): its GELU backward reads the
          * rounded product, as bf16 autocast's does; no fp32 scratch */
         c->bf16_dh = c->hidden_bf16 && cuda_switch("UMDQ_CUDA_BF16_DH", CUDA_DEFAULT_BF16_DH);
@@ -221,6 +230,8 @@ static void ctx_destroy(umd_ctx **pc) {
     cudaStreamSynchronize(c->stream);
     if (c->graph) cudaGraphExecDestroy(c->graph);
     for (int i = 0; i < c->nplans; i++) cuda_lt_plan_release(&c->plans[i]);
+    for (int i = 0; i < c->ntuned; i++) cuda_tune_plan_release(&c->tuned[i]);
+    free(c->tuned);
     cudaFree(c->lt_ws);
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
@@ -793,13 +804,15 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp, last strips %s",
+                 "%d rows a warp, last strips %s, GEMM tuning %s (%d shapes, %d on another "
+                 "algorithm)",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
-                 c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole");
+                 c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
+                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook);
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

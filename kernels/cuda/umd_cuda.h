@@ -95,10 +95,20 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * into the stage dy left free, and one pass reads it and h to write gelu(h) for dW2 and dh, where
  * two passes read h (mlp.cu): the same bits (test_cuda_ops), one read of h (2 bytes a value)
  * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
+ * UMDQ_CUDA_GEMM_TUNE=1 (bf16 contexts) times each GEMM shape that would go to cublasGemmEx
+ * (the backward's products, the MLP's) once, when it is first asked for outside a recording, as
+ * cuBLAS runs it and as each algorithm cuBLASLt's heuristic lists for it, on the GEMM's own
+ * operands (a C that is read copied aside and back), and keeps the fastest where it beats
+ * cuBLAS's by more than 3% (gemm_tune.cu): a shape on another algorithm adds its sums in another
+ * order, in a fixed order still (no in-place split-K; for a bf16 output no split-K parts in bf16)
+ * (test_cuda_ops against the CPU, every candidate taken in turn; test_cuda_model through recorded
+ * steps); off by default until gpu-check has timed it (bench/train_gpu --gemm-tune).
+ * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints each tuned shape's times on stderr; the description
+ * (umd_cuda_describe) counts the shapes tuned and those on another algorithm.
  * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_DH, BF16_BRANCH, BF16_GRAD,
- * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS, ATTN_SPLIT) is read when a
- * context is made: "1" turns it on, "0" off, and unset it takes its default (ops_cuda.cu's
- * CUDA_DEFAULT_*: all on but GELU_EPILOGUE, ATTN_FWD32, BF16_GRAD and ATTN_SPLIT). */
+ * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS, ATTN_SPLIT, GEMM_TUNE) is read
+ * when a context is made: "1" turns it on, "0" off, and unset it takes its default (ops_cuda.cu's
+ * CUDA_DEFAULT_*: all on but GELU_EPILOGUE, ATTN_FWD32, BF16_GRAD, ATTN_SPLIT and GEMM_TUNE). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);

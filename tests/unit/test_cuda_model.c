@@ -717,6 +717,79 @@ static void test_cuda_attn_split_model(void) {
     fx_cuda_switches_off();
 }
 
+/* The counts in a model's context's description: "GEMM tuning on (N shapes, K on another
+ * algorithm)"; -1 where it says none. */
+static void tune_counts(umd_model *m, int *shapes, int *took) {
+    char d[1024], onoff[4] = "";
+    umd_cuda_describe(umd_model_ctx(m), d, sizeof d);
+    const char *at = strstr(d, "GEMM tuning ");
+    *shapes = *took = -1;
+    if (at) (void)sscanf(at, "GEMM tuning %3s (%d shapes, %d on another", onoff, shapes, took);
+}
+
+/* UMDQ_CUDA_GEMM_TUNE=1 through the trainer's steps (umd_train_step: the first op by op, where
+ * the tuner times each new GEMM shape, then the step recorded and replayed with the algorithms it
+ * kept) of the bf16 model with the switches as umdq ships them, against the same model untuned,
+ * from the same parameters and batches, 6 steps: the losses within 1e-3 relative every step. Once with the timing's picks, and once with
+ * UMDQ_CUDA_GEMM_TUNE_TAKE=1 (the heuristic's first cuBLASLt algorithm for every shape, whatever
+ * its time), where the losses must not all be the untuned model's bits (the algorithms ran) and
+ * the description must count shapes on another algorithm. Both runs are recorded. */
+static void test_cuda_gemm_tune_model(void) {
+    need_gpu();
+    for (int take = -1; take <= 1; take += 2) {
+        fx_cuda_switches_default();
+        umd_config cfg;
+        tiny_config(&cfg);
+        cfg.width = 128;
+        cfg.batch = 8;
+        cfg.steps = 6;
+        const umd_shape shape = {2, 8, 8, 5, cfg.batch};
+        const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
+        umd_model *m[2] = {NULL, NULL}; /* untuned, tuned */
+        char err[512] = "";
+        int rc = umd_model_new(&m[0], &cfg, &shape, ops, err, sizeof err);
+        setenv("UMDQ_CUDA_GEMM_TUNE", "1", 1);
+        if (take >= 0) setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", "1", 1);
+        if (rc == 0) rc = umd_model_new(&m[1], &cfg, &shape, ops, err, sizeof err);
+        fx_cuda_switches_off();
+        if (rc != 0) printf("  umd_model_new: %s\n", err);
+        T_REQUIRE(rc == 0);
+        umd_model_init(m[0], cfg.seed);
+        umd_model_init(m[1], cfg.seed);
+        umd_stepper st[2] = {{0}, {0}};
+        int differ = 0;
+        for (int k = 0; k < cfg.steps; k++) {
+            load_same_batch(m[0], m[1], &cfg, 760 + (uint32_t)k);
+            umd_losses l[2];
+            for (int i = 0; i < 2; i++) {
+                umd_model_draw(m[i], cfg.seed, k);
+                T_REQUIRE(umd_train_step(&st[i], m[i], &cfg, k, umd_lr_at(&cfg, k), err,
+                                         sizeof err) == 0 ||
+                          (printf("  step %d: %s\n", k, err), 0));
+                if (st[i].note[0]) printf("  %s\n", st[i].note);
+                T_REQUIRE(device_ok(m[i]));
+                umd_model_losses(m[i], &l[i]);
+            }
+            printf("  %s, step %d (%s): loss %.9f tuned, %.9f untuned\n",
+                   take < 0 ? "timed" : "candidate 1", k, st[1].recorded ? "replayed" : "op by op",
+                   l[1].loss, l[0].loss);
+            T_NEAR(l[1].loss, l[0].loss, 0, 1e-3);
+            differ |= l[1].loss != l[0].loss;
+        }
+        T_CHECK_MSG(st[0].recorded && st[1].recorded, "the steps were not replayed");
+        int shapes = 0, took = 0;
+        tune_counts(m[1], &shapes, &took);
+        printf("  %d GEMM shapes tuned, %d on another algorithm\n", shapes, took);
+        T_CHECK_MSG(shapes > 0, "no GEMM shape tuned");
+        if (take >= 0) {
+            T_CHECK_MSG(took > 0, "no shape on the heuristic's first cuBLASLt algorithm");
+            T_CHECK_MSG(differ, "every loss the untuned model's bits: no other algorithm ran");
+        }
+        umd_model_destroy(&m[0]);
+        umd_model_destroy(&m[1]);
+    }
+}
+
 /* The MLP's hidden state in bf16 (UMDQ_CUDA_BF16_MLP=1: hidden_operand 1, so the model stores h
  * in bf16 and passes UMD_OPND_H). */
 static void test_cuda_bf16_mlp(void) { bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP); }
@@ -925,6 +998,7 @@ int main(void) {
     T_RUN(test_cuda_attn_kv32_bf16);
     T_RUN(test_cuda_attn_kv32_bf16_operands);
     T_RUN(test_cuda_attn_split_model);
+    T_RUN(test_cuda_gemm_tune_model);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);
     T_RUN(test_cuda_gelu_epilogue_bf16_mlp);

@@ -197,6 +197,8 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_BF16_DH", "0", 1);
     setenv("UMDQ_CUDA_BF16_GRAD", "0", 1);
     setenv("UMDQ_CUDA_MLP_ONE_PASS", "0", 1);
+    setenv("UMDQ_CUDA_GEMM_TUNE", "0", 1);
+    unsetenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
     T_REQUIRE(rc == 0 || (printf("  ctx_new: %s\n", err), 0));
     *ws = NULL;
     if (lim) {
@@ -1700,6 +1702,153 @@ static void test_cuda_mlp_bf16_dh(void) {
     }
     ctx_free(&hc, hws);
     ctx_free(&dc, dws);
+}
+
+/* ---- the GEMM tuner ---------------------------------------------------------------------------- */
+
+/* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm)". */
+static void tune_counts(umd_ctx *c, int *shapes, int *took) {
+    char d[1024], onoff[4];
+    umd_cuda_describe(c, d, sizeof d);
+    const char *at = strstr(d, "GEMM tuning ");
+    T_REQUIRE(at);
+    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another", onoff, shapes, took) == 3);
+    T_EQ_STR(onoff, "on");
+}
+
+/* A bf16 context with UMDQ_CUDA_GEMM_TUNE=1 and, where take >= 0, UMDQ_CUDA_GEMM_TUNE_TAKE=take
+ * (read when it is made; ctx_with clears both). */
+static umd_ctx *tuned_ctx(int take, int operands, const umd_limits *lim, void **ws) {
+    char tv[16];
+    snprintf(tv, sizeof tv, "%d", take);
+    if (take >= 0) setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", tv, 1);
+    return ctx_with_switch("UMDQ_CUDA_GEMM_TUNE", UMD_MATH_BF16, operands, lim, ws);
+}
+
+/* One gemm and one linear_bwd case of test_cuda_gemm_tune in c, each run twice from the same
+ * starting values: the first against the CPU at bf16's tolerance, the second its bits. */
+static void tune_dense_case(umd_ctx *c, int M, int N, int K, int ta, int tb, uint32_t key,
+                            const char *how) {
+    char what[160];
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+    size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, ncm = (size_t)M * ldc;
+    float *A = h_randn(na, key, 1.0f), *B = h_randn(nb, key + 1, 1.0f);
+    float *Cm = h_randn(ncm, key + 2, 1.0f);
+    float *dA = d_f(A, na), *dB = d_f(B, nb), *dC[2] = {d_f(Cm, ncm), d_f(Cm, ncm)};
+    CPU->gemm(cc, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, Cm, ldc);
+    for (int r = 0; r < 2; r++)
+        GPU->gemm(c, ta, tb, M, N, K, 0.75f, dA, lda, dB, ldb, 0.5f, dC[r], ldc);
+    ctx_ok(c);
+    snprintf(what, sizeof what, "gemm %d x %d x %d %s%s, %s", M, N, K, ta ? "T" : "N",
+             tb ? "T" : "N", how);
+    same_math(what, dC[0], Cm, ncm);
+    snprintf(what, sizeof what, "gemm %d x %d x %d %s%s run again, %s", M, N, K, ta ? "T" : "N",
+             tb ? "T" : "N", how);
+    same_bits(what, dC[1], dC[0], ncm);
+    if (ta || tb) return;
+    /* linear_bwd: dx += dy W, dW += dy^T x, db += (x (M, K), W (N, K)) */
+    float *x = h_randn((size_t)M * K, key + 3, 1.0f), *W = h_randn((size_t)N * K, key + 4, 0.2f);
+    float *g = h_randn((size_t)M * N, key + 5, 1.0f);
+    float *gx = h_randn((size_t)M * K, key + 6, 1.0f), *gW = h_randn((size_t)N * K, key + 7, 1.0f);
+    float *gb = h_randn((size_t)N, key + 8, 1.0f);
+    float *d_x = d_f(x, (size_t)M * K), *d_W = d_f(W, (size_t)N * K), *d_g = d_f(g, (size_t)M * N);
+    float *d_gx[2], *d_gW[2], *d_gb[2];
+    for (int r = 0; r < 2; r++) {
+        d_gx[r] = d_f(gx, (size_t)M * K), d_gW[r] = d_f(gW, (size_t)N * K);
+        d_gb[r] = d_f(gb, (size_t)N);
+        GPU->linear_bwd(c, d_gx[r], d_gW[r], d_gb[r], d_g, d_x, d_W, M, N, K, 1, UMD_F32);
+    }
+    CPU->linear_bwd(cc, gx, gW, gb, g, x, W, M, N, K, 1, UMD_F32);
+    ctx_ok(c);
+    snprintf(what, sizeof what, "linear_bwd dx += (%d x %d x %d), %s", M, N, K, how);
+    same_math(what, d_gx[0], gx, (size_t)M * K);
+    snprintf(what, sizeof what, "linear_bwd dW += (%d x %d x %d), %s", M, N, K, how);
+    same_math(what, d_gW[0], gW, (size_t)N * K);
+    snprintf(what, sizeof what, "linear_bwd db (%d x %d x %d), %s", M, N, K, how);
+    same(what, d_gb[0], gb, (size_t)N, 1e-5, 0);
+    snprintf(what, sizeof what, "linear_bwd dx run again (%d x %d x %d), %s", M, N, K, how);
+    same_bits(what, d_gx[1], d_gx[0], (size_t)M * K);
+    snprintf(what, sizeof what, "linear_bwd dW run again (%d x %d x %d), %s", M, N, K, how);
+    same_bits(what, d_gW[1], d_gW[0], (size_t)N * K);
+}
+
+/* UMDQ_CUDA_GEMM_TUNE=1: bf16 contexts that time each new GEMM shape against cuBLASLt's other
+ * algorithms and keep the fastest (gemm_tune.cu), against the CPU at bf16's tolerance, as
+ * dense_layers: gemm with every transpose, padded leading dimensions and beta != 0 (C read, so
+ * copied aside while the candidates run), linear_bwd with dx and dW accumulated, at dense_layers'
+ * shapes and a weight gradient's (a reduction over 4096 rows into 256 x 384). Each call runs
+ * twice from the same starting values; the second, on the algorithm kept, must give the first's
+ * bits, which the first has only if C was given back before its final run. The contexts keep the
+ * timing's pick, and (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3) the heuristic's first three algorithms
+ * whatever their times, so that the cuBLASLt calls run on whatever the device lists; the
+ * description counts the shapes tuned and, with a TAKE, those on another algorithm. Then the MLP
+ * with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K parts in bf16), TAKE=1,
+ * against the same context untuned: within 1e-2 in relative L2, and its bits run again. */
+static void test_cuda_gemm_tune(void) {
+    need_gpu(UMD_MATH_BF16);
+    const int takes[] = {-1, 1, 2, 3};
+    const int shapes[][3] = {{37, 53, 61}, {128, 96, 200}, {300, 160, 48}, {1, 7, 5},
+                             {4096, 256, 384}}; /* M N K */
+    for (int t = 0; t < 4; t++) {
+        void *ws;
+        umd_ctx *c = tuned_ctx(takes[t], 0, &LIM, &ws);
+        char how[48];
+        snprintf(how, sizeof how, takes[t] < 0 ? "tuned" : "tuned, candidate %d", takes[t]);
+        for (int s = 0; s < 5; s++) {
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++)
+                    tune_dense_case(c, shapes[s][0], shapes[s][1], shapes[s][2], ta, tb,
+                                    3300 + 40 * (uint32_t)s + 10 * (uint32_t)(2 * ta + tb), how);
+            cleanup(); /* the tracked buffers are few: free each shape's */
+        }
+        int tuned = 0, took = 0;
+        tune_counts(c, &tuned, &took);
+        printf("  %s: %d shapes tuned, %d on another algorithm than cublasGemmEx's\n", how, tuned,
+               took);
+        T_CHECK_MSG(tuned >= 20, "%s: %d shapes tuned", how, tuned);
+        if (takes[t] > 0) T_CHECK_MSG(took > 0, "%s: no shape on candidate %d", how, takes[t]);
+        ctx_free(&c, ws);
+        cleanup();
+    }
+    /* the MLP with a bf16 C */
+    void *hws, *tws;
+    setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+    setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+    umd_ctx *tc = tuned_ctx(1, 1, &OPND_LIM, &tws);
+    const int types = UMD_OPND | UMD_OPND_H;
+    const int M = 1025, F = 256, w = 64;
+    const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
+    float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+    const void *d_xh;
+    mlp_inputs(M, F, w, 3600, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+    const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+    void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
+    GPU->mlp_fwd(hc, d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F, w,
+                 types);
+    ctx_ok(hc);
+    float *gW1 = h_randn(Fw, 3606, 1.0f), *gW2 = h_randn(Fw, 3607, 1.0f);
+    float *gb1 = h_randn((size_t)F, 3608, 1.0f), *gb2 = h_randn((size_t)w, 3609, 1.0f);
+    mlp_grads g[3];
+    for (int k = 0; k < 3; k++) {
+        g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+        GPU->mlp_bwd(k ? tc : hc, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_xh, h,
+                     d_W1, d_W2, d_f(nanMF, MF), M, F, w, types);
+    }
+    ctx_ok2(hc, tc);
+    near_l2("mlp_bwd dx, tuned", g[1].dx, g[0].dx, NULL, Mw, 1e-2);
+    near_l2("mlp_bwd dW1, tuned", g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
+    near_l2("mlp_bwd dW2, tuned", g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
+    near_l2("mlp_bwd db1, tuned", g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
+    mlp_grads_same(&g[2], &g[1], M, F, w, ", tuned, run again");
+    int tuned = 0, took = 0;
+    tune_counts(tc, &tuned, &took);
+    T_CHECK_MSG(tuned >= 3 && took > 0, "the MLP: %d shapes tuned, %d on another algorithm", tuned,
+                took);
+    ctx_free(&hc, hws);
+    ctx_free(&tc, tws);
+    cleanup();
 }
 
 /* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
@@ -3991,6 +4140,7 @@ int main(void) {
     T_RUN(test_cuda_mlp_bf16_grad);
     T_RUN(test_cuda_mlp_one_pass);
     T_RUN(test_cuda_bf16_grad_refused);
+    T_RUN(test_cuda_gemm_tune);
     T_RUN(test_cuda_switch_values);
     T_RUN(test_cuda_tokens);
     T_RUN(test_cuda_error_is_recorded);

@@ -1,0 +1,281 @@
+/* gemm_tune.cu: the GEMM tuner of a bf16 context (UMDQ_CUDA_GEMM_TUNE=1, off by default until
+ * make gpu-check has timed it on a device).
+ *
+ * Without it, every GEMM that is not a Linear's forward (the backward's dx = dy W and
+ * dW += dy^T x, the MLP's products, fc2's forward) goes to cublasGemmEx, which runs the first
+ * algorithm of cuBLAS's heuristic. That pick is made from the shape alone, and the weight
+ * gradients' shapes are the awkward ones: an output of a few dozen tiles (768 x 768 for proj, 768
+ * x 3072 for fc1 and fc2) over a reduction of every token (65,792 rows on B/4), where the choice
+ * between splitting K and not decides how many of the multiprocessors work.
+ *
+ * With it, the first time a shape is asked for outside a recording (the trainer's first step runs
+ * op by op; the recorded step replays what it chose), the GEMM is timed on its own operands, as
+ * cublasGemmEx runs it (candidate 0) and as each algorithm cuBLASLt's heuristic lists for it
+ * (TUNE_CANDIDATES at most, within the context's cuBLASLt workspace, with the pointers' own
+ * alignment), each once untimed and then TUNE_REPS times between two events. The fastest is kept
+ * for the context's life where it beats cublasGemmEx by more than TUNE_MARGIN (gemm_tune.h,
+ * tune_pick); else the shape stays on cublasGemmEx, the same bits as without the switch. A shape
+ * is known by its types, transposes, sizes, leading dimensions, whether C is read, and the
+ * alignment of each pointer (tune_key).
+ *
+ * The timing runs write the real output. Where beta is 0 they only overwrite it, and the final
+ * run writes it again. Where C is read (dW +=), C is copied aside first (a buffer allocated for the
+ * moment) and copied back before the final run, so the result is that of one GEMM; where that copy
+ * cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape is not tuned.
+ *
+ * No candidate adds split-K parts in place in C (cuBLASLt's in-place reduction), so every sum
+ * runs in an order fixed by the algorithm, as the backend's other reductions (no float atomics).
+ * A bf16 C (cuda_gemm_bf16_to_bf16) is written as cublasGemmEx writes it in this context: the
+ * fp32 sums rounded once, so no candidate adds its parts in the output type either.
+ *
+ * Results: a tuned shape runs another algorithm than cublasGemmEx's, so its sums are added in
+ * another order (fp32 rounding; for a bf16 C, one bf16 step where the sums straddle a rounding
+ * boundary). Which algorithm wins is decided by timing, so two runs may keep different ones for a
+ * shape whose candidates are within noise of each other beyond the margin; each run is
+ * deterministic from its first step on.
+ *
+ * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints a line per tuned shape to stderr (its candidates' times and
+ * the one kept); UMDQ_CUDA_GEMM_TUNE_TAKE=n, read when the context is made (tests), takes
+ * candidate n where it ran, whatever the times. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_internal.h"
+#include "gemm_tune.h"
+
+#define CUDA_TUNE_SNAPSHOT_MAX (256u << 20) /* bytes of C copied aside while tuning, at most */
+
+static size_t type_bytes(int t) { return t == CUDA_R_16BF ? 2 : 4; }
+
+/* The GEMM as gemm_ex_to runs it (linear.cu): cuBLAS sees the column-major transpose. */
+static cublasStatus_t default_gemm(umd_ctx *c, const tune_key *k, float alpha, const void *A,
+                                   const void *B, float beta, void *C) {
+    return cublasGemmEx(c->blas, k->transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                        k->transA ? CUBLAS_OP_T : CUBLAS_OP_N, k->N, k->M, k->K, &alpha, B,
+                        (cudaDataType_t)k->ab, (int)k->ldb, A, (cudaDataType_t)k->ab, (int)k->lda,
+                        &beta, C, (cudaDataType_t)k->cty, (int)k->ldc,
+                        (cublasComputeType_t)k->compute, CUBLAS_GEMM_DEFAULT);
+}
+
+static cublasStatus_t plan_gemm(umd_ctx *c, const tune_plan *p, const cublasLtMatmulAlgo_t *algo,
+                                float alpha, const void *A, const void *B, float beta, void *C) {
+    /* cuBLASLt's A is our B (N x K as op(A) sees it), its B our A, its C and D our C (N x M) */
+    return cublasLtMatmul(c->lt, p->desc, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc,
+                          algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream);
+}
+
+void cuda_tune_plan_release(tune_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    p->desc = NULL, p->la = p->lb = p->lc = NULL;
+}
+
+/* The descriptors of the key's GEMM; 0, or -1 when cuBLASLt refuses one. */
+static int plan_descriptors(tune_plan *p) {
+    const tune_key *k = &p->key;
+    cublasOperation_t ta = k->transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tb = k->transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cudaDataType_t ab = (cudaDataType_t)k->ab, ct = (cudaDataType_t)k->cty;
+    if (cublasLtMatmulDescCreate(&p->desc, (cublasComputeType_t)k->compute, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
+        cublasLtMatrixLayoutCreate(&p->la, ab, k->transB ? k->K : k->N, k->transB ? k->N : k->K,
+                                   k->ldb) ||
+        cublasLtMatrixLayoutCreate(&p->lb, ab, k->transA ? k->M : k->K, k->transA ? k->K : k->M,
+                                   k->lda) ||
+        cublasLtMatrixLayoutCreate(&p->lc, ct, k->N, k->M, k->ldc))
+        return -1;
+    return 0;
+}
+
+/* A configuration attribute of an algorithm as an int (-1 where cuBLASLt does not say). */
+static long algo_attr(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t what) {
+    uint64_t v = 0;
+    size_t n = 0, got = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, what, NULL, 0, &n) || n == 0 || n > sizeof v ||
+        cublasLtMatmulAlgoConfigGetAttribute(a, what, &v, n, &got))
+        return -1;
+    return (long)v; /* little-endian: the low bytes hold a narrower attribute */
+}
+
+/* Up to TUNE_CANDIDATES algorithms of the heuristic for the plan, within the workspace, at the
+ * pointers' alignment, none adding split-K parts in place in C (cuBLAS's in-place reduction is not
+ * asked for where its order might not be fixed) or, for a bf16 C, in bf16; how many. */
+static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristicResult_t *res) {
+    const tune_key *k = &p->key;
+    size_t wsb = CUDA_LT_WORKSPACE;
+    uint32_t al_a = k->alignB, al_b = k->alignA, al_c = k->alignC; /* cuBLASLt's A is our B */
+    const int bf16_c = k->cty == CUDA_R_16BF;
+    /* split-K parts added through the workspace only (a fixed order); in the output type only
+     * where that is fp32 */
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                             (bf16_c ? 0u : (uint32_t)CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+    cublasLtMatmulPreference_t pref = NULL;
+    int found = 0;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return 0;
+    if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                             sizeof wsb) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                             &al_a, sizeof al_a) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                             &al_b, sizeof al_b) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                             &al_c, sizeof al_c) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                             &al_c, sizeof al_c) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                             &schemes, sizeof schemes) ||
+        cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref,
+                                       TUNE_CANDIDATES, res, &found) != CUBLAS_STATUS_SUCCESS)
+        found = 0;
+    cublasLtMatmulPreferenceDestroy(pref);
+    /* keep the usable ones, in the heuristic's order (the mask again, as the algorithms say it) */
+    int n = 0;
+    for (int i = 0; i < found; i++) {
+        const long splits = algo_attr(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
+        const long scheme = algo_attr(&res[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME);
+        const int in_place = splits > 1 && scheme == CUBLASLT_REDUCTION_SCHEME_INPLACE;
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
+            !in_place && !(bf16_c && cuda_lt_sums_in_output(&res[i].algo)))
+            res[n++] = res[i];
+    }
+    return n;
+}
+
+/* Times `run` (candidate i of the plan: 0 cublasGemmEx, else cand[i - 1]): once untimed, then
+ * TUNE_REPS times between the events. Its mean in ms, or -1 when a call failed (the failure is
+ * not the context's: the candidate is only dropped). */
+static float time_candidate(umd_ctx *c, const tune_plan *p, int i,
+                            const cublasLtMatmulHeuristicResult_t *cand, cudaEvent_t t0,
+                            cudaEvent_t t1, float alpha, const void *A, const void *B, float beta,
+                            void *C) {
+    for (int r = -1; r < TUNE_REPS; r++) {
+        if (r == 0 && cudaEventRecord(t0, c->stream) != cudaSuccess) return -1.0f;
+        cublasStatus_t s = i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
+                                  : plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            (void)cudaGetLastError();
+            return -1.0f;
+        }
+    }
+    float ms = -1.0f;
+    if (cudaEventRecord(t1, c->stream) != cudaSuccess || cudaEventSynchronize(t1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, t0, t1) != cudaSuccess)
+        return -1.0f;
+    return ms / TUNE_REPS;
+}
+
+/* One line on stderr for a tuned shape (UMDQ_CUDA_GEMM_TUNE_LOG=1). */
+static void log_plan(const tune_plan *p, const float *ms, int n,
+                     const cublasLtMatmulHeuristicResult_t *cand) {
+    const tune_key *k = &p->key;
+    const double flop = 2.0 * k->M * k->N * k->K;
+    fprintf(stderr,
+            "umdq gemm tune: %s %s%s M %d N %d K %d%s%s: cublasGemmEx %.3f ms (%.0f TFLOP/s)",
+            p->op, k->transA ? "T" : "N", k->transB ? "T" : "N", k->M, k->N, k->K,
+            k->cty == CUDA_R_16BF ? " bf16 C" : "", k->beta_nonzero ? " C +=" : "", ms[0],
+            ms[0] > 0 ? flop / (ms[0] * 1e9) : 0.0);
+    for (int i = 1; i < n; i++) {
+        const cublasLtMatmulAlgo_t *a = &cand[i - 1].algo;
+        fprintf(stderr, "; #%d %.3f (algo %ld tile %ld stages %ld split %ld)", i, ms[i],
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_ID), algo_attr(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM));
+    }
+    if (p->pick > 0)
+        fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", p->pick, p->ms_pick,
+                flop / (p->ms_pick * 1e9), p->ms_pick > 0 ? ms[0] / p->ms_pick : 0.0);
+    else
+        fprintf(stderr, "; kept cublasGemmEx%s\n", p->snapshot_refused ? " (C not copied aside)" : "");
+}
+
+/* Tunes the key's GEMM on these operands into a new plan (nothing is left computed: the caller
+ * runs it). NULL where the table is full or the plan's descriptors or the copy of C fail without
+ * a context failure (the caller then runs cublasGemmEx). */
+static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alpha, const void *A,
+                       const void *B, float beta, void *C) {
+    if (!c->tuned) {
+        c->tuned = (tune_plan *)calloc(CUDA_TUNE_PLANS, sizeof *c->tuned);
+        if (!c->tuned) return NULL;
+    }
+    if (c->ntuned == CUDA_TUNE_PLANS) return NULL;
+    tune_plan *p = &c->tuned[c->ntuned++];
+    memset(p, 0, sizeof *p);
+    p->key = *k;
+    snprintf(p->op, sizeof p->op, "%s", op);
+    if (plan_descriptors(p) != 0) return p; /* pick 0: cublasGemmEx */
+    cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES];
+    const int n = 1 + heuristic_list(c, p, cand);
+    /* C aside, where it is read */
+    void *saved = NULL;
+    size_t cbytes = ((size_t)(k->M - 1) * (size_t)k->ldc + (size_t)k->N) * type_bytes(k->cty);
+    if (k->beta_nonzero) {
+        if (cbytes > CUDA_TUNE_SNAPSHOT_MAX || cudaMalloc(&saved, cbytes) != cudaSuccess) {
+            (void)cudaGetLastError();
+            p->snapshot_refused = 1;
+            saved = NULL;
+        } else if (cuda_check(c, cudaMemcpyAsync(saved, C, cbytes, cudaMemcpyDeviceToDevice,
+                                                 c->stream), op)) {
+            cudaFree(saved);
+            return NULL;
+        }
+    }
+    float ms[1 + TUNE_CANDIDATES];
+    for (int i = 0; i < n; i++) ms[i] = -1.0f;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    if (!p->snapshot_refused && cudaEventCreate(&t0) == cudaSuccess &&
+        cudaEventCreate(&t1) == cudaSuccess) {
+        for (int i = 0; i < n; i++)
+            ms[i] = time_candidate(c, p, i, cand, t0, t1, alpha, A, B, beta, C);
+    }
+    (void)cudaGetLastError();
+    if (t0) cudaEventDestroy(t0);
+    if (t1) cudaEventDestroy(t1);
+    if (saved) {
+        cuda_check(c, cudaMemcpyAsync(C, saved, cbytes, cudaMemcpyDeviceToDevice, c->stream), op);
+        cuda_check(c, cudaStreamSynchronize(c->stream), op);
+        cudaFree(saved);
+    }
+    const int take = c->tune_take;
+    p->pick = take >= 0 && take < n && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
+    if (p->pick < 0) p->pick = 0;
+    p->candidates = n;
+    p->ms0 = ms[0];
+    p->ms_pick = ms[p->pick];
+    if (p->pick > 0) {
+        p->algo = cand[p->pick - 1].algo;
+        c->ntook++;
+    }
+    if (c->tune_log) log_plan(p, ms, n, cand);
+    return p;
+}
+
+int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, int transA,
+                    int transB, int M, int N, int K, float alpha, const void *A, long lda,
+                    const void *B, long ldb, float beta, void *C, long ldc) {
+    if (!c->gemm_tune || c->failed || ab != CUDA_R_16BF || K <= 0) return -1;
+    tune_key k;
+    memset(&k, 0, sizeof k);
+    k.ab = ab, k.cty = cty, k.compute = compute, k.transA = transA, k.transB = transB;
+    k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc, k.beta_nonzero = beta != 0.0f;
+    k.alignA = tune_align((uintptr_t)A), k.alignB = tune_align((uintptr_t)B);
+    k.alignC = tune_align((uintptr_t)C);
+    tune_plan *p = NULL;
+    for (int i = 0; i < c->ntuned && !p; i++)
+        if (tune_key_eq(&c->tuned[i].key, &k)) p = &c->tuned[i];
+    if (!p) {
+        /* tuning waits for the device: never while the stream is being recorded */
+        cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+        if (c->recording || cudaStreamIsCapturing(c->stream, &st) != cudaSuccess ||
+            st != cudaStreamCaptureStatusNone)
+            return -1;
+        p = tune(c, op, &k, alpha, A, B, beta, C);
+        if (c->failed) return 0;
+        if (!p) return -1;
+    }
+    if (p->pick == 0) return -1;
+    cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
+    return 0;
+}

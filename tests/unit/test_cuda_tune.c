@@ -1,0 +1,76 @@
+/* test_cuda_tune: the GEMM tuner's arithmetic (kernels/cuda/gemm_tune.h, compiled for the host),
+ * on every machine: which timed candidate is kept (cublasGemmEx unless another beats it by more
+ * than the margin), the alignment a pointer offers cuBLASLt, and what tells two shapes apart. */
+/* umdq-uses: common */
+#include "t.h"
+#include "cuda/gemm_tune.h"
+
+static void test_tune_pick(void) {
+    /* candidate 0 (cublasGemmEx) kept within the margin, another taken past it */
+    const float within[] = {1.00f, 0.98f, 1.20f};
+    T_EQ_INT(tune_pick(within, 3, 0.03f), 0);
+    const float past[] = {1.00f, 0.96f, 0.90f, 0.95f};
+    T_EQ_INT(tune_pick(past, 4, 0.03f), 2);
+    /* exactly at the margin is not past it */
+    const float at[] = {1.0f, 0.75f};
+    T_EQ_INT(tune_pick(at, 2, 0.25f), 0);
+    T_EQ_INT(tune_pick(at, 2, 0.0f), 1);
+    /* failed candidates (< 0) are never taken; candidate 0 failed: the fastest that ran */
+    const float failed[] = {1.0f, -1.0f, 0.5f};
+    T_EQ_INT(tune_pick(failed, 3, 0.03f), 2);
+    const float zero_failed[] = {-1.0f, 2.0f, 1.5f, 1.6f};
+    T_EQ_INT(tune_pick(zero_failed, 4, 0.03f), 2);
+    const float none[] = {-1.0f, -1.0f};
+    T_EQ_INT(tune_pick(none, 2, 0.03f), -1);
+    T_EQ_INT(tune_pick(none, 0, 0.03f), -1);
+    /* ties go to the lower index */
+    const float ties[] = {1.0f, 0.5f, 0.5f};
+    T_EQ_INT(tune_pick(ties, 3, 0.03f), 1);
+    const float only[] = {0.7f};
+    T_EQ_INT(tune_pick(only, 1, 0.03f), 0);
+}
+
+static void test_tune_align(void) {
+    T_EQ_INT((int)tune_align(0), 256);
+    T_EQ_INT((int)tune_align(4096), 256);
+    T_EQ_INT((int)tune_align(256 + 128), 128);
+    T_EQ_INT((int)tune_align(1000), 8);
+    T_EQ_INT((int)tune_align(2), 2);
+    T_EQ_INT((int)tune_align(3), 1);
+    /* a bf16 row offset: 37 rows of 61 values from a 256-byte base */
+    T_EQ_INT((int)tune_align(0x7f0000000000u + 37 * 61 * 2), 2);
+    T_EQ_INT((int)tune_align(0x7f0000000000u + 64 * 768 * 2), 256);
+}
+
+static void test_tune_key(void) {
+    tune_key a = {14, 0, 68, 1, 0, 768, 3072, 65792, 768, 3072, 3072, 1, 256, 256, 256};
+    tune_key b = a;
+    T_CHECK(tune_key_eq(&a, &b));
+    /* each field tells shapes apart */
+    int *fields[] = {&b.ab, &b.cty, &b.compute, &b.transA, &b.transB, &b.M, &b.N, &b.K,
+                     &b.beta_nonzero};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        b = a;
+        *fields[i] += 1; /* the pointers are into b */
+        T_CHECK_MSG(!tune_key_eq(&a, &b), "field %zu", i);
+    }
+    long *lds[] = {&b.lda, &b.ldb, &b.ldc};
+    for (size_t i = 0; i < 3; i++) {
+        b = a;
+        *lds[i] += 8;
+        T_CHECK_MSG(!tune_key_eq(&a, &b), "leading dimension %zu", i);
+    }
+    unsigned *al[] = {&b.alignA, &b.alignB, &b.alignC};
+    for (size_t i = 0; i < 3; i++) {
+        b = a;
+        *al[i] = 16;
+        T_CHECK_MSG(!tune_key_eq(&a, &b), "alignment %zu", i);
+    }
+}
+
+int main(void) {
+    T_RUN(test_tune_pick);
+    T_RUN(test_tune_align);
+    T_RUN(test_tune_key);
+    return t_done();
+}
