@@ -169,7 +169,8 @@ struct umd_ctx {
                                   bf16 math and UMDQ_CUDA_GEMM_TUNE=1 */
     int tune_log;              /* a line per tuned shape on stderr: UMDQ_CUDA_GEMM_TUNE_LOG=1 */
     int tune_take;             /* the candidate to keep where it ran, whatever the times (tests:
-                                  UMDQ_CUDA_GEMM_TUNE_TAKE=n), or -1: the fastest */
+                                  UMDQ_CUDA_GEMM_TUNE_TAKE=n; past the last, the last), or -1:
+                                  the fastest */
     tune_plan *tuned;          /* (CUDA_TUNE_PLANS) the shapes tuned, allocated at the first */
     int ntuned, ntook;         /* shapes tuned; of them, those that took another algorithm */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt

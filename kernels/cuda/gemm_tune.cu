@@ -10,9 +10,11 @@
  *
  * With it, the first time a shape is asked for outside a recording (the trainer's first step runs
  * op by op; the recorded step replays what it chose), the GEMM is timed on its own operands, as
- * cublasGemmEx runs it (candidate 0) and as each algorithm cuBLASLt's heuristic lists for it
+ * cublasGemmEx runs it (candidate 0), as each algorithm cuBLASLt's heuristic lists for it
  * (TUNE_CANDIDATES at most, within the context's cuBLASLt workspace, with the pointers' own
- * alignment), each once untimed and then TUNE_REPS times between two events. The fastest is kept
+ * alignment), and as the heuristic's first few with the split-K counts it did not propose
+ * (gemm_tune.h's tune_splits, where K is long enough to share: the weight gradients), each once
+ * untimed and then TUNE_REPS times between two events. The fastest is kept
  * for the context's life where it beats cublasGemmEx by more than TUNE_MARGIN (gemm_tune.h,
  * tune_pick); else the shape stays on cublasGemmEx, the same bits as without the switch. A shape
  * is known by its types, transposes, sizes, leading dimensions, whether C is read, and the
@@ -23,10 +25,11 @@
  * moment) and copied back before the final run, so the result is that of one GEMM; where that copy
  * cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape is not tuned.
  *
- * No candidate adds split-K parts in place in C (cuBLASLt's in-place reduction), so every sum
- * runs in an order fixed by the algorithm, as the backend's other reductions (no float atomics).
- * A bf16 C (cuda_gemm_bf16_to_bf16) is written as cublasGemmEx writes it in this context: the
- * fp32 sums rounded once, so no candidate adds its parts in the output type either.
+ * Every candidate sums in an order its configuration fixes, as the backend's other reductions
+ * (no float atomics): split-K parts are added through the workspace, or in place in C in
+ * sequence (cublasLt.h: counters in the workspace keep the parts in order). A bf16 C
+ * (cuda_gemm_bf16_to_bf16) is written as cublasGemmEx writes it in this context: the fp32 sums
+ * rounded once, so none of its candidates adds parts in the output type (in place or not).
  *
  * Results: a tuned shape runs another algorithm than cublasGemmEx's, so its sums are added in
  * another order (fp32 rounding; for a bf16 C, one bf16 step where the sums straddle a rounding
@@ -36,7 +39,8 @@
  *
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints a line per tuned shape to stderr (its candidates' times and
  * the one kept); UMDQ_CUDA_GEMM_TUNE_TAKE=n, read when the context is made (tests), takes
- * candidate n where it ran, whatever the times. */
+ * candidate n (past the last, the last: a split variant where there are any) where it ran,
+ * whatever the times. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,17 +105,15 @@ static long algo_attr(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAtt
 }
 
 /* Up to TUNE_CANDIDATES algorithms of the heuristic for the plan, within the workspace, at the
- * pointers' alignment, none adding split-K parts in place in C (cuBLAS's in-place reduction is not
- * asked for where its order might not be fixed) or, for a bf16 C, in bf16; how many. */
+ * pointers' alignment, for a bf16 C none adding split-K parts in bf16; how many. */
 static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristicResult_t *res) {
     const tune_key *k = &p->key;
     size_t wsb = CUDA_LT_WORKSPACE;
     uint32_t al_a = k->alignB, al_b = k->alignA, al_c = k->alignC; /* cuBLASLt's A is our B */
     const int bf16_c = k->cty == CUDA_R_16BF;
-    /* split-K parts added through the workspace only (a fixed order); in the output type only
-     * where that is fp32 */
-    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
-                             (bf16_c ? 0u : (uint32_t)CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+    /* a bf16 C: split-K parts added in fp32 only */
+    const uint32_t schemes =
+        bf16_c ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
     cublasLtMatmulPreference_t pref = NULL;
     int found = 0;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return 0;
@@ -133,13 +135,77 @@ static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristi
     cublasLtMatmulPreferenceDestroy(pref);
     /* keep the usable ones, in the heuristic's order (the mask again, as the algorithms say it) */
     int n = 0;
-    for (int i = 0; i < found; i++) {
-        const long splits = algo_attr(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
-        const long scheme = algo_attr(&res[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME);
-        const int in_place = splits > 1 && scheme == CUBLASLT_REDUCTION_SCHEME_INPLACE;
+    for (int i = 0; i < found; i++)
         if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
-            !in_place && !(bf16_c && cuda_lt_sums_in_output(&res[i].algo)))
+            !(bf16_c && cuda_lt_sums_in_output(&res[i].algo)))
             res[n++] = res[i];
+    return n;
+}
+
+/* The configuration that tells two algorithms apart (their id and every configuration
+ * attribute). */
+static const cublasLtMatmulAlgoConfigAttributes_t SIG_ATTRS[] = {
+    CUBLASLT_ALGO_CONFIG_ID,           CUBLASLT_ALGO_CONFIG_TILE_ID,
+    CUBLASLT_ALGO_CONFIG_SPLITK_NUM,   CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+    CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION,
+    CUBLASLT_ALGO_CONFIG_STAGES_ID,    CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID,
+    CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID};
+#define SIG_N (int)(sizeof SIG_ATTRS / sizeof *SIG_ATTRS)
+static int same_config(const cublasLtMatmulAlgo_t *a, const cublasLtMatmulAlgo_t *b) {
+    for (int i = 0; i < SIG_N; i++)
+        if (algo_attr(a, SIG_ATTRS[i]) != algo_attr(b, SIG_ATTRS[i])) return 0;
+    return 1;
+}
+
+/* To res[0 .. n) (the heuristic's), the first TUNE_SPLIT_BASES of them with each split-K count
+ * of tune_splits where the algorithm splits K at all and cuBLASLt accepts the configuration
+ * (cublasLtMatmulAlgoCheck, within the workspace), none already there, up to TUNE_MAX in all.
+ * The parts are added in place in C (in order: cuBLASLt's counters keep the sequence) where C is
+ * fp32, else through the workspace in fp32. The heuristic proposes a split where it predicts one
+ * pays; these are the ones it did not. How many there are now. */
+static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristicResult_t *res,
+                              int n) {
+    int splits[7];
+    const int ns = tune_splits(p->key.K, splits);
+    const int bases = n < TUNE_SPLIT_BASES ? n : TUNE_SPLIT_BASES;
+    const int bf16_c = p->key.cty == CUDA_R_16BF;
+    for (int b = 0; b < bases && n < TUNE_MAX; b++) {
+        int32_t can_split = 0;
+        uint32_t mask = 0;
+        size_t got = 0;
+        if (cublasLtMatmulAlgoCapGetAttribute(&res[b].algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT,
+                                              &can_split, sizeof can_split, &got) ||
+            !can_split ||
+            cublasLtMatmulAlgoCapGetAttribute(&res[b].algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK,
+                                              &mask, sizeof mask, &got))
+            continue;
+        uint32_t scheme = !bf16_c && (mask & CUBLASLT_REDUCTION_SCHEME_INPLACE)
+                              ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_INPLACE
+                              : (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+        if (!(mask & scheme)) continue;
+        for (int i = 0; i < ns && n < TUNE_MAX; i++) {
+            cublasLtMatmulHeuristicResult_t r;
+            memset(&r, 0, sizeof r);
+            r.algo = res[b].algo;
+            const int32_t s = splits[i];
+            if (cublasLtMatmulAlgoConfigSetAttribute(&r.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &s,
+                                                     sizeof s) ||
+                cublasLtMatmulAlgoConfigSetAttribute(&r.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                                     &scheme, sizeof scheme))
+                continue;
+            int dup = 0;
+            for (int j = 0; j < n && !dup; j++) dup = same_config(&res[j].algo, &r.algo);
+            if (dup) continue;
+            cublasLtMatmulHeuristicResult_t chk;
+            if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, &r.algo, &chk) !=
+                    CUBLAS_STATUS_SUCCESS ||
+                chk.workspaceSize > CUDA_LT_WORKSPACE)
+                continue;
+            r.workspaceSize = chk.workspaceSize;
+            r.wavesCount = chk.wavesCount;
+            r.state = CUBLAS_STATUS_SUCCESS;
+            res[n++] = r;
+        }
     }
     return n;
 }
@@ -179,10 +245,12 @@ static void log_plan(const tune_plan *p, const float *ms, int n,
             ms[0] > 0 ? flop / (ms[0] * 1e9) : 0.0);
     for (int i = 1; i < n; i++) {
         const cublasLtMatmulAlgo_t *a = &cand[i - 1].algo;
-        fprintf(stderr, "; #%d %.3f (algo %ld tile %ld stages %ld split %ld)", i, ms[i],
-                algo_attr(a, CUBLASLT_ALGO_CONFIG_ID), algo_attr(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
+        fprintf(stderr, "; #%d %.3f (algo %ld tile %ld stages %ld split %ld/%ld, %.2f waves)", i,
+                ms[i], algo_attr(a, CUBLASLT_ALGO_CONFIG_ID),
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
                 algo_attr(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-                algo_attr(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM));
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                algo_attr(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), cand[i - 1].wavesCount);
     }
     if (p->pick > 0)
         fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", p->pick, p->ms_pick,
@@ -206,8 +274,8 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     p->key = *k;
     snprintf(p->op, sizeof p->op, "%s", op);
     if (plan_descriptors(p) != 0) return p; /* pick 0: cublasGemmEx */
-    cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES];
-    const int n = 1 + heuristic_list(c, p, cand);
+    cublasLtMatmulHeuristicResult_t cand[TUNE_MAX];
+    const int n = 1 + add_split_variants(c, p, cand, heuristic_list(c, p, cand));
     /* C aside, where it is read */
     void *saved = NULL;
     size_t cbytes = ((size_t)(k->M - 1) * (size_t)k->ldc + (size_t)k->N) * type_bytes(k->cty);
@@ -222,7 +290,7 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
             return NULL;
         }
     }
-    float ms[1 + TUNE_CANDIDATES];
+    float ms[1 + TUNE_MAX];
     for (int i = 0; i < n; i++) ms[i] = -1.0f;
     cudaEvent_t t0 = NULL, t1 = NULL;
     if (!p->snapshot_refused && cudaEventCreate(&t0) == cudaSuccess &&
@@ -238,8 +306,8 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
         cuda_check(c, cudaStreamSynchronize(c->stream), op);
         cudaFree(saved);
     }
-    const int take = c->tune_take;
-    p->pick = take >= 0 && take < n && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
+    const int take = c->tune_take < n ? c->tune_take : n - 1; /* past the end: the last */
+    p->pick = take >= 0 && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
     if (p->pick < 0) p->pick = 0;
     p->candidates = n;
     p->ms0 = ms[0];

@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #define TUNE_CANDIDATES 16 /* the heuristic's algorithms asked for, at most */
+#define TUNE_SPLIT_BASES 4 /* of those, the first ones also tried with each of tune_splits' */
+#define TUNE_MAX 48        /* cuBLASLt candidates timed for a shape, at most, split variants in */
 #define TUNE_REPS 5        /* timed runs of each candidate, after one untimed */
 #define TUNE_MARGIN 0.03f  /* another candidate must beat candidate 0 by more than this fraction */
 
@@ -51,6 +53,20 @@ static inline int tune_pick(const float *ms, int n, float margin) {
         if (ms[i] >= 0.0f && (best < 0 || ms[i] < ms[best])) best = i;
     if (best <= 0 || ms[0] < 0.0f) return best;
     return ms[best] < ms[0] * (1.0f - margin) ? best : 0;
+}
+
+/* The split-K counts to try beside the heuristic's own for a reduction over K: those that leave
+ * every part at least TUNE_SPLIT_ROWS of K (fewer do not pay for their extra pass over the
+ * output), into out (at most 7); how many. The weight gradients' K is every token of the batch
+ * (tens of thousands of rows) over an output of a few dozen tiles, which is where a split fills
+ * the multiprocessors that a whole reduction leaves idle. */
+#define TUNE_SPLIT_ROWS 512
+static inline int tune_splits(long K, int *out) {
+    static const int counts[] = {2, 3, 4, 6, 8, 12, 16};
+    int n = 0;
+    for (int i = 0; i < 7; i++)
+        if (K / counts[i] >= TUNE_SPLIT_ROWS) out[n++] = counts[i];
+    return n;
 }
 
 #endif

@@ -1779,21 +1779,25 @@ static void tune_dense_case(umd_ctx *c, int M, int N, int K, int ta, int tb, uin
  * shapes and a weight gradient's (a reduction over 4096 rows into 256 x 384). Each call runs
  * twice from the same starting values; the second, on the algorithm kept, must give the first's
  * bits, which the first has only if C was given back before its final run. The contexts keep the
- * timing's pick, and (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3) the heuristic's first three algorithms
- * whatever their times, so that the cuBLASLt calls run on whatever the device lists; the
+ * timing's pick, and (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3, 999) the heuristic's first three
+ * algorithms and the last candidate (a split-K count the heuristic did not propose, where K is
+ * long enough: dW of the 4096-row shape, its parts added in place in dW) whatever their times, so
+ * that the cuBLASLt calls run on whatever the device lists; the
  * description counts the shapes tuned and, with a TAKE, those on another algorithm. Then the MLP
  * with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K parts in bf16), TAKE=1,
  * against the same context untuned: within 1e-2 in relative L2, and its bits run again. */
 static void test_cuda_gemm_tune(void) {
     need_gpu(UMD_MATH_BF16);
-    const int takes[] = {-1, 1, 2, 3};
+    const int takes[] = {-1, 1, 2, 3, 999};
     const int shapes[][3] = {{37, 53, 61}, {128, 96, 200}, {300, 160, 48}, {1, 7, 5},
                              {4096, 256, 384}}; /* M N K */
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < 5; t++) {
         void *ws;
         umd_ctx *c = tuned_ctx(takes[t], 0, &LIM, &ws);
         char how[48];
-        snprintf(how, sizeof how, takes[t] < 0 ? "tuned" : "tuned, candidate %d", takes[t]);
+        snprintf(how, sizeof how, takes[t] < 0 ? "tuned" : takes[t] > 3 ? "tuned, the last candidate"
+                                                                       : "tuned, candidate %d",
+                 takes[t]);
         for (int s = 0; s < 5; s++) {
             for (int ta = 0; ta < 2; ta++)
                 for (int tb = 0; tb < 2; tb++)

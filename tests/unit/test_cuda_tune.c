@@ -1,6 +1,7 @@
 /* test_cuda_tune: the GEMM tuner's arithmetic (kernels/cuda/gemm_tune.h, compiled for the host),
  * on every machine: which timed candidate is kept (cublasGemmEx unless another beats it by more
- * than the margin), the alignment a pointer offers cuBLASLt, and what tells two shapes apart. */
+ * than the margin), the alignment a pointer offers cuBLASLt, what tells two shapes apart, and the
+ * split-K counts tried beside the heuristic's. */
 /* umdq-uses: common */
 #include "t.h"
 #include "cuda/gemm_tune.h"
@@ -68,9 +69,26 @@ static void test_tune_key(void) {
     }
 }
 
+static void test_tune_splits(void) {
+    int out[7];
+    T_EQ_INT(tune_splits(0, out), 0);
+    T_EQ_INT(tune_splits(1023, out), 0);
+    T_EQ_INT(tune_splits(1024, out), 1);
+    T_EQ_INT(out[0], 2);
+    T_EQ_INT(tune_splits(4096, out), 5); /* 2, 3, 4, 6, 8: 512 rows each at 8 */
+    T_EQ_INT(out[4], 8);
+    T_EQ_INT(tune_splits(4095, out), 4);
+    /* B/4's weight gradients: every count */
+    T_EQ_INT(tune_splits(65792, out), 7);
+    T_EQ_INT(out[0], 2);
+    T_EQ_INT(out[6], 16);
+    for (int i = 0; i < 7; i++) T_CHECK(65792 / out[i] >= TUNE_SPLIT_ROWS);
+}
+
 int main(void) {
     T_RUN(test_tune_pick);
     T_RUN(test_tune_align);
     T_RUN(test_tune_key);
+    T_RUN(test_tune_splits);
     return t_done();
 }
