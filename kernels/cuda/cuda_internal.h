@@ -81,6 +81,7 @@ typedef struct {
     tune_key key;
     char op[24];                  /* the op that first asked for it (the log says it) */
     int pick, candidates;         /* the one kept; how many were timed, cublasGemmEx included */
+    int heuristic_n;              /* of them, the heuristic's (the split variants after them) */
     int snapshot_refused;         /* C is read and could not be copied aside: not timed */
     float ms0, ms_pick;           /* cublasGemmEx's time and the kept one's (-1: not timed) */
     cublasLtMatmulDesc_t desc;
@@ -173,6 +174,8 @@ struct umd_ctx {
                                   the fastest */
     tune_plan *tuned;          /* (CUDA_TUNE_PLANS) the shapes tuned, allocated at the first */
     int ntuned, ntook;         /* shapes tuned; of them, those that took another algorithm */
+    int ntook_split;           /* of those, the ones whose algorithm splits K */
+    long tune_variants;        /* split variants timed beside the heuristic's, over all shapes */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile

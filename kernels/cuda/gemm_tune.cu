@@ -8,8 +8,10 @@
  * x 3072 for fc1 and fc2) over a reduction of every token (65,792 rows on B/4), where the choice
  * between splitting K and not decides how many of the multiprocessors work.
  *
- * With it, the first time a shape is asked for outside a recording (the trainer's first step runs
- * op by op; the recorded step replays what it chose), the GEMM is timed on its own operands, as
+ * With it, the first time a shape of at least TUNE_MIN_FLOP is asked for outside a recording (the
+ * trainer's first step runs op by op; the recorded step replays what it chose; a shape first met
+ * while recording is recorded on cublasGemmEx, and tuned when it next runs op by op), the GEMM is
+ * timed on its own operands, as
  * cublasGemmEx runs it (candidate 0), as each algorithm cuBLASLt's heuristic lists for it
  * (TUNE_CANDIDATES at most, within the context's cuBLASLt workspace, with the pointers' own
  * alignment), and as the heuristic's first few with the split-K counts it did not propose
@@ -22,8 +24,9 @@
  *
  * The timing runs write the real output. Where beta is 0 they only overwrite it, and the final
  * run writes it again. Where C is read (dW +=), C is copied aside first (a buffer allocated for the
- * moment) and copied back before the final run, so the result is that of one GEMM; where that copy
- * cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape is not tuned.
+ * moment, stream-ordered) and copied back before the final run, so the result is that of one GEMM;
+ * where that copy cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape is not
+ * tuned. The copy is not counted in the context's peak (it lives during the first step only).
  *
  * Every candidate sums in an order its configuration fixes, as the backend's other reductions
  * (no float atomics): split-K parts are added through the workspace, or in place in C in
@@ -210,25 +213,24 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
     return n;
 }
 
-/* Times `run` (candidate i of the plan: 0 cublasGemmEx, else cand[i - 1]): once untimed, then
- * TUNE_REPS times between the events. Its mean in ms, or -1 when a call failed (the failure is
- * not the context's: the candidate is only dropped). */
-static float time_candidate(umd_ctx *c, const tune_plan *p, int i,
+/* Times candidate i of the plan (0 cublasGemmEx, else cand[i - 1]): once untimed, then
+ * TUNE_REPS times between the events. Its mean in ms, or -1 when cuBLAS refused a call (the
+ * candidate is only dropped: cuBLASLt says so by its status, and nothing ran). An event's
+ * failure is the device's, not the candidate's: it fails the context (the caller stops). */
+static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int i,
                             const cublasLtMatmulHeuristicResult_t *cand, cudaEvent_t t0,
                             cudaEvent_t t1, float alpha, const void *A, const void *B, float beta,
                             void *C) {
     for (int r = -1; r < TUNE_REPS; r++) {
-        if (r == 0 && cudaEventRecord(t0, c->stream) != cudaSuccess) return -1.0f;
+        if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) return -1.0f;
         cublasStatus_t s = i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
                                   : plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C);
-        if (s != CUBLAS_STATUS_SUCCESS) {
-            (void)cudaGetLastError();
-            return -1.0f;
-        }
+        if (s != CUBLAS_STATUS_SUCCESS) return -1.0f;
     }
     float ms = -1.0f;
-    if (cudaEventRecord(t1, c->stream) != cudaSuccess || cudaEventSynchronize(t1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, t0, t1) != cudaSuccess)
+    if (cuda_check(c, cudaEventRecord(t1, c->stream), op) ||
+        cuda_check(c, cudaEventSynchronize(t1), op) ||
+        cuda_check(c, cudaEventElapsedTime(&ms, t0, t1), op))
         return -1.0f;
     return ms / TUNE_REPS;
 }
@@ -275,46 +277,53 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     snprintf(p->op, sizeof p->op, "%s", op);
     if (plan_descriptors(p) != 0) return p; /* pick 0: cublasGemmEx */
     cublasLtMatmulHeuristicResult_t cand[TUNE_MAX];
-    const int n = 1 + add_split_variants(c, p, cand, heuristic_list(c, p, cand));
+    p->heuristic_n = heuristic_list(c, p, cand);
+    const int n = 1 + add_split_variants(c, p, cand, p->heuristic_n);
     /* C aside, where it is read */
     void *saved = NULL;
     size_t cbytes = ((size_t)(k->M - 1) * (size_t)k->ldc + (size_t)k->N) * type_bytes(k->cty);
     if (k->beta_nonzero) {
-        if (cbytes > CUDA_TUNE_SNAPSHOT_MAX || cudaMalloc(&saved, cbytes) != cudaSuccess) {
+        /* stream-ordered, so neither the allocation nor the release waits for the whole device;
+         * no memory for it (cudaErrorMemoryAllocation, not sticky) only leaves the shape untuned */
+        if (cbytes > CUDA_TUNE_SNAPSHOT_MAX ||
+            cudaMallocAsync(&saved, cbytes, c->stream) != cudaSuccess) {
             (void)cudaGetLastError();
             p->snapshot_refused = 1;
             saved = NULL;
         } else if (cuda_check(c, cudaMemcpyAsync(saved, C, cbytes, cudaMemcpyDeviceToDevice,
                                                  c->stream), op)) {
-            cudaFree(saved);
+            cudaFreeAsync(saved, c->stream);
             return NULL;
         }
     }
     float ms[1 + TUNE_MAX];
     for (int i = 0; i < n; i++) ms[i] = -1.0f;
     cudaEvent_t t0 = NULL, t1 = NULL;
-    if (!p->snapshot_refused && cudaEventCreate(&t0) == cudaSuccess &&
-        cudaEventCreate(&t1) == cudaSuccess) {
-        for (int i = 0; i < n; i++)
-            ms[i] = time_candidate(c, p, i, cand, t0, t1, alpha, A, B, beta, C);
+    if (!p->snapshot_refused && !cuda_check(c, cudaEventCreate(&t0), op) &&
+        !cuda_check(c, cudaEventCreate(&t1), op)) {
+        for (int i = 0; i < n && !c->failed; i++)
+            ms[i] = time_candidate(c, op, p, i, cand, t0, t1, alpha, A, B, beta, C);
     }
-    (void)cudaGetLastError();
     if (t0) cudaEventDestroy(t0);
     if (t1) cudaEventDestroy(t1);
     if (saved) {
         cuda_check(c, cudaMemcpyAsync(C, saved, cbytes, cudaMemcpyDeviceToDevice, c->stream), op);
-        cuda_check(c, cudaStreamSynchronize(c->stream), op);
-        cudaFree(saved);
+        cuda_check(c, cudaFreeAsync(saved, c->stream), op);
     }
+    /* whatever ran, done and without a fault before anything is kept */
+    cuda_check(c, cudaStreamSynchronize(c->stream), op);
+    if (c->failed) return NULL;
     const int take = c->tune_take < n ? c->tune_take : n - 1; /* past the end: the last */
     p->pick = take >= 0 && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
     if (p->pick < 0) p->pick = 0;
     p->candidates = n;
     p->ms0 = ms[0];
     p->ms_pick = ms[p->pick];
+    c->tune_variants += n - 1 - p->heuristic_n;
     if (p->pick > 0) {
         p->algo = cand[p->pick - 1].algo;
         c->ntook++;
+        if (algo_attr(&p->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1) c->ntook_split++;
     }
     if (c->tune_log) log_plan(p, ms, n, cand);
     return p;
@@ -324,6 +333,9 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
                     int transB, int M, int N, int K, float alpha, const void *A, long lda,
                     const void *B, long ldb, float beta, void *C, long ldc) {
     if (!c->gemm_tune || c->failed || ab != CUDA_R_16BF || K <= 0) return -1;
+    /* a short GEMM's time is its launch's more than its kernel's (and a recorded step has no
+     * launch cost): not tuned, unless a test asks for a candidate (TAKE) */
+    if (2.0 * M * N * K < TUNE_MIN_FLOP && c->tune_take < 0) return -1;
     tune_key k;
     memset(&k, 0, sizeof k);
     k.ab = ab, k.cty = cty, k.compute = compute, k.transA = transA, k.transB = transB;

@@ -4,7 +4,7 @@
  *
  * The tuner times, once per shape, the algorithms cuBLASLt's heuristic lists for a GEMM that the
  * backend would otherwise hand to cublasGemmEx (whose own pick is the heuristic's first), and keeps
- * the fastest. Candidate 0 is the heuristic's first: another is taken only where it is faster by
+ * the fastest. Candidate 0 is cublasGemmEx itself: another is taken only where it is faster by
  * more than TUNE_MARGIN of candidate 0's time, so that timing noise between near-equal algorithms
  * does not change a run's algorithm (and its bits) for nothing. */
 #ifndef UMDQ_KERNELS_CUDA_GEMM_TUNE_H
@@ -16,6 +16,7 @@
 #define TUNE_MAX 48        /* cuBLASLt candidates timed for a shape, at most, split variants in */
 #define TUNE_REPS 5        /* timed runs of each candidate, after one untimed */
 #define TUNE_MARGIN 0.03f  /* another candidate must beat candidate 0 by more than this fraction */
+#define TUNE_MIN_FLOP 8e9  /* shapes of fewer FLOPs (about 10 us on an H100) are not tuned */
 
 /* What a tuned GEMM is known by: the types, transposes, shape, leading dimensions, whether C is
  * read (beta != 0), and the alignment of each pointer (the algorithms differ by it). Row-major

@@ -90,6 +90,17 @@ static int switches_valid(char *err, size_t errlen) {
             return -1;
         }
     }
+    /* the tuner's tests' choice of candidate: a count */
+    const char *take = getenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
+    if (take && *take) {
+        char *end = NULL;
+        long t = strtol(take, &end, 10);
+        if (*end || t < 0 || t > 1000000) {
+            snprintf(err, errlen, "UMDQ_CUDA_GEMM_TUNE_TAKE=\"%.40s\": the GEMM tuner's candidate "
+                     "to take is a count from 0", take);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -805,14 +816,15 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
                  "%d rows a warp, last strips %s, GEMM tuning %s (%d shapes, %d on another "
-                 "algorithm)",
+                 "algorithm, %d splitting K; %ld split variants timed)",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook);
+                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split,
+                 c->tune_variants);
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

@@ -95,8 +95,8 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * into the stage dy left free, and one pass reads it and h to write gelu(h) for dW2 and dh, where
  * two passes read h (mlp.cu): the same bits (test_cuda_ops), one read of h (2 bytes a value)
  * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
- * UMDQ_CUDA_GEMM_TUNE=1 (bf16 contexts) times each GEMM shape that would go to cublasGemmEx
- * (the backward's products, the MLP's) once, when it is first asked for outside a recording, as
+ * UMDQ_CUDA_GEMM_TUNE=1 (bf16 contexts) times each GEMM shape of at least 8 GFLOP that would go
+ * to cublasGemmEx (the backward's products, the MLP's) once, when it is first asked for outside a recording, as
  * cuBLAS runs it, as each algorithm cuBLASLt's heuristic lists for it and as the first of those
  * with other split-K counts, on the GEMM's own operands (a C that is read copied aside and back),
  * and keeps the fastest where it beats cuBLAS's by more than 3% (gemm_tune.cu): a shape on

@@ -1706,14 +1706,22 @@ static void test_cuda_mlp_bf16_dh(void) {
 
 /* ---- the GEMM tuner ---------------------------------------------------------------------------- */
 
-/* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm)". */
-static void tune_counts(umd_ctx *c, int *shapes, int *took) {
+/* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm, S
+ * splitting K; V split variants timed)". */
+typedef struct {
+    int shapes, took, split;
+    long variants;
+} tune_count;
+static tune_count tune_counts(umd_ctx *c) {
     char d[1024], onoff[4];
+    tune_count n = {-1, -1, -1, -1};
     umd_cuda_describe(c, d, sizeof d);
     const char *at = strstr(d, "GEMM tuning ");
     T_REQUIRE(at);
-    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another", onoff, shapes, took) == 3);
+    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld",
+                     onoff, &n.shapes, &n.took, &n.split, &n.variants) == 5);
     T_EQ_STR(onoff, "on");
+    return n;
 }
 
 /* A bf16 context with UMDQ_CUDA_GEMM_TUNE=1 and, where take >= 0, UMDQ_CUDA_GEMM_TUNE_TAKE=take
@@ -1772,28 +1780,63 @@ static void tune_dense_case(umd_ctx *c, int M, int N, int K, int ta, int tb, uin
     same_bits(what, d_gW[1], d_gW[0], (size_t)N * K);
 }
 
+/* A weight gradient's shape, long enough to be tuned by time and to be split: C (1536, 1536) =
+ * A^T B over K = 4096 rows (A (4096, 1536), B (4096, 1536)), beta 0.5 onto random values and
+ * beta 0 over NaN (a candidate that read C would leave NaN), in c and in the default context gc,
+ * each twice in c: c's within 1e-4 relative L2 of gc's (the same bf16 products summed in another
+ * order), and its second run the first's bits. */
+static void tune_long_case(umd_ctx *c, const char *how) {
+    const int M = 1536, N = 1536, K = 4096; /* 19 GFLOP; A and B fit gc's bf16 stages */
+    const size_t na = (size_t)K * M, nb = (size_t)K * N, nc = (size_t)M * N;
+    float *dA = d_f(h_randn(na, 3500, 1.0f), na), *dB = d_f(h_randn(nb, 3501, 1.0f), nb);
+    const float *C0 = h_randn(nc, 3502, 1.0f), *Cnan = h_nan(nc);
+    for (int b = 0; b < 2; b++) {
+        const float beta = b ? 0.0f : 0.5f;
+        const float *start = b ? Cnan : C0;
+        float *ref = d_f(start, nc), *got[2] = {d_f(start, nc), d_f(start, nc)};
+        GPU->gemm(gc, 1, 0, M, N, K, 1.0f, dA, M, dB, N, beta, ref, N);
+        for (int r = 0; r < 2; r++) GPU->gemm(c, 1, 0, M, N, K, 1.0f, dA, M, dB, N, beta, got[r], N);
+        ctx_ok(c);
+        char what[160];
+        snprintf(what, sizeof what, "gemm %d x %d x %d TN, beta %.1f, %s, against the default", M,
+                 N, K, beta, how);
+        near_l2(what, got[0], ref, NULL, nc, 1e-4);
+        snprintf(what, sizeof what, "gemm %d x %d x %d TN, beta %.1f, %s, run again", M, N, K, beta,
+                 how);
+        same_bits(what, got[1], got[0], nc);
+    }
+}
+
 /* UMDQ_CUDA_GEMM_TUNE=1: bf16 contexts that time each new GEMM shape against cuBLASLt's other
- * algorithms and keep the fastest (gemm_tune.cu), against the CPU at bf16's tolerance, as
- * dense_layers: gemm with every transpose, padded leading dimensions and beta != 0 (C read, so
- * copied aside while the candidates run), linear_bwd with dx and dW accumulated, at dense_layers'
- * shapes and a weight gradient's (a reduction over 4096 rows into 256 x 384). Each call runs
- * twice from the same starting values; the second, on the algorithm kept, must give the first's
- * bits, which the first has only if C was given back before its final run. The contexts keep the
- * timing's pick, and (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3, 999) the heuristic's first three
- * algorithms and the last candidate (a split-K count the heuristic did not propose, where K is
- * long enough: dW of the 4096-row shape, its parts added in place in dW) whatever their times, so
- * that the cuBLASLt calls run on whatever the device lists; the
- * description counts the shapes tuned and, with a TAKE, those on another algorithm. Then the MLP
- * with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K parts in bf16), TAKE=1,
- * against the same context untuned: within 1e-2 in relative L2, and its bits run again. */
+ * algorithms and keep the fastest (gemm_tune.cu). The contexts keep the timing's pick, and
+ * (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3, 999) the heuristic's first three algorithms and the last
+ * candidate (a split-K count the heuristic did not propose, where K is long enough and the device
+ * offers one), whatever their times, so that the cuBLASLt calls run on whatever the device lists.
+ *   - Against the CPU at bf16's tolerance, as dense_layers: gemm with every transpose, a padded
+ *     C and beta != 0 (C read, so copied aside while the candidates run; A and B are packed into
+ *     the bf16 stages first), linear_bwd with dx and dW accumulated, at dense_layers' shapes and
+ *     a (4096 x 256 x 384) one, its dW a reduction over 4096 rows (split variants). These shapes
+ *     are below the size the tuner times (TUNE_MIN_FLOP): only a TAKE tunes them.
+ *   - A weight gradient's shape over 4096 rows, tuned by time too (tune_long_case).
+ * Each call runs twice from the same starting values; the second, on the algorithm kept, must
+ * give the first's bits, which the first has only if C was given back before its final run. The
+ * description counts the shapes: with a TAKE every GEMM's (32), else the long ones' (2); with the
+ * last candidate, shapes on a split-K algorithm wherever split variants were timed.
+ * Then a context recording its first GEMM: a shape new while recording is recorded on
+ * cublasGemmEx (nothing tuned, the recording and its replay right), and tuned when it next runs
+ * op by op. Then the MLP with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K
+ * parts in bf16), TAKE 1 and 999, against the same context untuned: within 1e-2 in relative L2,
+ * and its bits run again. */
 static void test_cuda_gemm_tune(void) {
     need_gpu(UMD_MATH_BF16);
     const int takes[] = {-1, 1, 2, 3, 999};
     const int shapes[][3] = {{37, 53, 61}, {128, 96, 200}, {300, 160, 48}, {1, 7, 5},
                              {4096, 256, 384}}; /* M N K */
+    /* LIM, with room for the last shape's weight in the bf16 stage */
+    const umd_limits tlim = {8, 1025, 160, 4, 1024, 512 * 512};
     for (int t = 0; t < 5; t++) {
         void *ws;
-        umd_ctx *c = tuned_ctx(takes[t], 0, &LIM, &ws);
+        umd_ctx *c = tuned_ctx(takes[t], 0, &tlim, &ws);
         char how[48];
         snprintf(how, sizeof how, takes[t] < 0 ? "tuned" : takes[t] > 3 ? "tuned, the last candidate"
                                                                        : "tuned, candidate %d",
@@ -1805,54 +1848,97 @@ static void test_cuda_gemm_tune(void) {
                                     3300 + 40 * (uint32_t)s + 10 * (uint32_t)(2 * ta + tb), how);
             cleanup(); /* the tracked buffers are few: free each shape's */
         }
-        int tuned = 0, took = 0;
-        tune_counts(c, &tuned, &took);
-        printf("  %s: %d shapes tuned, %d on another algorithm than cublasGemmEx's\n", how, tuned,
-               took);
-        T_CHECK_MSG(tuned >= 20, "%s: %d shapes tuned", how, tuned);
-        if (takes[t] > 0) T_CHECK_MSG(took > 0, "%s: no shape on candidate %d", how, takes[t]);
+        tune_long_case(c, how);
+        cleanup();
+        const tune_count n = tune_counts(c);
+        printf("  %s: %d shapes tuned, %d on another algorithm than cublasGemmEx's, %d of them "
+               "splitting K; %ld split variants timed\n", how, n.shapes, n.took, n.split,
+               n.variants);
+        /* 5 x 4 gemm, 5 x 2 linear_bwd (dx, dW), the long one's 2 (beta 0.5, 0) */
+        T_CHECK_MSG(n.shapes == (takes[t] < 0 ? 2 : 32), "%s: %d shapes tuned", how, n.shapes);
+        if (takes[t] > 0) T_CHECK_MSG(n.took > 0, "%s: no shape on candidate %d", how, takes[t]);
+        if (takes[t] > 3)
+            T_CHECK_MSG(n.variants == 0 || n.split > 0,
+                        "%s: %ld split variants timed, none taken as the last", how, n.variants);
+        ctx_free(&c, ws);
+        cleanup();
+    }
+    /* a shape first met while the stream is recorded */
+    {
+        void *ws;
+        setenv("UMDQ_CUDA_GRAPH", "1", 1);
+        umd_ctx *c = tuned_ctx(1, 0, &tlim, &ws);
+        setenv("UMDQ_CUDA_GRAPH", "0", 1);
+        char err[512] = "";
+        const int M = 300, N = 160, K = 48;
+        float *A = h_randn((size_t)M * K, 3520, 1.0f), *B = h_randn((size_t)K * N, 3521, 1.0f);
+        float *C = h_randn((size_t)M * N, 3522, 1.0f), *Cw = h_copy(C, (size_t)M * N);
+        float *dA = d_f(A, (size_t)M * K), *dB = d_f(B, (size_t)K * N);
+        float *dC = d_f(C, (size_t)M * N), *dC2 = d_f(C, (size_t)M * N);
+        CPU->gemm(cc, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.5f, Cw, N);
+        T_EQ_INT(GPU->record_begin(c, err, sizeof err), 0);
+        GPU->gemm(c, 0, 0, M, N, K, 1.0f, dA, K, dB, N, 0.5f, dC, N);
+        T_REQUIRE(GPU->record_end(c, err, sizeof err) == 0 || (printf("  %s\n", err), 0));
+        T_EQ_INT(tune_counts(c).shapes, 0);
+        T_EQ_INT(GPU->replay(c, err, sizeof err), 0);
+        ctx_ok(c);
+        same_math("gemm recorded and replayed, tuning on, a new shape", dC, Cw, (size_t)M * N);
+        GPU->gemm(c, 0, 0, M, N, K, 1.0f, dA, K, dB, N, 0.5f, dC2, N);
+        ctx_ok(c);
+        same_math("the same gemm op by op after the recording, tuned", dC2, Cw, (size_t)M * N);
+        T_EQ_INT(tune_counts(c).shapes, 1);
         ctx_free(&c, ws);
         cleanup();
     }
     /* the MLP with a bf16 C */
-    void *hws, *tws;
-    setenv("UMDQ_CUDA_BF16_DH", "1", 1);
-    umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
-    setenv("UMDQ_CUDA_BF16_DH", "1", 1);
-    setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
-    umd_ctx *tc = tuned_ctx(1, 1, &OPND_LIM, &tws);
     const int types = UMD_OPND | UMD_OPND_H;
     const int M = 1025, F = 256, w = 64;
     const size_t MF = (size_t)M * F, Mw = (size_t)M * w, Fw = (size_t)F * w;
-    float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
-    const void *d_xh;
-    mlp_inputs(M, F, w, 3600, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
-    const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
-    void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
-    GPU->mlp_fwd(hc, d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F, w,
-                 types);
-    ctx_ok(hc);
-    float *gW1 = h_randn(Fw, 3606, 1.0f), *gW2 = h_randn(Fw, 3607, 1.0f);
-    float *gb1 = h_randn((size_t)F, 3608, 1.0f), *gb2 = h_randn((size_t)w, 3609, 1.0f);
-    mlp_grads g[3];
-    for (int k = 0; k < 3; k++) {
-        g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
-        GPU->mlp_bwd(k ? tc : hc, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_xh, h,
-                     d_W1, d_W2, d_f(nanMF, MF), M, F, w, types);
+    for (int t = 0; t < 2; t++) {
+        void *hws, *tws;
+        setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+        umd_ctx *hc = ctx_with_mlp(UMD_MATH_BF16, 1, &OPND_LIM, &hws);
+        setenv("UMDQ_CUDA_BF16_DH", "1", 1);
+        setenv("UMDQ_CUDA_BF16_MLP", "1", 1);
+        umd_ctx *tc = tuned_ctx(t ? 999 : 1, 1, &OPND_LIM, &tws);
+        float *d_x, *d_W1, *d_W2, *d_dy, *d_b1, *d_b2, *dy;
+        const void *d_xh;
+        mlp_inputs(M, F, w, 3600, &d_x, &d_xh, &d_W1, &d_W2, &d_dy, &d_b1, &d_b2, &dy);
+        const float *nanMF = h_nan(MF), *nanMw = h_nan(Mw);
+        void *h = d_up(h_nan16(MF), MF * sizeof(uint16_t));
+        GPU->mlp_fwd(hc, d_f(nanMw, Mw), h, d_f(nanMF, MF), d_xh, d_W1, d_b1, d_W2, d_b2, M, F, w,
+                     types);
+        ctx_ok(hc);
+        float *gW1 = h_randn(Fw, 3606, 1.0f), *gW2 = h_randn(Fw, 3607, 1.0f);
+        float *gb1 = h_randn((size_t)F, 3608, 1.0f), *gb2 = h_randn((size_t)w, 3609, 1.0f);
+        mlp_grads g[3];
+        for (int k = 0; k < 3; k++) {
+            g[k] = mlp_grads_new(nanMw, gW1, gW2, gb1, gb2, M, F, w);
+            GPU->mlp_bwd(k ? tc : hc, g[k].dx, g[k].dW1, g[k].db1, g[k].dW2, g[k].db2, d_dy, d_xh,
+                         h, d_W1, d_W2, d_f(nanMF, MF), M, F, w, types);
+        }
+        ctx_ok2(hc, tc);
+        const char *tag = t ? ", tuned, the last candidate" : ", tuned, candidate 1";
+        char what[120];
+        snprintf(what, sizeof what, "mlp_bwd dx%s", tag);
+        near_l2(what, g[1].dx, g[0].dx, NULL, Mw, 1e-2);
+        snprintf(what, sizeof what, "mlp_bwd dW1%s", tag);
+        near_l2(what, g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
+        snprintf(what, sizeof what, "mlp_bwd dW2%s", tag);
+        near_l2(what, g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
+        snprintf(what, sizeof what, "mlp_bwd db1%s", tag);
+        near_l2(what, g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
+        snprintf(what, sizeof what, "%s, run again", tag);
+        mlp_grads_same(&g[2], &g[1], M, F, w, what);
+        const tune_count n = tune_counts(tc);
+        printf("  the MLP%s: %d shapes tuned, %d on another algorithm, %d splitting K\n", tag,
+               n.shapes, n.took, n.split);
+        T_CHECK_MSG(n.shapes >= 3 && n.took > 0, "the MLP%s: %d shapes tuned, %d on another "
+                    "algorithm", tag, n.shapes, n.took);
+        ctx_free(&hc, hws);
+        ctx_free(&tc, tws);
+        cleanup();
     }
-    ctx_ok2(hc, tc);
-    near_l2("mlp_bwd dx, tuned", g[1].dx, g[0].dx, NULL, Mw, 1e-2);
-    near_l2("mlp_bwd dW1, tuned", g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
-    near_l2("mlp_bwd dW2, tuned", g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
-    near_l2("mlp_bwd db1, tuned", g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
-    mlp_grads_same(&g[2], &g[1], M, F, w, ", tuned, run again");
-    int tuned = 0, took = 0;
-    tune_counts(tc, &tuned, &took);
-    T_CHECK_MSG(tuned >= 3 && took > 0, "the MLP: %d shapes tuned, %d on another algorithm", tuned,
-                took);
-    ctx_free(&hc, hws);
-    ctx_free(&tc, tws);
-    cleanup();
 }
 
 /* ---- the MLP's output in bf16 ----------------------------------------------------------------- */
@@ -3092,6 +3178,25 @@ static void test_cuda_switch_values(void) {
         rc = o->ctx_new(&c, 1, err, sizeof err);
         setenv("UMDQ_CUDA_GRAPH", "0", 1);
         T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_GRAPH=%s refused: %s", words[i], err);
+        if (c) o->ctx_destroy(&c);
+    }
+    /* the tuner's switch, and its tests' candidate: a count */
+    setenv("UMDQ_CUDA_GEMM_TUNE", "sometimes", 1);
+    rc = o->ctx_new(&c, 1, err, sizeof err);
+    setenv("UMDQ_CUDA_GEMM_TUNE", "0", 1);
+    T_EQ_INT(rc, UMDQ_EINVAL);
+    T_CONTAINS(err, "UMDQ_CUDA_GEMM_TUNE=\"sometimes\"");
+    static const char *const takes[] = {"x", "-1", "2a", "3", "0"};
+    for (int i = 0; i < 5; i++) {
+        setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", takes[i], 1);
+        rc = o->ctx_new(&c, 1, err, sizeof err);
+        unsetenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
+        if (i < 3) {
+            T_EQ_INT(rc, UMDQ_EINVAL);
+            T_CONTAINS(err, "UMDQ_CUDA_GEMM_TUNE_TAKE");
+        } else {
+            T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_GEMM_TUNE_TAKE=%s refused: %s", takes[i], err);
+        }
         if (c) o->ctx_destroy(&c);
     }
 }
