@@ -62,6 +62,8 @@ typedef struct {
     int bias_bf16;                /* GELU epilogues: the bias (GELU_AUX_BIAS) or its gradient
                                      (DGELU_BGRAD) is bf16 (cuBLASLt took no fp32 one), else fp32 */
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
+    int tuned;                    /* the GEMM tuner has timed its algorithm against the heuristic's
+                                     others (UMDQ_CUDA_GEMM_TUNE, gemm_tune.cu: cuda_tune_lt) */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
@@ -95,6 +97,11 @@ void cuda_tune_plan_release(tune_plan *p);
  * 0 when the GEMM was queued (or the context failed); -1 when the caller runs cublasGemmEx: the
  * switch is off, the operands are not bf16, the tuner kept cublasGemmEx, or the shape is new while
  * the stream is being recorded. */
+/* The first run of a Linear's forward plan (bias epilogue, LT_EPI_NONE) outside a recording in a
+ * context that tunes its GEMMs: its algorithm timed on these operands (A = W, B = x, D = y, the
+ * bias pointer already set) against the others cuBLASLt's heuristic lists, the fastest kept past
+ * the margin (gemm_tune.cu). Leaves D to be written by the caller's run. */
+void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const void *B, void *D);
 int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, int transA,
                     int transB, int M, int N, int K, float alpha, const void *A, long lda,
                     const void *B, long ldb, float beta, void *C, long ldc);
@@ -176,6 +183,7 @@ struct umd_ctx {
     int ntuned, ntook;         /* shapes tuned; of them, those that took another algorithm */
     int ntook_split;           /* of those, the ones whose algorithm splits K */
     long tune_variants;        /* split variants timed beside the heuristic's, over all shapes */
+    int ntuned_lt, ntook_lt;   /* the Linears' forward plans tuned; of them, on another algorithm */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile

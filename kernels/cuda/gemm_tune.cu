@@ -1,5 +1,6 @@
 /* gemm_tune.cu: the GEMM tuner of a bf16 context (UMDQ_CUDA_GEMM_TUNE=1, off by default until
- * make gpu-check has timed it on a device).
+ * make gpu-check has timed it on a device): the backward's and the MLP's GEMMs, and the Linears'
+ * forward plans.
  *
  * Without it, every GEMM that is not a Linear's forward (the backward's dx = dy W and
  * dW += dy^T x, the MLP's products, fc2's forward) goes to cublasGemmEx, which runs the first
@@ -39,6 +40,13 @@
  * boundary). Which algorithm wins is decided by timing, so two runs may keep different ones for a
  * shape whose candidates are within noise of each other beyond the margin; each run is
  * deterministic from its first step on.
+ *
+ * The Linears' forward runs on cuBLASLt plans of its own (linear.cu's lt_plan, with the bias
+ * epilogue), whose algorithm is the heuristic's first. Each such plan is timed the same way at
+ * its first run outside a recording (cuda_tune_lt): its own algorithm (candidate 0) against the
+ * heuristic's others, on the real operands (y is only overwritten), the fastest kept past the
+ * margin. A plan for a bf16 y then keeps its own fastest, not the fp32 y plan's algorithm, so its
+ * values are no longer that plan's sums rounded bit for bit (within a bf16 step of them).
  *
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints a line per tuned shape to stderr (its candidates' times and
  * the one kept); UMDQ_CUDA_GEMM_TUNE_TAKE=n, read when the context is made (tests), takes
@@ -358,4 +366,95 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
     if (p->pick == 0) return -1;
     cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
     return 0;
+}
+
+/* ---- the Linears' forward plans (linear.cu's lt_plan: cuBLASLt with the bias epilogue) ---------- */
+
+/* The plan's GEMM D = op(A) B (+ bias) with algorithm a, as cuda_lt_linear runs it (beta 0). */
+static cublasStatus_t lt_run(umd_ctx *c, const lt_plan *p, const cublasLtMatmulAlgo_t *a,
+                             const void *A, const void *B, void *D) {
+    const float one = 1.0f, zero = 0.0f;
+    return cublasLtMatmul(c->lt, p->desc, &one, A, p->a, B, p->b, &zero, D, p->d, D, p->d, a,
+                          c->lt_ws, CUDA_LT_WORKSPACE, c->stream);
+}
+
+void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const void *B, void *D) {
+    if (!c->gemm_tune || p->tuned || c->failed || p->epi != LT_EPI_NONE) return;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (c->recording || cudaStreamIsCapturing(c->stream, &st) != cudaSuccess ||
+        st != cudaStreamCaptureStatusNone)
+        return; /* tuned when it next runs op by op */
+    p->tuned = 1;
+    if (2.0 * p->M * p->N * p->K < TUNE_MIN_FLOP && c->tune_take < 0) return;
+    /* candidate 0: the plan's own algorithm; then the heuristic's others */
+    cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES + 1];
+    memset(&cand[0], 0, sizeof cand[0]);
+    cand[0].algo = p->algo;
+    const uint32_t schemes =
+        p->ybf16 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
+    size_t wsb = CUDA_LT_WORKSPACE;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res[TUNE_CANDIDATES];
+    int found = 0, n = 1;
+    if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
+        if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &wsb, sizeof wsb) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &schemes, sizeof schemes) ||
+            cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref,
+                                           TUNE_CANDIDATES, res, &found) != CUBLAS_STATUS_SUCCESS)
+            found = 0;
+        cublasLtMatmulPreferenceDestroy(pref);
+    }
+    for (int i = 0; i < found; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
+            !(p->ybf16 && cuda_lt_sums_in_output(&res[i].algo)) &&
+            !same_config(&res[i].algo, &p->algo))
+            cand[n++] = res[i];
+    float ms[TUNE_CANDIDATES + 1];
+    for (int i = 0; i < n; i++) ms[i] = -1.0f;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    if (!cuda_check(c, cudaEventCreate(&t0), op) && !cuda_check(c, cudaEventCreate(&t1), op)) {
+        for (int i = 0; i < n && !c->failed; i++) {
+            int ok = 1;
+            for (int r = -1; r < TUNE_REPS && ok; r++) {
+                if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) ok = 0;
+                else if (lt_run(c, p, &cand[i].algo, A, B, D) != CUBLAS_STATUS_SUCCESS) ok = 0;
+            }
+            float t = -1.0f;
+            if (ok && !cuda_check(c, cudaEventRecord(t1, c->stream), op) &&
+                !cuda_check(c, cudaEventSynchronize(t1), op) &&
+                !cuda_check(c, cudaEventElapsedTime(&t, t0, t1), op))
+                ms[i] = t / TUNE_REPS;
+        }
+    }
+    if (t0) cudaEventDestroy(t0);
+    if (t1) cudaEventDestroy(t1);
+    cuda_check(c, cudaStreamSynchronize(c->stream), op);
+    if (c->failed) return;
+    const int take = c->tune_take < n ? c->tune_take : n - 1;
+    int pick = take >= 0 && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
+    if (pick < 0) pick = 0;
+    c->ntuned_lt++;
+    if (pick > 0) {
+        p->algo = cand[pick].algo;
+        c->ntook_lt++;
+    }
+    if (c->tune_log) {
+        const double flop = 2.0 * p->M * p->N * p->K;
+        fprintf(stderr, "umdq gemm tune: %s (cuBLASLt plan%s%s) M %d N %d K %d: its algorithm %.3f "
+                "ms (%.0f TFLOP/s)", op, p->bias ? ", bias" : "", p->ybf16 ? ", bf16 y" : "",
+                p->M, p->N, p->K, ms[0], ms[0] > 0 ? flop / (ms[0] * 1e9) : 0.0);
+        for (int i = 1; i < n; i++)
+            fprintf(stderr, "; #%d %.3f (algo %ld tile %ld stages %ld split %ld)", i, ms[i],
+                    algo_attr(&cand[i].algo, CUBLASLT_ALGO_CONFIG_ID),
+                    algo_attr(&cand[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                    algo_attr(&cand[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                    algo_attr(&cand[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM));
+        if (pick > 0)
+            fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", pick, ms[pick],
+                    flop / (ms[pick] * 1e9), ms[0] / ms[pick]);
+        else
+            fprintf(stderr, "; kept its algorithm\n");
+    }
 }

@@ -14,7 +14,9 @@
  * Row-major products run as their column-major transposes: C (M, N) = op(A) op(B) is C^T =
  * op(B)^T op(A)^T, so cuBLAS sees (N, M) with the operands swapped and the same transpose flags.
  * Those with bf16 operands go to the GEMM tuner first in a context that tunes them
- * (UMDQ_CUDA_GEMM_TUNE=1, gemm_tune.cu): the algorithm it kept for the shape, else cublasGemmEx.
+ * (UMDQ_CUDA_GEMM_TUNE=1, gemm_tune.cu): the algorithm it kept for the shape, else cublasGemmEx;
+ * there a Linear's forward plan is timed against the heuristic's other algorithms at its first
+ * run too, and each plan keeps its own fastest (a bf16 y then no longer takes the fp32 plan's).
  * Linear forward runs on cuBLASLt with the bias epilogue (one pass over y; a plan per shape,
  * kept in the context); where cuBLASLt has no algorithm it fills y with the bias rows and
  * accumulates a cublasGemmEx product onto them (beta 1). The bias gradient is a gemv of dy^T against a vector of ones (deterministic, unlike atomics); in bf16, where dy is converted whole,
@@ -478,6 +480,12 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
     if (b && cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                             &bias, sizeof bias), "linear_fwd"))
         return 0;
+    /* its first run in a context that tunes its GEMMs: the plan's algorithm timed against the
+     * heuristic's others first (the bias pointer is set: the candidates run the real product) */
+    if (c->gemm_tune && !p->tuned) {
+        cuda_tune_lt(c, "linear_fwd", p, W, x, y);
+        if (c->failed) return 0;
+    }
     const float one = 1.0f, zero = 0.0f;
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, W, p->a, x, p->b, &zero, y, p->d, y, p->d,
                                    &p->algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),

@@ -1707,19 +1707,21 @@ static void test_cuda_mlp_bf16_dh(void) {
 /* ---- the GEMM tuner ---------------------------------------------------------------------------- */
 
 /* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm, S
- * splitting K; V split variants timed)". */
+ * splitting K; V split variants timed; L Linear forward plans tuned, T on another algorithm)". */
 typedef struct {
     int shapes, took, split;
     long variants;
+    int lt, lt_took;
 } tune_count;
 static tune_count tune_counts(umd_ctx *c) {
     char d[1024], onoff[4];
-    tune_count n = {-1, -1, -1, -1};
+    tune_count n = {-1, -1, -1, -1, -1, -1};
     umd_cuda_describe(c, d, sizeof d);
     const char *at = strstr(d, "GEMM tuning ");
     T_REQUIRE(at);
-    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld",
-                     onoff, &n.shapes, &n.took, &n.split, &n.variants) == 5);
+    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld "
+                         "split variants timed; %d Linear forward plans tuned, %d on",
+                     onoff, &n.shapes, &n.took, &n.split, &n.variants, &n.lt, &n.lt_took) == 7);
     T_EQ_STR(onoff, "on");
     return n;
 }
@@ -1760,6 +1762,21 @@ static void tune_dense_case(umd_ctx *c, int M, int N, int K, int ta, int tb, uin
     float *gx = h_randn((size_t)M * K, key + 6, 1.0f), *gW = h_randn((size_t)N * K, key + 7, 1.0f);
     float *gb = h_randn((size_t)N, key + 8, 1.0f);
     float *d_x = d_f(x, (size_t)M * K), *d_W = d_f(W, (size_t)N * K), *d_g = d_f(g, (size_t)M * N);
+    /* linear_fwd (a cuBLASLt plan with the bias epilogue), with the bias and without */
+    for (int bias = 0; bias < 2; bias++) {
+        float *b = h_randn((size_t)N, key + 9, 1.0f), *d_b = d_f(b, (size_t)N);
+        float *y = h_nan((size_t)M * N), *d_y[2] = {d_f(y, (size_t)M * N), d_f(y, (size_t)M * N)};
+        CPU->linear_fwd(cc, y, x, W, bias ? b : NULL, M, N, K, UMD_F32);
+        for (int r = 0; r < 2; r++)
+            GPU->linear_fwd(c, d_y[r], d_x, d_W, bias ? d_b : NULL, M, N, K, UMD_F32);
+        ctx_ok(c);
+        snprintf(what, sizeof what, "linear_fwd (%d x %d x %d)%s, %s", M, N, K,
+                 bias ? " with a bias" : "", how);
+        same_math(what, d_y[0], y, (size_t)M * N);
+        snprintf(what, sizeof what, "linear_fwd run again (%d x %d x %d)%s, %s", M, N, K,
+                 bias ? " with a bias" : "", how);
+        same_bits(what, d_y[1], d_y[0], (size_t)M * N);
+    }
     float *d_gx[2], *d_gW[2], *d_gb[2];
     for (int r = 0; r < 2; r++) {
         d_gx[r] = d_f(gx, (size_t)M * K), d_gW[r] = d_f(gW, (size_t)N * K);
@@ -1814,14 +1831,16 @@ static void tune_long_case(umd_ctx *c, const char *how) {
  * offers one), whatever their times, so that the cuBLASLt calls run on whatever the device lists.
  *   - Against the CPU at bf16's tolerance, as dense_layers: gemm with every transpose, a padded
  *     C and beta != 0 (C read, so copied aside while the candidates run; A and B are packed into
- *     the bf16 stages first), linear_bwd with dx and dW accumulated, at dense_layers' shapes and
+ *     the bf16 stages first), linear_fwd with a bias and without (a cuBLASLt plan whose own
+ *     algorithm is candidate 0), linear_bwd with dx and dW accumulated, at dense_layers' shapes and
  *     a (4096 x 256 x 384) one, its dW a reduction over 4096 rows (split variants). These shapes
  *     are below the size the tuner times (TUNE_MIN_FLOP): only a TAKE tunes them.
  *   - A weight gradient's shape over 4096 rows, tuned by time too (tune_long_case).
  * Each call runs twice from the same starting values; the second, on the algorithm kept, must
  * give the first's bits, which the first has only if C was given back before its final run. The
- * description counts the shapes: with a TAKE every GEMM's (32), else the long ones' (2); with the
- * last candidate, shapes on a split-K algorithm wherever split variants were timed.
+ * description counts the shapes: with a TAKE every GEMM's (32, and the 10 forward plans, or a
+ * shape for each cuBLASLt has no plan for), else the long ones' (2); with the last candidate,
+ * shapes on a split-K algorithm wherever split variants were timed.
  * Then a context recording its first GEMM: a shape new while recording is recorded on
  * cublasGemmEx (nothing tuned, the recording and its replay right), and tuned when it next runs
  * op by op. Then the MLP with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K
@@ -1852,10 +1871,21 @@ static void test_cuda_gemm_tune(void) {
         cleanup();
         const tune_count n = tune_counts(c);
         printf("  %s: %d shapes tuned, %d on another algorithm than cublasGemmEx's, %d of them "
-               "splitting K; %ld split variants timed\n", how, n.shapes, n.took, n.split,
-               n.variants);
-        /* 5 x 4 gemm, 5 x 2 linear_bwd (dx, dW), the long one's 2 (beta 0.5, 0) */
-        T_CHECK_MSG(n.shapes == (takes[t] < 0 ? 2 : 32), "%s: %d shapes tuned", how, n.shapes);
+               "splitting K; %ld split variants timed; %d Linear forward plans tuned, %d on "
+               "another algorithm\n", how, n.shapes, n.took, n.split, n.variants, n.lt, n.lt_took);
+        /* 5 x 4 gemm, 5 x 2 linear_bwd (dx, dW), the long one's 2 (beta 0.5, 0); 5 x 2
+         * linear_fwd calls (with a bias, without), each a cuBLASLt plan, or where cuBLASLt has
+         * none (an odd leading dimension), bias rows and a GEMM (a shape); by time, only the
+         * long ones */
+        if (takes[t] < 0) {
+            T_CHECK_MSG(n.shapes == 2 && n.lt == 0, "%s: %d shapes and %d forward plans tuned",
+                        how, n.shapes, n.lt);
+        } else {
+            T_CHECK_MSG(n.shapes >= 32 && n.shapes + n.lt == 42,
+                        "%s: %d shapes and %d forward plans tuned", how, n.shapes, n.lt);
+        }
+        if (takes[t] > 0)
+            T_CHECK_MSG(n.lt_took > 0, "%s: no forward plan on candidate %d", how, takes[t]);
         if (takes[t] > 0) T_CHECK_MSG(n.took > 0, "%s: no shape on candidate %d", how, takes[t]);
         if (takes[t] > 3)
             T_CHECK_MSG(n.variants == 0 || n.split > 0,
