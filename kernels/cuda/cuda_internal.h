@@ -64,6 +64,7 @@ typedef struct {
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
     int tuned;                    /* the GEMM tuner has timed its algorithm against the heuristic's
                                      others (UMDQ_CUDA_GEMM_TUNE, gemm_tune.cu: cuda_tune_lt) */
+    int retuned;                  /* and took another one */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
@@ -184,6 +185,8 @@ struct umd_ctx {
     int ntook_split;           /* of those, the ones whose algorithm splits K */
     long tune_variants;        /* split variants timed beside the heuristic's, over all shapes */
     int ntuned_lt, ntook_lt;   /* the Linears' forward plans tuned; of them, on another algorithm */
+    long tune_runs;            /* GEMM calls queued on an algorithm the tuner took in place of the
+                                  default (a recorded one once, not once a replay) */
     int lt_bf16_y_off;         /* a bf16 y goes through an fp32 scratch even where cuBLASLt
                                   writes one (UMDQ_CUDA_LT_BF16_Y=0: its tests) */
     long y_via_fp32;           /* chunks of a bf16 y queued so, recordings once (the profile

@@ -42,11 +42,16 @@
  * deterministic from its first step on.
  *
  * The Linears' forward runs on cuBLASLt plans of its own (linear.cu's lt_plan, with the bias
- * epilogue), whose algorithm is the heuristic's first. Each such plan is timed the same way at
- * its first run outside a recording (cuda_tune_lt): its own algorithm (candidate 0) against the
- * heuristic's others, on the real operands (y is only overwritten), the fastest kept past the
- * margin. A plan for a bf16 y then keeps its own fastest, not the fp32 y plan's algorithm, so its
- * values are no longer that plan's sums rounded bit for bit (within a bf16 step of them).
+ * epilogue), whose algorithm is the heuristic's first, or for a bf16 y the fp32 y plan's of the
+ * same shape where cuBLASLt takes it (as that plan's algorithm stands when the bf16 one is made:
+ * so in a tuning context it depends on which ran first, fixed for a fixed order of ops). Each such
+ * plan is timed the same way at its first run outside a recording (cuda_tune_lt): its own
+ * algorithm (candidate 0) against the heuristic's others at the pointers' alignment, on the real
+ * operands (y is only overwritten), the fastest kept past the margin. A plan for a bf16 y then
+ * keeps its own fastest, so its values are no longer the fp32 plan's sums rounded bit for bit
+ * (within a bf16 step of them). A plan first run while recording is recorded on its algorithm,
+ * and tuned when it next runs op by op: that recording keeps the old algorithm (the trainer's
+ * first step runs op by op, so its recording has every plan tuned).
  *
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints a line per tuned shape to stderr (its candidates' times and
  * the one kept); UMDQ_CUDA_GEMM_TUNE_TAKE=n, read when the context is made (tests), takes
@@ -233,7 +238,12 @@ static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int 
         if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) return -1.0f;
         cublasStatus_t s = i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
                                   : plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C);
-        if (s != CUBLAS_STATUS_SUCCESS) return -1.0f;
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            /* a launch the candidate could not make is its own (not left for the next op's
+             * check to blame); a fault of the device stays, for the synchronisation after */
+            (void)cudaGetLastError();
+            return -1.0f;
+        }
     }
     float ms = -1.0f;
     if (cuda_check(c, cudaEventRecord(t1, c->stream), op) ||
@@ -327,7 +337,7 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     p->candidates = n;
     p->ms0 = ms[0];
     p->ms_pick = ms[p->pick];
-    c->tune_variants += n - 1 - p->heuristic_n;
+    if (!p->snapshot_refused) c->tune_variants += n - 1 - p->heuristic_n;
     if (p->pick > 0) {
         p->algo = cand[p->pick - 1].algo;
         c->ntook++;
@@ -364,6 +374,7 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
         if (!p) return -1;
     }
     if (p->pick == 0) return -1;
+    c->tune_runs++;
     cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
     return 0;
 }
@@ -393,12 +404,23 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
     const uint32_t schemes =
         p->ybf16 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
     size_t wsb = CUDA_LT_WORKSPACE;
+    /* the pointers' own alignment (the plan's algorithm assumed 256 bytes of each) */
+    const uint32_t al_a = tune_align((uintptr_t)A), al_b = tune_align((uintptr_t)B),
+                   al_d = tune_align((uintptr_t)D);
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res[TUNE_CANDIDATES];
     int found = 0, n = 1;
     if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
         if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &wsb, sizeof wsb) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                 &al_a, sizeof al_a) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                 &al_b, sizeof al_b) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                 &al_d, sizeof al_d) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                 &al_d, sizeof al_d) ||
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                                  &schemes, sizeof schemes) ||
             cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref,
@@ -419,7 +441,10 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
             int ok = 1;
             for (int r = -1; r < TUNE_REPS && ok; r++) {
                 if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) ok = 0;
-                else if (lt_run(c, p, &cand[i].algo, A, B, D) != CUBLAS_STATUS_SUCCESS) ok = 0;
+                else if (lt_run(c, p, &cand[i].algo, A, B, D) != CUBLAS_STATUS_SUCCESS) {
+                    (void)cudaGetLastError(); /* as in time_candidate */
+                    ok = 0;
+                }
             }
             float t = -1.0f;
             if (ok && !cuda_check(c, cudaEventRecord(t1, c->stream), op) &&
@@ -438,6 +463,7 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
     c->ntuned_lt++;
     if (pick > 0) {
         p->algo = cand[pick].algo;
+        p->retuned = 1;
         c->ntook_lt++;
     }
     if (c->tune_log) {

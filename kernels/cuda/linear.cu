@@ -486,6 +486,7 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
         cuda_tune_lt(c, "linear_fwd", p, W, x, y);
         if (c->failed) return 0;
     }
+    if (p->retuned) c->tune_runs++;
     const float one = 1.0f, zero = 0.0f;
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, W, p->a, x, p->b, &zero, y, p->d, y, p->d,
                                    &p->algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),

@@ -817,7 +817,7 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
                  "%d rows a warp, last strips %s, GEMM tuning %s (%d shapes, %d on another "
                  "algorithm, %d splitting K; %ld split variants timed; %d Linear forward "
-                 "plans tuned, %d on another algorithm)",
+                 "plans tuned, %d on another algorithm; %ld GEMMs run on a tuned algorithm)",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
@@ -825,7 +825,7 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
                  c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split,
-                 c->tune_variants, c->ntuned_lt, c->ntook_lt);
+                 c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }
 
 __global__ static void k_fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt) {

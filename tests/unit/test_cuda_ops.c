@@ -1707,21 +1707,25 @@ static void test_cuda_mlp_bf16_dh(void) {
 /* ---- the GEMM tuner ---------------------------------------------------------------------------- */
 
 /* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm, S
- * splitting K; V split variants timed; L Linear forward plans tuned, T on another algorithm)". */
+ * splitting K; V split variants timed; L Linear forward plans tuned, T on another algorithm; R
+ * GEMMs run on a tuned algorithm)". */
 typedef struct {
     int shapes, took, split;
     long variants;
     int lt, lt_took;
+    long runs;
 } tune_count;
 static tune_count tune_counts(umd_ctx *c) {
     char d[1024], onoff[4];
-    tune_count n = {-1, -1, -1, -1, -1, -1};
+    tune_count n = {-1, -1, -1, -1, -1, -1, -1};
     umd_cuda_describe(c, d, sizeof d);
     const char *at = strstr(d, "GEMM tuning ");
     T_REQUIRE(at);
     T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld "
-                         "split variants timed; %d Linear forward plans tuned, %d on",
-                     onoff, &n.shapes, &n.took, &n.split, &n.variants, &n.lt, &n.lt_took) == 7);
+                         "split variants timed; %d Linear forward plans tuned, %d on another "
+                         "algorithm; %ld GEMMs run",
+                     onoff, &n.shapes, &n.took, &n.split, &n.variants, &n.lt, &n.lt_took,
+                     &n.runs) == 8);
     T_EQ_STR(onoff, "on");
     return n;
 }
@@ -1886,7 +1890,12 @@ static void test_cuda_gemm_tune(void) {
         }
         if (takes[t] > 0)
             T_CHECK_MSG(n.lt_took > 0, "%s: no forward plan on candidate %d", how, takes[t]);
-        if (takes[t] > 0) T_CHECK_MSG(n.took > 0, "%s: no shape on candidate %d", how, takes[t]);
+        if (takes[t] > 0) {
+            T_CHECK_MSG(n.took > 0, "%s: no shape on candidate %d", how, takes[t]);
+            /* and the calls ran on what was taken: each shape's twice at least */
+            T_CHECK_MSG(n.runs >= 2L * (n.took + n.lt_took), "%s: %ld GEMMs on %d + %d taken "
+                        "algorithms", how, n.runs, n.took, n.lt_took);
+        }
         if (takes[t] > 3)
             T_CHECK_MSG(n.variants == 0 || n.split > 0,
                         "%s: %ld split variants timed, none taken as the last", how, n.variants);
@@ -1963,8 +1972,9 @@ static void test_cuda_gemm_tune(void) {
         const tune_count n = tune_counts(tc);
         printf("  the MLP%s: %d shapes tuned, %d on another algorithm, %d splitting K\n", tag,
                n.shapes, n.took, n.split);
-        T_CHECK_MSG(n.shapes >= 3 && n.took > 0, "the MLP%s: %d shapes tuned, %d on another "
-                    "algorithm", tag, n.shapes, n.took);
+        T_CHECK_MSG(n.shapes >= 3 && n.took > 0 && n.runs >= 2L * n.took,
+                    "the MLP%s: %d shapes tuned, %d on another algorithm, %ld runs on them", tag,
+                    n.shapes, n.took, n.runs);
         ctx_free(&hc, hws);
         ctx_free(&tc, tws);
         cleanup();
