@@ -79,12 +79,15 @@ int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a);
 
 /* A GEMM shape the tuner has timed (gemm_tune.cu, UMDQ_CUDA_GEMM_TUNE): its key, the cuBLASLt
  * descriptors, and the candidate kept: pick 0 is cublasGemmEx (the plan then only remembers that),
- * pick i > 0 the heuristic's i-th algorithm (algo). */
+ * pick 1 .. lt_n a cuBLASLt algorithm (algo), past them K split by hand (hand_split parts). */
 typedef struct {
     tune_key key;
     char op[24];                  /* the op that first asked for it (the log says it) */
     int pick, candidates;         /* the one kept; how many were timed, cublasGemmEx included */
     int heuristic_n;              /* of them, the heuristic's (the split variants after them) */
+    int lt_n;                     /* the cuBLASLt candidates, split variants included */
+    int hand[7], nhand;           /* the hand splits' part counts timed after them */
+    int hand_split;               /* the kept one's part count (pick > lt_n), else 0 */
     int snapshot_refused;         /* C is read and could not be copied aside: not timed */
     float ms0, ms_pick;           /* cublasGemmEx's time and the kept one's (-1: not timed) */
     cublasLtMatmulDesc_t desc;

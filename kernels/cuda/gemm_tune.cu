@@ -17,7 +17,10 @@
  * (TUNE_CANDIDATES at most, within the context's cuBLASLt workspace, with the pointers' own
  * alignment), and as the heuristic's first few with the split-K counts it did not propose
  * (gemm_tune.h's tune_splits, where K is long enough to share: the weight gradients), each once
- * untimed and then TUNE_REPS times between two events. The fastest is kept
+ * untimed and then TUNE_REPS times between two events, and where C is fp32, as the same counts of
+ * parts split by hand (hand_split_gemm: the parts one strided-batched GEMM into the attention
+ * tiles' workspace, free between ops, then added onto C in order), which fill the device
+ * whatever cuBLASLt offers for the shape. The fastest is kept
  * for the context's life where it beats cublasGemmEx by more than TUNE_MARGIN (gemm_tune.h,
  * tune_pick); else the shape stays on cublasGemmEx, the same bits as without the switch. A shape
  * is known by its types, transposes, sizes, leading dimensions, whether C is read, and the
@@ -226,7 +229,69 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
     return n;
 }
 
-/* Times candidate i of the plan (0 cublasGemmEx, else cand[i - 1]): once untimed, then
+/* ---- K split by hand: the parts as one strided-batched GEMM, then added in order ---------------- */
+
+/* The part counts S of a hand split for the key: tune_splits' counts whose S parts of (M, N) fp32
+ * fit the attention tiles' workspace (free between ops: only attention's ops use it), for an fp32
+ * C; into out; how many. */
+static int hand_splits(const umd_ctx *c, const tune_key *k, int *out) {
+    if (k->cty != CUDA_R_32F || !c->attn) return 0;
+    int all[7], n = 0;
+    const int ns = tune_splits(k->K, all);
+    for (int i = 0; i < ns; i++)
+        if ((size_t)all[i] * (size_t)k->M * (size_t)k->N <= c->attn_floats) out[n++] = all[i];
+    return n;
+}
+
+/* C (M, N) at ldc = beta C + P_0 + P_1 + ... + P_{S-1} (each part (M, N) packed), added in that
+ * order: the same sums whatever the grid. C is not read where beta is 0. */
+__global__ static void k_add_parts(float *C, long ldc, const float *P, int S, int M, int N,
+                                   float beta) {
+    const size_t mn = (size_t)M * N;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < mn;
+         e += (size_t)gridDim.x * blockDim.x) {
+        const size_t i = e / (size_t)N, j = e % (size_t)N;
+        float v = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
+        for (int s = 0; s < S; s++) v += P[s * mn + e];
+        C[i * ldc + j] = v;
+    }
+}
+
+/* The key's GEMM with K split by hand into S parts: parts of R = K / S rows of the reduction (the
+ * rest, K - S R, added onto part 0 by a GEMM of its own) as one strided-batched cublasGemmEx into
+ * the attention tiles' workspace, alpha in each, then k_add_parts. Deterministic: the parts and
+ * their order are fixed by S. The GEMMs' status (CUBLAS_STATUS_SUCCESS when all were queued). */
+static cublasStatus_t hand_split_gemm(umd_ctx *c, const tune_key *k, int S, float alpha,
+                                      const void *A, const void *B, float beta, void *C) {
+    const tune_parts t = tune_hand_parts(k->K, S, k->transA, k->lda, k->transB, k->ldb);
+    const long R = t.R, rest = t.rest, strideA = t.strideA, strideB = t.strideB;
+    const size_t esz = type_bytes(k->ab);
+    const long mn = (long)k->M * k->N;
+    float *P = c->attn;
+    const float zero = 0.0f, one = 1.0f;
+    cublasStatus_t s = cublasGemmStridedBatchedEx(
+        c->blas, k->transB ? CUBLAS_OP_T : CUBLAS_OP_N, k->transA ? CUBLAS_OP_T : CUBLAS_OP_N, k->N,
+        k->M, (int)R, &alpha, B, (cudaDataType_t)k->ab, (int)k->ldb, strideB, A,
+        (cudaDataType_t)k->ab, (int)k->lda, strideA, &zero, P, CUDA_R_32F, k->N, mn, S,
+        (cublasComputeType_t)k->compute, CUBLAS_GEMM_DEFAULT);
+    if (s == CUBLAS_STATUS_SUCCESS && rest > 0) {
+        const char *Ar = (const char *)A + (size_t)(S * strideA) * esz;
+        const char *Br = (const char *)B + (size_t)(S * strideB) * esz;
+        s = cublasGemmEx(c->blas, k->transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                         k->transA ? CUBLAS_OP_T : CUBLAS_OP_N, k->N, k->M, (int)rest, &alpha, Br,
+                         (cudaDataType_t)k->ab, (int)k->ldb, Ar, (cudaDataType_t)k->ab,
+                         (int)k->lda, &one, P, CUDA_R_32F, k->N, (cublasComputeType_t)k->compute,
+                         CUBLAS_GEMM_DEFAULT);
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    const unsigned blocks = cuda_blocks((size_t)mn, 256);
+    k_add_parts<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>((float *)C, k->ldc, P, S, k->M,
+                                                                      k->N, beta);
+    return cudaGetLastError() == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+/* Times candidate i of the plan (0 cublasGemmEx, 1 .. lt_n cand[i - 1], then the hand splits of
+ * p->hand): once untimed, then
  * TUNE_REPS times between the events. Its mean in ms, or -1 when cuBLAS refused a call (the
  * candidate is only dropped: cuBLASLt says so by its status, and nothing ran). An event's
  * failure is the device's, not the candidate's: it fails the context (the caller stops). */
@@ -236,8 +301,11 @@ static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int 
                             void *C) {
     for (int r = -1; r < TUNE_REPS; r++) {
         if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) return -1.0f;
-        cublasStatus_t s = i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
-                                  : plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C);
+        cublasStatus_t s =
+            i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
+            : i <= p->lt_n ? plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C)
+                           : hand_split_gemm(c, &p->key, p->hand[i - 1 - p->lt_n], alpha, A, B,
+                                             beta, C);
         if (s != CUBLAS_STATUS_SUCCESS) {
             /* a launch the candidate could not make is its own (not left for the next op's
              * check to blame); a fault of the device stays, for the synchronisation after */
@@ -264,6 +332,11 @@ static void log_plan(const tune_plan *p, const float *ms, int n,
             k->cty == CUDA_R_16BF ? " bf16 C" : "", k->beta_nonzero ? " C +=" : "", ms[0],
             ms[0] > 0 ? flop / (ms[0] * 1e9) : 0.0);
     for (int i = 1; i < n; i++) {
+        if (i > p->lt_n) {
+            fprintf(stderr, "; #%d %.3f (K split by hand in %d)", i, ms[i],
+                    p->hand[i - 1 - p->lt_n]);
+            continue;
+        }
         const cublasLtMatmulAlgo_t *a = &cand[i - 1].algo;
         fprintf(stderr, "; #%d %.3f (algo %ld tile %ld stages %ld split %ld/%ld, %.2f waves)", i,
                 ms[i], algo_attr(a, CUBLASLT_ALGO_CONFIG_ID),
@@ -296,7 +369,9 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     if (plan_descriptors(p) != 0) return p; /* pick 0: cublasGemmEx */
     cublasLtMatmulHeuristicResult_t cand[TUNE_MAX];
     p->heuristic_n = heuristic_list(c, p, cand);
-    const int n = 1 + add_split_variants(c, p, cand, p->heuristic_n);
+    p->lt_n = add_split_variants(c, p, cand, p->heuristic_n);
+    p->nhand = hand_splits(c, k, p->hand);
+    const int n = 1 + p->lt_n + p->nhand;
     /* C aside, where it is read */
     void *saved = NULL;
     size_t cbytes = ((size_t)(k->M - 1) * (size_t)k->ldc + (size_t)k->N) * type_bytes(k->cty);
@@ -314,7 +389,7 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
             return NULL;
         }
     }
-    float ms[1 + TUNE_MAX];
+    float ms[1 + TUNE_MAX + 7]; /* cublasGemmEx, the cuBLASLt candidates, the hand splits */
     for (int i = 0; i < n; i++) ms[i] = -1.0f;
     cudaEvent_t t0 = NULL, t1 = NULL;
     if (!p->snapshot_refused && !cuda_check(c, cudaEventCreate(&t0), op) &&
@@ -338,7 +413,11 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     p->ms0 = ms[0];
     p->ms_pick = ms[p->pick];
     if (!p->snapshot_refused) c->tune_variants += n - 1 - p->heuristic_n;
-    if (p->pick > 0) {
+    if (p->pick > p->lt_n) {
+        p->hand_split = p->hand[p->pick - 1 - p->lt_n];
+        c->ntook++;
+        c->ntook_split++;
+    } else if (p->pick > 0) {
         p->algo = cand[p->pick - 1].algo;
         c->ntook++;
         if (algo_attr(&p->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1) c->ntook_split++;
@@ -375,7 +454,10 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
     }
     if (p->pick == 0) return -1;
     c->tune_runs++;
-    cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
+    if (p->hand_split)
+        cublas_check(c, hand_split_gemm(c, &p->key, p->hand_split, alpha, A, B, beta, C), op);
+    else
+        cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
     return 0;
 }
 

@@ -97,8 +97,8 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
  * UMDQ_CUDA_GEMM_TUNE=1 (bf16 contexts) times each GEMM shape of at least 8 GFLOP that would go
  * to cublasGemmEx (the backward's products, the MLP's) once, when it is first asked for outside a recording, as
- * cuBLAS runs it, as each algorithm cuBLASLt's heuristic lists for it and as the first of those
- * with other split-K counts, on the GEMM's own operands (a C that is read copied aside and back),
+ * cuBLAS runs it, as each algorithm cuBLASLt's heuristic lists for it, as the first of those
+ * with other split-K counts, and with K split by hand (an fp32 C), on the GEMM's own operands (a C that is read copied aside and back),
  * and keeps the fastest where it beats cuBLAS's by more than 3% (gemm_tune.cu), and times each
  * Linear forward plan's algorithm against the heuristic's others likewise: a shape on
  * another algorithm adds its sums in another order, a fixed one still (for a bf16 output no

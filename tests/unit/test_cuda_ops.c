@@ -1831,8 +1831,9 @@ static void tune_long_case(umd_ctx *c, const char *how) {
 /* UMDQ_CUDA_GEMM_TUNE=1: bf16 contexts that time each new GEMM shape against cuBLASLt's other
  * algorithms and keep the fastest (gemm_tune.cu). The contexts keep the timing's pick, and
  * (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3, 999) the heuristic's first three algorithms and the last
- * candidate (a split-K count the heuristic did not propose, where K is long enough and the device
- * offers one), whatever their times, so that the cuBLASLt calls run on whatever the device lists.
+ * candidate (where K is long enough and C fp32, K split by hand in the most parts the workspace
+ * holds: 8 for the 4096-row dW, 6 with a rest of 4 rows for the long case; else cuBLASLt's last),
+ * whatever their times, so that every kind of candidate runs on whatever the device lists.
  *   - Against the CPU at bf16's tolerance, as dense_layers: gemm with every transpose, a padded
  *     C and beta != 0 (C read, so copied aside while the candidates run; A and B are packed into
  *     the bf16 stages first), linear_fwd with a bias and without (a cuBLASLt plan whose own

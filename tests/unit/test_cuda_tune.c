@@ -1,7 +1,7 @@
 /* test_cuda_tune: the GEMM tuner's arithmetic (kernels/cuda/gemm_tune.h, compiled for the host),
  * on every machine: which timed candidate is kept (cublasGemmEx unless another beats it by more
- * than the margin), the alignment a pointer offers cuBLASLt, what tells two shapes apart, and the
- * split-K counts tried beside the heuristic's. */
+ * than the margin), the alignment a pointer offers cuBLASLt, what tells two shapes apart, the
+ * split-K counts tried beside the heuristic's, and the parts of a reduction split by hand. */
 /* umdq-uses: common */
 #include "t.h"
 #include "cuda/gemm_tune.h"
@@ -85,10 +85,37 @@ static void test_tune_splits(void) {
     for (int i = 0; i < 7; i++) T_CHECK(65792 / out[i] >= TUNE_SPLIT_ROWS);
 }
 
+/* The hand split's parts cover the reduction once: for every transpose, element (i, k) of op(A)
+ * and (k, j) of op(B) for each k in [0, K) lie in exactly one part (or the rest), at the offset
+ * the part's stride gives, found by walking the parts as hand_split_gemm hands them to cuBLAS. */
+static void test_tune_hand_parts(void) {
+    const long Ks[] = {1024, 4096, 4095, 65792, 8192 + 7};
+    const int Ss[] = {2, 3, 4, 6, 8, 12, 16};
+    for (size_t a = 0; a < sizeof Ks / sizeof *Ks; a++)
+        for (size_t b = 0; b < sizeof Ss / sizeof *Ss; b++)
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++) {
+                    const long K = Ks[a], lda = 96 + 3, ldb = 80 + 1;
+                    const int S = Ss[b];
+                    const tune_parts t = tune_hand_parts(K, S, ta, lda, tb, ldb);
+                    T_CHECK(t.R >= 1 && t.rest >= 0 && t.rest < S && S * t.R + t.rest == K);
+                    /* row k of the reduction: part k / R (or the rest past S R), at row k - s R
+                     * of the part; its offset into A from the part's start must be where the
+                     * whole operand holds it (element (0, k) of op(A): k, or k lda transposed) */
+                    for (long k = 0; k < K; k += K / 37 + 1) {
+                        const long s = k < S * t.R ? k / t.R : S, kk = k - s * t.R;
+                        const long inA = ta ? kk * lda : kk, inB = tb ? kk : kk * ldb;
+                        T_CHECK(s * t.strideA + inA == (ta ? k * lda : k));
+                        T_CHECK(s * t.strideB + inB == (tb ? k : k * ldb));
+                    }
+                }
+}
+
 int main(void) {
     T_RUN(test_tune_pick);
     T_RUN(test_tune_align);
     T_RUN(test_tune_key);
     T_RUN(test_tune_splits);
+    T_RUN(test_tune_hand_parts);
     return t_done();
 }
