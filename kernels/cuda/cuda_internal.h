@@ -34,7 +34,9 @@
  *             and dP / dS backward), g = 2 max_heads tiles when that is at most CUDA_ATTN_WS
  *             floats, else fewer (at least 2: one head's backward); 2 where attention is fused
  *             (TF32 and bf16: only head widths other than 32 and 64 use the tiles), and where
- *             the mma kernels are (bf16: only head widths other than 64 use them)
+ *             the mma kernels are (bf16: only head widths other than 64 use them). Free between
+ *             ops (attention's ops use it within themselves): the GEMM tuner's hand splits keep
+ *             their parts there (gemm_tune.cu)
  *   attn_d    (max_rows * max_heads * max_tokens) floats: the fused attention backward's D
  *   ptrs      (10 * max_rows * max_heads) pointers: the batched attention GEMMs' operands
  *   bf16      (2 * stage + max_weight) bf16 values (bf16 math only): GEMM operands, a stage
@@ -186,7 +188,9 @@ struct umd_ctx {
     tune_plan *tuned;          /* (CUDA_TUNE_PLANS) the shapes tuned, allocated at the first */
     int ntuned, ntook;         /* shapes tuned; of them, those that took another algorithm */
     int ntook_split;           /* of those, the ones whose algorithm splits K */
-    long tune_variants;        /* split variants timed beside the heuristic's, over all shapes */
+    long tune_variants;        /* split candidates timed beside the heuristic's (cuBLASLt's split
+                                  variants and the hand splits), over all shapes */
+    int ntook_hand;            /* shapes that took a hand split (counted in ntook_split too) */
     int ntuned_lt, ntook_lt;   /* the Linears' forward plans tuned; of them, on another algorithm */
     long tune_runs;            /* GEMM calls queued on an algorithm the tuner took in place of the
                                   default (a recorded one once, not once a replay) */

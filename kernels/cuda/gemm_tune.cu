@@ -232,47 +232,53 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
 /* ---- K split by hand: the parts as one strided-batched GEMM, then added in order ---------------- */
 
 /* The part counts S of a hand split for the key: tune_splits' counts whose S parts of (M, N) fp32
- * fit the attention tiles' workspace (free between ops: only attention's ops use it), for an fp32
- * C; into out; how many. */
+ * (tune_part_stride apart) fit the attention tiles' workspace (free between ops: only attention's
+ * ops use it, within themselves), for an fp32 C; into out; how many. hand_fits: one count. */
+static int hand_fits(const umd_ctx *c, const tune_key *k, int S) {
+    return c->attn && (size_t)S * (size_t)tune_part_stride(k->M, k->N) <= c->attn_floats;
+}
 static int hand_splits(const umd_ctx *c, const tune_key *k, int *out) {
-    if (k->cty != CUDA_R_32F || !c->attn) return 0;
+    if (k->cty != CUDA_R_32F) return 0;
     int all[7], n = 0;
     const int ns = tune_splits(k->K, all);
     for (int i = 0; i < ns; i++)
-        if ((size_t)all[i] * (size_t)k->M * (size_t)k->N <= c->attn_floats) out[n++] = all[i];
+        if (hand_fits(c, k, all[i])) out[n++] = all[i];
     return n;
 }
 
-/* C (M, N) at ldc = beta C + P_0 + P_1 + ... + P_{S-1} (each part (M, N) packed), added in that
- * order: the same sums whatever the grid. C is not read where beta is 0. */
-__global__ static void k_add_parts(float *C, long ldc, const float *P, int S, int M, int N,
-                                   float beta) {
+/* C (M, N) at ldc = beta C + P_0 + P_1 + ... + P_{S-1} (each part (M, N) packed, pstride floats
+ * apart), added in that order: the same sums whatever the grid. C is not read where beta is 0. */
+__global__ static void k_add_parts(float *C, long ldc, const float *P, long pstride, int S, int M,
+                                   int N, float beta) {
     const size_t mn = (size_t)M * N;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < mn;
          e += (size_t)gridDim.x * blockDim.x) {
         const size_t i = e / (size_t)N, j = e % (size_t)N;
         float v = beta != 0.0f ? beta * C[i * ldc + j] : 0.0f;
-        for (int s = 0; s < S; s++) v += P[s * mn + e];
+        for (int s = 0; s < S; s++) v += P[(size_t)s * pstride + e];
         C[i * ldc + j] = v;
     }
 }
 
-/* The key's GEMM with K split by hand into S parts: parts of R = K / S rows of the reduction (the
- * rest, K - S R, added onto part 0 by a GEMM of its own) as one strided-batched cublasGemmEx into
- * the attention tiles' workspace, alpha in each, then k_add_parts. Deterministic: the parts and
- * their order are fixed by S. The GEMMs' status (CUBLAS_STATUS_SUCCESS when all were queued). */
-static cublasStatus_t hand_split_gemm(umd_ctx *c, const tune_key *k, int S, float alpha,
-                                      const void *A, const void *B, float beta, void *C) {
+/* The key's GEMM with K split by hand into S parts (tune_hand_parts: parts of R rows of the
+ * reduction, the rest added onto part 0 by a GEMM of its own) as one strided-batched cublasGemmEx
+ * into the attention tiles' workspace, alpha in each, then k_add_parts. Deterministic: the parts
+ * and their order are fixed by S. The GEMMs' status (CUBLAS_STATUS_SUCCESS when all and the sum
+ * were queued). A failed launch of the sum fails the context where `final` (the kept algorithm's
+ * run, its CUDA error named), else only the candidate (EXECUTION_FAILED). */
+static cublasStatus_t hand_split_gemm(umd_ctx *c, const char *op, int final, const tune_key *k,
+                                      int S, float alpha, const void *A, const void *B, float beta,
+                                      void *C) {
     const tune_parts t = tune_hand_parts(k->K, S, k->transA, k->lda, k->transB, k->ldb);
     const long R = t.R, rest = t.rest, strideA = t.strideA, strideB = t.strideB;
     const size_t esz = type_bytes(k->ab);
-    const long mn = (long)k->M * k->N;
+    const long mn = (long)k->M * k->N, pstride = tune_part_stride(k->M, k->N);
     float *P = c->attn;
     const float zero = 0.0f, one = 1.0f;
     cublasStatus_t s = cublasGemmStridedBatchedEx(
         c->blas, k->transB ? CUBLAS_OP_T : CUBLAS_OP_N, k->transA ? CUBLAS_OP_T : CUBLAS_OP_N, k->N,
         k->M, (int)R, &alpha, B, (cudaDataType_t)k->ab, (int)k->ldb, strideB, A,
-        (cudaDataType_t)k->ab, (int)k->lda, strideA, &zero, P, CUDA_R_32F, k->N, mn, S,
+        (cudaDataType_t)k->ab, (int)k->lda, strideA, &zero, P, CUDA_R_32F, k->N, pstride, S,
         (cublasComputeType_t)k->compute, CUBLAS_GEMM_DEFAULT);
     if (s == CUBLAS_STATUS_SUCCESS && rest > 0) {
         const char *Ar = (const char *)A + (size_t)(S * strideA) * esz;
@@ -285,16 +291,19 @@ static cublasStatus_t hand_split_gemm(umd_ctx *c, const tune_key *k, int S, floa
     }
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     const unsigned blocks = cuda_blocks((size_t)mn, 256);
-    k_add_parts<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>((float *)C, k->ldc, P, S, k->M,
-                                                                      k->N, beta);
-    return cudaGetLastError() == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+    k_add_parts<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>((float *)C, k->ldc, P, pstride,
+                                                                      S, k->M, k->N, beta);
+    const cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) return CUBLAS_STATUS_SUCCESS;
+    if (final) cuda_check(c, e, op);
+    return CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
 /* Times candidate i of the plan (0 cublasGemmEx, 1 .. lt_n cand[i - 1], then the hand splits of
- * p->hand): once untimed, then
- * TUNE_REPS times between the events. Its mean in ms, or -1 when cuBLAS refused a call (the
- * candidate is only dropped: cuBLASLt says so by its status, and nothing ran). An event's
- * failure is the device's, not the candidate's: it fails the context (the caller stops). */
+ * p->hand): once untimed, then TUNE_REPS times between the events. Its mean in ms, or -1 when
+ * cuBLAS refused a call or a launch failed (the candidate is only dropped: what it queued before
+ * wrote only C, which is given back, and scratch). An event's failure is the device's, not the
+ * candidate's: it fails the context (the caller stops). */
 static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int i,
                             const cublasLtMatmulHeuristicResult_t *cand, cudaEvent_t t0,
                             cudaEvent_t t1, float alpha, const void *A, const void *B, float beta,
@@ -304,8 +313,8 @@ static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int 
         cublasStatus_t s =
             i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
             : i <= p->lt_n ? plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C)
-                           : hand_split_gemm(c, &p->key, p->hand[i - 1 - p->lt_n], alpha, A, B,
-                                             beta, C);
+                           : hand_split_gemm(c, op, 0, &p->key, p->hand[i - 1 - p->lt_n], alpha,
+                                             A, B, beta, C);
         if (s != CUBLAS_STATUS_SUCCESS) {
             /* a launch the candidate could not make is its own (not left for the next op's
              * check to blame); a fault of the device stays, for the synchronisation after */
@@ -417,6 +426,7 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
         p->hand_split = p->hand[p->pick - 1 - p->lt_n];
         c->ntook++;
         c->ntook_split++;
+        c->ntook_hand++;
     } else if (p->pick > 0) {
         p->algo = cand[p->pick - 1].algo;
         c->ntook++;
@@ -453,11 +463,16 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
         if (!p) return -1;
     }
     if (p->pick == 0) return -1;
+    /* a hand split's workspace as it is now (set_workspace may have carved another since) */
+    if (p->hand_split && !hand_fits(c, &p->key, p->hand_split)) return -1;
     c->tune_runs++;
-    if (p->hand_split)
-        cublas_check(c, hand_split_gemm(c, &p->key, p->hand_split, alpha, A, B, beta, C), op);
-    else
+    if (p->hand_split) {
+        const cublasStatus_t st =
+            hand_split_gemm(c, op, 1, &p->key, p->hand_split, alpha, A, B, beta, C);
+        if (!c->failed) cublas_check(c, st, op);
+    } else {
         cublas_check(c, plan_gemm(c, p, &p->algo, alpha, A, B, beta, C), op);
+    }
     return 0;
 }
 

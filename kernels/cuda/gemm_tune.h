@@ -71,22 +71,27 @@ static inline int tune_splits(long K, int *out) {
 }
 
 /* A reduction over K split by hand into S parts (gemm_tune.cu's hand_split_gemm): parts 0 .. S-1
- * of R = K / S rows each, one strided-batched GEMM, part s starting s * stride elements into each
- * operand; the rest, K - S R rows from S * stride on, a GEMM of its own added onto part 0. The
- * strides are along the reduction of each row-major operand: op(A) (M, K) is A's columns (stride
- * R) or, transposed, its rows (R lda); op(B) (K, N) is B's rows (R ldb) or, transposed, its
- * columns (R). */
+ * of R rows each (K / S rounded down to a multiple of 8, so that every part starts 16 bytes
+ * aligned in a bf16 operand whose rows are), one strided-batched GEMM, part s starting s * stride
+ * elements into each operand; the rest, K - S R rows (fewer than 8 S) from S * stride on, a GEMM
+ * of its own added onto part 0. The strides are along the reduction of each row-major operand:
+ * op(A) (M, K) is A's columns (stride R) or, transposed, its rows (R lda); op(B) (K, N) is B's
+ * rows (R ldb) or, transposed, its columns (R). */
 typedef struct {
     long R, rest, strideA, strideB;
 } tune_parts;
 static inline tune_parts tune_hand_parts(long K, int S, int transA, long lda, int transB,
                                          long ldb) {
     tune_parts t;
-    t.R = K / S;
+    t.R = K / S >= 8 ? K / S / 8 * 8 : K / S;
     t.rest = K - (long)S * t.R;
     t.strideA = transA ? t.R * lda : t.R;
     t.strideB = transB ? t.R : t.R * ldb;
     return t;
 }
+
+/* Floats from one part's (M, N) to the next in the hand split's workspace: M N rounded up to a
+ * multiple of 64 (256 bytes), so that every part starts as aligned as the first. */
+static inline long tune_part_stride(int M, int N) { return ((long)M * N + 63) / 64 * 64; }
 
 #endif

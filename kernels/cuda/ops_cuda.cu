@@ -816,15 +816,16 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
                  "%d rows a warp, last strips %s, GEMM tuning %s (%d shapes, %d on another "
-                 "algorithm, %d splitting K; %ld split variants timed; %d Linear forward "
-                 "plans tuned, %d on another algorithm; %ld GEMMs run on a tuned algorithm)",
+                 "algorithm, %d splitting K, %d by hand; %ld split candidates timed; %d Linear "
+                 "forward plans tuned, %d on another algorithm; %ld GEMMs run on a tuned "
+                 "algorithm)",
                  c->graphs ? "on" : "off", c->fused_norm ? "on" : "off",
                  c->opnd_bf16 ? "on" : "off", c->hidden_bf16 ? "on" : "off",
                  c->gelu_epi ? "on" : "off", c->bf16_dh ? "on" : "off", c->branch_bf16 ? "on" : "off",
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split,
+                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
                  c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }
 

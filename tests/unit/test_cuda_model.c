@@ -727,10 +727,11 @@ static void tune_counts(umd_model *m, int *shapes, int *took, long *runs) {
     long variants = 0;
     *shapes = *took = -1;
     *runs = -1;
-    if (at && sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld "
-                         "split variants timed; %d Linear forward plans tuned, %d on another "
-                         "algorithm; %ld GEMMs run",
-                     onoff, shapes, took, &split, &variants, &lt, &lt_took, runs) == 8) {
+    int hand = 0;
+    if (at && sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K, %d "
+                         "by hand; %ld split candidates timed; %d Linear forward plans tuned, %d "
+                         "on another algorithm; %ld GEMMs run",
+                     onoff, shapes, took, &split, &hand, &variants, &lt, &lt_took, runs) == 9) {
         *shapes += lt; /* the forward plans counted with the shapes */
         *took += lt_took;
     }

@@ -1707,25 +1707,25 @@ static void test_cuda_mlp_bf16_dh(void) {
 /* ---- the GEMM tuner ---------------------------------------------------------------------------- */
 
 /* The counts in a context's description: "GEMM tuning on (N shapes, K on another algorithm, S
- * splitting K; V split variants timed; L Linear forward plans tuned, T on another algorithm; R
- * GEMMs run on a tuned algorithm)". */
+ * splitting K, H by hand; V split candidates timed; L Linear forward plans tuned, T on another
+ * algorithm; R GEMMs run on a tuned algorithm)". */
 typedef struct {
-    int shapes, took, split;
+    int shapes, took, split, hand;
     long variants;
     int lt, lt_took;
     long runs;
 } tune_count;
 static tune_count tune_counts(umd_ctx *c) {
     char d[1024], onoff[4];
-    tune_count n = {-1, -1, -1, -1, -1, -1, -1};
+    tune_count n = {-1, -1, -1, -1, -1, -1, -1, -1};
     umd_cuda_describe(c, d, sizeof d);
     const char *at = strstr(d, "GEMM tuning ");
     T_REQUIRE(at);
-    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K; %ld "
-                         "split variants timed; %d Linear forward plans tuned, %d on another "
-                         "algorithm; %ld GEMMs run",
-                     onoff, &n.shapes, &n.took, &n.split, &n.variants, &n.lt, &n.lt_took,
-                     &n.runs) == 8);
+    T_REQUIRE(sscanf(at, "GEMM tuning %3s (%d shapes, %d on another algorithm, %d splitting K, %d "
+                         "by hand; %ld split candidates timed; %d Linear forward plans tuned, %d "
+                         "on another algorithm; %ld GEMMs run",
+                     onoff, &n.shapes, &n.took, &n.split, &n.hand, &n.variants, &n.lt, &n.lt_took,
+                     &n.runs) == 9);
     T_EQ_STR(onoff, "on");
     return n;
 }
@@ -1801,38 +1801,45 @@ static void tune_dense_case(umd_ctx *c, int M, int N, int K, int ta, int tb, uin
     same_bits(what, d_gW[1], d_gW[0], (size_t)N * K);
 }
 
-/* A weight gradient's shape, long enough to be tuned by time and to be split: C (1536, 1536) =
- * A^T B over K = 4096 rows (A (4096, 1536), B (4096, 1536)), beta 0.5 onto random values and
- * beta 0 over NaN (a candidate that read C would leave NaN), in c and in the default context gc,
- * each twice in c: c's within 1e-4 relative L2 of gc's (the same bf16 products summed in another
- * order), and its second run the first's bits. */
+/* A weight gradient's size, long enough to be tuned by time and to be split: C (1536, 1536) at
+ * ldc 1538 = op(A) op(B) over K = 4096 (each operand 4096 x 1536 values), for every transpose,
+ * beta 0.5 onto random values and beta 0 over NaN (a candidate that read C would leave NaN), in c
+ * and in the default context gc, each twice in c: c's within 1e-4 relative L2 of gc's (the same
+ * bf16 products summed in another order), and its second run the first's bits. */
 static void tune_long_case(umd_ctx *c, const char *how) {
-    const int M = 1536, N = 1536, K = 4096; /* 19 GFLOP; A and B fit gc's bf16 stages */
-    const size_t na = (size_t)K * M, nb = (size_t)K * N, nc = (size_t)M * N;
+    const int M = 1536, N = 1536, K = 4096, ldc = N + 2; /* 19 GFLOP; A, B fit gc's stages */
+    const size_t na = (size_t)K * M, nb = (size_t)K * N, nc = (size_t)M * ldc;
     float *dA = d_f(h_randn(na, 3500, 1.0f), na), *dB = d_f(h_randn(nb, 3501, 1.0f), nb);
-    const float *C0 = h_randn(nc, 3502, 1.0f), *Cnan = h_nan(nc);
-    for (int b = 0; b < 2; b++) {
-        const float beta = b ? 0.0f : 0.5f;
-        const float *start = b ? Cnan : C0;
-        float *ref = d_f(start, nc), *got[2] = {d_f(start, nc), d_f(start, nc)};
-        GPU->gemm(gc, 1, 0, M, N, K, 1.0f, dA, M, dB, N, beta, ref, N);
-        for (int r = 0; r < 2; r++) GPU->gemm(c, 1, 0, M, N, K, 1.0f, dA, M, dB, N, beta, got[r], N);
-        ctx_ok(c);
-        char what[160];
-        snprintf(what, sizeof what, "gemm %d x %d x %d TN, beta %.1f, %s, against the default", M,
-                 N, K, beta, how);
-        near_l2(what, got[0], ref, NULL, nc, 1e-4);
-        snprintf(what, sizeof what, "gemm %d x %d x %d TN, beta %.1f, %s, run again", M, N, K, beta,
-                 how);
-        same_bits(what, got[1], got[0], nc);
-    }
+    const float *C0 = h_randn(nc, 3502, 1.0f);
+    float *Cnan = h_nan(nc); /* NaN where C is, 7 in the padding (left alone: finite) */
+    for (size_t e = 0; e < nc; e++)
+        if (e % ldc >= (size_t)N) Cnan[e] = 7.0f;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int b = 0; b < 2; b++) {
+                const float beta = b ? 0.0f : 0.5f;
+                const float *start = b ? Cnan : C0;
+                const int lda = ta ? M : K, ldb = tb ? K : N;
+                float *ref = d_f(start, nc), *got[2] = {d_f(start, nc), d_f(start, nc)};
+                GPU->gemm(gc, ta, tb, M, N, K, 1.0f, dA, lda, dB, ldb, beta, ref, ldc);
+                for (int r = 0; r < 2; r++)
+                    GPU->gemm(c, ta, tb, M, N, K, 1.0f, dA, lda, dB, ldb, beta, got[r], ldc);
+                ctx_ok(c);
+                char what[160];
+                snprintf(what, sizeof what, "gemm %d x %d x %d %s%s, beta %.1f, %s, against the "
+                         "default", M, N, K, ta ? "T" : "N", tb ? "T" : "N", beta, how);
+                near_l2(what, got[0], ref, NULL, nc, 1e-4);
+                snprintf(what, sizeof what, "gemm %d x %d x %d %s%s, beta %.1f, %s, run again", M,
+                         N, K, ta ? "T" : "N", tb ? "T" : "N", beta, how);
+                same_bits(what, got[1], got[0], nc);
+            }
 }
 
 /* UMDQ_CUDA_GEMM_TUNE=1: bf16 contexts that time each new GEMM shape against cuBLASLt's other
  * algorithms and keep the fastest (gemm_tune.cu). The contexts keep the timing's pick, and
  * (UMDQ_CUDA_GEMM_TUNE_TAKE = 1, 2, 3, 999) the heuristic's first three algorithms and the last
  * candidate (where K is long enough and C fp32, K split by hand in the most parts the workspace
- * holds: 8 for the 4096-row dW, 6 with a rest of 4 rows for the long case; else cuBLASLt's last),
+ * holds: 8 for the 4096-row dW, 6 with a rest of 16 rows for the long cases; else cuBLASLt's last),
  * whatever their times, so that every kind of candidate runs on whatever the device lists.
  *   - Against the CPU at bf16's tolerance, as dense_layers: gemm with every transpose, a padded
  *     C and beta != 0 (C read, so copied aside while the candidates run; A and B are packed into
@@ -1840,12 +1847,13 @@ static void tune_long_case(umd_ctx *c, const char *how) {
  *     algorithm is candidate 0), linear_bwd with dx and dW accumulated, at dense_layers' shapes and
  *     a (4096 x 256 x 384) one, its dW a reduction over 4096 rows (split variants). These shapes
  *     are below the size the tuner times (TUNE_MIN_FLOP): only a TAKE tunes them.
- *   - A weight gradient's shape over 4096 rows, tuned by time too (tune_long_case).
+ *   - A weight gradient's size over 4096 rows, every transpose and a padded C, tuned by time too
+ *     (tune_long_case).
  * Each call runs twice from the same starting values; the second, on the algorithm kept, must
  * give the first's bits, which the first has only if C was given back before its final run. The
- * description counts the shapes: with a TAKE every GEMM's (32, and the 10 forward plans, or a
- * shape for each cuBLASLt has no plan for), else the long ones' (2); with the last candidate,
- * shapes on a split-K algorithm wherever split variants were timed.
+ * description counts the shapes: with a TAKE every GEMM's (38, and the 10 forward plans, or a
+ * shape for each cuBLASLt has no plan for), else the long ones' (8); with the last candidate,
+ * those on a hand split (9).
  * Then a context recording its first GEMM: a shape new while recording is recorded on
  * cublasGemmEx (nothing tuned, the recording and its replay right), and tuned when it next runs
  * op by op. Then the MLP with h and dy W2 in bf16 (a bf16 C, whose candidates add no split-K
@@ -1876,19 +1884,28 @@ static void test_cuda_gemm_tune(void) {
         cleanup();
         const tune_count n = tune_counts(c);
         printf("  %s: %d shapes tuned, %d on another algorithm than cublasGemmEx's, %d of them "
-               "splitting K; %ld split variants timed; %d Linear forward plans tuned, %d on "
-               "another algorithm\n", how, n.shapes, n.took, n.split, n.variants, n.lt, n.lt_took);
-        /* 5 x 4 gemm, 5 x 2 linear_bwd (dx, dW), the long one's 2 (beta 0.5, 0); 5 x 2
-         * linear_fwd calls (with a bias, without), each a cuBLASLt plan, or where cuBLASLt has
-         * none (an odd leading dimension), bias rows and a GEMM (a shape); by time, only the
-         * long ones */
+               "splitting K, %d by hand; %ld split candidates timed; %d Linear forward plans "
+               "tuned, %d on another algorithm\n", how, n.shapes, n.took, n.split, n.hand,
+               n.variants, n.lt, n.lt_took);
+        /* 5 x 4 gemm, 5 x 2 linear_bwd (dx, dW), the long ones' 4 x 2 (every transpose, beta
+         * 0.5 and 0); 5 x 2 linear_fwd calls (with a bias, without), each a cuBLASLt plan, or
+         * where cuBLASLt has none (an odd leading dimension), bias rows and a GEMM (a shape); by
+         * time, only the long ones */
         if (takes[t] < 0) {
-            T_CHECK_MSG(n.shapes == 2 && n.lt == 0, "%s: %d shapes and %d forward plans tuned",
+            T_CHECK_MSG(n.shapes == 8 && n.lt == 0, "%s: %d shapes and %d forward plans tuned",
                         how, n.shapes, n.lt);
         } else {
-            T_CHECK_MSG(n.shapes >= 32 && n.shapes + n.lt == 42,
+            T_CHECK_MSG(n.shapes >= 38 && n.shapes + n.lt == 48,
                         "%s: %d shapes and %d forward plans tuned", how, n.shapes, n.lt);
         }
+        /* the last candidate a hand split wherever there is one: the 4096-row dW (8 parts) and
+         * the 8 long ones (6 parts of 680 rows and a rest of 16, in the default attention's
+         * workspace); none taken otherwise with a TAKE */
+        if (takes[t] > 3)
+            T_CHECK_MSG(n.hand == 9 && n.split >= 9, "%s: %d shapes on a hand split, %d split",
+                        how, n.hand, n.split);
+        else if (takes[t] > 0)
+            T_CHECK_MSG(n.hand == 0, "%s: %d shapes on a hand split", how, n.hand);
         if (takes[t] > 0)
             T_CHECK_MSG(n.lt_took > 0, "%s: no forward plan on candidate %d", how, takes[t]);
         if (takes[t] > 0) {
@@ -1897,9 +1914,6 @@ static void test_cuda_gemm_tune(void) {
             T_CHECK_MSG(n.runs >= 2L * (n.took + n.lt_took), "%s: %ld GEMMs on %d + %d taken "
                         "algorithms", how, n.runs, n.took, n.lt_took);
         }
-        if (takes[t] > 3)
-            T_CHECK_MSG(n.variants == 0 || n.split > 0,
-                        "%s: %ld split variants timed, none taken as the last", how, n.variants);
         ctx_free(&c, ws);
         cleanup();
     }
@@ -1971,8 +1985,11 @@ static void test_cuda_gemm_tune(void) {
         snprintf(what, sizeof what, "%s, run again", tag);
         mlp_grads_same(&g[2], &g[1], M, F, w, what);
         const tune_count n = tune_counts(tc);
-        printf("  the MLP%s: %d shapes tuned, %d on another algorithm, %d splitting K\n", tag,
-               n.shapes, n.took, n.split);
+        printf("  the MLP%s: %d shapes tuned, %d on another algorithm, %d splitting K, %d by "
+               "hand\n", tag, n.shapes, n.took, n.split, n.hand);
+        /* the last candidate: dW1's and dW2's reductions over 1025 rows by hand in 2 parts of
+         * 512 and a rest of 1 */
+        T_CHECK_MSG(n.hand == (t ? 2 : 0), "the MLP%s: %d shapes on a hand split", tag, n.hand);
         T_CHECK_MSG(n.shapes >= 3 && n.took > 0 && n.runs >= 2L * n.took,
                     "the MLP%s: %d shapes tuned, %d on another algorithm, %ld runs on them", tag,
                     n.shapes, n.took, n.runs);

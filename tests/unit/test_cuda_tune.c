@@ -98,7 +98,8 @@ static void test_tune_hand_parts(void) {
                     const long K = Ks[a], lda = 96 + 3, ldb = 80 + 1;
                     const int S = Ss[b];
                     const tune_parts t = tune_hand_parts(K, S, ta, lda, tb, ldb);
-                    T_CHECK(t.R >= 1 && t.rest >= 0 && t.rest < S && S * t.R + t.rest == K);
+                    T_CHECK(t.R >= 1 && t.rest >= 0 && t.rest < 8 * S && S * t.R + t.rest == K);
+                    T_CHECK(t.R % 8 == 0); /* K / S >= 64 here */
                     /* row k of the reduction: part k / R (or the rest past S R), at row k - s R
                      * of the part; its offset into A from the part's start must be where the
                      * whole operand holds it (element (0, k) of op(A): k, or k lda transposed) */
@@ -111,11 +112,22 @@ static void test_tune_hand_parts(void) {
                 }
 }
 
+static void test_tune_part_stride(void) {
+    T_EQ_INT(tune_part_stride(1, 1), 64);
+    T_EQ_INT(tune_part_stride(8, 8), 64);
+    T_EQ_INT(tune_part_stride(3, 43), 192);
+    T_EQ_INT(tune_part_stride(768, 3072), 768L * 3072);
+    T_EQ_INT(tune_part_stride(1536, 1536), 1536L * 1536);
+    T_EQ_INT(tune_part_stride(37, 53) % 64, 0);
+    T_CHECK(tune_part_stride(37, 53) >= 37 * 53 && tune_part_stride(37, 53) < 37 * 53 + 64);
+}
+
 int main(void) {
     T_RUN(test_tune_pick);
     T_RUN(test_tune_align);
     T_RUN(test_tune_key);
     T_RUN(test_tune_splits);
     T_RUN(test_tune_hand_parts);
+    T_RUN(test_tune_part_stride);
     return t_done();
 }
