@@ -281,13 +281,15 @@ verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_sp
   "$LOGS/train_gpu--bf16-grad--attn-split.log"
 verdict UMDQ_CUDA_GEMM_TUNE "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
 verdict "all three" "$GRAD_TESTS|attention_split|gemm_tune" "$LOGS/train_gpu--all-three.log"
-# the tuner's shapes (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another algorithm, and the time of
-# one call of each shape with cublasGemmEx's algorithm and with the kept one, summed
+# the tuner's shapes and forward plans (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another
+# algorithm, and the time of one call of each with the default algorithm (cublasGemmEx's, the
+# plan's own) and with the kept one, summed
 awk '/^umdq gemm tune:/ {
-    n++; match($0, /cublasGemmEx [0-9.]+ ms/); d = substr($0, RSTART + 13, RLENGTH - 16) + 0; k = d
+    n++; match($0, /(cublasGemmEx|its algorithm) [0-9.]+ ms/); d = substr($0, RSTART, RLENGTH)
+    gsub(/[^0-9.]/, "", d); d += 0; k = d
     if (match($0, /took #[0-9]+, [0-9.]+ ms/)) { t++; s = substr($0, RSTART, RLENGTH); sub(/.*, /, "", s); k = s + 0 }
     sd += d; sk += k }
-  END { if (n) printf("note: GEMM tuning: %d shapes, %d on another algorithm; one call of each: %.3f ms with cublasGemmEx'"'"'s, %.3f ms tuned\n", n, t, sd, sk) }' \
+  END { if (n) printf("note: GEMM tuning: %d shapes and plans, %d on another algorithm; one call of each: %.3f ms on the default algorithms, %.3f ms tuned\n", n, t, sd, sk) }' \
   "$LOGS/train_gpu--gemm-tune.log" 2>/dev/null
 echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
