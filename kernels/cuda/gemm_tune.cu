@@ -123,16 +123,18 @@ static long algo_attr(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAtt
     return (long)v; /* little-endian: the low bytes hold a narrower attribute */
 }
 
-/* Up to TUNE_CANDIDATES algorithms of the heuristic for the plan, within the workspace, at the
- * pointers' alignment, for a bf16 C none adding split-K parts in bf16; how many. */
-static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristicResult_t *res) {
-    const tune_key *k = &p->key;
+/* Up to TUNE_CANDIDATES algorithms of cuBLASLt's heuristic for the descriptors (cuBLASLt's A, B
+ * and C = D), within the workspace, at the alignments given (bytes, as cuBLASLt names the
+ * operands), for a bf16 output (bf16_d) none adding split-K parts in bf16: the usable ones into
+ * res in the heuristic's order; how many. */
+static int lt_candidates(umd_ctx *c, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la,
+                         cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, uint32_t al_a,
+                         uint32_t al_b, uint32_t al_c, int bf16_d,
+                         cublasLtMatmulHeuristicResult_t *res) {
     size_t wsb = CUDA_LT_WORKSPACE;
-    uint32_t al_a = k->alignB, al_b = k->alignA, al_c = k->alignC; /* cuBLASLt's A is our B */
-    const int bf16_c = k->cty == CUDA_R_16BF;
-    /* a bf16 C: split-K parts added in fp32 only */
+    /* a bf16 output: split-K parts added in fp32 only */
     const uint32_t schemes =
-        bf16_c ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
+        bf16_d ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
     cublasLtMatmulPreference_t pref = NULL;
     int found = 0;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return 0;
@@ -148,17 +150,25 @@ static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristi
                                              &al_c, sizeof al_c) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                              &schemes, sizeof schemes) ||
-        cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref,
-                                       TUNE_CANDIDATES, res, &found) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmulAlgoGetHeuristic(c->lt, desc, la, lb, lc, lc, pref, TUNE_CANDIDATES, res,
+                                       &found) != CUBLAS_STATUS_SUCCESS)
         found = 0;
     cublasLtMatmulPreferenceDestroy(pref);
-    /* keep the usable ones, in the heuristic's order (the mask again, as the algorithms say it) */
+    /* keep the usable ones (the mask again, as the algorithms say it) */
     int n = 0;
     for (int i = 0; i < found; i++)
         if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
-            !(bf16_c && cuda_lt_sums_in_output(&res[i].algo)))
+            !(bf16_d && cuda_lt_sums_in_output(&res[i].algo)))
             res[n++] = res[i];
     return n;
+}
+
+/* The heuristic's algorithms for a tuned shape's plan, at its pointers' alignment (cuBLASLt's A
+ * is our B); how many. */
+static int heuristic_list(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeuristicResult_t *res) {
+    const tune_key *k = &p->key;
+    return lt_candidates(c, p->desc, p->la, p->lb, p->lc, k->alignB, k->alignA, k->alignC,
+                         k->cty == CUDA_R_16BF, res);
 }
 
 /* The configuration that tells two algorithms apart (their id and every configuration
@@ -498,38 +508,14 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
     cublasLtMatmulHeuristicResult_t cand[TUNE_CANDIDATES + 1];
     memset(&cand[0], 0, sizeof cand[0]);
     cand[0].algo = p->algo;
-    const uint32_t schemes =
-        p->ybf16 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
-    size_t wsb = CUDA_LT_WORKSPACE;
-    /* the pointers' own alignment (the plan's algorithm assumed 256 bytes of each) */
-    const uint32_t al_a = tune_align((uintptr_t)A), al_b = tune_align((uintptr_t)B),
-                   al_d = tune_align((uintptr_t)D);
-    cublasLtMatmulPreference_t pref = NULL;
+    /* at the pointers' own alignment (the plan's algorithm assumed 256 bytes of each) */
     cublasLtMatmulHeuristicResult_t res[TUNE_CANDIDATES];
-    int found = 0, n = 1;
-    if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
-        if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &wsb, sizeof wsb) ||
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                 &al_a, sizeof al_a) ||
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                 &al_b, sizeof al_b) ||
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                 &al_d, sizeof al_d) ||
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                 &al_d, sizeof al_d) ||
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                 &schemes, sizeof schemes) ||
-            cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref,
-                                           TUNE_CANDIDATES, res, &found) != CUBLAS_STATUS_SUCCESS)
-            found = 0;
-        cublasLtMatmulPreferenceDestroy(pref);
-    }
+    const int found = lt_candidates(c, p->desc, p->a, p->b, p->d, tune_align((uintptr_t)A),
+                                    tune_align((uintptr_t)B), tune_align((uintptr_t)D), p->ybf16,
+                                    res);
+    int n = 1;
     for (int i = 0; i < found; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
-            !(p->ybf16 && cuda_lt_sums_in_output(&res[i].algo)) &&
-            !same_config(&res[i].algo, &p->algo))
-            cand[n++] = res[i];
+        if (!same_config(&res[i].algo, &p->algo)) cand[n++] = res[i];
     float ms[TUNE_CANDIDATES + 1];
     for (int i = 0; i < n; i++) ms[i] = -1.0f;
     cudaEvent_t t0 = NULL, t1 = NULL;

@@ -917,6 +917,30 @@ static mlp_grads mlp_grads_new(const float *dx0, const float *gW1, const float *
     return g;
 }
 
+/* got's gradients against want's within 1e-2 in relative L2 (near_l2: of what each added to
+ * the accumulators' starting values gW1, gW2, and gb1, gb2 where not NULL: db1, db2 are compared
+ * only then); "mlp_bwd <gradient>, <how>" names each in the messages. */
+static void mlp_grads_near(const mlp_grads *got, const mlp_grads *want, const float *gW1,
+                           const float *gW2, const float *gb1, const float *gb2, int M, int F,
+                           int w, const char *how) {
+    const size_t Fw = (size_t)F * w;
+    char what[200];
+    snprintf(what, sizeof what, "mlp_bwd dx, %s", how);
+    near_l2(what, got->dx, want->dx, NULL, (size_t)M * w, 1e-2);
+    snprintf(what, sizeof what, "mlp_bwd dW1, %s", how);
+    near_l2(what, got->dW1, want->dW1, gW1, Fw, 1e-2);
+    snprintf(what, sizeof what, "mlp_bwd dW2, %s", how);
+    near_l2(what, got->dW2, want->dW2, gW2, Fw, 1e-2);
+    if (gb1) {
+        snprintf(what, sizeof what, "mlp_bwd db1, %s", how);
+        near_l2(what, got->db1, want->db1, gb1, (size_t)F, 1e-2);
+    }
+    if (gb2) {
+        snprintf(what, sizeof what, "mlp_bwd db2, %s", how);
+        near_l2(what, got->db2, want->db2, gb2, (size_t)w, 1e-2);
+    }
+}
+
 /* got's five gradients against want's, bit for bit; `tag` names the case in the messages. */
 static void mlp_grads_same(const mlp_grads *got, const mlp_grads *want, int M, int F, int w,
                            const char *tag) {
@@ -1378,18 +1402,9 @@ static void test_cuda_mlp_gelu_epilogue(void) {
             used_total += g1 - g0;
             mlp_grads_same(&g[2], &g[1], M, F, w, tag);
             if (g1 == g0) mlp_grads_same(&g[1], &g[0], M, F, w, tag);
-            snprintf(what, sizeof what, "mlp_bwd dx, GELU epilogue against staging%s", tag);
-            near_l2(what, g[1].dx, g[0].dx, NULL, Mw, 1e-2);
-            snprintf(what, sizeof what, "mlp_bwd dW1, GELU epilogue against staging%s", tag);
-            near_l2(what, g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
-            snprintf(what, sizeof what, "mlp_bwd dW2, GELU epilogue against staging%s", tag);
-            near_l2(what, g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
-            if (bias) {
-                snprintf(what, sizeof what, "mlp_bwd db1, GELU epilogue against staging%s", tag);
-                near_l2(what, g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
-                snprintf(what, sizeof what, "mlp_bwd db2, GELU epilogue against staging%s", tag);
-                near_l2(what, g[1].db2, g[0].db2, gb2, (size_t)w, 1e-2);
-            }
+            snprintf(what, sizeof what, "GELU epilogue against staging%s", tag);
+            mlp_grads_near(&g[1], &g[0], gW1, gW2, bias ? gb1 : NULL, bias ? gb2 : NULL, M, F, w,
+                           what);
         }
         cleanup();
     }
@@ -1974,14 +1989,7 @@ static void test_cuda_gemm_tune(void) {
         ctx_ok2(hc, tc);
         const char *tag = t ? ", tuned, the last candidate" : ", tuned, candidate 1";
         char what[120];
-        snprintf(what, sizeof what, "mlp_bwd dx%s", tag);
-        near_l2(what, g[1].dx, g[0].dx, NULL, Mw, 1e-2);
-        snprintf(what, sizeof what, "mlp_bwd dW1%s", tag);
-        near_l2(what, g[1].dW1, g[0].dW1, gW1, Fw, 1e-2);
-        snprintf(what, sizeof what, "mlp_bwd dW2%s", tag);
-        near_l2(what, g[1].dW2, g[0].dW2, gW2, Fw, 1e-2);
-        snprintf(what, sizeof what, "mlp_bwd db1%s", tag);
-        near_l2(what, g[1].db1, g[0].db1, gb1, (size_t)F, 1e-2);
+        mlp_grads_near(&g[1], &g[0], gW1, gW2, gb1, gb2, M, F, w, tag + 2);
         snprintf(what, sizeof what, "%s, run again", tag);
         mlp_grads_same(&g[2], &g[1], M, F, w, what);
         const tune_count n = tune_counts(tc);
