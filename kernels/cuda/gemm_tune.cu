@@ -9,22 +9,23 @@
  * x 3072 for fc1 and fc2) over a reduction of every token (65,792 rows on B/4), where the choice
  * between splitting K and not decides how many of the multiprocessors work.
  *
- * With it, the first time a shape of at least TUNE_MIN_FLOP is asked for outside a recording (the
- * trainer's first step runs op by op; the recorded step replays what it chose; a shape first met
- * while recording is recorded on cublasGemmEx, and tuned when it next runs op by op), the GEMM is
- * timed on its own operands, as
- * cublasGemmEx runs it (candidate 0), as each algorithm cuBLASLt's heuristic lists for it
- * (TUNE_CANDIDATES at most, within the context's cuBLASLt workspace, with the pointers' own
- * alignment), and as the heuristic's first few with the split-K counts it did not propose
- * (gemm_tune.h's tune_splits, where K is long enough to share: the weight gradients), each once
- * untimed and then TUNE_REPS times between two events, and where C is fp32, as the same counts of
- * parts split by hand (hand_split_gemm: the parts one strided-batched GEMM into the attention
- * tiles' workspace, free between ops, then added onto C in order), which fill the device
- * whatever cuBLASLt offers for the shape. The fastest is kept
- * for the context's life where it beats cublasGemmEx by more than TUNE_MARGIN (gemm_tune.h,
- * tune_pick); else the shape stays on cublasGemmEx, the same bits as without the switch. A shape
- * is known by its types, transposes, sizes, leading dimensions, whether C is read, and the
- * alignment of each pointer (tune_key).
+ * With it, a shape of at least TUNE_MIN_FLOP is timed the first time it is asked for outside a
+ * recording, on its own operands. The trainer's first step runs op by op, so its shapes are
+ * tuned there and the recorded step replays what was kept; a shape first met while recording is
+ * recorded on cublasGemmEx, and tuned when it next runs op by op. The candidates:
+ *   0. cublasGemmEx, as without the switch;
+ *   - each algorithm cuBLASLt's heuristic lists for the shape (TUNE_CANDIDATES at most, within
+ *     the context's cuBLASLt workspace, at the pointers' own alignment);
+ *   - the heuristic's first few with the split-K counts it did not propose (gemm_tune.h's
+ *     tune_splits, where K is long enough to share: the weight gradients);
+ *   - where C is fp32, K split by hand into the same counts of parts (hand_split_gemm: the parts
+ *     one strided-batched GEMM into the attention tiles' workspace, free between ops, then added
+ *     onto C in order), which fill the device whatever cuBLASLt offers for the shape.
+ * Each runs once untimed, then TUNE_REPS times between two events. The fastest is kept for the
+ * context's life where it beats cublasGemmEx by more than TUNE_MARGIN (gemm_tune.h, tune_pick);
+ * else the shape stays on cublasGemmEx, the same bits as without the switch (so too where
+ * cuBLASLt refuses the shape's descriptors). A shape is known by its types, transposes, sizes,
+ * leading dimensions, whether C is read, and the alignment of each pointer (tune_key).
  *
  * The timing runs write the real output. Where beta is 0 they only overwrite it, and the final
  * run writes it again. Where C is read (dW +=), C is copied aside first (a buffer allocated for the
@@ -58,7 +59,7 @@
  *
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints a line per tuned shape to stderr (its candidates' times and
  * the one kept); UMDQ_CUDA_GEMM_TUNE_TAKE=n, read when the context is made (tests), takes
- * candidate n (past the last, the last: a split variant where there are any) where it ran,
+ * candidate n (past the last, the last: a hand split where there is one) where it ran,
  * whatever the times. */
 #include <stdio.h>
 #include <stdlib.h>
