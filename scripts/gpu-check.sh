@@ -23,6 +23,11 @@
 #   scripts/gpu-check.sh --prebuilt DIR [--steps N] [--sanitize] [--budget S]
 #                                                     run the binaries of such a bundle (a GPU
 #                                                     machine without the -dev packages)
+#   scripts/gpu-check.sh [--prebuilt DIR] --memcheck LIST [--budget S]
+#                                                     only the tests of test_cuda_ops and
+#                                                     test_cuda_model whose names contain one of
+#                                                     LIST (comma-separated), under
+#                                                     compute-sanitizer memcheck, within S seconds
 # --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
 # 290): the benchmark rows run in order of what they decide (the plain step first, then the
 # defaults with bf16 gradients, the shared strips and the tuned GEMMs, the Linears, and the
@@ -32,15 +37,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-mode=build dir="" steps=10 sanitize=0 budget=290
+mode=build dir="" steps=10 sanitize=0 budget=290 memcheck=""
 while [ $# -gt 0 ]; do
   case $1 in
     --bundle) mode=bundle; dir=${2:?--bundle needs a directory}; shift ;;
     --prebuilt) mode=prebuilt; dir=${2:?--prebuilt needs a directory}; shift ;;
     --steps) steps=${2:?--steps needs a number}; shift ;;
     --sanitize) sanitize=1 ;;
+    --memcheck) memcheck=${2:?--memcheck needs a comma-separated list of test names}; shift ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -94,6 +100,23 @@ echo "binaries: $run_dir"
 
 failed=0
 summary=()
+if [ -n "$memcheck" ]; then
+  # the named tests alone under memcheck (t.h's T_ONLY), both programs within the budget
+  san=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+  [ -x "$san" ] || { echo "gpu-check: compute-sanitizer not found" >&2; exit 1; }
+  for prog in test_cuda_ops test_cuda_model; do
+    left=$(( budget - ($(date +%s) - t_start) ))
+    [ "$left" -lt 20 ] && { echo "memcheck $prog: skipped, ${left} s left of ${budget}"; continue; }
+    log=$LOGS/memcheck_$prog.log
+    T_ONLY=$memcheck timeout -k 10 "$left" "$san" --tool memcheck --error-exitcode 9 "$(bin tests/$prog)" >"$log" 2>&1
+    rc=$?
+    grep -E '^(PASS|FAIL) |ERROR SUMMARY' "$log" | sed 's/^/  /'
+    echo "memcheck $prog ($memcheck): exit status $rc, log $log"
+    [ $rc != 0 ] && failed=1
+  done
+  echo "== gpu-check --memcheck: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s"
+  exit $failed
+fi
 run_test() { # name, seconds, command...
   local name=$1 limit=$2; shift 2
   local log=$LOGS/$name.log t0=$(date +%s)
