@@ -134,8 +134,8 @@ static int lt_candidates(umd_ctx *c, cublasLtMatmulDesc_t desc, cublasLtMatrixLa
                          cublasLtMatmulHeuristicResult_t *res) {
     size_t wsb = CUDA_LT_WORKSPACE;
     /* a bf16 output: split-K parts added in fp32 only */
-    const uint32_t schemes =
-        bf16_d ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
+    const uint32_t schemes = bf16_d ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
+                                    : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
     cublasLtMatmulPreference_t pref = NULL;
     int found = 0;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return 0;
@@ -227,8 +227,8 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
             for (int j = 0; j < n && !dup; j++) dup = same_config(&res[j].algo, &r.algo);
             if (dup) continue;
             cublasLtMatmulHeuristicResult_t chk;
-            if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, &r.algo, &chk) !=
-                    CUBLAS_STATUS_SUCCESS ||
+            if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, &r.algo,
+                                        &chk) != CUBLAS_STATUS_SUCCESS ||
                 chk.workspaceSize > CUDA_LT_WORKSPACE)
                 continue;
             r.workspaceSize = chk.workspaceSize;
@@ -240,7 +240,7 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
     return n;
 }
 
-/* ---- K split by hand: the parts as one strided-batched GEMM, then added in order ---------------- */
+/* ---- K split by hand: the parts as one strided-batched GEMM, then added in order ------------- */
 
 /* The part counts S of a hand split for the key: tune_splits' counts whose S parts of (M, N) fp32
  * (tune_part_stride apart) fit the attention tiles' workspace (free between ops: only attention's
@@ -302,43 +302,67 @@ static cublasStatus_t hand_split_gemm(umd_ctx *c, const char *op, int final, con
     }
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     const unsigned blocks = cuda_blocks((size_t)mn, 256);
-    k_add_parts<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>((float *)C, k->ldc, P, pstride,
-                                                                      S, k->M, k->N, beta);
+    k_add_parts<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>(
+        (float *)C, k->ldc, P, pstride, S, k->M, k->N, beta);
     const cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) return CUBLAS_STATUS_SUCCESS;
     if (final) cuda_check(c, e, op);
     return CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
-/* Times candidate i of the plan (0 cublasGemmEx, 1 .. lt_n cand[i - 1], then the hand splits of
- * p->hand): once untimed, then TUNE_REPS times between the events. Its mean in ms, or -1 when
- * cuBLAS refused a call or a launch failed (the candidate is only dropped: what it queued before
- * wrote only C, which is given back, and scratch). An event's failure is the device's, not the
- * candidate's: it fails the context (the caller stops). */
-static float time_candidate(umd_ctx *c, const char *op, const tune_plan *p, int i,
-                            const cublasLtMatmulHeuristicResult_t *cand, cudaEvent_t t0,
-                            cudaEvent_t t1, float alpha, const void *A, const void *B, float beta,
-                            void *C) {
-    for (int r = -1; r < TUNE_REPS; r++) {
-        if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) return -1.0f;
-        cublasStatus_t s =
-            i == 0 ? default_gemm(c, &p->key, alpha, A, B, beta, C)
-            : i <= p->lt_n ? plan_gemm(c, p, &cand[i - 1].algo, alpha, A, B, beta, C)
-                           : hand_split_gemm(c, op, 0, &p->key, p->hand[i - 1 - p->lt_n], alpha,
-                                             A, B, beta, C);
-        if (s != CUBLAS_STATUS_SUCCESS) {
-            /* a launch the candidate could not make is its own (not left for the next op's
-             * check to blame); a fault of the device stays, for the synchronisation after */
-            (void)cudaGetLastError();
-            return -1.0f;
+/* One run of candidate i (the caller's arg says of what): its status, CUBLAS_STATUS_SUCCESS when
+ * it was queued. */
+typedef cublasStatus_t (*run_fn)(umd_ctx *c, const void *arg, int i);
+
+/* The times of candidates 0 .. n-1 into ms, in ms a run: each once untimed, then TUNE_REPS times
+ * between two events; -1 for one that cuBLAS refused or whose launch failed (only dropped: what
+ * it queued before wrote only C, which is overwritten or given back, and scratch). An event's
+ * failure is the device's, not a candidate's: it fails the context, and the timing stops. */
+static void time_all(umd_ctx *c, const char *op, run_fn run, const void *arg, int n, float *ms) {
+    for (int i = 0; i < n; i++) ms[i] = -1.0f;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    if (!cuda_check(c, cudaEventCreate(&t0), op) && !cuda_check(c, cudaEventCreate(&t1), op)) {
+        for (int i = 0; i < n && !c->failed; i++) {
+            int ok = 1;
+            for (int r = -1; r < TUNE_REPS && ok && !c->failed; r++) {
+                if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) break;
+                if (run(c, arg, i) != CUBLAS_STATUS_SUCCESS) {
+                    /* a launch the candidate could not make is its own (not left for the next
+                     * op's check to blame); a fault of the device stays, for the caller's
+                     * synchronisation */
+                    (void)cudaGetLastError();
+                    ok = 0;
+                }
+            }
+            float t = -1.0f;
+            if (ok && !c->failed && !cuda_check(c, cudaEventRecord(t1, c->stream), op) &&
+                !cuda_check(c, cudaEventSynchronize(t1), op) &&
+                !cuda_check(c, cudaEventElapsedTime(&t, t0, t1), op))
+                ms[i] = t / TUNE_REPS;
         }
     }
-    float ms = -1.0f;
-    if (cuda_check(c, cudaEventRecord(t1, c->stream), op) ||
-        cuda_check(c, cudaEventSynchronize(t1), op) ||
-        cuda_check(c, cudaEventElapsedTime(&ms, t0, t1), op))
-        return -1.0f;
-    return ms / TUNE_REPS;
+    if (t0) cudaEventDestroy(t0);
+    if (t1) cudaEventDestroy(t1);
+}
+
+/* A tuned shape's candidates (time_all's arg): 0 cublasGemmEx, 1 .. lt_n cand[i - 1], then the
+ * hand splits of p->hand, on these operands. */
+typedef struct {
+    const tune_plan *p;
+    const cublasLtMatmulHeuristicResult_t *cand;
+    const char *op;
+    float alpha, beta;
+    const void *A, *B;
+    void *C;
+} shape_run;
+static cublasStatus_t run_shape(umd_ctx *c, const void *arg, int i) {
+    const shape_run *a = (const shape_run *)arg;
+    const tune_plan *p = a->p;
+    if (i == 0) return default_gemm(c, &p->key, a->alpha, a->A, a->B, a->beta, a->C);
+    if (i <= p->lt_n)
+        return plan_gemm(c, p, &a->cand[i - 1].algo, a->alpha, a->A, a->B, a->beta, a->C);
+    return hand_split_gemm(c, a->op, 0, &p->key, p->hand[i - 1 - p->lt_n], a->alpha, a->A, a->B,
+                           a->beta, a->C);
 }
 
 /* One line on stderr for a tuned shape (UMDQ_CUDA_GEMM_TUNE_LOG=1). */
@@ -369,7 +393,8 @@ static void log_plan(const tune_plan *p, const float *ms, int n,
         fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", p->pick, p->ms_pick,
                 flop / (p->ms_pick * 1e9), p->ms_pick > 0 ? ms[0] / p->ms_pick : 0.0);
     else
-        fprintf(stderr, "; kept cublasGemmEx%s\n", p->snapshot_refused ? " (C not copied aside)" : "");
+        fprintf(stderr, "; kept cublasGemmEx%s\n",
+                p->snapshot_refused ? " (C not copied aside)" : "");
 }
 
 /* Tunes the key's GEMM on these operands into a new plan (nothing is left computed: the caller
@@ -411,14 +436,10 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     }
     float ms[1 + TUNE_MAX + 7]; /* cublasGemmEx, the cuBLASLt candidates, the hand splits */
     for (int i = 0; i < n; i++) ms[i] = -1.0f;
-    cudaEvent_t t0 = NULL, t1 = NULL;
-    if (!p->snapshot_refused && !cuda_check(c, cudaEventCreate(&t0), op) &&
-        !cuda_check(c, cudaEventCreate(&t1), op)) {
-        for (int i = 0; i < n && !c->failed; i++)
-            ms[i] = time_candidate(c, op, p, i, cand, t0, t1, alpha, A, B, beta, C);
+    if (!p->snapshot_refused) {
+        const shape_run run = {p, cand, op, alpha, beta, A, B, C};
+        time_all(c, op, run_shape, &run, n, ms);
     }
-    if (t0) cudaEventDestroy(t0);
-    if (t1) cudaEventDestroy(t1);
     if (saved) {
         cuda_check(c, cudaMemcpyAsync(C, saved, cbytes, cudaMemcpyDeviceToDevice, c->stream), op);
         cuda_check(c, cudaFreeAsync(saved, c->stream), op);
@@ -487,14 +508,22 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
     return 0;
 }
 
-/* ---- the Linears' forward plans (linear.cu's lt_plan: cuBLASLt with the bias epilogue) ---------- */
+/* ---- the Linears' forward plans (linear.cu's lt_plan: cuBLASLt with the bias epilogue) ------ */
 
-/* The plan's GEMM D = op(A) B (+ bias) with algorithm a, as cuda_lt_linear runs it (beta 0). */
-static cublasStatus_t lt_run(umd_ctx *c, const lt_plan *p, const cublasLtMatmulAlgo_t *a,
-                             const void *A, const void *B, void *D) {
+/* A forward plan's candidates (time_all's arg): the plan's GEMM D = op(A) B (+ bias) with
+ * algorithm cand[i], as cuda_lt_linear runs it (beta 0). */
+typedef struct {
+    const lt_plan *p;
+    const cublasLtMatmulHeuristicResult_t *cand;
+    const void *A, *B;
+    void *D;
+} plan_run;
+static cublasStatus_t run_plan(umd_ctx *c, const void *arg, int i) {
+    const plan_run *a = (const plan_run *)arg;
     const float one = 1.0f, zero = 0.0f;
-    return cublasLtMatmul(c->lt, p->desc, &one, A, p->a, B, p->b, &zero, D, p->d, D, p->d, a,
-                          c->lt_ws, CUDA_LT_WORKSPACE, c->stream);
+    return cublasLtMatmul(c->lt, a->p->desc, &one, a->A, a->p->a, a->B, a->p->b, &zero, a->D,
+                          a->p->d, a->D, a->p->d, &a->cand[i].algo, c->lt_ws, CUDA_LT_WORKSPACE,
+                          c->stream);
 }
 
 void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const void *B, void *D) {
@@ -518,27 +547,8 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
     for (int i = 0; i < found; i++)
         if (!same_config(&res[i].algo, &p->algo)) cand[n++] = res[i];
     float ms[TUNE_CANDIDATES + 1];
-    for (int i = 0; i < n; i++) ms[i] = -1.0f;
-    cudaEvent_t t0 = NULL, t1 = NULL;
-    if (!cuda_check(c, cudaEventCreate(&t0), op) && !cuda_check(c, cudaEventCreate(&t1), op)) {
-        for (int i = 0; i < n && !c->failed; i++) {
-            int ok = 1;
-            for (int r = -1; r < TUNE_REPS && ok; r++) {
-                if (r == 0 && cuda_check(c, cudaEventRecord(t0, c->stream), op)) ok = 0;
-                else if (lt_run(c, p, &cand[i].algo, A, B, D) != CUBLAS_STATUS_SUCCESS) {
-                    (void)cudaGetLastError(); /* as in time_candidate */
-                    ok = 0;
-                }
-            }
-            float t = -1.0f;
-            if (ok && !cuda_check(c, cudaEventRecord(t1, c->stream), op) &&
-                !cuda_check(c, cudaEventSynchronize(t1), op) &&
-                !cuda_check(c, cudaEventElapsedTime(&t, t0, t1), op))
-                ms[i] = t / TUNE_REPS;
-        }
-    }
-    if (t0) cudaEventDestroy(t0);
-    if (t1) cudaEventDestroy(t1);
+    const plan_run run = {p, cand, A, B, D};
+    time_all(c, op, run_plan, &run, n, ms);
     cuda_check(c, cudaStreamSynchronize(c->stream), op);
     if (c->failed) return;
     const int take = c->tune_take < n ? c->tune_take : n - 1;

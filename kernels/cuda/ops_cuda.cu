@@ -161,7 +161,8 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the GEMMs cublasGemmEx runs, timed once per shape against cuBLASLt's other
          * algorithms and the fastest kept (gemm_tune.cu): speed; a tuned shape's sums are added
          * in the other algorithm's order */
-        c->gemm_tune = math == UMD_MATH_BF16 && cuda_switch("UMDQ_CUDA_GEMM_TUNE", CUDA_DEFAULT_GEMM_TUNE);
+        c->gemm_tune =
+            math == UMD_MATH_BF16 && cuda_switch("UMDQ_CUDA_GEMM_TUNE", CUDA_DEFAULT_GEMM_TUNE);
         c->tune_log = cuda_switch("UMDQ_CUDA_GEMM_TUNE_LOG", 0);
         const char *take = getenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
         c->tune_take = take && *take ? atoi(take) : -1;

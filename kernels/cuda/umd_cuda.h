@@ -96,14 +96,14 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * two passes read h (mlp.cu): the same bits (test_cuda_ops), one read of h (2 bytes a value)
  * fewer a block; on by default (bench/train_gpu --mlp-one-pass).
  * UMDQ_CUDA_GEMM_TUNE=1 (bf16 contexts) times each GEMM shape of at least 8 GFLOP that would go
- * to cublasGemmEx (the backward's products, the MLP's) once, when it is first asked for outside a recording, as
- * cuBLAS runs it, as each algorithm cuBLASLt's heuristic lists for it, as the first of those
- * with other split-K counts, and with K split by hand (an fp32 C), on the GEMM's own operands (a C that is read copied aside and back),
- * and keeps the fastest where it beats cuBLAS's by more than 3% (gemm_tune.cu), and times each
- * Linear forward plan's algorithm against the heuristic's others likewise: a shape on
- * another algorithm adds its sums in another order, a fixed one still (for a bf16 output no
- * split-K parts added in bf16)
- * (test_cuda_ops against the CPU, every candidate taken in turn; test_cuda_model through recorded
+ * to cublasGemmEx (the backward's products, the MLP's) once, when it is first asked for outside
+ * a recording, on the GEMM's own operands (a C that is read copied aside and back): as cuBLAS
+ * runs it, as each algorithm cuBLASLt's heuristic lists for it, as the first of those with other
+ * split-K counts, and with K split by hand (an fp32 C). It keeps the fastest where it beats
+ * cuBLAS's by more than 3% (gemm_tune.cu), and times each Linear forward plan's algorithm
+ * against the heuristic's others likewise. A shape on another algorithm adds its sums in another
+ * order, a fixed one still (for a bf16 output no split-K parts added in bf16) (test_cuda_ops
+ * against the CPU, every kind of candidate taken in turn; test_cuda_model through recorded
  * steps); off by default until gpu-check has timed it (bench/train_gpu --gemm-tune).
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints each tuned shape's times on stderr; the description
  * (umd_cuda_describe) counts the shapes tuned and those on another algorithm.
