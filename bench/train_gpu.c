@@ -191,6 +191,15 @@ static double measure_copy_tbps(const umd_ops *ops, umd_ctx *c, char *err, size_
 }
 
 
+/* The context's GEMM tuning counts (umd_cuda_describe: "GEMM tuning on (...)") as a line of the
+ * table, where the context tunes (--gemm-tune); nothing otherwise. */
+static void print_tuning(umd_ctx *c) {
+    char d[1024];
+    umd_cuda_describe(c, d, sizeof d);
+    const char *g = strstr(d, "GEMM tuning on");
+    if (g) printf("|   %s |\n", g);
+}
+
 static int run_one(const bench_config *bc, const char *precision, int batch, int warmup, int steps,
                    double ceiling, int profile) {
     char json[1024], err[512];
@@ -263,6 +272,7 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
                (double)peak / 1073741824.0, (double)used / 1073741824.0, bc->torch_img_s,
                ips / bc->torch_img_s, L.loss);
         printf("|   %.2f GFLOP/img |\n", flops / batch / 1e9);
+        print_tuning(c);
         fflush(stdout);
     }
     if (rc == 0 && profile) {
@@ -410,6 +420,7 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
         printf("| %s%s | %d x %d |", lin[i].name, ybf ? " (bf16 x, y)" : "", N, K);
         print_floor_cols(ms, f, ceiling);
     }
+    if (rc == 0) print_tuning(c);
     release_ctx(ops, &c, bufs, 9);
     return rc;
 }
