@@ -85,13 +85,12 @@ int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a);
 typedef struct {
     tune_key key;
     char op[24];                  /* the op that first asked for it (the log says it) */
-    int pick, candidates;         /* the one kept; how many were timed, cublasGemmEx included */
+    int pick;                     /* the candidate kept */
     int heuristic_n;              /* of them, the heuristic's (the split variants after them) */
     int lt_n;                     /* the cuBLASLt candidates, split variants included */
     int hand[7], nhand;           /* the hand splits' part counts timed after them */
     int hand_split;               /* the kept one's part count (pick > lt_n), else 0 */
     int snapshot_refused;         /* C is read and could not be copied aside: not timed */
-    float ms0, ms_pick;           /* cublasGemmEx's time and the kept one's (-1: not timed) */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;

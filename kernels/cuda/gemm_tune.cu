@@ -390,8 +390,8 @@ static void log_plan(const tune_plan *p, const float *ms, int n,
                 algo_attr(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), cand[i - 1].wavesCount);
     }
     if (p->pick > 0)
-        fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", p->pick, p->ms_pick,
-                flop / (p->ms_pick * 1e9), p->ms_pick > 0 ? ms[0] / p->ms_pick : 0.0);
+        fprintf(stderr, "; took #%d, %.3f ms (%.0f TFLOP/s), %.2fx\n", p->pick, ms[p->pick],
+                flop / (ms[p->pick] * 1e9), ms[p->pick] > 0 ? ms[0] / ms[p->pick] : 0.0);
     else
         fprintf(stderr, "; kept cublasGemmEx%s\n",
                 p->snapshot_refused ? " (C not copied aside)" : "");
@@ -450,9 +450,6 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     const int take = c->tune_take < n ? c->tune_take : n - 1; /* past the end: the last */
     p->pick = take >= 0 && ms[take] >= 0.0f ? take : tune_pick(ms, n, TUNE_MARGIN);
     if (p->pick < 0) p->pick = 0;
-    p->candidates = n;
-    p->ms0 = ms[0];
-    p->ms_pick = ms[p->pick];
     if (!p->snapshot_refused) c->tune_variants += n - 1 - p->heuristic_n;
     if (p->pick > p->lt_n) {
         p->hand_split = p->hand[p->pick - 1 - p->lt_n];
