@@ -66,7 +66,11 @@ typedef struct {
     int usable;                   /* 0: cuBLASLt found no algorithm; use cublasGemmEx instead */
     int tuned;                    /* the GEMM tuner has timed its algorithm against the heuristic's
                                      others (UMDQ_CUDA_GEMM_TUNE, gemm_tune.cu: cuda_tune_lt) */
-    int retuned;                  /* and took another one */
+    int retuned;                  /* and took another one (algo), timed at pointers aligned to
+                                     tuned_align (cuBLASLt's A, B, D: W, x, y); a call whose
+                                     pointers are less aligned runs algo0, the plan's own */
+    unsigned tuned_align[3];
+    cublasLtMatmulAlgo_t algo0;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
@@ -90,7 +94,9 @@ typedef struct {
     int lt_n;                     /* the cuBLASLt candidates, split variants included */
     int hand[7], nhand;           /* the hand splits' part counts timed after them */
     int hand_split;               /* the kept one's part count (pick > lt_n), else 0 */
-    int snapshot_refused;         /* C is read and could not be copied aside: not timed */
+    int snapshot_refused;         /* C is read and could not be copied aside: not timed (yet) */
+    int tries;                    /* times it was tuned: again at its next call op by op while
+                                     the copy of C is refused, up to TUNE_SNAPSHOT_TRIES */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;

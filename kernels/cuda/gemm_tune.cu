@@ -30,8 +30,9 @@
  * The timing runs write the real output. Where beta is 0 they only overwrite it, and the final
  * run writes it again. Where C is read (dW +=), C is copied aside first (a buffer allocated for the
  * moment, stream-ordered) and copied back before the final run, so the result is that of one GEMM;
- * where that copy cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape is not
- * tuned. The copy is not counted in the context's peak (it lives during the first step only).
+ * where that copy cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape runs on
+ * cublasGemmEx, and is tried again at its next call op by op (the memory may be there outside
+ * the first step's peak), TUNE_SNAPSHOT_TRIES times in all. The copy is not counted in the context's peak (it lives during the first step only).
  *
  * Every candidate sums in an order its configuration fixes, as the backend's other reductions
  * (no float atomics): split-K parts are added through the workspace, or in place in C in
@@ -124,6 +125,28 @@ static long algo_attr(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAtt
     return (long)v; /* little-endian: the low bytes hold a narrower attribute */
 }
 
+/* 1 when the algorithm takes pointers of these alignments (bytes, as cuBLASLt names the operands:
+ * A, B, and C = D): its CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_* (a configuration the tuner made itself,
+ * a split-K count, was never filtered by the heuristic's alignment preferences, and
+ * cublasLtMatmulAlgoCheck sees no pointers; a misaligned access would be a sticky fault). An
+ * attribute cuBLASLt does not report is no requirement. */
+static int algo_fits_align(const cublasLtMatmulAlgo_t *a, uint32_t al_a, uint32_t al_b,
+                           uint32_t al_c) {
+    static const cublasLtMatmulAlgoCapAttributes_t caps[4] = {
+        CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES, CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_C_BYTES, CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t have[4] = {al_a, al_b, al_c, al_c};
+    for (int i = 0; i < 4; i++) {
+        uint32_t need = 0;
+        size_t got = 0;
+        if (cublasLtMatmulAlgoCapGetAttribute(a, caps[i], &need, sizeof need, &got) ==
+                CUBLAS_STATUS_SUCCESS &&
+            got == sizeof need && need > have[i])
+            return 0;
+    }
+    return 1;
+}
+
 /* Up to TUNE_CANDIDATES algorithms of cuBLASLt's heuristic for the descriptors (cuBLASLt's A, B
  * and C = D), within the workspace, at the alignments given (bytes, as cuBLASLt names the
  * operands), for a bf16 output (bf16_d) none adding split-K parts in bf16: the usable ones into
@@ -159,7 +182,8 @@ static int lt_candidates(umd_ctx *c, cublasLtMatmulDesc_t desc, cublasLtMatrixLa
     int n = 0;
     for (int i = 0; i < found; i++)
         if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUDA_LT_WORKSPACE &&
-            !(bf16_d && cuda_lt_sums_in_output(&res[i].algo)))
+            !(bf16_d && cuda_lt_sums_in_output(&res[i].algo)) &&
+            algo_fits_align(&res[i].algo, al_a, al_b, al_c))
             res[n++] = res[i];
     return n;
 }
@@ -229,7 +253,8 @@ static int add_split_variants(umd_ctx *c, const tune_plan *p, cublasLtMatmulHeur
             cublasLtMatmulHeuristicResult_t chk;
             if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, &r.algo,
                                         &chk) != CUBLAS_STATUS_SUCCESS ||
-                chk.workspaceSize > CUDA_LT_WORKSPACE)
+                chk.workspaceSize > CUDA_LT_WORKSPACE ||
+                !algo_fits_align(&r.algo, p->key.alignB, p->key.alignA, p->key.alignC))
                 continue;
             r.workspaceSize = chk.workspaceSize;
             r.wavesCount = chk.wavesCount;
@@ -334,6 +359,12 @@ static void time_all(umd_ctx *c, const char *op, run_fn run, const void *arg, in
                     ok = 0;
                 }
             }
+            /* a launch error a library left pending is the candidate's too (a sticky fault
+             * stays, and the event below fails the context) */
+            if (ok && cudaPeekAtLastError() != cudaSuccess) {
+                (void)cudaGetLastError();
+                ok = 0;
+            }
             float t = -1.0f;
             if (ok && !c->failed && !cuda_check(c, cudaEventRecord(t1, c->stream), op) &&
                 !cuda_check(c, cudaEventSynchronize(t1), op) &&
@@ -394,21 +425,33 @@ static void log_plan(const tune_plan *p, const float *ms, int n,
                 flop / (ms[p->pick] * 1e9), ms[p->pick] > 0 ? ms[0] / ms[p->pick] : 0.0);
     else
         fprintf(stderr, "; kept cublasGemmEx%s\n",
-                p->snapshot_refused ? " (C not copied aside)" : "");
+                p->snapshot_refused ? (p->tries < TUNE_SNAPSHOT_TRIES
+                                           ? " (C not copied aside: tried again later)"
+                                           : " (C not copied aside: left untuned)")
+                                    : "");
 }
 
 /* Tunes the key's GEMM on these operands into a new plan (nothing is left computed: the caller
  * runs it). NULL where the table is full or the plan's descriptors or the copy of C fail without
  * a context failure (the caller then runs cublasGemmEx). */
 static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alpha, const void *A,
-                       const void *B, float beta, void *C) {
-    if (!c->tuned) {
-        c->tuned = (tune_plan *)calloc(CUDA_TUNE_PLANS, sizeof *c->tuned);
-        if (!c->tuned) return NULL;
+                       const void *B, float beta, void *C, tune_plan *again) {
+    tune_plan *p = again;
+    int tries = 0;
+    if (p) {
+        /* a shape whose C could not be copied aside, once more (its descriptors anew) */
+        tries = p->tries;
+        cuda_tune_plan_release(p);
+    } else {
+        if (!c->tuned) {
+            c->tuned = (tune_plan *)calloc(CUDA_TUNE_PLANS, sizeof *c->tuned);
+            if (!c->tuned) return NULL;
+        }
+        if (c->ntuned == CUDA_TUNE_PLANS) return NULL;
+        p = &c->tuned[c->ntuned++];
     }
-    if (c->ntuned == CUDA_TUNE_PLANS) return NULL;
-    tune_plan *p = &c->tuned[c->ntuned++];
     memset(p, 0, sizeof *p);
+    p->tries = tries + 1;
     p->key = *k;
     snprintf(p->op, sizeof p->op, "%s", op);
     if (plan_descriptors(p) != 0) return p; /* pick 0: cublasGemmEx */
@@ -465,6 +508,18 @@ static tune_plan *tune(umd_ctx *c, const char *op, const tune_key *k, float alph
     return p;
 }
 
+/* 1 while the context records its step or the stream is being captured (or cannot say: its
+ * error is cleared, not left for the next op's check to blame): nothing may wait then. */
+static int capturing(umd_ctx *c) {
+    if (c->recording) return 1;
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(c->stream, &st) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return st != cudaStreamCaptureStatusNone;
+}
+
 int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, int transA,
                     int transB, int M, int N, int K, float alpha, const void *A, long lda,
                     const void *B, long ldb, float beta, void *C, long ldc) {
@@ -481,13 +536,12 @@ int cuda_gemm_tuned(umd_ctx *c, const char *op, int ab, int cty, int compute, in
     tune_plan *p = NULL;
     for (int i = 0; i < c->ntuned && !p; i++)
         if (tune_key_eq(&c->tuned[i].key, &k)) p = &c->tuned[i];
-    if (!p) {
+    /* a new shape, or one whose C could not be copied aside (no memory for the moment in the
+     * first step's peak): timed now, if not recording */
+    if (!p || (p->snapshot_refused && p->tries < TUNE_SNAPSHOT_TRIES)) {
         /* tuning waits for the device: never while the stream is being recorded */
-        cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-        if (c->recording || cudaStreamIsCapturing(c->stream, &st) != cudaSuccess ||
-            st != cudaStreamCaptureStatusNone)
-            return -1;
-        p = tune(c, op, &k, alpha, A, B, beta, C);
+        if (capturing(c)) return -1; /* cublasGemmEx (a refused shape kept pick 0) */
+        p = tune(c, op, &k, alpha, A, B, beta, C, p);
         if (c->failed) return 0;
         if (!p) return -1;
     }
@@ -525,10 +579,7 @@ static cublasStatus_t run_plan(umd_ctx *c, const void *arg, int i) {
 
 void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const void *B, void *D) {
     if (!c->gemm_tune || p->tuned || c->failed || p->epi != LT_EPI_NONE) return;
-    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-    if (c->recording || cudaStreamIsCapturing(c->stream, &st) != cudaSuccess ||
-        st != cudaStreamCaptureStatusNone)
-        return; /* tuned when it next runs op by op */
+    if (capturing(c)) return; /* tuned when it next runs op by op */
     p->tuned = 1;
     if (2.0 * p->M * p->N * p->K < TUNE_MIN_FLOP && c->tune_take < 0) return;
     /* candidate 0: the plan's own algorithm; then the heuristic's others */
@@ -553,6 +604,10 @@ void cuda_tune_lt(umd_ctx *c, const char *op, lt_plan *p, const void *A, const v
     if (pick < 0) pick = 0;
     c->ntuned_lt++;
     if (pick > 0) {
+        /* taken at these pointers' alignment: a call with less runs the plan's own (algo0) */
+        p->algo0 = p->algo;
+        p->tuned_align[0] = tune_align((uintptr_t)A), p->tuned_align[1] = tune_align((uintptr_t)B);
+        p->tuned_align[2] = tune_align((uintptr_t)D);
         p->algo = cand[pick].algo;
         p->retuned = 1;
         c->ntook_lt++;

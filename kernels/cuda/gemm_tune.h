@@ -17,6 +17,7 @@
 #define TUNE_REPS 5        /* timed runs of each candidate, after one untimed */
 #define TUNE_MARGIN 0.03f  /* another candidate must beat candidate 0 by more than this fraction */
 #define TUNE_MIN_FLOP 8e9  /* shapes of fewer FLOPs (about 10 us on an H100) are not tuned */
+#define TUNE_SNAPSHOT_TRIES 3 /* times a shape whose C cannot be copied aside is tried */
 
 /* What a tuned GEMM is known by: the types, transposes, shape, leading dimensions, whether C is
  * read (beta != 0), and the alignment of each pointer (the algorithms differ by it). Row-major

@@ -486,10 +486,20 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
         cuda_tune_lt(c, "linear_fwd", p, W, x, y);
         if (c->failed) return 0;
     }
-    if (p->retuned) c->tune_runs++;
+    /* a tuned algorithm was taken at its first run's pointers' alignment: pointers aligned less
+     * (another view of the same shape) run the plan's own algorithm */
+    const cublasLtMatmulAlgo_t *algo = &p->algo;
+    if (p->retuned) {
+        if (tune_align((uintptr_t)W) < p->tuned_align[0] ||
+            tune_align((uintptr_t)x) < p->tuned_align[1] ||
+            tune_align((uintptr_t)y) < p->tuned_align[2])
+            algo = &p->algo0;
+        else
+            c->tune_runs++;
+    }
     const float one = 1.0f, zero = 0.0f;
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, W, p->a, x, p->b, &zero, y, p->d, y, p->d,
-                                   &p->algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),
+                                   algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),
                  "linear_fwd");
     return 0;
 }
