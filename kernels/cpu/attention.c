@@ -237,9 +237,11 @@ void cpu_attention_bwd(umd_ctx *c, void *dqkvv, const void *doutv, const void *q
             const float *k = q + (bf16 ? hd : W), *v = q + (bf16 ? 2L * hd : 2L * W);
             /* O and dO: rows at stride W, or (ob, dob) widened, rows at stride hd, after q, k, v */
             const long o0 = b * T * (long)W + (long)h * hd;
-            const float *g = dout + o0;
+            const float *g; /* dout + o0 only where dout is fp32 (a bf16 one is widened) */
             long grow = W;
-            if (dob) {
+            if (!dob) {
+                g = dout + o0;
+            } else {
                 float *gw = cpu_widen(c, tid) + pair_widened(bf16, T, hd) + (ob ? (long)T * hd : 0);
                 for (int i = 0; i < T; i++)
                     cpu_widen_n(gw + (long)i * hd, (const uint16_t *)doutv + o0 + (long)i * W,
