@@ -76,7 +76,9 @@
  * bf16 against the running max of its own keys, so O's shared rows differ by P's rounding, about
  * 1e-3 of the largest |O|, and lse (summing the unrounded P) by fp32 rounding. The shared part is a function of its own, not inlined, and
  * the kernels a template on the switch, so the kernels without it keep their registers (forward
- * 127, dQ 165, dK dV 230 and 168). The 32-row forward (attn_fwd32) shares none.
+ * 127, dQ 165, dK dV 230 and 168; with it 127, 168, 232-236 and 168, the last with a 64-byte
+ * stack frame, and the part function spilling 56 bytes, once a block: ptxas -v, sm_90, the same
+ * blocks per multiprocessor). The 32-row forward (attn_fwd32) shares none.
  * FLOPs per (sequence, head): forward 4 T^2 64, backward 14 T^2 64 (7 products; 5 with atomics).
  * Bytes (resident): q, k, v, out and dout read once per pass, q, k and v at 2 bytes an element
  * where qkv is a bf16 operand tensor, else 4, and dout at 2 where it is a bf16 gradient tensor
@@ -838,7 +840,10 @@ __device__ static __noinline__ void res_bwd_kv_part(GT *dbase, const QT *base, b
         dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
-    for (int q0 = it.from; q0 < it.to; q0 += MA_TILE) /* queries past `to` as past T */
+    /* queries past `to`: bwdkv_step takes `to` as T, and skips the 16-column steps wholly past
+     * it; a part's `to` is T or a multiple of 16 (res_item_at; test_cuda_partition), so no
+     * query of another part is summed here (within a step, only the last, T, masks columns) */
+    for (int q0 = it.from; q0 < it.to; q0 += MA_TILE)
         bwdkv_step<lay_swz, NQ>(dk, dv, ka, va, rA, rB, q0, q0, it.to, sL + q0, sD + q0, sl2, scale);
     __syncthreads(); /* Q and dO read for the last time: red overlays them */
     float (*const acc[2])[4] = {dk, dv};

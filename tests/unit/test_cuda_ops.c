@@ -2927,7 +2927,7 @@ static void split_rows_same(const char *what, const float *d_s, const float *d_d
  *     the shared strips' rows of lse and dqkv within 1e-5 of the largest value (fp32 sums added
  *     in another order: the backward's P and dS are the same values either way, from lse), of
  *     out within 5e-3 (each part rounds its P to bf16 against the running max of its own keys,
- *     not of the keys before them: P rounded otherwise, by up to 2^-9 of each term; about 1e-3
+ *     not of the keys before them: P rounded otherwise, by up to 2^-8 of each term; about 1e-3
  *     of the largest |out| on random inputs);
  *   - the 32-query step and a bf16 qkv (in a context with bf16 operands) give the split's bits,
  *     forward and backward (attention_same_bits, the split context the reference). */
