@@ -57,14 +57,19 @@ static void copy_params(umd_model *gpu, umd_model *cpu) {
               umd_model_sizes(cpu)->nfloats * sizeof(float));
 }
 
-static void load_same_batch(umd_model *a, umd_model *b, const umd_config *cfg, uint32_t key) {
+/* The same batch (fixture key) of 2-channel images of side hw into both models. */
+static void load_same_batch_hw(umd_model *a, umd_model *b, const umd_config *cfg, int hw,
+                               uint32_t key) {
     int B = cfg->batch;
-    float *x = malloc((size_t)B * 2 * 8 * 8 * sizeof(float));
+    float *x = malloc((size_t)B * 2 * hw * hw * sizeof(float));
     int32_t y[64];
-    fx_batch(x, y, B, 2, 8, 8, 5, key);
+    fx_batch(x, y, B, 2, hw, hw, 5, key);
     umd_model_load_batch(a, x, y);
     umd_model_load_batch(b, x, y);
     free(x);
+}
+static void load_same_batch(umd_model *a, umd_model *b, const umd_config *cfg, uint32_t key) {
+    load_same_batch_hw(a, b, cfg, 8, key);
 }
 
 /* The same batch (fixture key) and step k's draws into both models, then a step with backward
@@ -211,30 +216,60 @@ static void test_cuda_curve_bf16_200_steps_defaults(void) {
 
 /* ---- the recorded step (CUDA graph) --------------------------------------------------------------- */
 
+static void tune_counts(umd_model *m, int *shapes, int *took, long *runs);
+
 /* Steps run op by op and steps replayed from a recording (UMDQ_CUDA_GRAPH=1 when the second model's
  * context is made) give the same bits: losses every step, and parameters, AdamW moments and EMA
  * at the end. The clip is tight so the device-side clip factor is below 1, and the batches and
- * draws change every step, so a replay that kept the recorded step's inputs would differ. */
-static void graph_parity(int math) {
+ * draws change every step, so a replay that kept the recorded step's inputs would differ.
+ * untimed: in bf16, with the switches as umdq ships them and the three not yet timed on a device
+ * on top (UMDQ_CUDA_BF16_GRAD, UMDQ_CUDA_ATTN_SPLIT, and UMDQ_CUDA_GEMM_TUNE with
+ * UMDQ_CUDA_GEMM_TUNE_TAKE=1: every GEMM shape and forward plan on the heuristic's first cuBLASLt
+ * algorithm, so that both models run the same algorithms whatever the timing), at head width 64
+ * on 16x16 images (patch 2: the decoder's 1 + 64 tokens in 5 strips, the last shared by the 4
+ * warps), in both models, 8 steps; each switch must be on in both (grad_operand 1, GEMMs run on
+ * a taken algorithm, the last strips shared: the context's description). */
+static void graph_parity_with(int math, int untimed) {
     need_gpu();
     umd_config cfg;
     tiny_config(&cfg);
     cfg.steps = 12;
     cfg.clip = 0.05;
     cfg.ema = 0.99;
-    umd_model *e = new_model(&cfg, umd_ops_cuda(math));
+    int hw = 8;
+    if (untimed) {
+        cfg.width = 128;
+        cfg.dec_depth = 2;
+        cfg.batch = 4;
+        cfg.steps = 8;
+        hw = 16;
+        fx_cuda_switches_default();
+        setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
+        setenv("UMDQ_CUDA_ATTN_SPLIT", "1", 1);
+        setenv("UMDQ_CUDA_GEMM_TUNE", "1", 1);
+        setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", "1", 1);
+        setenv("UMDQ_CUDA_GRAPH", "0", 1);
+    }
+    const umd_shape shape = {2, hw, hw, 5, cfg.batch};
+    char err[512] = "";
+    umd_model *e = NULL, *g = NULL;
+    if (umd_model_new(&e, &cfg, &shape, umd_ops_cuda(math), err, sizeof err) != 0)
+        printf("  umd_model_new: %s\n", err);
     setenv("UMDQ_CUDA_GRAPH", "1", 1);
-    umd_model *g = new_model(&cfg, umd_ops_cuda(math));
-    setenv("UMDQ_CUDA_GRAPH", "0", 1);
-    setenv("UMDQ_CUDA_ATTN_KV32", "0", 1);
+    if (e && umd_model_new(&g, &cfg, &shape, umd_ops_cuda(math), err, sizeof err) != 0)
+        printf("  umd_model_new (recorded): %s\n", err);
+    fx_cuda_switches_off();
     T_REQUIRE(e && g);
+    if (untimed) {
+        T_EQ_INT(umd_model_ops(e)->grad_operand(umd_model_ctx(e)), 1);
+        T_EQ_INT(umd_model_ops(g)->grad_operand(umd_model_ctx(g)), 1);
+    }
     umd_model_init(e, cfg.seed);
     umd_model_init(g, cfg.seed);
     umd_stepper se = {0}, sg = {0};
-    char err[512] = "";
     double first = 0, last = 0, clip = 1;
     for (int k = 0; k < cfg.steps; k++) {
-        load_same_batch(e, g, &cfg, 400 + (uint32_t)k);
+        load_same_batch_hw(e, g, &cfg, hw, 400 + (uint32_t)k);
         umd_model_draw(e, cfg.seed, k);
         umd_model_draw(g, cfg.seed, k);
         T_REQUIRE(umd_train_step(&se, e, &cfg, k, umd_lr_at(&cfg, k), err, sizeof err) == 0 ||
@@ -264,6 +299,20 @@ static void graph_parity(int math) {
     T_CHECK(!se.recorded && se.given_up); /* no UMDQ_CUDA_GRAPH: op by op */
     T_CHECK(first != last);
     T_CHECK(clip < 1.0);
+    for (int i = 0; untimed && i < 2; i++) {
+        umd_model *m = i ? g : e;
+        int shapes = 0, took = 0;
+        long runs = 0;
+        tune_counts(m, &shapes, &took, &runs);
+        char d[1024];
+        umd_cuda_describe(umd_model_ctx(m), d, sizeof d);
+        printf("  %s: %d GEMM shapes and forward plans tuned, %d on another algorithm, %ld GEMMs "
+               "run on one; %s\n", i ? "recorded" : "op by op", shapes, took, runs,
+               strstr(d, "last strips shared") ? "the last strips shared" : "no strip shared");
+        T_CHECK_MSG(took > 0 && runs >= (long)took, "%s: %d shapes taken, %ld GEMMs run on them",
+                    i ? "recorded" : "op by op", took, runs);
+        T_CHECK(strstr(d, "last strips shared") != NULL);
+    }
     size_t nf = umd_model_sizes(e)->nfloats;
     float *a = malloc(nf * sizeof(float)), *b = malloc(nf * sizeof(float));
     float *(*arena[])(umd_model *) = {umd_model_params, umd_model_adam_m, umd_model_adam_v,
@@ -855,6 +904,14 @@ static void test_cuda_bf16_dh_recompute_partial(void) {
 static void test_cuda_bf16_grad(void) {
     bf16_rounded(UMD_RECOMPUTE_OFF, RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS | RD_GRAD);
 }
+/* The same under train.recompute "partial" and "norms": the same bits as without. */
+static void test_cuda_bf16_grad_recompute_partial(void) {
+    bf16_rounded(UMD_RECOMPUTE_PARTIAL,
+                 RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS | RD_GRAD);
+}
+static void test_cuda_bf16_grad_recompute_norms(void) {
+    bf16_rounded(UMD_RECOMPUTE_NORMS, RD_MLP | RD_DH | RD_BRANCH | RD_BIAS | RD_SAME_BITS | RD_GRAD);
+}
 static void test_cuda_bf16_bias_recompute_partial(void) {
     bf16_rounded(UMD_RECOMPUTE_PARTIAL, RD_MLP | RD_BRANCH | RD_BIAS);
 }
@@ -866,8 +923,11 @@ static void test_cuda_bf16_branch_every_switch_recompute_norms(void) {
     bf16_rounded(UMD_RECOMPUTE_NORMS, RD_EVERY);
 }
 
-static void test_cuda_graph_parity_fp32(void) { graph_parity(UMD_MATH_FP32); }
-static void test_cuda_graph_parity_bf16(void) { graph_parity(UMD_MATH_BF16); }
+static void test_cuda_graph_parity_fp32(void) { graph_parity_with(UMD_MATH_FP32, 0); }
+static void test_cuda_graph_parity_bf16(void) { graph_parity_with(UMD_MATH_BF16, 0); }
+static void test_cuda_graph_parity_bf16_untimed_switches(void) {
+    graph_parity_with(UMD_MATH_BF16, 1);
+}
 
 /* ---- umd_run on "cuda" ------------------------------------------------------------------------- */
 
@@ -1000,6 +1060,7 @@ int main(void) {
     T_RUN(test_cuda_curve_bf16_200_steps);
     T_RUN(test_cuda_graph_parity_fp32);
     T_RUN(test_cuda_graph_parity_bf16);
+    T_RUN(test_cuda_graph_parity_bf16_untimed_switches);
     T_RUN(test_cuda_recompute_bf16);
     T_RUN(test_cuda_recompute_partial_bf16);
     T_RUN(test_cuda_recompute_norms_bf16);
@@ -1036,6 +1097,8 @@ int main(void) {
     T_RUN(test_cuda_bf16_dh_recompute_partial);
     T_RUN(test_cuda_bf16_bias_recompute_partial);
     T_RUN(test_cuda_bf16_grad);
+    T_RUN(test_cuda_bf16_grad_recompute_partial);
+    T_RUN(test_cuda_bf16_grad_recompute_norms);
     T_RUN(test_cuda_umd_run);
     T_RUN(test_cuda_out_of_memory);
     T_RUN(test_cuda_refused_without_device);
