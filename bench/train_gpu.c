@@ -12,7 +12,8 @@
  *             [--profile]     (then three more steps with the device time of every op, per step,
  *                              and its floor: the larger of its FLOPs at the bf16 GEMM ceiling
  *                              and its bytes at the device copy rate, both measured in this run;
- *                              umd_cuda_profile_floors)
+ *                              umd_cuda_profile_floors; then the time inside the ops of each
+ *                              GEMM shape and of attention's backward kernels)
  *             [--switches-off]  (every UMDQ_CUDA_* switch off, as "0" in a job's environment; the
  *                              switch options after it turn theirs on again. Without it each
  *                              switch takes its default: umd_cuda.h, and the "device:" line says

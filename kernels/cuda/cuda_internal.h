@@ -51,6 +51,7 @@
 #define CUDA_BF16_STAGE_MAX (1L << 30) /* and at most */
 #define CUDA_ATTN_WS (1L << 28) /* floats of attention tiles before heads are split in groups */
 #define CUDA_PROF_RING 4096    /* op calls timed between two resolutions of their events */
+#define CUDA_PROF_PARTS 128    /* the spans inside ops the profile names (cuda_prof_part_begin) */
 #define CUDA_MAX_BLOCKS 64     /* allocations tracked for the accounting (the model makes 4) */
 
 /* A cuBLASLt matmul planned for one shape (linear_fwd with its bias epilogue): descriptors and the
@@ -82,6 +83,16 @@ void cuda_lt_plan_release(lt_plan *p);
 /* 1 when a cuBLASLt algorithm splits K and adds the parts in the output type (in place in D, or
  * through the workspace in D's type): with a bf16 D, partial sums rounded to bf16 (linear.cu). */
 int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a);
+
+/* While the context profiles its ops (umd_cuda_profile): a span inside an op, from
+ * cuda_prof_part_begin to cuda_prof_part_end on the stream, timed and totalled under its name
+ * (copied, up to 63 characters: "op:what"; the report lists the parts after the ops, in the
+ * order met). begin gives the span's handle for end, or -1 (and end then does nothing) when the
+ * context does not profile, has failed, or has no room left for it; a span ends inside the op
+ * that began it. Every GEMM is one, named by its shape (linear.cu), and attention's backward
+ * kernels. */
+int cuda_prof_part_begin(umd_ctx *c, const char *name);
+void cuda_prof_part_end(umd_ctx *c, int k);
 
 /* A GEMM shape the tuner has timed (gemm_tune.cu, UMDQ_CUDA_GEMM_TUNE): its key, the cuBLASLt
  * descriptors, and the candidate kept: pick 0 is cublasGemmEx (the plan then only remembers that),
@@ -214,8 +225,10 @@ struct umd_ctx {
     cudaEvent_t *prof_ev;      /* (2 * CUDA_PROF_RING) or NULL when off */
     int prof_op[CUDA_PROF_RING];
     int prof_n;
-    double prof_ms[64];
-    long prof_calls[64];
+    double prof_ms[64 + CUDA_PROF_PARTS]; /* by op, then by part (64 + its index) */
+    long prof_calls[64 + CUDA_PROF_PARTS];
+    char prof_part[CUDA_PROF_PARTS][64]; /* the parts' names (cuda_prof_part_begin), as met */
+    int prof_nparts;
     double prof_flops[64], prof_bytes[64]; /* each op's floor work (ops_cuda.cu's op_cost) */
     double floor_tflops, floor_tbps;       /* the rates its floors are at (profile_floors), or 0 */
     /* the first error */

@@ -81,21 +81,35 @@ static cublasComputeType_t compute_type(const umd_ctx *c) {
     return c->math == UMD_MATH_FP32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F_FAST_TF32;
 }
 
+/* A GEMM's span in the profile (cuda_prof_part_begin), named by its op and shape: "op:gemm M x N
+ * x K", the transposes (T: op(A) or op(B) transposed), "+=" where C is read, and C's type;
+ * -1 when the context does not profile. */
+static int gemm_part(umd_ctx *c, const char *op, int transA, int transB, int M, int N, int K,
+                     float beta, cudaDataType_t cty) {
+    if (!c->prof_ev) return -1;
+    char name[64];
+    snprintf(name, sizeof name, "%s:gemm %dx%dx%d %c%c%s%s", op, M, N, K, transA ? 'T' : 'N',
+             transB ? 'T' : 'N', beta != 0.0f ? " +=" : "", cty == CUDA_R_16BF ? " bf16" : "");
+    return cuda_prof_part_begin(c, name);
+}
+
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C with operands of type ab, C of type cty. */
 static void gemm_ex_to(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
                        int transA, int transB, int M, int N, int K, float alpha, const void *A,
                        long lda, const void *B, long ldb, float beta, void *C, cudaDataType_t cty,
                        long ldc) {
     if (c->failed || M <= 0 || N <= 0) return;
-    /* bf16 operands in a context that tunes its GEMMs: the algorithm kept for the shape */
-    if (c->gemm_tune && cuda_gemm_tuned(c, op, ab, cty, ct, transA, transB, M, N, K, alpha, A, lda,
-                                        B, ldb, beta, C, ldc) == 0)
-        return;
-    cublas_check(c, cublasGemmEx(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                 transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ab,
-                                 (int)ldb, A, ab, (int)lda, &beta, C, cty, (int)ldc, ct,
-                                 CUBLAS_GEMM_DEFAULT),
-                 op);
+    /* bf16 operands in a context that tunes its GEMMs: the algorithm kept for the shape (its
+     * span covers the tuning too, once, at the shape's first call) */
+    const int part = gemm_part(c, op, transA, transB, M, N, K, beta, cty);
+    if (!(c->gemm_tune && cuda_gemm_tuned(c, op, ab, cty, ct, transA, transB, M, N, K, alpha, A,
+                                          lda, B, ldb, beta, C, ldc) == 0))
+        cublas_check(c, cublasGemmEx(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ab,
+                                     (int)ldb, A, ab, (int)lda, &beta, C, cty, (int)ldc, ct,
+                                     CUBLAS_GEMM_DEFAULT),
+                     op);
+    cuda_prof_part_end(c, part);
 }
 
 void cuda_gemm_ex(umd_ctx *c, const char *op, cudaDataType_t ab, cublasComputeType_t ct,
@@ -498,9 +512,17 @@ int cuda_lt_linear(umd_ctx *c, void *y, const void *x, const void *W, const floa
             c->tune_runs++;
     }
     const float one = 1.0f, zero = 0.0f;
+    int part = -1;
+    if (c->prof_ev) {
+        char name[64];
+        snprintf(name, sizeof name, "linear_fwd:cuBLASLt %dx%dx%d%s%s", M, N, K,
+                 b ? " bias" : "", ybf16 ? " bf16" : "");
+        part = cuda_prof_part_begin(c, name);
+    }
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, W, p->a, x, p->b, &zero, y, p->d, y, p->d,
                                    algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),
                  "linear_fwd");
+    cuda_prof_part_end(c, part);
     return 0;
 }
 

@@ -1191,15 +1191,19 @@ template <class QT, class OT, class GT, class DT, bool SPLIT>
 static void res_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads, float scale) {
     dim3 grid((unsigned)heads, (unsigned)n);
+    int part = cuda_prof_part_begin(c, "attention_bwd:dQ");
     k_res_bwd_q<QT, OT, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
         dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
+    cuda_prof_part_end(c, part);
     if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+    part = cuda_prof_part_begin(c, "attention_bwd:dK_dV");
     if (res_kv32<QT, GT, DT>(c, T))
         k_res_bwd_kv<QT, 32, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
     else
         k_res_bwd_kv<QT, 64, GT, DT, SPLIT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
             dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+    cuda_prof_part_end(c, part);
 }
 
 template <class QT, class OT, class GT, class DT>
@@ -1212,15 +1216,19 @@ static void mma_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const O
         res_bwd<QT, OT, GT, DT, false>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
+        int part = cuda_prof_part_begin(c, "attention_bwd:dQ");
         k_mma_bwd_q<QT, OT, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
             dqkv, c->attn_d, dout, out, qkv, lse, T, heads, scale);
+        cuda_prof_part_end(c, part);
         if (CUDA_LAUNCHED(c, "attention_bwd")) return;
+        part = cuda_prof_part_begin(c, "attention_bwd:dK_dV");
         if (c->attn_kv32)
             k_mma_bwd_kv<QT, 32, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
         else
             k_mma_bwd_kv<QT, 64, GT, DT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(
                 dqkv, dout, qkv, lse, c->attn_d, T, heads, scale);
+        cuda_prof_part_end(c, part);
     }
     CUDA_LAUNCHED(c, "attention_bwd");
 }

@@ -527,18 +527,39 @@ enum { CUDA_OPS(OP_ENUM) OP_COUNT };
 #define OP_NAME(n) #n,
 static const char *const op_names[] = {CUDA_OPS(OP_NAME)};
 
+static_assert(OP_COUNT <= 64, "the profile's totals hold 64 ops, then the parts");
+
+/* The ring's spans into the totals. An op's span ends after the parts inside it, which come after
+ * it in the ring: each span's end is waited for before its time is read. */
 static void prof_flush(umd_ctx *c) {
-    if (!c->prof_n) return;
-    if (cudaEventSynchronize(c->prof_ev[2 * (c->prof_n - 1) + 1]) == cudaSuccess) {
-        for (int i = 0; i < c->prof_n; i++) {
-            float ms = 0;
-            if (cudaEventElapsedTime(&ms, c->prof_ev[2 * i], c->prof_ev[2 * i + 1]) == cudaSuccess) {
-                c->prof_ms[c->prof_op[i]] += ms;
-                c->prof_calls[c->prof_op[i]]++;
-            }
+    for (int i = 0; i < c->prof_n; i++) {
+        float ms = 0;
+        if (cudaEventSynchronize(c->prof_ev[2 * i + 1]) == cudaSuccess &&
+            cudaEventElapsedTime(&ms, c->prof_ev[2 * i], c->prof_ev[2 * i + 1]) == cudaSuccess) {
+            c->prof_ms[c->prof_op[i]] += ms;
+            c->prof_calls[c->prof_op[i]]++;
         }
     }
     c->prof_n = 0;
+}
+
+int cuda_prof_part_begin(umd_ctx *c, const char *name) {
+    /* the ring is flushed only between ops (timed::call): a full one times no more parts */
+    if (!c->prof_ev || c->failed || c->prof_n == CUDA_PROF_RING) return -1;
+    int j = 0;
+    while (j < c->prof_nparts && strcmp(c->prof_part[j], name) != 0) j++;
+    if (j == c->prof_nparts) {
+        if (j == CUDA_PROF_PARTS) return -1;
+        snprintf(c->prof_part[c->prof_nparts++], sizeof c->prof_part[0], "%s", name);
+    }
+    const int k = c->prof_n++;
+    c->prof_op[k] = 64 + j;
+    cudaEventRecord(c->prof_ev[2 * k], c->stream);
+    return k;
+}
+
+void cuda_prof_part_end(umd_ctx *c, int k) {
+    if (k >= 0 && c->prof_ev) cudaEventRecord(c->prof_ev[2 * k + 1], c->stream);
 }
 
 /* ---- each op's floor (op_cost.h), from the op's own arguments ------------------------------------
@@ -696,6 +717,7 @@ extern "C" int umd_cuda_profile(umd_ctx *c, int on) {
     }
     memset(c->prof_ms, 0, sizeof c->prof_ms);
     memset(c->prof_calls, 0, sizeof c->prof_calls);
+    c->prof_nparts = 0;
     memset(c->prof_flops, 0, sizeof c->prof_flops);
     memset(c->prof_bytes, 0, sizeof c->prof_bytes);
     return 0;
@@ -753,6 +775,15 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
                                    "against %.2f ms of floors, %.2fx;",
                                    c->floor_tflops, c->floor_tbps, t_ms / (per > 0 ? per : 1),
                                    f_sum / (per > 0 ? per : 1), t_ms / f_sum);
+    }
+    /* the parts inside the ops, in the order met */
+    for (int j = 0, first = 1; j < c->prof_nparts && at < n; j++) {
+        if (!c->prof_calls[64 + j]) continue;
+        const int p = per > 0 ? per : 1;
+        at += (size_t)snprintf(buf + at, n - at, "%s %s %.2f (%ld calls);",
+                               first ? " inside the ops (ms per step):" : "", c->prof_part[j],
+                               c->prof_ms[64 + j] / p, c->prof_calls[64 + j] / p);
+        first = 0;
     }
     if (c->gelu_epi && at < n)
         at += (size_t)snprintf(buf + at, n - at,

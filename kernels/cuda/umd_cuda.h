@@ -157,7 +157,10 @@ int umd_cuda_profile(umd_ctx *c, int on);
 /* The ops' device time since profiling was switched on, divided by `per` (steps), largest first,
  * as one line into buf. Waits for the queued ops. Where floor rates were given
  * (umd_cuda_profile_floors), each op that has a floor also shows it and how far its time is from
- * it. */
+ * it. Then, after "inside the ops (ms per step):", the spans timed inside them, in the order
+ * met: every GEMM by op and shape ("op:gemm MxNxK" with the transposes, "+=" where C is read
+ * and "bf16" for a bf16 C; "linear_fwd:cuBLASLt MxNxK" for the Linears' plans) and attention's
+ * backward kernels ("attention_bwd:dQ", "attention_bwd:dK_dV"), each "name ms (calls);". */
 void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n);
 /* The rates the profile report's floors are at: tflops TFLOP/s for the products (the bf16 GEMM
  * ceiling measured in the same run) and tbps TB/s for the bytes (a device copy's, likewise). An

@@ -1265,6 +1265,21 @@ static void test_cuda_profile_floors(void) {
         T_EQ_STR(what, "bytes");
         T_NEAR(floor_ms, as_printed(want_gb / 1.0, 3), 1e-9, 0); /* GB at 1 TB/s: ms */
         T_CHECK(strstr(rep, "the ops with a floor (at 100 TFLOP/s, 1.00 TB/s)") != NULL);
+        /* the GEMM inside them: a span of its own (" op:what MS (N calls);"), named by its
+         * shape, 10 calls, its time within the op's */
+        const char *in = strstr(rep, " inside the ops (ms per step):");
+        const char *part = in ? strstr(in, " linear_fwd:") : NULL;
+        T_REQUIRE(part || (printf("  no linear_fwd part in: %s\n", rep), 0));
+        const char *open = strchr(part, '('), *num = open ? open - 1 : part;
+        while (num > part && num[-1] != ' ') num--;
+        double part_ms = -1;
+        long part_calls = 0;
+        T_REQUIRE(open && sscanf(num, "%lf (%ld calls)", &part_ms, &part_calls) == 2);
+        printf("  %.*s\n", (int)(strchr(part, ';') ? strchr(part, ';') - part : 80), part);
+        T_CHECK_MSG(strstr(part, " 1024x256x256") != NULL && strstr(part, " 1024x256x256") < open,
+                    "part: %.80s", part);
+        T_EQ_INT((int)part_calls, 10);
+        T_CHECK(part_ms > 0 && part_ms <= ms + 0.01); /* both rounded to 0.01 ms */
         ctx_free(&c, ws);
     }
     cleanup();
