@@ -66,6 +66,10 @@
  *                              last whole round of their 4 warps among them, the parts combined
  *                              in a fixed order: other bits in those strips' rows only, as
  *                              UMDQ_CUDA_ATTN_SPLIT=1 does for a job)
+ *             [--attn-ds]     (the mma attention's resident backward stores dS from its dK dV
+ *                              kernel and takes dQ = dS K in one product, where its dQ kernel
+ *                              computed S, dP and dS again: dK dV the same bits, dQ within
+ *                              rounding, as UMDQ_CUDA_ATTN_DS=1 does for a job)
  *             [--gemm-tune]   (each GEMM shape cublasGemmEx would run is timed once against the
  *                              other algorithms cuBLASLt lists for it and the fastest kept: other
  *                              bits where one is, as UMDQ_CUDA_GEMM_TUNE=1 does for a job; with
@@ -429,9 +433,10 @@ static int run_linears(const bench_config *bc, const char *precision, int batch,
 /* The --attention variants: qkv a bf16 operand (UMDQ_CUDA_BF16_OPERANDS), the dK dV step over 32
  * queries (UMDQ_CUDA_ATTN_KV32), the resident forward's warps over 32 rows (UMDQ_CUDA_ATTN_FWD32),
  * the resident kernels' last strips shared by their warps (UMDQ_CUDA_ATTN_SPLIT). */
-#define ATTN_NVARS 4
+#define ATTN_NVARS 5
 static const char *const ATTN_VARS[ATTN_NVARS] = {"UMDQ_CUDA_BF16_OPERANDS", "UMDQ_CUDA_ATTN_KV32",
-                                                  "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_ATTN_SPLIT"};
+                                                  "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_ATTN_SPLIT",
+                                                  "UMDQ_CUDA_ATTN_DS"};
 
 /* A bf16 context made with the switches ATTN_VARS[i] = on[i] set for the moment (each context
  * reads them when it is made), with a workspace for lim; NULL after a message. */
@@ -468,10 +473,11 @@ static umd_ctx *attention_ctx(const umd_ops *ops, const int on[ATTN_NVARS], cons
 
 /* --attention: the bf16 attention alone, forward and backward, at the config's head count and
  * batch, for sequences of every token (the decoder's T = 1 + L) and of a quarter and a half of
- * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in eight variants: every
- * switch off, each attention switch alone (ATTN_VARS), the split with the 32-query step (the
- * defaults' step), then a bf16 qkv (where attention_operand says so) alone, with the 32-query step
- * and the split (the defaults with the split), and with the 32-query step and 32-row forward.
+ * the patches (1 + L/4, 1 + L/2: encoders at mask ratios 0.75 and 0.5), in ten variants: every
+ * switch off, the first three attention switches alone (ATTN_VARS), the split with the 32-query
+ * step (the defaults' step), then a bf16 qkv (where attention_operand says so) alone, with the
+ * 32-query step (the defaults), with it and the split, with it and the 32-row forward, and with
+ * it and dQ from a stored dS (which takes a bf16 qkv).
  * FLOPs as the floor table counts them (forward 4 T^2 d a head, backward twice that), against the
  * bf16 GEMM ceiling. */
 static int run_attention(const bench_config *bc, int batch, int reps, double ceiling) {
@@ -488,11 +494,13 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
     }
     printf("\n%s bf16 attention alone, %d sequences x %d heads of %d; FLOP floor at %.0f TFLOP/s\n",
            bc->label, batch, H, hd, ceiling);
-    printf("| T | qkv | dK dV step | fwd rows a warp | last strips | fwd ms | fwd TFLOP/s | "
-           "x floor | bwd ms | bwd TFLOP/s | x floor |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    static const int variants[][ATTN_NVARS] = {{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0},
-                                               {0, 0, 0, 1}, {0, 1, 0, 1}, {1, 0, 0, 0},
-                                               {1, 1, 0, 1}, {1, 1, 1, 0}};
+    printf("| T | qkv | dK dV step | fwd rows a warp | last strips | dQ | fwd ms | fwd TFLOP/s | "
+           "x floor | bwd ms | bwd TFLOP/s | x floor |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int variants[][ATTN_NVARS] = {{0, 0, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 0, 1, 0, 0},
+                                               {0, 0, 0, 1, 0}, {0, 1, 0, 1, 0}, {1, 0, 0, 0, 0},
+                                               {1, 1, 0, 0, 0}, {1, 1, 0, 1, 0}, {1, 1, 1, 0, 0},
+                                               {1, 1, 0, 0, 1}};
     int rc = 0;
     for (int v = 0; v < (int)(sizeof variants / sizeof *variants) && rc == 0; v++) {
         const int *on = variants[v];
@@ -518,9 +526,10 @@ static int run_attention(const bench_config *bc, int batch, int reps, double cei
             const attention_call call = {out, lse, dq, g, qq, batch, T, H, hd, type};
             rc = time_passes(ops, c, reps, attention_pass, &call, "--attention", ms);
             if (rc) break;
-            printf("| %d | %s | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32",
+            printf("| %d | %s | %s | %s | %s | %s |", T, type == UMD_OPND ? "bf16" : "fp32",
                    on[1] ? "32" : "64", on[2] && T <= 384 ? "32" : "16",
-                   on[3] && T <= 384 ? (on[2] ? "shared (bwd)" : "shared") : "whole");
+                   on[3] && T <= 384 ? (on[2] ? "shared (bwd)" : "shared") : "whole",
+                   on[4] && type == UMD_OPND && T <= 384 ? "from dS" : "own kernel");
             print_floor_cols(ms, f, ceiling);
         }
         release_ctx(ops, &c, bufs, 7);
@@ -548,6 +557,7 @@ static const switch_opt SWITCH_OPTS[] = {
     {"--attn-kv32", {"ATTN_KV32"}},                             /* the mma attention's backward */
     {"--attn-fwd32", {"ATTN_FWD32"}},                           /* and its forward */
     {"--attn-split", {"ATTN_SPLIT"}},                           /* their last strips */
+    {"--attn-ds", {"ATTN_DS"}},                                 /* the backward's dQ from dS */
     {"--gemm-tune", {"GEMM_TUNE"}},                             /* bf16 contexts only */
     /* it acts with a bf16 dy (the gradients) and dy W2 (with a bf16 h) */
     {"--mlp-one-pass", {"MLP_ONE_PASS", "BF16_GRAD", "BF16_BRANCH", "BF16_DH", "BF16_MLP",

@@ -6,7 +6,8 @@
 # they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
 # (UMDQ_CUDA_BF16_GRAD=1, off by default), with the attention's last strips shared
 # (UMDQ_CUDA_ATTN_SPLIT=1, off by default), with both, with the GEMMs tuned (UMDQ_CUDA_GEMM_TUNE=1,
-# off by default) and with all three, the Linears alone untuned and tuned, the attention alone in
+# off by default), with the attention backward's dQ from a stored dS (UMDQ_CUDA_ATTN_DS=1, off by
+# default, profiled) and with all four, the Linears alone untuned and tuned, the attention alone in
 # its variants, B/4 bf16 with
 # train.recompute "norms", then with every switch off and with each one alone on top (bf16
 # operands, the MLP's bf16 h, its dy W2 in bf16, its GELU epilogues, bf16 branch tensors, their
@@ -177,6 +178,9 @@ echo
 echo "== benchmark: the same B/4 bf16 with --bf16-grad (the defaults, and the gradients of the branch tensors and of qkv in bf16: UMDQ_CUDA_BF16_GRAD=1, off by default until timed here)"
 gpu 120 train_gpu--bf16-grad --only b64 --precision bf16 --bf16-grad --steps "$steps" --warmup 3
 echo
+echo "== benchmark: the same B/4 bf16 with --attn-ds --profile (the defaults, and the attention backward's dQ from the dS its dK dV kernel stores: UMDQ_CUDA_ATTN_DS=1, off by default until timed here; the profile's spans time its kernels)"
+gpu 120 train_gpu--attn-ds --only b64 --precision bf16 --attn-ds --profile --steps "$steps" --warmup 3
+echo
 echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
 gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
 echo
@@ -186,8 +190,8 @@ echo
 echo "== benchmark: the same B/4 bf16 with --gemm-tune (the defaults, and each GEMM shape cublasGemmEx runs timed against cuBLASLt's other algorithms, the fastest kept: UMDQ_CUDA_GEMM_TUNE=1, off by default until timed here; each shape's times in the log)"
 bench 120 "$LOGS/train_gpu--gemm-tune.log" env UMDQ_CUDA_GEMM_TUNE_LOG=1 "$(bin bench/train_gpu)" --only b64 --precision bf16 --gemm-tune --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with all three (--bf16-grad --attn-split --gemm-tune)"
-gpu 120 train_gpu--all-three --only b64 --precision bf16 --bf16-grad --attn-split --gemm-tune --steps "$steps" --warmup 3
+echo "== benchmark: the same B/4 bf16 with all four (--bf16-grad --attn-split --attn-ds --gemm-tune)"
+gpu 120 train_gpu--all-four --only b64 --precision bf16 --bf16-grad --attn-split --attn-ds --gemm-tune --steps "$steps" --warmup 3
 echo
 echo "== benchmark: train_gpu --linears --only b64 --precision bf16, then with --gemm-tune (each Linear alone, forward and backward, against its FLOP floor)"
 gpu 60 train_gpu_linears --linears --only b64 --precision bf16 --steps "$steps"
@@ -259,7 +263,8 @@ sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf
 sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
 sw_row "the defaults + both" "$GRAD_TESTS|attention_split" "$LOGS/train_gpu--bf16-grad--attn-split.log"
 sw_row "the defaults + UMDQ_CUDA_GEMM_TUNE=1" "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
-sw_row "the defaults + all three" "$GRAD_TESTS|attention_split|gemm_tune" "$LOGS/train_gpu--all-three.log"
+sw_row "the defaults + UMDQ_CUDA_ATTN_DS=1" "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
+sw_row "the defaults + all four" "$GRAD_TESTS|attention_split|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--all-four.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -303,7 +308,9 @@ verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad" "$LOGS/train_
 verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split" \
   "$LOGS/train_gpu--bf16-grad--attn-split.log"
 verdict UMDQ_CUDA_GEMM_TUNE "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
-verdict "all three" "$GRAD_TESTS|attention_split|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--all-three.log"
+verdict UMDQ_CUDA_ATTN_DS "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
+verdict "all four" "$GRAD_TESTS|attention_split|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" \
+  "$LOGS/train_gpu--all-four.log"
 # the tuner's shapes and forward plans (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another
 # algorithm, and the time of one call of each with the default algorithm (cublasGemmEx's, the
 # plan's own) and with the kept one, summed

@@ -162,6 +162,9 @@ struct umd_ctx {
     int attn_split;            /* the resident mma kernels share the strips past the last whole
                                   round of their 4 warps among them (mma_attention.cu, res_item):
                                   UMDQ_CUDA_ATTN_SPLIT=1 */
+    int attn_ds;               /* the resident mma backward takes dQ from the dS its dK dV kernel
+                                  stores (mma_attention.cu, res_bwd_ds): UMDQ_CUDA_ATTN_DS=1 */
+    long attn_ds_calls;        /* backward calls that did so (a recorded step counts once) */
     void **ptrs;               /* (10, attn_ptrs) operand addresses of the batched attention GEMMs */
     size_t attn_ptrs;
     __nv_bfloat16 *bf_a, *bf_b, *bf_w; /* bf16 stages (BF16_STAGE, BF16_STAGE, max_weight) */

@@ -62,6 +62,9 @@
  *          blocks share a multiprocessor in place of 2: the same products in the same order
  *          (the resident kernel only at the lengths where shared memory holds the third block:
  *          res_kv32).
+ *   With UMDQ_CUDA_ATTN_DS=1 (resident, a bf16 qkv: res_bwd_ds) the dK dV kernel runs first,
+ *   computing D itself and storing dS, and dQ = dS K is one product over the stored dS: 5
+ *   products in place of 7, deterministic still.
  * The resident kernels' last strips (UMDQ_CUDA_ATTN_SPLIT=1, res_item): the 4 warps take strips of
  * 16 rows in turn, so where the strips number 4k + 1 (17 at the model's 257 tokens: the last
  * holding 1 row) or 4k + 2, one or two warps would compute a last strip each while the others
@@ -515,11 +518,23 @@ __device__ static inline void bwdq_step(float dq[8][4], const uint32_t qa[4][4],
  * one piece; 32: in two halves, half the score registers). Each accumulator takes its products
  * in the same order either way (the tile's k-steps of 16 queries in turn), and every score is
  * the same dot product, so the two give the same bits. */
-template <class L, int NQ>
+/* The transpose of an 8 x 8 matrix of bf16 pairs held as an accumulator's (lane 4 g + t: row g,
+ * columns 2t, 2t + 1): the lane then holds row g, columns 2t, 2t + 1 of the transpose. */
+__device__ static inline uint32_t movtrans(uint32_t v) {
+    uint32_t d;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(v));
+    return d;
+}
+
+/* With DS (UMDQ_CUDA_ATTN_DS: res_bwd_ds), each step also stores dS, the bf16 values its dK
+ * product takes (strip_py's pack2 of dS^T), transposed into a (Tr, Tr) row-major matrix of the
+ * (sequence, head), queries as rows and keys as columns (ds, Tr elements a row): the warp's 16
+ * keys from key0, zero for keys at or past T; query rows past T are not stored. */
+template <class L, int NQ, bool DS = false>
 __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const uint32_t ka[4][4],
                                          const uint32_t va[4][4], const bf16 *Q, const bf16 *G, int y0,
                                          int q0, int T, const float *sL, const float *sD, float sl2,
-                                         float scale) {
+                                         float scale, bf16 *ds = nullptr, int Tr = 0, int key0 = 0) {
     static_assert(NQ == 32 || NQ == 64, "a tile of 64 queries in one or two pieces");
     const int t = threadIdx.x & 3;
 #pragma unroll
@@ -543,6 +558,23 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
                 s[nt][e] = p;
                 dp[nt][e] = p * (dp[nt][e] - sD[q]) * scale;
             }
+        if constexpr (DS) {
+            const int g = (threadIdx.x & 31) >> 2;
+#pragma unroll
+            for (int nt = 0; nt < NQ / 8; nt++) {
+                if (nt >= groups) break; /* warp-uniform: movmatrix is the warp's */
+                const int q = q0 + h0 + nt * 8 + g;
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    const uint32_t v = key0 + g + 8 * hh < T
+                                           ? pack2(dp[nt][2 * hh], dp[nt][2 * hh + 1])
+                                           : 0u;
+                    const uint32_t tv = movtrans(v);
+                    if (q < T)
+                        *reinterpret_cast<uint32_t *>(ds + (long)q * Tr + key0 + 8 * hh + 2 * t) = tv;
+                }
+            }
+        }
         const int ksteps = (valid + 15) / 16;
         strip_py<L, NQ / 8>(dv, s, G, y0 + h0, ksteps);  /* dV += P^T dO */
         strip_py<L, NQ / 8>(dk, dp, Q, y0 + h0, ksteps); /* dK += dS^T Q */
@@ -897,6 +929,105 @@ k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const fl
                                     sl2, scale);
 }
 
+/* ---- dQ from a stored dS (UMDQ_CUDA_ATTN_DS: res_bwd_ds) -----------------------------------------
+ * The dK dV kernel, for a group of heads from h0 (blockIdx.x: the head in the group), also writes
+ * each (sequence, head)'s dS into ds ((Tr, Tr) bf16 a pair, queries as rows: bwdkv_step's DS), and
+ * computes D = rowsum(dO O) itself (rows_ld, as the dQ kernel does: the same values) into shared
+ * memory, since no dQ kernel ran before it; then k_res_bwd_q_ds takes dQ = dS K in one product
+ * over the stored dS, where k_res_bwd_q computed S, dP and dS again (2 of the backward's 7
+ * products and half its exponentials). dK and dV are the default kernels' bits; dQ sums the same
+ * terms in the same order, from dS rounded from S^T = K Q^T where the dQ kernel had S = Q K^T
+ * (the same dot products, in another product's layout). */
+template <class QT, int NQ, class GT, class DT, class OT>
+__global__ static void __launch_bounds__(MA_WARPS * 32, kv_min_blocks(NQ))
+k_res_bwd_kv_ds(GT *dqkv, bf16 *ds, const DT *dout, const OT *out, const QT *qkv,
+                const float *lse, int T, int heads, int h0, float scale) {
+    RS_CARVE
+    float *sL = reinterpret_cast<float *>(rB + (long)Tr * MA_HD), *sD = sL + Tr + MA_TILE;
+    const int warp = threadIdx.x >> 5, h = h0 + blockIdx.x, b = blockIdx.y;
+    const long W = (long)heads * MA_HD, row = 3 * W;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const DT *gbase = dout + (long)b * T * W + (long)h * MA_HD;
+    const OT *obase = out + (long)b * T * W + (long)h * MA_HD;
+    const long lo = ((long)b * heads + h) * T;
+    bf16 *dsb = ds + ((long)b * gridDim.x + blockIdx.x) * Tr * Tr;
+    const float sl2 = scale * LOG2E;
+    load_resident(rA, base, row, T, Tr);
+    load_resident(rB, gbase, W, T, Tr);
+    for (int i = threadIdx.x; i < Tr + MA_TILE; i += MA_WARPS * 32) {
+        sL[i] = i < T ? lse[lo + i] * LOG2E : INFINITY; /* P = 0 past T */
+        if (i >= Tr) sD[i] = 0.0f;
+    }
+    for (int q = warp * 16; q < Tr; q += MA_WARPS * 16) {
+        float LD[4];
+        rows_ld(LD, nullptr, gbase, obase, lse + lo, W, q, T); /* 0 past T */
+        if ((threadIdx.x & 3) == 0) {
+            const int g = (threadIdx.x & 31) >> 2;
+            sD[q + g] = LD[2];
+            sD[q + g + 8] = LD[3];
+        }
+    }
+    __syncthreads();
+    GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    for (int k = warp * 16; k < T; k += MA_WARPS * 16) {
+        uint32_t ka[4][4], va[4][4];
+        global_afrags(ka, base + W, row, k, T);
+        global_afrags(va, base + 2 * W, row, k, T);
+        float dk[8][4], dv[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.0f;
+            dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.0f;
+        }
+        for (int q0 = 0; q0 < T; q0 += MA_TILE)
+            bwdkv_step<lay_swz, NQ, true>(dk, dv, ka, va, rA, rB, q0, q0, T, sL + q0, sD + q0, sl2,
+                                          scale, dsb, Tr, k);
+        store_strip(dbase + W, row, dk, k, T);
+        store_strip(dbase + 2 * W, row, dv, k, T);
+    }
+}
+
+/* dQ = dS K of a group of heads from h0 (blockIdx.x: the head in the group), dS as
+ * k_res_bwd_kv_ds stored it: K resident (swizzled), each warp's strips of 16 queries taking their
+ * A fragments of dS straight from global memory, a k-step of 16 keys at a time, in the order
+ * k_res_bwd_q's tiles take them. Rows of dS past T were not written: they only reach rows of the
+ * product that are not stored. */
+template <class QT, class GT>
+__global__ static void __launch_bounds__(MA_WARPS * 32)
+k_res_bwd_q_ds(GT *dqkv, const bf16 *ds, const QT *qkv, int T, int heads, int h0) {
+    RS_CARVE
+    (void)rB;
+    const int warp = threadIdx.x >> 5, h = h0 + blockIdx.x, b = blockIdx.y;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const long W = (long)heads * MA_HD, row = 3 * W;
+    const QT *base = qkv + (long)b * T * row + (long)h * MA_HD;
+    const bf16 *dsb = ds + ((long)b * gridDim.x + blockIdx.x) * Tr * Tr;
+    load_resident(rA, base + W, row, T, Tr);
+    __syncthreads();
+    GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    const int ksteps = Tr / 16;
+    for (int q = warp * 16; q < T; q += MA_WARPS * 16) {
+        float dq[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+        const bf16 *r0 = dsb + (long)(q + g) * Tr + 2 * t, *r1 = r0 + 8L * Tr;
+#pragma unroll 2
+        for (int j = 0; j < ksteps; j++) {
+            const uint32_t a[4] = {lds32(r0 + 16 * j), lds32(r1 + 16 * j), lds32(r0 + 16 * j + 8),
+                                   lds32(r1 + 16 * j + 8)};
+#pragma unroll
+            for (int dn = 0; dn < 8; dn += 2) {
+                uint32_t bb[4];
+                ldsm_trans<lay_swz>(bb, rA, j * 16, dn * 8);
+                mma16816(dq[dn], a, bb[0], bb[1]);
+                mma16816(dq[dn + 1], a, bb[2], bb[3]);
+            }
+        }
+        store_strip(dbase, row, dq, q, T);
+    }
+}
+static size_t resident_q_ds_smem(int T) { return (size_t)(T + 15) / 16 * 16 * MA_HD * sizeof(bf16); }
+
 /* ---- tiled kernels: longer sequences, 64-row tiles staged in turn ---------------------------------
  * A block per 64 rows of one (sequence, head), a warp per 16 of them; the tiles of the other
  * operand travel through the fp32 staging (cp.async, double-buffered against the compute). */
@@ -1118,11 +1249,29 @@ template <class QT> static int mma_setup_type(umd_ctx *c) {
            mma_setup_kv<QT, float, float>(c);
 }
 
+/* The dQ-from-dS kernels (UMDQ_CUDA_ATTN_DS), for a bf16 qkv (the defaults' operands), dqkv and
+ * dout both fp32 or both bf16 (GT), O of either type (OT). */
+template <class GT, class OT> static int mma_setup_ds_out(umd_ctx *c) {
+    const int res = (int)resident_smem(MA_RESIDENT);
+    const cudaFuncAttribute a = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv_ds<bf16, 64, GT, GT, OT>, a, res),
+                      "attention") ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_kv_ds<bf16, 32, GT, GT, OT>, a, res),
+                      "attention");
+}
+template <class GT> static int mma_setup_ds(umd_ctx *c) {
+    const int q = (int)resident_q_ds_smem(MA_RESIDENT);
+    return mma_setup_ds_out<GT, float>(c) || mma_setup_ds_out<GT, bf16>(c) ||
+           cuda_check(c, cudaFuncSetAttribute(k_res_bwd_q_ds<bf16, GT>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, q),
+                      "attention");
+}
+
 static int mma_setup(umd_ctx *c) {
     static int done = 0;
     if (done) return 0;
     if (mma_setup_type<float>(c) || mma_setup_type<bf16>(c) || mma_setup_grad<float>(c) ||
-        mma_setup_grad<bf16>(c))
+        mma_setup_grad<bf16>(c) || mma_setup_ds<float>(c) || mma_setup_ds<bf16>(c))
         return -1;
     done = 1;
     return 0;
@@ -1206,10 +1355,52 @@ static void res_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const O
     cuda_prof_part_end(c, part);
 }
 
+/* The resident backward with dQ from a stored dS (UMDQ_CUDA_ATTN_DS), a group of heads at a time:
+ * as many as the attention workspace (free between ops; the mma kernels keep no tiles there)
+ * holds dS for, n (Tr, Tr) bf16 matrices a head. 0, or -1 (nothing queued) where it holds no
+ * head's: the caller takes the two default kernels. */
+template <class GT, class OT>
+static int res_bwd_ds(umd_ctx *c, GT *dqkv, const GT *dout, const bf16 *qkv, const OT *out,
+                      const float *lse, int n, int T, int heads, float scale) {
+    const size_t Tr = (size_t)(T + 15) / 16 * 16, per_head = (size_t)n * Tr * Tr * sizeof(bf16);
+    const size_t fit = c->attn ? c->attn_floats * sizeof(float) / per_head : 0;
+    if (fit < 1) return -1;
+    const int group = fit < (size_t)heads ? (int)fit : heads;
+    bf16 *ds = reinterpret_cast<bf16 *>(c->attn);
+    const int kv32 = res_kv32<bf16, GT, GT>(c, T);
+    for (int h0 = 0; h0 < heads; h0 += group) {
+        const int hn = heads - h0 < group ? heads - h0 : group;
+        const dim3 grid((unsigned)hn, (unsigned)n);
+        int part = cuda_prof_part_begin(c, "attention_bwd:dK_dV_dS");
+        if (kv32)
+            k_res_bwd_kv_ds<bf16, 32, GT, GT, OT><<<grid, MA_WARPS * 32, resident_smem(T),
+                                                      c->stream>>>(dqkv, ds, dout, out, qkv, lse,
+                                                                   T, heads, h0, scale);
+        else
+            k_res_bwd_kv_ds<bf16, 64, GT, GT, OT><<<grid, MA_WARPS * 32, resident_smem(T),
+                                                      c->stream>>>(dqkv, ds, dout, out, qkv, lse,
+                                                                   T, heads, h0, scale);
+        cuda_prof_part_end(c, part);
+        if (CUDA_LAUNCHED(c, "attention_bwd")) return 0;
+        part = cuda_prof_part_begin(c, "attention_bwd:dQ_from_dS");
+        k_res_bwd_q_ds<bf16, GT><<<grid, MA_WARPS * 32, resident_q_ds_smem(T), c->stream>>>(
+            dqkv, ds, qkv, T, heads, h0);
+        cuda_prof_part_end(c, part);
+        if (CUDA_LAUNCHED(c, "attention_bwd")) return 0;
+    }
+    c->attn_ds_calls++;
+    return 0;
+}
+
 template <class QT, class OT, class GT, class DT>
 static void mma_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const OT *out,
                     const float *lse, int n, int T, int heads) {
     const float scale = 1.0f / sqrtf((float)MA_HD);
+    /* dQ from a stored dS: with a bf16 qkv (the defaults' operands), dqkv and dout of one type */
+    if constexpr (std::is_same<QT, bf16>::value && std::is_same<GT, DT>::value)
+        if (T <= MA_RESIDENT && c->attn_ds &&
+            res_bwd_ds<GT, OT>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale) == 0)
+            return;
     if (T <= MA_RESIDENT && c->attn_split && res_shared(T, 1)) {
         res_bwd<QT, OT, GT, DT, true>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale);
     } else if (T <= MA_RESIDENT) {

@@ -36,8 +36,8 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
  * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors, the attention's shared strips and the
- * GEMM tuner. The
+ * not yet run them on a device: the bf16 gradient tensors, the attention's shared strips, the
+ * GEMM tuner and the attention backward's dQ from a stored dS. The
  * MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only with those
  * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker. */
 #define CUDA_DEFAULT_GRAPH 1
@@ -54,6 +54,7 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_MLP_ONE_PASS 1
 #define CUDA_DEFAULT_ATTN_SPLIT 0
 #define CUDA_DEFAULT_GEMM_TUNE 0
+#define CUDA_DEFAULT_ATTN_DS 0
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -81,7 +82,8 @@ static int switches_valid(char *err, size_t errlen) {
         "UMDQ_CUDA_BF16_MLP",  "UMDQ_CUDA_BF16_DH",    "UMDQ_CUDA_BF16_BRANCH",
         "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_ATTN_KV32",
         "UMDQ_CUDA_ATTN_FWD32", "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
-        "UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_LOG"};
+        "UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_LOG",
+        "UMDQ_CUDA_ATTN_DS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
         if (v && switch_value(v) < 0) {
@@ -158,6 +160,9 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the resident mma kernels' last strips shared by their warps: speed; the shared
          * strips' sums added in another (fixed) order */
         c->attn_split = cuda_switch("UMDQ_CUDA_ATTN_SPLIT", CUDA_DEFAULT_ATTN_SPLIT);
+        /* the resident mma backward's dQ from the dS its dK dV kernel stores, in place of a dQ
+         * kernel computing S, dP and dS again: speed; dQ's terms rounded from S^T = K Q^T */
+        c->attn_ds = cuda_switch("UMDQ_CUDA_ATTN_DS", CUDA_DEFAULT_ATTN_DS);
         /* the GEMMs cublasGemmEx runs, timed once per shape against cuBLASLt's other
          * algorithms and the fastest kept (gemm_tune.cu): speed; a tuned shape's sums are added
          * in the other algorithm's order */
@@ -847,7 +852,8 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp, last strips %s, GEMM tuning %s (%d shapes, %d on another "
+                 "%d rows a warp, last strips %s, dQ from a stored dS %s (%ld calls), GEMM "
+                 "tuning %s (%d shapes, %d on another "
                  "algorithm, %d splitting K, %d by hand; %ld split candidates timed; %d Linear "
                  "forward plans tuned, %d on another algorithm; %ld GEMMs run on a tuned "
                  "algorithm)",
@@ -857,7 +863,7 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
+                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
                  c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }
 

@@ -66,6 +66,13 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * gradients and lse within fp32 rounding of the default's, their output within bf16 rounding
  * (each part rounds its softmax weights against the running max of its own keys). Off by
  * default until gpu-check has timed it (--attn-split).
+ * UMDQ_CUDA_ATTN_DS=1 makes the resident mma backward (up to 384 tokens, a bf16 qkv, dqkv and
+ * dout of one type) store dS in bf16 from its dK dV kernel, in the attention workspace a group of
+ * heads at a time, and take dQ = dS K in one product over it, where its dQ kernel computed S, dP
+ * and dS again (2 of the backward's 7 products, and half its exponentials): dK and dV the same
+ * bits, dQ within rounding of the default's (test_cuda_ops); where the workspace holds no head's
+ * dS, the two default kernels. Off by default until gpu-check has timed it (--attn-ds); the
+ * description counts the calls that took it.
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.
@@ -108,9 +115,10 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints each tuned shape's times on stderr; the description
  * (umd_cuda_describe) counts the shapes tuned and those on another algorithm.
  * Each switch (GRAPH, FUSED_NORM, BF16_OPERANDS, BF16_MLP, BF16_DH, BF16_BRANCH, BF16_GRAD,
- * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS, ATTN_SPLIT, GEMM_TUNE) is read
- * when a context is made: "1" turns it on, "0" off, and unset it takes its default (ops_cuda.cu's
- * CUDA_DEFAULT_*: all on but GELU_EPILOGUE, ATTN_FWD32, BF16_GRAD, ATTN_SPLIT and GEMM_TUNE). */
+ * BF16_BIAS, GELU_EPILOGUE, ATTN_KV32, ATTN_FWD32, MLP_ONE_PASS, ATTN_SPLIT, ATTN_DS,
+ * GEMM_TUNE) is read when a context is made: "1" turns it on, "0" off, and unset it takes its
+ * default (ops_cuda.cu's CUDA_DEFAULT_*: all on but GELU_EPILOGUE, ATTN_FWD32, BF16_GRAD,
+ * ATTN_SPLIT, ATTN_DS and GEMM_TUNE). */
 
 /* The CUDA backend computing in `math`; NULL when this build has no CUDA or math is unknown. */
 const umd_ops *umd_ops_cuda(int math);

@@ -222,13 +222,14 @@ static void tune_counts(umd_model *m, int *shapes, int *took, long *runs);
  * context is made) give the same bits: losses every step, and parameters, AdamW moments and EMA
  * at the end. The clip is tight so the device-side clip factor is below 1, and the batches and
  * draws change every step, so a replay that kept the recorded step's inputs would differ.
- * untimed: in bf16, with the switches as umdq ships them and the three not yet timed on a device
- * on top (UMDQ_CUDA_BF16_GRAD, UMDQ_CUDA_ATTN_SPLIT, and UMDQ_CUDA_GEMM_TUNE with
+ * untimed: in bf16, with the switches as umdq ships them and the four not yet timed on a device
+ * on top (UMDQ_CUDA_BF16_GRAD, UMDQ_CUDA_ATTN_SPLIT, UMDQ_CUDA_ATTN_DS (which takes the
+ * backward's dS in place of the split there), and UMDQ_CUDA_GEMM_TUNE with
  * UMDQ_CUDA_GEMM_TUNE_TAKE=1: every GEMM shape and forward plan on the heuristic's first cuBLASLt
  * algorithm, so that both models run the same algorithms whatever the timing), at head width 64
  * on 16x16 images (patch 2: the decoder's 1 + 64 tokens in 5 strips, the last shared by the 4
  * warps), in both models, 8 steps; each switch must be on in both (grad_operand 1, GEMMs run on
- * a taken algorithm, the last strips shared: the context's description). */
+ * a taken algorithm, the last strips shared, backward calls on dS: the context's description). */
 static void graph_parity_with(int math, int untimed) {
     need_gpu();
     umd_config cfg;
@@ -246,6 +247,7 @@ static void graph_parity_with(int math, int untimed) {
         fx_cuda_switches_default();
         setenv("UMDQ_CUDA_BF16_GRAD", "1", 1);
         setenv("UMDQ_CUDA_ATTN_SPLIT", "1", 1);
+        setenv("UMDQ_CUDA_ATTN_DS", "1", 1);
         setenv("UMDQ_CUDA_GEMM_TUNE", "1", 1);
         setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", "1", 1);
         setenv("UMDQ_CUDA_GRAPH", "0", 1);
@@ -312,6 +314,8 @@ static void graph_parity_with(int math, int untimed) {
         T_CHECK_MSG(took > 0 && runs >= (long)took, "%s: %d shapes taken, %ld GEMMs run on them",
                     i ? "recorded" : "op by op", took, runs);
         T_CHECK(strstr(d, "last strips shared") != NULL);
+        T_CHECK(strstr(d, "dQ from a stored dS on (0 calls)") == NULL &&
+                strstr(d, "dQ from a stored dS on (") != NULL);
     }
     size_t nf = umd_model_sizes(e)->nfloats;
     float *a = malloc(nf * sizeof(float)), *b = malloc(nf * sizeof(float));
@@ -707,7 +711,13 @@ static void bf16_rounded(int recompute, int sw) {
  * AdamW: the losses within 1e-3 relative and every gradient tensor within 1e-2 relative L2 of
  * the default's (the shared row's attention output within bf16 rounding, its gradients' sums
  * added in another order), and the gradients not all the same bits (the switch took effect). */
-static void test_cuda_attn_split_model(void) {
+static void attn_switch_model(const char *var, uint32_t key);
+static void test_cuda_attn_split_model(void) { attn_switch_model("UMDQ_CUDA_ATTN_SPLIT", 720); }
+/* The same for UMDQ_CUDA_ATTN_DS=1 (dQ from the dS the dK dV kernel stores): within the same
+ * tolerances of the default; its description counts the backward calls that took dS (the bits
+ * may all agree: the stored dS is rounded from the same dot products). */
+static void test_cuda_attn_ds_model(void) { attn_switch_model("UMDQ_CUDA_ATTN_DS", 730); }
+static void attn_switch_model(const char *var, uint32_t key) {
     need_gpu();
     fx_cuda_switches_default();
     umd_config cfg;
@@ -721,9 +731,10 @@ static void test_cuda_attn_split_model(void) {
     char err[256];
     int rc = umd_model_new(&c, &cfg, &shape, umd_ops_cpu(), err, sizeof err);
     if (rc == 0) rc = umd_model_new(&m[0], &cfg, &shape, ops, err, sizeof err);
-    setenv("UMDQ_CUDA_ATTN_SPLIT", "1", 1);
+    setenv(var, "1", 1);
     if (rc == 0) rc = umd_model_new(&m[1], &cfg, &shape, ops, err, sizeof err);
-    unsetenv("UMDQ_CUDA_ATTN_SPLIT");
+    unsetenv(var);
+    const int split = strcmp(var, "UMDQ_CUDA_ATTN_SPLIT") == 0;
     if (rc != 0) printf("  umd_model_new: %s\n", err);
     T_REQUIRE(rc == 0);
     fx_randomize(c, 110);
@@ -738,7 +749,7 @@ static void test_cuda_attn_split_model(void) {
     int differ = 0;
     for (int k = 0; k < 3; k++) {
         umd_losses l[2];
-        fx_batch(x, y, cfg.batch, 2, 16, 16, 5, 720 + (uint32_t)k);
+        fx_batch(x, y, cfg.batch, 2, 16, 16, 5, key + (uint32_t)k);
         for (int i = 0; i < 2; i++) {
             umd_model_load_batch(m[i], x, y);
             umd_model_draw(m[i], cfg.seed, k);
@@ -749,15 +760,27 @@ static void test_cuda_attn_split_model(void) {
         char where[200];
         differ |= first_difference(m[0], g[1], g[0], nf, where, sizeof where);
         const double worst = worst_grad_l2(m[0], g[1], g[0], where, sizeof where);
-        printf("  step %d: loss %.9f split, %.9f default (rel %.2e); worst gradient relative L2 "
-               "%.2e at %s\n", k, l[1].loss, l[0].loss, fabs(l[1].loss - l[0].loss) / l[0].loss,
-               worst, where);
+        printf("  step %d: loss %.9f with %s, %.9f default (rel %.2e); worst gradient relative "
+               "L2 %.2e at %s\n", k, l[1].loss, var, l[0].loss,
+               fabs(l[1].loss - l[0].loss) / l[0].loss, worst, where);
         T_NEAR(l[1].loss, l[0].loss, 0, 1e-3);
         T_CHECK_MSG(worst <= 1e-2, "step %d: gradient relative L2 error %.3g > 1e-2 at %s", k,
                     worst, where);
         for (int i = 0; i < 2; i++) umd_optim_step(m[i], &cfg, k, umd_lr_at(&cfg, k), NULL);
     }
-    T_CHECK_MSG(differ, "the gradients are the default's bits at every step: no strip was shared");
+    if (split)
+        T_CHECK_MSG(differ, "the gradients are the default's bits at every step: no strip was shared");
+    else {
+        char d[2048];
+        long calls = -1;
+        char onoff[4] = "";
+        umd_cuda_describe(umd_model_ctx(m[1]), d, sizeof d);
+        const char *at = strstr(d, "dQ from a stored dS ");
+        T_REQUIRE(at && sscanf(at, "dQ from a stored dS %3s (%ld calls)", onoff, &calls) == 2);
+        printf("  dQ from a stored dS in %ld backward calls; the gradients %s the default's bits\n",
+               calls, differ ? "are not all" : "are all");
+        T_CHECK_MSG(calls > 0, "no backward call took dQ from a stored dS");
+    }
     free(x);
     free(g[0]);
     free(g[1]);
@@ -1081,6 +1104,7 @@ int main(void) {
     T_RUN(test_cuda_attn_kv32_bf16);
     T_RUN(test_cuda_attn_kv32_bf16_operands);
     T_RUN(test_cuda_attn_split_model);
+    T_RUN(test_cuda_attn_ds_model);
     T_RUN(test_cuda_gemm_tune_model);
     T_RUN(test_cuda_bf16_mlp);
     T_RUN(test_cuda_bf16_mlp_recompute_partial);

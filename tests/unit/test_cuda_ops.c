@@ -190,6 +190,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     setenv("UMDQ_CUDA_ATTN_KV32", "0", 1); /* T_REQUIRE can jump out; */
     setenv("UMDQ_CUDA_ATTN_FWD32", "0", 1);
     setenv("UMDQ_CUDA_ATTN_SPLIT", "0", 1);
+    setenv("UMDQ_CUDA_ATTN_DS", "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");   /* and the via-fp32 test's */
     setenv("UMDQ_CUDA_GELU_EPILOGUE", "0", 1);
     setenv("UMDQ_CUDA_BF16_BRANCH", "0", 1);
@@ -3261,6 +3262,12 @@ static void test_cuda_switch_values(void) {
         T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_GRAPH=%s refused: %s", words[i], err);
         if (c) o->ctx_destroy(&c);
     }
+    /* the attention backward's dQ from a stored dS */
+    setenv("UMDQ_CUDA_ATTN_DS", "often", 1);
+    rc = o->ctx_new(&c, 1, err, sizeof err);
+    setenv("UMDQ_CUDA_ATTN_DS", "0", 1);
+    T_EQ_INT(rc, UMDQ_EINVAL);
+    T_CONTAINS(err, "UMDQ_CUDA_ATTN_DS=\"often\"");
     /* the tuner's switch, and its tests' candidate: a count */
     setenv("UMDQ_CUDA_GEMM_TUNE", "sometimes", 1);
     rc = o->ctx_new(&c, 1, err, sizeof err);
@@ -3599,6 +3606,172 @@ static void test_cuda_layernorm_bf16_grad(void) {
         cleanup();
     }
     ctx_free(&c, ws);
+}
+
+/* The backward calls a context has taken dQ from a stored dS in (its description's count). */
+static long ds_calls(umd_ctx *c) {
+    char d[2048];
+    umd_cuda_describe(c, d, sizeof d);
+    const char *at = strstr(d, "dQ from a stored dS ");
+    char onoff[4] = "";
+    long calls = -1;
+    T_REQUIRE(at && sscanf(at, "dQ from a stored dS %3s (%ld calls)", onoff, &calls) == 2);
+    return calls;
+}
+
+/* dqkv (n, T, 3W) fp32 of a dS context (got) against the default context's (want), both host
+ * copies: dK and dV (columns W .. 3W of every row) bit for bit, dQ within 2e-3 of the largest
+ * |dQ| everywhere and 1e-3 relative L2 (the same terms summed in the same order, each dS from
+ * S^T = K Q^T where the dQ kernel takes S = Q K^T: a bf16 rounding of dS may land a step apart),
+ * and every value finite. */
+static void ds_dqkv_close(const char *what, const float *got, const float *want, size_t rows,
+                          size_t W) {
+    size_t kv_differ = 0, bad = 0;
+    double big = 0, worst = 0, num = 0, den = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < W; j++) big = fmax(big, fabs(want[r * 3 * W + j]));
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < 3 * W; j++) {
+            const float a = got[r * 3 * W + j], b = want[r * 3 * W + j];
+            if (!isfinite(a) || !isfinite(b)) {
+                bad++;
+                continue;
+            }
+            if (j >= W) {
+                kv_differ += memcmp(&a, &b, sizeof a) != 0;
+            } else {
+                worst = fmax(worst, fabs((double)a - b));
+                num += ((double)a - b) * ((double)a - b);
+                den += (double)b * b;
+            }
+        }
+    const double l2 = sqrt(num) / (sqrt(den) + 1e-30);
+    printf("  %s: dQ worst %.3g of the largest, relative L2 %.3g; %zu dK dV values differ, %zu "
+           "not finite\n", what, big > 0 ? worst / big : worst, l2, kv_differ, bad);
+    T_CHECK_MSG(bad == 0, "%s: %zu values not finite", what, bad);
+    T_CHECK_MSG(kv_differ == 0, "%s: %zu dK dV values differ from the default kernels'", what,
+                kv_differ);
+    T_CHECK_MSG(worst <= 2e-3 * big, "%s: dQ off by %.3g of the largest (> 2e-3)", what,
+                big > 0 ? worst / big : worst);
+    T_CHECK_MSG(l2 <= 1e-3, "%s: dQ relative L2 %.3g > 1e-3", what, l2);
+}
+
+/* The limits of the dS tests' group context: 2 sequences of 257 tokens in 5 heads, whose
+ * attention workspace (two heads' (T, T) fp32 tiles, 8 n T^2 bytes) holds dS (2 n Tr^2 bytes a
+ * head, Tr = 272) for 3 heads: the backward takes the heads in groups of 3 and 2. */
+static const umd_limits DS_LIM = {2, 257, 320, 5, 256, 256 * 256};
+
+/* UMDQ_CUDA_ATTN_DS=1 (the resident backward's dK dV kernel stores dS, bf16, in the attention
+ * workspace a group of heads at a time, and dQ = dS K is one product over it, where the dQ kernel
+ * computed S, dP and dS again), with a bf16 qkv (the operand context):
+ *   - against the CPU on qkv's widened values (forward on the CPU, the backward from its out and
+ *     lse), bf16 tolerance, dqkv NaN first;
+ *   - against the default operand context from the same qkv, out and lse: dK and dV bit for bit,
+ *     dQ close (ds_dqkv_close), with O fp32 and a bf16 branch tensor, with the 64- and the 32-query
+ *     dK dV step; T of one row, partial strips and tiles (not multiples of 16), the model's 65,
+ *     129 and 257, the longest resident (384), and a tiled length (440: dS is not taken there, so
+ *     the default's bits throughout); several sequences and heads;
+ *   - in a context whose workspace holds 3 heads' dS, 5 heads (groups of 3 and 2) at 257 tokens;
+ *   - with a bf16 dqkv and dout (grad_operand contexts): the bf16 dqkv's dK dV the default grad
+ *     context's bits, dQ within a bf16 step (both round the same close sums);
+ *   - the description counts the calls that took dS, and the default contexts count none. */
+static void test_cuda_attention_ds(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws[8];
+    umd_ctx *dc = mma_ctx(1, NULL, &ws[0]), *sc = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[1]);
+    setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* ctx_with clears it after */
+    umd_ctx *skv = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[2]);
+    setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
+    umd_ctx *dkv = mma_ctx(1, NULL, &ws[3]);
+    static const char *const ds_var[] = {"UMDQ_CUDA_ATTN_DS", NULL};
+    umd_ctx *gd = grad_ctx(NULL, &QKV_LIM, &ws[4]), *gs = grad_ctx(ds_var, &QKV_LIM, &ws[5]);
+    setenv("UMDQ_CUDA_ATTN_DS", "0", 1);
+    umd_ctx *grp = ctx_with_switch("UMDQ_CUDA_ATTN_DS", UMD_MATH_BF16, 1, &DS_LIM, &ws[6]);
+    umd_ctx *gdef = ctx_with(UMD_MATH_BF16, 1, 0, &DS_LIM, &ws[7]);
+    umd_ctx *const all[] = {dc, sc, skv, dkv, gd, gs, grp, gdef};
+    for (int i = 0; i < 8; i++) T_REQUIRE(umd_cuda_set_attention(all[i], UMD_ATTN_MMA) == 0);
+    struct {
+        int n, T, heads;
+        umd_ctx *s, *d;
+    } cases[] = {{2, 1, 3, sc, dc},   {3, 5, 2, sc, dc},     {2, 17, 3, skv, dkv},
+                 {3, 48, 2, sc, dc},  {2, 65, 3, skv, dkv},  {3, 100, 2, sc, dc},
+                 {2, 129, 3, sc, dc}, {2, 257, 3, skv, dkv}, {3, 257, 2, sc, dc},
+                 {1, 384, 3, sc, dc}, {2, 440, 2, skv, dkv}, {2, 257, 5, grp, gdef}};
+    const int hd = 64;
+    for (int s = 0; s < (int)(sizeof cases / sizeof *cases); s++) {
+        const int n = cases[s].n, T = cases[s].T, heads = cases[s].heads;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 4700 + 10 * (uint32_t)s;
+        uint16_t *qh, *oh;
+        float *q = h_bf16_values(nq, key, &qh), *g = h_randn(no, key + 1, 1.0f);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        float *out = h_nan(no), *lse = h_nan(nl), *ref = h_nan(nq);
+        CPU->attention_fwd(cc, out, lse, q, n, T, heads, hd, UMD_F32);
+        CPU->attention_bwd(cc, ref, g, q, out, lse, n, T, heads, hd, UMD_F32);
+        float *d_out = d_f(out, no), *d_lse = d_f(lse, nl), *d_g = d_f(g, no);
+        /* O as a bf16 branch tensor too: the CPU's out rounded */
+        oh = hkeep(malloc(no * sizeof *oh));
+        for (size_t i = 0; i < no; i++) oh[i] = fx_bf16(out[i]);
+        const void *d_oh = d_up(oh, no * sizeof *oh);
+        for (int ob = 0; ob < 2; ob++) {
+            const void *o = ob ? d_oh : (const void *)d_out;
+            const int types = UMD_OPND | (ob ? UMD_OPND_O : 0);
+            float *dq_s = d_f(h_nan(nq), nq), *dq_d = d_f(h_nan(nq), nq);
+            GPU->attention_bwd(cases[s].s, dq_s, d_g, d_qh, o, d_lse, n, T, heads, hd, types);
+            GPU->attention_bwd(cases[s].d, dq_d, d_g, d_qh, o, d_lse, n, T, heads, hd, types);
+            ctx_ok(cases[s].s);
+            ctx_ok(cases[s].d);
+            char what[128];
+            snprintf(what, sizeof what, "n %d T %d heads %d, out %s, against the CPU", n, T, heads,
+                     ob ? "bf16" : "fp32");
+            if (!ob) same(what, dq_s, ref, nq, tol_of(UMD_MATH_BF16), 1);
+            snprintf(what, sizeof what, "n %d T %d heads %d, out %s, against the default", n, T,
+                     heads, ob ? "bf16" : "fp32");
+            if (T > 384) /* tiled: no dS taken, the default kernels */
+                same_bits_fmt(dq_s, dq_d, nq, "%s", what);
+            else
+                ds_dqkv_close(what, h_down(dq_s, nq * sizeof(float)),
+                              h_down(dq_d, nq * sizeof(float)), (size_t)n * T, W);
+        }
+        if (cases[s].s != grp) {
+            /* bf16 dqkv and dout: dK dV the default's bits, dQ within a bf16 step */
+            uint16_t *gh;
+            h_bf16_values(no, key + 2, &gh);
+            const void *d_gh = d_up(gh, no * sizeof *gh);
+            const void *poison = h_poison(nq * sizeof(uint16_t));
+            void *g16_s = d_up(poison, nq * sizeof(uint16_t)), *g16_d = d_up(poison, nq * sizeof(uint16_t));
+            const int types = UMD_OPND | UMD_OPND_O | UMD_GRAD | UMD_GRAD_X;
+            GPU->attention_bwd(gs, g16_s, d_gh, d_qh, d_oh, d_lse, n, T, heads, hd, types);
+            GPU->attention_bwd(gd, g16_d, d_gh, d_qh, d_oh, d_lse, n, T, heads, hd, types);
+            ctx_ok(gs);
+            ctx_ok(gd);
+            const uint16_t *a = h_down(g16_s, nq * sizeof *a), *b = h_down(g16_d, nq * sizeof *b);
+            size_t kv_differ = 0, q_far = 0, bad = 0;
+            for (size_t r = 0; r < (size_t)n * T; r++)
+                for (size_t j = 0; j < 3 * W; j++) {
+                    const uint16_t x = a[r * 3 * W + j], y = b[r * 3 * W + j];
+                    if ((x & 0x7f80u) == 0x7f80u || (y & 0x7f80u) == 0x7f80u) bad++;
+                    else if (j >= W) kv_differ += x != y;
+                    else q_far += fabs((double)fx_widen(x) - fx_widen(y)) >
+                                  fmax(fabs((double)fx_widen(y)) / 128.0, 1e-6);
+                }
+            printf("  n %d T %d heads %d, bf16 dqkv and dout: %zu dK dV values differ, %zu dQ "
+                   "values more than a bf16 step apart, %zu not finite\n", n, T, heads,
+                   kv_differ, q_far, bad);
+            T_CHECK(bad == 0);
+            T_CHECK_MSG(kv_differ == 0, "T %d: bf16 dK dV differ from the default kernels'", T);
+            T_CHECK_MSG(q_far == 0, "T %d: bf16 dQ more than a bf16 step off", T);
+        }
+        cleanup();
+    }
+    printf("  dS taken in %ld + %ld + %ld + %ld backward calls; the default contexts %ld, %ld, "
+           "%ld\n", ds_calls(sc), ds_calls(skv), ds_calls(gs), ds_calls(grp), ds_calls(dc),
+           ds_calls(dkv), ds_calls(gd));
+    T_CHECK(ds_calls(sc) > 0 && ds_calls(skv) > 0 && ds_calls(gs) > 0 && ds_calls(grp) == 2);
+    T_CHECK(ds_calls(dc) == 0 && ds_calls(dkv) == 0 && ds_calls(gd) == 0 && ds_calls(gdef) == 0);
+    umd_ctx **own[] = {&dc, &sc, &skv, &dkv, &gd, &gs, &grp, &gdef};
+    for (int i = 0; i < 8; i++) ctx_free(own[i], ws[i]);
 }
 
 /* attention_bwd writing dqkv as a bf16 gradient tensor (UMD_OPND | UMD_GRAD in a context whose
@@ -4318,6 +4491,7 @@ int main(void) {
     T_RUN(test_cuda_attention_operand);
     T_RUN(test_cuda_attention_kv32);
     T_RUN(test_cuda_attention_split);
+    T_RUN(test_cuda_attention_ds);
     T_RUN(test_cuda_attention_fwd32);
     T_RUN(test_cuda_attention_bf16_out);
     T_RUN(test_cuda_attention_bf16_out_refused);

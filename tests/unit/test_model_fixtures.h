@@ -37,7 +37,8 @@ static void fx_cuda_switches_off(void) {
                                        "UMDQ_CUDA_GELU_EPILOGUE", "UMDQ_CUDA_BF16_BRANCH",
                                        "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_BF16_DH",
                                        "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
-                                       "UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_GEMM_TUNE"};
+                                       "UMDQ_CUDA_ATTN_SPLIT", "UMDQ_CUDA_GEMM_TUNE",
+                                       "UMDQ_CUDA_ATTN_DS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) setenv(vars[i], "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
     unsetenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
@@ -53,7 +54,8 @@ static void fx_cuda_switches_default(void) {
                                        "UMDQ_CUDA_BF16_BIAS", "UMDQ_CUDA_BF16_DH",
                                        "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
                                        "UMDQ_CUDA_LT_BF16_Y", "UMDQ_CUDA_ATTN_SPLIT",
-                                       "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_TAKE"};
+                                       "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_TAKE",
+                                       "UMDQ_CUDA_ATTN_DS"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
