@@ -990,8 +990,7 @@ k_res_bwd_kv_ds(GT *dqkv, bf16 *ds, const DT *dout, const OT *out, const QT *qkv
 /* dQ = dS K of a group of heads from h0 (blockIdx.x: the head in the group), dS as
  * k_res_bwd_kv_ds stored it: K resident (swizzled), each warp's strips of 16 queries taking their
  * A fragments of dS straight from global memory, a k-step of 16 keys at a time, in the order
- * k_res_bwd_q's tiles take them. Rows of dS past T were not written: they only reach rows of the
- * product that are not stored. */
+ * k_res_bwd_q's tiles take them. Rows of dS past T were not written, and are read as zeros. */
 template <class QT, class GT>
 __global__ static void __launch_bounds__(MA_WARPS * 32)
 k_res_bwd_q_ds(GT *dqkv, const bf16 *ds, const QT *qkv, int T, int heads, int h0) {
@@ -1011,10 +1010,12 @@ k_res_bwd_q_ds(GT *dqkv, const bf16 *ds, const QT *qkv, int T, int heads, int h0
 #pragma unroll
         for (int i = 0; i < 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
         const bf16 *r0 = dsb + (long)(q + g) * Tr + 2 * t, *r1 = r0 + 8L * Tr;
+        const bool in0 = q + g < T, in1 = q + g + 8 < T; /* rows past T: never stored, not read */
 #pragma unroll 2
         for (int j = 0; j < ksteps; j++) {
-            const uint32_t a[4] = {lds32(r0 + 16 * j), lds32(r1 + 16 * j), lds32(r0 + 16 * j + 8),
-                                   lds32(r1 + 16 * j + 8)};
+            const uint32_t a[4] = {in0 ? lds32(r0 + 16 * j) : 0u, in1 ? lds32(r1 + 16 * j) : 0u,
+                                   in0 ? lds32(r0 + 16 * j + 8) : 0u,
+                                   in1 ? lds32(r1 + 16 * j + 8) : 0u};
 #pragma unroll
             for (int dn = 0; dn < 8; dn += 2) {
                 uint32_t bb[4];

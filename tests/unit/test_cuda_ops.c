@@ -3673,7 +3673,7 @@ static const umd_limits DS_LIM = {2, 257, 320, 5, 256, 256 * 256};
  *     the default's bits throughout); several sequences and heads;
  *   - in a context whose workspace holds 3 heads' dS, 5 heads (groups of 3 and 2) at 257 tokens;
  *   - with a bf16 dqkv and dout (grad_operand contexts): the bf16 dqkv's dK dV the default grad
- *     context's bits, dQ within a bf16 step (both round the same close sums);
+ *     context's bits, dQ within a bf16 step or 2e-3 of the largest |dQ| (both round close sums);
  *   - the description counts the calls that took dS, and the default contexts count none. */
 static void test_cuda_attention_ds(void) {
     need_gpu(UMD_MATH_BF16);
@@ -3748,13 +3748,19 @@ static void test_cuda_attention_ds(void) {
             ctx_ok(gd);
             const uint16_t *a = h_down(g16_s, nq * sizeof *a), *b = h_down(g16_d, nq * sizeof *b);
             size_t kv_differ = 0, q_far = 0, bad = 0;
+            double big = 0; /* the largest |dQ| of the default: a step of a sum that nearly
+                             * cancels is measured against it */
+            for (size_t r = 0; r < (size_t)n * T; r++)
+                for (size_t j = 0; j < W; j++)
+                    if ((b[r * 3 * W + j] & 0x7f80u) != 0x7f80u)
+                        big = fmax(big, fabs((double)fx_widen(b[r * 3 * W + j])));
             for (size_t r = 0; r < (size_t)n * T; r++)
                 for (size_t j = 0; j < 3 * W; j++) {
                     const uint16_t x = a[r * 3 * W + j], y = b[r * 3 * W + j];
                     if ((x & 0x7f80u) == 0x7f80u || (y & 0x7f80u) == 0x7f80u) bad++;
                     else if (j >= W) kv_differ += x != y;
                     else q_far += fabs((double)fx_widen(x) - fx_widen(y)) >
-                                  fmax(fabs((double)fx_widen(y)) / 128.0, 1e-6);
+                                  fmax(fabs((double)fx_widen(y)) / 128.0, 2e-3 * big);
                 }
             printf("  n %d T %d heads %d, bf16 dqkv and dout: %zu dK dV values differ, %zu dQ "
                    "values more than a bf16 step apart, %zu not finite\n", n, T, heads,
