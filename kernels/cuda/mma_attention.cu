@@ -969,6 +969,9 @@ k_res_bwd_kv_ds(GT *dqkv, bf16 *ds, const DT *dout, const OT *out, const QT *qkv
     }
     __syncthreads();
     GT *dbase = dqkv + (long)b * T * row + (long)h * MA_HD;
+    /* k_res_bwd_kv's strip loop with the dS store (bwdkv_step's DS), written out again: a helper
+     * shared with that kernel changed its register allocation (230 to 236, ptxas -v), and the
+     * default kernels stay as they were timed */
     for (int k = warp * 16; k < T; k += MA_WARPS * 16) {
         uint32_t ka[4][4], va[4][4];
         global_afrags(ka, base + W, row, k, T);
