@@ -51,13 +51,13 @@ static void t_fail_at(const char *file, int line, const char *fmt, ...) {
 #define T_SKIP(...) do { t_skipped_now = 1; snprintf(t_first, sizeof t_first, __VA_ARGS__); \
     longjmp(t_jmp, 1); } while (0)
 
-/* T_ONLY=a,b,...: only the tests whose names contain one of these run; the others report SKIP
- * (so a filtered run never passes for a whole one). For running a few tests under a slow tool
- * (scripts/gpu-check.sh --memcheck). */
-static int t_selected(const char *name) {
-    const char *only = getenv("T_ONLY");
-    if (!only || !*only) return 1;
-    for (const char *p = only; *p;) {
+/* T_ONLY=a,b,...: only the tests whose names contain one of these run; T_EXCEPT=a,b,...: those
+ * do not. The others report SKIP (so a filtered run never passes for a whole one). For running a
+ * few tests under a slow tool (scripts/gpu-check.sh --memcheck), and tests that have not yet run
+ * on a device in a process of their own (gpu-check: a fault of theirs would end every test after
+ * it in the same process). */
+static int t_in_list(const char *name, const char *list) {
+    for (const char *p = list; *p;) {
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         char part[128];
@@ -70,14 +70,21 @@ static int t_selected(const char *name) {
     }
     return 0;
 }
+static const char *t_filtered(const char *name) {
+    const char *only = getenv("T_ONLY"), *except = getenv("T_EXCEPT");
+    if (only && *only && !t_in_list(name, only)) return "not in T_ONLY";
+    if (except && *except && t_in_list(name, except)) return "in T_EXCEPT";
+    return NULL;
+}
 
 static void t_run(const char *name, void (*fn)(void)) __attribute__((unused));
 static void t_run(const char *name, void (*fn)(void)) {
     t_failed_now = t_skipped_now = 0;
     t_first[0] = 0;
     t_name = name;
-    if (!t_selected(name)) {
-        printf("SKIP %s: not in T_ONLY\n", name);
+    const char *filtered = t_filtered(name);
+    if (filtered) {
+        printf("SKIP %s: %s\n", name, filtered);
         t_nskip++;
         fflush(stdout);
         return;
