@@ -32,7 +32,8 @@
  * moment, stream-ordered) and copied back before the final run, so the result is that of one GEMM;
  * where that copy cannot be had (over CUDA_TUNE_SNAPSHOT_MAX, or no memory) the shape runs on
  * cublasGemmEx, and is tried again at its next call op by op (the memory may be there outside
- * the first step's peak), TUNE_SNAPSHOT_TRIES times in all. The copy is not counted in the context's peak (it lives during the first step only).
+ * the first step's peak), TUNE_SNAPSHOT_TRIES times in all. The copy is not counted in the
+ * context's peak (it lives during the first step only).
  *
  * Every candidate sums in an order its configuration fixes, as the backend's other reductions
  * (no float atomics): split-K parts are added through the workspace, or in place in C in

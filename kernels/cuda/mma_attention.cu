@@ -534,7 +534,8 @@ template <class L, int NQ, bool DS = false>
 __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const uint32_t ka[4][4],
                                          const uint32_t va[4][4], const bf16 *Q, const bf16 *G, int y0,
                                          int q0, int T, const float *sL, const float *sD, float sl2,
-                                         float scale, bf16 *ds = nullptr, int Tr = 0, int key0 = 0) {
+                                         float scale, bf16 *ds = nullptr, int Tr = 0,
+                                         int key0 = 0) {
     static_assert(NQ == 32 || NQ == 64, "a tile of 64 queries in one or two pieces");
     const int t = threadIdx.x & 3;
 #pragma unroll
@@ -570,8 +571,8 @@ __device__ static inline void bwdkv_step(float dk[8][4], float dv[8][4], const u
                                            ? pack2(dp[nt][2 * hh], dp[nt][2 * hh + 1])
                                            : 0u;
                     const uint32_t tv = movtrans(v);
-                    if (q < T)
-                        *reinterpret_cast<uint32_t *>(ds + (long)q * Tr + key0 + 8 * hh + 2 * t) = tv;
+                    const long off = (long)q * Tr + key0 + 8 * hh + 2 * t;
+                    if (q < T) *reinterpret_cast<uint32_t *>(ds + off) = tv;
                 }
             }
         }
@@ -929,7 +930,7 @@ k_res_bwd_kv(GT *dqkv, const DT *dout, const QT *qkv, const float *lse, const fl
                                     sl2, scale);
 }
 
-/* ---- dQ from a stored dS (UMDQ_CUDA_ATTN_DS: res_bwd_ds) -----------------------------------------
+/* ---- dQ from a stored dS (UMDQ_CUDA_ATTN_DS: res_bwd_ds) ---------------------------------------
  * The dK dV kernel, for a group of heads from h0 (blockIdx.x: the head in the group), also writes
  * each (sequence, head)'s dS into ds ((Tr, Tr) bf16 a pair, queries as rows: bwdkv_step's DS), and
  * computes D = rowsum(dO O) itself (rows_ld, as the dQ kernel does: the same values) into shared
@@ -1030,7 +1031,9 @@ k_res_bwd_q_ds(GT *dqkv, const bf16 *ds, const QT *qkv, int T, int heads, int h0
         store_strip(dbase, row, dq, q, T);
     }
 }
-static size_t resident_q_ds_smem(int T) { return (size_t)(T + 15) / 16 * 16 * MA_HD * sizeof(bf16); }
+static size_t resident_q_ds_smem(int T) {
+    return (size_t)(T + 15) / 16 * 16 * MA_HD * sizeof(bf16);
+}
 
 /* ---- tiled kernels: longer sequences, 64-row tiles staged in turn ---------------------------------
  * A block per 64 rows of one (sequence, head), a warp per 16 of them; the tiles of the other

@@ -863,7 +863,8 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->gemm_tune ? "on" : "off", c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
+                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->gemm_tune ? "on" : "off",
+                 c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
                  c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }
 
