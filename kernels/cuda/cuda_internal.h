@@ -51,6 +51,7 @@
 #define CUDA_BF16_STAGE_MAX (1L << 30) /* and at most */
 #define CUDA_ATTN_WS (1L << 28) /* floats of attention tiles before heads are split in groups */
 #define CUDA_PROF_RING 4096    /* op calls timed between two resolutions of their events */
+#define CUDA_PROF_OPS 64       /* the profile's totals by op (ops_cuda.cu's OP_*), then by part */
 #define CUDA_PROF_PARTS 128    /* the spans inside ops the profile names (cuda_prof_part_begin) */
 #define CUDA_MAX_BLOCKS 64     /* allocations tracked for the accounting (the model makes 4) */
 
@@ -228,11 +229,11 @@ struct umd_ctx {
     cudaEvent_t *prof_ev;      /* (2 * CUDA_PROF_RING) or NULL when off */
     int prof_op[CUDA_PROF_RING];
     int prof_n;
-    double prof_ms[64 + CUDA_PROF_PARTS]; /* by op, then by part (64 + its index) */
-    long prof_calls[64 + CUDA_PROF_PARTS];
+    double prof_ms[CUDA_PROF_OPS + CUDA_PROF_PARTS]; /* by op, then by part (after the ops) */
+    long prof_calls[CUDA_PROF_OPS + CUDA_PROF_PARTS];
     char prof_part[CUDA_PROF_PARTS][64]; /* the parts' names (cuda_prof_part_begin), as met */
     int prof_nparts;
-    double prof_flops[64], prof_bytes[64]; /* each op's floor work (ops_cuda.cu's op_cost) */
+    double prof_flops[CUDA_PROF_OPS], prof_bytes[CUDA_PROF_OPS]; /* each op's floor work */
     double floor_tflops, floor_tbps;       /* the rates its floors are at (profile_floors), or 0 */
     /* the first error */
     int failed;

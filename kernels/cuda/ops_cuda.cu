@@ -532,7 +532,7 @@ enum { CUDA_OPS(OP_ENUM) OP_COUNT };
 #define OP_NAME(n) #n,
 static const char *const op_names[] = {CUDA_OPS(OP_NAME)};
 
-static_assert(OP_COUNT <= 64, "the profile's totals hold 64 ops, then the parts");
+static_assert(OP_COUNT <= CUDA_PROF_OPS, "the profile's totals hold CUDA_PROF_OPS ops");
 
 /* The ring's spans into the totals. An op's span ends after the parts inside it, which come after
  * it in the ring: each span's end is waited for before its time is read. */
@@ -558,7 +558,7 @@ int cuda_prof_part_begin(umd_ctx *c, const char *name) {
         snprintf(c->prof_part[c->prof_nparts++], sizeof c->prof_part[0], "%s", name);
     }
     const int k = c->prof_n++;
-    c->prof_op[k] = 64 + j;
+    c->prof_op[k] = CUDA_PROF_OPS + j;
     cudaEventRecord(c->prof_ev[2 * k], c->stream);
     return k;
 }
@@ -783,11 +783,11 @@ extern "C" void umd_cuda_profile_report(umd_ctx *c, int per, char *buf, size_t n
     }
     /* the parts inside the ops, in the order met */
     for (int j = 0, first = 1; j < c->prof_nparts && at < n; j++) {
-        if (!c->prof_calls[64 + j]) continue;
-        const int p = per > 0 ? per : 1;
+        const int id = CUDA_PROF_OPS + j, p = per > 0 ? per : 1;
+        if (!c->prof_calls[id]) continue;
         at += (size_t)snprintf(buf + at, n - at, "%s %s %.2f (%ld calls);",
                                first ? " inside the ops (ms per step):" : "", c->prof_part[j],
-                               c->prof_ms[64 + j] / p, c->prof_calls[64 + j] / p);
+                               c->prof_ms[id] / p, c->prof_calls[id] / p);
         first = 0;
     }
     if (c->gelu_epi && at < n)
