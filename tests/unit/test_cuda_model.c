@@ -727,7 +727,7 @@ static void attn_switch_model(const char *var, uint32_t key) {
     cfg.batch = 4;
     const umd_shape shape = {2, 16, 16, 5, cfg.batch};
     const umd_ops *ops = umd_ops_cuda(UMD_MATH_BF16);
-    umd_model *c = NULL, *m[2] = {NULL, NULL}; /* the parameters' source; the default, the split */
+    umd_model *c = NULL, *m[2] = {NULL, NULL}; /* the parameters' source; the default, the switch's */
     char err[256];
     int rc = umd_model_new(&c, &cfg, &shape, umd_ops_cpu(), err, sizeof err);
     if (rc == 0) rc = umd_model_new(&m[0], &cfg, &shape, ops, err, sizeof err);
