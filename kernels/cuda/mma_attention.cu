@@ -96,6 +96,7 @@
 #include <stdint.h>
 #include <type_traits>
 #include "cuda_internal.h"
+#include "ptx.h"
 #include "res_item.h"
 
 #define MA_HD 64          /* head width */
@@ -112,14 +113,6 @@ __device__ static inline uint32_t pack2(float lo, float hi) {
 }
 
 __device__ static inline uint32_t lds32(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
-
-__device__ static inline void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 /* Shared-memory layouts of a (rows, 64) bf16 operand: element (r, c) at L::at(r, c).
  *   lay_pad  rows padded to MA_LD (144 bytes): 8 rows start 4 banks apart (the 64-row tiles)
@@ -141,11 +134,7 @@ struct lay_swz {
 template <class L>
 __device__ static inline void ldsm_trans(uint32_t b[4], const bf16 *y, int k0, int n0) {
     const int lane = threadIdx.x & 31, m = lane >> 3;
-    const bf16 *p = y + L::at(k0 + (lane & 7) + ((m & 1) ? 8 : 0), n0 + ((m & 2) ? 8 : 0));
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(a));
+    ldsm_x4_trans(b, y + L::at(k0 + (lane & 7) + ((m & 1) ? 8 : 0), n0 + ((m & 2) ? 8 : 0)));
 }
 
 /* A fragments (4 k-steps of 16 over the 64 columns) of rows r0 .. r0 + 15 of X (row-major). */
@@ -227,19 +216,9 @@ __device__ static inline void strip_py(float c[8][4], const float (*p)[4], const
 /* Tiles travel in two steps: cp.async copies 64 rows of 64 floats from global memory into an
  * fp32 staging tile while the warps compute on the previous tile, then the block converts the
  * staging tile into the bf16 tile the fragments are read from. Rows at or past T are zero-filled
- * (a copy of 0 source bytes). */
-__device__ static inline void cp_async16(void *dst, const void *src, bool full) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(full ? 16 : 0));
-}
-__device__ static inline void cp_async4(void *dst, const void *src, bool full) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src), "r"(full ? 4 : 0));
-}
-__device__ static inline void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ static inline void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
-
-/* f (64, 64) fp32 <- rows [r0, r0 + 64) of src (rows ld floats apart, 16-byte aligned). */
+ * (a copy of 0 source bytes: ptx.h's cp_async16, cp_async4).
+ *
+ * f (64, 64) fp32 <- rows [r0, r0 + 64) of src (rows ld floats apart, 16-byte aligned). */
 __device__ static inline void issue_tile(float *f, const float *src, long ld, int r0, int T) {
     for (int e = threadIdx.x; e < MA_TILE * (MA_HD / 4); e += MA_WARPS * 32) {
         int r = e / (MA_HD / 4), c4 = e % (MA_HD / 4);
@@ -518,14 +497,6 @@ __device__ static inline void bwdq_step(float dq[8][4], const uint32_t qa[4][4],
  * one piece; 32: in two halves, half the score registers). Each accumulator takes its products
  * in the same order either way (the tile's k-steps of 16 queries in turn), and every score is
  * the same dot product, so the two give the same bits. */
-/* The transpose of an 8 x 8 matrix of bf16 pairs held as an accumulator's (lane 4 g + t: row g,
- * columns 2t, 2t + 1): the lane then holds row g, columns 2t, 2t + 1 of the transpose. */
-__device__ static inline uint32_t movtrans(uint32_t v) {
-    uint32_t d;
-    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(v));
-    return d;
-}
-
 /* With DS (UMDQ_CUDA_ATTN_DS: res_bwd_ds), each step also stores dS, the bf16 values its dK
  * product takes (strip_py's pack2 of dS^T), transposed into a (Tr, Tr) row-major matrix of the
  * (sequence, head), queries as rows and keys as columns (ds, Tr elements a row): the warp's 16
@@ -1301,17 +1272,18 @@ static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T
     if (T <= MA_RESIDENT) {
         const dim3 grid((unsigned)heads, (unsigned)n);
         if (c->attn_fwd32)
-            k_res_fwd<QT, 2><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
-                                                                                 heads, sl2);
+            k_res_fwd<QT, 2, OT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+                out, lse, qkv, T, heads, sl2);
         else if (c->attn_split && res_shared(T, 1))
             k_res_fwd<QT, 1, OT, true><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
                 out, lse, qkv, T, heads, sl2);
         else
-            k_res_fwd<QT, 1><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(out, lse, qkv, T,
-                                                                                 heads, sl2);
+            k_res_fwd<QT, 1, OT><<<grid, MA_WARPS * 32, resident_smem(T), c->stream>>>(
+                out, lse, qkv, T, heads, sl2);
     } else {
         dim3 grid((unsigned)((T + MA_TILE - 1) / MA_TILE), (unsigned)heads, (unsigned)n);
-        k_mma_fwd<QT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads, sl2);
+        k_mma_fwd<QT, OT><<<grid, MA_WARPS * 32, MA_SMEM, c->stream>>>(out, lse, qkv, T, heads,
+                                                                       sl2);
     }
     CUDA_LAUNCHED(c, "attention_fwd");
 }
