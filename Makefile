@@ -73,6 +73,19 @@ else
 CUDA_SRC  :=
 CUDA_LIB  :=
 endif
+
+# ---- CUDA kernels run on the CPU (tests/cuemu), wherever the toolkit's headers are ---------------
+# The kernels' own source, its launches rewritten (tests/cuemu/cuemu-src.sh), compiled as host C++
+# against the emulator: test_cuemu_attention runs mma_attention.cu's kernels without a GPU.
+CXX       ?= g++
+CUEMU_FLAGS := -std=c++17 -O2 -g -fno-strict-aliasing -DUMDQ_CUEMU -D_GNU_SOURCE -Itests/cuemu \
+               -Ikernels/cuda -Ikernels -Icommon -I$(CUDA_HOME)/include -include tests/cuemu/cuemu.h \
+               -Wall -Wextra -Werror -Wno-unused-function -Wno-unknown-pragmas -MMD -MP
+ifeq ($(HAVE_CUDA),1)
+CUEMU_BINS := $(BUILD)/tests/test_cuemu_attention
+else
+CUEMU_BINS :=
+endif
 LDLIBS    += -ldl
 
 # ---- sources -----------------------------------------------------------------------------------
@@ -102,7 +115,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all deps run test check-long gpu-check bench install clean
 .SECONDARY:
-all: $(UMDQD) $(WORKER) $(UMDQ) $(CUDA_LIB) $(UNIT_BINS) $(BENCH_BINS)
+all: $(UMDQD) $(WORKER) $(UMDQ) $(CUDA_LIB) $(UNIT_BINS) $(BENCH_BINS) $(CUEMU_BINS)
 
 # quiet by default; make V=1 prints whole command lines
 ifeq ($(V),1)
@@ -122,6 +135,24 @@ $(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu
 	@mkdir -p $(@D)
 	$(call say,NVCC)
 	$(Q)$(NVCC) -D_GNU_SOURCE -Icommon -Ikernels -DUMDQ_HAVE_CUDA=1 $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/cuemu/%.cpp: kernels/cuda/%.cu tests/cuemu/cuemu-src.sh
+	@mkdir -p $(@D)
+	$(call say,GEN)
+	$(Q)tests/cuemu/cuemu-src.sh $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/cuemu/%.o: $(BUILD)/cuemu/%.cpp
+	@mkdir -p $(@D)
+	$(call say,CXX)
+	$(Q)$(CXX) $(CUEMU_FLAGS) -c $< -o $@
+$(BUILD)/obj/tests/cuemu/%.o: tests/cuemu/%.cpp
+	@mkdir -p $(@D)
+	$(call say,CXX)
+	$(Q)$(CXX) $(CUEMU_FLAGS) -c $< -o $@
+$(BUILD)/tests/test_cuemu_attention: $(BUILD)/obj/tests/cuemu/test_cuemu_attention.o \
+                                     $(BUILD)/obj/tests/cuemu/cuemu.o $(BUILD)/obj/cuemu/mma_attention.o
+	@mkdir -p $(@D)
+	$(call say,LD)
+	$(Q)$(CXX) $^ -lm -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

@@ -133,7 +133,7 @@ static void *t_slurp(const char *path, size_t *n) {
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    char *b = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    char *b = len >= 0 ? (char *)malloc((size_t)len + 1) : NULL;
     if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
         free(b);
         b = NULL;
