@@ -283,18 +283,34 @@ static int run_one(const bench_config *bc, const char *precision, int batch, int
     if (rc == 0 && profile) {
         /* three more steps with every op timed on the device, against its floor */
         umd_cuda_profile_floors(c, ceiling, copy_tbps);
-        umd_cuda_profile(c, 1);
-        for (int k = 0; k < 3; k++) {
+        if (umd_cuda_profile(c, 1) != 0) {
+            fprintf(stderr, "train_gpu: %s %s: the profile could not start\n", bc->label, precision);
+            rc = 1;
+        }
+        for (int k = 0; rc == 0 && k < 3; k++) {
             int s = warmup + steps + k;
             umd_model_load_batch(m, x + (size_t)(s % 4) * batch * chw, y + (size_t)(s % 4) * batch);
             umd_model_draw(m, cfg.seed, s);
             umd_model_step(m, 1, &L);
             umd_optim_step(m, &cfg, s, umd_lr_at(&cfg, s), NULL);
+            /* a fault in a profiled step fails the row (its report would be partial) */
+            if (ops->status(c, err, sizeof err) != 0) {
+                fprintf(stderr, "train_gpu: %s %s: profiled step %d: %s\n", bc->label, precision, k,
+                        err);
+                rc = 1;
+            }
         }
-        char rep[16384];
-        umd_cuda_profile_report(c, 3, rep, sizeof rep);
-        umd_cuda_profile(c, 0);
-        printf("    %s %s %s\n", bc->label, precision, rep);
+        if (rc == 0) {
+            char rep[16384];
+            umd_cuda_profile_report(c, 3, rep, sizeof rep);
+            umd_cuda_profile(c, 0);
+            printf("    %s %s %s\n", bc->label, precision, rep);
+            if (ops->status(c, err, sizeof err) != 0) {
+                fprintf(stderr, "train_gpu: %s %s: after the profile: %s\n", bc->label, precision,
+                        err);
+                rc = 1;
+            }
+        }
     }
     free(x);
     free(y);

@@ -30,11 +30,15 @@
 #                                                     LIST (comma-separated), under
 #                                                     compute-sanitizer memcheck, within S seconds
 # --sanitize also runs test_cuda_ops once under compute-sanitizer memcheck. --budget S (default
-# 290): the benchmark rows run in order of what they decide (the plain step first, then the
+# 290): the test programs share all but $TEST_RESERVE (90) seconds of it (one cut at its limit
+# fails, and its tests after the cut count as missing in the switches' verdicts); the benchmark
+# rows run in order of what they decide (the plain step first, then the
 # defaults with bf16 gradients, the shared strips and the tuned GEMMs, the Linears, and the
 # attention alone), each cut to what is left of S seconds from the start, and those that find
 # less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
-# go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run.
+# go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run,
+# and at once when the tests find no device (nothing else could run). --bundle gzips the large
+# libraries (--prebuilt unpacks them) to keep the bundle small for the trip to a device.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -47,7 +51,7 @@ while [ $# -gt 0 ]; do
     --sanitize) sanitize=1 ;;
     --memcheck) memcheck=${2:?--memcheck needs a comma-separated list of test names}; shift ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -67,6 +71,9 @@ if [ $mode = bundle ]; then
       esac
     done
   done
+  # the large libraries (OpenBLAS: 36 MB) gzipped, a third of the size, for the trip to the
+  # device (what travels with the tree is limited); --prebuilt unpacks them
+  find "$dir/lib" -type f -size +4M ! -name '*.gz' -exec gzip -9f {} + || exit 1
   echo "gpu-check: bundle in $dir ($(du -sh "$dir" | cut -f1)): $(ls "$dir" | xargs)"
   exit 0
 fi
@@ -92,6 +99,10 @@ if [ $mode = build ]; then
   bin() { echo "$BUILD/$1"; }
 else
   [ -d "$dir" ] || { echo "gpu-check: no bundle at $dir" >&2; exit 1; }
+  for z in "$dir"/lib/*.gz; do
+    [ -e "$z" ] || continue
+    [ -e "${z%.gz}" ] || gunzip -c "$z" > "${z%.gz}" || { echo "gpu-check: cannot unpack $z" >&2; exit 1; }
+  done
   export LD_LIBRARY_PATH=$dir/lib:${CUDA_HOME:-/usr/local/cuda}/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export UMDQ_CUDA_LIB=$dir/libumd_cuda.so # the loader's other place, ../lib/umdq/, is not in a bundle
   run_dir=$dir
@@ -118,16 +129,33 @@ if [ -n "$memcheck" ]; then
   echo "== gpu-check --memcheck: $([ $failed = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - t_start )) s"
   exit $failed
 fi
+# run_test NAME SECONDS COMMAND...: a test program, within SECONDS or what the budget leaves the
+# tests (all but TEST_RESERVE seconds of it are theirs: the benchmark rows need the rest); a
+# program killed at its limit, or that exits non-zero, is a failure whatever it printed before
+TEST_RESERVE=${TEST_RESERVE:-90}
 run_test() { # name, seconds, command...
   local name=$1 limit=$2; shift 2
   local log=$LOGS/$name.log t0=$(date +%s)
+  local left=$(( budget - TEST_RESERVE - (t0 - t_start) ))
+  if [ "$left" -lt 20 ]; then
+    echo "  FAIL $name: not run, ${left} s left of the tests' share of the ${budget} s budget" | tee "$log"
+    failed=1
+    summary+=("$(printf '| %-26s | %3s | %3s | %3s | %5s |' "$name" - - - "-")")
+    return
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
   timeout -k 10 "$limit" "$@" >"$log" 2>&1
   local rc=$?
   local np nf ns
   np=$(grep -c '^PASS ' "$log"); nf=$(grep -c '^FAIL ' "$log")
   ns=$(grep '^SKIP ' "$log" | grep -cvE ': (not in T_ONLY|in T_EXCEPT)$') # the filters' are not skips
   grep -E '^(FAIL|SKIP) ' "$log" | grep -vE ': (not in T_ONLY|in T_EXCEPT)$' | sed 's/^/  /'
-  if [ $rc != 0 ] && [ "$nf" = 0 ]; then nf=1; echo "  FAIL $name: exited with status $rc (see $log)"; tail -n 5 "$log" | sed 's/^/    /'; fi
+  if [ $rc != 0 ]; then
+    nf=$((nf + 1))
+    case $rc in 124|137) why="killed at its ${limit} s limit" ;; *) why="exited with status $rc" ;; esac
+    echo "  FAIL $name: $why (see $log); the tests after its last line did not run"
+    tail -n 5 "$log" | sed 's/^/    /'
+  fi
   [ "$nf" -gt 0 ] && failed=1
   summary+=("$(printf '| %-26s | %3d | %3d | %3d | %4ss |' "$name" "$np" "$nf" "$ns" $(( $(date +%s) - t0 )))")
 }
@@ -138,9 +166,15 @@ run_test() { # name, seconds, command...
 UNTIMED=profile_floors,attention_split,attention_ds,grad_operand,bf16_grad,mlp_one_pass,gemm_tune
 UNTIMED=$UNTIMED,untimed_switches,attn_split_model,attn_ds_model
 run_test test_cuda_ops 240 env T_EXCEPT=$UNTIMED "$(bin tests/test_cuda_ops)"
+if grep -q '^SKIP .*no usable CUDA device' "$LOGS/test_cuda_ops.log"; then
+  # no device the tests can use (or the backend did not load): nothing else can run either
+  echo "gpu-check: no test ran on a device:"; grep -m 3 '^SKIP .*no usable CUDA device' "$LOGS/test_cuda_ops.log" | sed 's/^/  /'
+  echo "== gpu-check: FAILED (nothing ran on a device) in $(( $(date +%s) - t_start )) s"
+  exit 1
+fi
 run_test test_cuda_model 240 env T_EXCEPT=$UNTIMED "$(bin tests/test_cuda_model)"
-run_test test_cuda_ops_untimed 200 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_ops)"
-run_test test_cuda_model_untimed 200 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_model)"
+run_test test_cuda_ops_untimed 90 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_ops)"
+run_test test_cuda_model_untimed 90 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_model)"
 if [ $sanitize = 1 ]; then
   san=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
   if [ -x "$san" ]; then
@@ -170,7 +204,7 @@ bench() {
   [ "$left" -lt "$limit" ] && limit=$left by_budget=1
   timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
-  if [ "$rc" = 124 ] && [ $by_budget = 1 ]; then cut+=("$(basename "$log" .log)")
+  if { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ $by_budget = 1 ]; then cut+=("$(basename "$log" .log)")
   elif [ "$rc" != 0 ]; then failed=1; fi
 }
 gpu() { bench "$1" "$LOGS/$2.log" "$(bin bench/train_gpu)" "${@:3}"; }
@@ -246,16 +280,27 @@ gpu 120 train_gpu--recompute --only b64 --precision bf16 --recompute --steps "$s
 echo
 # The opt-in switches, each with its bit-for-bit tests and its B/4 bf16 row against the plain one:
 # what turning one on by default needs (README, "On a GPU").
+echo "| test                       | pass| fail| skip| time |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${summary[@]}"
+echo
 echo "== switches (B/4 bf16 against the plain row; tests: PASS/FAIL of the ones that check the switch)"
 b64_row() { # log -> "ms img/s ratio arena device" of its b64 bf16 row
   awk -F'|' '$2 ~ /B\/4|b64/ && $3 ~ /bf16/ {gsub(/ /, "", $5); gsub(/ /, "", $6); gsub(/ /, "", $9); gsub(/ /, "", $10);
     gsub(/ /, "", $12); print $5, $6, $12, $9, $10; exit}' "$1" 2>/dev/null
 }
-tests_of() { # pattern -> "P pass, F fail" over both test logs
-  local p f
-  p=$(cat "$LOGS"/test_cuda_{ops,model}{,_untimed}.log 2>/dev/null | grep -cE "^PASS test_cuda_($1)")
-  f=$(cat "$LOGS"/test_cuda_{ops,model}{,_untimed}.log 2>/dev/null | grep -cE "^FAIL test_cuda_($1)")
-  echo "$p pass, $f fail"
+tests_of() { # pattern -> "P pass, F fail, M missing" over the four test logs; missing: a test the
+  # pattern names (listed in any log, if only as filtered out) with no PASS or FAIL line anywhere:
+  # skipped, or never reached in a process that died
+  local all p f m=0 name
+  all=$(cat "$LOGS"/test_cuda_{ops,model}{,_untimed}.log 2>/dev/null)
+  p=$(grep -cE "^PASS test_cuda_($1)" <<<"$all")
+  f=$(grep -cE "^FAIL test_cuda_($1)" <<<"$all")
+  for name in $(grep -oE "^(PASS|FAIL|SKIP) test_cuda_[A-Za-z0-9_]+" <<<"$all" | awk '{print $2}' |
+                grep -E "^test_cuda_($1)" | sort -u); do
+    grep -qE "^(PASS|FAIL) $name(:|$)" <<<"$all" || m=$((m + 1))
+  done
+  echo "$p pass, $f fail, $m missing"
 }
 defaults=$(b64_row "$LOGS/train_gpu.log")
 off=$(b64_row "$LOGS/train_gpu_off.log")
@@ -268,11 +313,11 @@ sw_row() { # name, test pattern, log
 }
 GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's bf16-gradient tests
 sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
-sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
-sw_row "the defaults + both" "$GRAD_TESTS|attention_split" "$LOGS/train_gpu--bf16-grad--attn-split.log"
+sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad|attn_split_model" "$LOGS/train_gpu--attn-split.log"
+sw_row "the defaults + both" "$GRAD_TESTS|attention_split|attn_split_model" "$LOGS/train_gpu--bf16-grad--attn-split.log"
 sw_row "the defaults + UMDQ_CUDA_GEMM_TUNE=1" "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
 sw_row "the defaults + UMDQ_CUDA_ATTN_DS=1" "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
-sw_row "the defaults + all four" "$GRAD_TESTS|attention_split|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--all-four.log"
+sw_row "the defaults + all four" "$GRAD_TESTS|attention_split|attn_split_model|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--all-four.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -297,11 +342,12 @@ echo
 # that much), for its CUDA_DEFAULT_* in kernels/cuda/ops_cuda.cu.
 verdict() { # variable, test pattern, log
   local r t np nf
-  r=$(b64_row "$3"); t=$(tests_of "$2"); np=${t%% pass*}; nf=${t#*, }; nf=${nf%% fail}
+  r=$(b64_row "$3"); t=$(tests_of "$2"); np=${t%% pass*}; nf=${t#*, }; nf=${nf%% fail*}
+  local nm=${t##*, }; nm=${nm%% missing}
   local ms=${r%% *} base=${defaults%% *}
   if [ -z "$r" ] || [ -z "$defaults" ] || [ "$ms" = "-" ]; then
     echo "verdict: $1: no B/4 row to time it (tests: $t)"
-  elif [ "$nf" != 0 ] || [ "$np" = 0 ]; then
+  elif [ "$nf" != 0 ] || [ "$np" = 0 ] || [ "$nm" != 0 ]; then
     echo "verdict: $1: keep off (tests: $t)"
   else
     awk -v v="$1" -v a="$ms" -v b="$base" -v t="$t" 'BEGIN {
@@ -312,12 +358,12 @@ verdict() { # variable, test pattern, log
   fi
 }
 verdict UMDQ_CUDA_BF16_GRAD "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
-verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad" "$LOGS/train_gpu--attn-split.log"
-verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split" \
+verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad|attn_split_model" "$LOGS/train_gpu--attn-split.log"
+verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split|attn_split_model" \
   "$LOGS/train_gpu--bf16-grad--attn-split.log"
 verdict UMDQ_CUDA_GEMM_TUNE "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
 verdict UMDQ_CUDA_ATTN_DS "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
-verdict "all four" "$GRAD_TESTS|attention_split|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" \
+verdict "all four" "$GRAD_TESTS|attention_split|attn_split_model|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" \
   "$LOGS/train_gpu--all-four.log"
 # the tuner's shapes and forward plans (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another
 # algorithm, and the time of one call of each with the default algorithm (cublasGemmEx's, the
@@ -333,6 +379,10 @@ echo
 # what cuBLASLt took: a bf16 D with an fp32 bias (else the fp32 scratch), the GELU epilogues
 grep -ho "linear_fwd and mlp_fwd have put a bf16 y through the fp32 scratch[^;]*" "$LOGS"/train_gpu_*.log 2>/dev/null | sort -u | sed 's/^/note: /'
 grep -ho "the MLP's GELU in cuBLASLt's epilogues: [^;]*" "$LOGS"/train_gpu.log "$LOGS"/train_gpu_geluepilogue.log 2>/dev/null | tail -n 1 | sed 's/^/note: /'
+if grep -l "^train_gpu: skipped" "$LOGS"/train_gpu*.log >/dev/null 2>&1; then
+  echo "train_gpu skipped its rows (no device it could use): $(grep -h -m 1 "^train_gpu: skipped" "$LOGS"/train_gpu*.log | head -n 1)"
+  failed=1
+fi
 [ ${#cut[@]} -gt 0 ] && echo "cut at the budget (${budget} s): ${cut[*]}"
 [ ${#skipped[@]} -gt 0 ] && echo "skipped for the budget (${budget} s; --budget S gives more): ${skipped[*]}"
 echo

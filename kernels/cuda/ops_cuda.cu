@@ -709,10 +709,19 @@ extern "C" int umd_cuda_set_attention(umd_ctx *c, int mode) {
 extern "C" int umd_cuda_profile(umd_ctx *c, int on) {
     if (c->recording) return -1;
     if (on && !c->prof_ev) {
-        c->prof_ev = (cudaEvent_t *)calloc(2 * CUDA_PROF_RING, sizeof(cudaEvent_t));
-        if (!c->prof_ev) return -1;
+        cudaEvent_t *ev = (cudaEvent_t *)calloc(2 * CUDA_PROF_RING, sizeof(cudaEvent_t));
+        if (!ev) return -1;
         for (int i = 0; i < 2 * CUDA_PROF_RING; i++)
-            if (cudaEventCreate(&c->prof_ev[i]) != cudaSuccess) return -1;
+            if (cudaEventCreate(&ev[i]) != cudaSuccess) {
+                /* none kept half made: profiling stays off, the error is not left for an op */
+                while (i-- > 0) cudaEventDestroy(ev[i]);
+                free(ev);
+                (void)cudaGetLastError();
+                return -1;
+            }
+        c->prof_ev = ev;
+    } else if (on) {
+        prof_flush(c); /* on again: what is pending is counted under its names before the reset */
     }
     if (!on && c->prof_ev) {
         prof_flush(c);
