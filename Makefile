@@ -75,18 +75,25 @@ CUDA_LIB  :=
 endif
 
 # ---- CUDA kernels run on the CPU (tests/cuemu), wherever the toolkit's headers are ---------------
-# The kernels' own source, its launches rewritten (tests/cuemu/cuemu-src.sh), compiled as host C++
-# against the emulator: test_cuemu_attention runs mma_attention.cu's kernels without a GPU.
+# Every kernels/cuda/*.cu, its launches rewritten (tests/cuemu/cuemu-src.sh), compiled as host C++
+# against the emulator (a fiber per CUDA thread, cuBLAS and the runtime emulated): the CUDA
+# backend as $(BUILD)/cuemu/libumd_cuda_emu.so, which test_cuda_ops and test_cuda_model load
+# through UMDQ_CUDA_LIB on a machine without a GPU (tests/integration/cuda_emulated.sh); and
+# test_cuemu_attention, mma_attention.cu's kernels alone against attention in double.
 CXX       ?= g++
-CUEMU_FLAGS := -std=c++17 -O2 -g -fno-strict-aliasing -DUMDQ_CUEMU -D_GNU_SOURCE -Itests/cuemu \
-               -Ikernels/cuda -Ikernels -Icommon -I$(CUDA_HOME)/include -include tests/cuemu/cuemu.h \
+# (TUNE_REPS=1: the GEMM tuner's timings say nothing on the emulator; one timed run a candidate)
+CUEMU_FLAGS := -std=c++17 -O2 -g -fPIC -fno-strict-aliasing -DUMDQ_CUEMU -D_GNU_SOURCE -DTUNE_REPS=1 \
+               -DUMDQ_HAVE_CUDA=1 -Itests/cuemu -Ikernels/cuda -Ikernels -Icommon \
+               -I$(CUDA_HOME)/include $(BLAS_CFLAGS) -include tests/cuemu/cuemu.h \
                -Wall -Wextra -Werror -Wno-unused-function -Wno-unknown-pragmas -MMD -MP
-ifeq ($(HAVE_CUDA),1)
-CUEMU_BINS := $(BUILD)/tests/test_cuemu_attention
+CUEMU_RT   := $(patsubst %,$(BUILD)/obj/tests/cuemu/%.o,cuemu cuemu_runtime cuemu_blas)
+ifeq ($(HAVE_CUDA)$(HAVE_BLAS),11)
+CUEMU_LIB  := $(BUILD)/cuemu/libumd_cuda_emu.so
+CUEMU_BINS := $(BUILD)/tests/test_cuemu_attention $(CUEMU_LIB)
 else
+CUEMU_LIB  :=
 CUEMU_BINS :=
 endif
-LDLIBS    += -ldl
 
 # ---- sources -----------------------------------------------------------------------------------
 COMMON_SRC  := $(wildcard common/*.c)
@@ -149,10 +156,15 @@ $(BUILD)/obj/tests/cuemu/%.o: tests/cuemu/%.cpp
 	$(call say,CXX)
 	$(Q)$(CXX) $(CUEMU_FLAGS) -c $< -o $@
 $(BUILD)/tests/test_cuemu_attention: $(BUILD)/obj/tests/cuemu/test_cuemu_attention.o \
-                                     $(BUILD)/obj/tests/cuemu/cuemu.o $(BUILD)/obj/cuemu/mma_attention.o
+                                     $(CUEMU_RT) $(BUILD)/obj/cuemu/mma_attention.o
 	@mkdir -p $(@D)
 	$(call say,LD)
-	$(Q)$(CXX) $^ -lm -o $@
+	$(Q)$(CXX) $^ $(BLAS_LIBS) -lm -pthread -o $@
+$(BUILD)/cuemu/libumd_cuda_emu.so: $(patsubst kernels/cuda/%.cu,$(BUILD)/obj/cuemu/%.o,$(wildcard kernels/cuda/*.cu)) \
+                                   $(CUEMU_RT)
+	@mkdir -p $(@D)
+	$(call say,LD)
+	$(Q)$(CXX) -shared -Wl,--no-undefined $^ $(BLAS_LIBS) -lm -ldl -pthread -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

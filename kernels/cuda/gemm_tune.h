@@ -14,7 +14,9 @@
 #define TUNE_CANDIDATES 16 /* the heuristic's algorithms asked for, at most */
 #define TUNE_SPLIT_BASES 4 /* of those, the first ones also tried with each of tune_splits' */
 #define TUNE_MAX 48        /* cuBLASLt candidates timed for a shape, at most, split variants in */
+#ifndef TUNE_REPS
 #define TUNE_REPS 5        /* timed runs of each candidate, after one untimed */
+#endif
 #define TUNE_MARGIN 0.03f  /* another candidate must beat candidate 0 by more than this fraction */
 #define TUNE_MIN_FLOP 8e9  /* shapes of fewer FLOPs (about 10 us on an H100) are not tuned */
 #define TUNE_SNAPSHOT_TRIES 3 /* times a shape whose C cannot be copied aside is tried */

@@ -8,18 +8,37 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+
+/* Switching fibers: on x86-64, the callee-saved registers pushed on the running stack, the stack
+ * pointers exchanged (no signal mask saved, as swapcontext does with a system call each time);
+ * elsewhere ucontext. */
+#if defined(__x86_64__)
+extern "C" void cuemu_switch(void **save_sp, void *load_sp);
+asm(".text\n"
+    ".globl cuemu_switch\n"
+    ".type cuemu_switch, @function\n"
+    "cuemu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size cuemu_switch, .-cuemu_switch\n");
+#define CUEMU_FAST_SWITCH 1
+#endif
 #include <unistd.h>
 #include <vector>
 
 namespace cuemu {
 uint3 tid, bid;
 dim3 bdim, gdim;
+cudaError_t last_error = cudaSuccess;
 
 namespace {
 enum State { RUN, BARRIER, COLLECTIVE, DONE };
-enum Op { OP_NONE, OP_SHFL, OP_MMA, OP_LDSM, OP_MOVT };
+enum Op { OP_NONE, OP_SHFL, OP_MMA, OP_LDSM, OP_MOVT, OP_SYNCWARP, OP_WMMA };
 const char *op_name[] = {"none", "__shfl_xor_sync", "mma.sync.m16n8k16", "ldmatrix.x4.trans",
-                         "movmatrix.trans"};
+                         "movmatrix.trans", "__syncwarp", "wmma::mma_sync"};
 
 struct Copy {
     void *dst;
@@ -29,12 +48,15 @@ struct Copy {
 
 struct Fiber {
     ucontext_t uc;
+    void *sp;
     State st;
     /* the collective this lane waits at: its operands in, its results out */
     Op op;
     uint32_t in[10];
     float c[4];
     const void *p;
+    const float *wa, *wb, *wc;
+    float *wd;
     uint32_t out[4];
     std::vector<Copy> copies;
 };
@@ -43,14 +65,16 @@ const size_t STACK = 256 * 1024;
 const size_t SMEM_MAX = 232448; /* sm_90: 227 KiB a block, opted in */
 const size_t SMEM_DEFAULT = 48 * 1024;
 
+#ifdef CUEMU_FAST_SWITCH
+void *sched_sp;
+#else
 ucontext_t sched;
+#endif
 std::vector<Fiber> fibers;
 std::vector<char *> stacks;
 int cur = -1, nthreads = 0, decreasing = 0;
 long launches = 0;
-cudaError_t last_error = cudaSuccess;
-void (*cur_body)(void *);
-void *cur_arg;
+const std::function<void()> *cur_body;
 alignas(128) unsigned char shared[SMEM_MAX];
 size_t cur_smem;
 std::map<const void *, int> smem_limit;
@@ -104,19 +128,27 @@ void set_tid(int i) {
 }
 
 void fiber_main() {
-    cur_body(cur_arg);
+    (*cur_body)();
     fibers[cur].st = DONE;
     if (!fibers[cur].copies.empty()) die("returned with cp.async copies never waited for");
-    /* returns to sched (uc_link) */
+#ifdef CUEMU_FAST_SWITCH
+    void *dead;
+    cuemu_switch(&dead, sched_sp); /* never resumed */
+#endif
+    /* (ucontext) returns to sched (uc_link) */
 }
 
 void yield(State st) {
     fibers[cur].st = st;
+#ifdef CUEMU_FAST_SWITCH
+    cuemu_switch(&fibers[cur].sp, sched_sp);
+#else
     swapcontext(&fibers[cur].uc, &sched);
+#endif
 }
 
 uint16_t half(uint32_t v, int hi) { return (uint16_t)(hi ? v >> 16 : v & 0xffff); }
-double bf(uint16_t h) {
+float bf(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
@@ -140,7 +172,7 @@ void collective(int w0) {
     } else if (op == OP_MMA) {
         /* lane 4g + t: A a0 (g, 2t..) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..); B b0 (2t..,
          * g) b1 (2t+8.., g); C c0 c1 (g, 2t..) c2 c3 (g+8, 2t..) */
-        double A[16][16], B[16][8], C[16][8];
+        float A[16][16], Bt[8][16], C[16][8];
         for (int l = 0; l < 32; l++) {
             const int g = l >> 2, t = l & 3;
             for (int h = 0; h < 2; h++) {
@@ -148,19 +180,20 @@ void collective(int w0) {
                 A[g + 8][2 * t + h] = bf(half(f[l].in[1], h));
                 A[g][2 * t + 8 + h] = bf(half(f[l].in[2], h));
                 A[g + 8][2 * t + 8 + h] = bf(half(f[l].in[3], h));
-                B[2 * t + h][g] = bf(half(f[l].in[4], h));
-                B[2 * t + 8 + h][g] = bf(half(f[l].in[5], h));
+                Bt[g][2 * t + h] = bf(half(f[l].in[4], h));
+                Bt[g][2 * t + 8 + h] = bf(half(f[l].in[5], h));
                 C[g][2 * t + h] = f[l].c[h];
                 C[g + 8][2 * t + h] = f[l].c[2 + h];
             }
         }
+        /* bf16 products are exact in fp32; summed in fp32, k in order, then C added */
         for (int l = 0; l < 32; l++) {
             const int g = l >> 2, t = l & 3;
             for (int e = 0; e < 4; e++) {
                 const int i = g + (e >> 1) * 8, j = 2 * t + (e & 1);
-                double s = C[i][j];
-                for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
-                float r = (float)s;
+                float s = 0;
+                for (int k = 0; k < 16; k++) s += A[i][k] * Bt[j][k];
+                float r = C[i][j] + s;
                 memcpy(&f[l].out[e], &r, 4);
             }
         }
@@ -184,6 +217,24 @@ void collective(int w0) {
             for (int i = 0; i < 4; i++)
                 f[l].out[i] = (uint32_t)M[i][2 * t][g] | (uint32_t)M[i][2 * t + 1][g] << 16;
         }
+    } else if (op == OP_WMMA) {
+        /* A 16 x 8 (4 a lane), B 8 x 16 (4), C and D 16 x 16 (8), row-major over the lanes */
+        double A[16][8], B[8][16], C[16][16];
+        for (int l = 0; l < 32; l++) {
+            for (int i = 0; i < 4; i++) {
+                const int e = l * 4 + i;
+                A[e / 8][e % 8] = f[l].wa[i];
+                B[e / 16][e % 16] = f[l].wb[i];
+            }
+            for (int i = 0; i < 8; i++) C[(l * 8 + i) / 16][(l * 8 + i) % 16] = f[l].wc[i];
+        }
+        for (int l = 0; l < 32; l++)
+            for (int i = 0; i < 8; i++) {
+                const int r = (l * 8 + i) / 16, c = (l * 8 + i) % 16;
+                double v = C[r][c];
+                for (int k = 0; k < 8; k++) v += A[r][k] * B[k][c];
+                f[l].wd[i] = (float)v;
+            }
     } else if (op == OP_MOVT) {
         /* lane 4g + t holds row g, columns 2t, 2t + 1 */
         uint16_t M[8][8];
@@ -209,11 +260,22 @@ void run_block() {
     memset(shared, 0xff, sizeof shared);
     for (int i = 0; i < nthreads; i++) {
         Fiber &f = fibers[i];
+#ifdef CUEMU_FAST_SWITCH
+        /* the first switch pops six zero registers and returns into fiber_main with the stack
+         * aligned as a call leaves it */
+        uintptr_t top = ((uintptr_t)stacks[i] + STACK) & ~(uintptr_t)15;
+        void **sp = (void **)(top - 16);
+        sp[0] = (void *)fiber_main;
+        sp -= 6;
+        memset(sp, 0, 6 * sizeof *sp);
+        f.sp = sp;
+#else
         getcontext(&f.uc);
         f.uc.uc_stack.ss_sp = stacks[i];
         f.uc.uc_stack.ss_size = STACK;
         f.uc.uc_link = &sched;
         makecontext(&f.uc, fiber_main, 0);
+#endif
         f.st = RUN;
         f.op = OP_NONE;
         f.copies.clear();
@@ -233,7 +295,11 @@ void run_block() {
                     if (fibers[i].st != RUN) continue;
                     cur = i;
                     set_tid(i);
+#ifdef CUEMU_FAST_SWITCH
+                    cuemu_switch(&sched_sp, fibers[i].sp);
+#else
                     swapcontext(&sched, &fibers[i].uc);
+#endif
                 }
                 int n = 0;
                 for (int l = 0; l < lanes; l++) n += fibers[w0 + l].st == COLLECTIVE;
@@ -260,6 +326,16 @@ void run_block() {
 } // namespace
 
 void syncthreads() { yield(BARRIER); }
+
+void syncwarp() { wait_collective(OP_SYNCWARP); }
+
+void wmma_mma(float *d, const float *a, const float *b, const float *c) {
+    Fiber &f = fibers[cur];
+    float dd[8];
+    f.wa = a, f.wb = b, f.wc = c, f.wd = dd;
+    wait_collective(OP_WMMA);
+    memcpy(d, dd, sizeof dd); /* d may be c */
+}
 
 uint32_t shfl_xor(uint32_t v, int lane_mask) {
     Fiber &f = fibers[cur];
@@ -309,11 +385,13 @@ void cp_wait_all() {
 
 unsigned char *smem() { return shared; }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel, void (*body)(void *),
-              void *arg) {
+void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
+              const std::function<void()> &body) {
     const long n = (long)block.x * block.y * block.z;
-    auto lim = smem_limit.find(kernel);
-    const size_t allowed = lim == smem_limit.end() ? SMEM_DEFAULT : (size_t)lim->second;
+    /* a kernel known by its address: the limit cudaFuncSetAttribute gave it (48 KiB without);
+     * one launched through a lambda (every rewritten launch): the device's */
+    auto lim = kernel ? smem_limit.find(kernel) : smem_limit.end();
+    const size_t allowed = !kernel ? SMEM_MAX : lim == smem_limit.end() ? SMEM_DEFAULT : (size_t)lim->second;
     if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
         grid.y > 65535 || grid.z > 65535 || smem > allowed || smem > SMEM_MAX) {
         fprintf(stderr,
@@ -338,7 +416,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel, void (*bod
         stacks.push_back((char *)s + 4096);
     }
     bdim = block, gdim = grid;
-    cur_body = body, cur_arg = arg, cur_smem = smem;
+    cur_body = &body, cur_smem = smem;
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
@@ -350,33 +428,6 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel, void (*bod
 } // namespace cuemu
 
 extern "C" void cuemu_set_order(int d) { cuemu::decreasing = d; }
+extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes) { cuemu::smem_limit[kernel] = bytes; }
 extern "C" long cuemu_launches(void) { return cuemu::launches; }
 
-/* The CUDA runtime calls the kernels' host code makes. */
-extern "C" {
-cudaError_t cudaGetLastError(void) {
-    cudaError_t e = cuemu::last_error;
-    cuemu::last_error = cudaSuccess;
-    return e;
-}
-cudaError_t cudaPeekAtLastError(void) { return cuemu::last_error; }
-cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
-    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-        if (value < 0 || (size_t)value > cuemu::SMEM_MAX) return cudaErrorInvalidValue;
-        cuemu::smem_limit[func] = value;
-    }
-    return cudaSuccess;
-}
-/* blocks of `threads` a multiprocessor holds by shared memory and threads alone (the emulator
- * knows no registers) */
-cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *, int threads,
-                                                          size_t smem) {
-    int by_smem = (int)(233472 / (smem + 1024)), by_threads = threads > 0 ? 2048 / threads : 0;
-    *n = by_smem < by_threads ? by_smem : by_threads;
-    if (*n > 32) *n = 32;
-    return cudaSuccess;
-}
-const char *cudaGetErrorString(cudaError_t e) {
-    return e == cudaSuccess ? "no error" : e == cudaErrorInvalidValue ? "invalid argument" : "error";
-}
-}

@@ -18,10 +18,10 @@
  * threads can be run in increasing or decreasing order between waits (cuemu_set_order), so a
  * result that depends on the order (a missing barrier) differs between two runs.
  *
- * Floating point: each mma.sync sums its 16 exact bf16 products and C in double, rounded once to
- * fp32 (a tensor core's order and rounding differ within fp32 rounding); exp2f and the rest are
- * the C library's. So results match a device's within the kernels' tolerances, not bit for bit,
- * and are deterministic for a given order. */
+ * Floating point: each mma.sync sums its 16 exact bf16 products in fp32, in order, then adds C (a
+ * tensor core's order and rounding differ within fp32 rounding); wmma's tf32 in double; exp2f and
+ * the rest are the C library's. So results match a device's within the kernels' tolerances, not
+ * bit for bit, and are deterministic for a given order. */
 #ifndef UMDQ_TESTS_CUEMU_H
 #define UMDQ_TESTS_CUEMU_H
 #include <cublasLt.h>
@@ -32,11 +32,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <functional>
+#include <tuple>
 
 namespace cuemu {
 /* the running thread's indices and the launch's shape */
 extern uint3 tid, bid;
 extern dim3 bdim, gdim;
+extern cudaError_t last_error; /* the next cudaGetLastError's */
 
 void syncthreads();
 uint32_t shfl_xor(uint32_t v, int lane_mask);
@@ -47,26 +50,41 @@ void cp_async(void *dst, const void *src, int bytes, int size);
 void cp_wait_all();
 unsigned char *smem();
 
-/* Runs body(arg) as the kernel `kernel` on every thread of the grid; a launch the limits refuse
- * runs nothing and is the next cudaGetLastError's error. */
-void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel, void (*body)(void *),
-              void *arg);
+/* Runs body on every thread of the grid as the kernel `kernel` (its shared memory limit); a
+ * launch the limits refuse runs nothing and is the next cudaGetLastError's error. */
+void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
+              const std::function<void()> &body);
+/* Runs work now, or where `stream` is being captured (cudaStreamBeginCapture), keeps it for the
+ * graph (cuemu_runtime.cpp) */
+void enqueue(cudaStream_t stream, std::function<void()> work);
 
-/* k<<<g, b, s, st>>>(args) becomes launch(g, b, s, st)(k, args) (cuemu-src.sh) */
+/* k<<<g, b, s, st>>>(args) becomes launch(g, b, s, st)([](auto... x) { k(x...); }, args)
+ * (cuemu-src.sh): the arguments kept by value, as a launch keeps them, and the kernel's template
+ * arguments deduced from them as nvcc deduces them (a null pointer argument is nullptr) */
 struct launch {
     dim3 g, b;
     size_t s;
-    launch(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = 0) : g(grid), b(block), s(smem) {}
-    template <class... P, class... A> void operator()(void (*k)(P...), A &&...a) {
-        auto call = [&]() { k(a...); };
-        run_grid(g, b, s, (const void *)k,
-                 [](void *p) { (*static_cast<decltype(call) *>(p))(); }, &call);
+    cudaStream_t st;
+    launch(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = 0)
+        : g(grid), b(block), s(smem), st(stream) {}
+    template <class F, class... A> void operator()(F k, A &&...a) {
+        auto args = std::make_tuple(typename std::decay<A>::type(a)...);
+        const dim3 grid = g, block = b;
+        const size_t smem = s;
+        enqueue(st, [=]() {
+            std::function<void()> body = [&]() { std::apply(k, args); };
+            run_grid(grid, block, smem, NULL, body);
+        });
     }
 };
+void syncwarp();
+void wmma_mma(float *d, const float *a, const float *b, const float *c);
 } // namespace cuemu
 
 /* 0: threads run in increasing order between waits (the default), 1: decreasing */
 extern "C" void cuemu_set_order(int decreasing);
+/* the dynamic shared memory a kernel may take (cudaFuncSetAttribute) */
+extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes);
 /* launches run so far (a test's check that the kernels it meant to run did) */
 extern "C" long cuemu_launches(void);
 
@@ -104,6 +122,8 @@ static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, 
 #define gridDim (::cuemu::gdim)
 
 static inline void __syncthreads() { cuemu::syncthreads(); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { cuemu::syncwarp(); }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __uint_as_float(unsigned u) {
     float f;
     memcpy(&f, &u, 4);
@@ -123,4 +143,83 @@ static inline int __shfl_xor_sync(unsigned, int v, int m, int = 32) {
 static inline unsigned __shfl_xor_sync(unsigned, unsigned v, int m, int = 32) {
     return cuemu::shfl_xor(v, m);
 }
+
+/* nvcuda::wmma for the fp32 operands taken as tf32 (flash_attention.cu): 16 x 16 x 8, the
+ * elements of a fragment spread over the lanes in row-major order (lane l holds elements
+ * l n .. l n + n - 1 of the n-per-lane), as the API leaves the spread to the implementation;
+ * loads and stores are each lane's own, mma_sync a warp collective. */
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K> struct dims;
+template <int M, int N, int K> struct dims<matrix_a, M, N, K> { enum { R = M, C = K }; };
+template <int M, int N, int K> struct dims<matrix_b, M, N, K> { enum { R = K, C = N }; };
+template <int M, int N, int K> struct dims<accumulator, M, N, K> { enum { R = M, C = N }; };
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+    enum { rows = dims<Use, M, N, K>::R, cols = dims<Use, M, N, K>::C };
+    static constexpr int num_elements = rows * cols / 32;
+    float x[num_elements];
+};
+static inline float __float_to_tf32(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u; /* to nearest, away */
+    return __uint_as_float(u);
+}
+template <class Use, int M, int N, int K, class T, class Lay>
+static inline void fill_fragment(fragment<Use, M, N, K, T, Lay> &f, float v) {
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = v;
+}
+template <class F> static inline void frag_rc(int i, int &r, int &c) {
+    const int e = (int)(threadIdx.x & 31) * F::num_elements + i;
+    r = e / F::cols, c = e % F::cols;
+}
+template <class Use, int M, int N, int K, class T, class Lay>
+static inline void load_matrix_sync(fragment<Use, M, N, K, T, Lay> &f, const float *p, unsigned ld) {
+    typedef fragment<Use, M, N, K, T, Lay> F;
+    for (int i = 0; i < F::num_elements; i++) {
+        int r, c;
+        frag_rc<F>(i, r, c);
+        f.x[i] = std::is_same<Lay, col_major>::value ? p[(size_t)c * ld + r] : p[(size_t)r * ld + c];
+    }
+    ::cuemu::syncwarp();
+}
+template <int M, int N, int K>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p,
+                                    unsigned ld, layout_t l) {
+    typedef fragment<accumulator, M, N, K, float> F;
+    for (int i = 0; i < F::num_elements; i++) {
+        int r, c;
+        frag_rc<F>(i, r, c);
+        f.x[i] = l == mem_col_major ? p[(size_t)c * ld + r] : p[(size_t)r * ld + c];
+    }
+    ::cuemu::syncwarp();
+}
+template <int M, int N, int K>
+static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
+                                     unsigned ld, layout_t l) {
+    typedef fragment<accumulator, M, N, K, float> F;
+    for (int i = 0; i < F::num_elements; i++) {
+        int r, c;
+        frag_rc<F>(i, r, c);
+        (l == mem_col_major ? p[(size_t)c * ld + r] : p[(size_t)r * ld + c]) = f.x[i];
+    }
+    ::cuemu::syncwarp();
+}
+template <class LA, class LB>
+static inline void mma_sync(fragment<accumulator, 16, 16, 8, float> &d,
+                            const fragment<matrix_a, 16, 16, 8, precision::tf32, LA> &a,
+                            const fragment<matrix_b, 16, 16, 8, precision::tf32, LB> &b,
+                            const fragment<accumulator, 16, 16, 8, float> &c) {
+    ::cuemu::wmma_mma(d.x, a.x, b.x, c.x);
+}
+} // namespace wmma
+} // namespace nvcuda
 #endif

@@ -51,8 +51,8 @@ static void t_fail_at(const char *file, int line, const char *fmt, ...) {
 #define T_SKIP(...) do { t_skipped_now = 1; snprintf(t_first, sizeof t_first, __VA_ARGS__); \
     longjmp(t_jmp, 1); } while (0)
 
-/* T_ONLY=a,b,...: only the tests whose names contain one of these run; T_EXCEPT=a,b,...: those
- * do not. The others report SKIP (so a filtered run never passes for a whole one). For running a
+/* T_ONLY=a,b,...: only the tests whose names contain one of these run (a name ending in "$": that
+ * end with it); T_EXCEPT=a,b,...: those do not. The others report SKIP (so a filtered run never passes for a whole one). For running a
  * few tests under a slow tool (scripts/gpu-check.sh --memcheck), and tests that have not yet run
  * on a device in a process of their own (gpu-check: a fault of theirs would end every test after
  * it in the same process). */
@@ -64,7 +64,11 @@ static int t_in_list(const char *name, const char *list) {
         if (n > 0 && n < sizeof part) {
             memcpy(part, p, n);
             part[n] = 0;
-            if (strstr(name, part)) return 1;
+            /* "part$": the name ends with part */
+            size_t k = strlen(name);
+            if (part[n - 1] == '$' ? (part[n - 1] = 0, k >= n - 1 && !strcmp(name + k - (n - 1), part))
+                                   : strstr(name, part) != NULL)
+                return 1;
         }
         p += n + (end ? 1 : 0);
     }
