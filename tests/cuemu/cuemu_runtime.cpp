@@ -1,14 +1,19 @@
 /* cuemu_runtime.cpp: the CUDA runtime calls of kernels/cuda/, for the emulator (cuemu.h). One
  * device, an H100 as far as the backend asks (sm_90, 132 multiprocessors, 80 GiB), whose memory
  * is the process's: an allocation is host memory filled with 0xff bytes (NaN in fp32 and bf16),
- * so a value read before anything wrote it shows. Work runs when it is queued, in the order it is
+ * so a value read before anything wrote it shows, that ends (rounded up to 256 bytes, as a
+ * device's allocations are) at a page no access may touch, with another before it, and is
+ * unmapped when freed: a read or write past either end, or after cudaFree, faults, and the
+ * emulator names the kernel's block and thread. Work runs when it is queued, in the order it is
  * queued, whatever the stream, so a stream is always idle; an event holds the host time it was
  * recorded at. A stream being captured (cudaStreamBeginCapture) keeps its kernels, copies and sets
  * in the graph instead, and a graph's launch runs them in order; a call that waits for the device
  * or copies synchronously while a capture is open fails, as on a device, and invalidates it. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 #include <map>
 #include <vector>
 #include "cuemu.h"
@@ -140,23 +145,36 @@ cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
 }
 cudaError_t cudaDeviceSynchronize(void) { return refuse_in_capture(); }
 
+/* the mapping of an allocation of n bytes: its length, and the offset of the block in it */
+static void span_of(size_t n, size_t *len, size_t *off) {
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE), body = (n + 255) / 256 * 256;
+    *len = (body + pg - 1) / pg * pg + 2 * pg;
+    *off = *len - pg - body;
+}
 cudaError_t cudaMalloc(void **p, size_t n) {
     *p = NULL;
     if (capturing) return refuse_in_capture();
     if (n > TOTAL - in_use) return last_error = cudaErrorMemoryAllocation;
-    void *m = NULL;
-    if (posix_memalign(&m, 256, n ? n : 1) != 0) return last_error = cudaErrorMemoryAllocation;
-    memset(m, 0xff, n);
-    blocks[m] = n, in_use += n, *p = m;
+    size_t len, off;
+    span_of(n ? n : 1, &len, &off);
+    char *m = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return last_error = cudaErrorMemoryAllocation;
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    mprotect(m, pg, PROT_NONE);
+    mprotect(m + len - pg, pg, PROT_NONE);
+    memset(m + off, 0xff, len - pg - off);
+    blocks[m + off] = n, in_use += n, *p = m + off;
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     auto b = blocks.find(p);
     if (b == blocks.end()) return cudaErrorInvalidValue;
+    size_t len, off;
+    span_of(b->second ? b->second : 1, &len, &off);
     in_use -= b->second;
     blocks.erase(b);
-    free(p);
+    munmap((char *)p - off, len);
     return cudaSuccess;
 }
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t) {
