@@ -90,8 +90,9 @@ int cuda_lt_sums_in_output(const cublasLtMatmulAlgo_t *a);
  * (copied, up to 63 characters: "op:what"; the report lists the parts after the ops, in the
  * order met). begin gives the span's handle for end, or -1 (and end then does nothing) when the
  * context does not profile, has failed, or has no room left for it; a span ends inside the op
- * that began it. Every GEMM is one, named by its shape (linear.cu), and attention's backward
- * kernels. */
+ * that began it. Every GEMM of linear.cu and the MLP is one, named by its shape (the GELU
+ * epilogues' by their op), and attention's backward kernels; the batched GEMMs of the GEMM
+ * attention path (attention.cu) are not. */
 int cuda_prof_part_begin(umd_ctx *c, const char *name);
 void cuda_prof_part_end(umd_ctx *c, int k);
 

@@ -709,9 +709,13 @@ static int lt_gelu_matmul(umd_ctx *c, const char *op, lt_plan *p, const void *A,
         (bias && cublas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                                 &bias, sizeof bias), op)))
         return -1;
+    char name[64];
+    snprintf(name, sizeof name, "%s:cuBLASLt GELU epilogue", op);
+    const int part = cuda_prof_part_begin(c, name);
     cublas_check(c, cublasLtMatmul(c->lt, p->desc, &one, A, p->a, B, p->b, &zero, c->bf_b, p->d,
                                    c->bf_b, p->d, &p->algo, c->lt_ws, CUDA_LT_WORKSPACE, c->stream),
                  op);
+    cuda_prof_part_end(c, part);
     c->gelu_epi_gemms++;
     return 0;
 }
