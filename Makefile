@@ -155,13 +155,13 @@ $(BUILD)/obj/tests/cuemu/%.o: tests/cuemu/%.cpp
 	@mkdir -p $(@D)
 	$(call say,CXX)
 	$(Q)$(CXX) $(CUEMU_FLAGS) -c $< -o $@
+CUEMU_KOBJ := $(patsubst kernels/cuda/%.cu,$(BUILD)/obj/cuemu/%.o,$(wildcard kernels/cuda/*.cu))
 $(BUILD)/tests/test_cuemu_attention: $(BUILD)/obj/tests/cuemu/test_cuemu_attention.o \
-                                     $(CUEMU_RT) $(BUILD)/obj/cuemu/mma_attention.o
+                                     $(CUEMU_RT) $(CUEMU_KOBJ)
 	@mkdir -p $(@D)
 	$(call say,LD)
 	$(Q)$(CXX) $^ $(BLAS_LIBS) -lm -pthread -o $@
-$(BUILD)/cuemu/libumd_cuda_emu.so: $(patsubst kernels/cuda/%.cu,$(BUILD)/obj/cuemu/%.o,$(wildcard kernels/cuda/*.cu)) \
-                                   $(CUEMU_RT)
+$(BUILD)/cuemu/libumd_cuda_emu.so: $(CUEMU_KOBJ) $(CUEMU_RT)
 	@mkdir -p $(@D)
 	$(call say,LD)
 	$(Q)$(CXX) -shared -Wl,--no-undefined $^ $(BLAS_LIBS) -lm -ldl -pthread -o $@

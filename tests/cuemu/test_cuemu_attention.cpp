@@ -6,8 +6,9 @@
  * falling back where no head's dS fits), fp32 and bf16 qkv, O, dqkv and dout. Each run is
  * repeated with the threads in the other order between waits, which must give the same bits, and
  * the switches that keep bits are checked to keep them. The device buffers end at a page that
- * faults, so reading or writing past one stops the test. On a GPU, test_cuda_ops checks the same
- * kernels as compiled for the device. */
+ * faults, so reading or writing past one stops the test. The kernels' host code is the
+ * backend's (every .cu file of kernels/cuda compiled for the emulator), called on a context made
+ * here. On a GPU, test_cuda_ops checks the same kernels as compiled for the device. */
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -15,25 +16,6 @@
 #include <vector>
 #include "cuda_internal.h"
 #include "../unit/t.h"
-
-/* the context's calls the kernels' host code makes (ops_cuda.cu's, without a device) */
-void cuda_fail(umd_ctx *c, const char *op, const char *what) {
-    if (c->failed) return;
-    c->failed = 1;
-    snprintf(c->err, sizeof c->err, "%s: %s", op, what);
-}
-int cuda_check(umd_ctx *c, cudaError_t e, const char *op) {
-    if (e == cudaSuccess) return 0;
-    cuda_fail(c, op, cudaGetErrorString(e));
-    return -1;
-}
-int cuda_prof_part_begin(umd_ctx *, const char *) { return -1; }
-void cuda_prof_part_end(umd_ctx *, int) {}
-void cuda_mma_attention_fwd(umd_ctx *c, void *out, float *lse, const void *qkv, int n, int T,
-                            int heads, int qbf, int obf);
-void cuda_mma_attention_bwd(umd_ctx *c, void *dqkv, const void *dout, const void *qkv,
-                            const void *out, const float *lse, int n, int T, int heads, int qbf,
-                            int obf, int gbf, int dbf);
 
 typedef __nv_bfloat16 bf16;
 enum { HD = 64 };
