@@ -37,8 +37,9 @@ cudaError_t last_error = cudaSuccess;
 namespace {
 enum State { RUN, BARRIER, COLLECTIVE, DONE };
 enum Op { OP_NONE, OP_SHFL, OP_MMA, OP_LDSM, OP_MOVT, OP_SYNCWARP, OP_WMMA };
-const char *op_name[] = {"none", "__shfl_xor_sync", "mma.sync.m16n8k16", "ldmatrix.x4.trans",
-                         "movmatrix.trans", "__syncwarp", "wmma::mma_sync"};
+const char *op_name[] = {
+    "none",       "__shfl_xor_sync", "mma.sync.m16n8k16", "ldmatrix.x4.trans", "movmatrix.trans",
+    "__syncwarp", "wmma::mma_sync"};
 
 struct Copy {
     void *dst;
@@ -94,12 +95,13 @@ std::map<const void *, int> smem_limit;
 /* A fault inside a kernel (a test's device buffers end at a page that faults): say where. */
 void on_fault(int sig, siginfo_t *si, void *) {
     char m[320];
-    int n = cur < 0 ? snprintf(m, sizeof m, "cuemu: %s at %p, outside a kernel\n", strsignal(sig),
-                               si->si_addr)
-                    : snprintf(m, sizeof m,
-                               "cuemu: block (%u, %u, %u) thread (%u, %u, %u): %s at %p (an "
-                               "access outside a buffer, or a fiber's stack overflowed)\n",
-                               bid.x, bid.y, bid.z, tid.x, tid.y, tid.z, strsignal(sig), si->si_addr);
+    int n = cur < 0
+                ? snprintf(m, sizeof m, "cuemu: %s at %p, outside a kernel\n", strsignal(sig),
+                           si->si_addr)
+                : snprintf(m, sizeof m,
+                           "cuemu: block (%u, %u, %u) thread (%u, %u, %u): %s at %p (an "
+                           "access outside a buffer, or a fiber's stack overflowed)\n",
+                           bid.x, bid.y, bid.z, tid.x, tid.y, tid.z, strsignal(sig), si->si_addr);
     if (n > 0 && write(2, m, (size_t)n) < 0) n = 0;
     signal(sig, SIG_DFL);
     raise(sig);
@@ -167,8 +169,10 @@ void collective(int w0) {
         }
     if (op == OP_SHFL) {
         uint32_t v[32];
-        for (int l = 0; l < 32; l++) v[l] = f[l].in[0];
-        for (int l = 0; l < 32; l++) f[l].out[0] = v[(l ^ (int)f[l].in[1]) & 31];
+        for (int l = 0; l < 32; l++)
+            v[l] = f[l].in[0];
+        for (int l = 0; l < 32; l++)
+            f[l].out[0] = v[(l ^ (int)f[l].in[1]) & 31];
     } else if (op == OP_MMA) {
         /* lane 4g + t: A a0 (g, 2t..) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..); B b0 (2t..,
          * g) b1 (2t+8.., g); C c0 c1 (g, 2t..) c2 c3 (g+8, 2t..) */
@@ -192,7 +196,8 @@ void collective(int w0) {
             for (int e = 0; e < 4; e++) {
                 const int i = g + (e >> 1) * 8, j = 2 * t + (e & 1);
                 float s = 0;
-                for (int k = 0; k < 16; k++) s += A[i][k] * Bt[j][k];
+                for (int k = 0; k < 16; k++)
+                    s += A[i][k] * Bt[j][k];
                 float r = C[i][j] + s;
                 memcpy(&f[l].out[e], &r, 4);
             }
@@ -226,13 +231,15 @@ void collective(int w0) {
                 A[e / 8][e % 8] = f[l].wa[i];
                 B[e / 16][e % 16] = f[l].wb[i];
             }
-            for (int i = 0; i < 8; i++) C[(l * 8 + i) / 16][(l * 8 + i) % 16] = f[l].wc[i];
+            for (int i = 0; i < 8; i++)
+                C[(l * 8 + i) / 16][(l * 8 + i) % 16] = f[l].wc[i];
         }
         for (int l = 0; l < 32; l++)
             for (int i = 0; i < 8; i++) {
                 const int r = (l * 8 + i) / 16, c = (l * 8 + i) % 16;
                 double v = C[r][c];
-                for (int k = 0; k < 8; k++) v += A[r][k] * B[k][c];
+                for (int k = 0; k < 8; k++)
+                    v += A[r][k] * B[k][c];
                 f[l].wd[i] = (float)v;
             }
     } else if (op == OP_MOVT) {
@@ -247,7 +254,8 @@ void collective(int w0) {
             f[l].out[0] = (uint32_t)M[2 * t][g] | (uint32_t)M[2 * t + 1][g] << 16;
         }
     }
-    for (int l = 0; l < 32; l++) f[l].st = RUN, f[l].op = OP_NONE;
+    for (int l = 0; l < 32; l++)
+        f[l].st = RUN, f[l].op = OP_NONE;
 }
 
 void wait_collective(Op op) {
@@ -302,7 +310,8 @@ void run_block() {
 #endif
                 }
                 int n = 0;
-                for (int l = 0; l < lanes; l++) n += fibers[w0 + l].st == COLLECTIVE;
+                for (int l = 0; l < lanes; l++)
+                    n += fibers[w0 + l].st == COLLECTIVE;
                 if (n == 0) break;
                 if (n < 32)
                     for (int l = 0; l < lanes; l++)
@@ -316,7 +325,8 @@ void run_block() {
             }
         }
         int done = 0;
-        for (int i = 0; i < nthreads; i++) done += fibers[i].st == DONE;
+        for (int i = 0; i < nthreads; i++)
+            done += fibers[i].st == DONE;
         if (done == nthreads) break;
         /* every thread waits at a barrier or has returned */
         for (int i = 0; i < nthreads; i++)
@@ -347,7 +357,8 @@ uint32_t shfl_xor(uint32_t v, int lane_mask) {
 
 void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     Fiber &f = fibers[cur];
-    for (int i = 0; i < 4; i++) f.in[i] = a[i], f.c[i] = c[i];
+    for (int i = 0; i < 4; i++)
+        f.in[i] = a[i], f.c[i] = c[i];
     f.in[4] = b0, f.in[5] = b1;
     wait_collective(OP_MMA);
     memcpy(c, fibers[cur].out, 16);
@@ -391,7 +402,9 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
     /* a kernel known by its address: the limit cudaFuncSetAttribute gave it (48 KiB without);
      * one launched through a lambda (every rewritten launch): the device's */
     auto lim = kernel ? smem_limit.find(kernel) : smem_limit.end();
-    const size_t allowed = !kernel ? SMEM_MAX : lim == smem_limit.end() ? SMEM_DEFAULT : (size_t)lim->second;
+    const size_t allowed = !kernel                   ? SMEM_MAX
+                           : lim == smem_limit.end() ? SMEM_DEFAULT
+                                                     : (size_t)lim->second;
     if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
         grid.y > 65535 || grid.z > 65535 || smem > allowed || smem > SMEM_MAX) {
         fprintf(stderr,
@@ -406,8 +419,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
     nthreads = (int)n;
     if (fibers.size() < (size_t)n) fibers.resize((size_t)n);
     while (stacks.size() < (size_t)n) {
-        void *s = mmap(NULL, STACK + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                       -1, 0);
+        void *s =
+            mmap(NULL, STACK + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (s == MAP_FAILED) {
             perror("cuemu: mmap");
             abort();
@@ -428,6 +441,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
 } // namespace cuemu
 
 extern "C" void cuemu_set_order(int d) { cuemu::decreasing = d; }
-extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes) { cuemu::smem_limit[kernel] = bytes; }
+extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes) {
+    cuemu::smem_limit[kernel] = bytes;
+}
 extern "C" long cuemu_launches(void) { return cuemu::launches; }
-

@@ -8,11 +8,11 @@
  * sums of D's rows), GELU in its tanh form. The heuristic offers two algorithms, with split-K
  * and every reduction scheme, that all compute the same thing; their configuration is kept in
  * the algorithm's own bytes, as cuBLASLt keeps it. */
+#include "cuemu.h"
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <vector>
-#include "cuemu.h"
 
 struct cublasContext {
     cudaStream_t stream;
@@ -44,11 +44,14 @@ Layout *L(cublasLtMatrixLayout_t l) { return reinterpret_cast<Layout *>(l); }
 Desc *D(cublasLtMatmulDesc_t d) { return reinterpret_cast<Desc *>(d); }
 
 float load(const void *p, cudaDataType t, size_t i) {
-    return t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
+    return t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)p)[i])
+                            : ((const float *)p)[i];
 }
 void store(void *p, cudaDataType t, size_t i, float v) {
-    if (t == CUDA_R_16BF) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-    else ((float *)p)[i] = v;
+    if (t == CUDA_R_16BF)
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)p)[i] = v;
 }
 bool known(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
 
@@ -57,9 +60,11 @@ void product(std::vector<float> &S, bool ta, bool tb, int m, int n, int k, const
              cudaDataType at, long lda, const void *B, cudaDataType bt, long ldb) {
     std::vector<float> a((size_t)m * k), b((size_t)n * k); /* op(A) rows, op(B) columns */
     for (int i = 0; i < m; i++)
-        for (int l = 0; l < k; l++) a[(size_t)i * k + l] = load(A, at, ta ? (size_t)i * lda + l : (size_t)l * lda + i);
+        for (int l = 0; l < k; l++)
+            a[(size_t)i * k + l] = load(A, at, ta ? (size_t)i * lda + l : (size_t)l * lda + i);
     for (int j = 0; j < n; j++)
-        for (int l = 0; l < k; l++) b[(size_t)j * k + l] = load(B, bt, tb ? (size_t)l * ldb + j : (size_t)j * ldb + l);
+        for (int l = 0; l < k; l++)
+            b[(size_t)j * k + l] = load(B, bt, tb ? (size_t)l * ldb + j : (size_t)j * ldb + l);
     S.assign((size_t)m * n, 0.0f);
     if (m > 0 && n > 0 && k > 0) /* S^T (n, m) row-major = b a^T (OpenBLAS, fp32 sums) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.0f, b.data(), k, a.data(),
@@ -107,10 +112,12 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
     h->stream = s;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void *, size_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
 const char *cublasGetStatusString(cublasStatus_t s) {
-    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS"
+    return s == CUBLAS_STATUS_SUCCESS         ? "CUBLAS_STATUS_SUCCESS"
            : s == CUBLAS_STATUS_NOT_SUPPORTED ? "CUBLAS_STATUS_NOT_SUPPORTED"
                                               : "CUBLAS_STATUS_INVALID_VALUE";
 }
@@ -124,7 +131,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
         return CUBLAS_STATUS_NOT_SUPPORTED;
     const float al = *(const float *)alpha, be = *(const float *)beta;
     cuemu::enqueue(h->stream, [=]() {
-        gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct, ldc);
+        gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct,
+             ldc);
     });
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -137,11 +145,13 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           cublasComputeType_t, cublasGemmAlgo_t) {
     if (!known(at) || !known(bt) || !known(ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
     const float al = *(const float *)alpha, be = *(const float *)beta;
-    const int ea = at == CUDA_R_16BF ? 2 : 4, eb = bt == CUDA_R_16BF ? 2 : 4, ec = ct == CUDA_R_16BF ? 2 : 4;
+    const int ea = at == CUDA_R_16BF ? 2 : 4, eb = bt == CUDA_R_16BF ? 2 : 4,
+              ec = ct == CUDA_R_16BF ? 2 : 4;
     cuemu::enqueue(h->stream, [=]() {
         for (int i = 0; i < batch; i++)
-            gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, (const char *)A + i * sa * ea, at,
-                 lda, (const char *)B + i * sb * eb, bt, ldb, be, (char *)C + i * sc * ec, ct, ldc);
+            gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, (const char *)A + i * sa * ea,
+                 at, lda, (const char *)B + i * sb * eb, bt, ldb, be, (char *)C + i * sc * ec, ct,
+                 ldc);
     });
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -154,8 +164,8 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
     const float al = *(const float *)alpha, be = *(const float *)beta;
     cuemu::enqueue(h->stream, [=]() {
         for (int i = 0; i < batch; i++) /* the pointer arrays are read when the GEMM runs */
-            gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, A[i], at, lda, B[i], bt, ldb, be,
-                 C[i], ct, ldc);
+            gemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, al, A[i], at, lda, B[i], bt, ldb,
+                 be, C[i], ct, ldc);
     });
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -168,7 +178,8 @@ cublasStatus_t cublasSgemv_v2(cublasHandle_t h, cublasOperation_t t, int m, int 
         for (int i = 0; i < rows; i++) {
             float s = 0;
             for (int l = 0; l < len; l++)
-                s += (t == CUBLAS_OP_N ? A[(size_t)l * lda + i] : A[(size_t)i * lda + l]) * x[(size_t)l * incx];
+                s += (t == CUBLAS_OP_N ? A[(size_t)l * lda + i] : A[(size_t)i * lda + l]) *
+                     x[(size_t)l * incx];
             float v = al * s;
             if (be != 0.0f) v += be * y[(size_t)i * incy];
             y[(size_t)i * incy] = v;
@@ -186,7 +197,8 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
     delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t ct, cudaDataType_t) {
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t ct,
+                                        cudaDataType_t) {
     *d = (cublasLtMatmulDesc_t)calloc(1, sizeof(cublasLtMatmulDescOpaque_t));
     Desc *x = D(*d);
     x->compute = ct, x->ta = x->tb = CUBLAS_OP_N, x->epi = CUBLASLT_EPILOGUE_DEFAULT;
@@ -197,8 +209,9 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
     free(d);
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a,
-                                              const void *buf, size_t n) {
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t a, const void *buf,
+                                              size_t n) {
     Desc *x = D(d);
     int32_t i32 = 0;
     if (n == 4) memcpy(&i32, buf, 4);
@@ -258,8 +271,8 @@ static int config_slot(cublasLtMatmulAlgoConfigAttributes_t a, size_t *size, int
     }
 }
 cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *algo,
-                                                    cublasLtMatmulAlgoConfigAttributes_t a, void *buf,
-                                                    size_t n, size_t *written) {
+                                                    cublasLtMatmulAlgoConfigAttributes_t a,
+                                                    void *buf, size_t n, size_t *written) {
     size_t size;
     int shift, slot = config_slot(a, &size, &shift);
     if (slot < 0) return CUBLAS_STATUS_INVALID_VALUE;
@@ -325,9 +338,10 @@ static bool lt_supported(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cubla
             D(d)->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || D(d)->epi == CUBLASLT_EPILOGUE_DGELU ||
             D(d)->epi == CUBLASLT_EPILOGUE_DGELU_BGRAD);
 }
-cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
-                                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
-                                       cublasLtMatrixLayout_t dd, const cublasLtMatmulAlgo_t *algo,
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d,
+                                       cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                       cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dd,
+                                       const cublasLtMatmulAlgo_t *algo,
                                        cublasLtMatmulHeuristicResult_t *r) {
     if (!lt_supported(d, a, b, c, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(r, 0, sizeof *r);
@@ -395,7 +409,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                 store(Dp, d.type, (size_t)j * d.ld + i, v);
             }
         if (!rows.empty() && x.bias)
-            for (int i = 0; i < m; i++) store((void *)x.bias, bias_t, (size_t)i, rows[(size_t)i]);
+            for (int i = 0; i < m; i++)
+                store((void *)x.bias, bias_t, (size_t)i, rows[(size_t)i]);
     });
     return CUBLAS_STATUS_SUCCESS;
 }

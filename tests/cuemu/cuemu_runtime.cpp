@@ -9,14 +9,14 @@
  * recorded at. A stream being captured (cudaStreamBeginCapture) keeps its kernels, copies and sets
  * in the graph instead, and a graph's launch runs them in order; a call that waits for the device
  * or copies synchronously while a capture is open fails, as on a device, and invalidates it. */
+#include "cuemu.h"
+#include <map>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-#include <map>
 #include <vector>
-#include "cuemu.h"
 
 struct CUstream_st {
     int capturing, invalid;
@@ -61,8 +61,10 @@ cudaError_t refuse_in_capture() {
 
 void enqueue(cudaStream_t stream, std::function<void()> work) {
     CUstream_st *s = stream_of(stream);
-    if (s->capturing) s->graph->push_back(std::move(work));
-    else work();
+    if (s->capturing)
+        s->graph->push_back(std::move(work));
+    else
+        work();
 }
 } // namespace cuemu
 
@@ -80,8 +82,10 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
     default: return "unknown error";
     }
 }
@@ -157,7 +161,8 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     if (n > TOTAL - in_use) return last_error = cudaErrorMemoryAllocation;
     size_t len, off;
     span_of(n ? n : 1, &len, &off);
-    char *m = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *m = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return last_error = cudaErrorMemoryAllocation;
     const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
     mprotect(m, pg, PROT_NONE);
@@ -193,7 +198,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
                             cudaStream_t s) {
-    if (stream_of(s)->capturing && (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToDevice))
+    if (stream_of(s)->capturing &&
+        (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToDevice))
         return refuse_in_capture(); /* a copy to or from pageable host memory */
     enqueue(s, [=]() { memmove(dst, src, n); });
     return cudaSuccess;
@@ -259,7 +265,8 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
     if (!e) return cudaErrorInvalidValue;
     if (stream_of(s)->capturing) return refuse_in_capture();
-    for (auto &op : e->ops) op();
+    for (auto &op : e->ops)
+        op();
     return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
@@ -285,7 +292,9 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (!e) return cudaErrorInvalidResourceHandle;
     return refuse_in_capture();
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!a || !b) return cudaErrorInvalidResourceHandle;
     if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;

@@ -9,13 +9,13 @@
  * faults, so reading or writing past one stops the test. The kernels' host code is the
  * backend's (every .cu file of kernels/cuda compiled for the emulator), called on a context made
  * here. On a GPU, test_cuda_ops checks the same kernels as compiled for the device. */
+#include "../unit/t.h"
+#include "cuda_internal.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
-#include "cuda_internal.h"
-#include "../unit/t.h"
 
 typedef __nv_bfloat16 bf16;
 enum { HD = 64 };
@@ -58,7 +58,8 @@ static void reference(Problem &p) {
     const int n = p.n, T = p.T, H = p.heads;
     const size_t W = p.W(), R = 3 * W;
     const double scale = 1.0 / 8.0;
-    p.out.assign(p.rows() * W, 0), p.lse.assign((size_t)n * H * T, 0), p.dqkv.assign(p.rows() * R, 0);
+    p.out.assign(p.rows() * W, 0), p.lse.assign((size_t)n * H * T, 0),
+        p.dqkv.assign(p.rows() * R, 0);
     std::vector<double> P((size_t)T * T), dP((size_t)T * T), o((size_t)T * HD);
     for (int b = 0; b < n; b++)
         for (int h = 0; h < H; h++) {
@@ -66,21 +67,27 @@ static void reference(Problem &p) {
             auto q = [&](int i, int d) { return (double)base[i * R + h * HD + d]; };
             auto k = [&](int i, int d) { return (double)base[i * R + W + h * HD + d]; };
             auto v = [&](int i, int d) { return (double)base[i * R + 2 * W + h * HD + d]; };
-            auto g = [&](int i, int d) { return (double)p.dout[((size_t)b * T + i) * W + h * HD + d]; };
+            auto g = [&](int i, int d) {
+                return (double)p.dout[((size_t)b * T + i) * W + h * HD + d];
+            };
             for (int i = 0; i < T; i++) {
                 double m = -1e300, l = 0;
                 for (int j = 0; j < T; j++) {
                     double s = 0;
-                    for (int d = 0; d < HD; d++) s += q(i, d) * k(j, d);
+                    for (int d = 0; d < HD; d++)
+                        s += q(i, d) * k(j, d);
                     P[(size_t)i * T + j] = s * scale;
                     if (s * scale > m) m = s * scale;
                 }
-                for (int j = 0; j < T; j++) l += exp(P[(size_t)i * T + j] - m);
-                for (int j = 0; j < T; j++) P[(size_t)i * T + j] = exp(P[(size_t)i * T + j] - m) / l;
+                for (int j = 0; j < T; j++)
+                    l += exp(P[(size_t)i * T + j] - m);
+                for (int j = 0; j < T; j++)
+                    P[(size_t)i * T + j] = exp(P[(size_t)i * T + j] - m) / l;
                 p.lse[((size_t)b * H + h) * T + i] = (float)(m + log(l));
                 for (int d = 0; d < HD; d++) {
                     double a = 0;
-                    for (int j = 0; j < T; j++) a += P[(size_t)i * T + j] * v(j, d);
+                    for (int j = 0; j < T; j++)
+                        a += P[(size_t)i * T + j] * v(j, d);
                     o[(size_t)i * HD + d] = a;
                     p.out[((size_t)b * T + i) * W + h * HD + d] = (float)a;
                 }
@@ -88,10 +95,12 @@ static void reference(Problem &p) {
             float *dq = &p.dqkv[(size_t)b * T * R];
             for (int i = 0; i < T; i++) {
                 double D = 0;
-                for (int d = 0; d < HD; d++) D += g(i, d) * o[(size_t)i * HD + d];
+                for (int d = 0; d < HD; d++)
+                    D += g(i, d) * o[(size_t)i * HD + d];
                 for (int j = 0; j < T; j++) {
                     double s = 0;
-                    for (int d = 0; d < HD; d++) s += g(i, d) * v(j, d);
+                    for (int d = 0; d < HD; d++)
+                        s += g(i, d) * v(j, d);
                     dP[(size_t)i * T + j] = P[(size_t)i * T + j] * (s - D) * scale; /* dS */
                 }
             }
@@ -115,8 +124,10 @@ static Problem make_problem(int n, int T, int heads) {
     p.n = n, p.T = T, p.heads = heads;
     p.qkv.resize(p.rows() * 3 * p.W());
     p.dout.resize(p.rows() * p.W());
-    for (float &x : p.qkv) x = round_bf16(2.0f * frand());
-    for (float &x : p.dout) x = round_bf16(frand());
+    for (float &x : p.qkv)
+        x = round_bf16(2.0f * frand());
+    for (float &x : p.dout)
+        x = round_bf16(frand());
     reference(p);
     return p;
 }
@@ -133,8 +144,10 @@ struct Buf {
     Buf &operator=(const Buf &) = delete;
     void put(const std::vector<float> &v, int es) {
         for (size_t i = 0; i < v.size(); i++)
-            if (es == 4) ((float *)p)[i] = v[i];
-            else ((bf16 *)p)[i] = __float2bfloat16_rn(v[i]);
+            if (es == 4)
+                ((float *)p)[i] = v[i];
+            else
+                ((bf16 *)p)[i] = __float2bfloat16_rn(v[i]);
     }
     std::vector<float> get(size_t count, int es) const {
         std::vector<float> v(count);
