@@ -4,6 +4,8 @@
 # they print (PASS name | FAIL name: why | SKIP name: why) and end with "N passed, N failed[, N skipped]".
 # A program that exits non-zero without printing FAIL counts as one failure; one that exits 77
 # without printing anything counts as one skip. Output of each program goes to $TEST_OUT/NAME.log.
+# Each runs within $TEST_TIMEOUT seconds (900), or, unless that is set, a script's own
+# "# umdq-timeout: S" line.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -12,7 +14,7 @@ pattern=""
 for a in "$@"; do
   case $a in
     --long) long=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) pattern=$a ;;
   esac
 done
@@ -38,9 +40,13 @@ for p in "${progs[@]}"; do
   if [ -n "$pattern" ] && [[ $name != *$pattern* ]]; then continue; fi
   log=$TEST_OUT/$name.log
   t0=$(date +%s)
+  # a script may ask for more than the default limit: a line "# umdq-timeout: SECONDS"
+  limit=${TEST_TIMEOUT:-900}
   case $p in
-    *.sh) timeout -k 10 ${TEST_TIMEOUT:-900} bash "$p" >"$log" 2>&1; rc=$? ;;
-    *)    timeout -k 10 ${TEST_TIMEOUT:-900} "$p" >"$log" 2>&1; rc=$? ;;
+    *.sh) own=$(sed -n 's/^# umdq-timeout: *\([0-9][0-9]*\).*/\1/p' "$p" | head -n 1)
+          [ -n "$own" ] && [ -z "${TEST_TIMEOUT:-}" ] && limit=$own
+          timeout -k 10 "$limit" bash "$p" >"$log" 2>&1; rc=$? ;;
+    *)    timeout -k 10 "$limit" "$p" >"$log" 2>&1; rc=$? ;;
   esac
   t1=$(date +%s)
   np=$(grep -c '^PASS ' "$log"); nf=$(grep -c '^FAIL ' "$log"); ns=$(grep -c '^SKIP ' "$log")
