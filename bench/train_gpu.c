@@ -701,7 +701,7 @@ usage:
                     "[--precision tf32|bf16|fp32] [--profile] [--switches-off] [--graph] [--recompute] [--recompute-partial] [--recompute-norms] "
                     "[--fused-norm] [--bf16-operands] [--bf16-mlp] [--gelu-epilogue] [--bf16-branch] "
                     "[--bf16-bias] [--bf16-dh] [--bf16-grad] "
-                    "[--attn-kv32] [--attn-fwd32] [--attn-split] [--mlp-one-pass] "
-                    "[--linears] [--attention]\n");
+                    "[--attn-kv32] [--attn-fwd32] [--attn-split] [--attn-ds] [--mlp-one-pass] "
+                    "[--gemm-tune] [--linears] [--attention]\n");
     return 2;
 }
