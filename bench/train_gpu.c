@@ -3,7 +3,8 @@
  * tf32 and bf16. For each it times warm-up plus timed whole training steps (batch upload, draws,
  * forward, backward, clip, AdamW) and prints the median step, images/s, the model's TFLOP/s (the
  * matmuls of both branches, forward + backward = 3x forward, as PERF.md counts them), MFU against
- * the cuBLAS bf16 GEMM ceiling (8192^3) measured in the same run, the peak of the trainer's
+ * the cuBLAS bf16 GEMM ceiling (8192^3; UMDQ_BENCH_CEILING_N=N: N^3, for a smoke run where the
+ * speed is not the point, as on the emulated device) measured in the same run, the peak of the trainer's
  * device arenas and the device memory in use, and the ratio to PERF.md's PyTorch bf16 +
  * torch.compile figure for the same config (measured on an H200; PyTorch cannot run inside this
  * binary, so that baseline is quoted, not re-measured).
@@ -656,8 +657,10 @@ int main(int argc, char **argv) {
     }
     char dev[512];
     umd_cuda_describe(c, dev, sizeof dev);
-    double bf = umd_cuda_gemm_tflops(c, UMD_MATH_BF16, 8192, 8192, 8192, 20);
-    double tf32 = umd_cuda_gemm_tflops(c, UMD_MATH_TF32, 8192, 8192, 8192, 10);
+    const char *cn = getenv("UMDQ_BENCH_CEILING_N");
+    const int cdim = cn && atoi(cn) >= 64 ? atoi(cn) : 8192;
+    double bf = umd_cuda_gemm_tflops(c, UMD_MATH_BF16, cdim, cdim, cdim, 20);
+    double tf32 = umd_cuda_gemm_tflops(c, UMD_MATH_TF32, cdim, cdim, cdim, 10);
     if (bf <= 0 || ops->status(c, err, sizeof err) != 0) {
         fprintf(stderr, "train_gpu: GEMM ceiling: %s\n", err);
         return 1;
