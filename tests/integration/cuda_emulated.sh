@@ -13,15 +13,8 @@
 # runs them: tests/long/cuda_emulated_all.sh sets CUEMU_EXCEPT=none); every test of code that has
 # not yet run on a device runs here.
 set -u
-cd "$(dirname "$0")/../.."
-B=${UMDQ_BUILD:-$PWD/build}
-TEST_OUT=${TEST_OUT:-$B/test-output}
-mkdir -p "$TEST_OUT"
-lib=$B/cuemu/libumd_cuda_emu.so
-if [ ! -e "$lib" ]; then
-  echo "SKIP cuda_emulated: no $lib (it is built where nvcc's headers and OpenBLAS are)"
-  exit 0
-fi
+. "$(dirname "$0")/../cuemu/emulated.sh"
+cuemu_setup cuda_emulated
 SLOW=attention_bf16_grad,attention_bf16_out,attention_bf16_qkv,attention_head_groups,attention_kv32
 SLOW=$SLOW,attention_fwd32,mlp_bf16_operands,mlp_bf16_y,test_cuda_gemm_tune$
 except=${CUEMU_EXCEPT-$SLOW}

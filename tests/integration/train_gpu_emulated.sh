@@ -5,15 +5,8 @@
 # profile and its spans inside the ops, and all four with the step recorded as a graph. What is
 # checked is that each row runs and reports, not its speed (the emulator's says nothing).
 set -u
-cd "$(dirname "$0")/../.."
-B=${UMDQ_BUILD:-$PWD/build}
-TEST_OUT=${TEST_OUT:-$B/test-output}
-mkdir -p "$TEST_OUT"
-lib=$B/cuemu/libumd_cuda_emu.so
-if [ ! -e "$lib" ]; then
-  echo "SKIP train_gpu_emulated: no $lib (it is built where nvcc's headers and OpenBLAS are)"
-  exit 0
-fi
+. "$(dirname "$0")/../cuemu/emulated.sh"
+cuemu_setup train_gpu_emulated
 row() { # name, what the output must hold (grep -E), train_gpu options...
   local name=$1 want=$2; shift 2
   local log=$TEST_OUT/train_gpu_emulated_$name.log
