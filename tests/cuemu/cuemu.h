@@ -2,21 +2,25 @@
  *
  * A .cu file (its <<< >>> launches rewritten by tests/cuemu/cuemu-src.sh) is compiled as host
  * C++ with this header included first and UMDQ_CUEMU defined. Every CUDA thread of a block is a
- * fiber (ucontext) on the one OS thread; a block runs its fibers until each waits at a barrier
- * (__syncthreads), at a warp collective (__shfl_xor_sync and the PTX instructions of
- * kernels/cuda/ptx.h: mma.sync, ldmatrix, movmatrix) or returns; a collective is carried out when
- * the 32 lanes of its warp all wait at it, a barrier when every thread of the block does. The
- * blocks of a grid run one after another.
+ * fiber on the one OS thread (switched by a few instructions on x86-64, by ucontext elsewhere).
+ * A block runs a warp at a time, each as far as it goes: its lanes each until they wait at a
+ * warp collective (__shfl_xor_sync, __syncwarp, WMMA, and the PTX instructions of
+ * kernels/cuda/ptx.h: mma.sync, ldmatrix, movmatrix), carried out when its 32 lanes all wait at
+ * it, until every lane waits at a barrier (__syncthreads) or has returned; then the next warp;
+ * the barrier is passed when every thread of the block waits at it or has returned. So a warp
+ * runs ahead of the others up to the next barrier. The blocks of a grid run one after another.
  *
  * What it checks as it goes, stopping the program with a message (the kernel's block, thread and
  * what was wrong): a warp collective some of whose lanes are elsewhere (at a barrier, returned,
- * or at another collective), a block that can make no progress, a launch whose block, grid or
- * dynamic shared memory exceeds the limits of an sm_90 device (shared memory past 48 KiB needs
- * cudaFuncSetAttribute, as on a device). What it leaves to the test: shared memory is filled with
- * NaN bytes (0xff) before each block, so a value read before it is written shows; cp.async's bytes
- * land only at the issuing thread's cp_wait_all, so a read before the wait sees the old bytes;
- * threads can be run in increasing or decreasing order between waits (cuemu_set_order), so a
- * result that depends on the order (a missing barrier) differs between two runs.
+ * or at another collective), an ldmatrix or cp.async address outside the block's shared memory,
+ * a launch whose block, grid or dynamic shared memory exceeds an sm_90 device's limits (227 KiB;
+ * a rewritten launch does not know its kernel's address, so the 48 KiB without
+ * cudaFuncSetAttribute is not checked), and a fault (cuemu_runtime.cpp's allocations end at pages
+ * that fault). What it leaves to the test: shared memory is filled with NaN bytes (0xff) before
+ * each block, so a value read before it is written shows; cp.async's bytes land only at the
+ * issuing thread's cp_wait_all, so a read before the wait sees the old bytes; warps and lanes
+ * can be run in increasing or decreasing order (cuemu_set_order), so a result that depends on
+ * the order (a missing barrier) differs between two runs.
  *
  * Floating point: each mma.sync sums its 16 exact bf16 products in fp32, in order, then adds C (a
  * tensor core's order and rounding differ within fp32 rounding); wmma's tf32 in double; exp2f and
