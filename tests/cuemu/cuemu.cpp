@@ -1,7 +1,6 @@
 /* cuemu.cpp: the emulator's scheduler, warp collectives and CUDA runtime calls (cuemu.h says
  * what it runs and checks). */
 #include "cuemu.h"
-#include <map>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,7 +63,6 @@ struct Fiber {
 
 const size_t STACK = 256 * 1024;
 const size_t SMEM_MAX = 232448; /* sm_90: 227 KiB a block, opted in */
-const size_t SMEM_DEFAULT = 48 * 1024;
 
 #ifdef CUEMU_FAST_SWITCH
 void *sched_sp;
@@ -78,7 +76,6 @@ long launches = 0;
 const std::function<void()> *cur_body;
 alignas(128) unsigned char shared[SMEM_MAX];
 size_t cur_smem;
-std::map<const void *, int> smem_limit;
 
 [[noreturn]] void die(const char *fmt, ...) {
     va_list ap;
@@ -396,21 +393,14 @@ void cp_wait_all() {
 
 unsigned char *smem() { return shared; }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
-              const std::function<void()> &body) {
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
     const long n = (long)block.x * block.y * block.z;
-    /* a kernel known by its address: the limit cudaFuncSetAttribute gave it (48 KiB without);
-     * one launched through a lambda (every rewritten launch): the device's */
-    auto lim = kernel ? smem_limit.find(kernel) : smem_limit.end();
-    const size_t allowed = !kernel                   ? SMEM_MAX
-                           : lim == smem_limit.end() ? SMEM_DEFAULT
-                                                     : (size_t)lim->second;
     if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
-        grid.y > 65535 || grid.z > 65535 || smem > allowed || smem > SMEM_MAX) {
+        grid.y > 65535 || grid.z > 65535 || smem > SMEM_MAX) {
         fprintf(stderr,
                 "cuemu: launch refused: grid (%u, %u, %u), block (%u, %u, %u), %zu bytes of "
-                "shared memory (%zu allowed for this kernel)\n",
-                grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, allowed);
+                "shared memory (%zu at most)\n",
+                grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, SMEM_MAX);
         last_error = cudaErrorInvalidValue;
         return;
     }
@@ -441,7 +431,4 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
 } // namespace cuemu
 
 extern "C" void cuemu_set_order(int d) { cuemu::decreasing = d; }
-extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes) {
-    cuemu::smem_limit[kernel] = bytes;
-}
 extern "C" long cuemu_launches(void) { return cuemu::launches; }

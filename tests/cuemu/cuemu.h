@@ -54,10 +54,9 @@ void cp_async(void *dst, const void *src, int bytes, int size);
 void cp_wait_all();
 unsigned char *smem();
 
-/* Runs body on every thread of the grid as the kernel `kernel` (its shared memory limit); a
- * launch the limits refuse runs nothing and is the next cudaGetLastError's error. */
-void run_grid(dim3 grid, dim3 block, size_t smem, const void *kernel,
-              const std::function<void()> &body);
+/* Runs body on every thread of the grid; a launch the device's limits refuse runs nothing and is
+ * the next cudaGetLastError's error. */
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
 /* Runs work now, or where `stream` is being captured (cudaStreamBeginCapture), keeps it for the
  * graph (cuemu_runtime.cpp) */
 void enqueue(cudaStream_t stream, std::function<void()> work);
@@ -77,7 +76,7 @@ struct launch {
         const size_t smem = s;
         enqueue(st, [=]() {
             std::function<void()> body = [&]() { std::apply(k, args); };
-            run_grid(grid, block, smem, NULL, body);
+            run_grid(grid, block, smem, body);
         });
     }
 };
@@ -87,8 +86,6 @@ void wmma_mma(float *d, const float *a, const float *b, const float *c);
 
 /* 0: threads run in increasing order between waits (the default), 1: decreasing */
 extern "C" void cuemu_set_order(int decreasing);
-/* the dynamic shared memory a kernel may take (cudaFuncSetAttribute) */
-extern "C" void cuemu_set_smem_limit(const void *kernel, int bytes);
 /* launches run so far (a test's check that the kernels it meant to run did) */
 extern "C" long cuemu_launches(void);
 

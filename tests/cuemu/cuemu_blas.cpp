@@ -95,7 +95,6 @@ float dgelu(float x) {
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * x * x);
 }
 
-bool is_bf16_or_f32(cudaDataType t) { return known(t); }
 } // namespace
 
 extern "C" {
@@ -332,8 +331,7 @@ cublasStatus_t cublasLtMatmulAlgoInit(cublasLtHandle_t, cublasComputeType_t, cud
 }
 static bool lt_supported(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                          cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dd) {
-    return is_bf16_or_f32(L(a)->type) && is_bf16_or_f32(L(b)->type) && is_bf16_or_f32(L(c)->type) &&
-           is_bf16_or_f32(L(dd)->type) &&
+    return known(L(a)->type) && known(L(b)->type) && known(L(c)->type) && known(L(dd)->type) &&
            (D(d)->epi == CUBLASLT_EPILOGUE_DEFAULT || D(d)->epi == CUBLASLT_EPILOGUE_BIAS ||
             D(d)->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || D(d)->epi == CUBLASLT_EPILOGUE_DGELU ||
             D(d)->epi == CUBLASLT_EPILOGUE_DGELU_BGRAD);

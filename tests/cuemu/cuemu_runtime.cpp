@@ -99,11 +99,10 @@ const char *cudaGetErrorName(cudaError_t e) {
     default: return "cudaErrorUnknown";
     }
 }
-cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
-    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-        if (value < 0 || value > 232448) return cudaErrorInvalidValue;
-        cuemu_set_smem_limit(func, value);
-    }
+/* launches are checked against the device's 227 KiB only (cuemu.h): the value is validated */
+cudaError_t cudaFuncSetAttribute(const void *, enum cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize && (value < 0 || value > 232448))
+        return cudaErrorInvalidValue;
     return cudaSuccess;
 }
 /* blocks of `threads` a multiprocessor holds by shared memory and threads alone (the emulator

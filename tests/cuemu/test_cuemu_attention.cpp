@@ -210,25 +210,23 @@ static Result run(const Problem &p, const Config &cf, int decreasing) {
     return r;
 }
 
-/* max |got - want| over max |want|, NaN where got has one */
-static double rel_err(const std::vector<float> &got, const std::vector<float> &want, size_t off = 0,
-                      size_t stride = 1, size_t len = (size_t)-1, size_t period = 1) {
+/* max |got - want| over max |want| (NaN where got has one), over the elements i whose group
+ * i / width is `part` modulo `parts` (width 1, parts 1: all of them) */
+static double rel_err(const std::vector<float> &got, const std::vector<float> &want,
+                      size_t width = 1, size_t parts = 1, size_t part = 0) {
     double e = 0, m = 0;
     for (size_t i = 0; i < want.size(); i++) {
-        if (len != (size_t)-1 && (i / stride) % period != off) continue;
+        if ((i / width) % parts != part) continue;
         if (isnan(got[i])) return NAN;
         e = fmax(e, fabs((double)got[i] - want[i]));
         m = fmax(m, fabs((double)want[i]));
     }
     return m > 0 ? e / m : e;
 }
-static double err_all(const std::vector<float> &got, const std::vector<float> &want) {
-    return rel_err(got, want);
-}
 /* the part (0 q, 1 k, 2 v) of dqkv: rows of 3 W, each part W wide */
 static double err_part(const std::vector<float> &got, const std::vector<float> &want, size_t W,
                        int part) {
-    return rel_err(got, want, (size_t)part, W, 0, 3);
+    return rel_err(got, want, W, 3, (size_t)part);
 }
 static int same_bits(const std::vector<float> &a, const std::vector<float> &b) {
     return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -241,7 +239,7 @@ static Result check(const Problem &p, const Config &cf, const char *what) {
     T_CHECK_MSG(!a.failed, "%s: the context failed: %s", what, a.err);
     T_CHECK_MSG(same_bits(a.out, b.out) && same_bits(a.lse, b.lse) && same_bits(a.dqkv, b.dqkv),
                 "%s: the threads' order changed the results", what);
-    const double tol = 1e-2, eo = err_all(a.out, p.out), el = err_all(a.lse, p.lse);
+    const double tol = 1e-2, eo = rel_err(a.out, p.out), el = rel_err(a.lse, p.lse);
     T_CHECK_MSG(eo <= tol, "%s: out off by %.3g of its largest value", what, eo);
     T_CHECK_MSG(el <= 1e-3, "%s: lse off by %.3g", what, el);
     for (int part = 0; part < 3; part++) {
