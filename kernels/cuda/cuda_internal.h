@@ -158,6 +158,8 @@ struct umd_ctx {
                                   bf16, bf16 with a bf16 dqkv, that with a bf16 dout too): whether
                                   the resident dK dV kernel steps 32 queries (1), or 64 (-1), 0
                                   not yet asked (mma_attention.cu, res_kv32) */
+    signed char kv32_ds[96];   /* the same for the dK dV kernels that store dS (UMDQ_CUDA_ATTN_DS;
+                                  pairs by dqkv's and O's types: res_kv32_ds) */
     int attn_fwd32;            /* each warp of the resident mma forward takes 32 query rows (each
                                   K, V fragment read once for two tiles; the same bits):
                                   UMDQ_CUDA_ATTN_FWD32=1 */

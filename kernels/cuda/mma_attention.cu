@@ -64,7 +64,8 @@
  *          res_kv32).
  *   With UMDQ_CUDA_ATTN_DS=1 (resident, a bf16 qkv: res_bwd_ds) the dK dV kernel runs first,
  *   computing D itself and storing dS, and dQ = dS K is one product over the stored dS: 5
- *   products in place of 7, deterministic still.
+ *   products in place of 7, deterministic still. Its 32- or 64-query step is chosen by its own
+ *   kernels' occupancy (res_kv32_ds).
  * The resident kernels' last strips (UMDQ_CUDA_ATTN_SPLIT=1, res_item): the 4 warps take strips of
  * 16 rows in turn, so where the strips number 4k + 1 (17 at the model's 257 tokens: the last
  * holding 1 row) or 4k + 2, one or two warps would compute a last strip each while the others
@@ -1288,30 +1289,47 @@ static void mma_fwd(umd_ctx *c, OT *out, float *lse, const QT *qkv, int n, int T
     CUDA_LAUNCHED(c, "attention_fwd");
 }
 
-/* Whether the resident dK dV kernel steps 32 queries at T tokens: with attn_kv32, where that
- * fits more blocks on a multiprocessor than the 64-query step. Its resident K and V grow with T,
- * and from about 289 tokens shared memory holds 2 blocks either way, which the 64-query step
- * fills without the 32-query step's spill and extra instructions. The answer for each T rounded
- * up to 16 and each kernel pair (qkv fp32; bf16; bf16 with a bf16 dqkv; that with a bf16 dout
- * too) is asked of the occupancy calculator once (a failed query keeps the switch's choice). */
-template <class QT, class GT, class DT> static int res_kv32(umd_ctx *c, int T) {
+/* Whether a resident dK dV kernel steps 32 queries at T tokens: with attn_kv32, where its 32-query
+ * form (k32) fits more blocks on a multiprocessor than its 64-query form (k64). Its resident K and
+ * V grow with T, and from about 289 tokens shared memory holds 2 blocks either way, which the
+ * 64-query step fills without the 32-query step's spill and extra instructions. The occupancy
+ * calculator is asked once for each T rounded up to 16 and each pair of kernels (memo: the pair's
+ * answers, 1 for 32 queries, -1 for 64, 0 not yet asked; a failed query keeps the switch's
+ * choice). */
+template <class K32, class K64>
+static int res_kv32_of(const umd_ctx *c, signed char *memo, size_t slots, int pair, int T, K32 k32,
+                       K64 k64) {
     if (!c->attn_kv32) return 0;
-    const int pair = sizeof(DT) == 2 ? 3 : sizeof(GT) == 2 ? 2 : sizeof(QT) == 2 ? 1 : 0;
     const int slot = ((T + 15) / 16 - 1) * 4 + pair;
-    if (slot < 0 || slot >= (int)sizeof c->kv32_res) return 1;
-    if (!c->kv32_res[slot]) {
+    if (slot < 0 || (size_t)slot >= slots) return 1;
+    if (!memo[slot]) {
         int b32 = 0, b64 = 0;
         const size_t smem = resident_smem(T);
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k_res_bwd_kv<QT, 32, GT, DT>,
-                                                          MA_WARPS * 32, smem) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k_res_bwd_kv<QT, 64, GT, DT>,
-                                                          MA_WARPS * 32, smem) != cudaSuccess) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b32, k32, MA_WARPS * 32, smem) !=
+                cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b64, k64, MA_WARPS * 32, smem) !=
+                cudaSuccess) {
             (void)cudaGetLastError(); /* not sticky: the query's own status */
             b32 = 1, b64 = 0;
         }
-        c->kv32_res[slot] = b32 > b64 ? 1 : -1;
+        memo[slot] = b32 > b64 ? 1 : -1;
     }
-    return c->kv32_res[slot] > 0;
+    return memo[slot] > 0;
+}
+/* the default backward's dK dV kernels: pairs qkv fp32; bf16; bf16 with a bf16 dqkv; that with
+ * a bf16 dout too */
+template <class QT, class GT, class DT> static int res_kv32(umd_ctx *c, int T) {
+    const int pair = sizeof(DT) == 2 ? 3 : sizeof(GT) == 2 ? 2 : sizeof(QT) == 2 ? 1 : 0;
+    return res_kv32_of(c, c->kv32_res, sizeof c->kv32_res, pair, T, k_res_bwd_kv<QT, 32, GT, DT>,
+                       k_res_bwd_kv<QT, 64, GT, DT>);
+}
+/* the dS-storing ones (UMDQ_CUDA_ATTN_DS), by their own occupancy (they take more registers than
+ * the default's at 64 queries, and spill at 32): pairs dqkv and dout fp32 or bf16 (GT), by O
+ * fp32 or bf16 */
+template <class GT, class OT> static int res_kv32_ds(umd_ctx *c, int T) {
+    const int pair = (sizeof(GT) == 2 ? 2 : 0) + (sizeof(OT) == 2 ? 1 : 0);
+    return res_kv32_of(c, c->kv32_ds, sizeof c->kv32_ds, pair, T,
+                       k_res_bwd_kv_ds<bf16, 32, GT, GT, OT>, k_res_bwd_kv_ds<bf16, 64, GT, GT, OT>);
 }
 
 /* The resident backward's two kernels, the last strips shared among the warps or not (SPLIT). */
@@ -1346,7 +1364,7 @@ static int res_bwd_ds(umd_ctx *c, GT *dqkv, const GT *dout, const bf16 *qkv, con
     if (fit < 1) return -1;
     const int group = fit < (size_t)heads ? (int)fit : heads;
     bf16 *ds = reinterpret_cast<bf16 *>(c->attn);
-    const int kv32 = res_kv32<bf16, GT, GT>(c, T);
+    const int kv32 = res_kv32_ds<GT, OT>(c, T);
     for (int h0 = 0; h0 < heads; h0 += group) {
         const int hn = heads - h0 < group ? heads - h0 : group;
         const dim3 grid((unsigned)hn, (unsigned)n);

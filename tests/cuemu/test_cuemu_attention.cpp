@@ -181,6 +181,7 @@ static Result run(const Problem &p, const Config &cf, int decreasing) {
     c->attn_fwd32 = cf.fwd32, c->attn_split = cf.split, c->attn_ds = cf.ds;
     c->attn_kv32 = cf.kv32;
     memset(c->kv32_res, cf.kv32 ? 1 : -1, sizeof c->kv32_res); /* the step the config names */
+    memset(c->kv32_ds, cf.kv32 ? 1 : -1, sizeof c->kv32_ds);
     const size_t W = p.W(), R = 3 * W, Tr = (size_t)(p.T + 15) / 16 * 16;
     c->attn_d_floats = p.rows() * p.heads;
     Buf D(c->attn_d_floats, 4);
