@@ -168,6 +168,8 @@ struct Result {
     std::vector<float> out, lse, dqkv;
     long launches;
     long ds_calls;
+    long ds_pad; /* elements of the last group's stored dS, query below T and key at or past T
+                    (documented as zero), that are not +0 */
     int failed;
     char err[512];
 };
@@ -207,6 +209,15 @@ static Result run(const Problem &p, const Config &cf, int decreasing) {
     r.out = out.get(p.rows() * W, os);
     r.lse = lse.get((size_t)p.n * p.heads * p.T, 4);
     r.dqkv = dqkv.get(p.rows() * R, gs);
+    r.ds_pad = 0;
+    if (cf.ds && cf.ds_heads) { /* the workspace holds the last group's dS: hn heads a sequence */
+        const int group = cf.ds_heads < (size_t)p.heads ? (int)cf.ds_heads : p.heads;
+        const int hn = p.heads - (p.heads - 1) / group * group;
+        const uint16_t *ds = (const uint16_t *)ws.p;
+        for (size_t m = 0; m < (size_t)p.n * hn; m++)
+            for (size_t q = 0; q < (size_t)p.T; q++)
+                for (size_t k = (size_t)p.T; k < Tr; k++) r.ds_pad += ds[(m * Tr + q) * Tr + k] != 0;
+    }
     free(c);
     return r;
 }
@@ -323,6 +334,7 @@ static void test_cuemu_attention_ds(void) {
             Result s = check(p, cf, what);
             T_EQ_INT(s.ds_calls, 1);
             T_EQ_INT(s.launches, 3);
+            T_EQ_INT(s.ds_pad, 0);
             std::vector<float> dk_d, dk_s;
             for (size_t i = 0; i < d.dqkv.size(); i++)
                 if ((i / W) % 3) dk_d.push_back(d.dqkv[i]), dk_s.push_back(s.dqkv[i]);
@@ -339,6 +351,7 @@ static void test_cuemu_attention_ds(void) {
     Result g = check(p, cf, "ds in groups");
     T_EQ_INT(g.launches, 5);
     T_EQ_INT(g.ds_calls, 1);
+    T_EQ_INT(g.ds_pad, 0);
     cf.gbf = cf.dbf = 1;
     check(p, cf, "ds in groups, bf16 dqkv, dout");
     cf.ds_heads = 0;
