@@ -118,6 +118,16 @@
  * write (each fp32 gradient rounded on its way into a GEMM) are in no floor: about 5 GB more.
  * With fp32 activations and every switch off, a hand-made table had the step at 100.9 ms against
  * a floor of 48.1: the GEMMs at 1.9-2.0x, attention at 3.0x forward and 4.4x backward.
+ *
+ * UMDQ_BENCH_SMOKE=1: a smoke run of every row and report, where speed is not the point (make
+ * gpu-check on the emulated device: tests/long/gpu_check_emulated.sh). Each config keeps its
+ * name and head width (64) but runs with a sixth of its heads, at 16x16 pixels (17 tokens),
+ * depth 2 and decoder depth 1, batch
+ * 2 unless --batch says otherwise, with a 256^3 GEMM ceiling (unless UMDQ_BENCH_CEILING_N) and
+ * the copy rate over 16 MiB; a line under the table's header says so. The GEMM tuner
+ * (--gemm-tune) puts every shape, however small, on cuBLASLt's first algorithm
+ * (UMDQ_CUDA_GEMM_TUNE_TAKE=1, unless set), so that its code and log run. No figure of such a run
+ * compares with anything.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,8 +187,10 @@ static double copy_tbps;
 
 /* ops->copy of 256 Mi floats, 10 times after one untimed: (read + written bytes) / s / 1e12, or
  * -1 (err says why). */
+static int smoke; /* UMDQ_BENCH_SMOKE=1 (main) */
+
 static double measure_copy_tbps(const umd_ops *ops, umd_ctx *c, char *err, size_t errlen) {
-    const size_t n = (size_t)256 << 20;
+    const size_t n = smoke ? (size_t)2 << 20 : (size_t)256 << 20;
     float *a = ops->alloc(c, n * sizeof(float)), *b = ops->alloc(c, n * sizeof(float));
     double r = -1;
     if (a && b) {
@@ -189,7 +201,7 @@ static double measure_copy_tbps(const umd_ops *ops, umd_ctx *c, char *err, size_
             if (ops->status(c, err, errlen) == 0) r = 10.0 * 2 * n * sizeof(float) / (now_s() - t0) / 1e12;
         }
     } else {
-        snprintf(err, errlen, "no device memory for the copy's 2 GiB");
+        snprintf(err, errlen, "no device memory for the copy's %zu MiB", 2 * n * sizeof(float) >> 20);
     }
     if (a) ops->release(c, a);
     if (b) ops->release(c, b);
@@ -596,8 +608,20 @@ static int switch_option(const char *o) {
 }
 
 int main(int argc, char **argv) {
-    int steps = 10, warmup = 3, batch = 256, profile = 0, linears = 0, attention = 0;
+    int steps = 10, warmup = 3, batch = 0, profile = 0, linears = 0, attention = 0;
     const char *only = NULL, *precision = NULL;
+    const char *sm = getenv("UMDQ_BENCH_SMOKE");
+    smoke = sm && !strcmp(sm, "1");
+    /* the smoke's GEMMs are below the tuner's size (--gemm-tune): a candidate to take makes it
+     * tune every shape */
+    if (smoke) setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", "1", 0);
+    bench_config cfgs[sizeof CONFIGS / sizeof *CONFIGS];
+    for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
+        cfgs[i] = CONFIGS[i];
+        if (smoke) /* heads of 64, as the configs': the same attention kernels */
+            cfgs[i].size = 16, cfgs[i].depth = 2, cfgs[i].dec_depth = 1,
+            cfgs[i].heads = CONFIGS[i].heads / 6, cfgs[i].width = 64 * cfgs[i].heads;
+    }
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--profile")) {
@@ -643,6 +667,7 @@ int main(int argc, char **argv) {
         else goto usage;
         i++;
     }
+    if (batch == 0) batch = smoke ? 2 : 256;
     if (steps < 1 || warmup < 0 || batch < 1) goto usage;
     char err[256];
     if (umd_cuda_devices(err, sizeof err) <= 0) {
@@ -658,7 +683,7 @@ int main(int argc, char **argv) {
     char dev[512];
     umd_cuda_describe(c, dev, sizeof dev);
     const char *cn = getenv("UMDQ_BENCH_CEILING_N");
-    const int cdim = cn && atoi(cn) >= 64 ? atoi(cn) : 8192;
+    const int cdim = cn && atoi(cn) >= 64 ? atoi(cn) : smoke ? 256 : 8192;
     double bf = umd_cuda_gemm_tflops(c, UMD_MATH_BF16, cdim, cdim, cdim, 20);
     double tf32 = umd_cuda_gemm_tflops(c, UMD_MATH_TF32, cdim, cdim, cdim, 10);
     if (bf <= 0 || ops->status(c, err, sizeof err) != 0) {
@@ -672,30 +697,34 @@ int main(int argc, char **argv) {
     }
     ops->ctx_destroy(&c);
     printf("device: %s (the bf16 runs')\n", dev);
-    printf("cuBLAS GEMM ceiling (8192^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s; device "
-           "copy %.2f TB/s (read + written)\n", bf, tf32, copy_tbps);
+    printf("cuBLAS GEMM ceiling (%d^3, this run): bf16 %.0f TFLOP/s, tf32 %.0f TFLOP/s; device "
+           "copy %.2f TB/s (read + written)\n", cdim, bf, tf32, copy_tbps);
     const char *attn = getenv("UMDQ_CUDA_ATTENTION");
     printf("attention (UMDQ_CUDA_ATTENTION=gemm|fused|mma): %s\n",
            attn && !strcmp(attn, "fused")  ? "fused TF32 kernels (head widths 32, 64), else GEMMs"
            : attn && !strcmp(attn, "gemm") ? "batched cuBLAS GEMMs"
                                            : "bf16: mma kernels (head width 64), tf32: batched GEMMs");
     printf("median of %d steps after %d warm-up; PyTorch = PERF.md bf16 + torch.compile (H200), "
-           "quoted\n\n", steps, warmup);
+           "quoted\n", steps, warmup);
+    if (smoke)
+        printf("smoke run (UMDQ_BENCH_SMOKE=1): every config with a sixth of its heads, at 16x16 "
+               "pixels, depth 2, decoder depth 1; no figure here compares with anything\n");
+    printf("\n");
     printf("| config       | prec | batch | ms/step  | img/s     | TFLOP/s| MFU    | arena GiB | dev GiB | PyTorch | ratio | loss |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     const char *precs[] = {"tf32", "bf16"};
     int rc = 0;
     for (size_t i = 0; i < sizeof CONFIGS / sizeof *CONFIGS; i++) {
-        if (only && strcmp(only, CONFIGS[i].key) != 0) continue;
+        if (only && strcmp(only, cfgs[i].key) != 0) continue;
         for (int p = 0; p < 2; p++) {
             const char *pr = precision ? precision : precs[p];
             if (precision && p > 0) break;
             if (attention) {
-                rc |= run_attention(&CONFIGS[i], batch, steps, bf);
+                rc |= run_attention(&cfgs[i], batch, steps, bf);
                 break;
             }
-            rc |= linears ? run_linears(&CONFIGS[i], pr, batch, steps, bf, tf32)
-                          : run_one(&CONFIGS[i], pr, batch, warmup, steps, bf, profile);
+            rc |= linears ? run_linears(&cfgs[i], pr, batch, steps, bf, tf32)
+                          : run_one(&cfgs[i], pr, batch, warmup, steps, bf, profile);
         }
     }
     return rc;
