@@ -39,6 +39,10 @@
 # go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run,
 # and at once when the tests find no device (nothing else could run). --bundle gzips the large
 # libraries (--prebuilt unpacks them) to keep the bundle small for the trip to a device.
+# GPU_CHECK_EXCEPT=a,b,...: tests left out of every test program (T_EXCEPT; they count as missing
+# in the verdicts), and GPU_CHECK_TEST_LIMIT=S: each test program's limit, in place of 240 and 90
+# s: for a dry run on the emulated device (tests/long/gpu_check_emulated.sh, with
+# UMDQ_BENCH_SMOKE=1 for train_gpu), where the slowest tests take minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -51,7 +55,7 @@ while [ $# -gt 0 ]; do
     --sanitize) sanitize=1 ;;
     --memcheck) memcheck=${2:?--memcheck needs a comma-separated list of test names}; shift ;;
     --budget) budget=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -143,6 +147,7 @@ run_test() { # name, seconds, command...
     summary+=("$(printf '| %-26s | %3s | %3s | %3s | %5s |' "$name" - - - "-")")
     return
   fi
+  [ -n "${GPU_CHECK_TEST_LIMIT:-}" ] && [ "$name" = "${name#memcheck}" ] && limit=$GPU_CHECK_TEST_LIMIT
   [ "$left" -lt "$limit" ] && limit=$left
   timeout -k 10 "$limit" "$@" >"$log" 2>&1
   local rc=$?
@@ -165,16 +170,17 @@ run_test() { # name, seconds, command...
 # would end every test after it in the same process
 UNTIMED=profile_floors,attention_split,attention_ds,grad_operand,bf16_grad,mlp_one_pass,gemm_tune
 UNTIMED=$UNTIMED,untimed_switches,attn_split_model,attn_ds_model
-run_test test_cuda_ops 240 env T_EXCEPT=$UNTIMED "$(bin tests/test_cuda_ops)"
+EXCEPT=${GPU_CHECK_EXCEPT:-}
+run_test test_cuda_ops 240 env T_EXCEPT=$UNTIMED${EXCEPT:+,$EXCEPT} "$(bin tests/test_cuda_ops)"
 if grep -q '^SKIP .*no usable CUDA device' "$LOGS/test_cuda_ops.log"; then
   # no device the tests can use (or the backend did not load): nothing else can run either
   echo "gpu-check: no test ran on a device:"; grep -m 3 '^SKIP .*no usable CUDA device' "$LOGS/test_cuda_ops.log" | sed 's/^/  /'
   echo "== gpu-check: FAILED (nothing ran on a device) in $(( $(date +%s) - t_start )) s"
   exit 1
 fi
-run_test test_cuda_model 240 env T_EXCEPT=$UNTIMED "$(bin tests/test_cuda_model)"
-run_test test_cuda_ops_untimed 90 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_ops)"
-run_test test_cuda_model_untimed 90 env T_ONLY=$UNTIMED "$(bin tests/test_cuda_model)"
+run_test test_cuda_model 240 env T_EXCEPT=$UNTIMED${EXCEPT:+,$EXCEPT} "$(bin tests/test_cuda_model)"
+run_test test_cuda_ops_untimed 90 env T_ONLY=$UNTIMED T_EXCEPT=$EXCEPT "$(bin tests/test_cuda_ops)"
+run_test test_cuda_model_untimed 90 env T_ONLY=$UNTIMED T_EXCEPT=$EXCEPT "$(bin tests/test_cuda_model)"
 if [ $sanitize = 1 ]; then
   san=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
   if [ -x "$san" ]; then

@@ -8,16 +8,14 @@
 # emulator cannot show (speed, a tensor core's order of summation, the real cuBLAS's algorithms,
 # the device's memory model) the tests on a device do (make gpu-check).
 #
-# The two programs run side by side. CUEMU_EXCEPT is passed to both as T_EXCEPT: by default the
-# op tests that take half a minute or more emulated and have passed on a device (make check-long
-# runs them: tests/long/cuda_emulated_all.sh sets CUEMU_EXCEPT=none); every test of code that has
-# not yet run on a device runs here.
+# The two programs run side by side. CUEMU_EXCEPT is passed to both as T_EXCEPT: by default
+# CUEMU_SLOW (emulated.sh), the op tests that take half a minute or more emulated and have passed
+# on a device (make check-long runs them: tests/long/cuda_emulated_all.sh sets CUEMU_EXCEPT=none);
+# every test of code that has not yet run on a device runs here.
 set -u
 . "$(dirname "$0")/../cuemu/emulated.sh"
 cuemu_setup cuda_emulated
-SLOW=attention_bf16_grad,attention_bf16_out,attention_bf16_qkv,attention_head_groups,attention_kv32
-SLOW=$SLOW,attention_fwd32,mlp_bf16_operands,mlp_bf16_y,test_cuda_gemm_tune$
-except=${CUEMU_EXCEPT-$SLOW}
+except=${CUEMU_EXCEPT-$CUEMU_SLOW}
 [ "$except" = none ] && except=
 pids=()
 for t in test_cuda_ops test_cuda_model; do
