@@ -122,12 +122,11 @@
  * UMDQ_BENCH_SMOKE=1: a smoke run of every row and report, where speed is not the point (make
  * gpu-check on the emulated device: tests/long/gpu_check_emulated.sh). Each config keeps its
  * name and head width (64) but runs with a sixth of its heads, at 16x16 pixels (17 tokens),
- * depth 2 and decoder depth 1, batch
- * 2 unless --batch says otherwise, with a 256^3 GEMM ceiling (unless UMDQ_BENCH_CEILING_N) and
- * the copy rate over 16 MiB; a line under the table's header says so. The GEMM tuner
- * (--gemm-tune) puts every shape, however small, on cuBLASLt's first algorithm
- * (UMDQ_CUDA_GEMM_TUNE_TAKE=1, unless set), so that its code and log run. No figure of such a run
- * compares with anything.
+ * depth 2 and decoder depth 1, batch 2 unless --batch says otherwise, with a 256^3 GEMM ceiling
+ * (unless UMDQ_BENCH_CEILING_N) and the copy rate over 16 MiB; a line under the table's header
+ * says so. The GEMM tuner (--gemm-tune) puts every shape, however small, on cuBLASLt's first
+ * algorithm (UMDQ_CUDA_GEMM_TUNE_TAKE=1, unless set), so that its code and log run. No figure of
+ * such a run compares with anything.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,10 +184,10 @@ static int recompute;
  * floors of --profile's report are at it. */
 static double copy_tbps;
 
-/* ops->copy of 256 Mi floats, 10 times after one untimed: (read + written bytes) / s / 1e12, or
- * -1 (err says why). */
 static int smoke; /* UMDQ_BENCH_SMOKE=1 (main) */
 
+/* ops->copy of 256 Mi floats (2 Mi in a smoke run), 10 times after one untimed: (read + written
+ * bytes) / s / 1e12, or -1 (err says why). */
 static double measure_copy_tbps(const umd_ops *ops, umd_ctx *c, char *err, size_t errlen) {
     const size_t n = smoke ? (size_t)2 << 20 : (size_t)256 << 20;
     float *a = ops->alloc(c, n * sizeof(float)), *b = ops->alloc(c, n * sizeof(float));
