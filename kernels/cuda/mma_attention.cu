@@ -1323,8 +1323,8 @@ template <class QT, class GT, class DT> static int res_kv32(umd_ctx *c, int T) {
     return res_kv32_of(c, c->kv32_res, sizeof c->kv32_res, pair, T, k_res_bwd_kv<QT, 32, GT, DT>,
                        k_res_bwd_kv<QT, 64, GT, DT>);
 }
-/* the dS-storing ones (UMDQ_CUDA_ATTN_DS), by their own occupancy (they take more registers than
- * the default's at 64 queries, and spill at 32): pairs dqkv and dout fp32 or bf16 (GT), by O
+/* the dS-storing ones (UMDQ_CUDA_ATTN_DS), by their own occupancy (their registers are not the
+ * default's: 234 at 64 queries, and a spill at 32): pairs dqkv and dout fp32 or bf16 (GT), by O
  * fp32 or bf16 */
 template <class GT, class OT> static int res_kv32_ds(umd_ctx *c, int T) {
     const int pair = (sizeof(GT) == 2 ? 2 : 0) + (sizeof(OT) == 2 ? 1 : 0);

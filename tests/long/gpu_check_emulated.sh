@@ -7,7 +7,7 @@
 # is the script's own work, so that a run on a device is not spent on a fault of the script:
 # every row runs, within the budget; the test table, the switch table and the six verdicts come
 # out with figures where their rows and tests ran; the tuner's log is read; the script says
-# passed. Not the speed: the emulator's says nothing. About 10 minutes on 2 cores.
+# passed. Not the speed: the emulator's says nothing. About 6 minutes on 2 cores.
 # umdq-timeout: 2400
 set -u
 . "$(dirname "$0")/../cuemu/emulated.sh"
