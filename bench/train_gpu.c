@@ -478,12 +478,20 @@ static umd_ctx *attention_ctx(const umd_ops *ops, const int on[ATTN_NVARS], cons
         saved[i] = v ? strdup(v) : NULL;
         setenv(ATTN_VARS[i], on[i] ? "1" : "0", 1);
     }
+    /* dQ from dS at every resident length, so the table shows where it pays (the default takes
+     * it up to 192 tokens) */
+    const char *mt = getenv("UMDQ_CUDA_ATTN_DS_MAX_T");
+    char *saved_mt = mt ? strdup(mt) : NULL;
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", "384", 1);
     int rc = ops->ctx_new(&c, 1, err, sizeof err);
     for (int i = 0; i < ATTN_NVARS; i++) {
         if (saved[i]) setenv(ATTN_VARS[i], saved[i], 1);
         else unsetenv(ATTN_VARS[i]);
         free(saved[i]);
     }
+    if (saved_mt) setenv("UMDQ_CUDA_ATTN_DS_MAX_T", saved_mt, 1);
+    else unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T");
+    free(saved_mt);
     if (rc != 0) {
         fprintf(stderr, "train_gpu: --attention: %s\n", err);
         return NULL;

@@ -8,10 +8,10 @@
  * shown apart, since a device's differs), the same with bf16 operand tensors, MLP state and
  * branch tensors (umd_ops_cpu_bf16: the layout of a bf16 CUDA context with
  * UMDQ_CUDA_BF16_OPERANDS=1, UMDQ_CUDA_BF16_MLP=1 and UMDQ_CUDA_BF16_BRANCH=1, at head width 64;
- * its MLP scratch too; gradients fp32, as UMDQ_CUDA_BF16_GRAD's default), the same without the
+ * its MLP scratch too; gradients fp32, as with UMDQ_CUDA_BF16_GRAD=0), the same without the
  * MLP's (tokens, F) scratch (a CUDA context with UMDQ_CUDA_BF16_DH=1 or
- * UMDQ_CUDA_GELU_EPILOGUE=1 too asks for none: the layout of the CUDA defaults), that with the
- * gradient tensors in bf16 too (UMDQ_CUDA_BF16_GRAD=1: qkv's gradient at half its bytes), and,
+ * UMDQ_CUDA_GELU_EPILOGUE=1 too asks for none), that with the gradient tensors in bf16 too
+ * (UMDQ_CUDA_BF16_GRAD=1: qkv's gradient at half its bytes; the layout of the CUDA defaults), and,
  * where a CUDA device is
  * visible, with the CUDA bf16 backend's, workspace included: the peak train_gpu reports. PyTorch's peak (bf16 +
  * torch.compile, PERF.md, H200) is quoted for comparison.
@@ -43,7 +43,7 @@ static const double GiB = 1073741824.0;
 
 /* The cpu-bf16 layout without the MLP's scratch (a CUDA bf16 context whose MLP writes dy W2 in
  * bf16 or takes GELU in cuBLASLt's epilogues asks for none: mlp_scratch), and with the gradient
- * tensors fp32 (grad_operand 0, UMDQ_CUDA_BF16_GRAD's default) or bf16; only measured. */
+ * tensors fp32 (grad_operand 0, UMDQ_CUDA_BF16_GRAD=0) or bf16 (its default); only measured. */
 static size_t no_mlp_scratch(umd_ctx *c, int M, int F, int w, int types) {
     (void)c, (void)M, (void)F, (void)w, (void)types;
     return 0;
@@ -141,8 +141,8 @@ int main(int argc, char **argv) {
             }
             printf("| %s | %s | %.2f | %.2f | %.2f |", CONFIGS[i].label,
                    dev == 4   ? "cuda bf16 (workspace in)"
-                   : dev == 3 ? "the same with bf16 gradients (UMDQ_CUDA_BF16_GRAD; no workspace)"
-                   : dev == 2 ? "the same without the MLP scratch (the CUDA defaults; no workspace)"
+                   : dev == 3 ? "the same with bf16 gradients (the CUDA defaults; no workspace)"
+                   : dev == 2 ? "the same without the MLP scratch (no workspace)"
                    : dev == 1 ? "layout, bf16 operands, MLP state and branches (no workspace)"
                               : "layout (no workspace)",
                    (double)(s[0].params + s[0].grads + s[0].optim) / GiB, acts[0], tot[0]);

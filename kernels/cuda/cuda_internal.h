@@ -168,6 +168,8 @@ struct umd_ctx {
                                   UMDQ_CUDA_ATTN_SPLIT=1 */
     int attn_ds;               /* the resident mma backward takes dQ from the dS its dK dV kernel
                                   stores (mma_attention.cu, res_bwd_ds): UMDQ_CUDA_ATTN_DS=1 */
+    int attn_ds_max_t;         /* for sequences of up to this many tokens (its store grows with
+                                  T^2): UMDQ_CUDA_ATTN_DS_MAX_T */
     long attn_ds_calls;        /* backward calls that did so (a recorded step counts once) */
     void **ptrs;               /* (10, attn_ptrs) operand addresses of the batched attention GEMMs */
     size_t attn_ptrs;

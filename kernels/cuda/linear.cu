@@ -24,7 +24,7 @@
  * order: deterministic too).
  *
  * Operand tensors (ops.h): in a context with bf16 operands (bf16 math and
- * UMDQ_CUDA_BF16_OPERANDS=1, off by default until it has run on a device) an x passed as
+ * UMDQ_CUDA_BF16_OPERANDS=1, on by default) an x passed as
  * UMD_OPND is already bf16, packed (M, K), rounded where the stage's conversion would have
  * rounded it: linear_fwd hands it to the GEMM as its A operand instead of bf_a, linear_bwd to
  * dW = dy^T x instead of bf_b, whole or a chunk of rows at a time (offsets in bf16 elements),

@@ -1395,7 +1395,7 @@ static void mma_bwd(umd_ctx *c, GT *dqkv, const DT *dout, const QT *qkv, const O
     const float scale = 1.0f / sqrtf((float)MA_HD);
     /* dQ from a stored dS: with a bf16 qkv (the defaults' operands), dqkv and dout of one type */
     if constexpr (std::is_same<QT, bf16>::value && std::is_same<GT, DT>::value)
-        if (T <= MA_RESIDENT && c->attn_ds &&
+        if (T <= MA_RESIDENT && c->attn_ds && T <= c->attn_ds_max_t &&
             res_bwd_ds<GT, OT>(c, dqkv, dout, qkv, out, lse, n, T, heads, scale) == 0)
             return;
     if (T <= MA_RESIDENT && c->attn_split && res_shared(T, 1)) {

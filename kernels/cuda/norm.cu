@@ -45,7 +45,7 @@
  *                    the op is the two kernels.
  * Operand outputs: layernorm_fwd and residual_layernorm_fwd write `out` as bf16 when it is an
  * operand tensor (UMD_OPND) of a context with bf16 operands (bf16 math and
- * UMDQ_CUDA_BF16_OPERANDS=1, off by default until it has run on a device): every path above
+ * UMDQ_CUDA_BF16_OPERANDS=1, on by default): every path above
  * (the register kernels, the wide rows, the two kernels) computes the fp32 value as before and
  * rounds it to nearest even in the store, the rounding the GEMM's conversion would do, so a
  * product reads the same bits; out's bytes halve (B/4: 101 MB instead of 202 MB a LayerNorm).

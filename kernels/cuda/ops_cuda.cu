@@ -35,11 +35,16 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 /* The switches' values where their variables are not set: on where make gpu-check on an H200
  * passed their tests and timed B/4 faster with them; off where it timed them slower: the 32-row
  * attention forward, and the GELU epilogues (B/4 88.1 ms a step without them against 93.2 with
- * the other switches on; the bf16 dy W2 saves the same MLP scratch); and off where gpu-check has
- * not yet run them on a device: the bf16 gradient tensors, the attention's shared strips, the
- * GEMM tuner and the attention backward's dQ from a stored dS. The
+ * the other switches on; the bf16 dy W2 saves the same MLP scratch), and the attention's shared
+ * strips (88.1 ms against the defaults' 86.6); and off where it timed them within noise and they
+ * would cost something: the GEMM tuner (85.9 ms against 86.6), whose choice of algorithm can
+ * differ run to run, and with it the bits. The bf16 gradient tensors (81.9 ms against 86.6) are
+ * on. The attention backward's dQ from a stored dS is on for sequences of up to
+ * CUDA_DEFAULT_ATTN_DS_MAX_T tokens: alone it timed the backward 13% faster at T = 65 and 129
+ * and 4% slower at 257 (its dS store grows with T^2), so B/4's decoder keeps the dQ kernel. The
  * MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only with those
- * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker. */
+ * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker;
+ * UMDQ_CUDA_ATTN_DS_MAX_T sets the length. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
@@ -50,11 +55,12 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
 #define CUDA_DEFAULT_ATTN_FWD32 0
 #define CUDA_DEFAULT_BF16_BIAS 1
 #define CUDA_DEFAULT_BF16_DH 1
-#define CUDA_DEFAULT_BF16_GRAD 0
+#define CUDA_DEFAULT_BF16_GRAD 1
 #define CUDA_DEFAULT_MLP_ONE_PASS 1
 #define CUDA_DEFAULT_ATTN_SPLIT 0
 #define CUDA_DEFAULT_GEMM_TUNE 0
-#define CUDA_DEFAULT_ATTN_DS 0
+#define CUDA_DEFAULT_ATTN_DS 1
+#define CUDA_DEFAULT_ATTN_DS_MAX_T 192
 
 /* A switch's value as written in the environment: 1 (1, on, true, yes), 0 (0, off, false, no,
  * any case), or -1 for anything else. */
@@ -89,6 +95,18 @@ static int switches_valid(char *err, size_t errlen) {
         if (v && switch_value(v) < 0) {
             snprintf(err, errlen, "%s=\"%.40s\": a CUDA switch is 1 or 0 (on/off, true/false, yes/no)",
                      vars[i], v);
+            return -1;
+        }
+    }
+    /* the longest sequence whose attention backward takes dQ from a stored dS */
+    const char *dsmax = getenv("UMDQ_CUDA_ATTN_DS_MAX_T");
+    if (dsmax && *dsmax) {
+        char *end = NULL;
+        long t = strtol(dsmax, &end, 10);
+        if (*end || t < 1 || t > 100000) {
+            snprintf(err, errlen, "UMDQ_CUDA_ATTN_DS_MAX_T=\"%.40s\": the longest sequence whose "
+                     "attention backward takes dQ from a stored dS is a count of tokens from 1",
+                     dsmax);
             return -1;
         }
     }
@@ -163,6 +181,8 @@ static int ctx_new(umd_ctx **out, int threads, int math, char *err, size_t errle
         /* the resident mma backward's dQ from the dS its dK dV kernel stores, in place of a dQ
          * kernel computing S, dP and dS again: speed; dQ's terms rounded from S^T = K Q^T */
         c->attn_ds = cuda_switch("UMDQ_CUDA_ATTN_DS", CUDA_DEFAULT_ATTN_DS);
+        const char *dsmax = getenv("UMDQ_CUDA_ATTN_DS_MAX_T");
+        c->attn_ds_max_t = dsmax && *dsmax ? atoi(dsmax) : CUDA_DEFAULT_ATTN_DS_MAX_T;
         /* the GEMMs cublasGemmEx runs, timed once per shape against cuBLASLt's other
          * algorithms and the fastest kept (gemm_tune.cu): speed; a tuned shape's sums are added
          * in the other algorithm's order */
@@ -861,7 +881,8 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp, last strips %s, dQ from a stored dS %s (%ld calls), GEMM "
+                 "%d rows a warp, last strips %s, dQ from a stored dS %s (%ld calls) for T up to %d, "
+                 "GEMM "
                  "tuning %s (%d shapes, %d on another "
                  "algorithm, %d splitting K, %d by hand; %ld split candidates timed; %d Linear "
                  "forward plans tuned, %d on another algorithm; %ld GEMMs run on a tuned "
@@ -872,7 +893,7 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->gemm_tune ? "on" : "off",
+                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->attn_ds_max_t, c->gemm_tune ? "on" : "off",
                  c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
                  c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }

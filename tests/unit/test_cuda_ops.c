@@ -187,6 +187,7 @@ static umd_ctx *ctx_with(int m, int operands, int fused, const umd_limits *lim, 
     if (operands) setenv("UMDQ_CUDA_BF16_OPERANDS", "1", 1);
     if (fused) setenv("UMDQ_CUDA_FUSED_NORM", "1", 1);
     int rc = o->ctx_new(&c, 1, err, sizeof err);
+    unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T"); /* a test sets it for one context */
     setenv("UMDQ_CUDA_BF16_OPERANDS", "0", 1);
     setenv("UMDQ_CUDA_FUSED_NORM", "0", 1);
     setenv("UMDQ_CUDA_BF16_MLP", "0", 1); /* ctx_with_switch's, cleared before */
@@ -3271,6 +3272,20 @@ static void test_cuda_switch_values(void) {
     setenv("UMDQ_CUDA_ATTN_DS", "0", 1);
     T_EQ_INT(rc, UMDQ_EINVAL);
     T_CONTAINS(err, "UMDQ_CUDA_ATTN_DS=\"often\"");
+    /* and the longest sequence that takes it: a count of tokens from 1 */
+    static const char *const lens[] = {"0", "x", "12a", "-5", "1", "384"};
+    for (int i = 0; i < 6; i++) {
+        setenv("UMDQ_CUDA_ATTN_DS_MAX_T", lens[i], 1);
+        rc = o->ctx_new(&c, 1, err, sizeof err);
+        unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T");
+        if (i < 4) {
+            T_EQ_INT(rc, UMDQ_EINVAL);
+            T_CONTAINS(err, "UMDQ_CUDA_ATTN_DS_MAX_T");
+        } else {
+            T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_ATTN_DS_MAX_T=%s refused: %s", lens[i], err);
+        }
+        if (c) o->ctx_destroy(&c);
+    }
     /* the tuner's switch, and its tests' candidate: a count */
     setenv("UMDQ_CUDA_GEMM_TUNE", "sometimes", 1);
     rc = o->ctx_new(&c, 1, err, sizeof err);
@@ -3673,7 +3688,8 @@ static const umd_limits DS_LIM = {2, 257, 320, 5, 256, 256 * 256};
  *     dQ close (ds_dqkv_close), with O fp32 and a bf16 branch tensor, with the 64- and the 32-query
  *     dK dV step; T of one row, partial strips and tiles (not multiples of 16), the model's 65,
  *     129 and 257, the longest resident (384), and a tiled length (440: dS is not taken there, so
- *     the default's bits throughout); several sequences and heads;
+ *     the default's bits throughout); several sequences and heads (UMDQ_CUDA_ATTN_DS_MAX_T=384:
+ *     dS at every resident length);
  *   - in a context whose workspace holds 3 heads' dS, 5 heads (groups of 3 and 2) at 257 tokens;
  *   - with a bf16 dqkv and dout (grad_operand contexts): the bf16 dqkv's dK dV the default grad
  *     context's bits, dQ within a bf16 step or 2e-3 of the largest |dQ| (both round close sums);
@@ -3681,14 +3697,23 @@ static const umd_limits DS_LIM = {2, 257, 320, 5, 256, 256 * 256};
 static void test_cuda_attention_ds(void) {
     need_gpu(UMD_MATH_BF16);
     void *ws[8];
-    umd_ctx *dc = mma_ctx(1, NULL, &ws[0]), *sc = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[1]);
+    /* dS at every resident length (UMDQ_CUDA_ATTN_DS_MAX_T, which ctx_with clears after each
+     * context): the default's 192 is a choice of speed */
+    const char *every = "384";
+    umd_ctx *dc = mma_ctx(1, NULL, &ws[0]);
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", every, 1);
+    umd_ctx *sc = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[1]);
     setenv("UMDQ_CUDA_ATTN_KV32", "1", 1); /* ctx_with clears it after */
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", every, 1);
     umd_ctx *skv = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[2]);
     setenv("UMDQ_CUDA_ATTN_KV32", "1", 1);
     umd_ctx *dkv = mma_ctx(1, NULL, &ws[3]);
     static const char *const ds_var[] = {"UMDQ_CUDA_ATTN_DS", NULL};
-    umd_ctx *gd = grad_ctx(NULL, &QKV_LIM, &ws[4]), *gs = grad_ctx(ds_var, &QKV_LIM, &ws[5]);
+    umd_ctx *gd = grad_ctx(NULL, &QKV_LIM, &ws[4]);
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", every, 1);
+    umd_ctx *gs = grad_ctx(ds_var, &QKV_LIM, &ws[5]);
     setenv("UMDQ_CUDA_ATTN_DS", "0", 1);
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", every, 1);
     umd_ctx *grp = ctx_with_switch("UMDQ_CUDA_ATTN_DS", UMD_MATH_BF16, 1, &DS_LIM, &ws[6]);
     umd_ctx *gdef = ctx_with(UMD_MATH_BF16, 1, 0, &DS_LIM, &ws[7]);
     umd_ctx *const all[] = {dc, sc, skv, dkv, gd, gs, grp, gdef};
@@ -3783,6 +3808,60 @@ static void test_cuda_attention_ds(void) {
     T_CHECK(ds_calls(dc) == 0 && ds_calls(dkv) == 0 && ds_calls(gd) == 0 && ds_calls(gdef) == 0);
     umd_ctx **own[] = {&dc, &sc, &skv, &dkv, &gd, &gs, &grp, &gdef};
     for (int i = 0; i < 8; i++) ctx_free(own[i], ws[i]);
+}
+
+/* UMDQ_CUDA_ATTN_DS's length: by default (unset: 192 tokens) the backward takes dS at 129 and 192
+ * tokens and not at 193 or 257, where it runs the default kernels (the default context's bits);
+ * UMDQ_CUDA_ATTN_DS_MAX_T=100 takes it at 100 and not at 129. The description says the length. */
+static void test_cuda_attention_ds_max_t(void) {
+    need_gpu(UMD_MATH_BF16);
+    void *ws[3];
+    umd_ctx *dc = mma_ctx(1, NULL, &ws[0]), *sc = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[1]);
+    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", "100", 1); /* ctx_with clears it after */
+    umd_ctx *s100 = mma_ctx(1, "UMDQ_CUDA_ATTN_DS", &ws[2]);
+    char d[2048];
+    umd_cuda_describe(sc, d, sizeof d);
+    T_CONTAINS(d, "for T up to 192");
+    umd_cuda_describe(s100, d, sizeof d);
+    T_CONTAINS(d, "for T up to 100");
+    struct {
+        int T;
+        umd_ctx *s;
+        int takes;
+    } cases[] = {{129, sc, 1}, {192, sc, 1}, {193, sc, 0}, {257, sc, 0}, {100, s100, 1}, {129, s100, 0}};
+    const int n = 2, heads = 2, hd = 64;
+    for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
+        const int T = cases[k].T;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                     nl = (size_t)n * heads * T;
+        const uint32_t key = 4900 + 10 * (uint32_t)k;
+        uint16_t *qh;
+        float *q = h_bf16_values(nq, key, &qh), *g = h_randn(no, key + 1, 1.0f);
+        const void *d_qh = d_up(qh, nq * sizeof *qh);
+        float *out = h_nan(no), *lse = h_nan(nl), *ref = h_nan(nq);
+        CPU->attention_fwd(cc, out, lse, q, n, T, heads, hd, UMD_F32);
+        CPU->attention_bwd(cc, ref, g, q, out, lse, n, T, heads, hd, UMD_F32);
+        float *d_out = d_f(out, no), *d_lse = d_f(lse, nl), *d_g = d_f(g, no);
+        float *dq_s = d_f(h_nan(nq), nq), *dq_d = d_f(h_nan(nq), nq);
+        const long before = ds_calls(cases[k].s);
+        GPU->attention_bwd(cases[k].s, dq_s, d_g, d_qh, d_out, d_lse, n, T, heads, hd, UMD_OPND);
+        GPU->attention_bwd(dc, dq_d, d_g, d_qh, d_out, d_lse, n, T, heads, hd, UMD_OPND);
+        ctx_ok(cases[k].s);
+        ctx_ok(dc);
+        const long took = ds_calls(cases[k].s) - before;
+        printf("  T %d, dS for T up to %d: %ld backward calls took dS\n", T,
+               cases[k].s == s100 ? 100 : 192, took);
+        T_CHECK_MSG(took == cases[k].takes, "T %d: %ld calls took dS, want %d", T, took,
+                    cases[k].takes);
+        char what[96];
+        snprintf(what, sizeof what, "T %d, against the CPU", T);
+        same(what, dq_s, ref, nq, tol_of(UMD_MATH_BF16), 1);
+        if (!cases[k].takes)
+            same_bits_fmt(dq_s, dq_d, nq, "T %d without dS, against the default context", T);
+        cleanup();
+    }
+    umd_ctx **own[] = {&dc, &sc, &s100};
+    for (int i = 0; i < 3; i++) ctx_free(own[i], ws[i]);
 }
 
 /* attention_bwd writing dqkv as a bf16 gradient tensor (UMD_OPND | UMD_GRAD in a context whose
@@ -4503,6 +4582,7 @@ int main(void) {
     T_RUN(test_cuda_attention_kv32);
     T_RUN(test_cuda_attention_split);
     T_RUN(test_cuda_attention_ds);
+    T_RUN(test_cuda_attention_ds_max_t);
     T_RUN(test_cuda_attention_fwd32);
     T_RUN(test_cuda_attention_bf16_out);
     T_RUN(test_cuda_attention_bf16_out_refused);

@@ -26,8 +26,8 @@ static inline float fx_unit(uint32_t key, uint64_t i) {
 /* The CUDA backend's environment switches (kernels/cuda/umd_cuda.h), turned off ("0", whatever
  * their defaults) at the start of a GPU test program: the tests switch each on where they mean
  * to, so neither one exported in the shell nor a default turned on can make a test compare a
- * path with itself. UMDQ_CUDA_LT_BF16_Y (a test's way round cuBLASLt's bf16 output) and
- * UMDQ_CUDA_GEMM_TUNE_TAKE (the tuner's tests' choice) are cleared. */
+ * path with itself. UMDQ_CUDA_LT_BF16_Y (a test's way round cuBLASLt's bf16 output),
+ * UMDQ_CUDA_GEMM_TUNE_TAKE (the tuner's tests' choice) and UMDQ_CUDA_ATTN_DS_MAX_T are cleared. */
 static void fx_cuda_switches_off(void) __attribute__((unused));
 static void fx_cuda_switches_default(void) __attribute__((unused));
 static void fx_cuda_switches_off(void) {
@@ -42,6 +42,7 @@ static void fx_cuda_switches_off(void) {
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) setenv(vars[i], "0", 1);
     unsetenv("UMDQ_CUDA_LT_BF16_Y");
     unsetenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
+    unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T");
 }
 
 /* The same switches unset: each as it is by default (what a worker runs without them set), for
@@ -55,7 +56,7 @@ static void fx_cuda_switches_default(void) {
                                        "UMDQ_CUDA_BF16_GRAD", "UMDQ_CUDA_MLP_ONE_PASS",
                                        "UMDQ_CUDA_LT_BF16_Y", "UMDQ_CUDA_ATTN_SPLIT",
                                        "UMDQ_CUDA_GEMM_TUNE", "UMDQ_CUDA_GEMM_TUNE_TAKE",
-                                       "UMDQ_CUDA_ATTN_DS"};
+                                       "UMDQ_CUDA_ATTN_DS", "UMDQ_CUDA_ATTN_DS_MAX_T"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
 }
 
