@@ -3,12 +3,12 @@
 # CPU/GPU parity tests (test_cuda_ops: every op; test_cuda_model: whole steps, loss curves, and
 # recorded steps against steps op by op, train.recompute against keeping every block's tensors),
 # the arenas' sizes (train_memory) and the GPU benchmark: the three configs with the switches as
-# they are by default (umd_cuda.h), B/4 bf16 with the defaults and the gradient tensors in bf16
-# (UMDQ_CUDA_BF16_GRAD=1, off by default), with the attention's last strips shared
-# (UMDQ_CUDA_ATTN_SPLIT=1, off by default), with both, with the GEMMs tuned (UMDQ_CUDA_GEMM_TUNE=1,
-# off by default), with the attention backward's dQ from a stored dS (UMDQ_CUDA_ATTN_DS=1, off by
-# default, profiled) and with all four, the Linears alone untuned and tuned, the attention alone in
-# its variants, B/4 bf16 with
+# they are by default (umd_cuda.h), B/4 bf16 with the defaults without the gradient tensors in
+# bf16 (UMDQ_CUDA_BF16_GRAD=0), without the attention backward's dQ from a stored dS
+# (UMDQ_CUDA_ATTN_DS=0), with it at every length (UMDQ_CUDA_ATTN_DS_MAX_T=384, profiled), with
+# the attention's last strips shared (UMDQ_CUDA_ATTN_SPLIT=1, off by default), with the GEMMs
+# tuned (UMDQ_CUDA_GEMM_TUNE=1, off by default) and with both, each with a verdict against the
+# defaults, the Linears alone untuned and tuned, the attention alone in its variants, B/4 bf16 with
 # train.recompute "norms", then with every switch off and with each one alone on top (bf16
 # operands, the MLP's bf16 h, its dy W2 in bf16, its GELU epilogues, bf16 branch tensors, their
 # gradients in bf16, bf16 biases, the fused norm, the attention's 32-query and 32-row kernels, the
@@ -33,8 +33,7 @@
 # 290): the test programs share all but $TEST_RESERVE (90) seconds of it (one cut at its limit
 # fails, and its tests after the cut count as missing in the switches' verdicts); the benchmark
 # rows run in order of what they decide (the plain step first, then the
-# defaults with bf16 gradients, the shared strips and the tuned GEMMs, the Linears, and the
-# attention alone), each cut to what is left of S seconds from the start, and those that find
+# defaults without and with the switches in question, the Linears, and the attention alone), each cut to what is left of S seconds from the start, and those that find
 # less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
 # go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run,
 # and at once when the tests find no device (nothing else could run). --bundle gzips the large
@@ -165,11 +164,11 @@ run_test() { # name, seconds, command...
   summary+=("$(printf '| %-26s | %3d | %3d | %3d | %4ss |' "$name" "$np" "$nf" "$ns" $(( $(date +%s) - t0 )))")
 }
 
-# the tests of code that has not yet run on a device (the switches still off by default, the
-# profile's spans) in processes of their own, after the others: a fault of theirs is sticky, and
-# would end every test after it in the same process
-UNTIMED=profile_floors,attention_split,attention_ds,grad_operand,bf16_grad,mlp_one_pass,gemm_tune
-UNTIMED=$UNTIMED,untimed_switches,attn_split_model,attn_ds_model
+# the tests of the switches off by default, of dS's length and of the profile's spans in
+# processes of their own, after the others: a fault of theirs is sticky, and would end every test
+# after it in the same process
+UNTIMED=profile_floors,attention_split,attention_ds_max_t,gemm_tune
+UNTIMED=$UNTIMED,untimed_switches,attn_split_model
 EXCEPT=${GPU_CHECK_EXCEPT:-}
 run_test test_cuda_ops 240 env T_EXCEPT=$UNTIMED${EXCEPT:+,$EXCEPT} "$(bin tests/test_cuda_ops)"
 if grep -q '^SKIP .*no usable CUDA device' "$LOGS/test_cuda_ops.log"; then
@@ -223,23 +222,23 @@ sw_steps=$(( steps < 6 ? steps : 6 ))
 echo "== benchmark: train_gpu --steps $steps (the switches as they are by default)"
 gpu 300 train_gpu --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with --bf16-grad (the defaults, and the gradients of the branch tensors and of qkv in bf16: UMDQ_CUDA_BF16_GRAD=1, off by default until timed here)"
-gpu 120 train_gpu--bf16-grad --only b64 --precision bf16 --bf16-grad --steps "$steps" --warmup 3
+echo "== benchmark: the same B/4 bf16 without the bf16 gradient tensors (UMDQ_CUDA_BF16_GRAD=0: on by default, the row that keeps it so)"
+bench 120 "$LOGS/train_gpu--no-bf16-grad.log" env UMDQ_CUDA_BF16_GRAD=0 "$(bin bench/train_gpu)" --only b64 --precision bf16 --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with --attn-ds --profile (the defaults, and the attention backward's dQ from the dS its dK dV kernel stores: UMDQ_CUDA_ATTN_DS=1, off by default until timed here; the profile's spans time its kernels)"
-gpu 120 train_gpu--attn-ds --only b64 --precision bf16 --attn-ds --profile --steps "$steps" --warmup 3
+echo "== benchmark: the same B/4 bf16 without dQ from a stored dS (UMDQ_CUDA_ATTN_DS=0: on by default up to 192 tokens, the encoder's attention and not the decoder's)"
+bench 120 "$LOGS/train_gpu--no-attn-ds.log" env UMDQ_CUDA_ATTN_DS=0 "$(bin bench/train_gpu)" --only b64 --precision bf16 --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default until timed here)"
+echo "== benchmark: the same B/4 bf16 with dQ from a stored dS at every length (UMDQ_CUDA_ATTN_DS_MAX_T=384: the decoder's 257 tokens too) --profile (the profile's spans time its kernels)"
+bench 120 "$LOGS/train_gpu--attn-ds-every.log" env UMDQ_CUDA_ATTN_DS_MAX_T=384 "$(bin bench/train_gpu)" --only b64 --precision bf16 --profile --steps "$steps" --warmup 3
+echo
+echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default)"
 gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with both (--bf16-grad --attn-split: the defaults should both turn on)"
-gpu 120 train_gpu--bf16-grad--attn-split --only b64 --precision bf16 --bf16-grad --attn-split --steps "$steps" --warmup 3
-echo
-echo "== benchmark: the same B/4 bf16 with --gemm-tune (the defaults, and each GEMM shape cublasGemmEx runs timed against cuBLASLt's other algorithms, the fastest kept: UMDQ_CUDA_GEMM_TUNE=1, off by default until timed here; each shape's times in the log)"
+echo "== benchmark: the same B/4 bf16 with --gemm-tune (the defaults, and each GEMM shape cublasGemmEx runs timed against cuBLASLt's other algorithms, the fastest kept: UMDQ_CUDA_GEMM_TUNE=1, off by default; each shape's times in the log)"
 bench 120 "$LOGS/train_gpu--gemm-tune.log" env UMDQ_CUDA_GEMM_TUNE_LOG=1 "$(bin bench/train_gpu)" --only b64 --precision bf16 --gemm-tune --steps "$steps" --warmup 3
 echo
-echo "== benchmark: the same B/4 bf16 with all four (--bf16-grad --attn-split --attn-ds --gemm-tune)"
-gpu 120 train_gpu--all-four --only b64 --precision bf16 --bf16-grad --attn-split --attn-ds --gemm-tune --steps "$steps" --warmup 3
+echo "== benchmark: the same B/4 bf16 with both (--attn-split --gemm-tune)"
+gpu 120 train_gpu--attn-split--gemm-tune --only b64 --precision bf16 --attn-split --gemm-tune --steps "$steps" --warmup 3
 echo
 echo "== benchmark: train_gpu --linears --only b64 --precision bf16, then with --gemm-tune (each Linear alone, forward and backward, against its FLOP floor)"
 gpu 60 train_gpu_linears --linears --only b64 --precision bf16 --steps "$steps"
@@ -318,12 +317,13 @@ sw_row() { # name, test pattern, log
   printf '| %s | %s | %s |\n' "$1" "$(tests_of "$2")" "$(echo "${r:-- - - - -}" | sed 's/ / | /g')"
 }
 GRAD_TESTS="grad_operand|.*bf16_grad.*" # test_cuda_ops' and test_cuda_model's bf16-gradient tests
-sw_row "the defaults + UMDQ_CUDA_BF16_GRAD=1" "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
+DS_TESTS="attention_ds|attn_ds_model"    # and the dS tests (attention_ds_max_t among them)
+sw_row "the defaults - UMDQ_CUDA_BF16_GRAD (=0)" "$GRAD_TESTS" "$LOGS/train_gpu--no-bf16-grad.log"
+sw_row "the defaults - UMDQ_CUDA_ATTN_DS (=0)" "$DS_TESTS" "$LOGS/train_gpu--no-attn-ds.log"
+sw_row "the defaults + UMDQ_CUDA_ATTN_DS_MAX_T=384" "$DS_TESTS" "$LOGS/train_gpu--attn-ds-every.log"
 sw_row "the defaults + UMDQ_CUDA_ATTN_SPLIT=1" "attention_split|attention_bf16_grad|attn_split_model" "$LOGS/train_gpu--attn-split.log"
-sw_row "the defaults + both" "$GRAD_TESTS|attention_split|attn_split_model" "$LOGS/train_gpu--bf16-grad--attn-split.log"
 sw_row "the defaults + UMDQ_CUDA_GEMM_TUNE=1" "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
-sw_row "the defaults + UMDQ_CUDA_ATTN_DS=1" "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
-sw_row "the defaults + all four" "$GRAD_TESTS|attention_split|attn_split_model|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--all-four.log"
+sw_row "the defaults + both" "attention_split|attn_split_model|gemm_tune|.*untimed_switches" "$LOGS/train_gpu--attn-split--gemm-tune.log"
 sw_row "the defaults + recompute norms" "recompute_norms_bf16|.*every_switch_recompute_norms" "$LOGS/train_gpu--recompute-norms.log"
 sw_row "the defaults + recompute partial" "recompute_partial_bf16|.*every_switch_recompute_partial" "$LOGS/train_gpu--recompute-partial.log"
 sw_row "the defaults + recompute full" "recompute_bf16" "$LOGS/train_gpu--recompute.log"
@@ -343,34 +343,36 @@ sw_row "off + UMDQ_CUDA_BF16_BIAS=1 (with operands)" "linear_bf16_bias|bf16_bias
 sw_row "off + UMDQ_CUDA_ATTN_KV32=1 + ATTN_FWD32=1 (each alone: --attention)" \
   "attention_kv32|attention_fwd32|attn_kv32_.*|attn_fwd32_.*" "$LOGS/train_gpu_attnkv32attnfwd32.log"
 echo
-# The switches off by default until timed: each one's verdict from its tests and its B/4 row
-# against the defaults' (the same run; more than 1 ms a step either way, as runs differ by about
-# that much), for its CUDA_DEFAULT_* in kernels/cuda/ops_cuda.cu.
-verdict() { # variable, test pattern, log
-  local r t np nf
+# Each switch's verdict from its tests and its B/4 row against the defaults' (the same run; more
+# than 1 ms a step either way, as runs differ by about that much), for its CUDA_DEFAULT_* in
+# kernels/cuda/ops_cuda.cu: a row with a switch off by default turned on (verdict), and a row
+# with one on by default turned off (verdict_on: the defaults must be the faster).
+row_vs_defaults() { # variable, test pattern, log, what slower/faster/noise say -> the verdict line
+  local r t np nf nm ms base
   r=$(b64_row "$3"); t=$(tests_of "$2"); np=${t%% pass*}; nf=${t#*, }; nf=${nf%% fail*}
-  local nm=${t##*, }; nm=${nm%% missing}
-  local ms=${r%% *} base=${defaults%% *}
+  nm=${t##*, }; nm=${nm%% missing}; ms=${r%% *} base=${defaults%% *}
   if [ -z "$r" ] || [ -z "$defaults" ] || [ "$ms" = "-" ]; then
     echo "verdict: $1: no B/4 row to time it (tests: $t)"
   elif [ "$nf" != 0 ] || [ "$np" = 0 ] || [ "$nm" != 0 ]; then
-    echo "verdict: $1: keep off (tests: $t)"
+    echo "verdict: $1: tests not all passed: off (tests: $t)"
   else
-    awk -v v="$1" -v a="$ms" -v b="$base" -v t="$t" 'BEGIN {
-      d = a - b; w = "within noise: keep off"
-      if (d < -1) w = "faster: on by default"
-      if (d > 1) w = "slower: keep off"
+    awk -v v="$1" -v a="$ms" -v b="$base" -v t="$t" -v faster="$4" -v slower="$5" -v noise="$6" 'BEGIN {
+      d = a - b; w = noise
+      if (d < -1) w = faster
+      if (d > 1) w = slower
       printf("verdict: %s: %.1f ms a step against the defaults %.1f (%+.1f ms; tests %s): %s\n", v, a, b, d, t, w) }'
   fi
 }
-verdict UMDQ_CUDA_BF16_GRAD "$GRAD_TESTS" "$LOGS/train_gpu--bf16-grad.log"
+verdict() { row_vs_defaults "$1" "$2" "$3" "faster: on by default" "slower: keep off" "within noise: keep off"; }
+verdict_on() { row_vs_defaults "$1" "$2" "$3" "faster without it: off by default" "slower without it: keep on" "within noise: on, off or either"; }
+verdict_on UMDQ_CUDA_BF16_GRAD=0 "$GRAD_TESTS" "$LOGS/train_gpu--no-bf16-grad.log"
+verdict_on UMDQ_CUDA_ATTN_DS=0 "$DS_TESTS" "$LOGS/train_gpu--no-attn-ds.log"
+row_vs_defaults UMDQ_CUDA_ATTN_DS_MAX_T=384 "$DS_TESTS" "$LOGS/train_gpu--attn-ds-every.log" \
+  "faster: dS at every length by default" "slower: keep the default length" "within noise: keep the default length"
 verdict UMDQ_CUDA_ATTN_SPLIT "attention_split|attention_bf16_grad|attn_split_model" "$LOGS/train_gpu--attn-split.log"
-verdict "UMDQ_CUDA_BF16_GRAD and UMDQ_CUDA_ATTN_SPLIT" "$GRAD_TESTS|attention_split|attn_split_model" \
-  "$LOGS/train_gpu--bf16-grad--attn-split.log"
 verdict UMDQ_CUDA_GEMM_TUNE "gemm_tune" "$LOGS/train_gpu--gemm-tune.log"
-verdict UMDQ_CUDA_ATTN_DS "attention_ds|attn_ds_model" "$LOGS/train_gpu--attn-ds.log"
-verdict "all four" "$GRAD_TESTS|attention_split|attn_split_model|attention_ds|attn_ds_model|gemm_tune|.*untimed_switches" \
-  "$LOGS/train_gpu--all-four.log"
+verdict "UMDQ_CUDA_ATTN_SPLIT and UMDQ_CUDA_GEMM_TUNE" "attention_split|attn_split_model|gemm_tune|.*untimed_switches" \
+  "$LOGS/train_gpu--attn-split--gemm-tune.log"
 # the tuner's shapes and forward plans (UMDQ_CUDA_GEMM_TUNE_LOG): how many took another
 # algorithm, and the time of one call of each with the default algorithm (cublasGemmEx's, the
 # plan's own) and with the kept one, summed

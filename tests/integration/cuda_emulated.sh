@@ -11,7 +11,7 @@
 # The two programs run side by side. CUEMU_EXCEPT is passed to both as T_EXCEPT: by default
 # CUEMU_SLOW (emulated.sh), the op tests that take half a minute or more emulated and have passed
 # on a device (make check-long runs them: tests/long/cuda_emulated_all.sh sets CUEMU_EXCEPT=none);
-# every test of code that has not yet run on a device runs here.
+# every other test runs here.
 set -u
 . "$(dirname "$0")/../cuemu/emulated.sh"
 cuemu_setup cuda_emulated

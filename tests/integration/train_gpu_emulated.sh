@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/integration/train_gpu_emulated.sh: bench/train_gpu's rows that make gpu-check reads, run
 # on the emulated CUDA device (tests/cuemu; $UMDQ_BUILD/cuemu/libumd_cuda_emu.so) at S/4 28x28,
-# batch 2, one step, with a 256^3 GEMM ceiling: the switches not yet timed on a device with the
-# profile and its spans inside the ops, and all four with the step recorded as a graph. What is
+# batch 2, one step, with a 256^3 GEMM ceiling: dQ from dS and the shared strips (without dS,
+# which takes the backward at these lengths by default) with the profile and its spans inside the
+# ops, and those with bf16 gradients and the tuner with the step recorded as a graph. What is
 # checked is that each row runs and reports, not its speed (the emulator's says nothing).
 set -u
 . "$(dirname "$0")/../cuemu/emulated.sh"
@@ -25,7 +26,7 @@ row() { # name, what the output must hold (grep -E), train_gpu options...
 }
 row attn_ds_profile 'attention_bwd:dK_dV_dS [0-9.]+ \([0-9]+ calls\); attention_bwd:dQ_from_dS' \
   --attn-ds --profile
-row split_profile 'inside the ops \(ms per step\): .*attention_bwd:dQ [0-9.]+ \([0-9]+ calls\)' \
+UMDQ_CUDA_ATTN_DS=0 row split_profile 'inside the ops \(ms per step\): .*attention_bwd:dQ [0-9.]+ \([0-9]+ calls\)' \
   --attn-split --profile
 row all_four_graph 'bf16 gradients on.*last strips shared.*dQ from a stored dS on.*GEMM tuning on' \
   --bf16-grad --attn-split --attn-ds --gemm-tune --graph

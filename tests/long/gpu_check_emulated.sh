@@ -60,19 +60,20 @@ bad=$(awk -F'|' '{ms = $4; gsub(/ /, "", ms); if (ms !~ /^[0-9.]+$/) print $2}' 
 result switch_table "$why"
 
 # the six verdicts: each from a B/4 row; a switch whose tests all ran gets its figures (ATTN_DS's
-# do here), one with a left-out test keeps off for it, and none says a test failed
+# row without it does here), one with a left-out test is off for it, and none says a test failed
 why=""
 v=$(grep '^verdict: ' "$out")
 [ "$(grep -c . <<<"$v")" = 6 ] || why="$(grep -c . <<<"$v") verdict lines, not 6"
 grep -q 'no B/4 row' <<<"$v" && why=${why:-"$(grep -m 1 'no B/4 row' <<<"$v")"}
 grep -qE '[1-9][0-9]* fail' <<<"$v" && why=${why:-"$(grep -m 1 -E '[1-9][0-9]* fail' <<<"$v")"}
-grep -qE '^verdict: UMDQ_CUDA_ATTN_DS: [0-9.]+ ms a step against the defaults [0-9.]+ \(' <<<"$v" ||
+grep -qE '^verdict: UMDQ_CUDA_ATTN_DS=0: [0-9.]+ ms a step against the defaults [0-9.]+ \(' <<<"$v" ||
   why=${why:-"ATTN_DS has no timed verdict: $(grep -m 1 ATTN_DS <<<"$v")"}
 result verdicts "$why"
 
-# the tuner's log, read into its note; the profile's attention spans in the ATTN_DS row's log
+# the tuner's log, read into its note; the profile's attention spans in the row of dS at every
+# length
 why=""
 grep -qE '^note: GEMM tuning: [1-9][0-9]* shapes and plans' "$out" || why="no GEMM tuning note"
-grep -qE 'attention_bwd:dK_dV_dS [0-9.]+ \([0-9]+ calls\)' "$logs/train_gpu--attn-ds.log" 2>/dev/null ||
-  why=${why:-"no dK_dV_dS span in train_gpu--attn-ds.log"}
+grep -qE 'attention_bwd:dK_dV_dS [0-9.]+ \([0-9]+ calls\)' "$logs/train_gpu--attn-ds-every.log" 2>/dev/null ||
+  why=${why:-"no dK_dV_dS span in train_gpu--attn-ds-every.log"}
 result reports "$why"
