@@ -162,6 +162,7 @@ struct Config {
     int qbf = 1, obf = 0, gbf = 0, dbf = 0;
     int fwd32 = 0, split = 0, kv32 = 0, ds = 0;
     size_t ds_heads = 64; /* heads whose dS the attention workspace holds (ds) */
+    int ds_max_t = 384;   /* the longest sequence that takes dS (UMDQ_CUDA_ATTN_DS_MAX_T) */
 };
 
 struct Result {
@@ -181,6 +182,7 @@ static Result run(const Problem &p, const Config &cf, int decreasing) {
     c->math = UMD_MATH_BF16;
     c->attn_mode = UMD_ATTN_MMA;
     c->attn_fwd32 = cf.fwd32, c->attn_split = cf.split, c->attn_ds = cf.ds;
+    c->attn_ds_max_t = cf.ds_max_t;
     c->attn_kv32 = cf.kv32;
     memset(c->kv32_res, cf.kv32 ? 1 : -1, sizeof c->kv32_res); /* the step the config names */
     memset(c->kv32_ds, cf.kv32 ? 1 : -1, sizeof c->kv32_ds);
@@ -358,6 +360,13 @@ static void test_cuemu_attention_ds(void) {
     Result none = check(p, cf, "ds, no room");
     T_EQ_INT(none.launches, 3);
     T_EQ_INT(none.ds_calls, 0);
+    /* past the longest sequence that takes dS (the default 192): the default's kernels and bits */
+    Problem q = make_problem(1, 257, 1);
+    Config off, capped;
+    capped.ds = 1, capped.ds_max_t = 192;
+    Result d = check(q, off, "ds capped, default"), c = check(q, capped, "ds capped at 192");
+    T_EQ_INT(c.ds_calls, 0);
+    T_CHECK_MSG(same_bits(c.dqkv, d.dqkv), "T 257, dS capped at 192: dqkv not the default's bits");
 }
 
 /* the tiled kernels (T past the resident 384) */
