@@ -40,10 +40,10 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * would cost something: the GEMM tuner (85.9 ms against 86.6), whose choice of algorithm can
  * differ run to run, and with it the bits. The bf16 gradient tensors (81.9 ms against 86.6) are
  * on. The attention backward's dQ from a stored dS is on for sequences of up to
- * CUDA_DEFAULT_ATTN_DS_MAX_T tokens: alone it timed the backward 13% faster at T = 65 and 129
- * and 4% slower at 257 (its dS store grows with T^2), so B/4's decoder keeps the dQ kernel. The
- * MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only with those
- * gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker;
+ * CUDA_DEFAULT_ATTN_DS_MAX_T tokens: alone it timed the backward 20% and 13% faster at T = 65
+ * and 129 and 4% slower at 257 (its dS store grows with T^2), so B/4's decoder keeps the dQ
+ * kernel. The MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only
+ * with those gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker;
  * UMDQ_CUDA_ATTN_DS_MAX_T sets the length. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
@@ -80,6 +80,19 @@ static int cuda_switch(const char *var, int dflt) {
     return v && switch_value(v) >= 0 ? switch_value(v) : dflt;
 }
 
+/* 0 when the variable var is unset, empty or a whole number from lo to hi; else -1 with var, its
+ * value and what it must be (what) in err. */
+static int count_valid(const char *var, long lo, long hi, const char *what, char *err,
+                       size_t errlen) {
+    const char *v = getenv(var);
+    if (!v || !*v) return 0;
+    char *end = NULL;
+    const long t = strtol(v, &end, 10);
+    if (!*end && t >= lo && t <= hi) return 0;
+    snprintf(err, errlen, "%s=\"%.40s\": %s", var, v, what);
+    return -1;
+}
+
 /* 0 when every switch variable that is set says on or off; else -1 with the variable named (a
  * switch mistyped must not fall back to its default unseen). */
 static int switches_valid(char *err, size_t errlen) {
@@ -98,29 +111,14 @@ static int switches_valid(char *err, size_t errlen) {
             return -1;
         }
     }
-    /* the longest sequence whose attention backward takes dQ from a stored dS */
-    const char *dsmax = getenv("UMDQ_CUDA_ATTN_DS_MAX_T");
-    if (dsmax && *dsmax) {
-        char *end = NULL;
-        long t = strtol(dsmax, &end, 10);
-        if (*end || t < 1 || t > 100000) {
-            snprintf(err, errlen, "UMDQ_CUDA_ATTN_DS_MAX_T=\"%.40s\": the longest sequence whose "
-                     "attention backward takes dQ from a stored dS is a count of tokens from 1",
-                     dsmax);
-            return -1;
-        }
-    }
-    /* the tuner's tests' choice of candidate: a count */
-    const char *take = getenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
-    if (take && *take) {
-        char *end = NULL;
-        long t = strtol(take, &end, 10);
-        if (*end || t < 0 || t > 1000000) {
-            snprintf(err, errlen, "UMDQ_CUDA_GEMM_TUNE_TAKE=\"%.40s\": the GEMM tuner's candidate "
-                     "to take is a count from 0", take);
-            return -1;
-        }
-    }
+    /* the longest sequence whose attention backward takes dQ from a stored dS, and the tuner's
+     * tests' choice of candidate: counts */
+    if (count_valid("UMDQ_CUDA_ATTN_DS_MAX_T", 1, 100000,
+                    "the longest sequence whose attention backward takes dQ from a stored dS is "
+                    "a count of tokens from 1", err, errlen) != 0 ||
+        count_valid("UMDQ_CUDA_GEMM_TUNE_TAKE", 0, 1000000,
+                    "the GEMM tuner's candidate to take is a count from 0", err, errlen) != 0)
+        return -1;
     return 0;
 }
 

@@ -3243,6 +3243,26 @@ static void test_cuda_branch_operand(void) {
     switch_question("UMDQ_CUDA_BF16_BRANCH", "branch_operand", ask_branch, branch_more);
 }
 
+/* The count variable var set to each of vals[0..n) in turn while a context is made: the first
+ * nbad refused (UMDQ_EINVAL, var named), the others taken. */
+static void count_var_values(const umd_ops *o, const char *var, const char *const *vals, int n,
+                             int nbad) {
+    char err[512];
+    for (int i = 0; i < n; i++) {
+        umd_ctx *c = NULL;
+        setenv(var, vals[i], 1);
+        const int rc = o->ctx_new(&c, 1, err, sizeof err);
+        unsetenv(var);
+        if (i < nbad) {
+            T_EQ_INT(rc, UMDQ_EINVAL);
+            T_CONTAINS(err, var);
+        } else {
+            T_CHECK_MSG(rc != UMDQ_EINVAL, "%s=%s refused: %s", var, vals[i], err);
+        }
+        if (c) o->ctx_destroy(&c);
+    }
+}
+
 /* A switch variable set to anything but 1/0 (on/off, true/false, yes/no, any case) makes ctx_new
  * refuse, naming the variable, before it looks for a device (so this runs without one where the
  * CUDA backend is built); the words it takes pass that check. */
@@ -3274,18 +3294,7 @@ static void test_cuda_switch_values(void) {
     T_CONTAINS(err, "UMDQ_CUDA_ATTN_DS=\"often\"");
     /* and the longest sequence that takes it: a count of tokens from 1 */
     static const char *const lens[] = {"0", "x", "12a", "-5", "1", "384"};
-    for (int i = 0; i < 6; i++) {
-        setenv("UMDQ_CUDA_ATTN_DS_MAX_T", lens[i], 1);
-        rc = o->ctx_new(&c, 1, err, sizeof err);
-        unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T");
-        if (i < 4) {
-            T_EQ_INT(rc, UMDQ_EINVAL);
-            T_CONTAINS(err, "UMDQ_CUDA_ATTN_DS_MAX_T");
-        } else {
-            T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_ATTN_DS_MAX_T=%s refused: %s", lens[i], err);
-        }
-        if (c) o->ctx_destroy(&c);
-    }
+    count_var_values(o, "UMDQ_CUDA_ATTN_DS_MAX_T", lens, 6, 4);
     /* the tuner's switch, and its tests' candidate: a count */
     setenv("UMDQ_CUDA_GEMM_TUNE", "sometimes", 1);
     rc = o->ctx_new(&c, 1, err, sizeof err);
@@ -3293,18 +3302,7 @@ static void test_cuda_switch_values(void) {
     T_EQ_INT(rc, UMDQ_EINVAL);
     T_CONTAINS(err, "UMDQ_CUDA_GEMM_TUNE=\"sometimes\"");
     static const char *const takes[] = {"x", "-1", "2a", "3", "0"};
-    for (int i = 0; i < 5; i++) {
-        setenv("UMDQ_CUDA_GEMM_TUNE_TAKE", takes[i], 1);
-        rc = o->ctx_new(&c, 1, err, sizeof err);
-        unsetenv("UMDQ_CUDA_GEMM_TUNE_TAKE");
-        if (i < 3) {
-            T_EQ_INT(rc, UMDQ_EINVAL);
-            T_CONTAINS(err, "UMDQ_CUDA_GEMM_TUNE_TAKE");
-        } else {
-            T_CHECK_MSG(rc != UMDQ_EINVAL, "UMDQ_CUDA_GEMM_TUNE_TAKE=%s refused: %s", takes[i], err);
-        }
-        if (c) o->ctx_destroy(&c);
-    }
+    count_var_values(o, "UMDQ_CUDA_GEMM_TUNE_TAKE", takes, 5, 3);
 }
 
 /* ---- gradient tensors in bf16 ---------------------------------------------------------------- */
