@@ -365,7 +365,7 @@ row_vs_defaults() { # variable, test pattern, log, what faster/slower/noise/fail
 }
 verdict() { row_vs_defaults "$1" "$2" "$3" "faster: on by default" "slower: keep off" "within noise: keep off" "keep off"; }
 verdict_on() { row_vs_defaults "$1" "$2" "$3" "faster without it: off by default" "slower without it: keep on" \
-  "within noise: on, off or either" "the switch on by default is not tested: off until they pass"; }
+  "within noise: on, off or either" "turn it off until they pass"; }
 verdict_on UMDQ_CUDA_BF16_GRAD=0 "$GRAD_TESTS" "$LOGS/train_gpu--no-bf16-grad.log"
 verdict_on UMDQ_CUDA_ATTN_DS=0 "$DS_TESTS" "$LOGS/train_gpu--no-attn-ds.log"
 row_vs_defaults UMDQ_CUDA_ATTN_DS_MAX_T=384 "$DS_TESTS" "$LOGS/train_gpu--attn-ds-every.log" \

@@ -72,10 +72,10 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * and dS again (2 of the backward's 7 products, and half its exponentials): dK and dV the same
  * bits, dQ within rounding of the default's (test_cuda_ops); where the workspace holds no head's
  * dS, the two default kernels. On by default for sequences of up to 192 tokens
- * (UMDQ_CUDA_ATTN_DS_MAX_T=N sets the length; 1 to 100000): on an H200 the backward alone took 13%
- * less time with it at 65 and 129 tokens and 4% more at 257, where the dS it stores and reads
- * (T^2 values a head) outweighs what it saves (--attn-ds); the description counts the calls
- * that took it.
+ * (UMDQ_CUDA_ATTN_DS_MAX_T=N sets the length; 1 to 100000): on an H200 the backward alone
+ * took 20% and 13% less time with it at 65 and 129 tokens and 4% more at 257, where the dS it
+ * stores and reads (T^2 values a head) outweighs what it saves (--attn-ds); the description
+ * counts the calls that took it.
  * UMDQ_CUDA_LT_BF16_Y=0 makes a context write every bf16 operand y (the qkv Linear's, a bf16 h)
  * through an fp32 scratch and a rounding pass, the way it does where cuBLASLt has no bf16 output
  * with an fp32 bias: the same bits, for the tests of that path.
