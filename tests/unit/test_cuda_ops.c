@@ -3672,6 +3672,28 @@ static void ds_dqkv_close(const char *what, const float *got, const float *want,
     T_CHECK_MSG(l2 <= 1e-3, "%s: dQ relative L2 %.3g > 1e-3", what, l2);
 }
 
+/* The dS tests' inputs for n sequences of T tokens in heads heads of 64 (key: their draws): qkv of
+ * bf16 values (its bf16 copy on the device), dout, and the CPU's forward (out, lse) and backward
+ * (ref) on them; out, lse and dout on the device too. Host buffers are the test's (hkeep). */
+typedef struct {
+    float *out, *ref;
+    float *d_out, *d_lse, *d_g;
+    const void *d_qh;
+} ds_problem;
+static ds_problem ds_problem_new(int n, int T, int heads, uint32_t key) {
+    const size_t W = (size_t)heads * 64, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
+                 nl = (size_t)n * heads * T;
+    ds_problem p;
+    uint16_t *qh;
+    float *q = h_bf16_values(nq, key, &qh), *g = h_randn(no, key + 1, 1.0f), *lse = h_nan(nl);
+    p.d_qh = d_up(qh, nq * sizeof *qh);
+    p.out = h_nan(no), p.ref = h_nan(nq);
+    CPU->attention_fwd(cc, p.out, lse, q, n, T, heads, 64, UMD_F32);
+    CPU->attention_bwd(cc, p.ref, g, q, p.out, lse, n, T, heads, 64, UMD_F32);
+    p.d_out = d_f(p.out, no), p.d_lse = d_f(lse, nl), p.d_g = d_f(g, no);
+    return p;
+}
+
 /* The limits of the dS tests' group context: 2 sequences of 257 tokens in 5 heads, whose
  * attention workspace (two heads' (T, T) fp32 tiles, 8 n T^2 bytes) holds dS (2 n Tr^2 bytes a
  * head, Tr = 272) for 3 heads: the backward takes the heads in groups of 3 and 2. */
@@ -3728,19 +3750,14 @@ static void test_cuda_attention_ds(void) {
     const int hd = 64;
     for (int s = 0; s < (int)(sizeof cases / sizeof *cases); s++) {
         const int n = cases[s].n, T = cases[s].T, heads = cases[s].heads;
-        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
-                     nl = (size_t)n * heads * T;
+        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W;
         const uint32_t key = 4700 + 10 * (uint32_t)s;
-        uint16_t *qh, *oh;
-        float *q = h_bf16_values(nq, key, &qh), *g = h_randn(no, key + 1, 1.0f);
-        const void *d_qh = d_up(qh, nq * sizeof *qh);
-        float *out = h_nan(no), *lse = h_nan(nl), *ref = h_nan(nq);
-        CPU->attention_fwd(cc, out, lse, q, n, T, heads, hd, UMD_F32);
-        CPU->attention_bwd(cc, ref, g, q, out, lse, n, T, heads, hd, UMD_F32);
-        float *d_out = d_f(out, no), *d_lse = d_f(lse, nl), *d_g = d_f(g, no);
+        const ds_problem pb = ds_problem_new(n, T, heads, key);
+        const float *ref = pb.ref, *d_out = pb.d_out, *d_lse = pb.d_lse, *d_g = pb.d_g;
+        const void *d_qh = pb.d_qh;
         /* O as a bf16 branch tensor too: the CPU's out rounded */
-        oh = hkeep(malloc(no * sizeof *oh));
-        for (size_t i = 0; i < no; i++) oh[i] = fx_bf16(out[i]);
+        uint16_t *oh = hkeep(malloc(no * sizeof *oh));
+        for (size_t i = 0; i < no; i++) oh[i] = fx_bf16(pb.out[i]);
         const void *d_oh = d_up(oh, no * sizeof *oh);
         for (int ob = 0; ob < 2; ob++) {
             const void *o = ob ? d_oh : (const void *)d_out;
@@ -3830,16 +3847,10 @@ static void test_cuda_attention_ds_max_t(void) {
     const int n = 2, heads = 2, hd = 64;
     for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
         const int T = cases[k].T;
-        const size_t W = (size_t)heads * hd, nq = (size_t)n * T * 3 * W, no = (size_t)n * T * W,
-                     nl = (size_t)n * heads * T;
-        const uint32_t key = 4900 + 10 * (uint32_t)k;
-        uint16_t *qh;
-        float *q = h_bf16_values(nq, key, &qh), *g = h_randn(no, key + 1, 1.0f);
-        const void *d_qh = d_up(qh, nq * sizeof *qh);
-        float *out = h_nan(no), *lse = h_nan(nl), *ref = h_nan(nq);
-        CPU->attention_fwd(cc, out, lse, q, n, T, heads, hd, UMD_F32);
-        CPU->attention_bwd(cc, ref, g, q, out, lse, n, T, heads, hd, UMD_F32);
-        float *d_out = d_f(out, no), *d_lse = d_f(lse, nl), *d_g = d_f(g, no);
+        const size_t nq = (size_t)n * T * 3 * heads * hd;
+        const ds_problem pb = ds_problem_new(n, T, heads, 4900 + 10 * (uint32_t)k);
+        const float *ref = pb.ref, *d_out = pb.d_out, *d_lse = pb.d_lse, *d_g = pb.d_g;
+        const void *d_qh = pb.d_qh;
         float *dq_s = d_f(h_nan(nq), nq), *dq_d = d_f(h_nan(nq), nq);
         const long before = ds_calls(cases[k].s);
         GPU->attention_bwd(cases[k].s, dq_s, d_g, d_qh, d_out, d_lse, n, T, heads, hd, UMD_OPND);
