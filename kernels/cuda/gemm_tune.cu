@@ -1,6 +1,6 @@
 /* gemm_tune.cu: the GEMM tuner of a bf16 context (UMDQ_CUDA_GEMM_TUNE=1, off by default: make
- * gpu-check timed B/4 within noise of the defaults with it): the backward's and the MLP's GEMMs, and the Linears'
- * forward plans.
+ * gpu-check timed B/4 within noise of the defaults with it): the backward's and the MLP's GEMMs,
+ * and the Linears' forward plans.
  *
  * Without it, every GEMM that is not a Linear's forward (the backward's dx = dy W and
  * dW += dy^T x, the MLP's products, fc2's forward) goes to cublasGemmEx, which runs the first

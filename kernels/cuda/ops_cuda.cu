@@ -43,8 +43,8 @@ int cublas_check(umd_ctx *c, cublasStatus_t s, const char *op) {
  * CUDA_DEFAULT_ATTN_DS_MAX_T tokens: alone it timed the backward 20% and 13% faster at T = 65
  * and 129 and 4% slower at 257 (its dS store grows with T^2), so B/4's decoder keeps the dQ
  * kernel. The MLP's one pass over h is on: it keeps the bits, reads h once less, and applies only
- * with those gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a worker;
- * UMDQ_CUDA_ATTN_DS_MAX_T sets the length. */
+ * with those gradient tensors. Each variable still turns its switch on ("1") or off ("0") for a
+ * worker; UMDQ_CUDA_ATTN_DS_MAX_T sets the length. */
 #define CUDA_DEFAULT_GRAPH 1
 #define CUDA_DEFAULT_FUSED_NORM 1
 #define CUDA_DEFAULT_BF16_OPERANDS 1
@@ -879,9 +879,8 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  "; switches: graph %s, fused norm %s, bf16 operands %s, bf16 MLP h %s, GELU "
                  "epilogues %s, bf16 dy W2 %s, bf16 branches %s, bf16 gradients %s, bf16 bias %s, "
                  "MLP backward's GELU passes over h %d, attention dK dV over %d queries, forward "
-                 "%d rows a warp, last strips %s, dQ from a stored dS %s (%ld calls) for T up to %d, "
-                 "GEMM "
-                 "tuning %s (%d shapes, %d on another "
+                 "%d rows a warp, last strips %s, dQ from a stored dS %s (%ld calls) for T up to "
+                 "%d, GEMM tuning %s (%d shapes, %d on another "
                  "algorithm, %d splitting K, %d by hand; %ld split candidates timed; %d Linear "
                  "forward plans tuned, %d on another algorithm; %ld GEMMs run on a tuned "
                  "algorithm)",
@@ -891,7 +890,8 @@ extern "C" void umd_cuda_describe(umd_ctx *c, char *buf, size_t n) {
                  c->grad_bf16 ? "on" : "off", c->bf16_bias && c->opnd_bf16 ? "on" : "off",
                  c->mlp_one_pass && c->bf16_dh && c->grad_bf16 && !c->gelu_epi ? 1 : 2,
                  c->attn_kv32 ? 32 : 64, c->attn_fwd32 ? 32 : 16, c->attn_split ? "shared" : "whole",
-                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->attn_ds_max_t, c->gemm_tune ? "on" : "off",
+                 c->attn_ds ? "on" : "off", c->attn_ds_calls, c->attn_ds_max_t,
+                 c->gemm_tune ? "on" : "off",
                  c->ntuned, c->ntook, c->ntook_split, c->ntook_hand,
                  c->tune_variants, c->ntuned_lt, c->ntook_lt, c->tune_runs);
 }

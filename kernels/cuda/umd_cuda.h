@@ -65,7 +65,7 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * Only those strips' rows get other bits (test_cuda_ops; the other rows bit for bit): their
  * gradients and lse within fp32 rounding of the default's, their output within bf16 rounding
  * (each part rounds its softmax weights against the running max of its own keys). Off by
- * default: an H200 timed B/4 1.5 ms a step slower with it (--attn-split).
+ * default: an H200 timed B/4 0.6-1.5 ms a step slower with it (--attn-split).
  * UMDQ_CUDA_ATTN_DS=1 makes the resident mma backward (up to 384 tokens, a bf16 qkv, dqkv and
  * dout of one type) store dS in bf16 from its dK dV kernel, in the attention workspace a group of
  * heads at a time, and take dQ = dS K in one product over it, where its dQ kernel computed S, dP
@@ -114,7 +114,7 @@ enum { UMD_MATH_FP32 = 0, UMD_MATH_TF32 = 1, UMD_MATH_BF16 = 2 };
  * against the heuristic's others likewise. A shape on another algorithm adds its sums in another
  * order, a fixed one still (for a bf16 output no split-K parts added in bf16) (test_cuda_ops
  * against the CPU, every kind of candidate taken in turn; test_cuda_model through recorded
- * steps); off by default: an H200 timed B/4 0.7 ms a step faster with it, within noise, and two
+ * steps); off by default: an H200 timed B/4 0.6-0.7 ms a step faster with it, within noise; two
  * runs may keep different algorithms, so different bits (bench/train_gpu --gemm-tune).
  * UMDQ_CUDA_GEMM_TUNE_LOG=1 prints each tuned shape's times on stderr; the description
  * (umd_cuda_describe) counts the shapes tuned and those on another algorithm.

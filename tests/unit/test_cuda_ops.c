@@ -3843,7 +3843,8 @@ static void test_cuda_attention_ds_max_t(void) {
         int T;
         umd_ctx *s;
         int takes;
-    } cases[] = {{129, sc, 1}, {192, sc, 1}, {193, sc, 0}, {257, sc, 0}, {100, s100, 1}, {129, s100, 0}};
+    } cases[] = {{129, sc, 1},  {192, sc, 1},   {193, sc, 0},
+                 {257, sc, 0},  {100, s100, 1}, {129, s100, 0}};
     const int n = 2, heads = 2, hd = 64;
     for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
         const int T = cases[k].T;
