@@ -472,26 +472,23 @@ static umd_ctx *attention_ctx(const umd_ops *ops, const int on[ATTN_NVARS], cons
                               void **ws) {
     char err[512];
     umd_ctx *c = NULL;
-    char *saved[ATTN_NVARS];
-    for (int i = 0; i < ATTN_NVARS; i++) {
-        const char *v = getenv(ATTN_VARS[i]);
+    /* the switches, and dQ from dS at every resident length so that the table shows where it
+     * pays (the default takes it up to 192 tokens) */
+    const char *vars[ATTN_NVARS + 1], *vals[ATTN_NVARS + 1];
+    char *saved[ATTN_NVARS + 1];
+    for (int i = 0; i < ATTN_NVARS; i++) vars[i] = ATTN_VARS[i], vals[i] = on[i] ? "1" : "0";
+    vars[ATTN_NVARS] = "UMDQ_CUDA_ATTN_DS_MAX_T", vals[ATTN_NVARS] = "384";
+    for (int i = 0; i <= ATTN_NVARS; i++) {
+        const char *v = getenv(vars[i]);
         saved[i] = v ? strdup(v) : NULL;
-        setenv(ATTN_VARS[i], on[i] ? "1" : "0", 1);
+        setenv(vars[i], vals[i], 1);
     }
-    /* dQ from dS at every resident length, so the table shows where it pays (the default takes
-     * it up to 192 tokens) */
-    const char *mt = getenv("UMDQ_CUDA_ATTN_DS_MAX_T");
-    char *saved_mt = mt ? strdup(mt) : NULL;
-    setenv("UMDQ_CUDA_ATTN_DS_MAX_T", "384", 1);
     int rc = ops->ctx_new(&c, 1, err, sizeof err);
-    for (int i = 0; i < ATTN_NVARS; i++) {
-        if (saved[i]) setenv(ATTN_VARS[i], saved[i], 1);
-        else unsetenv(ATTN_VARS[i]);
+    for (int i = 0; i <= ATTN_NVARS; i++) {
+        if (saved[i]) setenv(vars[i], saved[i], 1);
+        else unsetenv(vars[i]);
         free(saved[i]);
     }
-    if (saved_mt) setenv("UMDQ_CUDA_ATTN_DS_MAX_T", saved_mt, 1);
-    else unsetenv("UMDQ_CUDA_ATTN_DS_MAX_T");
-    free(saved_mt);
     if (rc != 0) {
         fprintf(stderr, "train_gpu: --attention: %s\n", err);
         return NULL;

@@ -33,8 +33,9 @@
 # 290): the test programs share all but $TEST_RESERVE (90) seconds of it (one cut at its limit
 # fails, and its tests after the cut count as missing in the switches' verdicts); the benchmark
 # rows run in order of what they decide (the plain step first, then the
-# defaults without and with the switches in question, the Linears, and the attention alone), each cut to what is left of S seconds from the start, and those that find
-# less than 20 s left are skipped, so the tables come out in time; the summary names them. Logs
+# defaults without and with the switches in question, the Linears, and the attention alone),
+# each cut to what is left of S seconds from the start, and those that find less than 20 s left
+# are skipped, so the tables come out in time; the summary names them. Logs
 # go to $LOGS (default $BUILD/gpu-check). Exit status 1 when a test fails or a step does not run,
 # and at once when the tests find no device (nothing else could run). --bundle gzips the large
 # libraries (--prebuilt unpacks them) to keep the bundle small for the trip to a device.
@@ -212,7 +213,12 @@ bench() {
   if { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ $by_budget = 1 ]; then cut+=("$(basename "$log" .log)")
   elif [ "$rc" != 0 ]; then failed=1; fi
 }
-gpu() { bench "$1" "$LOGS/$2.log" "$(bin bench/train_gpu)" "${@:3}"; }
+# gpu LIMIT NAME [VAR=VALUE...] ARGS...: train_gpu ARGS (in the environment VAR=VALUE), logged as NAME
+gpu() {
+  local limit=$1 log=$LOGS/$2.log vars=(); shift 2
+  while [ $# -gt 0 ] && [[ $1 == UMDQ_*=* ]]; do vars+=("$1"); shift; done
+  bench "$limit" "$log" env "${vars[@]}" "$(bin bench/train_gpu)" "$@"
+}
 echo "== memory: train_memory (the arenas, without and with train.recompute)"
 bench 60 "$LOGS/train_memory.log" "$(bin bench/train_memory)"
 echo
@@ -223,19 +229,19 @@ echo "== benchmark: train_gpu --steps $steps (the switches as they are by defaul
 gpu 300 train_gpu --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 without the bf16 gradient tensors (UMDQ_CUDA_BF16_GRAD=0: on by default, the row that keeps it so)"
-bench 120 "$LOGS/train_gpu--no-bf16-grad.log" env UMDQ_CUDA_BF16_GRAD=0 "$(bin bench/train_gpu)" --only b64 --precision bf16 --steps "$steps" --warmup 3
+gpu 120 train_gpu--no-bf16-grad UMDQ_CUDA_BF16_GRAD=0 --only b64 --precision bf16 --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 without dQ from a stored dS (UMDQ_CUDA_ATTN_DS=0: on by default up to 192 tokens, the encoder's attention and not the decoder's)"
-bench 120 "$LOGS/train_gpu--no-attn-ds.log" env UMDQ_CUDA_ATTN_DS=0 "$(bin bench/train_gpu)" --only b64 --precision bf16 --steps "$steps" --warmup 3
+gpu 120 train_gpu--no-attn-ds UMDQ_CUDA_ATTN_DS=0 --only b64 --precision bf16 --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 with dQ from a stored dS at every length (UMDQ_CUDA_ATTN_DS_MAX_T=384: the decoder's 257 tokens too) --profile (the profile's spans time its kernels)"
-bench 120 "$LOGS/train_gpu--attn-ds-every.log" env UMDQ_CUDA_ATTN_DS_MAX_T=384 "$(bin bench/train_gpu)" --only b64 --precision bf16 --profile --steps "$steps" --warmup 3
+gpu 120 train_gpu--attn-ds-every UMDQ_CUDA_ATTN_DS_MAX_T=384 --only b64 --precision bf16 --profile --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 with --attn-split (the defaults, and the attention's last strips shared by its warps: UMDQ_CUDA_ATTN_SPLIT=1, off by default)"
 gpu 120 train_gpu--attn-split --only b64 --precision bf16 --attn-split --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 with --gemm-tune (the defaults, and each GEMM shape cublasGemmEx runs timed against cuBLASLt's other algorithms, the fastest kept: UMDQ_CUDA_GEMM_TUNE=1, off by default; each shape's times in the log)"
-bench 120 "$LOGS/train_gpu--gemm-tune.log" env UMDQ_CUDA_GEMM_TUNE_LOG=1 "$(bin bench/train_gpu)" --only b64 --precision bf16 --gemm-tune --steps "$steps" --warmup 3
+gpu 120 train_gpu--gemm-tune UMDQ_CUDA_GEMM_TUNE_LOG=1 --only b64 --precision bf16 --gemm-tune --steps "$steps" --warmup 3
 echo
 echo "== benchmark: the same B/4 bf16 with both (--attn-split --gemm-tune)"
 gpu 120 train_gpu--attn-split--gemm-tune --only b64 --precision bf16 --attn-split --gemm-tune --steps "$steps" --warmup 3
